@@ -1,0 +1,191 @@
+//! Types shared by several events: conversations, session and binding vocabulary, and the
+//! validation every decoded event goes through before a worker sees it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Free-form metadata a publisher attaches; Threadline carries it, never interprets it.
+pub type Metadata = BTreeMap<String, serde_json::Value>;
+
+/// A place on a chat platform. When `parent_conversation_id` is set, the conversation is a
+/// thread inside that parent (see DESIGN §2 for what the ids are on each channel).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConversationRef {
+    /// Adapter name: `discord`, `slack`, `telegram`, `matrix` or `webhook:<name>`.
+    pub channel: String,
+    /// The bot or workspace account on that channel.
+    pub account_id: String,
+    /// Channel, chat, room or thread id, as the platform names it.
+    pub conversation_id: String,
+    /// Set when `conversation_id` is a thread: the conversation that holds the thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_conversation_id: Option<String>,
+}
+
+impl ConversationRef {
+    /// The conversation that holds this one: the parent channel of a thread, or itself.
+    pub fn parent(&self) -> ConversationRef {
+        match &self.parent_conversation_id {
+            Some(parent) => ConversationRef {
+                channel: self.channel.clone(),
+                account_id: self.account_id.clone(),
+                conversation_id: parent.clone(),
+                parent_conversation_id: None,
+            },
+            None => self.clone(),
+        }
+    }
+
+    /// One stable string naming the conversation; used in Redis keys and dedup ids.
+    /// `\u{1f}` (unit separator) cannot appear in validated ids, so the key is unambiguous.
+    pub fn key(&self) -> String {
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            self.channel, self.account_id, self.conversation_id
+        )
+    }
+
+    /// Whether two references name the same platform conversation (parent ids are
+    /// informative; the conversation id alone identifies a thread on every platform).
+    pub fn same_place(&self, other: &ConversationRef) -> bool {
+        self.channel == other.channel
+            && self.account_id == other.account_id
+            && self.conversation_id == other.conversation_id
+    }
+}
+
+/// `run` sessions end after their completion is delivered; `session` sessions persist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    #[default]
+    Run,
+    Session,
+}
+
+/// Where a spawned session is bound. Independent of [`SessionMode`] (seed issue 000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// No binding: output goes to the requester's conversation.
+    #[default]
+    None,
+    /// A new thread under the requester's conversation, bound to the session.
+    Child,
+    /// The requester's conversation itself.
+    Current,
+}
+
+/// Which destinations a bound session's output goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryPolicy {
+    #[default]
+    BoundOnly,
+    BoundAndRequester,
+    RequesterOnly,
+}
+
+/// Why a destination was chosen, as reported on `tl.out.delivered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// The session's bound conversation.
+    Bound,
+    /// The requester's conversation, by design (no placement, policy).
+    Requester,
+    /// The requester's conversation because a bound one was expected but unusable.
+    Fallback,
+}
+
+/// Binding lifecycle: `pending` until the platform confirmed the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingStatus {
+    Pending,
+    Active,
+    Ending,
+    Ended,
+}
+
+/// A session bound to a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub binding_id: String,
+    pub target_session_key: String,
+    pub conversation: ConversationRef,
+    pub status: BindingStatus,
+    /// Unix milliseconds.
+    pub bound_at: u64,
+    /// Unix milliseconds; refreshed by every successful post and inbound message.
+    pub last_activity_at: u64,
+    pub idle_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+    pub delivery: DeliveryPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
+}
+
+/// Checks that decoding alone cannot express. Runs on every decoded event.
+pub trait Validate {
+    /// Describes the first problem found; the codec turns it into an `invalid_event` rejection.
+    fn validate(&self) -> Result<(), String>;
+}
+
+/// An id that ends up inside a NATS subject token or a Redis key must be non-empty, short,
+/// and free of subject syntax and control characters.
+pub fn check_token(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("`{field}` must not be empty"));
+    }
+    if value.len() > 256 {
+        return Err(format!("`{field}` is longer than 256 bytes"));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
+    {
+        return Err(format!("`{field}` contains {c:?}, which is not allowed"));
+    }
+    Ok(())
+}
+
+/// An id used only inside Redis keys and payloads: non-empty, bounded, no control characters.
+pub fn check_id(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("`{field}` must not be empty"));
+    }
+    if value.len() > 512 {
+        return Err(format!("`{field}` is longer than 512 bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("`{field}` contains a control character"));
+    }
+    Ok(())
+}
+
+impl Validate for ConversationRef {
+    fn validate(&self) -> Result<(), String> {
+        check_token("conversation.channel", &self.channel)?;
+        if let Some(name) = self.channel.strip_prefix("webhook:") {
+            check_token("conversation.channel (webhook name)", name)?;
+        }
+        check_id("conversation.account_id", &self.account_id)?;
+        check_id("conversation.conversation_id", &self.conversation_id)?;
+        if let Some(parent) = &self.parent_conversation_id {
+            check_id("conversation.parent_conversation_id", parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// Unix milliseconds now. Lives here so every crate stamps time the same way.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,127 @@
+//! Events Threadline publishes on `tl.out.*` and `tl.agent.*` for anyone to observe.
+//! Each carries `v` so consumers can version-check exactly like Threadline does.
+
+use crate::common::{BindingRecord, ConversationRef, DeliveryMode, SessionMode};
+use serde::{Deserialize, Serialize};
+
+fn v1() -> u32 {
+    crate::SCHEMA_VERSION
+}
+
+/// `tl.out.spawned`: a spawn was accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSpawned {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub event_id: String,
+    pub session_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub mode: SessionMode,
+    /// True when a named session already existed and `resume_if_exists` re-attached to it.
+    pub resumed: bool,
+    /// The binding the spawn created or kept; `pending` while a child thread is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<BindingRecord>,
+}
+
+/// `tl.out.rejected`: an inbound event was refused; the original bytes are on `tl.dlq.<stage>`
+/// when the event could not be decoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRejected {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub event_id: String,
+    pub stage: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// How a post whose earlier attempt had an unknown outcome was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconciliation {
+    /// Re-sent with the platform's idempotency key (Discord nonce, Matrix txn id,
+    /// `Idempotency-Key`): the platform guarantees one message.
+    IdempotencyKey,
+    /// Found our earlier message by reading the conversation back.
+    ReadBack,
+    /// Re-posted without any way to know whether the first attempt landed.
+    UnknownOutcome,
+}
+
+/// `tl.out.delivered`: one destination was posted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostDelivered {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub event_id: String,
+    pub destination: ConversationRef,
+    pub mode: DeliveryMode,
+    pub reason: String,
+    /// The platform's id of the (first) message.
+    pub platform_message_id: String,
+    /// Every part's id when the content was split; the first equals `platform_message_id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform_message_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    /// Set when an earlier attempt's outcome was unknown and had to be settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled: Option<Reconciliation>,
+}
+
+/// `tl.out.failed`: one destination was given up (or, with `fail_closed`, never tried).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostFailed {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub event_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<ConversationRef>,
+    pub code: String,
+    pub message: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+}
+
+/// What happened to a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingChange {
+    Bound,
+    Ending,
+    Ended,
+}
+
+/// `tl.out.binding`: binding lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingChanged {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub binding: BindingRecord,
+    pub change: BindingChange,
+    pub reason: String,
+}
+
+/// `tl.out.unbound`: an inbound message matched no binding; the gateway handles it normally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageUnbound {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub event_id: String,
+    pub conversation: ConversationRef,
+}
+
+/// `tl.agent.<agent_id>`: input for one session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInput {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub event_id: String,
+    pub session_key: String,
+    pub text: String,
+    /// Where the input came from; replies to it belong there.
+    pub origin: ConversationRef,
+}

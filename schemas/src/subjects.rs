@@ -1,0 +1,133 @@
+//! Every NATS subject Threadline uses, built in one place from the configurable prefix
+//! (`THREADLINE_SUBJECT_PREFIX`, default `tl`), so several deployments can share an account.
+
+/// Subject builder for one deployment prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Subjects::new("tl")
+    }
+}
+
+/// A processing stage, as named in `tl.out.rejected.stage` and `tl.dlq.<stage>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Binder,
+    Router,
+    Deliver(String),
+}
+
+impl Stage {
+    /// `binder`, `router`, `deliver.<channel>`.
+    pub fn name(&self) -> String {
+        match self {
+            Stage::Binder => "binder".into(),
+            Stage::Router => "router".into(),
+            Stage::Deliver(channel) => format!("deliver.{channel}"),
+        }
+    }
+}
+
+impl Subjects {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Subjects {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn s(&self, rest: &str) -> String {
+        format!("{}.{rest}", self.prefix)
+    }
+
+    // Inbound (published by other services).
+    pub fn in_spawn(&self) -> String {
+        self.s("in.spawn")
+    }
+    pub fn in_completion(&self) -> String {
+        self.s("in.completion")
+    }
+    pub fn in_send(&self) -> String {
+        self.s("in.send")
+    }
+    pub fn in_message(&self, channel: &str) -> String {
+        self.s(&format!("in.message.{channel}"))
+    }
+    pub fn in_message_any(&self) -> String {
+        self.s("in.message.>")
+    }
+    pub fn in_control(&self) -> String {
+        self.s("in.control")
+    }
+    pub fn in_all(&self) -> String {
+        self.s("in.>")
+    }
+
+    // Internal.
+    pub fn deliver(&self, channel: &str) -> String {
+        self.s(&format!("deliver.{channel}"))
+    }
+    pub fn deliver_all(&self) -> String {
+        self.s("deliver.>")
+    }
+
+    // Outbound (observable).
+    pub fn out_spawned(&self) -> String {
+        self.s("out.spawned")
+    }
+    pub fn out_rejected(&self) -> String {
+        self.s("out.rejected")
+    }
+    pub fn out_delivered(&self) -> String {
+        self.s("out.delivered")
+    }
+    pub fn out_failed(&self) -> String {
+        self.s("out.failed")
+    }
+    pub fn out_binding(&self) -> String {
+        self.s("out.binding")
+    }
+    pub fn out_unbound(&self) -> String {
+        self.s("out.unbound")
+    }
+    pub fn out_all(&self) -> String {
+        self.s("out.>")
+    }
+    pub fn agent(&self, agent_id: &str) -> String {
+        self.s(&format!("agent.{agent_id}"))
+    }
+    pub fn agent_all(&self) -> String {
+        self.s("agent.>")
+    }
+
+    // Dead letters.
+    pub fn dlq(&self, stage: &Stage) -> String {
+        self.s(&format!("dlq.{}", stage.name()))
+    }
+    pub fn dlq_all(&self) -> String {
+        self.s("dlq.>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_applied_everywhere() {
+        let s = Subjects::new("prod.tl");
+        assert_eq!(s.in_spawn(), "prod.tl.in.spawn");
+        assert_eq!(s.deliver("webhook:ops"), "prod.tl.deliver.webhook:ops");
+        assert_eq!(
+            s.dlq(&Stage::Deliver("discord".into())),
+            "prod.tl.dlq.deliver.discord"
+        );
+    }
+}

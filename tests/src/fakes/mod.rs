@@ -1,0 +1,300 @@
+//! Loopback fakes of chat-platform HTTP APIs, with scripted fault injection.
+//!
+//! Each fake binds `127.0.0.1:0`, serves on a tokio task and keeps everything
+//! in memory, so a test can point a real adapter at it (through the
+//! `THREADLINE_*_API_BASE` settings) and then inspect exactly what the platform
+//! would have stored. Dropping a fake's handle shuts its server down.
+//!
+//! Faults are a FIFO queue per fake: the next message-creating request
+//! (Discord message post or thread create, webhook POST) consumes one fault.
+//! Other routes (reads) are never faulted, so tests can always read back state.
+
+pub mod discord;
+pub mod webhook;
+
+pub use discord::{DiscordMessage, DiscordThread, FakeDiscord};
+pub use webhook::{FakeWebhook, WebhookDelivery};
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    extract::connect_info::Connected,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    serve::{IncomingStream, Listener},
+    Router,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+/// A scripted misbehaviour of the platform for one request.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer 429 with the platform's rate-limit shape and Retry-After of this many ms.
+    RateLimited { retry_after_ms: u64 },
+    /// Answer 500 (platform error shape) without storing anything.
+    ServerError,
+    /// Sleep this long, then handle the request normally.
+    Slow { delay_ms: u64 },
+    /// Store/apply the request exactly as a success would, then never answer
+    /// (hold the connection open for `hold_ms`, then drop it without a response).
+    AcceptThenHang { hold_ms: u64 },
+}
+
+/// What a handler must do about the fault it drew, after any `Slow` delay was served.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Plan {
+    Proceed,
+    RateLimited {
+        retry_after_ms: u64,
+    },
+    ServerError,
+    /// Handle normally, then hold the connection for this many ms and drop it.
+    HangAfter {
+        hold_ms: u64,
+    },
+}
+
+impl Plan {
+    /// Turns a drawn fault into a plan. `Slow` is served here, so that the
+    /// delay happens before the request touches any state — as a slow
+    /// platform would behave from the client's point of view.
+    pub(crate) async fn from_fault(fault: Option<Fault>) -> Plan {
+        match fault {
+            None => Plan::Proceed,
+            Some(Fault::RateLimited { retry_after_ms }) => Plan::RateLimited { retry_after_ms },
+            Some(Fault::ServerError) => Plan::ServerError,
+            Some(Fault::Slow { delay_ms }) => {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                Plan::Proceed
+            }
+            Some(Fault::AcceptThenHang { hold_ms }) => Plan::HangAfter { hold_ms },
+        }
+    }
+}
+
+/// HTTP `Retry-After` is whole seconds; rounding up keeps a client that only
+/// reads the header from retrying before the fake's window is over.
+pub(crate) fn retry_after_header_secs(retry_after_ms: u64) -> u64 {
+    retry_after_ms.div_ceil(1000)
+}
+
+/// Locks fake state, shrugging off poisoning: a panicking test thread must not
+/// turn every later request into a second, confusing panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Polls `probe` until it reports done or `timeout` passes, returning its last value.
+/// Uses tokio's clock so tests with paused time behave.
+pub(crate) async fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> (bool, T)) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (done, value) = probe();
+        if done || tokio::time::Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Per-connection control, handed to handlers as `ConnectInfo<ConnCtl>`.
+///
+/// It exists so `Fault::AcceptThenHang` can drop a connection without writing
+/// a response: axum offers no way for a handler to abort its connection, so the
+/// fake's listener wraps every socket in a stream that fails all I/O once killed.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnCtl {
+    #[allow(dead_code)] // kept for Debug output in hyper/axum traces
+    peer: SocketAddr,
+    killed: Arc<AtomicBool>,
+}
+
+impl ConnCtl {
+    fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Connected<IncomingStream<'_, FakeListener>> for ConnCtl {
+    fn connect_info(stream: IncomingStream<'_, FakeListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// Holds the connection for `hold_ms`, then makes sure the response the
+/// handler returns is never written: the killed stream fails hyper's write,
+/// and hyper closes the socket.
+pub(crate) async fn hang_up(conn: &ConnCtl, hold_ms: u64) -> Response {
+    tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+    conn.kill();
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
+/// A TCP listener whose connections can be killed from inside a handler.
+pub(crate) struct FakeListener {
+    inner: TcpListener,
+}
+
+impl Listener for FakeListener {
+    type Io = KillableStream;
+    type Addr = ConnCtl;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, peer)) => {
+                    // Small JSON answers otherwise wait on Nagle + delayed ACK.
+                    let _ = stream.set_nodelay(true);
+                    let killed = Arc::new(AtomicBool::new(false));
+                    let ctl = ConnCtl {
+                        peer,
+                        killed: Arc::clone(&killed),
+                    };
+                    return (
+                        KillableStream {
+                            inner: stream,
+                            killed,
+                        },
+                        ctl,
+                    );
+                }
+                Err(e) => {
+                    // Typically EMFILE under heavy tests: back off instead of spinning.
+                    tracing::debug!(error = %e, "fake platform accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(ConnCtl {
+            peer: self.inner.local_addr()?,
+            killed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+/// A TCP stream that fails every read and write once its `ConnCtl` was killed.
+pub(crate) struct KillableStream {
+    inner: TcpStream,
+    killed: Arc<AtomicBool>,
+}
+
+impl KillableStream {
+    fn check(&self) -> io::Result<()> {
+        if self.killed.load(Ordering::SeqCst) {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection dropped by fault injection",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A running fake server; dropping it shuts the server down.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Binds a loopback port and serves `router` on a tokio task.
+    ///
+    /// Panics if the port cannot be bound: this is test scaffolding and there
+    /// is nothing sensible a test could do instead.
+    pub(crate) async fn start(router: Router) -> Server {
+        let inner = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake platform: bind 127.0.0.1:0");
+        let addr = inner
+            .local_addr()
+            .expect("fake platform: local_addr of a bound listener");
+        let (shutdown, mut rx) = watch::channel(false);
+        let service = router.into_make_service_with_connect_info::<ConnCtl>();
+        tokio::spawn(async move {
+            // Graceful: stop accepting, close idle keep-alive connections at
+            // once, let in-flight requests finish (a hung one ends at its hold).
+            let served = axum::serve(FakeListener { inner }, service)
+                .with_graceful_shutdown(async move {
+                    // Err means the handle is gone, which also means "stop".
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "fake platform server ended with an error");
+            }
+        });
+        Server { addr, shutdown }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

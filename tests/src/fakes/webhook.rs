@@ -1,0 +1,388 @@
+//! Loopback fake of a generic webhook receiver (the `webhook:<name>` channel):
+//! stores JSON POSTs, honours `Idempotency-Key`, optionally checks a bearer token.
+//!
+//! This is the contract Threadline's webhook deliverer targets, not a real
+//! product's API: `POST /hook/{name}` with any JSON body answers
+//! `{"message_id"}`, plus a `conversation_id` when the body asks for
+//! `"action": "create_thread"`.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    extract::{rejection::PathRejection, ConnectInfo, Path, Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::{hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, Plan, Server};
+
+/// One accepted delivery (a repeated `Idempotency-Key` is not a new delivery).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookDelivery {
+    /// The `{name}` of `/hook/{name}`.
+    pub name: String,
+    pub idempotency_key: Option<String>,
+    pub body: Value,
+    /// The bearer token, or the raw `Authorization` value if it was not `Bearer`.
+    pub auth: Option<String>,
+}
+
+/// Handle to a running fake webhook receiver; dropping it shuts the server down.
+pub struct FakeWebhook {
+    server: Server,
+    shared: Shared,
+}
+
+type Shared = Arc<Mutex<WebhookState>>;
+
+impl FakeWebhook {
+    /// Starts the fake on a free loopback port; no token is required.
+    pub async fn start() -> FakeWebhook {
+        let shared: Shared = Arc::new(Mutex::new(WebhookState::default()));
+        let router = Router::new()
+            .route("/hook/{name}", post(receive))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            // A layer so that 404s and 405s are counted too.
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                count_request,
+            ))
+            .with_state(Arc::clone(&shared));
+        let server = Server::start(router).await;
+        FakeWebhook { server, shared }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// `http://127.0.0.1:PORT/hook/{name}`, the URL to configure for `webhook:<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/hook/{name}", self.base_url())
+    }
+
+    /// Accepted deliveries in arrival order, without idempotent repeats.
+    pub fn deliveries(&self) -> Vec<WebhookDelivery> {
+        lock(&self.shared).deliveries.clone()
+    }
+
+    /// Every request received, including rejected, faulted and repeated ones.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared).request_count
+    }
+
+    /// How many requests repeated an already accepted `Idempotency-Key`.
+    pub fn duplicate_keys_seen(&self) -> usize {
+        lock(&self.shared).duplicate_keys_seen
+    }
+
+    /// Queues a fault for the next webhook POST.
+    pub fn push_fault(&self, f: Fault) {
+        lock(&self.shared).faults.push_back(f);
+    }
+
+    /// With `Some(token)`, POSTs without `Authorization: Bearer <token>` get 401.
+    pub fn require_token(&self, token: Option<&str>) {
+        lock(&self.shared).required_token = token.map(str::to_owned);
+    }
+
+    /// Waits until at least `n` deliveries are stored or `timeout` passes, and
+    /// returns whatever is stored then (the caller asserts on the count).
+    pub async fn wait_for_deliveries(&self, n: usize, timeout: Duration) -> Vec<WebhookDelivery> {
+        poll_until(timeout, || {
+            let all = self.deliveries();
+            (all.len() >= n, all)
+        })
+        .await
+    }
+}
+
+#[derive(Default)]
+struct WebhookState {
+    request_count: usize,
+    faults: VecDeque<Fault>,
+    required_token: Option<String>,
+    deliveries: Vec<WebhookDelivery>,
+    /// First response per (hook name, key), replayed for repeats: keys are
+    /// scoped to one receiver, as each hook is a separate endpoint.
+    responses: HashMap<(String, String), Value>,
+    duplicate_keys_seen: usize,
+}
+
+impl WebhookState {
+    fn accept(
+        &mut self,
+        name: &str,
+        key: Option<String>,
+        auth: Option<String>,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let Ok(body) = serde_json::from_slice::<Value>(body) else {
+            return (StatusCode::BAD_REQUEST, json!({ "error": "invalid_json" }));
+        };
+        if let Some(k) = &key {
+            if let Some(first) = self.responses.get(&(name.to_owned(), k.clone())) {
+                self.duplicate_keys_seen += 1;
+                return (StatusCode::OK, first.clone());
+            }
+        }
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let response = if body.get("action").and_then(Value::as_str) == Some("create_thread") {
+            json!({ "conversation_id": uuid::Uuid::new_v4().to_string(), "message_id": message_id })
+        } else {
+            json!({ "message_id": message_id })
+        };
+        if let Some(k) = &key {
+            self.responses
+                .insert((name.to_owned(), k.clone()), response.clone());
+        }
+        self.deliveries.push(WebhookDelivery {
+            name: name.to_owned(),
+            idempotency_key: key,
+            body,
+            auth,
+        });
+        (StatusCode::OK, response)
+    }
+}
+
+async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+    lock(&shared).request_count += 1;
+    next.run(req).await
+}
+
+async fn receive(
+    State(shared): State<Shared>,
+    ConnectInfo(conn): ConnectInfo<ConnCtl>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(Path(name)) = path else {
+        return not_found().await;
+    };
+    let auth = match headers.get(header::AUTHORIZATION).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(v)) => Some(v.strip_prefix("Bearer ").unwrap_or(v).to_owned()),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "invalid_authorization"),
+    };
+    let key = match headers.get("idempotency-key").map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(v)) if !v.trim().is_empty() => Some(v.to_owned()),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+    };
+    let (authorized, fault) = {
+        let mut st = lock(&shared);
+        let authorized = match &st.required_token {
+            None => true,
+            Some(required) => auth.as_deref() == Some(required.as_str()),
+        };
+        // A rejected request must not use up a fault meant for a real attempt.
+        let fault = if authorized {
+            st.faults.pop_front()
+        } else {
+            None
+        };
+        (authorized, fault)
+    };
+    if !authorized {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+
+    let plan = Plan::from_fault(fault).await;
+    match plan {
+        Plan::RateLimited { retry_after_ms } => {
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({ "error": "rate_limited", "retry_after_ms": retry_after_ms })),
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_header_secs(retry_after_ms)),
+            );
+            return resp;
+        }
+        Plan::ServerError => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        Plan::Proceed | Plan::HangAfter { .. } => {}
+    }
+    let (status, response) = lock(&shared).accept(&name, key, auth, &body);
+    if let Plan::HangAfter { hold_ms } = plan {
+        return hang_up(&conn, hold_ms).await;
+    }
+    (status, Json(response)).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found")
+}
+
+async fn method_not_allowed() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+}
+
+fn error(status: StatusCode, code: &str) -> Response {
+    (status, Json(json!({ "error": code }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> reqwest::Client {
+        // reqwest is built with `rustls-no-provider`; building a client without
+        // a process-wide provider panics even for plain http.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .build()
+            .expect("build reqwest client")
+    }
+
+    async fn post(
+        c: &reqwest::Client,
+        url: &str,
+        key: Option<&str>,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, HeaderMap, Value) {
+        let mut req = c.post(url).json(&body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("send");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, resp.json().await.expect("json body"))
+    }
+
+    #[tokio::test]
+    async fn idempotency_key_dedup() {
+        let fake = FakeWebhook::start().await;
+        let c = client();
+        let url = fake.url("ops");
+        let body = json!({ "text": "done", "event_id": "e1" });
+        let (s1, _, first) = post(&c, &url, Some("k-1"), Some("tok"), body.clone()).await;
+        let (s2, _, second) = post(&c, &url, Some("k-1"), Some("tok"), body.clone()).await;
+        assert_eq!((s1, s2), (200, 200));
+        assert_eq!(first, second);
+        assert!(first["message_id"].is_string());
+        assert_eq!(fake.duplicate_keys_seen(), 1);
+        assert_eq!(
+            fake.deliveries(),
+            vec![WebhookDelivery {
+                name: "ops".to_owned(),
+                idempotency_key: Some("k-1".to_owned()),
+                body: body.clone(),
+                auth: Some("tok".to_owned()),
+            }]
+        );
+
+        // Other keys, other hooks and key-less posts are all new deliveries.
+        post(&c, &url, Some("k-2"), None, body.clone()).await;
+        post(&c, &fake.url("other"), Some("k-1"), None, body.clone()).await;
+        post(&c, &url, None, None, body.clone()).await;
+        post(&c, &url, None, None, body).await;
+        assert_eq!(fake.deliveries().len(), 5);
+        assert_eq!(fake.duplicate_keys_seen(), 1);
+        assert_eq!(fake.request_count(), 6);
+    }
+
+    #[tokio::test]
+    async fn create_thread_returns_conversation() {
+        let fake = FakeWebhook::start().await;
+        let c = client();
+        let (s, _, r) = post(
+            &c,
+            &fake.url("ops"),
+            None,
+            None,
+            json!({ "action": "create_thread", "name": "child" }),
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert!(r["conversation_id"].is_string());
+        assert!(r["message_id"].is_string());
+    }
+
+    #[tokio::test]
+    async fn required_token() {
+        let fake = FakeWebhook::start().await;
+        let c = client();
+        fake.require_token(Some("secret"));
+        fake.push_fault(Fault::ServerError);
+        let (s, _, b) = post(&c, &fake.url("ops"), None, Some("nope"), json!({})).await;
+        assert_eq!((s, b), (401, json!({ "error": "unauthorized" })));
+        // The rejected request left the fault for the next real attempt.
+        let (s, _, b) = post(&c, &fake.url("ops"), None, Some("secret"), json!({})).await;
+        assert_eq!((s, b), (500, json!({ "error": "internal" })));
+        let (s, _, _) = post(&c, &fake.url("ops"), None, Some("secret"), json!({})).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.deliveries().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn faults() {
+        let fake = FakeWebhook::start().await;
+        let c = client();
+        let url = fake.url("ops");
+        fake.push_fault(Fault::RateLimited {
+            retry_after_ms: 1500,
+        });
+        let (s, h, b) = post(&c, &url, Some("k"), None, json!({ "n": 1 })).await;
+        assert_eq!(s, 429);
+        assert_eq!(
+            h.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+        assert_eq!(
+            b,
+            json!({ "error": "rate_limited", "retry_after_ms": 1500 })
+        );
+        assert!(fake.deliveries().is_empty());
+
+        // A hung request is stored; its retry with the same key is a duplicate.
+        fake.push_fault(Fault::AcceptThenHang { hold_ms: 2_000 });
+        let err = c
+            .post(&url)
+            .header("Idempotency-Key", "k")
+            .timeout(Duration::from_millis(300))
+            .json(&json!({ "n": 1 }))
+            .send()
+            .await
+            .expect_err("the fake must not answer");
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(
+            fake.wait_for_deliveries(1, Duration::from_secs(1))
+                .await
+                .len(),
+            1
+        );
+        let (s, _, _) = post(&c, &url, Some("k"), None, json!({ "n": 1 })).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.deliveries().len(), 1);
+        assert_eq!(fake.duplicate_keys_seen(), 1);
+
+        let resp = c
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 400);
+    }
+}

@@ -1,0 +1,712 @@
+//! Real `nats-server` and `redis-server` processes for tests: free loopback ports, a private store, killed on drop.
+//!
+//! Modelled on the nats.rs `nats-server` test crate. Every server gets its own temporary
+//! directory (config, data, log) and its own ports, so tests run in parallel and never touch
+//! the default 4222/6379. `restart()` keeps the port and the data directory, which is what
+//! fault tests need: JetStream streams and Redis AOF data survive a SIGKILL.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// How long a server may take to answer after it was spawned before the test gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(25);
+/// Fresh-port attempts in `start()`: a port from [`free_port`] can be taken by someone else
+/// between our probe and the server's bind.
+const START_ATTEMPTS: usize = 5;
+/// Same-port attempts in `start_again()`: the old socket may take a moment to be released.
+const RESTART_ATTEMPTS: usize = 20;
+/// Pause between same-port attempts.
+const RESTART_PAUSE: Duration = Duration::from_millis(250);
+/// Lines of the server log quoted in a start-up panic.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Returns a loopback TCP port that was free a moment ago.
+///
+/// The port is only reserved while the probe listener lives, so a caller that binds later can
+/// lose a race; the servers in this module retry with a new port when that happens.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    listener
+        .local_addr()
+        .expect("local address of the probe listener")
+        .port()
+}
+
+/// A `nats-server` with JetStream (file store) on free loopback ports, killed when dropped.
+pub struct NatsServer {
+    /// The child process; declared first so it is killed before `dir` is removed.
+    process: ServerProcess,
+    /// Client port, kept across restarts so existing clients can reconnect.
+    port: u16,
+    /// Monitoring port, used for the `/healthz` readiness probe.
+    monitor_port: u16,
+    /// Config, JetStream store and log; lives as long as the server so state survives restarts.
+    dir: TempDir,
+}
+
+impl NatsServer {
+    /// Starts a JetStream-enabled server on fresh free ports with an empty file store.
+    ///
+    /// Panics (with the server's log tail) if it cannot be started.
+    pub async fn start() -> NatsServer {
+        let binary = find_binary("nats-server", "THREADLINE_TEST_NATS_SERVER");
+        let dir = tempfile::Builder::new()
+            .prefix("threadline-nats-")
+            .tempdir()
+            .expect("create a temp dir for nats-server");
+        let mut server = NatsServer {
+            process: ServerProcess::new("nats-server", binary, dir.path().join("nats-server.log")),
+            port: 0,
+            monitor_port: 0,
+            dir,
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            server.port = free_port();
+            server.monitor_port = free_port();
+            match server.spawn_and_wait().await {
+                Ok(()) => return server,
+                Err(failure) => {
+                    server.process.kill().await;
+                    if attempt == START_ATTEMPTS || !failure.may_retry() {
+                        server.process.give_up(&failure, "start");
+                    }
+                    tracing::debug!(attempt, %failure, "nats-server did not start; retrying on new ports");
+                }
+            }
+        }
+        unreachable!("the last start attempt either returns or panics")
+    }
+
+    /// Client URL, e.g. `nats://127.0.0.1:43121`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// PID of the running server, `None` while it is killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown, like a crash) and reaps it.
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    /// Starts the server again on the same port with the same store, so JetStream state survives.
+    ///
+    /// Kills the current process first if it is still running.
+    pub async fn start_again(&mut self) {
+        self.process.kill().await;
+        for attempt in 1..=RESTART_ATTEMPTS {
+            match self.spawn_and_wait().await {
+                Ok(()) => return,
+                Err(failure) => {
+                    self.process.kill().await;
+                    if attempt == RESTART_ATTEMPTS || !failure.may_retry() {
+                        self.process.give_up(&failure, "restart");
+                    }
+                    tracing::debug!(attempt, %failure, port = self.port, "nats-server did not restart; port may still be held");
+                    tokio::time::sleep(RESTART_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Crash-restart: [`kill`](Self::kill) then [`start_again`](Self::start_again).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.start_again().await;
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), StartFailure> {
+        let config = self.write_config();
+        self.process
+            .spawn(vec!["-c".into(), config.into_os_string()])
+            .map_err(StartFailure::Spawn)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.process.exited() {
+                return Err(StartFailure::Exited(status));
+            }
+            // The monitor comes up before JetStream and the client listener, so both are checked:
+            // once clients are accepted, JetStream state has been recovered.
+            if nats_healthy(self.monitor_port).await && nats_greets(self.port).await {
+                tracing::debug!(pid = ?self.pid(), port = self.port, "nats-server ready");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartFailure::TimedOut);
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// Writes the config for the current ports; the store path never changes.
+    fn write_config(&self) -> PathBuf {
+        let store = self.dir.path().join("store");
+        // 8MB, not the 1MB default: Threadline enforces its own 1 MiB event limit (dead letter
+        // instead of a bare publish error), and tests publish oversized events to prove it.
+        let config = format!(
+            "listen: 127.0.0.1:{port}\n\
+             http: 127.0.0.1:{monitor}\n\
+             max_payload: 8MB\n\
+             jetstream {{\n  store_dir: {store}\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}\n",
+            port = self.port,
+            monitor = self.monitor_port,
+            store = nats_quote(&store),
+        );
+        let path = self.dir.path().join("nats-server.conf");
+        std::fs::write(&path, config).expect("write nats-server config");
+        path
+    }
+}
+
+/// A `redis-server` with AOF persistence on a free loopback port, killed when dropped.
+pub struct RedisServer {
+    /// The child process; declared first so it is killed before `dir` is removed.
+    process: ServerProcess,
+    /// Port, kept across restarts so existing clients can reconnect.
+    port: u16,
+    /// Data directory (AOF) and log; lives as long as the server so data survives restarts.
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server on a fresh free port with `appendonly yes`, `appendfsync everysec` and no RDB snapshots.
+    ///
+    /// Panics (with the server's log tail) if it cannot be started.
+    pub async fn start() -> RedisServer {
+        let binary = find_binary("redis-server", "THREADLINE_TEST_REDIS_SERVER");
+        let dir = tempfile::Builder::new()
+            .prefix("threadline-redis-")
+            .tempdir()
+            .expect("create a temp dir for redis-server");
+        let mut server = RedisServer {
+            process: ServerProcess::new(
+                "redis-server",
+                binary,
+                dir.path().join("redis-server.log"),
+            ),
+            port: 0,
+            dir,
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            server.port = free_port();
+            match server.spawn_and_wait().await {
+                Ok(()) => return server,
+                Err(failure) => {
+                    server.process.kill().await;
+                    if attempt == START_ATTEMPTS || !failure.may_retry() {
+                        server.process.give_up(&failure, "start");
+                    }
+                    tracing::debug!(attempt, %failure, "redis-server did not start; retrying on a new port");
+                }
+            }
+        }
+        unreachable!("the last start attempt either returns or panics")
+    }
+
+    /// Client URL, e.g. `redis://127.0.0.1:40931`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// PID of the running server, `None` while it is killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown, like a crash) and reaps it.
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    /// Starts the server again on the same port with the same data directory; it replays the AOF.
+    ///
+    /// Kills the current process first if it is still running.
+    pub async fn start_again(&mut self) {
+        self.process.kill().await;
+        for attempt in 1..=RESTART_ATTEMPTS {
+            match self.spawn_and_wait().await {
+                Ok(()) => return,
+                Err(failure) => {
+                    self.process.kill().await;
+                    if attempt == RESTART_ATTEMPTS || !failure.may_retry() {
+                        self.process.give_up(&failure, "restart");
+                    }
+                    tracing::debug!(attempt, %failure, port = self.port, "redis-server did not restart; port may still be held");
+                    tokio::time::sleep(RESTART_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Crash-restart: [`kill`](Self::kill) then [`start_again`](Self::start_again).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.start_again().await;
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), StartFailure> {
+        let data_dir = self.dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).expect("create the redis data dir");
+        let port = self.port.to_string();
+        let mut args: Vec<OsString> = [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            port.as_str(),
+            // Debian's packaged config has `appendonly no`; durability tests need the AOF.
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            // No RDB snapshots: the AOF is the only persistence, as in infra/redis.conf.
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--dir",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        args.push(data_dir.into_os_string());
+        self.process.spawn(args).map_err(StartFailure::Spawn)?;
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.process.exited() {
+                return Err(StartFailure::Exited(status));
+            }
+            // PING answers `-LOADING` until the AOF is replayed, so PONG means the data is back.
+            if redis_pongs(&self.url()).await {
+                tracing::debug!(pid = ?self.pid(), port = self.port, "redis-server ready");
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartFailure::TimedOut);
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for NatsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsServer")
+            .field("url", &self.url())
+            .field("pid", &self.pid())
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("url", &self.url())
+            .field("pid", &self.pid())
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+/// Why one attempt to bring a server up failed.
+#[derive(Debug)]
+enum StartFailure {
+    /// The binary could not be executed at all.
+    Spawn(std::io::Error),
+    /// The server exited during start-up, typically because its port was taken.
+    Exited(ExitStatus),
+    /// The server kept running but never answered.
+    TimedOut,
+}
+
+impl StartFailure {
+    /// Only an early exit can be a port race; a spawn error or a hang will not fix itself.
+    fn may_retry(&self) -> bool {
+        match self {
+            StartFailure::Exited(_) => true,
+            StartFailure::Spawn(_) | StartFailure::TimedOut => false,
+        }
+    }
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFailure::Spawn(error) => write!(f, "could not be spawned: {error}"),
+            StartFailure::Exited(status) => write!(f, "exited during start-up ({status})"),
+            StartFailure::TimedOut => write!(f, "did not become ready within {READY_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// One server child process: spawning with output to a log file, SIGKILL and reaping.
+struct ServerProcess {
+    /// Binary name, for messages.
+    name: &'static str,
+    /// Resolved binary path.
+    binary: PathBuf,
+    /// stdout and stderr of every incarnation, appended, quoted when start-up fails.
+    log_path: PathBuf,
+    /// The running child; `None` before the first spawn and after a kill.
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    fn new(name: &'static str, binary: PathBuf, log_path: PathBuf) -> ServerProcess {
+        ServerProcess {
+            name,
+            binary,
+            log_path,
+            child: None,
+        }
+    }
+
+    fn spawn(&mut self, args: Vec<OsString>) -> std::io::Result<()> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(&self.binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            // Backstop for paths that skip our Drop (e.g. a panic while the struct is half built).
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Exit status if the child has already exited (it is reaped then).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        match self.child.as_mut()?.try_wait() {
+            Ok(status) => status,
+            Err(error) => {
+                tracing::warn!(server = self.name, %error, "could not poll the server process");
+                None
+            }
+        }
+    }
+
+    /// SIGKILLs the child (tokio signals exactly this PID) and waits until it is reaped.
+    async fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Err(error) = child.start_kill() {
+            // Already exited: start_kill refuses once the child has been reaped.
+            tracing::debug!(server = self.name, %error, "kill skipped");
+        }
+        if let Err(error) = child.wait().await {
+            tracing::warn!(server = self.name, %error, "could not reap the server process");
+        }
+    }
+
+    fn give_up(&self, failure: &StartFailure, action: &str) -> ! {
+        panic!(
+            "{name} failed to {action}: {failure}\nbinary: {binary}\nlast lines of its output:\n{tail}",
+            name = self.name,
+            binary = self.binary.display(),
+            tail = log_tail(&self.log_path),
+        )
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Drop cannot await, so reap by polling briefly; the server then no longer holds its
+        // port or writes into the temp dir that is removed right after.
+        if child.start_kill().is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+/// `GET /healthz?js-enabled-only=true` on the monitor port answers 200 once JetStream is enabled.
+async fn nats_healthy(monitor_port: u16) -> bool {
+    let probe = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", monitor_port)).await.ok()?;
+        stream
+            .write_all(b"GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let status_line = response.split(|&b| b == b'\n').next()?;
+        Some(status_line.windows(5).any(|w| w == b" 200 "))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// The client port accepts connections and sends the NATS `INFO` greeting.
+async fn nats_greets(port: u16) -> bool {
+    let probe = async {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await.ok()?;
+        Some(line.starts_with("INFO "))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// `PING` answers `PONG`.
+async fn redis_pongs(url: &str) -> bool {
+    let probe = async {
+        let client = redis::Client::open(url).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(pong)) if pong == "PONG")
+}
+
+/// Quotes a path as a NATS config string.
+fn nats_quote(path: &Path) -> String {
+    let escaped = path
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+/// Finds a server binary: the env override, else `PATH`, `/usr/sbin` and `/usr/bin`.
+fn find_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var).filter(|path| !path.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "{env_var}={} is not a file", path.display());
+        return path;
+    }
+    let path_dirs = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path_dirs
+        .into_iter()
+        // Debian puts nats-server in /usr/sbin, which a non-root PATH often lacks.
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found: run infra/test.sh (installs it) or apt-get install {name}")
+        })
+}
+
+/// The last lines of a log file, or a note why there are none.
+fn log_tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Err(error) =
+        File::open(path).and_then(|mut file| std::io::Read::read_to_string(&mut file, &mut text))
+    {
+        return format!("(log unreadable: {error})");
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+    let tail = lines[start..].join("\n");
+    if tail.is_empty() {
+        "(log empty)".to_owned()
+    } else {
+        tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::{self, stream};
+
+    fn process_exists(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    #[tokio::test]
+    async fn jetstream_stream_and_message_survive_nats_restart() {
+        let mut server = NatsServer::start().await;
+        assert!(server.url().ends_with(&format!(":{}", server.port())));
+        let first_pid = server.pid().expect("running server has a pid");
+
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let js = jetstream::new(client.clone());
+        js.create_stream(stream::Config {
+            name: "SURVIVE".to_owned(),
+            subjects: vec!["survive.>".to_owned()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+        js.publish("survive.small", "hello".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        // Over the 1 MiB default: the 8MB max_payload must let oversized events through to Threadline.
+        let big = vec![b'x'; 2 * 1024 * 1024];
+        js.publish("survive.big", big.clone().into())
+            .await
+            .expect("publish 2 MB")
+            .await
+            .expect("ack 2 MB");
+        client.flush().await.expect("flush");
+        drop(js);
+        drop(client);
+
+        server.restart().await;
+        let second_pid = server.pid().expect("restarted server has a pid");
+        assert_ne!(first_pid, second_pid);
+        assert!(!process_exists(first_pid), "old server process is gone");
+
+        let client = async_nats::connect(server.url()).await.expect("reconnect");
+        let js = jetstream::new(client);
+        let mut stream = js
+            .get_stream("SURVIVE")
+            .await
+            .expect("stream survives the restart");
+        assert_eq!(stream.info().await.expect("stream info").state.messages, 2);
+        let first = stream.get_raw_message(1).await.expect("message 1");
+        assert_eq!(first.subject.as_str(), "survive.small");
+        assert_eq!(&first.payload[..], b"hello");
+        let second = stream.get_raw_message(2).await.expect("message 2");
+        assert_eq!(second.payload.len(), big.len());
+    }
+
+    #[tokio::test]
+    async fn redis_value_survives_restart_through_the_aof() {
+        let mut server = RedisServer::start().await;
+        assert!(server.url().ends_with(&format!(":{}", server.port())));
+        let first_pid = server.pid().expect("running server has a pid");
+
+        let client = redis::Client::open(server.url()).expect("client");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        redis::cmd("SET")
+            .arg("threadline:test")
+            .arg("survives")
+            .query_async::<()>(&mut connection)
+            .await
+            .expect("SET");
+        drop(connection);
+
+        server.restart().await;
+        assert_ne!(server.pid(), Some(first_pid));
+        assert!(!process_exists(first_pid), "old server process is gone");
+
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("reconnect");
+        let value: Option<String> = redis::cmd("GET")
+            .arg("threadline:test")
+            .query_async(&mut connection)
+            .await
+            .expect("GET");
+        assert_eq!(value.as_deref(), Some("survives"));
+    }
+
+    #[tokio::test]
+    async fn kill_stops_the_process_and_frees_the_port() {
+        let mut nats = NatsServer::start().await;
+        let mut redis = RedisServer::start().await;
+        let (nats_pid, redis_pid) = (
+            nats.pid().expect("nats pid"),
+            redis.pid().expect("redis pid"),
+        );
+
+        nats.kill().await;
+        redis.kill().await;
+
+        assert_eq!((nats.pid(), redis.pid()), (None, None));
+        assert!(!process_exists(nats_pid));
+        assert!(!process_exists(redis_pid));
+        assert!(TcpStream::connect(("127.0.0.1", nats.port()))
+            .await
+            .is_err());
+        assert!(TcpStream::connect(("127.0.0.1", redis.port()))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_server_kills_its_process_and_removes_its_dir() {
+        let nats = NatsServer::start().await;
+        let redis = RedisServer::start().await;
+        let pids = [
+            nats.pid().expect("nats pid"),
+            redis.pid().expect("redis pid"),
+        ];
+        let dirs = [nats.dir.path().to_owned(), redis.dir.path().to_owned()];
+
+        drop(nats);
+        drop(redis);
+
+        for pid in pids {
+            assert!(
+                !process_exists(pid),
+                "process {pid} still exists after drop"
+            );
+        }
+        for dir in dirs {
+            assert!(!dir.exists(), "{} still exists after drop", dir.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn parallel_servers_get_distinct_ports() {
+        let (a, b) = tokio::join!(NatsServer::start(), NatsServer::start());
+        let (c, d) = tokio::join!(RedisServer::start(), RedisServer::start());
+        let mut ports = vec![a.port(), b.port(), c.port(), d.port()];
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 4);
+        assert!(!ports.contains(&4222) && !ports.contains(&6379));
+    }
+}

@@ -1,0 +1,136 @@
+//! Wiring: which run loops a process runs (`run all`, or one worker), on which durable
+//! consumers, until shutdown.
+
+use crate::binder::{Control, Spawner};
+use crate::config::Config;
+use crate::deliver::discord::Discord;
+use crate::deliver::webhook::Webhook;
+use crate::deliver::Deliverer;
+use crate::plumbing::nats::{durable_name, ensure_consumer, jetstream, StreamKind};
+use crate::plumbing::runloop::{run, Handler};
+use crate::plumbing::{health, Plumbing};
+use crate::router::Router;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What a process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Every worker, and a deliverer for every configured channel.
+    All,
+    Binder,
+    Router,
+    /// The deliverer of one channel.
+    Deliver(String),
+}
+
+/// Why a process could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Topology(#[from] crate::plumbing::nats::TopologyError),
+    #[error("channel {0} is not configured (set its token, or add [webhooks.<name>])")]
+    UnknownChannel(String),
+    #[error("cannot serve health endpoints on {addr}: {source}")]
+    Health {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running process: its workers and where its health endpoints listen.
+pub struct Running {
+    pub health_addr: Option<std::net::SocketAddr>,
+    pub plumbing: Plumbing,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Waits until every worker has drained after `shutdown`.
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Connects, creates the topology, and starts the workers of `role`.
+pub async fn start(config: Config, role: Role, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let channels = match &role {
+        Role::All => config.channels(),
+        Role::Deliver(channel) if config.channels().contains(channel) => vec![channel.clone()],
+        Role::Deliver(channel) => return Err(StartError::UnknownChannel(channel.clone())),
+        Role::Binder | Role::Router => Vec::new(),
+    };
+    let plumbing = Plumbing::connect(config.clone(), shutdown.clone()).await?;
+    let health_addr = if config.health_addr.is_empty() {
+        None
+    } else {
+        health::prometheus();
+        Some(
+            health::serve(&config.health_addr, plumbing.health.clone(), shutdown.clone())
+                .await
+                .map_err(|source| StartError::Health {
+                    addr: config.health_addr.clone(),
+                    source,
+                })?,
+        )
+    };
+    let js = jetstream(&plumbing.nats);
+    let subjects = &plumbing.subjects;
+    let mut tasks = JoinSet::new();
+
+    if matches!(role, Role::All | Role::Binder) {
+        let spawn = ensure_consumer(&js, subjects, StreamKind::Inbound, "binder-spawn", subjects.in_spawn(), &config).await?;
+        spawn_loop(&mut tasks, Spawner::new(plumbing.clone()), spawn, &plumbing);
+        let control = ensure_consumer(&js, subjects, StreamKind::Inbound, "binder-control", subjects.in_control(), &config).await?;
+        spawn_loop(&mut tasks, Control::new(plumbing.clone()), control, &plumbing);
+    }
+    if matches!(role, Role::All | Role::Router) {
+        let completions = ensure_consumer(&js, subjects, StreamKind::Inbound, "router-completion", subjects.in_completion(), &config).await?;
+        spawn_loop(&mut tasks, Router::new(plumbing.clone()), completions, &plumbing);
+    }
+    for channel in channels {
+        let consumer = ensure_consumer(
+            &js,
+            subjects,
+            StreamKind::Deliver,
+            &durable_name("deliver", Some(&channel)),
+            subjects.deliver(&channel),
+            &config,
+        )
+        .await?;
+        if channel == "discord" {
+            let adapter = Discord::new(&config.discord.api_base, config.discord.token.clone(), config.http_timeout());
+            spawn_loop(&mut tasks, Deliverer::new(adapter, plumbing.clone()), consumer, &plumbing);
+        } else if let Some((name, webhook)) = channel
+            .strip_prefix("webhook:")
+            .and_then(|name| config.webhooks.get_key_value(name))
+        {
+            let adapter = Webhook::new(name, webhook.clone(), config.http_timeout());
+            spawn_loop(&mut tasks, Deliverer::new(adapter, plumbing.clone()), consumer, &plumbing);
+        }
+    }
+    plumbing.health.set_ready(true);
+    let ready = plumbing.health.clone();
+    let stop = shutdown.clone();
+    // Not ready while draining: load balancers and orchestrators stop sending work first.
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        ready.set_ready(false);
+    });
+    Ok(Running {
+        health_addr,
+        plumbing,
+        tasks,
+    })
+}
+
+fn spawn_loop<H: Handler>(
+    tasks: &mut JoinSet<()>,
+    handler: H,
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    plumbing: &Plumbing,
+) {
+    tasks.spawn(run(Arc::new(handler), consumer, plumbing.clone()));
+}

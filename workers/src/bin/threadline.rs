@@ -1,0 +1,102 @@
+//! The `threadline` binary: parses the command line, loads configuration, sets up logging,
+//! and runs workers until SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use threadline::app::{self, Role};
+use threadline::config::{Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+/// Threadline routes what AI-agent sessions produce to the right chat conversation, once.
+#[derive(Parser)]
+#[command(name = "threadline", version, about)]
+struct Cli {
+    /// TOML configuration file; `THREADLINE_*` environment variables override it.
+    #[arg(long, env = "THREADLINE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run workers.
+    Run {
+        #[command(subcommand)]
+        worker: Worker,
+    },
+    /// Print the effective configuration (secrets redacted) and exit.
+    Config,
+}
+
+#[derive(Subcommand)]
+enum Worker {
+    /// Every worker in one process: binder, router and a deliverer per configured channel.
+    All,
+    /// Spawns, bindings and operator commands.
+    Binder,
+    /// Completion routing.
+    Router,
+    /// The deliverer of one channel (`discord`, `webhook:<name>`).
+    Deliver { channel: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    init_logging(config.log_format);
+    let role = match cli.command {
+        Command::Config => {
+            println!("{config:#?}");
+            return Ok(());
+        }
+        Command::Run { worker: Worker::All } => Role::All,
+        Command::Run { worker: Worker::Binder } => Role::Binder,
+        Command::Run { worker: Worker::Router } => Role::Router,
+        Command::Run { worker: Worker::Deliver { channel } } => Role::Deliver(channel),
+    };
+    let shutdown = CancellationToken::new();
+    let running = app::start(config, role.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("starting {role:?}"))?;
+    tracing::info!(?role, health = ?running.health_addr, "threadline running");
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight work");
+    shutdown.cancel();
+    running.wait().await;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

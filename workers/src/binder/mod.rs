@@ -1,0 +1,239 @@
+//! The binder: accepts spawns (`tl.in.spawn`) — creating sessions, labels and bindings,
+//! and asking the channel's deliverer for a child thread — and operator commands
+//! (`tl.in.control`). Every step is idempotent per spawn event, so a redelivery finishes
+//! what a crashed attempt started and re-publishes the same outcome under the same ids.
+
+pub mod plan;
+
+use crate::deliver;
+use crate::error::WorkError;
+use crate::ids;
+use crate::plumbing::nats::Outgoing;
+use crate::plumbing::runloop::{Attempt, Handler};
+use crate::plumbing::Plumbing;
+use crate::store::{Created, SessionStatus};
+use threadline_schemas::{
+    now_ms, BindingChange, BindingChanged, BindingRecord, BindingStatus, ControlOp,
+    ControlRequested, DeliveryAction, DeliveryCommand, RejectCode, SessionSpawned,
+    SpawnRequested, Stage, SCHEMA_VERSION,
+};
+
+/// Handles `tl.in.spawn`.
+pub struct Spawner {
+    plumbing: Plumbing,
+}
+
+impl Spawner {
+    pub fn new(plumbing: Plumbing) -> Self {
+        Spawner { plumbing }
+    }
+
+    /// Takes the label for `session_key`, reclaiming it from a session that is over.
+    async fn claim_label(&self, spawn: &SpawnRequested, label: &str, session_key: &str) -> Result<(), WorkError> {
+        let store = &self.plumbing.store;
+        let requester = &spawn.requester.session_key;
+        let Some(holder) = store.claim_label(requester, label, session_key, None).await? else {
+            return Ok(());
+        };
+        let holder_live = store
+            .load_session(&holder)
+            .await?
+            .is_some_and(|s| s.session.status == SessionStatus::Active);
+        if !holder_live
+            && store
+                .claim_label(requester, label, session_key, Some(&holder))
+                .await?
+                .is_none()
+        {
+            return Ok(());
+        }
+        Err(WorkError::rejected(
+            RejectCode::LabelTaken,
+            format!("label {label:?} is already used by session {holder} of this requester"),
+        ))
+    }
+}
+
+/// `tl.out.binding` for a change of `binding`.
+pub fn binding_event(plumbing: &Plumbing, binding: BindingRecord, change: BindingChange, reason: &str) -> Outgoing {
+    let change_name = match change {
+        BindingChange::Bound => "bound",
+        BindingChange::Ending => "ending",
+        BindingChange::Ended => "ended",
+    };
+    Outgoing::event(
+        plumbing.subjects.out_binding(),
+        ids::msg_id::binding(&binding.binding_id, change_name),
+        &BindingChanged {
+            v: SCHEMA_VERSION,
+            binding,
+            change,
+            reason: reason.to_owned(),
+        },
+    )
+}
+
+impl Handler for Spawner {
+    type Event = SpawnRequested;
+
+    fn stage(&self) -> Stage {
+        Stage::Binder
+    }
+
+    async fn handle(&self, spawn: &SpawnRequested, _attempt: Attempt) -> Result<(), WorkError> {
+        let config = &self.plumbing.config;
+        let store = &self.plumbing.store;
+        let caps = deliver::capabilities(&spawn.requester.conversation.channel, config);
+        let plan = plan::plan_spawn(spawn, caps, now_ms(), config.default_idle_timeout_ms)?;
+        let session_key = plan.session.session_key.clone();
+
+        if let Some(label) = &spawn.label {
+            self.claim_label(spawn, label, &session_key).await?;
+        }
+        let resumed = match store.create_session(&plan.session).await? {
+            Created::Created | Created::Replay => false,
+            Created::Exists if spawn.resume_if_exists => true,
+            Created::Exists => {
+                return Err(WorkError::rejected(
+                    RejectCode::SessionExists,
+                    format!("session {session_key} exists; set resume_if_exists to re-attach"),
+                ))
+            }
+        };
+
+        let mut out = Vec::new();
+        let existing_live = if resumed {
+            store
+                .load_session(&session_key)
+                .await?
+                .and_then(|s| {
+                    s.bindings
+                        .into_iter()
+                        .find(|b| matches!(b.status, BindingStatus::Active | BindingStatus::Pending))
+                })
+        } else {
+            None
+        };
+        // A resumed session keeps its bindings; a new binding only when it has none.
+        let binding = match (existing_live, plan.binding) {
+            (Some(existing), _) => Some(existing),
+            (None, Some(binding)) => {
+                store.add_binding(&binding).await?;
+                if binding.status == BindingStatus::Active {
+                    out.push(binding_event(&self.plumbing, binding.clone(), BindingChange::Bound, "placement_current"));
+                }
+                if let Some(name) = &plan.create_thread {
+                    let delivery_id = ids::thread_delivery_id(&binding.binding_id);
+                    out.push(Outgoing::event(
+                        self.plumbing.subjects.deliver(&spawn.requester.conversation.channel),
+                        delivery_id.clone(),
+                        &DeliveryCommand {
+                            v: SCHEMA_VERSION,
+                            event_id: spawn.event_id.clone(),
+                            delivery_id,
+                            action: DeliveryAction::CreateThread {
+                                parent: spawn.requester.conversation.clone(),
+                                name: name.clone(),
+                                session_key: session_key.clone(),
+                                binding_id: binding.binding_id.clone(),
+                            },
+                        },
+                    ));
+                }
+                Some(binding)
+            }
+            (None, None) => None,
+        };
+        out.push(Outgoing::event(
+            self.plumbing.subjects.out_spawned(),
+            ids::msg_id::spawned(&spawn.event_id),
+            &SessionSpawned {
+                v: SCHEMA_VERSION,
+                event_id: spawn.event_id.clone(),
+                session_key: session_key.clone(),
+                label: spawn.label.clone(),
+                mode: spawn.mode,
+                resumed,
+                binding,
+            },
+        ));
+        self.plumbing.publisher.send_all(out).await?;
+        tracing::info!(event_id = %spawn.event_id, %session_key, resumed, placement = ?spawn.placement, "spawn accepted");
+        Ok(())
+    }
+
+    async fn give_up(&self, _spawn: &SpawnRequested, _error: &WorkError, _attempt: Attempt) -> Result<(), WorkError> {
+        // The dead letter is the record: a spawn has no destination to report as failed.
+        Ok(())
+    }
+}
+
+/// Handles `tl.in.control`.
+pub struct Control {
+    plumbing: Plumbing,
+}
+
+impl Control {
+    pub fn new(plumbing: Plumbing) -> Self {
+        Control { plumbing }
+    }
+
+    /// The bindings a control event names: one by id, or every live one of a session.
+    async fn targets(&self, control: &ControlRequested) -> Result<Vec<(String, String)>, WorkError> {
+        let store = &self.plumbing.store;
+        if let Some(binding_id) = &control.binding_id {
+            let owner = store.binding_owner(binding_id).await?.ok_or_else(|| {
+                WorkError::rejected(RejectCode::NotFound, format!("no binding {binding_id}"))
+            })?;
+            return Ok(vec![(owner, binding_id.clone())]);
+        }
+        let session_key = control.session_key.as_deref().unwrap_or_default();
+        let state = store.load_session(session_key).await?.ok_or_else(|| {
+            WorkError::rejected(RejectCode::NotFound, format!("no session {session_key}"))
+        })?;
+        Ok(state
+            .bindings
+            .into_iter()
+            .filter(|b| b.status != BindingStatus::Ended)
+            .map(|b| (b.target_session_key, b.binding_id))
+            .collect())
+    }
+}
+
+impl Handler for Control {
+    type Event = ControlRequested;
+
+    fn stage(&self) -> Stage {
+        Stage::Binder
+    }
+
+    async fn handle(&self, control: &ControlRequested, _attempt: Attempt) -> Result<(), WorkError> {
+        let store = &self.plumbing.store;
+        match control.op {
+            ControlOp::Unbind => {
+                let reason = control.reason.as_deref().unwrap_or("unbound");
+                let mut out = Vec::new();
+                for (session_key, binding_id) in self.targets(control).await? {
+                    if let Some(binding) = store.end_binding(&session_key, &binding_id, reason).await? {
+                        out.push(binding_event(&self.plumbing, binding, BindingChange::Ended, reason));
+                    }
+                }
+                self.plumbing.publisher.send_all(out).await
+            }
+            ControlOp::Touch => {
+                for (session_key, binding_id) in self.targets(control).await? {
+                    store.touch_binding(&session_key, &binding_id).await?;
+                }
+                Ok(())
+            }
+            ControlOp::CredentialsRotated => Err(WorkError::rejected(
+                RejectCode::CapabilityUnsupported,
+                "credentials_rotated is not supported by this build yet; restart the deliverers",
+            )),
+        }
+    }
+
+    async fn give_up(&self, _control: &ControlRequested, _error: &WorkError, _attempt: Attempt) -> Result<(), WorkError> {
+        Ok(())
+    }
+}

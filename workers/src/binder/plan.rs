@@ -1,0 +1,191 @@
+//! What a spawn asks for, checked against the channel's capabilities: the session record
+//! and the binding to create. Pure, so every placement rule is unit-tested without Redis.
+
+use crate::deliver::adapter::Capabilities;
+use crate::error::WorkError;
+use crate::ids;
+use crate::store::{SessionRecord, SessionStatus};
+use threadline_schemas::{
+    BindingRecord, BindingStatus, ConversationRef, Placement, RejectCode, SpawnRequested,
+};
+
+/// The records a spawn creates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnPlan {
+    pub session: SessionRecord,
+    /// `None` for `placement:"none"`.
+    pub binding: Option<BindingRecord>,
+    /// The thread name when a child thread must be created.
+    pub create_thread: Option<String>,
+}
+
+/// Plans `spawn`. `caps` is `None` when the requester's channel has no adapter here.
+pub fn plan_spawn(
+    spawn: &SpawnRequested,
+    caps: Option<Capabilities>,
+    now_ms: u64,
+    default_idle_timeout_ms: u64,
+) -> Result<SpawnPlan, WorkError> {
+    let requester = &spawn.requester.conversation;
+    let Some(caps) = caps else {
+        return Err(WorkError::rejected(
+            RejectCode::UnknownChannel,
+            format!("no adapter is configured for channel {}", requester.channel),
+        ));
+    };
+    if spawn.placement == Placement::Child && !caps.child_creation {
+        // Never silently downgraded to another placement (DESIGN §3).
+        return Err(WorkError::rejected(
+            RejectCode::CapabilityUnsupported,
+            format!(
+                "channel {} cannot create child threads; use placement \"none\" or \"current\"",
+                requester.channel
+            ),
+        ));
+    }
+    let session_key = spawn
+        .session_key
+        .clone()
+        .unwrap_or_else(|| ids::session_key(&spawn.agent_id, &spawn.event_id));
+    let session = SessionRecord {
+        session_key: session_key.clone(),
+        agent_id: spawn.agent_id.clone(),
+        mode: spawn.mode,
+        placement: spawn.placement,
+        label: spawn.label.clone(),
+        requester: spawn.requester.clone(),
+        delivery: spawn.delivery,
+        fail_closed: spawn.fail_closed,
+        created_at: now_ms,
+        spawn_event_id: spawn.event_id.clone(),
+        status: SessionStatus::Active,
+    };
+    let binding = |conversation: ConversationRef, status: BindingStatus| BindingRecord {
+        binding_id: ids::binding_id(&spawn.event_id),
+        target_session_key: session_key.clone(),
+        conversation,
+        status,
+        bound_at: now_ms,
+        last_activity_at: now_ms,
+        idle_timeout_ms: spawn.idle_timeout_ms.unwrap_or(default_idle_timeout_ms),
+        max_age_ms: spawn.max_age_ms,
+        delivery: spawn.delivery,
+        end_reason: None,
+        metadata: spawn.metadata.clone(),
+    };
+    Ok(match spawn.placement {
+        Placement::None => SpawnPlan {
+            session,
+            binding: None,
+            create_thread: None,
+        },
+        Placement::Current => SpawnPlan {
+            binding: Some(binding(requester.clone(), BindingStatus::Active)),
+            session,
+            create_thread: None,
+        },
+        Placement::Child => {
+            // The thread does not exist yet: its id stays empty until the platform confirms.
+            let pending = ConversationRef {
+                channel: requester.channel.clone(),
+                account_id: requester.account_id.clone(),
+                conversation_id: String::new(),
+                parent_conversation_id: Some(requester.conversation_id.clone()),
+            };
+            let name = spawn
+                .thread_name
+                .clone()
+                .or_else(|| spawn.label.clone())
+                .unwrap_or_else(|| format!("{} session", spawn.agent_id));
+            SpawnPlan {
+                binding: Some(binding(pending, BindingStatus::Pending)),
+                session,
+                create_thread: Some(name.chars().take(100).collect()),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::{discord, webhook};
+    use crate::config::WebhookConfig;
+    use threadline_schemas::{Requester, SessionMode};
+
+    fn spawn(channel: &str, placement: Placement) -> SpawnRequested {
+        SpawnRequested {
+            v: 1,
+            event_id: "e1".into(),
+            agent_id: "larry".into(),
+            requester: Requester {
+                session_key: "agent:larry:main".into(),
+                conversation: ConversationRef {
+                    channel: channel.into(),
+                    account_id: "acct".into(),
+                    conversation_id: "chan".into(),
+                    parent_conversation_id: None,
+                },
+            },
+            task: None,
+            mode: SessionMode::Session,
+            placement,
+            label: Some("budget".into()),
+            session_key: None,
+            resume_if_exists: false,
+            delivery: Default::default(),
+            fail_closed: false,
+            idle_timeout_ms: None,
+            max_age_ms: None,
+            thread_name: None,
+            metadata: Default::default(),
+        }
+    }
+
+    fn no_threads() -> Capabilities {
+        webhook::capabilities(&WebhookConfig {
+            url: "http://x".into(),
+            threads: false,
+            token: None,
+            max_message_chars: 100,
+        })
+    }
+
+    #[test]
+    fn session_mode_without_placement_works_on_a_channel_without_threads() {
+        let plan = plan_spawn(&spawn("webhook:wa", Placement::None), Some(no_threads()), 5, 9).unwrap();
+        assert_eq!(plan.binding, None);
+        assert_eq!(plan.session.mode, SessionMode::Session);
+        assert!(plan.session.session_key.starts_with("agent:larry:subagent:"));
+    }
+
+    #[test]
+    fn child_placement_without_threads_is_rejected_not_downgraded() {
+        let err = plan_spawn(&spawn("webhook:wa", Placement::Child), Some(no_threads()), 5, 9).unwrap_err();
+        assert!(matches!(err, WorkError::Rejected { code: RejectCode::CapabilityUnsupported, .. }));
+    }
+
+    #[test]
+    fn child_placement_plans_a_pending_binding_and_a_thread() {
+        let plan = plan_spawn(&spawn("discord", Placement::Child), Some(discord::CAPABILITIES), 5, 9).unwrap();
+        let binding = plan.binding.unwrap();
+        assert_eq!(binding.status, BindingStatus::Pending);
+        assert_eq!(binding.conversation.parent_conversation_id.as_deref(), Some("chan"));
+        assert_eq!(binding.idle_timeout_ms, 9);
+        assert_eq!(plan.create_thread.as_deref(), Some("budget"));
+    }
+
+    #[test]
+    fn current_placement_binds_the_requester_conversation_at_once() {
+        let plan = plan_spawn(&spawn("webhook:wa", Placement::Current), Some(no_threads()), 5, 9).unwrap();
+        let binding = plan.binding.unwrap();
+        assert_eq!(binding.status, BindingStatus::Active);
+        assert_eq!(binding.conversation.conversation_id, "chan");
+    }
+
+    #[test]
+    fn unknown_channel_is_rejected() {
+        let err = plan_spawn(&spawn("telegram", Placement::None), None, 5, 9).unwrap_err();
+        assert!(matches!(err, WorkError::Rejected { code: RejectCode::UnknownChannel, .. }));
+    }
+}

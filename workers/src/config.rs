@@ -1,0 +1,264 @@
+//! Settings: defaults, then a TOML file (`--config` / `THREADLINE_CONFIG`), then environment
+//! variables (`THREADLINE_*`, DESIGN §4). Platform URLs and tokens come only from here —
+//! never from events — so an event cannot point Threadline at another host or identity.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that sends it (an `Authorization` header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything a Threadline process needs to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub nats_url: String,
+    pub redis_url: String,
+    /// Subject prefix and Redis key namespace, so deployments can share NATS and Redis.
+    pub subject_prefix: String,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; empty turns the server off.
+    pub health_addr: String,
+    pub log_format: LogFormat,
+    /// Events one worker handles at once (per consumer).
+    pub concurrency: usize,
+    /// How long JetStream waits for an ack before redelivering.
+    pub ack_wait_ms: u64,
+    /// Failed attempts before an event is given up (`tl.out.failed` + dead letter).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_event_bytes: usize,
+    /// How long a post's claim protects an in-flight platform call from a second instance.
+    /// Longer than any single platform call (`http_timeout_ms`).
+    pub claim_lease_ms: u64,
+    /// How long a completion waits for a `pending` binding before falling back.
+    pub pending_timeout_ms: u64,
+    /// How long dedup records (routing decisions, post claims) are kept.
+    pub dedup_ttl_ms: u64,
+    /// How long ended sessions and bindings are kept for inspection before expiring.
+    pub ended_ttl_ms: u64,
+    pub default_idle_timeout_ms: u64,
+    pub http_timeout_ms: u64,
+    /// Redis response timeout (redis-rs defaults to 500 ms, too short under load: PITFALLS).
+    pub redis_timeout_ms: u64,
+    /// How long input, delivery and outbound streams keep messages.
+    pub stream_max_age_ms: u64,
+    /// Grace period for in-flight work on SIGTERM.
+    pub drain_timeout_ms: u64,
+    pub discord: DiscordConfig,
+    /// Generic HTTP channels, `webhook:<name>`; TOML only.
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+}
+
+/// The Discord adapter; enabled when `token` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscordConfig {
+    pub api_base: String,
+    pub token: Secret,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        DiscordConfig {
+            api_base: "https://discord.com/api/v10".into(),
+            token: Secret::default(),
+        }
+    }
+}
+
+/// One generic webhook channel (the bridge to WhatsApp, Signal, Feishu, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Whether the receiver understands threads (`create_thread` and thread posts).
+    #[serde(default)]
+    pub threads: bool,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default = "default_webhook_chars")]
+    pub max_message_chars: usize,
+}
+
+fn default_webhook_chars() -> usize {
+    4000
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            subject_prefix: "tl".into(),
+            health_addr: "127.0.0.1:9090".into(),
+            log_format: LogFormat::Text,
+            concurrency: 64,
+            ack_wait_ms: 30_000,
+            max_attempts: 10,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+            max_event_bytes: threadline_schemas::DEFAULT_MAX_EVENT_BYTES,
+            claim_lease_ms: 20_000,
+            pending_timeout_ms: 120_000,
+            dedup_ttl_ms: 7 * 24 * 3_600_000,
+            ended_ttl_ms: 7 * 24 * 3_600_000,
+            default_idle_timeout_ms: 24 * 3_600_000,
+            http_timeout_ms: 10_000,
+            redis_timeout_ms: 5_000,
+            stream_max_age_ms: 7 * 24 * 3_600_000,
+            drain_timeout_ms: 20_000,
+            discord: DiscordConfig::default(),
+            webhooks: BTreeMap::new(),
+        }
+    }
+}
+
+/// Top-level keys that may come from `THREADLINE_<KEY>`; other `THREADLINE_*` variables
+/// (e.g. the test harness's) are not ours and are ignored rather than refused.
+const ENV_TOP_LEVEL: &[&str] = &[
+    "nats_url",
+    "redis_url",
+    "subject_prefix",
+    "health_addr",
+    "log_format",
+    "concurrency",
+    "ack_wait_ms",
+    "max_attempts",
+    "retry_base_ms",
+    "retry_max_ms",
+    "max_event_bytes",
+    "claim_lease_ms",
+    "pending_timeout_ms",
+    "dedup_ttl_ms",
+    "ended_ttl_ms",
+    "default_idle_timeout_ms",
+    "http_timeout_ms",
+    "redis_timeout_ms",
+    "stream_max_age_ms",
+    "drain_timeout_ms",
+];
+const ENV_SECTIONS: &[(&str, &[&str])] = &[("discord", &["api_base", "token"])];
+
+fn env_key(key: &str) -> Option<String> {
+    if ENV_TOP_LEVEL.contains(&key) {
+        return Some(key.to_owned());
+    }
+    ENV_SECTIONS.iter().find_map(|(section, fields)| {
+        key.strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .filter(|field| fields.contains(field))
+            .map(|field| format!("{section}.{field}"))
+    })
+}
+
+impl Config {
+    /// Defaults → TOML file (when given) → `THREADLINE_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(
+                Env::prefixed("THREADLINE_")
+                    .filter_map(|key| env_key(key.as_str()).map(Into::into)),
+            )
+            .extract()
+    }
+
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
+    pub fn claim_lease(&self) -> Duration {
+        Duration::from_millis(self.claim_lease_ms)
+    }
+    pub fn http_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_timeout_ms)
+    }
+
+    /// The channels this deployment can deliver to: `discord` when it has a token, and
+    /// `webhook:<name>` for every configured webhook.
+    pub fn channels(&self) -> Vec<String> {
+        let mut channels = Vec::new();
+        if !self.discord.token.is_empty() {
+            channels.push("discord".to_owned());
+        }
+        channels.extend(self.webhooks.keys().map(|name| format!("webhook:{name}")));
+        channels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_map_to_fields_and_foreign_ones_are_ignored() {
+        assert_eq!(env_key("nats_url").as_deref(), Some("nats_url"));
+        assert_eq!(env_key("discord_api_base").as_deref(), Some("discord.api_base"));
+        assert_eq!(env_key("test_nats_server"), None);
+        assert_eq!(env_key("discord_nope"), None);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let mut c = Config::default();
+        c.discord.token = s;
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn file_then_env_layering() {
+        let dir = std::env::temp_dir().join(format!("tl-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(
+            &file,
+            "subject_prefix = \"x\"\n[webhooks.ops]\nurl = \"http://127.0.0.1:1/hook\"\nthreads = true\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.subject_prefix, "x");
+        assert!(c.webhooks["ops"].threads);
+        assert!(c.channels().contains(&"webhook:ops".to_owned()));
+    }
+}

@@ -1,0 +1,79 @@
+//! What a chat platform adapter is: its capabilities (which drive the binder's and router's
+//! decisions) and two operations, post and create-thread, whose errors say whether trying
+//! again can help.
+
+use std::future::Future;
+use std::time::Duration;
+use threadline_schemas::ConversationRef;
+
+/// What a channel can do. Declared per adapter, so adding a channel means adding an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Conversations can contain threads.
+    pub threads: bool,
+    /// Threadline can create a child thread (`placement:"child"`).
+    pub child_creation: bool,
+    /// Re-sending with the same key cannot create a second message.
+    pub idempotency_key: bool,
+    /// Recent messages can be read back to find an earlier attempt's post.
+    pub read_back: bool,
+    /// The most characters one message may hold.
+    pub max_message_chars: usize,
+}
+
+/// One part of one post.
+#[derive(Debug, Clone, Copy)]
+pub struct PostRequest<'a> {
+    pub conversation: &'a ConversationRef,
+    pub text: &'a str,
+    /// Stable per (delivery, part): the platform idempotency key where there is one.
+    pub idempotency_key: &'a str,
+    pub event_id: &'a str,
+    pub delivery_id: &'a str,
+    pub part: usize,
+    pub parts: usize,
+    pub session_key: Option<&'a str>,
+}
+
+/// A thread to create under `parent`.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadRequest<'a> {
+    pub parent: &'a ConversationRef,
+    pub name: &'a str,
+    pub idempotency_key: &'a str,
+    pub session_key: &'a str,
+}
+
+/// A platform call that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// 429: wait this long.
+    #[error("rate limited for {after:?}")]
+    RateLimited { after: Duration },
+    /// Worth retrying (408, 5xx, timeouts, connection failures). `maybe_applied` when the
+    /// request may have reached the platform and been acted on.
+    #[error("transient platform failure: {message}")]
+    Transient { message: String, maybe_applied: bool },
+    /// Never worth retrying (other 4xx). `code` is Threadline's name for it
+    /// (`thread_deleted`, `thread_archived`, `forbidden`, …).
+    #[error("{code}: {message}")]
+    Permanent { code: String, message: String },
+}
+
+/// One chat platform.
+pub trait Adapter: Send + Sync + 'static {
+    /// The channel name events use (`discord`, `webhook:<name>`).
+    fn channel(&self) -> &str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Posts one message part; returns the platform's message id.
+    fn post(&self, request: PostRequest<'_>)
+        -> impl Future<Output = Result<String, PlatformError>> + Send;
+
+    /// Creates a thread; returns the thread as a conversation.
+    fn create_thread(
+        &self,
+        request: ThreadRequest<'_>,
+    ) -> impl Future<Output = Result<ConversationRef, PlatformError>> + Send;
+}

@@ -1,0 +1,453 @@
+//! Deliverers: one per channel, each the same handler around a platform [`Adapter`].
+//!
+//! Effectively once per `(event_id, destination)`: every part of a post is claimed in Redis
+//! before the platform call and marked sent with the platform's id after. A redelivered,
+//! already-sent part is skipped; an attempt whose outcome is unknown (crash or timeout after
+//! the request left) is re-sent only with the platform's idempotency key, and reported as
+//! reconciled on `tl.out.delivered`.
+
+pub mod adapter;
+pub mod discord;
+pub mod http;
+pub mod split;
+pub mod webhook;
+
+use crate::binder::binding_event;
+use crate::config::Config;
+use crate::error::WorkError;
+use crate::ids;
+use crate::plumbing::metrics as m;
+use crate::plumbing::nats::Outgoing;
+use crate::plumbing::runloop::{Attempt, Handler};
+use crate::plumbing::Plumbing;
+use crate::store::{Activated, Claim, PartOutcome};
+use adapter::{Adapter, Capabilities, PlatformError, PostRequest, ThreadRequest};
+use std::time::Duration;
+use threadline_schemas::{
+    BindingChange, ConversationRef, DeliveryAction,
+    DeliveryCommand, DeliveryMode, PostDelivered, PostFailed, Reconciliation, Stage,
+    SCHEMA_VERSION,
+};
+
+/// Capabilities of a channel as configured in this deployment; `None` when it has no
+/// adapter here.
+pub fn capabilities(channel: &str, config: &Config) -> Option<Capabilities> {
+    if channel == "discord" {
+        return (!config.discord.token.is_empty()).then_some(discord::CAPABILITIES);
+    }
+    channel
+        .strip_prefix("webhook:")
+        .and_then(|name| config.webhooks.get(name))
+        .map(webhook::capabilities)
+}
+
+/// The handler of `tl.deliver.<channel>`.
+pub struct Deliverer<A: Adapter> {
+    adapter: A,
+    plumbing: Plumbing,
+}
+
+/// What one post attempt came to.
+enum Posted {
+    Done {
+        ids: Vec<String>,
+        reconciled: Option<Reconciliation>,
+    },
+    Failed {
+        code: String,
+        message: String,
+        attempts: u32,
+    },
+}
+
+impl<A: Adapter> Deliverer<A> {
+    pub fn new(adapter: A, plumbing: Plumbing) -> Self {
+        Deliverer { adapter, plumbing }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.plumbing.config.claim_lease_ms
+    }
+
+    /// Posts every part not yet sent, in order.
+    async fn post_parts(
+        &self,
+        command: &DeliveryCommand,
+        destination: &ConversationRef,
+        content: &str,
+        session_key: Option<&str>,
+    ) -> Result<Posted, WorkError> {
+        let store = &self.plumbing.store;
+        let caps = self.adapter.capabilities();
+        let parts = split::split(content, caps.max_message_chars);
+        let mut message_ids = Vec::with_capacity(parts.len());
+        let mut reconciled = None;
+        for (index, text) in parts.iter().enumerate() {
+            let attempt = match store
+                .claim_part(&command.delivery_id, index, self.lease_ms())
+                .await?
+            {
+                Claim::Sent(id) => {
+                    message_ids.push(id);
+                    continue;
+                }
+                Claim::Failed(code) => {
+                    return Ok(Posted::Failed {
+                        message: format!("part {index} failed earlier with {code}"),
+                        code,
+                        attempts: 0,
+                    })
+                }
+                Claim::Busy(ms) => {
+                    return Err(WorkError::NotYet {
+                        reason: "another instance is posting this delivery".into(),
+                        after: Duration::from_millis(ms.max(50)),
+                    })
+                }
+                Claim::Fresh(n) => n,
+                Claim::InDoubt(n) => {
+                    reconciled = Some(if caps.idempotency_key {
+                        Reconciliation::IdempotencyKey
+                    } else {
+                        Reconciliation::UnknownOutcome
+                    });
+                    n
+                }
+            };
+            let key = ids::part_key(&command.delivery_id, index);
+            let request = PostRequest {
+                conversation: destination,
+                text,
+                idempotency_key: &key,
+                event_id: &command.event_id,
+                delivery_id: &command.delivery_id,
+                part: index,
+                parts: parts.len(),
+                session_key,
+            };
+            match self.adapter.post(request).await {
+                Ok(id) => {
+                    store
+                        .settle_part(&command.delivery_id, index, &PartOutcome::Sent(id.clone()))
+                        .await?;
+                    message_ids.push(id);
+                }
+                Err(error) => {
+                    return self
+                        .settle_failed_part(command, index, attempt, error)
+                        .await
+                }
+            }
+        }
+        Ok(Posted::Done {
+            ids: message_ids,
+            reconciled,
+        })
+    }
+
+    /// Records a failed attempt on a part and turns it into the run loop's decision.
+    async fn settle_failed_part(
+        &self,
+        command: &DeliveryCommand,
+        index: usize,
+        attempt: u32,
+        error: PlatformError,
+    ) -> Result<Posted, WorkError> {
+        let store = &self.plumbing.store;
+        let channel = self.adapter.channel().to_owned();
+        match error {
+            PlatformError::RateLimited { after } => {
+                metrics::counter!(m::RATE_LIMITED, "channel" => channel).increment(1);
+                store
+                    .settle_part(&command.delivery_id, index, &PartOutcome::NotPosted(attempt))
+                    .await?;
+                Err(WorkError::RateLimited { after })
+            }
+            PlatformError::Transient {
+                message,
+                maybe_applied,
+            } => {
+                let outcome = if maybe_applied {
+                    PartOutcome::Unknown(attempt)
+                } else {
+                    PartOutcome::NotPosted(attempt)
+                };
+                store.settle_part(&command.delivery_id, index, &outcome).await?;
+                Err(WorkError::Transient(message))
+            }
+            PlatformError::Permanent { code, message } => {
+                store
+                    .settle_part(&command.delivery_id, index, &PartOutcome::Failed(code.clone()))
+                    .await?;
+                metrics::counter!(m::POSTS, "channel" => channel, "result" => "failed").increment(1);
+                Ok(Posted::Failed {
+                    code,
+                    message,
+                    attempts: attempt,
+                })
+            }
+        }
+    }
+
+    fn failed_event(
+        &self,
+        command: &DeliveryCommand,
+        destination: Option<&ConversationRef>,
+        session_key: Option<&str>,
+        code: &str,
+        message: &str,
+        attempts: u32,
+    ) -> Outgoing {
+        Outgoing::event(
+            self.plumbing.subjects.out_failed(),
+            ids::msg_id::failed(&command.delivery_id),
+            &PostFailed {
+                v: SCHEMA_VERSION,
+                event_id: command.event_id.clone(),
+                destination: destination.cloned(),
+                code: code.to_owned(),
+                message: message.to_owned(),
+                attempts,
+                session_key: session_key.map(str::to_owned),
+            },
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn handle_post(
+        &self,
+        command: &DeliveryCommand,
+        destination: &ConversationRef,
+        content: &str,
+        mode: DeliveryMode,
+        reason: &str,
+        session_key: Option<&str>,
+        binding_id: Option<&str>,
+    ) -> Result<(), WorkError> {
+        let out = match self
+            .post_parts(command, destination, content, session_key)
+            .await?
+        {
+            Posted::Failed {
+                code,
+                message,
+                attempts,
+            } => {
+                tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code, %message, "post failed for good");
+                self.failed_event(command, Some(destination), session_key, &code, &message, attempts)
+            }
+            Posted::Done { ids, reconciled } => {
+                if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
+                    self.plumbing
+                        .store
+                        .touch_binding(session_key, binding_id)
+                        .await?;
+                }
+                metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
+                Outgoing::event(
+                    self.plumbing.subjects.out_delivered(),
+                    ids::msg_id::delivered(&command.delivery_id),
+                    &PostDelivered {
+                        v: SCHEMA_VERSION,
+                        event_id: command.event_id.clone(),
+                        destination: destination.clone(),
+                        mode,
+                        reason: reason.to_owned(),
+                        platform_message_id: ids.first().cloned().unwrap_or_default(),
+                        platform_message_ids: if ids.len() > 1 { ids } else { Vec::new() },
+                        session_key: session_key.map(str::to_owned),
+                        reconciled,
+                    },
+                )
+            }
+        };
+        self.plumbing.publisher.send(out).await
+    }
+
+    async fn handle_create_thread(
+        &self,
+        command: &DeliveryCommand,
+        parent: &ConversationRef,
+        name: &str,
+        session_key: &str,
+        binding_id: &str,
+    ) -> Result<(), WorkError> {
+        let store = &self.plumbing.store;
+        let thread = match store
+            .claim_part(&command.delivery_id, 0, self.lease_ms())
+            .await?
+        {
+            Claim::Sent(thread_id) => ConversationRef {
+                channel: parent.channel.clone(),
+                account_id: parent.account_id.clone(),
+                conversation_id: thread_id,
+                parent_conversation_id: Some(parent.conversation_id.clone()),
+            },
+            Claim::Failed(code) => {
+                return self
+                    .thread_failed(command, parent, session_key, binding_id, &code, "failed earlier", 0)
+                    .await
+            }
+            Claim::Busy(ms) => {
+                return Err(WorkError::NotYet {
+                    reason: "another instance is creating this thread".into(),
+                    after: Duration::from_millis(ms.max(50)),
+                })
+            }
+            Claim::Fresh(attempt) | Claim::InDoubt(attempt) => {
+                let key = ids::part_key(&command.delivery_id, 0);
+                let request = ThreadRequest {
+                    parent,
+                    name,
+                    idempotency_key: &key,
+                    session_key,
+                };
+                match self.adapter.create_thread(request).await {
+                    Ok(thread) => {
+                        store
+                            .settle_part(
+                                &command.delivery_id,
+                                0,
+                                &PartOutcome::Sent(thread.conversation_id.clone()),
+                            )
+                            .await?;
+                        thread
+                    }
+                    Err(error) => {
+                        return match self.settle_failed_part(command, 0, attempt, error).await? {
+                            Posted::Failed {
+                                code,
+                                message,
+                                attempts,
+                            } => {
+                                self.thread_failed(command, parent, session_key, binding_id, &code, &message, attempts)
+                                    .await
+                            }
+                            Posted::Done { .. } => Ok(()),
+                        }
+                    }
+                }
+            }
+        };
+        let (activated, binding) = store
+            .activate_binding(session_key, binding_id, &thread)
+            .await?;
+        match (activated, binding) {
+            (Activated::Now | Activated::Already, Some(binding)) => {
+                tracing::info!(session_key, binding_id, thread = %thread.conversation_id, "thread created and bound");
+                self.plumbing
+                    .publisher
+                    .send(binding_event(&self.plumbing, binding, BindingChange::Bound, "thread_created"))
+                    .await
+            }
+            (activated, _) => {
+                tracing::info!(session_key, binding_id, ?activated, "thread created after its binding ended; left unbound");
+                Ok(())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn thread_failed(
+        &self,
+        command: &DeliveryCommand,
+        parent: &ConversationRef,
+        session_key: &str,
+        binding_id: &str,
+        code: &str,
+        message: &str,
+        attempts: u32,
+    ) -> Result<(), WorkError> {
+        let mut out = vec![self.failed_event(command, Some(parent), Some(session_key), code, message, attempts)];
+        if let Some(binding) = self
+            .plumbing
+            .store
+            .end_binding(session_key, binding_id, "thread_create_failed")
+            .await?
+        {
+            out.push(binding_event(&self.plumbing, binding, BindingChange::Ended, "thread_create_failed"));
+        }
+        tracing::warn!(session_key, binding_id, code, message, "thread creation failed; binding ended");
+        self.plumbing.publisher.send_all(out).await
+    }
+}
+
+impl<A: Adapter> Handler for Deliverer<A> {
+    type Event = DeliveryCommand;
+
+    fn stage(&self) -> Stage {
+        Stage::Deliver(self.adapter.channel().to_owned())
+    }
+
+    async fn handle(&self, command: &DeliveryCommand, _attempt: Attempt) -> Result<(), WorkError> {
+        match &command.action {
+            DeliveryAction::Post {
+                destination,
+                content,
+                mode,
+                reason,
+                session_key,
+                binding_id,
+            } => {
+                self.handle_post(
+                    command,
+                    destination,
+                    content,
+                    *mode,
+                    reason,
+                    session_key.as_deref(),
+                    binding_id.as_deref(),
+                )
+                .await
+            }
+            DeliveryAction::CreateThread {
+                parent,
+                name,
+                session_key,
+                binding_id,
+            } => {
+                self.handle_create_thread(command, parent, name, session_key, binding_id)
+                    .await
+            }
+        }
+    }
+
+    async fn give_up(&self, command: &DeliveryCommand, error: &WorkError, attempt: Attempt) -> Result<(), WorkError> {
+        match &command.action {
+            DeliveryAction::Post {
+                destination,
+                session_key,
+                ..
+            } => {
+                self.plumbing
+                    .publisher
+                    .send(self.failed_event(
+                        command,
+                        Some(destination),
+                        session_key.as_deref(),
+                        error.code(),
+                        &error.to_string(),
+                        attempt.number,
+                    ))
+                    .await
+            }
+            DeliveryAction::CreateThread {
+                parent,
+                session_key,
+                binding_id,
+                ..
+            } => {
+                self.thread_failed(
+                    command,
+                    parent,
+                    session_key,
+                    binding_id,
+                    error.code(),
+                    &error.to_string(),
+                    attempt.number,
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The generic webhook channel, `webhook:<name>`: a JSON POST per message part to a URL from
+//! configuration, with an `Idempotency-Key` header the receiver uses to drop re-sends. This
+//! is how bridges to platforms without a native adapter (WhatsApp, Signal, Feishu) plug in.
+//!
+//! Request bodies: `{"action":"post", event_id, delivery_id, part, parts, conversation,
+//! text, session_key}` → `{"message_id"}`; `{"action":"create_thread", parent, name,
+//! session_key}` → `{"conversation_id"}` (only when the webhook is configured with threads).
+
+use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, ThreadRequest};
+use super::http::{classify, client, transport_error};
+use crate::config::WebhookConfig;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use threadline_schemas::ConversationRef;
+
+/// Capabilities of a configured webhook.
+pub fn capabilities(config: &WebhookConfig) -> Capabilities {
+    Capabilities {
+        threads: config.threads,
+        child_creation: config.threads,
+        idempotency_key: true,
+        read_back: false,
+        max_message_chars: config.max_message_chars.max(1),
+    }
+}
+
+/// One configured webhook.
+pub struct Webhook {
+    channel: String,
+    http: reqwest::Client,
+    config: WebhookConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Answer {
+    #[serde(default)]
+    message_id: Option<serde_json::Value>,
+    #[serde(default)]
+    conversation_id: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
+}
+
+fn id_string(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(_)
+        | serde_json::Value::Null
+        | serde_json::Value::Bool(_)
+        | serde_json::Value::Array(_)
+        | serde_json::Value::Object(_) => None,
+    }
+}
+
+impl Webhook {
+    pub fn new(name: &str, config: WebhookConfig, timeout: Duration) -> Self {
+        Webhook {
+            channel: format!("webhook:{name}"),
+            http: client(timeout),
+            config,
+        }
+    }
+
+    async fn call(&self, key: &str, body: serde_json::Value) -> Result<Answer, PlatformError> {
+        let mut request = self
+            .http
+            .post(&self.config.url)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        if let Some(token) = &self.config.token {
+            request = request.header("Authorization", format!("Bearer {}", token.expose()));
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        let answer: Answer = serde_json::from_slice(&bytes).unwrap_or_default();
+        if status.is_success() {
+            return Ok(answer);
+        }
+        Err(classify(
+            status,
+            &headers,
+            answer.retry_after_ms.map(Duration::from_millis),
+            answer.error.clone().unwrap_or_default(),
+            || format!("http_{}", status.as_u16()),
+        ))
+    }
+}
+
+impl Adapter for Webhook {
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities(&self.config)
+    }
+
+    async fn post(&self, request: PostRequest<'_>) -> Result<String, PlatformError> {
+        let answer = self
+            .call(
+                request.idempotency_key,
+                json!({
+                    "action": "post",
+                    "event_id": request.event_id,
+                    "delivery_id": request.delivery_id,
+                    "part": request.part,
+                    "parts": request.parts,
+                    "conversation": request.conversation,
+                    "text": request.text,
+                    "session_key": request.session_key,
+                }),
+            )
+            .await?;
+        // Receivers without ids of their own are fine: the idempotency key identifies the part.
+        Ok(answer
+            .message_id
+            .as_ref()
+            .and_then(id_string)
+            .unwrap_or_else(|| request.idempotency_key.to_owned()))
+    }
+
+    async fn create_thread(&self, request: ThreadRequest<'_>) -> Result<ConversationRef, PlatformError> {
+        if !self.config.threads {
+            return Err(PlatformError::Permanent {
+                code: "capability_unsupported".into(),
+                message: format!("{} is not configured with threads", self.channel),
+            });
+        }
+        let answer = self
+            .call(
+                request.idempotency_key,
+                json!({
+                    "action": "create_thread",
+                    "parent": request.parent,
+                    "name": request.name,
+                    "session_key": request.session_key,
+                }),
+            )
+            .await?;
+        let conversation_id = answer.conversation_id.as_ref().and_then(id_string).ok_or_else(|| {
+            PlatformError::Permanent {
+                code: "bad_response".into(),
+                message: "create_thread answer has no conversation_id".into(),
+            }
+        })?;
+        Ok(ConversationRef {
+            channel: self.channel.clone(),
+            account_id: request.parent.account_id.clone(),
+            conversation_id,
+            parent_conversation_id: Some(request.parent.conversation_id.clone()),
+        })
+    }
+}

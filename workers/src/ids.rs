@@ -1,0 +1,83 @@
+//! Every id Threadline derives instead of drawing at random. Redeliveries of one event must
+//! land on the same session, binding, dedup key and `Nats-Msg-Id`, so these are pure
+//! functions of the event. DO NOT CHANGE the derivations: ids stored in Redis and in-flight
+//! messages of a running deployment depend on them, and a change would re-post or re-create.
+
+use sha2::{Digest, Sha256};
+use threadline_schemas::ConversationRef;
+use uuid::Uuid;
+
+/// Namespace for Threadline's UUIDv5 ids (a fixed random UUID).
+const NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_98b4_4d0b_a5e7_1c2d_3e4f_5a6b);
+
+fn v5(parts: &[&str]) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, parts.join("\u{1f}").as_bytes())
+}
+
+/// The generated session key of a spawn without `session_key`.
+pub fn session_key(agent_id: &str, spawn_event_id: &str) -> String {
+    format!(
+        "agent:{agent_id}:subagent:{}",
+        v5(&["session", spawn_event_id])
+    )
+}
+
+/// The binding a spawn creates.
+pub fn binding_id(spawn_event_id: &str) -> String {
+    format!("b-{}", v5(&["binding", spawn_event_id]).simple())
+}
+
+/// One post of one event to one destination: the platform-boundary dedup key.
+pub fn post_delivery_id(event_id: &str, destination: &ConversationRef) -> String {
+    format!("p-{}", v5(&["post", event_id, &destination.key()]).simple())
+}
+
+/// Thread creation for one binding.
+pub fn thread_delivery_id(binding_id: &str) -> String {
+    format!("t-{}", v5(&["thread", binding_id]).simple())
+}
+
+/// Idempotency key of one part of one delivery (Discord nonce ≤ 25 chars, so a hash).
+pub fn part_key(delivery_id: &str, part: usize) -> String {
+    let digest = Sha256::digest(format!("{delivery_id}\u{1f}{part}").as_bytes());
+    // 12 bytes → 24 hex chars: fits Discord's 25-character nonce, 96 bits of uniqueness.
+    hex::encode(&digest[..12])
+}
+
+/// `Nats-Msg-Id`s of what the workers publish: JetStream drops a re-publish of the same
+/// logical message within the stream's duplicate window.
+pub mod msg_id {
+    pub fn spawned(event_id: &str) -> String {
+        format!("spawned:{event_id}")
+    }
+    pub fn rejected(stage: &str, event_id: &str) -> String {
+        format!("rejected:{stage}:{event_id}")
+    }
+    pub fn delivered(delivery_id: &str) -> String {
+        format!("delivered:{delivery_id}")
+    }
+    pub fn failed(delivery_or_event_id: &str) -> String {
+        format!("failed:{delivery_or_event_id}")
+    }
+    pub fn binding(binding_id: &str, change: &str) -> String {
+        format!("binding:{binding_id}:{change}")
+    }
+    pub fn dead_letter(stage: &str, stream_seq: u64) -> String {
+        format!("dlq:{stage}:{stream_seq}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_across_calls_and_distinct_per_input() {
+        assert_eq!(session_key("a", "e1"), session_key("a", "e1"));
+        assert_ne!(session_key("a", "e1"), session_key("a", "e2"));
+        assert!(session_key("larry", "e1").starts_with("agent:larry:subagent:"));
+        let nonce = part_key("p-1", 0);
+        assert_eq!(nonce.len(), 24);
+        assert_ne!(nonce, part_key("p-1", 1));
+    }
+}

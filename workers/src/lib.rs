@@ -1,0 +1,17 @@
+//! Threadline's workers and the plumbing they share. Folder names are the architecture:
+//! `binder` (spawns, bindings, control), `router` (where a completion goes), `deliver`
+//! (one adapter per chat platform), `store` (session and binding state in Redis) and
+//! `plumbing` (NATS topology, the one run loop, health and metrics).
+
+pub mod app;
+pub mod binder;
+pub mod config;
+pub mod deliver;
+pub mod error;
+pub mod ids;
+pub mod plumbing;
+pub mod router;
+pub mod store;
+
+pub use config::Config;
+pub use error::WorkError;

@@ -1,0 +1,12 @@
+//! Metric names, in one place so dashboards and code agree.
+
+/// Events settled by a run loop, by `stage` and `outcome` (ack, retry, wait, reject, dead_letter).
+pub const EVENTS: &str = "threadline_events_total";
+/// Platform posts, by `channel` and `result` (posted, deduplicated, failed).
+pub const POSTS: &str = "threadline_posts_total";
+/// Platform rate-limit answers, by `channel`.
+pub const RATE_LIMITED: &str = "threadline_platform_429_total";
+/// Fallback deliveries, by `reason`.
+pub const FALLBACKS: &str = "threadline_fallbacks_total";
+/// Seconds from handing an event to a handler to settling it, by `stage`.
+pub const HANDLE_SECONDS: &str = "threadline_handle_seconds";

@@ -1,0 +1,57 @@
+//! What every worker shares: connections, the JetStream topology, the one run loop,
+//! retry pacing, metrics names, and the health server.
+
+pub mod health;
+pub mod metrics;
+pub mod nats;
+pub mod redis;
+pub mod retry;
+pub mod runloop;
+
+use crate::config::Config;
+use crate::store::Store;
+use std::sync::Arc;
+use threadline_schemas::Subjects;
+use tokio_util::sync::CancellationToken;
+
+/// Handles one process's workers share. Cheap to clone.
+#[derive(Clone)]
+pub struct Plumbing {
+    pub config: Arc<Config>,
+    pub subjects: Subjects,
+    pub nats: async_nats::Client,
+    pub publisher: nats::Publisher,
+    pub store: Store,
+    /// Cancelled on SIGTERM: run loops stop pulling and drain.
+    pub shutdown: CancellationToken,
+    pub health: health::Health,
+}
+
+impl Plumbing {
+    /// Connects to NATS and Redis (waiting for them, so start-up order does not matter) and
+    /// makes sure the streams exist.
+    pub async fn connect(
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+    ) -> Result<Plumbing, nats::TopologyError> {
+        let subjects = Subjects::new(config.subject_prefix.clone());
+        let nats = nats::connect(&config).await?;
+        let js = nats::jetstream(&nats);
+        nats::ensure_streams(&js, &subjects, &config).await?;
+        let store = Store::new(
+            redis::connect(&config, &shutdown)
+                .await
+                .map_err(|e| nats::TopologyError::Redis(e.to_string()))?,
+            &config,
+        );
+        Ok(Plumbing {
+            publisher: nats::Publisher::new(js),
+            subjects,
+            nats,
+            store,
+            shutdown,
+            health: health::Health::default(),
+            config,
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! NATS: the connection, the JetStream topology every worker creates or verifies at
+//! start-up, and the publisher whose every publish is acknowledged by the stream before a
+//! handler may return (so an input is acked only after what it produced is stored).
+//!
+//! Everything here must be accepted by nats-server 2.9: one `filter_subject` per consumer
+//! (2.9 silently ignores `filter_subjects`, PITFALLS 6), no subject transforms, no consumer
+//! `backoff` (it rewrites `ack_wait`, PITFALLS 2) and no server-side `max_deliver` — the run
+//! loop counts attempts itself, so the server never drops a message silently.
+
+use crate::config::Config;
+use crate::error::WorkError;
+use async_nats::header::HeaderMap;
+use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
+use bytes::Bytes;
+use serde::Serialize;
+use std::time::Duration;
+use threadline_schemas::Subjects;
+
+/// Why a worker cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("JetStream request failed for {what}: {reason}")]
+    JetStream { what: String, reason: String },
+    #[error(
+        "stream {stream} exists with subjects {found:?}, expected {expected:?}; \
+         another deployment may use the same subject prefix (THREADLINE_SUBJECT_PREFIX)"
+    )]
+    StreamConflict {
+        stream: String,
+        expected: Vec<String>,
+        found: Vec<String>,
+    },
+    #[error(
+        "consumer {consumer} on {stream} filters {found:?}, expected {expected:?}; \
+         delete it or choose another subject prefix"
+    )]
+    ConsumerConflict {
+        stream: String,
+        consumer: String,
+        expected: String,
+        found: String,
+    },
+    #[error("cannot connect to Redis: {0}")]
+    Redis(String),
+}
+
+/// The four streams of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// `tl.in.>`: what other services publish.
+    Inbound,
+    /// `tl.deliver.>`: platform work for the deliverers.
+    Deliver,
+    /// `tl.out.>` and `tl.agent.>`: what Threadline reports and session input.
+    Outbound,
+    /// `tl.dlq.>`: dead letters, with the original bytes.
+    DeadLetter,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 4] = [
+        StreamKind::Inbound,
+        StreamKind::Deliver,
+        StreamKind::Outbound,
+        StreamKind::DeadLetter,
+    ];
+
+    /// `TL_IN`, `TL_DELIVER`, … derived from the subject prefix.
+    pub fn name(self, subjects: &Subjects) -> String {
+        let base: String = subjects
+            .prefix()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let suffix = match self {
+            StreamKind::Inbound => "IN",
+            StreamKind::Deliver => "DELIVER",
+            StreamKind::Outbound => "OUT",
+            StreamKind::DeadLetter => "DLQ",
+        };
+        format!("{base}_{suffix}")
+    }
+
+    pub fn subjects(self, subjects: &Subjects) -> Vec<String> {
+        match self {
+            StreamKind::Inbound => vec![subjects.in_all()],
+            StreamKind::Deliver => vec![subjects.deliver_all()],
+            StreamKind::Outbound => vec![subjects.out_all(), subjects.agent_all()],
+            StreamKind::DeadLetter => vec![subjects.dlq_all()],
+        }
+    }
+
+    /// The stream's configuration; only fields nats-server 2.9 understands.
+    pub fn config(self, subjects: &Subjects, config: &Config) -> stream::Config {
+        let max_age = match self {
+            // Dead letters wait for an operator; keep them four times longer.
+            StreamKind::DeadLetter => Duration::from_millis(config.stream_max_age_ms * 4),
+            StreamKind::Inbound | StreamKind::Deliver | StreamKind::Outbound => {
+                Duration::from_millis(config.stream_max_age_ms)
+            }
+        };
+        stream::Config {
+            name: self.name(subjects),
+            subjects: self.subjects(subjects),
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age,
+            // The first line of dedup for publisher retries (same Nats-Msg-Id); the workers
+            // are idempotent beyond it. Clamped by the server to max_age.
+            duplicate_window: Duration::from_secs(120),
+            discard: stream::DiscardPolicy::Old,
+            num_replicas: 1,
+            ..Default::default()
+        }
+    }
+}
+
+/// Connects with unbounded reconnects, so a broker restart is a pause, not a crash.
+pub async fn connect(config: &Config) -> Result<async_nats::Client, TopologyError> {
+    async_nats::ConnectOptions::new()
+        .name("threadline")
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|e| TopologyError::Connect {
+            url: redact_url(&config.nats_url),
+            reason: e.to_string(),
+        })
+}
+
+/// A JetStream context with a timeout that rides out a short broker restart.
+pub fn jetstream(client: &async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build(client.clone())
+}
+
+/// Creates the deployment's streams, or checks that existing ones carry our subjects.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    config: &Config,
+) -> Result<(), TopologyError> {
+    for kind in StreamKind::ALL {
+        let wanted = kind.config(subjects, config);
+        let mut stream =
+            js.get_or_create_stream(wanted.clone())
+                .await
+                .map_err(|e| TopologyError::JetStream {
+                    what: format!("stream {}", wanted.name),
+                    reason: e.to_string(),
+                })?;
+        let found = stream
+            .info()
+            .await
+            .map_err(|e| TopologyError::JetStream {
+                what: format!("stream {} info", wanted.name),
+                reason: e.to_string(),
+            })?
+            .config
+            .clone();
+        if found.subjects != wanted.subjects {
+            return Err(TopologyError::StreamConflict {
+                stream: wanted.name,
+                expected: wanted.subjects,
+                found: found.subjects,
+            });
+        }
+        if found.max_age != wanted.max_age || found.duplicate_window != wanted.duplicate_window {
+            tracing::info!(stream = %wanted.name, "updating stream retention to the configured values");
+            js.update_stream(wanted.clone())
+                .await
+                .map_err(|e| TopologyError::JetStream {
+                    what: format!("stream {} update", wanted.name),
+                    reason: e.to_string(),
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// A durable pull consumer shared by every instance of one worker. Created when missing;
+/// an existing one must filter the same subject (else a worker would silently see other
+/// events, or none).
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    kind: StreamKind,
+    durable: &str,
+    filter_subject: String,
+    config: &Config,
+) -> Result<consumer::PullConsumer, TopologyError> {
+    let stream_name = kind.name(subjects);
+    let stream = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| TopologyError::JetStream {
+            what: format!("stream {stream_name}"),
+            reason: e.to_string(),
+        })?;
+    let wanted = consumer::pull::Config {
+        durable_name: Some(durable.to_owned()),
+        filter_subject: filter_subject.clone(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait(),
+        // Unlimited: the run loop decides when an event is given up, and dead-letters it.
+        max_deliver: -1,
+        max_ack_pending: (config.concurrency as i64 * 4).max(64),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    };
+    let mut consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(durable, wanted.clone())
+        .await
+        .map_err(|e| TopologyError::JetStream {
+            what: format!("consumer {durable} on {stream_name}"),
+            reason: e.to_string(),
+        })?;
+    let found = consumer
+        .info()
+        .await
+        .map_err(|e| TopologyError::JetStream {
+            what: format!("consumer {durable} info"),
+            reason: e.to_string(),
+        })?
+        .config
+        .clone();
+    if found.filter_subject != filter_subject {
+        return Err(TopologyError::ConsumerConflict {
+            stream: stream_name,
+            consumer: durable.to_owned(),
+            expected: filter_subject,
+            found: found.filter_subject,
+        });
+    }
+    if found.ack_wait != wanted.ack_wait || found.max_ack_pending != wanted.max_ack_pending {
+        tracing::info!(consumer = durable, "updating consumer to the configured ack_wait and max_ack_pending");
+        consumer = stream
+            .create_consumer(wanted)
+            .await
+            .map_err(|e| TopologyError::JetStream {
+                what: format!("consumer {durable} update"),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(consumer)
+}
+
+/// A durable consumer name for a channel: NATS names cannot hold `.`, `*`, `>` or `:`.
+pub fn durable_name(worker: &str, channel: Option<&str>) -> String {
+    let raw = match channel {
+        Some(channel) => format!("{worker}-{channel}"),
+        None => worker.to_owned(),
+    };
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One message to publish: subject, dedup id and payload.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subject: String,
+    /// `Nats-Msg-Id`: JetStream drops a re-publish within the duplicate window.
+    pub msg_id: String,
+    pub payload: Bytes,
+    pub headers: HeaderMap,
+}
+
+impl Outgoing {
+    /// An event encoded as MessagePack.
+    pub fn event<T: Serialize>(subject: String, msg_id: String, event: &T) -> Outgoing {
+        Outgoing {
+            subject,
+            msg_id,
+            payload: Bytes::from(threadline_schemas::encode(event)),
+            headers: HeaderMap::new(),
+        }
+    }
+}
+
+/// Publishes to JetStream and waits for the stream's acknowledgement.
+#[derive(Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+}
+
+impl Publisher {
+    pub fn new(js: jetstream::Context) -> Self {
+        Publisher { js }
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Publishes one message; returns once the stream stored it.
+    pub async fn send(&self, out: Outgoing) -> Result<(), WorkError> {
+        self.send_all(vec![out]).await
+    }
+
+    /// Publishes in order, pipelined: every message is sent before the first
+    /// acknowledgement is awaited, and all of them must be stored for success.
+    pub async fn send_all(&self, outs: Vec<Outgoing>) -> Result<(), WorkError> {
+        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(outs.len());
+        for out in outs {
+            let mut message = jetstream::message::PublishMessage::build()
+                .payload(out.payload)
+                .headers(out.headers);
+            message = message.message_id(out.msg_id);
+            let ack = self
+                .js
+                .send_publish(out.subject, message)
+                .await
+                .map_err(|e| WorkError::Nats(e.to_string()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| WorkError::Nats(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A URL without its user info, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}<redacted>@{}", &url[..scheme_end + 3], &url[at + 1..])
+        }
+        (Some(_), Some(_)) | (Some(_), None) | (None, Some(_)) | (None, None) => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_nats_safe() {
+        let s = Subjects::new("prod.tl");
+        assert_eq!(StreamKind::Inbound.name(&s), "PROD_TL_IN");
+        assert_eq!(durable_name("deliver", Some("webhook:ops")), "deliver-webhook_ops");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("nats://user:pw@127.0.0.1:4222"),
+            "nats://<redacted>@127.0.0.1:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+}

@@ -1,0 +1,374 @@
+//! The one run loop every worker uses: pull → decode → handle → settle.
+//!
+//! - Pulls with bounded `batch()` requests, never the `messages()` stream, whose client-side
+//!   pending count can stall under CPU pressure (PITFALLS 1).
+//! - Bad bytes: the original payload goes to `tl.dlq.<stage>` with the reason, a
+//!   `tl.out.rejected` follows when the event id is readable, then `Term`. If those publishes
+//!   fail, the message is `Nak`ed instead: nothing is dropped without a trace.
+//! - A handler's `Ok` means what it produced is stored (JetStream acked, Redis written);
+//!   only then is the input acked.
+//! - Retryable errors `Nak` with a delay (JetStream paces redelivery); after
+//!   `max_attempts` the handler's give-up hook reports the failure and the event is
+//!   dead-lettered.
+//! - On shutdown: stop pulling, finish in-flight work within the drain deadline, flush acks.
+
+use super::metrics as m;
+use super::nats::Outgoing;
+use super::retry;
+use super::Plumbing;
+use crate::error::{Settle, WorkError};
+use async_nats::header::HeaderMap;
+use async_nats::jetstream::{consumer::PullConsumer, AckKind, Message};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use threadline_schemas::codec::Versioned;
+use threadline_schemas::{decode, DecodeError, Encoding, EventRejected, Stage, Validate};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Header names on dead letters.
+pub mod dlq_headers {
+    pub const STAGE: &str = "Threadline-Stage";
+    pub const CODE: &str = "Threadline-Error-Code";
+    pub const MESSAGE: &str = "Threadline-Error";
+    pub const SUBJECT: &str = "Threadline-Original-Subject";
+    pub const SEQUENCE: &str = "Threadline-Original-Sequence";
+    pub const ATTEMPTS: &str = "Threadline-Attempts";
+}
+
+/// Which delivery of a message this is.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// 1 for the first delivery.
+    pub number: u32,
+    pub max: u32,
+}
+
+/// A worker's logic. `handle` is called once per delivery of a valid event.
+pub trait Handler: Send + Sync + 'static {
+    type Event: DeserializeOwned + Validate + Versioned + Send + Sync + 'static;
+
+    fn stage(&self) -> Stage;
+
+    /// Does the work. `Ok` only once every effect is durably stored.
+    fn handle(
+        &self,
+        event: &Self::Event,
+        attempt: Attempt,
+    ) -> impl Future<Output = Result<(), WorkError>> + Send;
+
+    /// Called once before an event is dead-lettered after failing for good, so the
+    /// handler can emit its terminal outcome (e.g. `tl.out.failed`).
+    fn give_up(
+        &self,
+        event: &Self::Event,
+        error: &WorkError,
+        attempt: Attempt,
+    ) -> impl Future<Output = Result<(), WorkError>> + Send;
+}
+
+/// Pulls from `consumer` and runs `handler` until `plumbing.shutdown` fires, then drains.
+pub async fn run<H: Handler>(handler: Arc<H>, consumer: PullConsumer, plumbing: Plumbing) {
+    let stage = handler.stage();
+    let concurrency = plumbing.config.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let shutdown = plumbing.shutdown.clone();
+    tracing::info!(stage = %stage.name(), concurrency, "worker started");
+
+    'pull: while !shutdown.is_cancelled() {
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(error) = done {
+                tracing::error!(stage = %stage.name(), %error, "handler task panicked; its message will be redelivered");
+            }
+        }
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'pull,
+                _ = tasks.join_next() => continue 'pull,
+            }
+        }
+        let request = consumer
+            .batch()
+            .max_messages(free.min(256))
+            .expires(Duration::from_secs(2))
+            .messages();
+        let mut batch = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break 'pull,
+            batch = request => match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(stage = %stage.name(), %error, "pull request failed; NATS may be restarting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'pull,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'pull,
+                    }
+                }
+            },
+        };
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'pull,
+                next = batch.next() => next,
+            };
+            match next {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::debug!(stage = %stage.name(), %error, "pull batch ended early");
+                    break;
+                }
+                Some(Ok(message)) => {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        break 'pull;
+                    };
+                    let handler = handler.clone();
+                    let plumbing = plumbing.clone();
+                    tasks.spawn(async move {
+                        process(&*handler, message, &plumbing).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+
+    let in_flight = tasks.len();
+    tracing::info!(stage = %stage.name(), in_flight, "draining");
+    let drain = Duration::from_millis(plumbing.config.drain_timeout_ms);
+    if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(stage = %stage.name(), "drain deadline passed; unfinished events will be redelivered");
+        tasks.abort_all();
+    }
+    // Plain acks are only queued in the client (PITFALLS 7).
+    if let Err(error) = plumbing.nats.flush().await {
+        tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
+    }
+    tracing::info!(stage = %stage.name(), "worker stopped");
+}
+
+/// One delivery of one message, settled exactly once.
+async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing) {
+    let stage = handler.stage();
+    let started = Instant::now();
+    let (attempt_number, stream_seq) = match message.info() {
+        Ok(info) => (info.delivered.max(1) as u32, info.stream_sequence),
+        Err(_) => (1, 0),
+    };
+    let attempt = Attempt {
+        number: attempt_number,
+        max: plumbing.config.max_attempts.max(1),
+    };
+    let content_type = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Content-Type"))
+        .map(|v| v.as_str().to_owned());
+    let encoding = Encoding::from_content_type(content_type.as_deref());
+
+    let (ack, outcome) = match decode::<H::Event>(
+        &message.payload,
+        encoding,
+        plumbing.config.max_event_bytes,
+    ) {
+        Err(error) => match reject_bad_input(&stage, &message, stream_seq, &error, plumbing).await {
+            Ok(()) => (AckKind::Term, "dead_letter"),
+            Err(publish_error) => {
+                tracing::warn!(stage = %stage.name(), %publish_error, "could not dead-letter bad input yet; will retry");
+                (AckKind::Nak(Some(Duration::from_secs(1))), "retry")
+            }
+        },
+        Ok(event) => {
+            let result = with_progress(&message, plumbing.config.ack_wait(), async {
+                handler.handle(&event, attempt).await
+            })
+            .await;
+            match result {
+                Ok(()) => (AckKind::Ack, "ack"),
+                Err(error) => {
+                    settle_error(handler, &event, error, attempt, &message, stream_seq, plumbing)
+                        .await
+                }
+            }
+        }
+    };
+    if let Err(error) = message.ack_with(ack).await {
+        tracing::warn!(stage = %stage.name(), %error, "ack failed; the event will be redelivered");
+    }
+    metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => outcome).increment(1);
+    metrics::histogram!(m::HANDLE_SECONDS, "stage" => stage.name())
+        .record(started.elapsed().as_secs_f64());
+}
+
+async fn settle_error<H: Handler>(
+    handler: &H,
+    event: &H::Event,
+    error: WorkError,
+    attempt: Attempt,
+    message: &Message,
+    stream_seq: u64,
+    plumbing: &Plumbing,
+) -> (AckKind, &'static str) {
+    let stage = handler.stage();
+    let config = &plumbing.config;
+    match error.settle() {
+        Settle::Wait(delay) => {
+            tracing::debug!(stage = %stage.name(), event_id = event.event_id(), %error, "waiting");
+            (AckKind::Nak(Some(delay)), "wait")
+        }
+        Settle::Retry(after) if attempt.number < attempt.max => {
+            let delay = after.unwrap_or_else(|| {
+                retry::delay_after(
+                    attempt.number,
+                    Duration::from_millis(config.retry_base_ms),
+                    Duration::from_millis(config.retry_max_ms),
+                )
+            });
+            tracing::warn!(stage = %stage.name(), event_id = event.event_id(), attempt = attempt.number, ?delay, %error, "retrying");
+            (AckKind::Nak(Some(delay)), "retry")
+        }
+        Settle::Reject => {
+            let (code, text) = match &error {
+                WorkError::Rejected { code, message } => (code.as_str(), message.clone()),
+                other => (other.code(), other.to_string()),
+            };
+            let rejected = rejection(&stage, event.event_id(), code, &text, plumbing);
+            match plumbing.publisher.send(rejected).await {
+                Ok(()) => {
+                    tracing::info!(stage = %stage.name(), event_id = event.event_id(), code, reason = %text, "event rejected");
+                    (AckKind::Ack, "reject")
+                }
+                Err(publish_error) => {
+                    tracing::warn!(stage = %stage.name(), %publish_error, "could not publish rejection; will retry");
+                    (AckKind::Nak(Some(Duration::from_secs(1))), "retry")
+                }
+            }
+        }
+        Settle::Retry(_) | Settle::GiveUp => {
+            let reported = match handler.give_up(event, &error, attempt).await {
+                Ok(()) => {
+                    dead_letter(
+                        &stage,
+                        message,
+                        stream_seq,
+                        error.code(),
+                        &format!("given up after {} attempts: {error}", attempt.number),
+                        attempt.number,
+                        plumbing,
+                    )
+                    .await
+                }
+                Err(report_error) => Err(report_error),
+            };
+            match reported {
+                Ok(()) => {
+                    tracing::error!(stage = %stage.name(), event_id = event.event_id(), attempts = attempt.number, %error, "event given up and dead-lettered");
+                    (AckKind::Term, "dead_letter")
+                }
+                Err(report_error) => {
+                    tracing::warn!(stage = %stage.name(), %report_error, "could not record give-up yet; will retry");
+                    (AckKind::Nak(Some(Duration::from_secs(1))), "retry")
+                }
+            }
+        }
+    }
+}
+
+/// Runs `work`, telling JetStream we are still at it so a slow platform call is not
+/// redelivered to another instance mid-flight.
+async fn with_progress<T>(message: &Message, ack_wait: Duration, work: impl Future<Output = T>) -> T {
+    let beat = (ack_wait / 3).max(Duration::from_millis(200));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut work => return result,
+            _ = tokio::time::sleep(beat) => {
+                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(%error, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+fn rejection(stage: &Stage, event_id: &str, code: &str, text: &str, p: &Plumbing) -> Outgoing {
+    Outgoing::event(
+        p.subjects.out_rejected(),
+        crate::ids::msg_id::rejected(&stage.name(), event_id),
+        &EventRejected {
+            v: threadline_schemas::SCHEMA_VERSION,
+            event_id: event_id.to_owned(),
+            stage: stage.name(),
+            code: code.to_owned(),
+            message: text.to_owned(),
+        },
+    )
+}
+
+async fn reject_bad_input(
+    stage: &Stage,
+    message: &Message,
+    stream_seq: u64,
+    error: &DecodeError,
+    plumbing: &Plumbing,
+) -> Result<(), WorkError> {
+    tracing::warn!(stage = %stage.name(), code = %error.code, reason = %error.message, event_id = ?error.event_id, "bad input dead-lettered");
+    dead_letter(
+        stage,
+        message,
+        stream_seq,
+        error.code.as_str(),
+        &error.message,
+        1,
+        plumbing,
+    )
+    .await?;
+    if let Some(event_id) = &error.event_id {
+        let rejected = rejection(stage, event_id, error.code.as_str(), &error.message, plumbing);
+        plumbing.publisher.send(rejected).await?;
+    }
+    Ok(())
+}
+
+/// Copies the original bytes (and content type) to `tl.dlq.<stage>` with the reason in
+/// headers, so nothing about the input is lost and it can be replayed as it was.
+async fn dead_letter(
+    stage: &Stage,
+    message: &Message,
+    stream_seq: u64,
+    code: &str,
+    reason: &str,
+    attempts: u32,
+    plumbing: &Plumbing,
+) -> Result<(), WorkError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(dlq_headers::STAGE, stage.name().as_str());
+    headers.insert(dlq_headers::CODE, code);
+    // Header values cannot hold line breaks.
+    let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    headers.insert(dlq_headers::MESSAGE, reason.as_str());
+    headers.insert(dlq_headers::SUBJECT, message.subject.as_str());
+    headers.insert(dlq_headers::SEQUENCE, stream_seq.to_string().as_str());
+    headers.insert(dlq_headers::ATTEMPTS, attempts.to_string().as_str());
+    if let Some(content_type) = message.headers.as_ref().and_then(|h| h.get("Content-Type")) {
+        headers.insert("Content-Type", content_type.as_str());
+    }
+    let out = Outgoing {
+        subject: plumbing.subjects.dlq(stage),
+        msg_id: crate::ids::msg_id::dead_letter(&stage.name(), stream_seq),
+        payload: message.payload.clone(),
+        headers,
+    };
+    metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => "dead_lettered").increment(1);
+    plumbing.publisher.send(out).await
+}

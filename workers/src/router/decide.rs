@@ -1,0 +1,416 @@
+//! Where a completion goes: DESIGN §3 "Routing a completion", rules 2–4, as one pure
+//! function of the completion, the session's stored state and the clock. Rule 1 (decide once
+//! per event) is the caller's: it stores what this returns and never asks again.
+
+use crate::store::SessionState;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use threadline_schemas::{
+    BindingRecord, BindingStatus, CompletionReported, ConversationRef, DeliveryMode,
+    DeliveryPolicy, Placement,
+};
+
+/// One post the router decided on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedPost {
+    pub destination: ConversationRef,
+    pub mode: DeliveryMode,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_id: Option<String>,
+}
+
+/// The decision stored per event. Stored, so its shape is versioned by field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RouteDecision {
+    /// Post to these destinations, in this order.
+    Post { posts: Vec<PlannedPost> },
+    /// Post nothing; report `tl.out.failed` with this code.
+    Fail { code: String, message: String },
+}
+
+/// What the router should do now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    Decided(RouteDecision),
+    /// A binding is still `pending`; ask again later (no decision is stored yet).
+    Wait { retry_after: Duration },
+}
+
+/// Reasons, as published on `tl.out.delivered.reason`.
+pub mod reason {
+    pub const BOUND: &str = "bound";
+    pub const NO_PLACEMENT: &str = "no_placement";
+    pub const REQUESTER_ONLY: &str = "requester_only";
+    pub const BOUND_AND_REQUESTER: &str = "bound_and_requester";
+    pub const UNKNOWN_SESSION: &str = "unknown_session";
+    pub const NO_ACTIVE_BINDING: &str = "no_active_binding";
+    pub const BINDING_ENDED: &str = "binding_ended";
+    pub const BINDING_PENDING_TIMEOUT: &str = "binding_pending_timeout";
+    pub const AMBIGUOUS_BINDING: &str = "ambiguous_binding";
+}
+
+/// Inputs besides the event and state.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteContext<'a> {
+    pub now_ms: u64,
+    pub pending_timeout_ms: u64,
+    /// Channels this deployment has a deliverer for.
+    pub channels: &'a [String],
+}
+
+/// Decides where `completion` goes.
+pub fn decide(
+    completion: &CompletionReported,
+    state: Option<&SessionState>,
+    ctx: RouteContext<'_>,
+) -> Route {
+    let Some(state) = state else {
+        return Route::Decided(match &completion.requester {
+            Some(requester) => post(
+                ctx,
+                vec![planned(requester, DeliveryMode::Fallback, reason::UNKNOWN_SESSION, None)],
+            ),
+            None => RouteDecision::Fail {
+                code: "no_destination".into(),
+                message: format!(
+                    "session {} is unknown and the completion names no requester",
+                    completion.session_key
+                ),
+            },
+        });
+    };
+    let session = &state.session;
+    let requester = &session.requester.conversation;
+
+    if session.delivery == DeliveryPolicy::RequesterOnly {
+        return Route::Decided(post(
+            ctx,
+            vec![planned(requester, DeliveryMode::Requester, reason::REQUESTER_ONLY, None)],
+        ));
+    }
+    if session.placement == Placement::None && state.bindings.is_empty() {
+        return Route::Decided(post(
+            ctx,
+            vec![planned(requester, DeliveryMode::Requester, reason::NO_PLACEMENT, None)],
+        ));
+    }
+
+    let active: Vec<&BindingRecord> = state
+        .bindings
+        .iter()
+        .filter(|b| b.status == BindingStatus::Active)
+        .collect();
+    let exact: Vec<&BindingRecord> = active
+        .iter()
+        .copied()
+        .filter(|b| b.conversation.same_place(requester))
+        .collect();
+    let same_account: Vec<&BindingRecord> = active
+        .iter()
+        .copied()
+        .filter(|b| {
+            b.conversation.channel == requester.channel
+                && b.conversation.account_id == requester.account_id
+        })
+        .collect();
+
+    let bound = match (exact.as_slice(), same_account.as_slice()) {
+        ([only], _) | ([], [only]) => Ok(*only),
+        // Two bindings on the requester's own conversation cannot happen (one session);
+        // treat anything unexpected as ambiguity rather than guess.
+        ([_, _, ..], _) | ([], [_, _, ..]) => Err(reason::AMBIGUOUS_BINDING),
+        ([], []) => {
+            let pending = state
+                .bindings
+                .iter()
+                .filter(|b| b.status == BindingStatus::Pending)
+                .map(|b| b.bound_at)
+                .max();
+            match pending {
+                Some(bound_at) if ctx.now_ms < bound_at + ctx.pending_timeout_ms => {
+                    let left = bound_at + ctx.pending_timeout_ms - ctx.now_ms;
+                    return Route::Wait {
+                        retry_after: Duration::from_millis(left.clamp(100, 1_000)),
+                    };
+                }
+                Some(_) => Err(reason::BINDING_PENDING_TIMEOUT),
+                None => Err(ended_reason(state)),
+            }
+        }
+    };
+
+    Route::Decided(match bound {
+        Ok(binding) => {
+            let mut posts = vec![planned(
+                &binding.conversation,
+                DeliveryMode::Bound,
+                reason::BOUND,
+                Some(&binding.binding_id),
+            )];
+            if session.delivery == DeliveryPolicy::BoundAndRequester
+                && !binding.conversation.same_place(requester)
+            {
+                posts.push(planned(
+                    requester,
+                    DeliveryMode::Requester,
+                    reason::BOUND_AND_REQUESTER,
+                    None,
+                ));
+            }
+            post(ctx, posts)
+        }
+        Err(why) if session.fail_closed => RouteDecision::Fail {
+            code: "no_bound_destination".into(),
+            message: format!("no usable bound destination ({why}) and the session is fail_closed"),
+        },
+        Err(why) => post(
+            ctx,
+            vec![planned(requester, DeliveryMode::Fallback, why, None)],
+        ),
+    })
+}
+
+/// The most specific reason the session has no active binding.
+fn ended_reason(state: &SessionState) -> &'static str {
+    let last_ended = state
+        .bindings
+        .iter()
+        .filter(|b| b.status == BindingStatus::Ended)
+        .max_by_key(|b| b.last_activity_at);
+    match last_ended.and_then(|b| b.end_reason.as_deref()) {
+        Some("thread_deleted") => "thread_deleted",
+        Some("thread_archived") => "thread_archived",
+        Some(_) | None if last_ended.is_some() => reason::BINDING_ENDED,
+        Some(_) | None => reason::NO_ACTIVE_BINDING,
+    }
+}
+
+fn planned(
+    destination: &ConversationRef,
+    mode: DeliveryMode,
+    why: &str,
+    binding_id: Option<&String>,
+) -> PlannedPost {
+    PlannedPost {
+        destination: destination.clone(),
+        mode,
+        reason: why.to_owned(),
+        binding_id: binding_id.cloned(),
+    }
+}
+
+/// A post decision, or a failure when a destination's channel has no deliverer here
+/// (a command nobody consumes would sit in the stream: lost in all but name).
+fn post(ctx: RouteContext<'_>, posts: Vec<PlannedPost>) -> RouteDecision {
+    match posts
+        .iter()
+        .find(|p| !ctx.channels.contains(&p.destination.channel))
+    {
+        Some(unroutable) => RouteDecision::Fail {
+            code: "unknown_channel".into(),
+            message: format!(
+                "no deliverer is configured for channel {}",
+                unroutable.destination.channel
+            ),
+        },
+        None => RouteDecision::Post { posts },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SessionRecord, SessionStatus};
+    use threadline_schemas::{Requester, RunStatus, SessionMode};
+
+    const NOW: u64 = 1_000_000;
+
+    fn conv(id: &str, parent: Option<&str>) -> ConversationRef {
+        ConversationRef {
+            channel: "discord".into(),
+            account_id: "bot".into(),
+            conversation_id: id.into(),
+            parent_conversation_id: parent.map(Into::into),
+        }
+    }
+
+    fn completion() -> CompletionReported {
+        CompletionReported {
+            v: 1,
+            event_id: "e".into(),
+            session_key: "agent:a:subagent:1".into(),
+            status: RunStatus::Ok,
+            content: "hi".into(),
+            run_id: None,
+            requester: Some(conv("main", None)),
+            metadata: Default::default(),
+        }
+    }
+
+    fn state(placement: Placement, bindings: Vec<BindingRecord>) -> SessionState {
+        SessionState {
+            session: SessionRecord {
+                session_key: "agent:a:subagent:1".into(),
+                agent_id: "a".into(),
+                mode: SessionMode::Session,
+                placement,
+                label: None,
+                requester: Requester {
+                    session_key: "agent:a:main".into(),
+                    conversation: conv("main", None),
+                },
+                delivery: DeliveryPolicy::BoundOnly,
+                fail_closed: false,
+                created_at: 0,
+                spawn_event_id: "s".into(),
+                status: SessionStatus::Active,
+            },
+            bindings,
+        }
+    }
+
+    fn binding(id: &str, thread: &str, status: BindingStatus) -> BindingRecord {
+        BindingRecord {
+            binding_id: id.into(),
+            target_session_key: "agent:a:subagent:1".into(),
+            conversation: conv(thread, Some("main")),
+            status,
+            bound_at: NOW - 10,
+            last_activity_at: NOW - 10,
+            idle_timeout_ms: 1000,
+            max_age_ms: None,
+            delivery: DeliveryPolicy::BoundOnly,
+            end_reason: None,
+            metadata: Default::default(),
+        }
+    }
+
+    fn ctx(channels: &[String]) -> RouteContext<'_> {
+        RouteContext {
+            now_ms: NOW,
+            pending_timeout_ms: 5_000,
+            channels,
+        }
+    }
+
+    fn posts(route: Route) -> Vec<(String, DeliveryMode, String)> {
+        match route {
+            Route::Decided(RouteDecision::Post { posts }) => posts
+                .into_iter()
+                .map(|p| (p.destination.conversation_id, p.mode, p.reason))
+                .collect(),
+            other => panic!("expected posts, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn completion_for_bound_session_goes_to_thread_only() {
+        let channels = vec!["discord".to_owned()];
+        let s = state(Placement::Child, vec![binding("b1", "t1", BindingStatus::Active)]);
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            vec![("t1".into(), DeliveryMode::Bound, "bound".into())]
+        );
+    }
+
+    #[test]
+    fn bound_and_requester_posts_both_by_policy() {
+        let channels = vec!["discord".to_owned()];
+        let mut s = state(Placement::Child, vec![binding("b1", "t1", BindingStatus::Active)]);
+        s.session.delivery = DeliveryPolicy::BoundAndRequester;
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            vec![
+                ("t1".into(), DeliveryMode::Bound, "bound".into()),
+                ("main".into(), DeliveryMode::Requester, "bound_and_requester".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn no_placement_goes_to_requester_by_design() {
+        let channels = vec!["discord".to_owned()];
+        let s = state(Placement::None, vec![]);
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            vec![("main".into(), DeliveryMode::Requester, "no_placement".into())]
+        );
+    }
+
+    #[test]
+    fn ended_binding_falls_back_with_reason_or_fails_closed() {
+        let channels = vec!["discord".to_owned()];
+        let mut ended = binding("b1", "t1", BindingStatus::Ended);
+        ended.end_reason = Some("thread_deleted".into());
+        let mut s = state(Placement::Child, vec![ended]);
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            vec![("main".into(), DeliveryMode::Fallback, "thread_deleted".into())]
+        );
+        s.session.fail_closed = true;
+        assert!(matches!(
+            decide(&completion(), Some(&s), ctx(&channels)),
+            Route::Decided(RouteDecision::Fail { code, .. }) if code == "no_bound_destination"
+        ));
+    }
+
+    #[test]
+    fn pending_binding_waits_then_falls_back() {
+        let channels = vec!["discord".to_owned()];
+        let s = state(Placement::Child, vec![binding("b1", "", BindingStatus::Pending)]);
+        assert!(matches!(
+            decide(&completion(), Some(&s), ctx(&channels)),
+            Route::Wait { .. }
+        ));
+        let late = RouteContext {
+            now_ms: NOW + 10_000,
+            ..ctx(&channels)
+        };
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), late)),
+            vec![("main".into(), DeliveryMode::Fallback, "binding_pending_timeout".into())]
+        );
+    }
+
+    #[test]
+    fn two_candidates_without_exact_match_are_ambiguous() {
+        let channels = vec!["discord".to_owned()];
+        let s = state(
+            Placement::Child,
+            vec![
+                binding("b1", "t1", BindingStatus::Active),
+                binding("b2", "t2", BindingStatus::Active),
+            ],
+        );
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            vec![("main".into(), DeliveryMode::Fallback, "ambiguous_binding".into())]
+        );
+    }
+
+    #[test]
+    fn unknown_session_falls_back_to_requester_or_fails_without_one() {
+        let channels = vec!["discord".to_owned()];
+        assert_eq!(
+            posts(decide(&completion(), None, ctx(&channels))),
+            vec![("main".into(), DeliveryMode::Fallback, "unknown_session".into())]
+        );
+        let mut c = completion();
+        c.requester = None;
+        assert!(matches!(
+            decide(&c, None, ctx(&channels)),
+            Route::Decided(RouteDecision::Fail { code, .. }) if code == "no_destination"
+        ));
+    }
+
+    #[test]
+    fn destination_without_deliverer_fails_instead_of_queueing_forever() {
+        let s = state(Placement::None, vec![]);
+        assert!(matches!(
+            decide(&completion(), Some(&s), ctx(&[])),
+            Route::Decided(RouteDecision::Fail { code, .. }) if code == "unknown_channel"
+        ));
+    }
+}

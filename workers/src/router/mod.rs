@@ -1,0 +1,149 @@
+//! The router: turns `tl.in.completion` into platform work on `tl.deliver.<channel>`.
+//! The decision for an event is made once and stored (DESIGN §3 rule 1); every redelivery
+//! re-publishes the stored decision, so a binding that changes between two attempts can
+//! never send one completion to both a thread and its parent channel.
+
+pub mod decide;
+
+use crate::error::WorkError;
+use crate::ids;
+use crate::plumbing::metrics as m;
+use crate::plumbing::nats::Outgoing;
+use crate::plumbing::runloop::{Attempt, Handler};
+use crate::plumbing::Plumbing;
+use crate::store::SessionStatus;
+use decide::{Route, RouteContext, RouteDecision};
+use threadline_schemas::{
+    now_ms, CompletionReported, DeliveryAction, DeliveryCommand, PostFailed, SessionMode, Stage,
+    SCHEMA_VERSION,
+};
+
+/// Routes completions.
+pub struct Router {
+    plumbing: Plumbing,
+    channels: Vec<String>,
+}
+
+impl Router {
+    pub fn new(plumbing: Plumbing) -> Self {
+        let channels = plumbing.config.channels();
+        Router { plumbing, channels }
+    }
+
+    fn failed(&self, completion: &CompletionReported, code: &str, message: &str, attempts: u32) -> Outgoing {
+        Outgoing::event(
+            self.plumbing.subjects.out_failed(),
+            ids::msg_id::failed(&completion.event_id),
+            &PostFailed {
+                v: SCHEMA_VERSION,
+                event_id: completion.event_id.clone(),
+                destination: completion.requester.clone(),
+                code: code.to_owned(),
+                message: message.to_owned(),
+                attempts,
+                session_key: Some(completion.session_key.clone()),
+            },
+        )
+    }
+
+    /// What a decision publishes. Deterministic in (decision, completion), so a redelivery
+    /// publishes byte-identical commands under the same message ids.
+    fn effects(&self, decision: &RouteDecision, completion: &CompletionReported) -> Vec<Outgoing> {
+        match decision {
+            RouteDecision::Fail { code, message } => {
+                vec![self.failed(completion, code, message, 0)]
+            }
+            RouteDecision::Post { posts } => posts
+                .iter()
+                .map(|planned| {
+                    let delivery_id =
+                        ids::post_delivery_id(&completion.event_id, &planned.destination);
+                    Outgoing::event(
+                        self.plumbing.subjects.deliver(&planned.destination.channel),
+                        delivery_id.clone(),
+                        &DeliveryCommand {
+                            v: SCHEMA_VERSION,
+                            event_id: completion.event_id.clone(),
+                            delivery_id,
+                            action: DeliveryAction::Post {
+                                destination: planned.destination.clone(),
+                                content: completion.content.clone(),
+                                mode: planned.mode,
+                                reason: planned.reason.clone(),
+                                session_key: Some(completion.session_key.clone()),
+                                binding_id: planned.binding_id.clone(),
+                            },
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Handler for Router {
+    type Event = CompletionReported;
+
+    fn stage(&self) -> Stage {
+        Stage::Router
+    }
+
+    async fn handle(&self, completion: &CompletionReported, _attempt: Attempt) -> Result<(), WorkError> {
+        let store = &self.plumbing.store;
+        let (stored, state) = store
+            .load_route_and_session(&completion.event_id, &completion.session_key)
+            .await?;
+        let decision: RouteDecision = match stored {
+            Some(blob) => rmp_serde::from_slice(&blob)
+                .map_err(|e| WorkError::Corrupt(format!("stored routing decision: {e}")))?,
+            None => {
+                let ctx = RouteContext {
+                    now_ms: now_ms(),
+                    pending_timeout_ms: self.plumbing.config.pending_timeout_ms,
+                    channels: &self.channels,
+                };
+                match decide::decide(completion, state.as_ref(), ctx) {
+                    Route::Wait { retry_after } => {
+                        return Err(WorkError::NotYet {
+                            reason: "the session's binding is still pending".into(),
+                            after: retry_after,
+                        })
+                    }
+                    Route::Decided(decision) => {
+                        let blob = rmp_serde::to_vec_named(&decision)
+                            .map_err(|e| WorkError::Corrupt(e.to_string()))?;
+                        let winner = store.store_route(&completion.event_id, blob).await?;
+                        let stored: RouteDecision = rmp_serde::from_slice(&winner)
+                            .map_err(|e| WorkError::Corrupt(format!("stored routing decision: {e}")))?;
+                        if let RouteDecision::Post { posts } = &stored {
+                            for post in posts.iter().filter(|p| p.mode == threadline_schemas::DeliveryMode::Fallback) {
+                                metrics::counter!(m::FALLBACKS, "reason" => post.reason.clone()).increment(1);
+                            }
+                        }
+                        tracing::info!(event_id = %completion.event_id, session_key = %completion.session_key, decision = ?stored, "completion routed");
+                        stored
+                    }
+                }
+            }
+        };
+        self.plumbing
+            .publisher
+            .send_all(self.effects(&decision, completion))
+            .await?;
+        if let Some(state) = state {
+            if state.session.mode == SessionMode::Run && state.session.status == SessionStatus::Active {
+                store
+                    .set_session_status(&completion.session_key, SessionStatus::Completed)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn give_up(&self, completion: &CompletionReported, error: &WorkError, attempt: Attempt) -> Result<(), WorkError> {
+        self.plumbing
+            .publisher
+            .send(self.failed(completion, error.code(), &error.to_string(), attempt.number))
+            .await
+    }
+}

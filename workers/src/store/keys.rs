@@ -1,0 +1,67 @@
+//! Redis key names. Every key carries a hash tag (`{…}`) naming the one entity it belongs
+//! to, so each atomic operation (a Lua script or MULTI on one entity) stays in one Redis
+//! Cluster slot: a session and its bindings share `{s:<session_key>}`; cross-entity links
+//! (conversation index, binding owner, labels) are separate keys written in an order that
+//! tolerates a crash between steps (see `Store`).
+
+use threadline_schemas::ConversationRef;
+
+/// Key builder for one deployment namespace (the subject prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    ns: String,
+}
+
+impl Keys {
+    pub fn new(ns: impl Into<String>) -> Self {
+        Keys { ns: ns.into() }
+    }
+
+    /// HASH: the session's fields and all its bindings (`b:<id>…` fields).
+    pub fn session(&self, session_key: &str) -> String {
+        format!("{}:{{s:{session_key}}}", self.ns)
+    }
+
+    /// HASH label → session key, for the children of one requester session.
+    pub fn labels(&self, requester_session_key: &str) -> String {
+        format!("{}:{{s:{requester_session_key}}}:labels", self.ns)
+    }
+
+    /// STRING: the session that owns a binding (for unbind by binding id).
+    pub fn binding_owner(&self, binding_id: &str) -> String {
+        format!("{}:{{b:{binding_id}}}", self.ns)
+    }
+
+    /// HASH binding id → session key: live bindings of one conversation.
+    pub fn conversation(&self, conversation: &ConversationRef) -> String {
+        format!("{}:{{c:{}}}", self.ns, conversation.key())
+    }
+
+    /// STRING: the stored routing decision of one completion event.
+    pub fn route(&self, event_id: &str) -> String {
+        format!("{}:{{e:{event_id}}}:route", self.ns)
+    }
+
+    /// HASH part → claim state: the platform-boundary dedup record of one delivery.
+    pub fn post(&self, delivery_id: &str) -> String {
+        format!("{}:{{d:{delivery_id}}}", self.ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot_tag(key: &str) -> &str {
+        let open = key.find('{').unwrap();
+        let close = key[open..].find('}').unwrap() + open;
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn a_session_and_its_labels_share_a_slot() {
+        let k = Keys::new("tl");
+        assert_eq!(slot_tag(&k.session("agent:a:main")), slot_tag(&k.labels("agent:a:main")));
+        assert_ne!(slot_tag(&k.session("agent:a:x")), slot_tag(&k.session("agent:a:y")));
+    }
+}

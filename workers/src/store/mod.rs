@@ -1,0 +1,593 @@
+//! Session and binding state in Redis — the `SessionBindingService` of the seed plan:
+//! create sessions (named or generated), bind, list bindings by session, resolve by
+//! conversation, touch, unbind; plus the dedup records of the pipeline (routing decisions
+//! and post claims), all of which expire.
+//!
+//! A session and all its bindings live in one HASH, so every change to them is one atomic
+//! script in one slot. Links to other entities (conversation index, binding owner, labels)
+//! are written *before* the primary record when creating and removed *after* it when
+//! ending; a crash in between leaves a dangling link, never a binding nobody can find, and
+//! readers check links against the primary record.
+
+pub mod keys;
+mod scripts;
+
+use crate::config::Config;
+use crate::error::WorkError;
+use keys::Keys;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use threadline_schemas::{
+    now_ms, BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Metadata, Placement,
+    Requester, SessionMode,
+};
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    /// A `run` session whose completion was routed.
+    Completed,
+    Ended,
+}
+
+impl SessionStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "active",
+            SessionStatus::Completed => "completed",
+            SessionStatus::Ended => "ended",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(SessionStatus::Active),
+            "completed" => Some(SessionStatus::Completed),
+            "ended" => Some(SessionStatus::Ended),
+            _other => None,
+        }
+    }
+}
+
+/// A session as spawned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub session_key: String,
+    pub agent_id: String,
+    pub mode: SessionMode,
+    pub placement: Placement,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub requester: Requester,
+    pub delivery: DeliveryPolicy,
+    pub fail_closed: bool,
+    pub created_at: u64,
+    pub spawn_event_id: String,
+    /// Not part of the stored blob: kept in its own field so it can change atomically.
+    #[serde(skip, default = "active")]
+    pub status: SessionStatus,
+}
+
+fn active() -> SessionStatus {
+    SessionStatus::Active
+}
+
+/// A session with all its bindings (any status), as one read returns them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionState {
+    pub session: SessionRecord,
+    pub bindings: Vec<BindingRecord>,
+}
+
+/// The parts of a binding that change rarely, stored as one blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BindingStatic {
+    conversation: ConversationRef,
+    bound_at: u64,
+    idle_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_age_ms: Option<u64>,
+    delivery: DeliveryPolicy,
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    metadata: Metadata,
+}
+
+impl BindingStatic {
+    fn of(b: &BindingRecord) -> Self {
+        BindingStatic {
+            conversation: b.conversation.clone(),
+            bound_at: b.bound_at,
+            idle_timeout_ms: b.idle_timeout_ms,
+            max_age_ms: b.max_age_ms,
+            delivery: b.delivery,
+            metadata: b.metadata.clone(),
+        }
+    }
+}
+
+/// Result of creating a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// This very spawn event created it earlier (a redelivery).
+    Replay,
+    /// Another spawn created it.
+    Exists,
+}
+
+/// Result of activating a pending binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activated {
+    /// Activated now.
+    Now,
+    /// Was already active (a redelivery of the confirmation).
+    Already,
+    /// Ended or gone before the platform confirmed it.
+    TooLate(String),
+}
+
+/// A claim on one part of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First attempt, or the previous one certainly did not post. Carries the attempt number.
+    Fresh(u32),
+    /// A previous attempt may have posted (crash or timeout after the request left).
+    InDoubt(u32),
+    /// Another attempt holds a live lease; retry after this many ms.
+    Busy(u64),
+    /// Already posted; the platform's message id.
+    Sent(String),
+    /// Failed for good earlier, with this code.
+    Failed(String),
+}
+
+/// How an attempt on a claimed part ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartOutcome {
+    Sent(String),
+    Failed(String),
+    /// The platform refused before doing anything (429, 4xx, connection refused).
+    NotPosted(u32),
+    /// The request may have been applied (timeout, 5xx mid-flight).
+    Unknown(u32),
+}
+
+/// Handle to the Redis state. Cheap to clone (a multiplexed connection).
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Keys,
+    dedup_ttl_ms: u64,
+    ended_ttl_ms: u64,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> WorkError {
+    WorkError::Corrupt(what.to_string())
+}
+
+impl Store {
+    pub fn new(conn: ConnectionManager, config: &Config) -> Self {
+        Store {
+            conn,
+            keys: Keys::new(config.subject_prefix.clone()),
+            dedup_ttl_ms: config.dedup_ttl_ms,
+            ended_ttl_ms: config.ended_ttl_ms,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A connection for callers that need a raw command (tests, the CLI).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    // ---- sessions -------------------------------------------------------------------
+
+    /// Creates the session unless it exists; the session's `spawn_event_id` tells a
+    /// redelivery of the same spawn from a different spawn naming the same key.
+    pub async fn create_session(&self, session: &SessionRecord) -> Result<Created, WorkError> {
+        let blob = rmp_serde::to_vec_named(session).map_err(corrupt)?;
+        let now = now_ms().to_string();
+        let answer: String = scripts::CREATE_SESSION
+            .key(self.keys.session(&session.session_key))
+            .arg(&session.spawn_event_id)
+            .arg("spawn_event")
+            .arg(&session.spawn_event_id)
+            .arg("rec")
+            .arg(blob)
+            .arg("status")
+            .arg(session.status.as_str())
+            .arg("updated_at")
+            .arg(now)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match answer.as_str() {
+            "created" => Ok(Created::Created),
+            "replay" => Ok(Created::Replay),
+            "exists" => Ok(Created::Exists),
+            other => Err(corrupt(format!("create_session answered {other}"))),
+        }
+    }
+
+    /// The session and all its bindings, in one round trip.
+    pub async fn load_session(&self, session_key: &str) -> Result<Option<SessionState>, WorkError> {
+        let fields: HashMap<String, Vec<u8>> =
+            self.conn.clone().hgetall(self.keys.session(session_key)).await?;
+        parse_session(fields)
+    }
+
+    pub async fn set_session_status(
+        &self,
+        session_key: &str,
+        status: SessionStatus,
+    ) -> Result<(), WorkError> {
+        let key = self.keys.session(session_key);
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, "status", status.as_str()).ignore();
+        pipe.hset(&key, "updated_at", now_ms()).ignore();
+        if status == SessionStatus::Ended {
+            // Ended sessions stay readable for a while (late completions fall back with a
+            // precise reason), then expire: no unbounded growth.
+            pipe.pexpire(&key, self.ended_ttl_ms as i64).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Takes `label` under `requester_session_key` for `session_key`. Returns the holder
+    /// when another session has it (unless it is `replace`, a holder known to be over).
+    pub async fn claim_label(
+        &self,
+        requester_session_key: &str,
+        label: &str,
+        session_key: &str,
+        replace: Option<&str>,
+    ) -> Result<Option<String>, WorkError> {
+        let answer: String = scripts::CLAIM_LABEL
+            .key(self.keys.labels(requester_session_key))
+            .arg(label)
+            .arg(session_key)
+            .arg(replace.unwrap_or(""))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if answer == "ok" { None } else { Some(answer) })
+    }
+
+    /// The session a label points to.
+    pub async fn label_holder(
+        &self,
+        requester_session_key: &str,
+        label: &str,
+    ) -> Result<Option<String>, WorkError> {
+        Ok(self
+            .conn
+            .clone()
+            .hget(self.keys.labels(requester_session_key), label)
+            .await?)
+    }
+
+    // ---- bindings -------------------------------------------------------------------
+
+    /// Adds a binding (idempotent). Links first, primary last.
+    pub async fn add_binding(&self, binding: &BindingRecord) -> Result<bool, WorkError> {
+        self.link_binding(binding, binding.status == BindingStatus::Active)
+            .await?;
+        let blob = rmp_serde::to_vec_named(&BindingStatic::of(binding)).map_err(corrupt)?;
+        let added: i64 = scripts::ADD_BINDING
+            .key(self.keys.session(&binding.target_session_key))
+            .arg(&binding.binding_id)
+            .arg(blob)
+            .arg(status_str(binding.status))
+            .arg(binding.last_activity_at)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn link_binding(&self, binding: &BindingRecord, index: bool) -> Result<(), WorkError> {
+        let mut pipe = redis::pipe();
+        pipe.set(
+            self.keys.binding_owner(&binding.binding_id),
+            &binding.target_session_key,
+        )
+        .ignore();
+        if index {
+            pipe.hset(
+                self.keys.conversation(&binding.conversation),
+                &binding.binding_id,
+                &binding.target_session_key,
+            )
+            .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// pending → active once the platform confirmed `conversation`.
+    pub async fn activate_binding(
+        &self,
+        session_key: &str,
+        binding_id: &str,
+        conversation: &ConversationRef,
+    ) -> Result<(Activated, Option<BindingRecord>), WorkError> {
+        let Some(state) = self.load_session(session_key).await? else {
+            return Ok((Activated::TooLate("missing".into()), None));
+        };
+        let Some(mut binding) = state
+            .bindings
+            .into_iter()
+            .find(|b| b.binding_id == binding_id)
+        else {
+            return Ok((Activated::TooLate("missing".into()), None));
+        };
+        binding.conversation = conversation.clone();
+        binding.status = BindingStatus::Active;
+        binding.last_activity_at = now_ms();
+        self.link_binding(&binding, true).await?;
+        let blob = rmp_serde::to_vec_named(&BindingStatic::of(&binding)).map_err(corrupt)?;
+        let answer: String = scripts::ACTIVATE_BINDING
+            .key(self.keys.session(session_key))
+            .arg(binding_id)
+            .arg(blob)
+            .arg(binding.last_activity_at)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match answer.as_str() {
+            "activated" => Ok((Activated::Now, Some(binding))),
+            "active" => Ok((Activated::Already, Some(binding))),
+            other => {
+                // Ended while the thread was being created: take the index link back.
+                self.unlink_conversation(&binding).await?;
+                Ok((Activated::TooLate(other.to_owned()), Some(binding)))
+            }
+        }
+    }
+
+    /// Ends a binding. Returns the record when this call ended it (so exactly one caller
+    /// reports `ended`), `None` when it was already ended or unknown.
+    pub async fn end_binding(
+        &self,
+        session_key: &str,
+        binding_id: &str,
+        reason: &str,
+    ) -> Result<Option<BindingRecord>, WorkError> {
+        let answer: String = scripts::END_BINDING
+            .key(self.keys.session(session_key))
+            .arg(binding_id)
+            .arg(reason)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let state = self.load_session(session_key).await?;
+        let binding = state
+            .and_then(|s| s.bindings.into_iter().find(|b| b.binding_id == binding_id));
+        if let Some(b) = &binding {
+            // Primary first, links after: a crash here leaves a stale link that readers
+            // filter out, never a live binding without its index entry.
+            self.unlink_conversation(b).await?;
+            let _: () = self
+                .conn
+                .clone()
+                .pexpire(self.keys.binding_owner(binding_id), self.ended_ttl_ms as i64)
+                .await?;
+        }
+        Ok(if answer == "ended" { binding } else { None })
+    }
+
+    async fn unlink_conversation(&self, binding: &BindingRecord) -> Result<(), WorkError> {
+        if binding.conversation.conversation_id.is_empty() {
+            return Ok(());
+        }
+        let _: () = self
+            .conn
+            .clone()
+            .hdel(self.keys.conversation(&binding.conversation), &binding.binding_id)
+            .await?;
+        Ok(())
+    }
+
+    /// Refreshes the binding's `last_activity_at` (only while active).
+    pub async fn touch_binding(&self, session_key: &str, binding_id: &str) -> Result<bool, WorkError> {
+        let touched: i64 = scripts::TOUCH_BINDING
+            .key(self.keys.session(session_key))
+            .arg(binding_id)
+            .arg(now_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(touched == 1)
+    }
+
+    /// The session owning a binding.
+    pub async fn binding_owner(&self, binding_id: &str) -> Result<Option<String>, WorkError> {
+        Ok(self.conn.clone().get(self.keys.binding_owner(binding_id)).await?)
+    }
+
+    /// Live bindings of a conversation, checked against their sessions.
+    pub async fn bindings_for_conversation(
+        &self,
+        conversation: &ConversationRef,
+    ) -> Result<Vec<BindingRecord>, WorkError> {
+        let links: HashMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(self.keys.conversation(conversation))
+            .await?;
+        let mut found = Vec::new();
+        for (binding_id, session_key) in links {
+            let live = self.load_session(&session_key).await?.and_then(|s| {
+                s.bindings.into_iter().find(|b| {
+                    b.binding_id == binding_id
+                        && b.status == BindingStatus::Active
+                        && b.conversation.same_place(conversation)
+                })
+            });
+            if let Some(binding) = live {
+                found.push(binding);
+            }
+        }
+        found.sort_by(|a, b| a.binding_id.cmp(&b.binding_id));
+        Ok(found)
+    }
+
+    // ---- routing decisions ----------------------------------------------------------
+
+    /// The stored decision of an event together with the session, in one round trip.
+    pub async fn load_route_and_session(
+        &self,
+        event_id: &str,
+        session_key: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<SessionState>), WorkError> {
+        let (route, fields): (Option<Vec<u8>>, HashMap<String, Vec<u8>>) = redis::pipe()
+            .get(self.keys.route(event_id))
+            .hgetall(self.keys.session(session_key))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((route, parse_session(fields)?))
+    }
+
+    /// Stores a decision unless one exists; returns the decision that is now stored (ours,
+    /// or the one another instance stored first).
+    pub async fn store_route(&self, event_id: &str, decision: Vec<u8>) -> Result<Vec<u8>, WorkError> {
+        let key = self.keys.route(event_id);
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::PX(self.dedup_ttl_ms));
+        let set: Option<String> = self
+            .conn
+            .clone()
+            .set_options(&key, decision.as_slice(), options)
+            .await?;
+        if set.is_some() {
+            return Ok(decision);
+        }
+        let existing: Option<Vec<u8>> = self.conn.clone().get(&key).await?;
+        existing.ok_or_else(|| corrupt("routing decision vanished right after a conflicting write"))
+    }
+
+    // ---- post claims ----------------------------------------------------------------
+
+    /// Claims part `part` of `delivery_id` before calling the platform.
+    pub async fn claim_part(
+        &self,
+        delivery_id: &str,
+        part: usize,
+        lease_ms: u64,
+    ) -> Result<Claim, WorkError> {
+        let (kind, value): (String, String) = scripts::CLAIM_PART
+            .key(self.keys.post(delivery_id))
+            .arg(part)
+            .arg(now_ms())
+            .arg(lease_ms)
+            .arg(self.dedup_ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let number = || value.parse::<u64>().map_err(corrupt);
+        Ok(match kind.as_str() {
+            "claimed" => Claim::Fresh(number()? as u32),
+            "in_doubt" => Claim::InDoubt(number()? as u32),
+            "busy" => Claim::Busy(number()?),
+            "sent" => Claim::Sent(value),
+            "failed" => Claim::Failed(value),
+            other => return Err(corrupt(format!("claim answered {other}"))),
+        })
+    }
+
+    /// Records how an attempt on a claimed part ended.
+    pub async fn settle_part(
+        &self,
+        delivery_id: &str,
+        part: usize,
+        outcome: &PartOutcome,
+    ) -> Result<(), WorkError> {
+        let state = match outcome {
+            PartOutcome::Sent(id) => format!("s|{id}"),
+            PartOutcome::Failed(code) => format!("f|{code}"),
+            PartOutcome::NotPosted(n) => format!("r|{n}"),
+            PartOutcome::Unknown(n) => format!("d|{n}"),
+        };
+        let _: () = self
+            .conn
+            .clone()
+            .hset(self.keys.post(delivery_id), part, state)
+            .await?;
+        Ok(())
+    }
+}
+
+fn status_str(status: BindingStatus) -> &'static str {
+    match status {
+        BindingStatus::Pending => "pending",
+        BindingStatus::Active => "active",
+        BindingStatus::Ending => "ending",
+        BindingStatus::Ended => "ended",
+    }
+}
+
+fn parse_status(s: &[u8]) -> Result<BindingStatus, WorkError> {
+    match s {
+        b"pending" => Ok(BindingStatus::Pending),
+        b"active" => Ok(BindingStatus::Active),
+        b"ending" => Ok(BindingStatus::Ending),
+        b"ended" => Ok(BindingStatus::Ended),
+        other => Err(corrupt(format!(
+            "binding status {:?}",
+            String::from_utf8_lossy(other)
+        ))),
+    }
+}
+
+fn parse_u64(bytes: Option<&Vec<u8>>) -> u64 {
+    bytes
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Rebuilds a session and its bindings from the fields of its HASH.
+fn parse_session(fields: HashMap<String, Vec<u8>>) -> Result<Option<SessionState>, WorkError> {
+    let Some(blob) = fields.get("rec") else {
+        return Ok(None);
+    };
+    let mut session: SessionRecord = rmp_serde::from_slice(blob).map_err(corrupt)?;
+    session.status = fields
+        .get("status")
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(SessionStatus::parse)
+        .ok_or_else(|| corrupt(format!("session {} has no status", session.session_key)))?;
+    let mut bindings = Vec::new();
+    for (field, value) in &fields {
+        let Some(binding_id) = field.strip_prefix("b:") else {
+            continue;
+        };
+        if binding_id.contains(':') {
+            continue; // a `b:<id>:<attr>` field, read below
+        }
+        let fixed: BindingStatic = rmp_serde::from_slice(value).map_err(corrupt)?;
+        let attr = |name: &str| fields.get(&format!("b:{binding_id}:{name}"));
+        let status = attr("st")
+            .map(|s| parse_status(s))
+            .transpose()?
+            .ok_or_else(|| corrupt(format!("binding {binding_id} has no status")))?;
+        bindings.push(BindingRecord {
+            binding_id: binding_id.to_owned(),
+            target_session_key: session.session_key.clone(),
+            conversation: fixed.conversation,
+            status,
+            bound_at: fixed.bound_at,
+            last_activity_at: parse_u64(attr("last")),
+            idle_timeout_ms: fixed.idle_timeout_ms,
+            max_age_ms: fixed.max_age_ms,
+            delivery: fixed.delivery,
+            end_reason: attr("why").map(|w| String::from_utf8_lossy(w).into_owned()),
+            metadata: fixed.metadata,
+        });
+    }
+    // Stable order: routing must not depend on HashMap iteration order.
+    bindings.sort_by(|a, b| (a.bound_at, &a.binding_id).cmp(&(b.bound_at, &b.binding_id)));
+    Ok(Some(SessionState { session, bindings }))
+}
