@@ -121,10 +121,7 @@ where
     if bytes.len() > max_bytes {
         return Err(DecodeError {
             code: RejectCode::PayloadTooLarge,
-            message: format!(
-                "payload is {} bytes; the limit is {max_bytes}",
-                bytes.len()
-            ),
+            message: format!("payload is {} bytes; the limit is {max_bytes}", bytes.len()),
             // Not even the envelope is read: an oversize payload must cost nothing.
             event_id: None,
         });
@@ -257,8 +254,8 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        let err = decode::<CompletionReported>(b"\xc1\xc1nope", Encoding::MessagePack, 1000)
-            .unwrap_err();
+        let err =
+            decode::<CompletionReported>(b"\xc1\xc1nope", Encoding::MessagePack, 1000).unwrap_err();
         assert_eq!(err.code, RejectCode::Malformed);
         assert_eq!(err.event_id, None);
     }
@@ -266,8 +263,8 @@ mod tests {
     #[test]
     fn oversize_is_rejected_before_decoding() {
         let bytes = encode(&completion());
-        let err =
-            decode::<CompletionReported>(&bytes, Encoding::MessagePack, bytes.len() - 1).unwrap_err();
+        let err = decode::<CompletionReported>(&bytes, Encoding::MessagePack, bytes.len() - 1)
+            .unwrap_err();
         assert_eq!(err.code, RejectCode::PayloadTooLarge);
     }
 
@@ -278,21 +275,15 @@ mod tests {
             "requester": {"session_key": "agent:larry:main",
               "conversation": {"channel": "disc.ord", "account_id": "a", "conversation_id": "c"}}
         });
-        let err = decode::<SpawnRequested>(
-            spawn_json.to_string().as_bytes(),
-            Encoding::Json,
-            10_000,
-        )
-        .unwrap_err();
+        let err =
+            decode::<SpawnRequested>(spawn_json.to_string().as_bytes(), Encoding::Json, 10_000)
+                .unwrap_err();
         assert_eq!(err.code, RejectCode::InvalidEvent);
         spawn_json["requester"]["conversation"]["channel"] = "discord".into();
         spawn_json["session_key"] = "agent:other:x".into();
-        let err = decode::<SpawnRequested>(
-            spawn_json.to_string().as_bytes(),
-            Encoding::Json,
-            10_000,
-        )
-        .unwrap_err();
+        let err =
+            decode::<SpawnRequested>(spawn_json.to_string().as_bytes(), Encoding::Json, 10_000)
+                .unwrap_err();
         assert!(err.message.contains("namespaced"), "{}", err.message);
     }
 }

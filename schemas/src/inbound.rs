@@ -222,11 +222,10 @@ impl Validate for ControlRequested {
         match self.op {
             ControlOp::Unbind | ControlOp::Touch => {
                 if self.binding_id.is_none() && self.session_key.is_none() {
-                    return Err(format!(
-                        "`{:?}` needs `binding_id` or `session_key`",
-                        self.op
-                    )
-                    .to_lowercase());
+                    return Err(
+                        format!("`{:?}` needs `binding_id` or `session_key`", self.op)
+                            .to_lowercase(),
+                    );
                 }
                 Ok(())
             }

@@ -1,4 +1,4 @@
-//! Proves the published contract (`json/*.schema.json`, `fixtures/`) agrees with the Rust types: fixtures validate, decode and round-trip byte-for-byte, invalid ones are rejected with their documented code, and schema and decoder agree on systematic mutations.
+//! Proves `json/` schemas, `fixtures/` and the Rust types agree: fixtures validate and round-trip byte-for-byte, invalid ones get their documented code, schema and decoder agree on mutations.
 //!
 //! `UPDATE_FIXTURES=1 cargo test -p threadline-schemas --test contract` rewrites every
 //! `fixtures/*.msgpack` from its `.json` twin through the Rust type instead of comparing.
@@ -305,7 +305,11 @@ fn every_valid_fixture_matches_its_schema_and_round_trips_through_the_rust_type(
                 ));
             }
             if let Err(problem) = (event.check_fixture)(&path, update) {
-                failures.push(format!("{} ({}): {problem}", file_name(&path), event.rust_type));
+                failures.push(format!(
+                    "{} ({}): {problem}",
+                    file_name(&path),
+                    event.rust_type
+                ));
             }
             checked += 1;
         }
@@ -344,7 +348,8 @@ struct InvalidCase {
 
 fn manifest() -> Vec<InvalidCase> {
     let path = fixture_dir().join("invalid").join("manifest.json");
-    serde_json::from_value(read_json(&path)).expect("invalid/manifest.json: [{file, event, code, event_id, schema_rejects, why}]")
+    serde_json::from_value(read_json(&path))
+        .expect("invalid/manifest.json: [{file, event, code, event_id, schema_rejects, why}]")
 }
 
 #[test]
@@ -369,7 +374,10 @@ fn every_invalid_fixture_is_rejected_with_its_documented_code() {
             // The same event published as MessagePack must be refused the same way.
             let transcoded = rmp_serde::to_vec_named(&json).expect("JSON transcodes");
             attempts.push(("JSON", (event.read)(&bytes, Encoding::Json)));
-            attempts.push(("MessagePack", (event.read)(&transcoded, Encoding::MessagePack)));
+            attempts.push((
+                "MessagePack",
+                (event.read)(&transcoded, Encoding::MessagePack),
+            ));
             let schema_rejects = !schemas.validator(&case.event).is_valid(&json);
             if Some(schema_rejects) != case.schema_rejects {
                 failures.push(format!(
@@ -411,11 +419,7 @@ fn every_invalid_fixture_is_rejected_with_its_documented_code() {
             "invalid/{name} is not in invalid/manifest.json"
         );
     }
-    for code in [
-        "malformed",
-        "invalid_event",
-        "unsupported_version",
-    ] {
+    for code in ["malformed", "invalid_event", "unsupported_version"] {
         assert!(
             cases.iter().any(|c| c.code == code),
             "no invalid fixture for `{code}`"
@@ -513,18 +517,18 @@ fn apply(fixture: &Value, path: &[Step], mutation: &Mutation) -> Option<Value> {
     let mut value = fixture.clone();
     let (last, parent_path) = path.split_last()?;
     match mutation {
-        Mutation::Remove => match (at(&mut value, parent_path)?, last) {
-            (Value::Object(map), Step::Key(k)) => {
-                map.remove(k);
-            }
+        Mutation::Remove => {
             // Removing from an array is a different array, not a missing field.
-            _ => return None,
-        },
+            let Step::Key(key) = last else { return None };
+            at(&mut value, parent_path)?.as_object_mut()?.remove(key);
+        }
         Mutation::Replace(new) => *at(&mut value, path)? = new.clone(),
-        Mutation::Append(suffix) => match at(&mut value, path)? {
-            Value::String(s) => s.push_str(suffix),
-            _ => return None,
-        },
+        Mutation::Append(suffix) => {
+            let Value::String(s) = at(&mut value, path)? else {
+                return None;
+            };
+            s.push_str(suffix);
+        }
     }
     Some(value)
 }

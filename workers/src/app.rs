@@ -54,7 +54,11 @@ impl Running {
 }
 
 /// Connects, creates the topology, and starts the workers of `role`.
-pub async fn start(config: Config, role: Role, shutdown: CancellationToken) -> Result<Running, StartError> {
+pub async fn start(
+    config: Config,
+    role: Role,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let channels = match &role {
         Role::All => config.channels(),
@@ -68,12 +72,16 @@ pub async fn start(config: Config, role: Role, shutdown: CancellationToken) -> R
     } else {
         health::prometheus();
         Some(
-            health::serve(&config.health_addr, plumbing.health.clone(), shutdown.clone())
-                .await
-                .map_err(|source| StartError::Health {
-                    addr: config.health_addr.clone(),
-                    source,
-                })?,
+            health::serve(
+                &config.health_addr,
+                plumbing.health.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| StartError::Health {
+                addr: config.health_addr.clone(),
+                source,
+            })?,
         )
     };
     let js = jetstream(&plumbing.nats);
@@ -81,14 +89,48 @@ pub async fn start(config: Config, role: Role, shutdown: CancellationToken) -> R
     let mut tasks = JoinSet::new();
 
     if matches!(role, Role::All | Role::Binder) {
-        let spawn = ensure_consumer(&js, subjects, StreamKind::Inbound, "binder-spawn", subjects.in_spawn(), &config).await?;
+        let spawn = ensure_consumer(
+            &js,
+            subjects,
+            StreamKind::Inbound,
+            "binder-spawn",
+            subjects.in_spawn(),
+            &config,
+        )
+        .await?;
         spawn_loop(&mut tasks, Spawner::new(plumbing.clone()), spawn, &plumbing);
-        let control = ensure_consumer(&js, subjects, StreamKind::Inbound, "binder-control", subjects.in_control(), &config).await?;
-        spawn_loop(&mut tasks, Control::new(plumbing.clone()), control, &plumbing);
+        let control = ensure_consumer(
+            &js,
+            subjects,
+            StreamKind::Inbound,
+            "binder-control",
+            subjects.in_control(),
+            &config,
+        )
+        .await?;
+        spawn_loop(
+            &mut tasks,
+            Control::new(plumbing.clone()),
+            control,
+            &plumbing,
+        );
     }
     if matches!(role, Role::All | Role::Router) {
-        let completions = ensure_consumer(&js, subjects, StreamKind::Inbound, "router-completion", subjects.in_completion(), &config).await?;
-        spawn_loop(&mut tasks, Router::new(plumbing.clone()), completions, &plumbing);
+        let completions = ensure_consumer(
+            &js,
+            subjects,
+            StreamKind::Inbound,
+            "router-completion",
+            subjects.in_completion(),
+            &config,
+        )
+        .await?;
+        spawn_loop(
+            &mut tasks,
+            Router::new(plumbing.clone()),
+            completions,
+            &plumbing,
+        );
     }
     for channel in channels {
         let consumer = ensure_consumer(
@@ -101,14 +143,28 @@ pub async fn start(config: Config, role: Role, shutdown: CancellationToken) -> R
         )
         .await?;
         if channel == "discord" {
-            let adapter = Discord::new(&config.discord.api_base, config.discord.token.clone(), config.http_timeout());
-            spawn_loop(&mut tasks, Deliverer::new(adapter, plumbing.clone()), consumer, &plumbing);
+            let adapter = Discord::new(
+                &config.discord.api_base,
+                config.discord.token.clone(),
+                config.http_timeout(),
+            );
+            spawn_loop(
+                &mut tasks,
+                Deliverer::new(adapter, plumbing.clone()),
+                consumer,
+                &plumbing,
+            );
         } else if let Some((name, webhook)) = channel
             .strip_prefix("webhook:")
             .and_then(|name| config.webhooks.get_key_value(name))
         {
             let adapter = Webhook::new(name, webhook.clone(), config.http_timeout());
-            spawn_loop(&mut tasks, Deliverer::new(adapter, plumbing.clone()), consumer, &plumbing);
+            spawn_loop(
+                &mut tasks,
+                Deliverer::new(adapter, plumbing.clone()),
+                consumer,
+                &plumbing,
+            );
         }
     }
     plumbing.health.set_ready(true);

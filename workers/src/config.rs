@@ -29,7 +29,11 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
     }
 }
 
@@ -232,7 +236,10 @@ mod tests {
     #[test]
     fn env_names_map_to_fields_and_foreign_ones_are_ignored() {
         assert_eq!(env_key("nats_url").as_deref(), Some("nats_url"));
-        assert_eq!(env_key("discord_api_base").as_deref(), Some("discord.api_base"));
+        assert_eq!(
+            env_key("discord_api_base").as_deref(),
+            Some("discord.api_base")
+        );
         assert_eq!(env_key("test_nats_server"), None);
         assert_eq!(env_key("discord_nope"), None);
     }

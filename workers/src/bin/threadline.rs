@@ -52,10 +52,18 @@ async fn main() -> anyhow::Result<()> {
             println!("{config:#?}");
             return Ok(());
         }
-        Command::Run { worker: Worker::All } => Role::All,
-        Command::Run { worker: Worker::Binder } => Role::Binder,
-        Command::Run { worker: Worker::Router } => Role::Router,
-        Command::Run { worker: Worker::Deliver { channel } } => Role::Deliver(channel),
+        Command::Run {
+            worker: Worker::All,
+        } => Role::All,
+        Command::Run {
+            worker: Worker::Binder,
+        } => Role::Binder,
+        Command::Run {
+            worker: Worker::Router,
+        } => Role::Router,
+        Command::Run {
+            worker: Worker::Deliver { channel },
+        } => Role::Deliver(channel),
     };
     let shutdown = CancellationToken::new();
     let running = app::start(config, role.clone(), shutdown.clone())
@@ -72,7 +80,9 @@ async fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -83,13 +93,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -14,8 +14,8 @@ use crate::plumbing::Plumbing;
 use crate::store::{Created, SessionStatus};
 use threadline_schemas::{
     now_ms, BindingChange, BindingChanged, BindingRecord, BindingStatus, ControlOp,
-    ControlRequested, DeliveryAction, DeliveryCommand, RejectCode, SessionSpawned,
-    SpawnRequested, Stage, SCHEMA_VERSION,
+    ControlRequested, DeliveryAction, DeliveryCommand, RejectCode, SessionSpawned, SpawnRequested,
+    Stage, SCHEMA_VERSION,
 };
 
 /// Handles `tl.in.spawn`.
@@ -29,10 +29,18 @@ impl Spawner {
     }
 
     /// Takes the label for `session_key`, reclaiming it from a session that is over.
-    async fn claim_label(&self, spawn: &SpawnRequested, label: &str, session_key: &str) -> Result<(), WorkError> {
+    async fn claim_label(
+        &self,
+        spawn: &SpawnRequested,
+        label: &str,
+        session_key: &str,
+    ) -> Result<(), WorkError> {
         let store = &self.plumbing.store;
         let requester = &spawn.requester.session_key;
-        let Some(holder) = store.claim_label(requester, label, session_key, None).await? else {
+        let Some(holder) = store
+            .claim_label(requester, label, session_key, None)
+            .await?
+        else {
             return Ok(());
         };
         let holder_live = store
@@ -55,7 +63,12 @@ impl Spawner {
 }
 
 /// `tl.out.binding` for a change of `binding`.
-pub fn binding_event(plumbing: &Plumbing, binding: BindingRecord, change: BindingChange, reason: &str) -> Outgoing {
+pub fn binding_event(
+    plumbing: &Plumbing,
+    binding: BindingRecord,
+    change: BindingChange,
+    reason: &str,
+) -> Outgoing {
     let change_name = match change {
         BindingChange::Bound => "bound",
         BindingChange::Ending => "ending",
@@ -103,14 +116,11 @@ impl Handler for Spawner {
 
         let mut out = Vec::new();
         let existing_live = if resumed {
-            store
-                .load_session(&session_key)
-                .await?
-                .and_then(|s| {
-                    s.bindings
-                        .into_iter()
-                        .find(|b| matches!(b.status, BindingStatus::Active | BindingStatus::Pending))
-                })
+            store.load_session(&session_key).await?.and_then(|s| {
+                s.bindings
+                    .into_iter()
+                    .find(|b| matches!(b.status, BindingStatus::Active | BindingStatus::Pending))
+            })
         } else {
             None
         };
@@ -120,12 +130,19 @@ impl Handler for Spawner {
             (None, Some(binding)) => {
                 store.add_binding(&binding).await?;
                 if binding.status == BindingStatus::Active {
-                    out.push(binding_event(&self.plumbing, binding.clone(), BindingChange::Bound, "placement_current"));
+                    out.push(binding_event(
+                        &self.plumbing,
+                        binding.clone(),
+                        BindingChange::Bound,
+                        "placement_current",
+                    ));
                 }
                 if let Some(name) = &plan.create_thread {
                     let delivery_id = ids::thread_delivery_id(&binding.binding_id);
                     out.push(Outgoing::event(
-                        self.plumbing.subjects.deliver(&spawn.requester.conversation.channel),
+                        self.plumbing
+                            .subjects
+                            .deliver(&spawn.requester.conversation.channel),
                         delivery_id.clone(),
                         &DeliveryCommand {
                             v: SCHEMA_VERSION,
@@ -162,7 +179,12 @@ impl Handler for Spawner {
         Ok(())
     }
 
-    async fn give_up(&self, _spawn: &SpawnRequested, _error: &WorkError, _attempt: Attempt) -> Result<(), WorkError> {
+    async fn give_up(
+        &self,
+        _spawn: &SpawnRequested,
+        _error: &WorkError,
+        _attempt: Attempt,
+    ) -> Result<(), WorkError> {
         // The dead letter is the record: a spawn has no destination to report as failed.
         Ok(())
     }
@@ -179,7 +201,10 @@ impl Control {
     }
 
     /// The bindings a control event names: one by id, or every live one of a session.
-    async fn targets(&self, control: &ControlRequested) -> Result<Vec<(String, String)>, WorkError> {
+    async fn targets(
+        &self,
+        control: &ControlRequested,
+    ) -> Result<Vec<(String, String)>, WorkError> {
         let store = &self.plumbing.store;
         if let Some(binding_id) = &control.binding_id {
             let owner = store.binding_owner(binding_id).await?.ok_or_else(|| {
@@ -214,8 +239,15 @@ impl Handler for Control {
                 let reason = control.reason.as_deref().unwrap_or("unbound");
                 let mut out = Vec::new();
                 for (session_key, binding_id) in self.targets(control).await? {
-                    if let Some(binding) = store.end_binding(&session_key, &binding_id, reason).await? {
-                        out.push(binding_event(&self.plumbing, binding, BindingChange::Ended, reason));
+                    if let Some(binding) =
+                        store.end_binding(&session_key, &binding_id, reason).await?
+                    {
+                        out.push(binding_event(
+                            &self.plumbing,
+                            binding,
+                            BindingChange::Ended,
+                            reason,
+                        ));
                     }
                 }
                 self.plumbing.publisher.send_all(out).await
@@ -233,7 +265,12 @@ impl Handler for Control {
         }
     }
 
-    async fn give_up(&self, _control: &ControlRequested, _error: &WorkError, _attempt: Attempt) -> Result<(), WorkError> {
+    async fn give_up(
+        &self,
+        _control: &ControlRequested,
+        _error: &WorkError,
+        _attempt: Attempt,
+    ) -> Result<(), WorkError> {
         Ok(())
     }
 }

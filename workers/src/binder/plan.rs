@@ -109,8 +109,8 @@ pub fn plan_spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::{discord, webhook};
     use crate::config::WebhookConfig;
+    use crate::deliver::{discord, webhook};
     use threadline_schemas::{Requester, SessionMode};
 
     fn spawn(channel: &str, placement: Placement) -> SpawnRequested {
@@ -153,31 +153,67 @@ mod tests {
 
     #[test]
     fn session_mode_without_placement_works_on_a_channel_without_threads() {
-        let plan = plan_spawn(&spawn("webhook:wa", Placement::None), Some(no_threads()), 5, 9).unwrap();
+        let plan = plan_spawn(
+            &spawn("webhook:wa", Placement::None),
+            Some(no_threads()),
+            5,
+            9,
+        )
+        .unwrap();
         assert_eq!(plan.binding, None);
         assert_eq!(plan.session.mode, SessionMode::Session);
-        assert!(plan.session.session_key.starts_with("agent:larry:subagent:"));
+        assert!(plan
+            .session
+            .session_key
+            .starts_with("agent:larry:subagent:"));
     }
 
     #[test]
     fn child_placement_without_threads_is_rejected_not_downgraded() {
-        let err = plan_spawn(&spawn("webhook:wa", Placement::Child), Some(no_threads()), 5, 9).unwrap_err();
-        assert!(matches!(err, WorkError::Rejected { code: RejectCode::CapabilityUnsupported, .. }));
+        let err = plan_spawn(
+            &spawn("webhook:wa", Placement::Child),
+            Some(no_threads()),
+            5,
+            9,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            WorkError::Rejected {
+                code: RejectCode::CapabilityUnsupported,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn child_placement_plans_a_pending_binding_and_a_thread() {
-        let plan = plan_spawn(&spawn("discord", Placement::Child), Some(discord::CAPABILITIES), 5, 9).unwrap();
+        let plan = plan_spawn(
+            &spawn("discord", Placement::Child),
+            Some(discord::CAPABILITIES),
+            5,
+            9,
+        )
+        .unwrap();
         let binding = plan.binding.unwrap();
         assert_eq!(binding.status, BindingStatus::Pending);
-        assert_eq!(binding.conversation.parent_conversation_id.as_deref(), Some("chan"));
+        assert_eq!(
+            binding.conversation.parent_conversation_id.as_deref(),
+            Some("chan")
+        );
         assert_eq!(binding.idle_timeout_ms, 9);
         assert_eq!(plan.create_thread.as_deref(), Some("budget"));
     }
 
     #[test]
     fn current_placement_binds_the_requester_conversation_at_once() {
-        let plan = plan_spawn(&spawn("webhook:wa", Placement::Current), Some(no_threads()), 5, 9).unwrap();
+        let plan = plan_spawn(
+            &spawn("webhook:wa", Placement::Current),
+            Some(no_threads()),
+            5,
+            9,
+        )
+        .unwrap();
         let binding = plan.binding.unwrap();
         assert_eq!(binding.status, BindingStatus::Active);
         assert_eq!(binding.conversation.conversation_id, "chan");
@@ -186,6 +222,12 @@ mod tests {
     #[test]
     fn unknown_channel_is_rejected() {
         let err = plan_spawn(&spawn("telegram", Placement::None), None, 5, 9).unwrap_err();
-        assert!(matches!(err, WorkError::Rejected { code: RejectCode::UnknownChannel, .. }));
+        assert!(matches!(
+            err,
+            WorkError::Rejected {
+                code: RejectCode::UnknownChannel,
+                ..
+            }
+        ));
     }
 }

@@ -53,7 +53,10 @@ pub enum PlatformError {
     /// Worth retrying (408, 5xx, timeouts, connection failures). `maybe_applied` when the
     /// request may have reached the platform and been acted on.
     #[error("transient platform failure: {message}")]
-    Transient { message: String, maybe_applied: bool },
+    Transient {
+        message: String,
+        maybe_applied: bool,
+    },
     /// Never worth retrying (other 4xx). `code` is Threadline's name for it
     /// (`thread_deleted`, `thread_archived`, `forbidden`, …).
     #[error("{code}: {message}")]
@@ -68,8 +71,10 @@ pub trait Adapter: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Posts one message part; returns the platform's message id.
-    fn post(&self, request: PostRequest<'_>)
-        -> impl Future<Output = Result<String, PlatformError>> + Send;
+    fn post(
+        &self,
+        request: PostRequest<'_>,
+    ) -> impl Future<Output = Result<String, PlatformError>> + Send;
 
     /// Creates a thread; returns the thread as a conversation.
     fn create_thread(

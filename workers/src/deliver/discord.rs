@@ -69,7 +69,11 @@ impl Discord {
         }
     }
 
-    async fn call(&self, path: &str, body: serde_json::Value) -> Result<(u16, serde_json::Value), PlatformError> {
+    async fn call(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), PlatformError> {
         let response = self
             .http
             .post(format!("{}{path}", self.api_base))
@@ -94,13 +98,21 @@ impl Discord {
         Err(classify(
             status,
             &headers,
-            error.retry_after.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64),
+            error
+                .retry_after
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64),
             message,
             || permanent_code(status.as_u16(), error.code),
         ))
     }
 
-    async fn create_message(&self, channel_id: &str, content: &str, nonce: &str) -> Result<String, PlatformError> {
+    async fn create_message(
+        &self,
+        channel_id: &str,
+        content: &str,
+        nonce: &str,
+    ) -> Result<String, PlatformError> {
         let (_, value) = self
             .call(
                 &format!("/channels/{channel_id}/messages"),
@@ -140,10 +152,17 @@ impl Adapter for Discord {
         .await
     }
 
-    async fn create_thread(&self, request: ThreadRequest<'_>) -> Result<ConversationRef, PlatformError> {
+    async fn create_thread(
+        &self,
+        request: ThreadRequest<'_>,
+    ) -> Result<ConversationRef, PlatformError> {
         let parent_id = &request.parent.conversation_id;
         let starter = self
-            .create_message(parent_id, &format!("🧵 {}", request.name), request.idempotency_key)
+            .create_message(
+                parent_id,
+                &format!("🧵 {}", request.name),
+                request.idempotency_key,
+            )
             .await?;
         let (status, value) = self
             .call(

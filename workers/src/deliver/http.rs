@@ -94,7 +94,9 @@ mod tests {
         h.insert("retry-after", "0.25".parse().unwrap());
         assert_eq!(
             classify(StatusCode::TOO_MANY_REQUESTS, &h, None, String::new(), code),
-            PlatformError::RateLimited { after: Duration::from_millis(250) }
+            PlatformError::RateLimited {
+                after: Duration::from_millis(250)
+            }
         );
         assert!(matches!(
             classify(StatusCode::BAD_GATEWAY, &h, None, String::new(), code),

@@ -24,9 +24,8 @@ use crate::store::{Activated, Claim, PartOutcome};
 use adapter::{Adapter, Capabilities, PlatformError, PostRequest, ThreadRequest};
 use std::time::Duration;
 use threadline_schemas::{
-    BindingChange, ConversationRef, DeliveryAction,
-    DeliveryCommand, DeliveryMode, PostDelivered, PostFailed, Reconciliation, Stage,
-    SCHEMA_VERSION,
+    BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, PostDelivered,
+    PostFailed, Reconciliation, Stage, SCHEMA_VERSION,
 };
 
 /// Capabilities of a channel as configured in this deployment; `None` when it has no
@@ -159,7 +158,11 @@ impl<A: Adapter> Deliverer<A> {
             PlatformError::RateLimited { after } => {
                 metrics::counter!(m::RATE_LIMITED, "channel" => channel).increment(1);
                 store
-                    .settle_part(&command.delivery_id, index, &PartOutcome::NotPosted(attempt))
+                    .settle_part(
+                        &command.delivery_id,
+                        index,
+                        &PartOutcome::NotPosted(attempt),
+                    )
                     .await?;
                 Err(WorkError::RateLimited { after })
             }
@@ -172,14 +175,21 @@ impl<A: Adapter> Deliverer<A> {
                 } else {
                     PartOutcome::NotPosted(attempt)
                 };
-                store.settle_part(&command.delivery_id, index, &outcome).await?;
+                store
+                    .settle_part(&command.delivery_id, index, &outcome)
+                    .await?;
                 Err(WorkError::Transient(message))
             }
             PlatformError::Permanent { code, message } => {
                 store
-                    .settle_part(&command.delivery_id, index, &PartOutcome::Failed(code.clone()))
+                    .settle_part(
+                        &command.delivery_id,
+                        index,
+                        &PartOutcome::Failed(code.clone()),
+                    )
                     .await?;
-                metrics::counter!(m::POSTS, "channel" => channel, "result" => "failed").increment(1);
+                metrics::counter!(m::POSTS, "channel" => channel, "result" => "failed")
+                    .increment(1);
                 Ok(Posted::Failed {
                     code,
                     message,
@@ -234,7 +244,14 @@ impl<A: Adapter> Deliverer<A> {
                 attempts,
             } => {
                 tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code, %message, "post failed for good");
-                self.failed_event(command, Some(destination), session_key, &code, &message, attempts)
+                self.failed_event(
+                    command,
+                    Some(destination),
+                    session_key,
+                    &code,
+                    &message,
+                    attempts,
+                )
             }
             Posted::Done { ids, reconciled } => {
                 if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
@@ -285,7 +302,15 @@ impl<A: Adapter> Deliverer<A> {
             },
             Claim::Failed(code) => {
                 return self
-                    .thread_failed(command, parent, session_key, binding_id, &code, "failed earlier", 0)
+                    .thread_failed(
+                        command,
+                        parent,
+                        session_key,
+                        binding_id,
+                        &code,
+                        "failed earlier",
+                        0,
+                    )
                     .await
             }
             Claim::Busy(ms) => {
@@ -320,8 +345,16 @@ impl<A: Adapter> Deliverer<A> {
                                 message,
                                 attempts,
                             } => {
-                                self.thread_failed(command, parent, session_key, binding_id, &code, &message, attempts)
-                                    .await
+                                self.thread_failed(
+                                    command,
+                                    parent,
+                                    session_key,
+                                    binding_id,
+                                    &code,
+                                    &message,
+                                    attempts,
+                                )
+                                .await
                             }
                             Posted::Done { .. } => Ok(()),
                         }
@@ -337,11 +370,21 @@ impl<A: Adapter> Deliverer<A> {
                 tracing::info!(session_key, binding_id, thread = %thread.conversation_id, "thread created and bound");
                 self.plumbing
                     .publisher
-                    .send(binding_event(&self.plumbing, binding, BindingChange::Bound, "thread_created"))
+                    .send(binding_event(
+                        &self.plumbing,
+                        binding,
+                        BindingChange::Bound,
+                        "thread_created",
+                    ))
                     .await
             }
             (activated, _) => {
-                tracing::info!(session_key, binding_id, ?activated, "thread created after its binding ended; left unbound");
+                tracing::info!(
+                    session_key,
+                    binding_id,
+                    ?activated,
+                    "thread created after its binding ended; left unbound"
+                );
                 Ok(())
             }
         }
@@ -358,16 +401,34 @@ impl<A: Adapter> Deliverer<A> {
         message: &str,
         attempts: u32,
     ) -> Result<(), WorkError> {
-        let mut out = vec![self.failed_event(command, Some(parent), Some(session_key), code, message, attempts)];
+        let mut out = vec![self.failed_event(
+            command,
+            Some(parent),
+            Some(session_key),
+            code,
+            message,
+            attempts,
+        )];
         if let Some(binding) = self
             .plumbing
             .store
             .end_binding(session_key, binding_id, "thread_create_failed")
             .await?
         {
-            out.push(binding_event(&self.plumbing, binding, BindingChange::Ended, "thread_create_failed"));
+            out.push(binding_event(
+                &self.plumbing,
+                binding,
+                BindingChange::Ended,
+                "thread_create_failed",
+            ));
         }
-        tracing::warn!(session_key, binding_id, code, message, "thread creation failed; binding ended");
+        tracing::warn!(
+            session_key,
+            binding_id,
+            code,
+            message,
+            "thread creation failed; binding ended"
+        );
         self.plumbing.publisher.send_all(out).await
     }
 }
@@ -412,7 +473,12 @@ impl<A: Adapter> Handler for Deliverer<A> {
         }
     }
 
-    async fn give_up(&self, command: &DeliveryCommand, error: &WorkError, attempt: Attempt) -> Result<(), WorkError> {
+    async fn give_up(
+        &self,
+        command: &DeliveryCommand,
+        error: &WorkError,
+        attempt: Attempt,
+    ) -> Result<(), WorkError> {
         match &command.action {
             DeliveryAction::Post {
                 destination,

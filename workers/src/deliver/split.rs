@@ -21,7 +21,12 @@ pub fn split(content: &str, max_chars: usize) -> Vec<String> {
         let min = window.len() / 2;
         let cut = ["\n\n", "\n", " "]
             .iter()
-            .find_map(|sep| window.rfind(sep).filter(|&i| i >= min).map(|i| i + sep.len()))
+            .find_map(|sep| {
+                window
+                    .rfind(sep)
+                    .filter(|&i| i >= min)
+                    .map(|i| i + sep.len())
+            })
             .unwrap_or(window_end);
         parts.push(rest[..cut].trim_end().to_owned());
         rest = rest[cut..].trim_start_matches('\n');
@@ -48,14 +53,20 @@ mod tests {
         let parts = split(&content, 2000);
         assert_eq!(parts.len(), 3);
         assert!(parts.iter().all(|p| p.chars().count() <= 2000));
-        assert_eq!(parts.concat().replace(' ', "").len(), content.replace([' ', '\n'], "").len());
+        assert_eq!(
+            parts.concat().replace(' ', "").len(),
+            content.replace([' ', '\n'], "").len()
+        );
     }
 
     #[test]
     fn a_single_huge_word_is_cut_by_characters_on_char_boundaries() {
         let content = "é".repeat(4500);
         let parts = split(&content, 2000);
-        assert_eq!(parts.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), vec![2000, 2000, 500]);
+        assert_eq!(
+            parts.iter().map(|p| p.chars().count()).collect::<Vec<_>>(),
+            vec![2000, 2000, 500]
+        );
     }
 
     #[test]

@@ -125,7 +125,10 @@ impl Adapter for Webhook {
             .unwrap_or_else(|| request.idempotency_key.to_owned()))
     }
 
-    async fn create_thread(&self, request: ThreadRequest<'_>) -> Result<ConversationRef, PlatformError> {
+    async fn create_thread(
+        &self,
+        request: ThreadRequest<'_>,
+    ) -> Result<ConversationRef, PlatformError> {
         if !self.config.threads {
             return Err(PlatformError::Permanent {
                 code: "capability_unsupported".into(),
@@ -143,12 +146,14 @@ impl Adapter for Webhook {
                 }),
             )
             .await?;
-        let conversation_id = answer.conversation_id.as_ref().and_then(id_string).ok_or_else(|| {
-            PlatformError::Permanent {
+        let conversation_id = answer
+            .conversation_id
+            .as_ref()
+            .and_then(id_string)
+            .ok_or_else(|| PlatformError::Permanent {
                 code: "bad_response".into(),
                 message: "create_thread answer has no conversation_id".into(),
-            }
-        })?;
+            })?;
         Ok(ConversationRef {
             channel: self.channel.clone(),
             account_id: request.parent.account_id.clone(),

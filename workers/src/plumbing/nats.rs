@@ -152,13 +152,12 @@ pub async fn ensure_streams(
 ) -> Result<(), TopologyError> {
     for kind in StreamKind::ALL {
         let wanted = kind.config(subjects, config);
-        let mut stream =
-            js.get_or_create_stream(wanted.clone())
-                .await
-                .map_err(|e| TopologyError::JetStream {
-                    what: format!("stream {}", wanted.name),
-                    reason: e.to_string(),
-                })?;
+        let mut stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| {
+            TopologyError::JetStream {
+                what: format!("stream {}", wanted.name),
+                reason: e.to_string(),
+            }
+        })?;
         let found = stream
             .info()
             .await
@@ -243,7 +242,10 @@ pub async fn ensure_consumer(
         });
     }
     if found.ack_wait != wanted.ack_wait || found.max_ack_pending != wanted.max_ack_pending {
-        tracing::info!(consumer = durable, "updating consumer to the configured ack_wait and max_ack_pending");
+        tracing::info!(
+            consumer = durable,
+            "updating consumer to the configured ack_wait and max_ack_pending"
+        );
         consumer = stream
             .create_consumer(wanted)
             .await
@@ -355,7 +357,10 @@ mod tests {
     fn names_are_nats_safe() {
         let s = Subjects::new("prod.tl");
         assert_eq!(StreamKind::Inbound.name(&s), "PROD_TL_IN");
-        assert_eq!(durable_name("deliver", Some("webhook:ops")), "deliver-webhook_ops");
+        assert_eq!(
+            durable_name("deliver", Some("webhook:ops")),
+            "deliver-webhook_ops"
+        );
     }
 
     #[test]

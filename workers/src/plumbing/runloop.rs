@@ -180,13 +180,15 @@ async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing)
         encoding,
         plumbing.config.max_event_bytes,
     ) {
-        Err(error) => match reject_bad_input(&stage, &message, stream_seq, &error, plumbing).await {
-            Ok(()) => (AckKind::Term, "dead_letter"),
-            Err(publish_error) => {
-                tracing::warn!(stage = %stage.name(), %publish_error, "could not dead-letter bad input yet; will retry");
-                (AckKind::Nak(Some(Duration::from_secs(1))), "retry")
+        Err(error) => {
+            match reject_bad_input(&stage, &message, stream_seq, &error, plumbing).await {
+                Ok(()) => (AckKind::Term, "dead_letter"),
+                Err(publish_error) => {
+                    tracing::warn!(stage = %stage.name(), %publish_error, "could not dead-letter bad input yet; will retry");
+                    (AckKind::Nak(Some(Duration::from_secs(1))), "retry")
+                }
             }
-        },
+        }
         Ok(event) => {
             let result = with_progress(&message, plumbing.config.ack_wait(), async {
                 handler.handle(&event, attempt).await
@@ -195,8 +197,10 @@ async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing)
             match result {
                 Ok(()) => (AckKind::Ack, "ack"),
                 Err(error) => {
-                    settle_error(handler, &event, error, attempt, &message, stream_seq, plumbing)
-                        .await
+                    settle_error(
+                        handler, &event, error, attempt, &message, stream_seq, plumbing,
+                    )
+                    .await
                 }
             }
         }
@@ -285,7 +289,11 @@ async fn settle_error<H: Handler>(
 
 /// Runs `work`, telling JetStream we are still at it so a slow platform call is not
 /// redelivered to another instance mid-flight.
-async fn with_progress<T>(message: &Message, ack_wait: Duration, work: impl Future<Output = T>) -> T {
+async fn with_progress<T>(
+    message: &Message,
+    ack_wait: Duration,
+    work: impl Future<Output = T>,
+) -> T {
     let beat = (ack_wait / 3).max(Duration::from_millis(200));
     tokio::pin!(work);
     loop {
@@ -334,7 +342,13 @@ async fn reject_bad_input(
     )
     .await?;
     if let Some(event_id) = &error.event_id {
-        let rejected = rejection(stage, event_id, error.code.as_str(), &error.message, plumbing);
+        let rejected = rejection(
+            stage,
+            event_id,
+            error.code.as_str(),
+            &error.message,
+            plumbing,
+        );
         plumbing.publisher.send(rejected).await?;
     }
     Ok(())
@@ -355,7 +369,10 @@ async fn dead_letter(
     headers.insert(dlq_headers::STAGE, stage.name().as_str());
     headers.insert(dlq_headers::CODE, code);
     // Header values cannot hold line breaks.
-    let reason: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     headers.insert(dlq_headers::MESSAGE, reason.as_str());
     headers.insert(dlq_headers::SUBJECT, message.subject.as_str());
     headers.insert(dlq_headers::SEQUENCE, stream_seq.to_string().as_str());
@@ -369,6 +386,7 @@ async fn dead_letter(
         payload: message.payload.clone(),
         headers,
     };
-    metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => "dead_lettered").increment(1);
+    metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => "dead_lettered")
+        .increment(1);
     plumbing.publisher.send(out).await
 }

@@ -35,7 +35,9 @@ pub enum RouteDecision {
 pub enum Route {
     Decided(RouteDecision),
     /// A binding is still `pending`; ask again later (no decision is stored yet).
-    Wait { retry_after: Duration },
+    Wait {
+        retry_after: Duration,
+    },
 }
 
 /// Reasons, as published on `tl.out.delivered.reason`.
@@ -70,7 +72,12 @@ pub fn decide(
         return Route::Decided(match &completion.requester {
             Some(requester) => post(
                 ctx,
-                vec![planned(requester, DeliveryMode::Fallback, reason::UNKNOWN_SESSION, None)],
+                vec![planned(
+                    requester,
+                    DeliveryMode::Fallback,
+                    reason::UNKNOWN_SESSION,
+                    None,
+                )],
             ),
             None => RouteDecision::Fail {
                 code: "no_destination".into(),
@@ -87,13 +94,23 @@ pub fn decide(
     if session.delivery == DeliveryPolicy::RequesterOnly {
         return Route::Decided(post(
             ctx,
-            vec![planned(requester, DeliveryMode::Requester, reason::REQUESTER_ONLY, None)],
+            vec![planned(
+                requester,
+                DeliveryMode::Requester,
+                reason::REQUESTER_ONLY,
+                None,
+            )],
         ));
     }
     if session.placement == Placement::None && state.bindings.is_empty() {
         return Route::Decided(post(
             ctx,
-            vec![planned(requester, DeliveryMode::Requester, reason::NO_PLACEMENT, None)],
+            vec![planned(
+                requester,
+                DeliveryMode::Requester,
+                reason::NO_PLACEMENT,
+                None,
+            )],
         ));
     }
 
@@ -308,7 +325,10 @@ mod tests {
     #[test]
     fn completion_for_bound_session_goes_to_thread_only() {
         let channels = vec!["discord".to_owned()];
-        let s = state(Placement::Child, vec![binding("b1", "t1", BindingStatus::Active)]);
+        let s = state(
+            Placement::Child,
+            vec![binding("b1", "t1", BindingStatus::Active)],
+        );
         assert_eq!(
             posts(decide(&completion(), Some(&s), ctx(&channels))),
             vec![("t1".into(), DeliveryMode::Bound, "bound".into())]
@@ -318,13 +338,20 @@ mod tests {
     #[test]
     fn bound_and_requester_posts_both_by_policy() {
         let channels = vec!["discord".to_owned()];
-        let mut s = state(Placement::Child, vec![binding("b1", "t1", BindingStatus::Active)]);
+        let mut s = state(
+            Placement::Child,
+            vec![binding("b1", "t1", BindingStatus::Active)],
+        );
         s.session.delivery = DeliveryPolicy::BoundAndRequester;
         assert_eq!(
             posts(decide(&completion(), Some(&s), ctx(&channels))),
             vec![
                 ("t1".into(), DeliveryMode::Bound, "bound".into()),
-                ("main".into(), DeliveryMode::Requester, "bound_and_requester".into())
+                (
+                    "main".into(),
+                    DeliveryMode::Requester,
+                    "bound_and_requester".into()
+                )
             ]
         );
     }
@@ -335,7 +362,11 @@ mod tests {
         let s = state(Placement::None, vec![]);
         assert_eq!(
             posts(decide(&completion(), Some(&s), ctx(&channels))),
-            vec![("main".into(), DeliveryMode::Requester, "no_placement".into())]
+            vec![(
+                "main".into(),
+                DeliveryMode::Requester,
+                "no_placement".into()
+            )]
         );
     }
 
@@ -347,7 +378,11 @@ mod tests {
         let mut s = state(Placement::Child, vec![ended]);
         assert_eq!(
             posts(decide(&completion(), Some(&s), ctx(&channels))),
-            vec![("main".into(), DeliveryMode::Fallback, "thread_deleted".into())]
+            vec![(
+                "main".into(),
+                DeliveryMode::Fallback,
+                "thread_deleted".into()
+            )]
         );
         s.session.fail_closed = true;
         assert!(matches!(
@@ -359,7 +394,10 @@ mod tests {
     #[test]
     fn pending_binding_waits_then_falls_back() {
         let channels = vec!["discord".to_owned()];
-        let s = state(Placement::Child, vec![binding("b1", "", BindingStatus::Pending)]);
+        let s = state(
+            Placement::Child,
+            vec![binding("b1", "", BindingStatus::Pending)],
+        );
         assert!(matches!(
             decide(&completion(), Some(&s), ctx(&channels)),
             Route::Wait { .. }
@@ -370,7 +408,11 @@ mod tests {
         };
         assert_eq!(
             posts(decide(&completion(), Some(&s), late)),
-            vec![("main".into(), DeliveryMode::Fallback, "binding_pending_timeout".into())]
+            vec![(
+                "main".into(),
+                DeliveryMode::Fallback,
+                "binding_pending_timeout".into()
+            )]
         );
     }
 
@@ -386,7 +428,11 @@ mod tests {
         );
         assert_eq!(
             posts(decide(&completion(), Some(&s), ctx(&channels))),
-            vec![("main".into(), DeliveryMode::Fallback, "ambiguous_binding".into())]
+            vec![(
+                "main".into(),
+                DeliveryMode::Fallback,
+                "ambiguous_binding".into()
+            )]
         );
     }
 
@@ -395,7 +441,11 @@ mod tests {
         let channels = vec!["discord".to_owned()];
         assert_eq!(
             posts(decide(&completion(), None, ctx(&channels))),
-            vec![("main".into(), DeliveryMode::Fallback, "unknown_session".into())]
+            vec![(
+                "main".into(),
+                DeliveryMode::Fallback,
+                "unknown_session".into()
+            )]
         );
         let mut c = completion();
         c.requester = None;

@@ -30,7 +30,13 @@ impl Router {
         Router { plumbing, channels }
     }
 
-    fn failed(&self, completion: &CompletionReported, code: &str, message: &str, attempts: u32) -> Outgoing {
+    fn failed(
+        &self,
+        completion: &CompletionReported,
+        code: &str,
+        message: &str,
+        attempts: u32,
+    ) -> Outgoing {
         Outgoing::event(
             self.plumbing.subjects.out_failed(),
             ids::msg_id::failed(&completion.event_id),
@@ -88,7 +94,11 @@ impl Handler for Router {
         Stage::Router
     }
 
-    async fn handle(&self, completion: &CompletionReported, _attempt: Attempt) -> Result<(), WorkError> {
+    async fn handle(
+        &self,
+        completion: &CompletionReported,
+        _attempt: Attempt,
+    ) -> Result<(), WorkError> {
         let store = &self.plumbing.store;
         let (stored, state) = store
             .load_route_and_session(&completion.event_id, &completion.session_key)
@@ -113,11 +123,17 @@ impl Handler for Router {
                         let blob = rmp_serde::to_vec_named(&decision)
                             .map_err(|e| WorkError::Corrupt(e.to_string()))?;
                         let winner = store.store_route(&completion.event_id, blob).await?;
-                        let stored: RouteDecision = rmp_serde::from_slice(&winner)
-                            .map_err(|e| WorkError::Corrupt(format!("stored routing decision: {e}")))?;
+                        let stored: RouteDecision =
+                            rmp_serde::from_slice(&winner).map_err(|e| {
+                                WorkError::Corrupt(format!("stored routing decision: {e}"))
+                            })?;
                         if let RouteDecision::Post { posts } = &stored {
-                            for post in posts.iter().filter(|p| p.mode == threadline_schemas::DeliveryMode::Fallback) {
-                                metrics::counter!(m::FALLBACKS, "reason" => post.reason.clone()).increment(1);
+                            for post in posts
+                                .iter()
+                                .filter(|p| p.mode == threadline_schemas::DeliveryMode::Fallback)
+                            {
+                                metrics::counter!(m::FALLBACKS, "reason" => post.reason.clone())
+                                    .increment(1);
                             }
                         }
                         tracing::info!(event_id = %completion.event_id, session_key = %completion.session_key, decision = ?stored, "completion routed");
@@ -131,7 +147,9 @@ impl Handler for Router {
             .send_all(self.effects(&decision, completion))
             .await?;
         if let Some(state) = state {
-            if state.session.mode == SessionMode::Run && state.session.status == SessionStatus::Active {
+            if state.session.mode == SessionMode::Run
+                && state.session.status == SessionStatus::Active
+            {
                 store
                     .set_session_status(&completion.session_key, SessionStatus::Completed)
                     .await?;
@@ -140,7 +158,12 @@ impl Handler for Router {
         Ok(())
     }
 
-    async fn give_up(&self, completion: &CompletionReported, error: &WorkError, attempt: Attempt) -> Result<(), WorkError> {
+    async fn give_up(
+        &self,
+        completion: &CompletionReported,
+        error: &WorkError,
+        attempt: Attempt,
+    ) -> Result<(), WorkError> {
         self.plumbing
             .publisher
             .send(self.failed(completion, error.code(), &error.to_string(), attempt.number))

@@ -61,7 +61,13 @@ mod tests {
     #[test]
     fn a_session_and_its_labels_share_a_slot() {
         let k = Keys::new("tl");
-        assert_eq!(slot_tag(&k.session("agent:a:main")), slot_tag(&k.labels("agent:a:main")));
-        assert_ne!(slot_tag(&k.session("agent:a:x")), slot_tag(&k.session("agent:a:y")));
+        assert_eq!(
+            slot_tag(&k.session("agent:a:main")),
+            slot_tag(&k.labels("agent:a:main"))
+        );
+        assert_ne!(
+            slot_tag(&k.session("agent:a:x")),
+            slot_tag(&k.session("agent:a:y"))
+        );
     }
 }

@@ -217,8 +217,11 @@ impl Store {
 
     /// The session and all its bindings, in one round trip.
     pub async fn load_session(&self, session_key: &str) -> Result<Option<SessionState>, WorkError> {
-        let fields: HashMap<String, Vec<u8>> =
-            self.conn.clone().hgetall(self.keys.session(session_key)).await?;
+        let fields: HashMap<String, Vec<u8>> = self
+            .conn
+            .clone()
+            .hgetall(self.keys.session(session_key))
+            .await?;
         parse_session(fields)
     }
 
@@ -364,8 +367,8 @@ impl Store {
             .invoke_async(&mut self.conn.clone())
             .await?;
         let state = self.load_session(session_key).await?;
-        let binding = state
-            .and_then(|s| s.bindings.into_iter().find(|b| b.binding_id == binding_id));
+        let binding =
+            state.and_then(|s| s.bindings.into_iter().find(|b| b.binding_id == binding_id));
         if let Some(b) = &binding {
             // Primary first, links after: a crash here leaves a stale link that readers
             // filter out, never a live binding without its index entry.
@@ -373,7 +376,10 @@ impl Store {
             let _: () = self
                 .conn
                 .clone()
-                .pexpire(self.keys.binding_owner(binding_id), self.ended_ttl_ms as i64)
+                .pexpire(
+                    self.keys.binding_owner(binding_id),
+                    self.ended_ttl_ms as i64,
+                )
                 .await?;
         }
         Ok(if answer == "ended" { binding } else { None })
@@ -386,13 +392,20 @@ impl Store {
         let _: () = self
             .conn
             .clone()
-            .hdel(self.keys.conversation(&binding.conversation), &binding.binding_id)
+            .hdel(
+                self.keys.conversation(&binding.conversation),
+                &binding.binding_id,
+            )
             .await?;
         Ok(())
     }
 
     /// Refreshes the binding's `last_activity_at` (only while active).
-    pub async fn touch_binding(&self, session_key: &str, binding_id: &str) -> Result<bool, WorkError> {
+    pub async fn touch_binding(
+        &self,
+        session_key: &str,
+        binding_id: &str,
+    ) -> Result<bool, WorkError> {
         let touched: i64 = scripts::TOUCH_BINDING
             .key(self.keys.session(session_key))
             .arg(binding_id)
@@ -404,7 +417,11 @@ impl Store {
 
     /// The session owning a binding.
     pub async fn binding_owner(&self, binding_id: &str) -> Result<Option<String>, WorkError> {
-        Ok(self.conn.clone().get(self.keys.binding_owner(binding_id)).await?)
+        Ok(self
+            .conn
+            .clone()
+            .get(self.keys.binding_owner(binding_id))
+            .await?)
     }
 
     /// Live bindings of a conversation, checked against their sessions.
@@ -452,7 +469,11 @@ impl Store {
 
     /// Stores a decision unless one exists; returns the decision that is now stored (ours,
     /// or the one another instance stored first).
-    pub async fn store_route(&self, event_id: &str, decision: Vec<u8>) -> Result<Vec<u8>, WorkError> {
+    pub async fn store_route(
+        &self,
+        event_id: &str,
+        decision: Vec<u8>,
+    ) -> Result<Vec<u8>, WorkError> {
         let key = self.keys.route(event_id);
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::NX)

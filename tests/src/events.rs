@@ -1,0 +1,68 @@
+//! Builders for the events tests publish, with fresh ids and the defaults of DESIGN §2.
+
+use threadline_schemas::{
+    CompletionReported, ControlOp, ControlRequested, ConversationRef, Placement, Requester,
+    RunStatus, SessionMode, SpawnRequested,
+};
+
+/// A fresh event id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A spawn of agent `larry` from `requester`'s main session.
+pub fn spawn(
+    requester: &ConversationRef,
+    placement: Placement,
+    mode: SessionMode,
+) -> SpawnRequested {
+    SpawnRequested {
+        v: 1,
+        event_id: new_id(),
+        agent_id: "larry".into(),
+        requester: Requester {
+            session_key: format!("agent:larry:main:{}", requester.conversation_id),
+            conversation: requester.clone(),
+        },
+        task: Some("plan the budget".into()),
+        mode,
+        placement,
+        label: None,
+        session_key: None,
+        resume_if_exists: false,
+        delivery: Default::default(),
+        fail_closed: false,
+        idle_timeout_ms: None,
+        max_age_ms: None,
+        thread_name: Some("budget planning".into()),
+        metadata: Default::default(),
+    }
+}
+
+/// A successful completion of `session_key`.
+pub fn completion(session_key: &str, content: &str) -> CompletionReported {
+    CompletionReported {
+        v: 1,
+        event_id: new_id(),
+        session_key: session_key.into(),
+        status: RunStatus::Ok,
+        content: content.into(),
+        run_id: None,
+        requester: None,
+        metadata: Default::default(),
+    }
+}
+
+/// An operator `unbind` of every binding of `session_key`.
+pub fn unbind_session(session_key: &str, reason: &str) -> ControlRequested {
+    ControlRequested {
+        v: 1,
+        event_id: new_id(),
+        op: ControlOp::Unbind,
+        binding_id: None,
+        session_key: Some(session_key.into()),
+        reason: Some(reason.into()),
+        channel: None,
+        account_id: None,
+    }
+}

@@ -1,0 +1,469 @@
+//! A whole Threadline deployment for one test: real nats-server and redis-server on free
+//! ports, the Discord and webhook fakes, Threadline's workers (in this process, or as
+//! `threadline` OS processes that can be killed), a publisher, and an observer that records
+//! everything Threadline reports on `tl.out.*`, `tl.agent.*` and `tl.dlq.*`.
+
+use crate::fakes::{FakeDiscord, FakeWebhook};
+use crate::servers::{NatsServer, RedisServer};
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use threadline::app::{self, Role};
+use threadline::config::{Config, Secret, WebhookConfig};
+use threadline::plumbing::nats::{ensure_streams, StreamKind};
+use threadline_schemas::{
+    ConversationRef, EventRejected, PostDelivered, PostFailed, SessionSpawned, Subjects,
+};
+use tokio_util::sync::CancellationToken;
+
+/// The Discord bot token the fake accepts.
+pub const DISCORD_TOKEN: &str = "test-token";
+/// The account id used in conversations.
+pub const ACCOUNT: &str = "100000000000000099";
+
+/// One message Threadline published where the observer listens.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub subject: String,
+    pub headers: BTreeMap<String, String>,
+    pub payload: bytes::Bytes,
+}
+
+/// Everything seen on Threadline's output subjects, in arrival order.
+#[derive(Clone, Default)]
+pub struct Observer {
+    seen: Arc<Mutex<Vec<Observed>>>,
+}
+
+impl Observer {
+    pub fn all(&self) -> Vec<Observed> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Decoded events on exactly `subject`.
+    pub fn events<T: DeserializeOwned>(&self, subject: &str) -> Vec<T> {
+        self.all()
+            .into_iter()
+            .filter(|o| o.subject == subject)
+            .map(|o| {
+                rmp_serde::from_slice(&o.payload)
+                    .unwrap_or_else(|e| panic!("undecodable event on {subject}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Raw messages whose subject starts with `prefix`.
+    pub fn raw(&self, prefix: &str) -> Vec<Observed> {
+        self.all()
+            .into_iter()
+            .filter(|o| o.subject.starts_with(prefix))
+            .collect()
+    }
+
+    /// Waits until `check` finds something among the events on `subject`.
+    pub async fn wait_for<T: DeserializeOwned>(
+        &self,
+        subject: &str,
+        timeout: Duration,
+        check: impl Fn(&T) -> bool,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.events::<T>(subject).into_iter().find(|e| check(e)) {
+                return Some(found);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How to run the deployment.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run `threadline run all` inside the test process.
+    pub in_process: bool,
+    /// Applied to the generated configuration before start.
+    pub tune: fn(&mut Config),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            in_process: true,
+            tune: |_| {},
+        }
+    }
+}
+
+/// A running deployment.
+pub struct Pipeline {
+    pub nats: NatsServer,
+    pub redis: RedisServer,
+    pub discord: FakeDiscord,
+    pub webhook: FakeWebhook,
+    pub config: Config,
+    pub subjects: Subjects,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub observer: Observer,
+    in_process: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    _config_dir: tempfile::TempDir,
+    pub config_file: PathBuf,
+}
+
+impl Pipeline {
+    pub async fn start() -> Pipeline {
+        Pipeline::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Pipeline {
+        init_tracing();
+        let nats = NatsServer::start().await;
+        let redis = RedisServer::start().await;
+        let discord = FakeDiscord::start().await;
+        let webhook = FakeWebhook::start().await;
+        let mut config = Config {
+            nats_url: nats.url(),
+            redis_url: redis.url(),
+            health_addr: "127.0.0.1:0".into(),
+            ack_wait_ms: 3_000,
+            retry_base_ms: 100,
+            retry_max_ms: 1_000,
+            max_attempts: 6,
+            claim_lease_ms: 2_000,
+            pending_timeout_ms: 5_000,
+            http_timeout_ms: 1_500,
+            drain_timeout_ms: 5_000,
+            ..Config::default()
+        };
+        config.discord.api_base = discord.base_url();
+        config.discord.token = Secret::new(DISCORD_TOKEN);
+        config.webhooks.insert(
+            "plain".into(),
+            WebhookConfig {
+                url: webhook.url("plain"),
+                threads: false,
+                token: None,
+                max_message_chars: 4000,
+            },
+        );
+        config.webhooks.insert(
+            "threads".into(),
+            WebhookConfig {
+                url: webhook.url("threads"),
+                threads: true,
+                token: None,
+                max_message_chars: 4000,
+            },
+        );
+        (options.tune)(&mut config);
+
+        let config_dir = tempfile::tempdir().expect("temp dir for config");
+        let config_file = config_dir.path().join("threadline.toml");
+        // Secrets serialise transparently: a config file is where they belong.
+        let toml = toml::to_string(&config).expect("config as TOML");
+        std::fs::write(&config_file, toml).expect("write config file");
+
+        let subjects = Subjects::new(config.subject_prefix.clone());
+        let client = async_nats::connect(nats.url())
+            .await
+            .expect("connect to NATS");
+        let js = jetstream::new(client.clone());
+        ensure_streams(&js, &subjects, &config)
+            .await
+            .expect("create streams");
+        let observer = Observer::default();
+        for kind in [StreamKind::Outbound, StreamKind::DeadLetter] {
+            observe(&js, &client, kind.name(&subjects), observer.clone()).await;
+        }
+        let mut pipeline = Pipeline {
+            nats,
+            redis,
+            discord,
+            webhook,
+            config,
+            subjects,
+            client,
+            js,
+            observer,
+            in_process: None,
+            _config_dir: config_dir,
+            config_file,
+        };
+        if options.in_process {
+            pipeline.start_in_process().await;
+        }
+        pipeline
+    }
+
+    /// Starts `run all` in this process.
+    pub async fn start_in_process(&mut self) {
+        let shutdown = CancellationToken::new();
+        let running = app::start(self.config.clone(), Role::All, shutdown.clone())
+            .await
+            .expect("start threadline in-process");
+        let handle = tokio::spawn(running.wait());
+        self.in_process = Some((shutdown, handle));
+    }
+
+    /// Stops the in-process workers, draining in-flight work.
+    pub async fn stop_in_process(&mut self) {
+        if let Some((shutdown, handle)) = self.in_process.take() {
+            shutdown.cancel();
+            let _ = handle.await;
+        }
+    }
+
+    /// A Discord text channel of the test's bot account.
+    pub fn discord_channel(id: &str) -> ConversationRef {
+        ConversationRef {
+            channel: "discord".into(),
+            account_id: ACCOUNT.into(),
+            conversation_id: id.into(),
+            parent_conversation_id: None,
+        }
+    }
+
+    /// A conversation on a configured webhook channel (`plain` or `threads`).
+    pub fn webhook_conversation(name: &str, id: &str) -> ConversationRef {
+        ConversationRef {
+            channel: format!("webhook:{name}"),
+            account_id: ACCOUNT.into(),
+            conversation_id: id.into(),
+            parent_conversation_id: None,
+        }
+    }
+
+    /// Publishes an event as MessagePack with `Nats-Msg-Id` = `msg_id`; waits for the stream.
+    pub async fn publish<T: Serialize>(&self, subject: String, msg_id: &str, event: &T) {
+        self.publish_bytes(
+            subject,
+            Some(msg_id),
+            rmp_serde::to_vec_named(event).expect("encode"),
+            false,
+        )
+        .await;
+    }
+
+    /// Publishes raw bytes (JSON when `json`), optionally with a message id.
+    pub async fn publish_bytes(
+        &self,
+        subject: String,
+        msg_id: Option<&str>,
+        payload: Vec<u8>,
+        json: bool,
+    ) {
+        let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
+        if let Some(id) = msg_id {
+            message = message.message_id(id);
+        }
+        if json {
+            message = message.header("Content-Type", "application/json");
+        }
+        self.js
+            .send_publish(subject, message)
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+    }
+
+    pub fn delivered(&self) -> Vec<PostDelivered> {
+        self.observer.events(&self.subjects.out_delivered())
+    }
+    pub fn failed(&self) -> Vec<PostFailed> {
+        self.observer.events(&self.subjects.out_failed())
+    }
+    pub fn rejected(&self) -> Vec<EventRejected> {
+        self.observer.events(&self.subjects.out_rejected())
+    }
+    pub fn spawned(&self) -> Vec<SessionSpawned> {
+        self.observer.events(&self.subjects.out_spawned())
+    }
+
+    /// Waits for the `tl.out.spawned` of `event_id`.
+    pub async fn wait_spawned(&self, event_id: &str) -> SessionSpawned {
+        self.observer
+            .wait_for(
+                &self.subjects.out_spawned(),
+                Duration::from_secs(15),
+                |s: &SessionSpawned| s.event_id == event_id,
+            )
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "no tl.out.spawned for {event_id}; rejected: {:?}",
+                    self.rejected()
+                )
+            })
+    }
+
+    /// Waits for the `tl.out.rejected` of `event_id`.
+    pub async fn wait_rejected(&self, event_id: &str) -> EventRejected {
+        self.observer
+            .wait_for(
+                &self.subjects.out_rejected(),
+                Duration::from_secs(15),
+                |r: &EventRejected| r.event_id == event_id,
+            )
+            .await
+            .unwrap_or_else(|| panic!("no tl.out.rejected for {event_id}"))
+    }
+
+    /// Waits for `n` `tl.out.delivered` of `event_id`.
+    pub async fn wait_delivered(&self, event_id: &str, n: usize) -> Vec<PostDelivered> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found: Vec<PostDelivered> = self
+                .delivered()
+                .into_iter()
+                .filter(|d| d.event_id == event_id)
+                .collect();
+            if found.len() >= n || Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets in-flight work settle: used before asserting that something did *not* happen.
+    pub async fn settle(&self, quiet: Duration) {
+        let mut last = self.observer.all().len();
+        let mut quiet_since = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.observer.all().len();
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= quiet {
+                return;
+            }
+        }
+    }
+
+    /// A `threadline` command configured for this deployment (for worker processes).
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(threadline_bin());
+        command
+            .args(args)
+            .env("THREADLINE_CONFIG", &self.config_file)
+            .env("RUST_LOG", "info")
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        command
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some((shutdown, handle)) = self.in_process.take() {
+            shutdown.cancel();
+            handle.abort();
+        }
+    }
+}
+
+/// Records every message of `stream` in `observer`, from the start, through an ordered
+/// push consumer (recreated by the client if it falls behind or the server restarts).
+async fn observe(
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    stream: String,
+    observer: Observer,
+) {
+    let stream = js
+        .get_stream(&stream)
+        .await
+        .expect("observed stream exists");
+    let consumer = stream
+        .create_consumer(consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("ordered messages");
+    tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            let Ok(message) = message else { continue };
+            let headers = message
+                .headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        v.first().map(|v| v.as_str().to_owned()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            if let Ok(mut seen) = observer.seen.lock() {
+                seen.push(Observed {
+                    subject: message.subject.to_string(),
+                    headers,
+                    payload: message.payload.clone(),
+                });
+            }
+        }
+    });
+}
+
+/// The `threadline` binary: `THREADLINE_BIN`, else built once with cargo.
+pub fn threadline_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("THREADLINE_BIN") {
+            return PathBuf::from(path);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "threadline",
+                "--bin",
+                "threadline",
+            ])
+            .status()
+            .expect("run cargo build for the threadline binary");
+        assert!(status.success(), "building the threadline binary failed");
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>/threadline
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|profile| profile.join("threadline"))
+            .expect("target dir");
+        assert!(
+            bin.exists(),
+            "threadline binary not found at {}",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+fn init_tracing() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
