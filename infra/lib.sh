@@ -115,16 +115,18 @@ _start_server() {
   local name=$1 log_file=$2
   shift 2
   log "starting $name: $* (log: ${log_file#"$THREADLINE_ROOT/"})"
+  printf '==> %s: starting %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$*" >>"$log_file"
   (cd "$THREADLINE_ROOT" && exec "$@") >>"$log_file" 2>&1 </dev/null &
   _THREADLINE_STARTED_PIDS+=("$!")
   _THREADLINE_STARTED_NAMES+=("$name")
   log "$name started with PID $!"
 }
 
-# Waits up to 15 s for a server this script started ($1 = its PID).
+# Waits up to 15 s for a server this script started: name, PID, readiness check, log file.
 _wait_ready() {
-  local name=$1 pid=$2 check=$3 log_file=$4 i
-  for ((i = 0; i < 150; i++)); do
+  local name=$1 pid=$2 check=$3 log_file=$4
+  local deadline=$((SECONDS + 15))
+  while ((SECONDS < deadline)); do
     if "$check"; then
       log "$name is ready"
       return 0

@@ -16,5 +16,5 @@ ensure_packages
 log "cargo build --workspace --bins"
 cargo build --workspace --bins
 
-log "cargo test --workspace $*"
+log "cargo test --workspace${*:+ $*}"
 cargo test --workspace "$@"

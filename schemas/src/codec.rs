@@ -126,6 +126,14 @@ where
             event_id: None,
         });
     }
+    if !is_map(bytes, encoding) {
+        // serde would happily build a struct from a positional array; the contract is maps.
+        return Err(DecodeError {
+            code: RejectCode::Malformed,
+            message: format!("payload is not a {encoding:?} map with string keys"),
+            event_id: None,
+        });
+    }
     match from_bytes::<T>(bytes, encoding) {
         Ok(event) => {
             let event_id = Some(event.event_id().to_owned());
@@ -183,6 +191,17 @@ fn explain(bytes: &[u8], encoding: Encoding, full_error: String) -> DecodeError 
             message: format!("payload is not a {encoding:?} map: {full_error}"),
             event_id: None,
         },
+    }
+}
+
+/// Whether the payload starts a map: MessagePack fixmap/map16/map32, or a JSON object.
+fn is_map(bytes: &[u8], encoding: Encoding) -> bool {
+    match encoding {
+        Encoding::MessagePack => matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)),
+        Encoding::Json => bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{'),
     }
 }
 
@@ -258,6 +277,15 @@ mod tests {
             decode::<CompletionReported>(b"\xc1\xc1nope", Encoding::MessagePack, 1000).unwrap_err();
         assert_eq!(err.code, RejectCode::Malformed);
         assert_eq!(err.event_id, None);
+    }
+
+    #[test]
+    fn positional_arrays_are_malformed_not_events() {
+        let array = rmp_serde::to_vec(&(1, "e-1", "agent:a:x", "ok", "done")).unwrap();
+        let err = decode::<CompletionReported>(&array, Encoding::MessagePack, 1000).unwrap_err();
+        assert_eq!(err.code, RejectCode::Malformed);
+        let err = decode::<CompletionReported>(br#"[1,"e"]"#, Encoding::Json, 1000).unwrap_err();
+        assert_eq!(err.code, RejectCode::Malformed);
     }
 
     #[test]

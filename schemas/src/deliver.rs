@@ -47,8 +47,31 @@ impl Validate for DeliveryCommand {
         check_id("event_id", &self.event_id)?;
         check_id("delivery_id", &self.delivery_id)?;
         match &self.action {
-            DeliveryAction::Post { destination, .. } => destination.validate(),
-            DeliveryAction::CreateThread { parent, .. } => parent.validate(),
+            DeliveryAction::Post {
+                destination,
+                binding_id,
+                session_key,
+                ..
+            } => {
+                if let Some(binding_id) = binding_id {
+                    check_id("binding_id", binding_id)?;
+                }
+                if let Some(session_key) = session_key {
+                    check_id("session_key", session_key)?;
+                }
+                destination.validate()
+            }
+            DeliveryAction::CreateThread {
+                parent,
+                name,
+                session_key,
+                binding_id,
+            } => {
+                check_id("name", name)?;
+                check_id("session_key", session_key)?;
+                check_id("binding_id", binding_id)?;
+                parent.validate()
+            }
         }
     }
 }

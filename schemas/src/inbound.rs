@@ -65,6 +65,9 @@ impl Validate for SpawnRequested {
         if let Some(label) = &self.label {
             check_id("label", label)?;
         }
+        if self.idle_timeout_ms == Some(0) || self.max_age_ms == Some(0) {
+            return Err("`idle_timeout_ms` and `max_age_ms` must be positive when set".into());
+        }
         if let Some(key) = &self.session_key {
             check_id("session_key", key)?;
             let namespace = format!("agent:{}:", self.agent_id);
@@ -219,6 +222,12 @@ pub struct ControlRequested {
 impl Validate for ControlRequested {
     fn validate(&self) -> Result<(), String> {
         check_id("event_id", &self.event_id)?;
+        if let Some(binding_id) = &self.binding_id {
+            check_id("binding_id", binding_id)?;
+        }
+        if let Some(session_key) = &self.session_key {
+            check_id("session_key", session_key)?;
+        }
         match self.op {
             ControlOp::Unbind | ControlOp::Touch => {
                 if self.binding_id.is_none() && self.session_key.is_none() {

@@ -85,11 +85,12 @@ pub fn plan_spawn(
             create_thread: None,
         },
         Placement::Child => {
-            // The thread does not exist yet: its id stays empty until the platform confirms.
+            // The thread does not exist yet. Until the platform confirms it, the id is a
+            // placeholder that names the binding and can never match a real conversation.
             let pending = ConversationRef {
                 channel: requester.channel.clone(),
                 account_id: requester.account_id.clone(),
-                conversation_id: String::new(),
+                conversation_id: format!("pending:{}", ids::binding_id(&spawn.event_id)),
                 parent_conversation_id: Some(requester.conversation_id.clone()),
             };
             let name = spawn

@@ -386,8 +386,8 @@ impl Store {
     }
 
     async fn unlink_conversation(&self, binding: &BindingRecord) -> Result<(), WorkError> {
-        if binding.conversation.conversation_id.is_empty() {
-            return Ok(());
+        if binding.status == BindingStatus::Pending {
+            return Ok(()); // never indexed: its conversation does not exist yet
         }
         let _: () = self
             .conn
