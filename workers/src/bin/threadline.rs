@@ -66,11 +66,13 @@ async fn main() -> anyhow::Result<()> {
         } => Role::Deliver(channel),
     };
     let shutdown = CancellationToken::new();
+    // Listen before starting: a SIGTERM during start-up must drain, not kill.
+    let signal = tokio::spawn(wait_for_signal());
     let running = app::start(config, role.clone(), shutdown.clone())
         .await
         .with_context(|| format!("starting {role:?}"))?;
     tracing::info!(?role, health = ?running.health_addr, "threadline running");
-    wait_for_signal().await;
+    let _ = signal.await;
     tracing::info!("shutting down: draining in-flight work");
     shutdown.cancel();
     running.wait().await;
@@ -89,25 +91,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+/// Resolves on SIGTERM or Ctrl-C. Both are registered when this is called, before the
+/// first await, so a signal that arrives during start-up is not missed.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(%error, "cannot listen for signals; stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

@@ -1,0 +1,375 @@
+//! Faults at the edges: bad input is dead-lettered and reported while the worker keeps
+//! going; platform errors are retried, waited out or given up exactly as classified; a
+//! deliverer killed mid-post does not post twice; long content is split once.
+
+use std::time::Duration;
+use threadline_schemas::{
+    BindingChange, BindingChanged, ConversationRef, DeliveryMode, Placement, PostFailed,
+    Reconciliation, SessionMode, SpawnRequested,
+};
+use threadline_tests::events::{completion, new_id, spawn};
+use threadline_tests::fakes::Fault;
+use threadline_tests::pipeline::{Options, Pipeline};
+
+const PARENT: &str = "100000000000000001";
+
+async fn spawn_in_thread(p: &Pipeline, s: &SpawnRequested) -> (String, ConversationRef) {
+    p.publish(p.subjects.in_spawn(), &s.event_id, s).await;
+    let spawned = p.wait_spawned(&s.event_id).await;
+    let bound: BindingChanged = p
+        .observer
+        .wait_for(
+            &p.subjects.out_binding(),
+            Duration::from_secs(15),
+            |b: &BindingChanged| {
+                b.binding.target_session_key == spawned.session_key
+                    && b.change == BindingChange::Bound
+            },
+        )
+        .await
+        .expect("the child thread is bound");
+    (spawned.session_key, bound.binding.conversation)
+}
+
+/// A completion for a session spawned without placement in `PARENT`.
+async fn requester_session(p: &Pipeline) -> String {
+    let s = spawn(
+        &Pipeline::discord_channel(PARENT),
+        Placement::None,
+        SessionMode::Session,
+    );
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.wait_spawned(&s.event_id).await.session_key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_dead_lettered_and_rejected_and_the_next_event_still_flows() {
+    let p = Pipeline::start().await;
+    let session_key = requester_session(&p).await;
+    let subject = p.subjects.in_completion();
+
+    // 1. Undecodable bytes (no event id to report: dead letter only).
+    let garbage = b"\xc1\xc1 definitely not msgpack".to_vec();
+    p.publish_bytes(subject.clone(), Some(&new_id()), garbage.clone(), false)
+        .await;
+    // 2. A missing required field (`content`).
+    let missing = serde_json::json!({"v": 1, "event_id": "missing-field", "session_key": session_key, "status": "ok"});
+    p.publish_bytes(
+        subject.clone(),
+        Some(&new_id()),
+        missing.to_string().into_bytes(),
+        true,
+    )
+    .await;
+    // 3. An unknown schema version.
+    let v2 = serde_json::json!({"v": 2, "event_id": "from-the-future", "session_key": session_key, "status": "ok", "content": "x"});
+    p.publish_bytes(
+        subject.clone(),
+        Some(&new_id()),
+        rmp_serde::to_vec_named(&v2).expect("encode"),
+        false,
+    )
+    .await;
+    // 4. A 2 MB payload.
+    let mut huge = completion(&session_key, &"x".repeat(2 * 1024 * 1024));
+    huge.event_id = "too-big".into();
+    let huge_bytes = rmp_serde::to_vec_named(&huge).expect("encode");
+    p.publish_bytes(subject.clone(), Some(&new_id()), huge_bytes.clone(), false)
+        .await;
+    // 5. A valid event behind them.
+    let good = completion(&session_key, "still flowing");
+    p.publish(subject.clone(), &good.event_id, &good).await;
+
+    let delivered = p.wait_delivered(&good.event_id, 1).await;
+    assert_eq!(delivered.len(), 1, "the worker kept running");
+    for (event_id, code) in [
+        ("missing-field", "invalid_event"),
+        ("from-the-future", "unsupported_version"),
+    ] {
+        let rejected = p.wait_rejected(event_id).await;
+        assert_eq!(rejected.code, code, "{event_id}");
+        assert_eq!(rejected.stage, "router");
+    }
+    p.settle(Duration::from_millis(500)).await;
+
+    let dead = p
+        .observer
+        .raw(&p.subjects.dlq(&threadline_schemas::Stage::Router));
+    assert_eq!(
+        dead.len(),
+        4,
+        "every bad input is dead-lettered once: {:?}",
+        dead.iter().map(|d| &d.headers).collect::<Vec<_>>()
+    );
+    let codes: Vec<&str> = dead
+        .iter()
+        .map(|d| d.headers["Threadline-Error-Code"].as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "malformed",
+            "invalid_event",
+            "unsupported_version",
+            "payload_too_large"
+        ]
+    );
+    assert_eq!(
+        dead[0].payload.as_ref(),
+        garbage.as_slice(),
+        "original bytes kept"
+    );
+    assert_eq!(
+        dead[3].payload.len(),
+        huge_bytes.len(),
+        "original bytes kept, even 2 MB"
+    );
+    assert_eq!(
+        dead[1].headers.get("Content-Type").map(String::as_str),
+        Some("application/json")
+    );
+    assert!(
+        dead[1].headers["Threadline-Error"].contains("content"),
+        "the reason names the field"
+    );
+    assert_eq!(dead[0].headers["Threadline-Original-Subject"], subject);
+    // The oversize event's id is not read (it costs nothing), so no rejection names it;
+    // malformed bytes have none either.
+    assert!(p.rejected().iter().all(|r| r.event_id != "too-big"));
+    assert_eq!(
+        p.discord.messages_in(PARENT).len(),
+        1,
+        "only the valid event was posted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_events_are_accepted_with_the_content_type_header() {
+    let p = Pipeline::start().await;
+    let session_key = requester_session(&p).await;
+    let c = completion(&session_key, "sent as JSON");
+    p.publish_bytes(
+        p.subjects.in_completion(),
+        Some(&c.event_id),
+        serde_json::to_vec(&c).expect("json"),
+        true,
+    )
+    .await;
+    assert_eq!(p.wait_delivered(&c.event_id, 1).await.len(), 1);
+    assert_eq!(p.discord.messages_in(PARENT)[0].content, "sent as JSON");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_waited_out_and_server_errors_retried_without_duplicates() {
+    let p = Pipeline::start().await;
+    let session_key = requester_session(&p).await;
+    p.discord.push_fault(Fault::RateLimited {
+        retry_after_ms: 300,
+    });
+    p.discord.push_fault(Fault::ServerError);
+    p.discord.push_fault(Fault::ServerError);
+    let c = completion(&session_key, "eventually");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(delivered.len(), 1);
+    p.settle(Duration::from_millis(500)).await;
+    assert_eq!(p.discord.messages_in(PARENT).len(), 1);
+    assert_eq!(p.discord.request_count(), 4, "429, 500, 500, then the post");
+    // A 500 may have been applied, so the final attempt is reported as reconciled by key.
+    assert_eq!(
+        delivered[0].reconciled,
+        Some(Reconciliation::IdempotencyKey)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_platform_errors_are_not_retried_and_are_reported() {
+    let p = Pipeline::start().await;
+    let parent = Pipeline::discord_channel(PARENT);
+    let s = spawn(&parent, Placement::Child, SessionMode::Session);
+    let (session_key, thread) = spawn_in_thread(&p, &s).await;
+    p.discord.delete_channel(&thread.conversation_id);
+    let before = p.discord.request_count();
+    let c = completion(&session_key, "into the void");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let failed = p
+        .observer
+        .wait_for(
+            &p.subjects.out_failed(),
+            Duration::from_secs(10),
+            |f: &PostFailed| f.event_id == c.event_id,
+        )
+        .await
+        .expect("tl.out.failed");
+    assert_eq!(failed.code, "thread_deleted");
+    assert_eq!(
+        failed
+            .destination
+            .as_ref()
+            .map(|d| d.conversation_id.clone()),
+        Some(thread.conversation_id)
+    );
+    p.settle(Duration::from_millis(800)).await;
+    assert_eq!(
+        p.discord.request_count() - before,
+        1,
+        "a 404 is not retried"
+    );
+    assert!(p.delivered().iter().all(|d| d.event_id != c.event_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_exhaustion_reports_failed_and_dead_letters() {
+    let p = Pipeline::start_with(Options {
+        tune: |c| c.max_attempts = 3,
+        ..Options::default()
+    })
+    .await;
+    let session_key = requester_session(&p).await;
+    for _ in 0..3 {
+        p.discord.push_fault(Fault::ServerError);
+    }
+    let c = completion(&session_key, "never makes it");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let failed = p
+        .observer
+        .wait_for(
+            &p.subjects.out_failed(),
+            Duration::from_secs(20),
+            |f: &PostFailed| f.event_id == c.event_id,
+        )
+        .await
+        .expect("tl.out.failed after the retry budget");
+    assert_eq!(failed.code, "platform_unavailable");
+    assert_eq!(failed.attempts, 3);
+    p.settle(Duration::from_millis(800)).await;
+    let dead = p.observer.raw(
+        &p.subjects
+            .dlq(&threadline_schemas::Stage::Deliver("discord".into())),
+    );
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].headers["Threadline-Attempts"], "3");
+    assert!(p.discord.messages_in(PARENT).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_characters_are_split_within_discord_limits_and_reported_once() {
+    let p = Pipeline::start().await;
+    let session_key = requester_session(&p).await;
+    let content: String = (0..1000).map(|i| format!("line {i:04}\n")).collect();
+    assert_eq!(content.chars().count(), 10_000);
+    let c = completion(&session_key, &content);
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    p.settle(Duration::from_millis(500)).await;
+    let posts = p.discord.messages_in(PARENT);
+    assert!(posts.len() >= 5, "{} parts", posts.len());
+    assert!(posts.iter().all(|m| m.content.chars().count() <= 2000));
+    let rejoined: Vec<String> = posts
+        .iter()
+        .flat_map(|m| m.content.lines().map(str::to_owned))
+        .collect();
+    let expected: Vec<String> = content.lines().map(str::to_owned).collect();
+    assert_eq!(rejoined, expected, "every line once, in order");
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].platform_message_ids,
+        posts.iter().map(|m| m.id.clone()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deliverer_killed_after_claiming_a_post_posts_it_once_after_restart() {
+    // Binder and router in this process; the Discord deliverer as a real OS process.
+    let mut p = Pipeline::start_with(Options {
+        in_process: false,
+        tune: |c| {
+            c.http_timeout_ms = 20_000;
+            c.claim_lease_ms = 1_000;
+            c.ack_wait_ms = 2_000;
+        },
+    })
+    .await;
+    let mut binder_router = p.command(&["run", "binder"]).spawn().expect("start binder");
+    let mut router = p.command(&["run", "router"]).spawn().expect("start router");
+    let mut deliverer = p
+        .command(&["run", "deliver", "discord"])
+        .spawn()
+        .expect("start deliverer");
+
+    let s = spawn(
+        &Pipeline::discord_channel(PARENT),
+        Placement::None,
+        SessionMode::Session,
+    );
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+
+    // The platform stores the post but never answers: the deliverer is mid-call, after its
+    // claim and before its ack, when it is killed.
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 30_000 });
+    let c = completion(&session_key, "posted exactly once");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let accepted = p
+        .discord
+        .wait_for_messages(1, Duration::from_secs(15))
+        .await;
+    assert_eq!(accepted.len(), 1, "the platform accepted the post");
+    deliverer.start_kill().expect("kill -9 the deliverer");
+    deliverer.wait().await.expect("reap");
+    assert!(
+        p.delivered().is_empty(),
+        "the killed deliverer never reported"
+    );
+
+    let mut restarted = p
+        .command(&["run", "deliver", "discord"])
+        .spawn()
+        .expect("restart deliverer");
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    p.settle(Duration::from_secs(1)).await;
+    let posts = p.discord.messages_in(PARENT);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].platform_message_id, posts[0].id);
+    assert_eq!(delivered[0].mode, DeliveryMode::Requester);
+    assert_eq!(
+        delivered[0].reconciled,
+        Some(Reconciliation::IdempotencyKey)
+    );
+
+    for child in [&mut binder_router, &mut router, &mut restarted] {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    p.stop_in_process().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_drain_and_exit_cleanly_on_sigterm() {
+    let p = Pipeline::start_with(Options {
+        in_process: false,
+        ..Options::default()
+    })
+    .await;
+    let mut all = p.command(&["run", "all"]).spawn().expect("start run all");
+    let s = spawn(
+        &Pipeline::discord_channel(PARENT),
+        Placement::None,
+        SessionMode::Session,
+    );
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.wait_spawned(&s.event_id).await;
+    let pid = all.id().expect("pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), all.wait())
+        .await
+        .expect("exits within the drain deadline")
+        .expect("reap");
+    assert!(exit.success(), "exit status {exit:?}");
+}
