@@ -440,17 +440,14 @@ pub fn threadline_bin() -> PathBuf {
             .expect("run cargo build for the threadline binary");
         assert!(status.success(), "building the threadline binary failed");
         let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> → target/<profile>/threadline
+        // Tests live in target/<profile>/deps/, binaries (the demo) in target/<profile>/.
         let bin = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .map(|profile| profile.join("threadline"))
-            .expect("target dir");
-        assert!(
-            bin.exists(),
-            "threadline binary not found at {}",
-            bin.display()
-        );
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .map(|dir| dir.join("threadline"))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| panic!("threadline binary not found near {}", exe.display()));
         bin
     })
     .clone()
