@@ -115,6 +115,8 @@ pub struct Pipeline {
     pub js: jetstream::Context,
     pub observer: Observer,
     in_process: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// Where the in-process workers serve `/healthz`, `/readyz` and `/metrics`.
+    pub health_addr: Option<std::net::SocketAddr>,
     _config_dir: tempfile::TempDir,
     pub config_file: PathBuf,
 }
@@ -195,6 +197,7 @@ impl Pipeline {
             js,
             observer,
             in_process: None,
+            health_addr: None,
             _config_dir: config_dir,
             config_file,
         };
@@ -210,6 +213,7 @@ impl Pipeline {
         let running = app::start(self.config.clone(), Role::All, shutdown.clone())
             .await
             .expect("start threadline in-process");
+        self.health_addr = running.health_addr;
         let handle = tokio::spawn(running.wait());
         self.in_process = Some((shutdown, handle));
     }

@@ -1,0 +1,220 @@
+//! The contract holds at run time: the topology nats-server 2.9 accepted is the one
+//! Threadline asked for, every event Threadline published in a full run validates against
+//! the published JSON Schemas, and the health and metrics endpoints answer.
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use serde_json::Value;
+use std::time::Duration;
+use threadline::app::{self, Role};
+use threadline::plumbing::nats::{ensure_streams, StreamKind};
+use threadline_schemas::{BindingChange, BindingChanged, Placement, SessionMode, Subjects};
+use threadline_tests::contract::Schemas;
+use threadline_tests::events::{completion, spawn, unbind_session};
+use threadline_tests::pipeline::Pipeline;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_is_accepted_by_the_real_server_exactly_as_configured() {
+    let p = Pipeline::start().await;
+    for kind in StreamKind::ALL {
+        let mut stream =
+            p.js.get_stream(kind.name(&p.subjects))
+                .await
+                .expect("stream exists");
+        let info = stream.info().await.expect("stream info");
+        let wanted = kind.config(&p.subjects, &p.config);
+        assert_eq!(info.config.subjects, wanted.subjects, "{}", wanted.name);
+        assert_eq!(info.config.max_age, wanted.max_age);
+        assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
+        assert_eq!(
+            info.config.storage,
+            async_nats::jetstream::stream::StorageType::File
+        );
+    }
+    let inbound =
+        p.js.get_stream(StreamKind::Inbound.name(&p.subjects))
+            .await
+            .expect("IN");
+    let expected = [
+        ("binder-spawn", p.subjects.in_spawn()),
+        ("binder-control", p.subjects.in_control()),
+        ("router-completion", p.subjects.in_completion()),
+    ];
+    for (durable, filter) in expected {
+        let mut consumer: PullConsumer = inbound
+            .get_consumer(durable)
+            .await
+            .expect("consumer exists");
+        let config = consumer.info().await.expect("consumer info").config.clone();
+        assert_eq!(config.filter_subject, filter, "{durable}");
+        assert_eq!(config.ack_policy, AckPolicy::Explicit);
+        assert_eq!(
+            config.max_deliver, -1,
+            "the run loop, not the server, gives up"
+        );
+        assert_eq!(config.ack_wait, Duration::from_millis(p.config.ack_wait_ms));
+    }
+    // 2.9 ignores `filter_subjects` (plural) silently; prove our single filter filters.
+    let s = spawn(
+        &Pipeline::discord_channel("100000000000000001"),
+        Placement::None,
+        SessionMode::Run,
+    );
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.wait_spawned(&s.event_id).await;
+    let mut router: PullConsumer = inbound
+        .get_consumer("router-completion")
+        .await
+        .expect("router");
+    let info = router.info().await.expect("info");
+    assert_eq!(
+        info.num_pending + info.num_ack_pending as u64,
+        0,
+        "the router never sees spawns"
+    );
+    assert_eq!(info.delivered.stream_sequence, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_start_reuses_the_topology_and_a_conflicting_one_is_refused_with_a_reason() {
+    let p = Pipeline::start().await;
+    // Another instance of every worker: same durable consumers, no error.
+    let shutdown = CancellationToken::new();
+    let second = app::start(p.config.clone(), Role::All, shutdown.clone())
+        .await
+        .expect("second instance");
+    shutdown.cancel();
+    second.wait().await;
+
+    // A foreign stream already owning our name with other subjects is refused, not reused.
+    let foreign = Subjects::new("other");
+    let mut config = p.config.clone();
+    config.subject_prefix = "other".into();
+    p.js.create_stream(async_nats::jetstream::stream::Config {
+        name: StreamKind::Inbound.name(&foreign),
+        subjects: vec!["something.else.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("create foreign stream");
+    let error = ensure_streams(&p.js, &foreign, &config)
+        .await
+        .expect_err("conflict detected");
+    let text = error.to_string();
+    assert!(
+        text.contains("OTHER_IN") && text.contains("THREADLINE_SUBJECT_PREFIX"),
+        "{text}"
+    );
+}
+
+/// `tl.out.<name>` → schema name.
+fn schema_of(subjects: &Subjects, subject: &str) -> Option<&'static str> {
+    [
+        (subjects.out_spawned(), "spawned"),
+        (subjects.out_rejected(), "rejected"),
+        (subjects.out_delivered(), "delivered"),
+        (subjects.out_failed(), "failed"),
+        (subjects.out_binding(), "binding"),
+        (subjects.out_unbound(), "unbound"),
+    ]
+    .into_iter()
+    .find(|(s, _)| s == subject)
+    .map(|(_, name)| name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_threadline_publishes_validates_against_the_published_schemas() {
+    let p = Pipeline::start().await;
+    let parent = Pipeline::discord_channel("100000000000000001");
+    // spawned + binding(bound) + delivered
+    let s = spawn(&parent, Placement::Child, SessionMode::Session);
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let spawned = p.wait_spawned(&s.event_id).await;
+    p.observer
+        .wait_for(
+            &p.subjects.out_binding(),
+            Duration::from_secs(15),
+            |b: &BindingChanged| b.change == BindingChange::Bound,
+        )
+        .await
+        .expect("bound");
+    let c = completion(&spawned.session_key, "done");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.wait_delivered(&c.event_id, 1).await;
+    // binding(ended) + failed
+    let u = unbind_session(&spawned.session_key, "operator");
+    p.publish(p.subjects.in_control(), &u.event_id, &u).await;
+    let lost = completion("agent:larry:subagent:unknown", "nowhere");
+    p.publish(p.subjects.in_completion(), &lost.event_id, &lost)
+        .await;
+    // rejected
+    let bad = serde_json::json!({"v": 1, "event_id": "bad-1", "status": "ok"});
+    p.publish_bytes(
+        p.subjects.in_completion(),
+        None,
+        bad.to_string().into_bytes(),
+        true,
+    )
+    .await;
+    p.wait_rejected("bad-1").await;
+    p.settle(Duration::from_millis(500)).await;
+
+    let schemas = Schemas::load();
+    let mut checked = std::collections::BTreeMap::<&str, usize>::new();
+    for observed in p.observer.raw(&format!("{}.out.", p.subjects.prefix())) {
+        let Some(name) = schema_of(&p.subjects, &observed.subject) else {
+            continue;
+        };
+        let value: Value = rmp_serde::from_slice(&observed.payload).expect("msgpack map");
+        let errors = schemas.errors(name, &value);
+        assert!(
+            errors.is_empty(),
+            "{} does not match {name}.schema.json: {errors:?}\n{value:#}",
+            observed.subject
+        );
+        *checked.entry(name).or_default() += 1;
+    }
+    for name in ["spawned", "binding", "delivered", "failed", "rejected"] {
+        assert!(
+            checked.get(name).copied().unwrap_or(0) >= 1,
+            "no {name} event was checked: {checked:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_are_served() {
+    let mut p = Pipeline::start().await;
+    let addr = p.health_addr.expect("health server");
+    let s = spawn(
+        &Pipeline::discord_channel("100000000000000001"),
+        Placement::None,
+        SessionMode::Run,
+    );
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.wait_spawned(&s.event_id).await;
+    let get = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let response = reqwest::get(url).await.expect("GET");
+            (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("threadline_events_total{stage=\"binder\",outcome=\"ack\"}"),
+        "{metrics}"
+    );
+    p.stop_in_process().await;
+    // Draining or stopped: no longer ready (the listener may already be gone).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let after = reqwest::get(format!("http://{addr}/readyz")).await;
+    assert!(after.map(|r| r.status().as_u16() != 200).unwrap_or(true));
+}
