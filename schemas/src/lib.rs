@@ -2,6 +2,9 @@
 //! that turns bytes into events (or into a precise rejection). Nothing here does I/O, so
 //! publishers in other languages can treat this crate, `json/` and `fixtures/` as the reference.
 
+// Tests may unwrap: a panic is the failure report there.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod codec;
 pub mod common;
 pub mod deliver;

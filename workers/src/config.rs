@@ -194,7 +194,7 @@ fn env_key(key: &str) -> Option<String> {
 
 impl Config {
     /// Defaults → TOML file (when given) → `THREADLINE_*` environment.
-    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -205,6 +205,7 @@ impl Config {
                     .filter_map(|key| env_key(key.as_str()).map(Into::into)),
             )
             .extract()
+            .map_err(Box::new)
     }
 
     pub fn ack_wait(&self) -> Duration {

@@ -3,6 +3,9 @@
 //! (one adapter per chat platform), `store` (session and binding state in Redis) and
 //! `plumbing` (NATS topology, the one run loop, health and metrics).
 
+// Tests may unwrap: a panic is the failure report there.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod app;
 pub mod binder;
 pub mod config;

@@ -241,10 +241,17 @@ async fn settle_error<H: Handler>(
             (AckKind::Nak(Some(delay)), "retry")
         }
         Settle::Reject => {
-            let (code, text) = match &error {
-                WorkError::Rejected { code, message } => (code.as_str(), message.clone()),
-                other => (other.code(), other.to_string()),
+            // For `Rejected` the message alone reads best; the code is in its own field.
+            let text = match &error {
+                WorkError::Rejected { message, .. } => message.clone(),
+                WorkError::Nats(_)
+                | WorkError::Redis(_)
+                | WorkError::RateLimited { .. }
+                | WorkError::Transient(_)
+                | WorkError::NotYet { .. }
+                | WorkError::Corrupt(_) => error.to_string(),
             };
+            let code = error.code();
             let rejected = rejection(&stage, event.event_id(), code, &text, plumbing);
             match plumbing.publisher.send(rejected).await {
                 Ok(()) => {
