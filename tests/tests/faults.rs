@@ -373,3 +373,39 @@ async fn worker_processes_drain_and_exit_cleanly_on_sigterm() {
         .expect("reap");
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_post_with_unknown_outcome_is_resent_with_its_idempotency_key_once() {
+    let p = Pipeline::start_with(Options {
+        tune: |c| {
+            c.http_timeout_ms = 500;
+            c.claim_lease_ms = 1_000;
+        },
+        ..Options::default()
+    })
+    .await;
+    let requester = Pipeline::webhook_conversation("plain", "chat-9");
+    let s = spawn(&requester, Placement::None, SessionMode::Session);
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    // Stored by the receiver, but the answer never comes back within the timeout.
+    p.webhook
+        .push_fault(Fault::AcceptThenHang { hold_ms: 2_000 });
+    let c = completion(&session_key, "did it land?");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    p.settle(Duration::from_millis(800)).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].reconciled,
+        Some(Reconciliation::IdempotencyKey)
+    );
+    let hooks = p.webhook.deliveries();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(
+        p.webhook.duplicate_keys_seen(),
+        1,
+        "the re-send carried the same key"
+    );
+    assert_eq!(hooks[0].body["text"], "did it land?");
+}

@@ -422,3 +422,42 @@ async fn named_sessions_resume_only_when_asked_and_labels_are_unique_per_request
         .await;
     assert_eq!(p.wait_rejected(&clash.event_id).await.code, "label_taken");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_session_completes_expires_and_frees_its_label() {
+    let p = Pipeline::start().await;
+    let requester = Pipeline::discord_channel(PARENT);
+    let mut first = spawn(&requester, Placement::None, SessionMode::Run);
+    first.label = Some("one-shot".into());
+    p.publish(p.subjects.in_spawn(), &first.event_id, &first)
+        .await;
+    let session_key = p.wait_spawned(&first.event_id).await.session_key;
+    let c = completion(&session_key, "ran once");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.wait_delivered(&c.event_id, 1).await;
+    p.settle(Duration::from_millis(300)).await;
+
+    let mut redis = redis::Client::open(p.redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = threadline::store::keys::Keys::new("tl").session(&session_key);
+    let (status, ttl): (String, i64) = redis::pipe()
+        .hget(&key, "status")
+        .pttl(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("read session");
+    assert_eq!(status, "completed");
+    assert!(ttl > 0, "a completed session expires (pttl {ttl})");
+
+    let mut second = spawn(&requester, Placement::None, SessionMode::Run);
+    second.requester.session_key = first.requester.session_key.clone();
+    second.label = Some("one-shot".into());
+    p.publish(p.subjects.in_spawn(), &second.event_id, &second)
+        .await;
+    let reused = p.wait_spawned(&second.event_id).await;
+    assert_ne!(reused.session_key, session_key);
+    assert_eq!(reused.label.as_deref(), Some("one-shot"));
+}

@@ -151,7 +151,7 @@ impl Handler for Router {
                 && state.session.status == SessionStatus::Active
             {
                 store
-                    .set_session_status(&completion.session_key, SessionStatus::Completed)
+                    .finish_session(&state.session, SessionStatus::Completed)
                     .await?;
             }
         }

@@ -225,21 +225,33 @@ impl Store {
         parse_session(fields)
     }
 
-    pub async fn set_session_status(
+    /// Marks a session `completed` or `ended`: it stays readable for `ended_ttl_ms` (late
+    /// completions still fall back with a precise reason), then expires, and its label is
+    /// freed for the requester's next session. No unbounded growth.
+    pub async fn finish_session(
         &self,
-        session_key: &str,
+        session: &SessionRecord,
         status: SessionStatus,
     ) -> Result<(), WorkError> {
-        let key = self.keys.session(session_key);
+        let key = self.keys.session(&session.session_key);
         let mut pipe = redis::pipe();
         pipe.hset(&key, "status", status.as_str()).ignore();
         pipe.hset(&key, "updated_at", now_ms()).ignore();
-        if status == SessionStatus::Ended {
-            // Ended sessions stay readable for a while (late completions fall back with a
-            // precise reason), then expire: no unbounded growth.
+        if status != SessionStatus::Active {
             pipe.pexpire(&key, self.ended_ttl_ms as i64).ignore();
         }
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        if let (SessionStatus::Completed | SessionStatus::Ended, Some(label)) =
+            (status, &session.label)
+        {
+            // Only if it still points at this session (another may have taken it over).
+            let _: String = scripts::RELEASE_LABEL
+                .key(self.keys.labels(&session.requester.session_key))
+                .arg(label)
+                .arg(&session.session_key)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+        }
         Ok(())
     }
 

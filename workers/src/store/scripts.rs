@@ -128,3 +128,17 @@ return take(n + 1, 'in_doubt')
 "#,
     )
 });
+
+/// Frees a label if it still points at the given session. → `released` | `kept`.
+/// ARGV: label, session key.
+pub static RELEASE_LABEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 'released'
+end
+return 'kept'
+"#,
+    )
+});
