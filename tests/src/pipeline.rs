@@ -17,7 +17,8 @@ use threadline::app::{self, Role};
 use threadline::config::{Config, Secret, WebhookConfig};
 use threadline::plumbing::nats::{ensure_streams, StreamKind};
 use threadline_schemas::{
-    ConversationRef, EventRejected, PostDelivered, PostFailed, SessionSpawned, Subjects,
+    BindingChange, BindingChanged, ConversationRef, EventRejected, PostDelivered, PostFailed,
+    SessionSpawned, SpawnRequested, Subjects,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -320,6 +321,53 @@ impl Pipeline {
             )
             .await
             .unwrap_or_else(|| panic!("no tl.out.rejected for {event_id}"))
+    }
+
+    /// Publishes a `placement:"child"` spawn and waits until its thread is bound; returns
+    /// the session key and the thread.
+    pub async fn spawn_in_thread(&self, spawn: &SpawnRequested) -> (String, ConversationRef) {
+        self.publish(self.subjects.in_spawn(), &spawn.event_id, spawn)
+            .await;
+        let spawned = self.wait_spawned(&spawn.event_id).await;
+        let bound = self
+            .wait_binding(&spawned.session_key, BindingChange::Bound)
+            .await;
+        (spawned.session_key, bound.binding.conversation)
+    }
+
+    /// Publishes an operator `unbind` of every binding of `session_key` and waits until
+    /// the binding ended.
+    pub async fn unbind(&self, session_key: &str) {
+        let unbind = crate::events::unbind_session(session_key, "operator");
+        self.publish(self.subjects.in_control(), &unbind.event_id, &unbind)
+            .await;
+        self.wait_binding(session_key, BindingChange::Ended).await;
+    }
+
+    /// Waits for a `tl.out.binding` of `change` for a binding of `session_key`.
+    pub async fn wait_binding(&self, session_key: &str, change: BindingChange) -> BindingChanged {
+        self.observer
+            .wait_for(
+                &self.subjects.out_binding(),
+                Duration::from_secs(15),
+                |b: &BindingChanged| {
+                    b.binding.target_session_key == session_key && b.change == change
+                },
+            )
+            .await
+            .unwrap_or_else(|| panic!("no tl.out.binding {change:?} for {session_key}"))
+    }
+
+    /// Waits for the `tl.out.failed` of `event_id`.
+    pub async fn wait_failed(&self, event_id: &str) -> PostFailed {
+        self.observer
+            .wait_for(
+                &self.subjects.out_failed(),
+                Duration::from_secs(20),
+                |f: &PostFailed| f.event_id == event_id,
+            )
+            .await
+            .unwrap_or_else(|| panic!("no tl.out.failed for {event_id}"))
     }
 
     /// Waits for `n` `tl.out.delivered` of `event_id`.

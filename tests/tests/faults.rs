@@ -3,33 +3,12 @@
 //! deliverer killed mid-post does not post twice; long content is split once.
 
 use std::time::Duration;
-use threadline_schemas::{
-    BindingChange, BindingChanged, ConversationRef, DeliveryMode, Placement, PostFailed,
-    Reconciliation, SessionMode, SpawnRequested,
-};
+use threadline_schemas::{DeliveryMode, Placement, Reconciliation, SessionMode};
 use threadline_tests::events::{completion, new_id, spawn};
 use threadline_tests::fakes::Fault;
 use threadline_tests::pipeline::{Options, Pipeline};
 
 const PARENT: &str = "100000000000000001";
-
-async fn spawn_in_thread(p: &Pipeline, s: &SpawnRequested) -> (String, ConversationRef) {
-    p.publish(p.subjects.in_spawn(), &s.event_id, s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
-    let bound: BindingChanged = p
-        .observer
-        .wait_for(
-            &p.subjects.out_binding(),
-            Duration::from_secs(15),
-            |b: &BindingChanged| {
-                b.binding.target_session_key == spawned.session_key
-                    && b.change == BindingChange::Bound
-            },
-        )
-        .await
-        .expect("the child thread is bound");
-    (spawned.session_key, bound.binding.conversation)
-}
 
 /// A completion for a session spawned without placement in `PARENT`.
 async fn requester_session(p: &Pipeline) -> String {
@@ -187,20 +166,12 @@ async fn permanent_platform_errors_are_not_retried_and_are_reported() {
     let p = Pipeline::start().await;
     let parent = Pipeline::discord_channel(PARENT);
     let s = spawn(&parent, Placement::Child, SessionMode::Session);
-    let (session_key, thread) = spawn_in_thread(&p, &s).await;
+    let (session_key, thread) = p.spawn_in_thread(&s).await;
     p.discord.delete_channel(&thread.conversation_id);
     let before = p.discord.request_count();
     let c = completion(&session_key, "into the void");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let failed = p
-        .observer
-        .wait_for(
-            &p.subjects.out_failed(),
-            Duration::from_secs(10),
-            |f: &PostFailed| f.event_id == c.event_id,
-        )
-        .await
-        .expect("tl.out.failed");
+    let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "thread_deleted");
     assert_eq!(
         failed
@@ -231,15 +202,7 @@ async fn retry_budget_exhaustion_reports_failed_and_dead_letters() {
     }
     let c = completion(&session_key, "never makes it");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let failed = p
-        .observer
-        .wait_for(
-            &p.subjects.out_failed(),
-            Duration::from_secs(20),
-            |f: &PostFailed| f.event_id == c.event_id,
-        )
-        .await
-        .expect("tl.out.failed after the retry budget");
+    let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "platform_unavailable");
     assert_eq!(failed.attempts, 3);
     p.settle(Duration::from_millis(800)).await;
@@ -308,7 +271,7 @@ async fn a_deliverer_killed_after_claiming_a_post_posts_it_once_after_restart() 
     // The platform stores the post but never answers: the deliverer is mid-call, after its
     // claim and before its ack, when it is killed.
     p.discord
-        .push_fault(Fault::AcceptThenHang { hold_ms: 30_000 });
+        .push_fault(Fault::AcceptThenHang { hold_ms: 10_000 });
     let c = completion(&session_key, "posted exactly once");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
     let accepted = p

@@ -3,40 +3,18 @@
 //! observably the requester's conversation — once, whatever is redelivered.
 
 use std::time::Duration;
-use threadline_schemas::{
-    BindingChange, BindingChanged, ConversationRef, DeliveryMode, DeliveryPolicy, Placement,
-    SessionMode, SpawnRequested,
-};
-use threadline_tests::events::{completion, new_id, spawn, unbind_session};
+use threadline_schemas::{DeliveryMode, DeliveryPolicy, Placement, SessionMode};
+use threadline_tests::events::{completion, new_id, spawn};
 use threadline_tests::pipeline::Pipeline;
 
 const PARENT: &str = "100000000000000001";
-
-/// Spawns with `placement:"child"` and waits until the thread is bound.
-async fn spawn_in_thread(p: &Pipeline, s: &SpawnRequested) -> (String, ConversationRef) {
-    p.publish(p.subjects.in_spawn(), &s.event_id, s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
-    let bound: BindingChanged = p
-        .observer
-        .wait_for(
-            &p.subjects.out_binding(),
-            Duration::from_secs(15),
-            |b: &BindingChanged| {
-                b.binding.target_session_key == spawned.session_key
-                    && b.change == BindingChange::Bound
-            },
-        )
-        .await
-        .expect("the child thread is bound");
-    (spawned.session_key, bound.binding.conversation)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completion_for_bound_session_goes_to_thread_only() {
     let p = Pipeline::start().await;
     let parent = Pipeline::discord_channel(PARENT);
     let s = spawn(&parent, Placement::Child, SessionMode::Session);
-    let (session_key, thread) = spawn_in_thread(&p, &s).await;
+    let (session_key, thread) = p.spawn_in_thread(&s).await;
     assert_eq!(thread.parent_conversation_id.as_deref(), Some(PARENT));
     let threads = p.discord.threads();
     assert_eq!(threads.len(), 1, "exactly one thread created: {threads:?}");
@@ -81,7 +59,7 @@ async fn two_bound_sessions_in_one_requester_channel_never_post_to_the_parent() 
     let mut b = spawn(&parent, Placement::Child, SessionMode::Session);
     b.thread_name = Some("second".into());
     let ((key_a, thread_a), (key_b, thread_b)) =
-        tokio::join!(spawn_in_thread(&p, &a), spawn_in_thread(&p, &b));
+        tokio::join!(p.spawn_in_thread(&a), p.spawn_in_thread(&b));
     assert_ne!(thread_a.conversation_id, thread_b.conversation_id);
 
     let ca = completion(&key_a, "answer from A");
@@ -196,15 +174,7 @@ async fn unknown_session_with_a_requester_falls_back_explicitly() {
     let lost = completion("agent:larry:subagent:also-unknown", "nowhere");
     p.publish(p.subjects.in_completion(), &lost.event_id, &lost)
         .await;
-    let failed = p
-        .observer
-        .wait_for(
-            &p.subjects.out_failed(),
-            Duration::from_secs(10),
-            |f: &threadline_schemas::PostFailed| f.event_id == lost.event_id,
-        )
-        .await
-        .expect("tl.out.failed for a completion with no destination");
+    let failed = p.wait_failed(&lost.event_id).await;
     assert_eq!(failed.code, "no_destination");
 }
 
@@ -214,32 +184,12 @@ async fn fail_closed_session_without_usable_binding_reports_failed_and_posts_not
     let parent = Pipeline::discord_channel(PARENT);
     let mut s = spawn(&parent, Placement::Child, SessionMode::Session);
     s.fail_closed = true;
-    let (session_key, thread) = spawn_in_thread(&p, &s).await;
-    let unbind = unbind_session(&session_key, "operator");
-    p.publish(p.subjects.in_control(), &unbind.event_id, &unbind)
-        .await;
-    p.observer
-        .wait_for(
-            &p.subjects.out_binding(),
-            Duration::from_secs(10),
-            |b: &BindingChanged| {
-                b.binding.target_session_key == session_key && b.change == BindingChange::Ended
-            },
-        )
-        .await
-        .expect("binding ended");
+    let (session_key, thread) = p.spawn_in_thread(&s).await;
+    p.unbind(&session_key).await;
 
     let c = completion(&session_key, "must not leak to the parent");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let failed = p
-        .observer
-        .wait_for(
-            &p.subjects.out_failed(),
-            Duration::from_secs(10),
-            |f: &threadline_schemas::PostFailed| f.event_id == c.event_id,
-        )
-        .await
-        .expect("tl.out.failed");
+    let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "no_bound_destination");
     p.settle(Duration::from_millis(500)).await;
     assert!(p
@@ -253,20 +203,8 @@ async fn fail_closed_session_without_usable_binding_reports_failed_and_posts_not
     // The same situation without fail_closed falls back, with the reason.
     let mut open = spawn(&parent, Placement::Child, SessionMode::Session);
     open.thread_name = Some("open".into());
-    let (open_key, _) = spawn_in_thread(&p, &open).await;
-    let unbind = unbind_session(&open_key, "operator");
-    p.publish(p.subjects.in_control(), &unbind.event_id, &unbind)
-        .await;
-    p.observer
-        .wait_for(
-            &p.subjects.out_binding(),
-            Duration::from_secs(10),
-            |b: &BindingChanged| {
-                b.binding.target_session_key == open_key && b.change == BindingChange::Ended
-            },
-        )
-        .await
-        .expect("binding ended");
+    let (open_key, _) = p.spawn_in_thread(&open).await;
+    p.unbind(&open_key).await;
     let c2 = completion(&open_key, "fallback content");
     p.publish(p.subjects.in_completion(), &c2.event_id, &c2)
         .await;
@@ -281,7 +219,7 @@ async fn the_same_completion_published_three_times_is_posted_once() {
     let p = Pipeline::start().await;
     let parent = Pipeline::discord_channel(PARENT);
     let s = spawn(&parent, Placement::Child, SessionMode::Session);
-    let (session_key, thread) = spawn_in_thread(&p, &s).await;
+    let (session_key, thread) = p.spawn_in_thread(&s).await;
     let c = completion(&session_key, "exactly once");
     // Different Nats-Msg-Ids, so JetStream's own dedup cannot hide a bug.
     for _ in 0..3 {
@@ -309,24 +247,12 @@ async fn a_binding_ended_between_two_deliveries_of_a_completion_keeps_one_destin
     let p = Pipeline::start().await;
     let parent = Pipeline::discord_channel(PARENT);
     let s = spawn(&parent, Placement::Child, SessionMode::Session);
-    let (session_key, thread) = spawn_in_thread(&p, &s).await;
+    let (session_key, thread) = p.spawn_in_thread(&s).await;
     let c = completion(&session_key, "decided once");
     p.publish(p.subjects.in_completion(), &new_id(), &c).await;
     p.wait_delivered(&c.event_id, 1).await;
 
-    let unbind = unbind_session(&session_key, "operator");
-    p.publish(p.subjects.in_control(), &unbind.event_id, &unbind)
-        .await;
-    p.observer
-        .wait_for(
-            &p.subjects.out_binding(),
-            Duration::from_secs(10),
-            |b: &BindingChanged| {
-                b.binding.target_session_key == session_key && b.change == BindingChange::Ended
-            },
-        )
-        .await
-        .expect("binding ended");
+    p.unbind(&session_key).await;
     // The publisher retries the same logical event after the binding is gone.
     p.publish(p.subjects.in_completion(), &new_id(), &c).await;
     p.settle(Duration::from_secs(1)).await;
@@ -347,7 +273,7 @@ async fn bound_and_requester_policy_posts_to_both_and_says_why() {
     let parent = Pipeline::discord_channel(PARENT);
     let mut s = spawn(&parent, Placement::Child, SessionMode::Session);
     s.delivery = DeliveryPolicy::BoundAndRequester;
-    let (session_key, thread) = spawn_in_thread(&p, &s).await;
+    let (session_key, thread) = p.spawn_in_thread(&s).await;
     let c = completion(&session_key, "both places");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
     let delivered = p.wait_delivered(&c.event_id, 2).await;
