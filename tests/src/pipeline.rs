@@ -479,15 +479,29 @@ pub fn threadline_bin() -> PathBuf {
             return PathBuf::from(path);
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "threadline",
-                "--bin",
-                "threadline",
-            ])
+        let mut build = std::process::Command::new(cargo);
+        // Cargo sets these for the test process; build scripts (ring's) track some of them,
+        // so inheriting them would make the nested build rebuild half the tree every time.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
+        let status = build
+            // The same invocation as infra/test.sh: the same feature resolution, so it is a
+            // no-op when the suite was started there (`-p threadline` alone would rebuild).
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .status()
             .expect("run cargo build for the threadline binary");
         assert!(status.success(), "building the threadline binary failed");
