@@ -18,15 +18,18 @@ const CHANNEL: &str = "100000000000000001";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let mut nats_url = "nats://127.0.0.1:4222".to_owned();
-    let mut redis_url = "redis://127.0.0.1:6379".to_owned();
+    // No defaults: infra/demo.sh names the servers it made sure are running.
+    let (mut nats_url, mut redis_url) = (None, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--nats-url" => nats_url = args.next().context("--nats-url needs a value")?,
-            "--redis-url" => redis_url = args.next().context("--redis-url needs a value")?,
+            "--nats-url" => nats_url = Some(args.next().context("--nats-url needs a value")?),
+            "--redis-url" => redis_url = Some(args.next().context("--redis-url needs a value")?),
             other => bail!("unknown argument {other}; use --nats-url URL --redis-url URL"),
         }
     }
+    let (Some(nats_url), Some(redis_url)) = (nats_url, redis_url) else {
+        bail!("usage: threadline-demo --nats-url URL --redis-url URL (infra/demo.sh passes both)");
+    };
 
     let discord = FakeDiscord::start().await;
     discord.set_tokens(&["demo-token"]);
