@@ -72,6 +72,9 @@ pub struct Config {
     pub claim_lease_ms: u64,
     /// How long a completion waits for a `pending` binding before falling back.
     pub pending_timeout_ms: u64,
+    /// How long a completion of an unknown session waits for its spawn to be processed
+    /// before it falls back (`unknown_session`): a completion may overtake its spawn.
+    pub unknown_session_grace_ms: u64,
     /// How long dedup records (routing decisions, post claims) are kept.
     pub dedup_ttl_ms: u64,
     /// How long ended sessions and bindings are kept for inspection before expiring.
@@ -141,6 +144,7 @@ impl Default for Config {
             max_event_bytes: threadline_schemas::DEFAULT_MAX_EVENT_BYTES,
             claim_lease_ms: 20_000,
             pending_timeout_ms: 120_000,
+            unknown_session_grace_ms: 10_000,
             dedup_ttl_ms: 7 * 24 * 3_600_000,
             ended_ttl_ms: 7 * 24 * 3_600_000,
             default_idle_timeout_ms: 24 * 3_600_000,
@@ -170,6 +174,7 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "max_event_bytes",
     "claim_lease_ms",
     "pending_timeout_ms",
+    "unknown_session_grace_ms",
     "dedup_ttl_ms",
     "ended_ttl_ms",
     "default_idle_timeout_ms",

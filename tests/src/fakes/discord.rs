@@ -7,7 +7,7 @@
 //! two permanent errors a deliverer must recognise (10003 and 50083).
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -156,6 +156,16 @@ impl FakeDiscord {
         lock(&self.shared).faults.push_back(f);
     }
 
+    /// Injects random faults (after any scripted ones); `None` turns them off.
+    pub fn set_fault_mix(&self, mix: Option<super::FaultMix>) {
+        lock(&self.shared).faults.set_mix(mix);
+    }
+
+    /// How many faults were injected so far, by kind.
+    pub fn fault_counts(&self) -> super::FaultCounts {
+        lock(&self.shared).faults.counts.clone()
+    }
+
     /// Marks a channel (or thread) deleted: every route for it, and for
     /// threads under it, answers 404 Unknown Channel (10003).
     pub fn delete_channel(&self, id: &str) {
@@ -216,7 +226,7 @@ struct DiscordState {
     tokens: HashSet<String>,
     tokens_seen: Vec<String>,
     request_count: usize,
-    faults: VecDeque<Fault>,
+    faults: super::Faults,
     messages: Vec<StoredMessage>,
     /// Message id → index in `messages`; thread creation and replies look messages up by id.
     message_index: HashMap<String, usize>,
@@ -238,7 +248,7 @@ impl DiscordState {
             tokens: HashSet::from(["test-token".to_owned()]),
             tokens_seen: Vec::new(),
             request_count: 0,
-            faults: VecDeque::new(),
+            faults: super::Faults::default(),
             messages: Vec::new(),
             message_index: HashMap::new(),
             threads: Vec::new(),
@@ -749,7 +759,7 @@ async fn faulted<F>(shared: &Shared, conn: &ConnCtl, handle: F) -> Response
 where
     F: FnOnce(&mut DiscordState) -> Result<Reply, Reply>,
 {
-    let fault = lock(shared).faults.pop_front();
+    let fault = lock(shared).faults.next();
     let plan = Plan::from_fault(fault).await;
     match plan {
         Plan::RateLimited { retry_after_ms } => return rate_limited(retry_after_ms),

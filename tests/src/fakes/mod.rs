@@ -54,6 +54,91 @@ pub enum Fault {
     AcceptThenHang { hold_ms: u64 },
 }
 
+/// Random faults for chaos runs: each message-creating request, when the scripted queue
+/// is empty, draws one of these with the given probabilities (seeded, so a run repeats).
+#[derive(Clone, Debug)]
+pub struct FaultMix {
+    pub seed: u64,
+    pub server_error: f64,
+    pub rate_limited: f64,
+    pub retry_after_ms: u64,
+    pub slow: f64,
+    pub slow_ms: u64,
+    pub accept_then_hang: f64,
+    pub hang_ms: u64,
+}
+
+/// How many faults of each kind a fake injected.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FaultCounts {
+    pub server_error: u64,
+    pub rate_limited: u64,
+    pub slow: u64,
+    pub accept_then_hang: u64,
+}
+
+/// A fake's fault source: the scripted queue first, then the random mix.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    queue: std::collections::VecDeque<Fault>,
+    mix: Option<(FaultMix, rand::rngs::StdRng)>,
+    pub(crate) counts: FaultCounts,
+}
+
+impl Faults {
+    pub(crate) fn push_back(&mut self, fault: Fault) {
+        self.queue.push_back(fault);
+    }
+
+    pub(crate) fn set_mix(&mut self, mix: Option<FaultMix>) {
+        use rand::SeedableRng;
+        self.mix = mix.map(|m| {
+            let rng = rand::rngs::StdRng::seed_from_u64(m.seed);
+            (m, rng)
+        });
+    }
+
+    /// The fault for the next message-creating request, if any.
+    pub(crate) fn next(&mut self) -> Option<Fault> {
+        use rand::Rng;
+        let fault = self.queue.pop_front().or_else(|| {
+            let (mix, rng) = self.mix.as_mut()?;
+            let roll: f64 = rng.random();
+            let mut edge = mix.server_error;
+            if roll < edge {
+                return Some(Fault::ServerError);
+            }
+            edge += mix.rate_limited;
+            if roll < edge {
+                return Some(Fault::RateLimited {
+                    retry_after_ms: mix.retry_after_ms,
+                });
+            }
+            edge += mix.slow;
+            if roll < edge {
+                return Some(Fault::Slow {
+                    delay_ms: mix.slow_ms,
+                });
+            }
+            edge += mix.accept_then_hang;
+            if roll < edge {
+                return Some(Fault::AcceptThenHang {
+                    hold_ms: mix.hang_ms,
+                });
+            }
+            None
+        });
+        match &fault {
+            Some(Fault::ServerError) => self.counts.server_error += 1,
+            Some(Fault::RateLimited { .. }) => self.counts.rate_limited += 1,
+            Some(Fault::Slow { .. }) => self.counts.slow += 1,
+            Some(Fault::AcceptThenHang { .. }) => self.counts.accept_then_hang += 1,
+            None => {}
+        }
+        fault
+    }
+}
+
 /// What a handler must do about the fault it drew, after any `Slow` delay was served.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Plan {

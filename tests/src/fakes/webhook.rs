@@ -7,7 +7,7 @@
 //! `"action": "create_thread"`.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -92,6 +92,16 @@ impl FakeWebhook {
         lock(&self.shared).faults.push_back(f);
     }
 
+    /// Injects random faults (after any scripted ones); `None` turns them off.
+    pub fn set_fault_mix(&self, mix: Option<super::FaultMix>) {
+        lock(&self.shared).faults.set_mix(mix);
+    }
+
+    /// How many faults were injected so far, by kind.
+    pub fn fault_counts(&self) -> super::FaultCounts {
+        lock(&self.shared).faults.counts.clone()
+    }
+
     /// With `Some(token)`, POSTs without `Authorization: Bearer <token>` get 401.
     pub fn require_token(&self, token: Option<&str>) {
         lock(&self.shared).required_token = token.map(str::to_owned);
@@ -111,7 +121,7 @@ impl FakeWebhook {
 #[derive(Default)]
 struct WebhookState {
     request_count: usize,
-    faults: VecDeque<Fault>,
+    faults: super::Faults,
     required_token: Option<String>,
     deliveries: Vec<WebhookDelivery>,
     /// First response per (hook name, key), replayed for repeats: keys are
@@ -189,11 +199,7 @@ async fn receive(
             Some(required) => auth.as_deref() == Some(required.as_str()),
         };
         // A rejected request must not use up a fault meant for a real attempt.
-        let fault = if authorized {
-            st.faults.pop_front()
-        } else {
-            None
-        };
+        let fault = if authorized { st.faults.next() } else { None };
         (authorized, fault)
     };
     if !authorized {

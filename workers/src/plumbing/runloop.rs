@@ -45,6 +45,8 @@ pub struct Attempt {
     /// 1 for the first delivery.
     pub number: u32,
     pub max: u32,
+    /// When the event was stored in its stream (Unix ms): its age survives redeliveries.
+    pub published_ms: u64,
 }
 
 /// A worker's logic. `handle` is called once per delivery of a valid event.
@@ -160,13 +162,18 @@ pub async fn run<H: Handler>(handler: Arc<H>, consumer: PullConsumer, plumbing: 
 async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing) {
     let stage = handler.stage();
     let started = Instant::now();
-    let (attempt_number, stream_seq) = match message.info() {
-        Ok(info) => (info.delivered.max(1) as u32, info.stream_sequence),
-        Err(_) => (1, 0),
+    let (attempt_number, stream_seq, published_ms) = match message.info() {
+        Ok(info) => (
+            info.delivered.max(1) as u32,
+            info.stream_sequence,
+            (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+        ),
+        Err(_) => (1, 0, threadline_schemas::now_ms()),
     };
     let attempt = Attempt {
         number: attempt_number,
         max: plumbing.config.max_attempts.max(1),
+        published_ms,
     };
     let content_type = message
         .headers

@@ -58,6 +58,9 @@ pub mod reason {
 pub struct RouteContext<'a> {
     pub now_ms: u64,
     pub pending_timeout_ms: u64,
+    /// How long the event has been in the stream.
+    pub event_age_ms: u64,
+    pub unknown_session_grace_ms: u64,
     /// Channels this deployment has a deliverer for.
     pub channels: &'a [String],
 }
@@ -69,6 +72,13 @@ pub fn decide(
     ctx: RouteContext<'_>,
 ) -> Route {
     let Some(state) = state else {
+        if ctx.event_age_ms < ctx.unknown_session_grace_ms {
+            // The spawn may still be on its way (published first, processed later).
+            let left = ctx.unknown_session_grace_ms - ctx.event_age_ms;
+            return Route::Wait {
+                retry_after: Duration::from_millis(left.clamp(100, 1_000)),
+            };
+        }
         return Route::Decided(match &completion.requester {
             Some(requester) => post(
                 ctx,
@@ -308,6 +318,8 @@ mod tests {
         RouteContext {
             now_ms: NOW,
             pending_timeout_ms: 5_000,
+            event_age_ms: 60_000,
+            unknown_session_grace_ms: 10_000,
             channels,
         }
     }
@@ -455,6 +467,16 @@ mod tests {
             decide(&c, None, ctx(&channels)),
             Route::Decided(RouteDecision::Fail { code, .. }) if code == "no_destination"
         ));
+    }
+
+    #[test]
+    fn a_completion_that_overtook_its_spawn_waits_before_calling_the_session_unknown() {
+        let channels = vec!["discord".to_owned()];
+        let young = RouteContext {
+            event_age_ms: 2_000,
+            ..ctx(&channels)
+        };
+        assert!(matches!(decide(&completion(), None, young), Route::Wait { .. }));
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Handler for Router {
     async fn handle(
         &self,
         completion: &CompletionReported,
-        _attempt: Attempt,
+        attempt: Attempt,
     ) -> Result<(), WorkError> {
         let store = &self.plumbing.store;
         let (stored, state) = store
@@ -107,15 +107,18 @@ impl Handler for Router {
             Some(blob) => rmp_serde::from_slice(&blob)
                 .map_err(|e| WorkError::Corrupt(format!("stored routing decision: {e}")))?,
             None => {
+                let now = now_ms();
                 let ctx = RouteContext {
-                    now_ms: now_ms(),
+                    now_ms: now,
                     pending_timeout_ms: self.plumbing.config.pending_timeout_ms,
+                    event_age_ms: now.saturating_sub(attempt.published_ms),
+                    unknown_session_grace_ms: self.plumbing.config.unknown_session_grace_ms,
                     channels: &self.channels,
                 };
                 match decide::decide(completion, state.as_ref(), ctx) {
                     Route::Wait { retry_after } => {
                         return Err(WorkError::NotYet {
-                            reason: "the session's binding is still pending".into(),
+                            reason: "the session is unknown yet, or its binding is pending".into(),
                             after: retry_after,
                         })
                     }

@@ -1,0 +1,772 @@
+//! The chaos runner: Threadline as its users deploy it — several OS processes per worker
+//! sharing durable consumers — fed a seeded, mixed workload while worker processes are
+//! `kill -9`ed and restarted, nats-server and redis-server restart, and the platform fakes
+//! answer with 500s, 429s, slow responses and accepted-then-timeout. Afterwards every
+//! completion's stored routing decision is checked against what the fakes actually stored
+//! and what `tl.out.*` said: nothing lost, nothing posted twice, never thread + parent.
+
+use crate::events::{completion, new_id, spawn, unbind_session};
+use threadline_schemas::encode;
+use crate::fakes::{FaultCounts, FaultMix};
+use crate::pipeline::{Observed, Options, Pipeline};
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use threadline::plumbing::nats::StreamKind;
+use threadline::router::decide::RouteDecision;
+use threadline::store::keys::Keys;
+use threadline_schemas::{
+    BindingChange, BindingChanged, ConversationRef, DeliveryPolicy, EventRejected, Placement,
+    PostDelivered, PostFailed, SessionMode, SessionSpawned,
+};
+
+/// The size and violence of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosConfig {
+    pub seed: u64,
+    /// Spawned sessions.
+    pub sessions: usize,
+    /// Completions per session: 1..=this (1 for `run` sessions).
+    pub max_completions_per_session: usize,
+    /// Completions of sessions Threadline never saw (fallback to their requester).
+    pub unknown_session_completions: usize,
+    /// Share of events re-published by a retrying publisher (same event id, new msg id).
+    pub duplicate_share: f64,
+    /// Share of bound sessions unbound by an operator right around a completion.
+    pub unbind_race_share: f64,
+    /// OS processes per worker.
+    pub instances: usize,
+    pub kills: usize,
+    pub nats_restarts: usize,
+    pub redis_restarts: usize,
+    pub platform_faults: bool,
+    /// Publishing is spread over this many seconds; faults happen during it.
+    pub publish_seconds: u64,
+    /// How long to wait for quiescence after the last fault.
+    pub drain_timeout_seconds: u64,
+}
+
+impl ChaosConfig {
+    /// Sized for CI: ≥ 2,000 events, ≥ 10 kills, one broker and one store restart.
+    pub fn ci(seed: u64) -> Self {
+        ChaosConfig {
+            seed,
+            sessions: 420,
+            max_completions_per_session: 4,
+            unknown_session_completions: 80,
+            duplicate_share: 0.12,
+            unbind_race_share: 0.15,
+            instances: 2,
+            kills: 12,
+            nats_restarts: 1,
+            redis_restarts: 1,
+            platform_faults: true,
+            publish_seconds: 45,
+            drain_timeout_seconds: 150,
+        }
+    }
+
+    /// The long run of the README: ≥ 20,000 events, ≥ 50 kills.
+    pub fn long(seed: u64) -> Self {
+        ChaosConfig {
+            sessions: 4_200,
+            unknown_session_completions: 800,
+            kills: 60,
+            nats_restarts: 3,
+            redis_restarts: 3,
+            publish_seconds: 360,
+            drain_timeout_seconds: 300,
+            ..ChaosConfig::ci(seed)
+        }
+    }
+}
+
+/// What a run found. `lost`, `duplicates_keyed` and `main_thread_duplicates` must be 0.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChaosReport {
+    pub seed: u64,
+    pub cores: usize,
+    pub events_published: usize,
+    pub spawns: usize,
+    pub completions: usize,
+    pub posts_expected: usize,
+    pub posts_received: usize,
+    /// Expected posts never made and never reported on `tl.out.failed`.
+    pub lost: usize,
+    /// Posts reported failed on `tl.out.failed` (accounted, not lost).
+    pub failed_reported: usize,
+    /// The same (event, destination) stored more than once on a path with an idempotency
+    /// key or read-back (Discord nonce, webhook Idempotency-Key).
+    pub duplicates_keyed: usize,
+    /// The same on a path without any (none is configured in this run yet).
+    pub duplicates_unkeyed: usize,
+    /// One completion posted both in a thread and in its parent without `bound_and_requester`.
+    pub main_thread_duplicates: usize,
+    /// Posts at a destination the stored decision did not name.
+    pub misrouted: usize,
+    /// Completions without a stored decision and without `tl.out.failed`.
+    pub undecided: usize,
+    /// Threads created more than once for one binding.
+    pub thread_duplicates: usize,
+    /// Spawns with neither `tl.out.spawned` nor `tl.out.rejected`.
+    pub spawns_unanswered: usize,
+    pub fallbacks: BTreeMap<String, usize>,
+    /// Re-sends the platforms absorbed by idempotency key (evidence the fault paths ran).
+    pub resends_absorbed: usize,
+    pub kills: usize,
+    pub nats_restarts: usize,
+    pub redis_restarts: usize,
+    pub discord_faults: FaultCounts,
+    pub webhook_faults: FaultCounts,
+    pub publish_seconds: f64,
+    /// From the last fault (or the last publish, if later) to quiescence.
+    pub drain_seconds: f64,
+    pub settled: bool,
+}
+
+impl ChaosReport {
+    /// Whether the run met the guarantees.
+    pub fn ok(&self) -> bool {
+        self.settled
+            && self.lost == 0
+            && self.duplicates_keyed == 0
+            && self.main_thread_duplicates == 0
+            && self.misrouted == 0
+            && self.undecided == 0
+            && self.thread_duplicates == 0
+            && self.spawns_unanswered == 0
+    }
+
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let rows: Vec<(&str, String)> = vec![
+            ("seed", self.seed.to_string()),
+            ("cores", self.cores.to_string()),
+            ("events published", self.events_published.to_string()),
+            ("spawns / completions", format!("{} / {}", self.spawns, self.completions)),
+            ("posts expected", self.posts_expected.to_string()),
+            ("posts received", self.posts_received.to_string()),
+            ("LOST", self.lost.to_string()),
+            ("failed, reported", self.failed_reported.to_string()),
+            ("DUPLICATES (keyed paths)", self.duplicates_keyed.to_string()),
+            ("duplicates (unkeyed paths)", self.duplicates_unkeyed.to_string()),
+            ("MAIN+THREAD DUPLICATES", self.main_thread_duplicates.to_string()),
+            ("misrouted", self.misrouted.to_string()),
+            ("undecided", self.undecided.to_string()),
+            ("thread duplicates", self.thread_duplicates.to_string()),
+            ("spawns unanswered", self.spawns_unanswered.to_string()),
+            ("fallbacks", format!("{:?}", self.fallbacks)),
+            ("re-sends absorbed by key", self.resends_absorbed.to_string()),
+            ("worker kills (-9)", self.kills.to_string()),
+            ("nats-server restarts", self.nats_restarts.to_string()),
+            ("redis-server restarts", self.redis_restarts.to_string()),
+            ("discord faults", format!("{:?}", self.discord_faults)),
+            ("webhook faults", format!("{:?}", self.webhook_faults)),
+            ("publishing took", format!("{:.1} s", self.publish_seconds)),
+            ("drain after last fault", format!("{:.1} s", self.drain_seconds)),
+            ("settled", self.settled.to_string()),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("| {k:<width$} | {v} |\n"))
+            .collect()
+    }
+}
+
+/// One event to publish at a moment of the run.
+struct Step {
+    at: Duration,
+    subject: String,
+    msg_id: String,
+    payload: Vec<u8>,
+}
+
+/// What the workload expects, per completion.
+struct Expectation {
+    event_id: String,
+    policy: DeliveryPolicy,
+}
+
+/// The seeded workload.
+struct Workload {
+    steps: Vec<Step>,
+    completions: Vec<Expectation>,
+    spawns: Vec<String>,
+}
+
+const DISCORD_CHANNELS: [&str; 4] = [
+    "100000000000000011",
+    "100000000000000012",
+    "100000000000000013",
+    "100000000000000014",
+];
+
+/// The marker that lets the checker find an event's posts on the platform.
+fn marker(event_id: &str) -> String {
+    format!("⟦{event_id}⟧")
+}
+
+fn event_of(text: &str) -> Option<&str> {
+    let start = text.find('⟦')? + '⟦'.len_utf8();
+    let end = start + text[start..].find('⟧')?;
+    Some(&text[start..end])
+}
+
+fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
+    let s = &p.subjects;
+    let window = Duration::from_secs(config.publish_seconds).as_millis() as u64;
+    let mut steps = Vec::new();
+    let mut completions = Vec::new();
+    let mut spawns = Vec::new();
+    let push = |steps: &mut Vec<Step>, at: u64, subject: String, msg_id: String, payload: Vec<u8>| {
+        steps.push(Step {
+            at: Duration::from_millis(at),
+            subject,
+            msg_id,
+            payload,
+        });
+    };
+    for i in 0..config.sessions {
+        let (requester, placement) = match rng.random_range(0..10) {
+            0..=5 => {
+                let channel = Pipeline::discord_channel(DISCORD_CHANNELS[rng.random_range(0..4)]);
+                let placement = match rng.random_range(0..20) {
+                    0..=10 => Placement::Child,
+                    11..=13 => Placement::Current,
+                    _ => Placement::None,
+                };
+                (channel, placement)
+            }
+            6..=7 => (
+                Pipeline::webhook_conversation("plain", &format!("chat-{}", rng.random_range(0..6))),
+                if rng.random_bool(0.5) { Placement::None } else { Placement::Current },
+            ),
+            _ => (
+                Pipeline::webhook_conversation("threads", &format!("room-{}", rng.random_range(0..4))),
+                if rng.random_bool(0.6) { Placement::Child } else { Placement::None },
+            ),
+        };
+        let mode = if rng.random_bool(0.3) { SessionMode::Run } else { SessionMode::Session };
+        let mut request = spawn(&requester, placement, mode);
+        request.thread_name = Some(format!("chaos-{}-{i}", config.seed));
+        request.delivery = match rng.random_range(0..20) {
+            0..=1 => DeliveryPolicy::BoundAndRequester,
+            2 => DeliveryPolicy::RequesterOnly,
+            _ => DeliveryPolicy::BoundOnly,
+        };
+        let spawn_at = rng.random_range(0..window * 6 / 10);
+        let session_key = threadline::ids::session_key(&request.agent_id, &request.event_id);
+        spawns.push(request.event_id.clone());
+        let bytes = encode(&request);
+        push(&mut steps, spawn_at, s.in_spawn(), request.event_id.clone(), bytes.clone());
+        if rng.random_bool(config.duplicate_share) {
+            push(&mut steps, spawn_at + rng.random_range(0..3_000), s.in_spawn(), new_id(), bytes);
+        }
+        let count = match mode {
+            SessionMode::Run => 1,
+            SessionMode::Session => rng.random_range(1..=config.max_completions_per_session),
+        };
+        let racing = placement != Placement::None
+            && request.delivery == DeliveryPolicy::BoundOnly
+            && rng.random_bool(config.unbind_race_share);
+        let mut at = spawn_at;
+        for j in 0..count {
+            at += rng.random_range(100..4_000);
+            let mut done = completion(&session_key, "");
+            let tag = marker(&done.event_id);
+            done.content = if rng.random_bool(0.08) {
+                // Long: split into parts on Discord; every part carries the marker.
+                (0..40).map(|line| format!("{tag} line {line:02} {}\n", "x".repeat(60))).collect()
+            } else {
+                format!("{tag} completion {j} of session {i}")
+            };
+            let bytes = encode(&done);
+            push(&mut steps, at, s.in_completion(), done.event_id.clone(), bytes.clone());
+            if rng.random_bool(config.duplicate_share) {
+                push(&mut steps, at + rng.random_range(0..5_000), s.in_completion(), new_id(), bytes);
+            }
+            if racing && j == 0 {
+                let unbind = unbind_session(&session_key, "operator");
+                let when = (at + rng.random_range(0..600)).saturating_sub(300);
+                push(&mut steps, when, s.in_control(), unbind.event_id.clone(), encode(&unbind));
+            }
+            completions.push(Expectation {
+                event_id: done.event_id.clone(),
+                policy: request.delivery,
+            });
+        }
+    }
+    for k in 0..config.unknown_session_completions {
+        let requester = if rng.random_bool(0.6) {
+            Pipeline::discord_channel(DISCORD_CHANNELS[rng.random_range(0..4)])
+        } else {
+            Pipeline::webhook_conversation("plain", &format!("chat-{}", rng.random_range(0..6)))
+        };
+        let mut done = completion(&format!("agent:larry:subagent:ghost-{}-{k}", config.seed), "");
+        done.content = format!("{} unknown session {k}", marker(&done.event_id));
+        done.requester = Some(requester);
+        let at = rng.random_range(0..window);
+        push(&mut steps, at, s.in_completion(), done.event_id.clone(), encode(&done));
+        completions.push(Expectation {
+            event_id: done.event_id,
+            policy: DeliveryPolicy::BoundOnly,
+        });
+    }
+    steps.sort_by_key(|step| step.at);
+    Workload {
+        steps,
+        completions,
+        spawns,
+    }
+}
+
+/// A worker OS process that can be killed and started again.
+struct WorkerProcess {
+    args: Vec<String>,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+fn start_worker(p: &Pipeline, args: &[String], log: &PathBuf) -> tokio::process::Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("worker log");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    p.command(&args)
+        .stderr(file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start worker process")
+}
+
+/// Publishes until the stream acknowledges, riding out a broker restart, as a publisher
+/// that retries with the same `Nats-Msg-Id` would.
+async fn publish_until_stored(js: &jetstream::Context, step: &Step) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(step.payload.clone().into())
+            .message_id(&step.msg_id);
+        let attempt = async {
+            let ack = js.send_publish(step.subject.clone(), message).await?;
+            ack.await.map_err(async_nats::Error::from)?;
+            Ok::<(), async_nats::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(())) => return,
+            Ok(Err(_)) | Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Err(error)) => panic!("publishing {} failed for 90 s: {error}", step.subject),
+            Err(_) => panic!("publishing {} timed out for 90 s", step.subject),
+        }
+    }
+}
+
+/// Everything in a stream, read with a fresh consumer (survives any restart before it).
+async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Observed> {
+    let Ok(stream) = js.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let Ok(consumer) = stream
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    loop {
+        let Ok(mut batch) = consumer
+            .fetch()
+            .max_messages(1_000)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+        else {
+            break;
+        };
+        let mut got = 0;
+        while let Some(Ok(message)) = batch.next().await {
+            got += 1;
+            out.push(Observed {
+                subject: message.subject.to_string(),
+                headers: BTreeMap::new(),
+                payload: message.payload.clone(),
+            });
+        }
+        if got == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// Outcomes read back from `tl.out.*`.
+#[derive(Default)]
+struct Outcomes {
+    delivered: HashMap<(String, String), PostDelivered>,
+    failed_events: BTreeSet<String>,
+    failed_posts: BTreeSet<(String, String)>,
+    answered_spawns: BTreeSet<String>,
+    fallbacks: BTreeMap<String, usize>,
+    bindings_settled: usize,
+}
+
+fn destination_key(c: &ConversationRef) -> String {
+    format!("{}|{}", c.channel, c.conversation_id)
+}
+
+fn outcomes(p: &Pipeline, out: &[Observed]) -> Outcomes {
+    let s = &p.subjects;
+    let mut o = Outcomes::default();
+    for message in out {
+        let subject = message.subject.as_str();
+        if subject == s.out_delivered() {
+            if let Ok(d) = rmp_serde::from_slice::<PostDelivered>(&message.payload) {
+                if d.mode == threadline_schemas::DeliveryMode::Fallback {
+                    *o.fallbacks.entry(d.reason.clone()).or_default() += 1;
+                }
+                o.delivered.insert((d.event_id.clone(), destination_key(&d.destination)), d);
+            }
+        } else if subject == s.out_failed() {
+            if let Ok(f) = rmp_serde::from_slice::<PostFailed>(&message.payload) {
+                if let Some(d) = &f.destination {
+                    o.failed_posts.insert((f.event_id.clone(), destination_key(d)));
+                }
+                o.failed_events.insert(f.event_id);
+            }
+        } else if subject == s.out_spawned() {
+            if let Ok(e) = rmp_serde::from_slice::<SessionSpawned>(&message.payload) {
+                o.answered_spawns.insert(e.event_id);
+            }
+        } else if subject == s.out_rejected() {
+            if let Ok(e) = rmp_serde::from_slice::<EventRejected>(&message.payload) {
+                o.answered_spawns.insert(e.event_id);
+            }
+        } else if subject == s.out_binding() {
+            if let Ok(b) = rmp_serde::from_slice::<BindingChanged>(&message.payload) {
+                if b.change == BindingChange::Bound {
+                    o.bindings_settled += 1;
+                }
+            }
+        }
+    }
+    o
+}
+
+/// Stored routing decisions of `event_ids`, pipelined.
+async fn decisions(p: &Pipeline, event_ids: &[String]) -> HashMap<String, RouteDecision> {
+    let Ok(client) = redis::Client::open(p.redis.url()) else {
+        return HashMap::new();
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return HashMap::new();
+    };
+    let keys = Keys::new(p.config.subject_prefix.clone());
+    let mut found = HashMap::new();
+    for chunk in event_ids.chunks(500) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.get(keys.route(id));
+        }
+        let Ok(blobs) = pipe.query_async::<Vec<Option<Vec<u8>>>>(&mut conn).await else {
+            return HashMap::new();
+        };
+        for (id, blob) in chunk.iter().zip(blobs) {
+            if let Some(decision) = blob.and_then(|b| rmp_serde::from_slice(&b).ok()) {
+                found.insert(id.clone(), decision);
+            }
+        }
+    }
+    found
+}
+
+/// Whether every completion and spawn has its terminal outcome.
+fn settled(work: &Workload, decided: &HashMap<String, RouteDecision>, o: &Outcomes) -> bool {
+    let spawns = work.spawns.iter().all(|id| o.answered_spawns.contains(id));
+    let completions = work.completions.iter().all(|c| match decided.get(&c.event_id) {
+        None => o.failed_events.contains(&c.event_id),
+        Some(RouteDecision::Fail { .. }) => o.failed_events.contains(&c.event_id),
+        Some(RouteDecision::Post { posts }) => posts.iter().all(|post| {
+            let key = (c.event_id.clone(), destination_key(&post.destination));
+            o.delivered.contains_key(&key) || o.failed_posts.contains(&key)
+        }),
+    });
+    spawns && completions
+}
+
+/// Runs one chaos experiment and reports.
+pub async fn run(config: ChaosConfig) -> ChaosReport {
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut p = Pipeline::start_with(Options {
+        in_process: false,
+        tune: |c| {
+            c.ack_wait_ms = 4_000;
+            c.claim_lease_ms = 3_000;
+            c.http_timeout_ms = 1_500;
+            c.pending_timeout_ms = 30_000;
+            c.unknown_session_grace_ms = 10_000;
+            c.max_attempts = 40;
+            c.retry_base_ms = 100;
+            c.retry_max_ms = 2_000;
+            c.concurrency = 32;
+            c.drain_timeout_ms = 3_000;
+        },
+    })
+    .await;
+    if config.platform_faults {
+        let mix = |seed| FaultMix {
+            seed,
+            server_error: 0.03,
+            rate_limited: 0.03,
+            retry_after_ms: 200,
+            slow: 0.05,
+            slow_ms: 300,
+            accept_then_hang: 0.02,
+            // Longer than the client's timeout: the outcome is unknown to the deliverer.
+            hang_ms: 2_500,
+        };
+        p.discord.set_fault_mix(Some(mix(config.seed)));
+        p.webhook.set_fault_mix(Some(mix(config.seed ^ 0x5eed)));
+    }
+    let work = workload(&p, &config, &mut rng);
+
+    let logs = tempfile::tempdir().expect("log dir");
+    let roles: Vec<Vec<String>> = [
+        vec!["run", "binder"],
+        vec!["run", "router"],
+        vec!["run", "deliver", "discord"],
+        vec!["run", "deliver", "webhook:plain"],
+        vec!["run", "deliver", "webhook:threads"],
+    ]
+    .iter()
+    .map(|args| args.iter().map(|a| a.to_string()).collect())
+    .collect();
+    let mut fleet = Vec::new();
+    for role in &roles {
+        for instance in 0..config.instances {
+            let log = logs.path().join(format!("{}-{instance}.log", role[1..].join("-").replace(':', "_")));
+            let child = start_worker(&p, role, &log);
+            fleet.push(WorkerProcess {
+                args: role.clone(),
+                child,
+                log,
+            });
+        }
+    }
+
+    // The fault schedule, seeded: kills spread over the window, restarts at fixed points.
+    let window = Duration::from_secs(config.publish_seconds);
+    let mut faults: Vec<(Duration, &str)> = (0..config.kills)
+        .map(|_| (window.mul_f64(rng.random_range(0.05..1.0)), "kill"))
+        .collect();
+    for n in 0..config.nats_restarts {
+        faults.push((window.mul_f64((n as f64 + 0.45) / config.nats_restarts as f64).min(window), "nats"));
+    }
+    for n in 0..config.redis_restarts {
+        faults.push((window.mul_f64((n as f64 + 0.75) / config.redis_restarts as f64).min(window), "redis"));
+    }
+    faults.sort_by_key(|f| f.0);
+
+    let started = Instant::now();
+    let js = p.js.clone();
+    let steps = work.steps.iter().map(|s| Step {
+        at: s.at,
+        subject: s.subject.clone(),
+        msg_id: s.msg_id.clone(),
+        payload: s.payload.clone(),
+    });
+    let steps: Vec<Step> = steps.collect();
+    let publisher = tokio::spawn(async move {
+        for step in &steps {
+            tokio::time::sleep_until((started + step.at).into()).await;
+            publish_until_stored(&js, step).await;
+        }
+        started.elapsed()
+    });
+
+    let mut report = ChaosReport {
+        seed: config.seed,
+        cores: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        events_published: work.steps.len(),
+        spawns: work.spawns.len(),
+        completions: work.completions.len(),
+        ..ChaosReport::default()
+    };
+    for (at, kind) in faults {
+        tokio::time::sleep_until((started + at).into()).await;
+        match kind {
+            "kill" => {
+                let victim = rng.random_range(0..fleet.len());
+                let worker = &mut fleet[victim];
+                let _ = worker.child.start_kill();
+                let _ = worker.child.wait().await;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_000))).await;
+                worker.child = start_worker(&p, &worker.args, &worker.log);
+                report.kills += 1;
+            }
+            "nats" => {
+                p.nats.restart().await;
+                report.nats_restarts += 1;
+            }
+            _redis => {
+                p.redis.restart().await;
+                report.redis_restarts += 1;
+            }
+        }
+    }
+    let publish_took = publisher.await.expect("publisher");
+    report.publish_seconds = publish_took.as_secs_f64();
+    let quiet_from = Instant::now();
+
+    // Quiescence: every spawn answered, every completion decided and each decided post
+    // delivered or reported failed.
+    let event_ids: Vec<String> = work.completions.iter().map(|c| c.event_id.clone()).collect();
+    let deadline = quiet_from + Duration::from_secs(config.drain_timeout_seconds);
+    let out_stream = StreamKind::Outbound.name(&p.subjects);
+    let (decided, o) = loop {
+        let out = read_stream(&p.js, &out_stream).await;
+        let o = outcomes(&p, &out);
+        let decided = decisions(&p, &event_ids).await;
+        if settled(&work, &decided, &o) {
+            report.settled = true;
+            break (decided, o);
+        }
+        if Instant::now() >= deadline {
+            break (decided, o);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    report.drain_seconds = quiet_from.elapsed().as_secs_f64();
+    // Let stragglers (a late duplicate would show up now) arrive before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    check(&p, &work, &decided, &o, &mut report);
+    report.discord_faults = p.discord.fault_counts();
+    report.webhook_faults = p.webhook.fault_counts();
+
+    for worker in &mut fleet {
+        let _ = worker.child.start_kill();
+        let _ = worker.child.wait().await;
+    }
+    if !report.ok() {
+        // Keep the worker logs of a failed run for whoever investigates.
+        let kept = logs.keep();
+        eprintln!("chaos run failed; worker logs kept in {}", kept.display());
+    }
+    report
+}
+
+/// Compares decisions and outcomes with what the platforms stored.
+fn check(
+    p: &Pipeline,
+    work: &Workload,
+    decided: &HashMap<String, RouteDecision>,
+    o: &Outcomes,
+    report: &mut ChaosReport,
+) {
+    // (event, destination) → parts stored, and thread parents, from both fakes.
+    let mut stored: HashMap<(String, String), Vec<String>> = HashMap::new();
+    let mut parent_of: HashMap<String, String> = HashMap::new();
+    let mut thread_names: HashMap<String, usize> = HashMap::new();
+    for thread in p.discord.threads() {
+        parent_of.insert(format!("discord|{}", thread.id), format!("discord|{}", thread.parent_id));
+        *thread_names.entry(thread.name).or_default() += 1;
+    }
+    for m in p.discord.messages() {
+        if let Some(event) = event_of(&m.content) {
+            stored
+                .entry((event.to_owned(), format!("discord|{}", m.channel_id)))
+                .or_default()
+                .push(m.content.clone());
+        }
+    }
+    for d in p.webhook.deliveries() {
+        let channel = format!("webhook:{}", d.name);
+        if d.body["action"] == "create_thread" {
+            *thread_names.entry(d.body["name"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            continue;
+        }
+        let text = d.body["text"].as_str().unwrap_or_default();
+        let conversation = d.body["conversation"]["conversation_id"].as_str().unwrap_or_default();
+        if let Some(parent) = d.body["conversation"]["parent_conversation_id"].as_str() {
+            parent_of.insert(format!("{channel}|{conversation}"), format!("{channel}|{parent}"));
+        }
+        if let Some(event) = event_of(text) {
+            stored
+                .entry((event.to_owned(), format!("{channel}|{conversation}")))
+                .or_default()
+                .push(text.to_owned());
+        }
+    }
+    report.resends_absorbed = p.webhook.duplicate_keys_seen();
+    report.thread_duplicates = thread_names.values().filter(|n| **n > 1).count();
+    report.spawns_unanswered = work.spawns.iter().filter(|id| !o.answered_spawns.contains(*id)).count();
+    report.fallbacks = o.fallbacks.clone();
+
+    for c in &work.completions {
+        let mine: BTreeMap<&String, &Vec<String>> = stored
+            .iter()
+            .filter(|((event, _), _)| event == &c.event_id)
+            .map(|((_, destination), parts)| (destination, parts))
+            .collect();
+        for parts in mine.values() {
+            let distinct: BTreeSet<&String> = parts.iter().collect();
+            if distinct.len() < parts.len() {
+                report.duplicates_keyed += 1; // Discord nonce and webhook keys: all keyed
+            }
+        }
+        let planned: BTreeSet<String> = match decided.get(&c.event_id) {
+            None => {
+                if !o.failed_events.contains(&c.event_id) {
+                    report.undecided += 1;
+                }
+                report.misrouted += mine.len();
+                continue;
+            }
+            Some(RouteDecision::Fail { .. }) => {
+                report.failed_reported += 1;
+                if !o.failed_events.contains(&c.event_id) {
+                    report.lost += 1;
+                }
+                report.misrouted += mine.len();
+                continue;
+            }
+            Some(RouteDecision::Post { posts }) => {
+                posts.iter().map(|post| destination_key(&post.destination)).collect()
+            }
+        };
+        report.posts_expected += planned.len();
+        for destination in &planned {
+            let key = (c.event_id.clone(), destination.clone());
+            if mine.contains_key(destination) {
+                report.posts_received += 1;
+            } else if o.failed_posts.contains(&key) {
+                report.failed_reported += 1;
+            } else {
+                report.lost += 1;
+            }
+        }
+        let unplanned: Vec<&&String> = mine.keys().filter(|d| !planned.contains(**d)).collect();
+        report.misrouted += unplanned.len();
+        if c.policy != DeliveryPolicy::BoundAndRequester {
+            let in_thread_and_parent = mine
+                .keys()
+                .any(|d| parent_of.get(*d).is_some_and(|parent| mine.contains_key(parent)));
+            if in_thread_and_parent {
+                report.main_thread_duplicates += 1;
+            }
+        }
+    }
+}
