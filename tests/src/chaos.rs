@@ -6,7 +6,6 @@
 //! and what `tl.out.*` said: nothing lost, nothing posted twice, never thread + parent.
 
 use crate::events::{completion, new_id, spawn, unbind_session};
-use threadline_schemas::encode;
 use crate::fakes::{FaultCounts, FaultMix};
 use crate::pipeline::{Observed, Options, Pipeline};
 use async_nats::jetstream::{self, consumer};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 use threadline::plumbing::nats::StreamKind;
 use threadline::router::decide::RouteDecision;
 use threadline::store::keys::Keys;
+use threadline_schemas::encode;
 use threadline_schemas::{
     BindingChange, BindingChanged, ConversationRef, DeliveryPolicy, EventRejected, Placement,
     PostDelivered, PostFailed, SessionMode, SessionSpawned,
@@ -56,7 +56,7 @@ impl ChaosConfig {
     pub fn ci(seed: u64) -> Self {
         ChaosConfig {
             seed,
-            sessions: 420,
+            sessions: 580,
             max_completions_per_session: 4,
             unknown_session_completions: 80,
             duplicate_share: 0.12,
@@ -74,12 +74,12 @@ impl ChaosConfig {
     /// The long run of the README: ≥ 20,000 events, ≥ 50 kills.
     pub fn long(seed: u64) -> Self {
         ChaosConfig {
-            sessions: 4_200,
+            sessions: 5_600,
             unknown_session_completions: 800,
             kills: 60,
             nats_restarts: 3,
             redis_restarts: 3,
-            publish_seconds: 360,
+            publish_seconds: 420,
             drain_timeout_seconds: 300,
             ..ChaosConfig::ci(seed)
         }
@@ -148,27 +148,45 @@ impl ChaosReport {
             ("seed", self.seed.to_string()),
             ("cores", self.cores.to_string()),
             ("events published", self.events_published.to_string()),
-            ("spawns / completions", format!("{} / {}", self.spawns, self.completions)),
+            (
+                "spawns / completions",
+                format!("{} / {}", self.spawns, self.completions),
+            ),
             ("posts expected", self.posts_expected.to_string()),
             ("posts received", self.posts_received.to_string()),
             ("LOST", self.lost.to_string()),
             ("failed, reported", self.failed_reported.to_string()),
-            ("DUPLICATES (keyed paths)", self.duplicates_keyed.to_string()),
-            ("duplicates (unkeyed paths)", self.duplicates_unkeyed.to_string()),
-            ("MAIN+THREAD DUPLICATES", self.main_thread_duplicates.to_string()),
+            (
+                "DUPLICATES (keyed paths)",
+                self.duplicates_keyed.to_string(),
+            ),
+            (
+                "duplicates (unkeyed paths)",
+                self.duplicates_unkeyed.to_string(),
+            ),
+            (
+                "MAIN+THREAD DUPLICATES",
+                self.main_thread_duplicates.to_string(),
+            ),
             ("misrouted", self.misrouted.to_string()),
             ("undecided", self.undecided.to_string()),
             ("thread duplicates", self.thread_duplicates.to_string()),
             ("spawns unanswered", self.spawns_unanswered.to_string()),
             ("fallbacks", format!("{:?}", self.fallbacks)),
-            ("re-sends absorbed by key", self.resends_absorbed.to_string()),
+            (
+                "re-sends absorbed by key",
+                self.resends_absorbed.to_string(),
+            ),
             ("worker kills (-9)", self.kills.to_string()),
             ("nats-server restarts", self.nats_restarts.to_string()),
             ("redis-server restarts", self.redis_restarts.to_string()),
             ("discord faults", format!("{:?}", self.discord_faults)),
             ("webhook faults", format!("{:?}", self.webhook_faults)),
             ("publishing took", format!("{:.1} s", self.publish_seconds)),
-            ("drain after last fault", format!("{:.1} s", self.drain_seconds)),
+            (
+                "drain after last fault",
+                format!("{:.1} s", self.drain_seconds),
+            ),
             ("settled", self.settled.to_string()),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -223,14 +241,15 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
     let mut steps = Vec::new();
     let mut completions = Vec::new();
     let mut spawns = Vec::new();
-    let push = |steps: &mut Vec<Step>, at: u64, subject: String, msg_id: String, payload: Vec<u8>| {
-        steps.push(Step {
-            at: Duration::from_millis(at),
-            subject,
-            msg_id,
-            payload,
-        });
-    };
+    let push =
+        |steps: &mut Vec<Step>, at: u64, subject: String, msg_id: String, payload: Vec<u8>| {
+            steps.push(Step {
+                at: Duration::from_millis(at),
+                subject,
+                msg_id,
+                payload,
+            });
+        };
     for i in 0..config.sessions {
         let (requester, placement) = match rng.random_range(0..10) {
             0..=5 => {
@@ -243,15 +262,33 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
                 (channel, placement)
             }
             6..=7 => (
-                Pipeline::webhook_conversation("plain", &format!("chat-{}", rng.random_range(0..6))),
-                if rng.random_bool(0.5) { Placement::None } else { Placement::Current },
+                Pipeline::webhook_conversation(
+                    "plain",
+                    &format!("chat-{}", rng.random_range(0..6)),
+                ),
+                if rng.random_bool(0.5) {
+                    Placement::None
+                } else {
+                    Placement::Current
+                },
             ),
             _ => (
-                Pipeline::webhook_conversation("threads", &format!("room-{}", rng.random_range(0..4))),
-                if rng.random_bool(0.6) { Placement::Child } else { Placement::None },
+                Pipeline::webhook_conversation(
+                    "threads",
+                    &format!("room-{}", rng.random_range(0..4)),
+                ),
+                if rng.random_bool(0.6) {
+                    Placement::Child
+                } else {
+                    Placement::None
+                },
             ),
         };
-        let mode = if rng.random_bool(0.3) { SessionMode::Run } else { SessionMode::Session };
+        let mode = if rng.random_bool(0.3) {
+            SessionMode::Run
+        } else {
+            SessionMode::Session
+        };
         let mut request = spawn(&requester, placement, mode);
         request.thread_name = Some(format!("chaos-{}-{i}", config.seed));
         request.delivery = match rng.random_range(0..20) {
@@ -263,9 +300,21 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
         let session_key = threadline::ids::session_key(&request.agent_id, &request.event_id);
         spawns.push(request.event_id.clone());
         let bytes = encode(&request);
-        push(&mut steps, spawn_at, s.in_spawn(), request.event_id.clone(), bytes.clone());
+        push(
+            &mut steps,
+            spawn_at,
+            s.in_spawn(),
+            request.event_id.clone(),
+            bytes.clone(),
+        );
         if rng.random_bool(config.duplicate_share) {
-            push(&mut steps, spawn_at + rng.random_range(0..3_000), s.in_spawn(), new_id(), bytes);
+            push(
+                &mut steps,
+                spawn_at + rng.random_range(0..3_000),
+                s.in_spawn(),
+                new_id(),
+                bytes,
+            );
         }
         let count = match mode {
             SessionMode::Run => 1,
@@ -281,19 +330,39 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
             let tag = marker(&done.event_id);
             done.content = if rng.random_bool(0.08) {
                 // Long: split into parts on Discord; every part carries the marker.
-                (0..40).map(|line| format!("{tag} line {line:02} {}\n", "x".repeat(60))).collect()
+                (0..40)
+                    .map(|line| format!("{tag} line {line:02} {}\n", "x".repeat(60)))
+                    .collect()
             } else {
                 format!("{tag} completion {j} of session {i}")
             };
             let bytes = encode(&done);
-            push(&mut steps, at, s.in_completion(), done.event_id.clone(), bytes.clone());
+            push(
+                &mut steps,
+                at,
+                s.in_completion(),
+                done.event_id.clone(),
+                bytes.clone(),
+            );
             if rng.random_bool(config.duplicate_share) {
-                push(&mut steps, at + rng.random_range(0..5_000), s.in_completion(), new_id(), bytes);
+                push(
+                    &mut steps,
+                    at + rng.random_range(0..5_000),
+                    s.in_completion(),
+                    new_id(),
+                    bytes,
+                );
             }
             if racing && j == 0 {
                 let unbind = unbind_session(&session_key, "operator");
                 let when = (at + rng.random_range(0..600)).saturating_sub(300);
-                push(&mut steps, when, s.in_control(), unbind.event_id.clone(), encode(&unbind));
+                push(
+                    &mut steps,
+                    when,
+                    s.in_control(),
+                    unbind.event_id.clone(),
+                    encode(&unbind),
+                );
             }
             completions.push(Expectation {
                 event_id: done.event_id.clone(),
@@ -307,11 +376,20 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
         } else {
             Pipeline::webhook_conversation("plain", &format!("chat-{}", rng.random_range(0..6)))
         };
-        let mut done = completion(&format!("agent:larry:subagent:ghost-{}-{k}", config.seed), "");
+        let mut done = completion(
+            &format!("agent:larry:subagent:ghost-{}-{k}", config.seed),
+            "",
+        );
         done.content = format!("{} unknown session {k}", marker(&done.event_id));
         done.requester = Some(requester);
         let at = rng.random_range(0..window);
-        push(&mut steps, at, s.in_completion(), done.event_id.clone(), encode(&done));
+        push(
+            &mut steps,
+            at,
+            s.in_completion(),
+            done.event_id.clone(),
+            encode(&done),
+        );
         completions.push(Expectation {
             event_id: done.event_id,
             policy: DeliveryPolicy::BoundOnly,
@@ -438,12 +516,14 @@ fn outcomes(p: &Pipeline, out: &[Observed]) -> Outcomes {
                 if d.mode == threadline_schemas::DeliveryMode::Fallback {
                     *o.fallbacks.entry(d.reason.clone()).or_default() += 1;
                 }
-                o.delivered.insert((d.event_id.clone(), destination_key(&d.destination)), d);
+                o.delivered
+                    .insert((d.event_id.clone(), destination_key(&d.destination)), d);
             }
         } else if subject == s.out_failed() {
             if let Ok(f) = rmp_serde::from_slice::<PostFailed>(&message.payload) {
                 if let Some(d) = &f.destination {
-                    o.failed_posts.insert((f.event_id.clone(), destination_key(d)));
+                    o.failed_posts
+                        .insert((f.event_id.clone(), destination_key(d)));
                 }
                 o.failed_events.insert(f.event_id);
             }
@@ -496,14 +576,17 @@ async fn decisions(p: &Pipeline, event_ids: &[String]) -> HashMap<String, RouteD
 /// Whether every completion and spawn has its terminal outcome.
 fn settled(work: &Workload, decided: &HashMap<String, RouteDecision>, o: &Outcomes) -> bool {
     let spawns = work.spawns.iter().all(|id| o.answered_spawns.contains(id));
-    let completions = work.completions.iter().all(|c| match decided.get(&c.event_id) {
-        None => o.failed_events.contains(&c.event_id),
-        Some(RouteDecision::Fail { .. }) => o.failed_events.contains(&c.event_id),
-        Some(RouteDecision::Post { posts }) => posts.iter().all(|post| {
-            let key = (c.event_id.clone(), destination_key(&post.destination));
-            o.delivered.contains_key(&key) || o.failed_posts.contains(&key)
-        }),
-    });
+    let completions = work
+        .completions
+        .iter()
+        .all(|c| match decided.get(&c.event_id) {
+            None => o.failed_events.contains(&c.event_id),
+            Some(RouteDecision::Fail { .. }) => o.failed_events.contains(&c.event_id),
+            Some(RouteDecision::Post { posts }) => posts.iter().all(|post| {
+                let key = (c.event_id.clone(), destination_key(&post.destination));
+                o.delivered.contains_key(&key) || o.failed_posts.contains(&key)
+            }),
+        });
     spawns && completions
 }
 
@@ -557,7 +640,10 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let mut fleet = Vec::new();
     for role in &roles {
         for instance in 0..config.instances {
-            let log = logs.path().join(format!("{}-{instance}.log", role[1..].join("-").replace(':', "_")));
+            let log = logs.path().join(format!(
+                "{}-{instance}.log",
+                role[1..].join("-").replace(':', "_")
+            ));
             let child = start_worker(&p, role, &log);
             fleet.push(WorkerProcess {
                 args: role.clone(),
@@ -573,10 +659,20 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         .map(|_| (window.mul_f64(rng.random_range(0.05..1.0)), "kill"))
         .collect();
     for n in 0..config.nats_restarts {
-        faults.push((window.mul_f64((n as f64 + 0.45) / config.nats_restarts as f64).min(window), "nats"));
+        faults.push((
+            window
+                .mul_f64((n as f64 + 0.45) / config.nats_restarts as f64)
+                .min(window),
+            "nats",
+        ));
     }
     for n in 0..config.redis_restarts {
-        faults.push((window.mul_f64((n as f64 + 0.75) / config.redis_restarts as f64).min(window), "redis"));
+        faults.push((
+            window
+                .mul_f64((n as f64 + 0.75) / config.redis_restarts as f64)
+                .min(window),
+            "redis",
+        ));
     }
     faults.sort_by_key(|f| f.0);
 
@@ -599,7 +695,9 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
 
     let mut report = ChaosReport {
         seed: config.seed,
-        cores: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1),
         events_published: work.steps.len(),
         spawns: work.spawns.len(),
         completions: work.completions.len(),
@@ -633,7 +731,11 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
 
     // Quiescence: every spawn answered, every completion decided and each decided post
     // delivered or reported failed.
-    let event_ids: Vec<String> = work.completions.iter().map(|c| c.event_id.clone()).collect();
+    let event_ids: Vec<String> = work
+        .completions
+        .iter()
+        .map(|c| c.event_id.clone())
+        .collect();
     let deadline = quiet_from + Duration::from_secs(config.drain_timeout_seconds);
     let out_stream = StreamKind::Outbound.name(&p.subjects);
     let (decided, o) = loop {
@@ -681,7 +783,10 @@ fn check(
     let mut parent_of: HashMap<String, String> = HashMap::new();
     let mut thread_names: HashMap<String, usize> = HashMap::new();
     for thread in p.discord.threads() {
-        parent_of.insert(format!("discord|{}", thread.id), format!("discord|{}", thread.parent_id));
+        parent_of.insert(
+            format!("discord|{}", thread.id),
+            format!("discord|{}", thread.parent_id),
+        );
         *thread_names.entry(thread.name).or_default() += 1;
     }
     for m in p.discord.messages() {
@@ -695,13 +800,20 @@ fn check(
     for d in p.webhook.deliveries() {
         let channel = format!("webhook:{}", d.name);
         if d.body["action"] == "create_thread" {
-            *thread_names.entry(d.body["name"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            *thread_names
+                .entry(d.body["name"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
             continue;
         }
         let text = d.body["text"].as_str().unwrap_or_default();
-        let conversation = d.body["conversation"]["conversation_id"].as_str().unwrap_or_default();
+        let conversation = d.body["conversation"]["conversation_id"]
+            .as_str()
+            .unwrap_or_default();
         if let Some(parent) = d.body["conversation"]["parent_conversation_id"].as_str() {
-            parent_of.insert(format!("{channel}|{conversation}"), format!("{channel}|{parent}"));
+            parent_of.insert(
+                format!("{channel}|{conversation}"),
+                format!("{channel}|{parent}"),
+            );
         }
         if let Some(event) = event_of(text) {
             stored
@@ -712,7 +824,11 @@ fn check(
     }
     report.resends_absorbed = p.webhook.duplicate_keys_seen();
     report.thread_duplicates = thread_names.values().filter(|n| **n > 1).count();
-    report.spawns_unanswered = work.spawns.iter().filter(|id| !o.answered_spawns.contains(*id)).count();
+    report.spawns_unanswered = work
+        .spawns
+        .iter()
+        .filter(|id| !o.answered_spawns.contains(*id))
+        .count();
     report.fallbacks = o.fallbacks.clone();
 
     for c in &work.completions {
@@ -743,9 +859,10 @@ fn check(
                 report.misrouted += mine.len();
                 continue;
             }
-            Some(RouteDecision::Post { posts }) => {
-                posts.iter().map(|post| destination_key(&post.destination)).collect()
-            }
+            Some(RouteDecision::Post { posts }) => posts
+                .iter()
+                .map(|post| destination_key(&post.destination))
+                .collect(),
         };
         report.posts_expected += planned.len();
         for destination in &planned {
@@ -761,9 +878,11 @@ fn check(
         let unplanned: Vec<&&String> = mine.keys().filter(|d| !planned.contains(**d)).collect();
         report.misrouted += unplanned.len();
         if c.policy != DeliveryPolicy::BoundAndRequester {
-            let in_thread_and_parent = mine
-                .keys()
-                .any(|d| parent_of.get(*d).is_some_and(|parent| mine.contains_key(parent)));
+            let in_thread_and_parent = mine.keys().any(|d| {
+                parent_of
+                    .get(*d)
+                    .is_some_and(|parent| mine.contains_key(parent))
+            });
             if in_thread_and_parent {
                 report.main_thread_duplicates += 1;
             }

@@ -476,7 +476,10 @@ mod tests {
             event_age_ms: 2_000,
             ..ctx(&channels)
         };
-        assert!(matches!(decide(&completion(), None, young), Route::Wait { .. }));
+        assert!(matches!(
+            decide(&completion(), None, young),
+            Route::Wait { .. }
+        ));
     }
 
     #[test]
