@@ -5,7 +5,7 @@
 use std::time::Duration;
 use threadline_schemas::{DeliveryMode, DeliveryPolicy, Placement, SessionMode};
 use threadline_tests::events::{completion, new_id, spawn};
-use threadline_tests::pipeline::Pipeline;
+use threadline_tests::pipeline::{Options, Pipeline};
 
 const PARENT: &str = "100000000000000001";
 
@@ -386,4 +386,28 @@ async fn a_run_session_completes_expires_and_frees_its_label() {
     let reused = p.wait_spawned(&second.event_id).await;
     assert_ne!(reused.session_key, session_key);
     assert_eq!(reused.label.as_deref(), Some("one-shot"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_that_overtakes_its_spawn_is_routed_as_the_spawn_says() {
+    // Found while building the chaos runner: with the binder slower than the router (a
+    // killed binder instance, a backlog), a completion published right after its spawn
+    // reached the router first and was decided — for good — as `unknown_session`.
+    let p = Pipeline::start_with(Options {
+        tune: |c| c.unknown_session_grace_ms = 10_000,
+        ..Options::default()
+    })
+    .await;
+    let requester = Pipeline::webhook_conversation("plain", "chat-3");
+    let s = spawn(&requester, Placement::Current, SessionMode::Session);
+    let session_key = threadline::ids::session_key(&s.agent_id, &s.event_id);
+    let mut c = completion(&session_key, "after all");
+    c.requester = Some(requester.clone());
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].mode, DeliveryMode::Bound, "{delivered:?}");
+    assert_eq!(delivered[0].destination, requester);
 }
