@@ -184,7 +184,7 @@ impl ChaosReport {
             ("webhook faults", format!("{:?}", self.webhook_faults)),
             ("publishing took", format!("{:.1} s", self.publish_seconds)),
             (
-                "drain after last fault",
+                "drain after last fault+publish",
                 format!("{:.1} s", self.drain_seconds),
             ),
             ("settled", self.settled.to_string()),
