@@ -111,6 +111,9 @@ pub struct ChaosReport {
     pub misrouted: usize,
     /// Completions without a stored decision and without `tl.out.failed`.
     pub undecided: usize,
+    /// Completions of spawned sessions decided as if the session were unknown (the
+    /// completion overtook its spawn): posted to the wrong place or not at all.
+    pub decided_unknown: usize,
     /// Threads created more than once for one binding.
     pub thread_duplicates: usize,
     /// Spawns with neither `tl.out.spawned` nor `tl.out.rejected`.
@@ -138,6 +141,7 @@ impl ChaosReport {
             && self.main_thread_duplicates == 0
             && self.misrouted == 0
             && self.undecided == 0
+            && self.decided_unknown == 0
             && self.thread_duplicates == 0
             && self.spawns_unanswered == 0
     }
@@ -170,6 +174,10 @@ impl ChaosReport {
             ),
             ("misrouted", self.misrouted.to_string()),
             ("undecided", self.undecided.to_string()),
+            (
+                "spawned but decided unknown",
+                self.decided_unknown.to_string(),
+            ),
             ("thread duplicates", self.thread_duplicates.to_string()),
             ("spawns unanswered", self.spawns_unanswered.to_string()),
             ("fallbacks", format!("{:?}", self.fallbacks)),
@@ -208,6 +216,8 @@ struct Step {
 struct Expectation {
     event_id: String,
     policy: DeliveryPolicy,
+    /// False for completions of sessions that were never spawned.
+    spawned: bool,
 }
 
 /// The seeded workload.
@@ -367,6 +377,7 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
             completions.push(Expectation {
                 event_id: done.event_id.clone(),
                 policy: request.delivery,
+                spawned: true,
             });
         }
     }
@@ -393,6 +404,7 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
         completions.push(Expectation {
             event_id: done.event_id,
             policy: DeliveryPolicy::BoundOnly,
+            spawned: false,
         });
     }
     steps.sort_by_key(|step| step.at);
@@ -832,6 +844,16 @@ fn check(
     report.fallbacks = o.fallbacks.clone();
 
     for c in &work.completions {
+        let unknown = match decided.get(&c.event_id) {
+            Some(RouteDecision::Fail { code, .. }) => code == "no_destination",
+            Some(RouteDecision::Post { posts }) => {
+                posts.iter().any(|p| p.reason == "unknown_session")
+            }
+            None => false,
+        };
+        if c.spawned && unknown {
+            report.decided_unknown += 1;
+        }
         let mine: BTreeMap<&String, &Vec<String>> = stored
             .iter()
             .filter(|((event, _), _)| event == &c.event_id)

@@ -55,6 +55,12 @@ async fn chaos_run_loses_nothing_and_duplicates_nothing() {
     assert_eq!(report.misrouted, 0, "misrouted:\n{}", report.table());
     assert_eq!(report.undecided, 0, "undecided:\n{}", report.table());
     assert_eq!(
+        report.decided_unknown,
+        0,
+        "decided as unknown:\n{}",
+        report.table()
+    );
+    assert_eq!(
         report.thread_duplicates,
         0,
         "threads created twice:\n{}",
