@@ -2,6 +2,7 @@
 //! Each carries `v` so consumers can version-check exactly like Threadline does.
 
 use crate::common::{BindingRecord, ConversationRef, DeliveryMode, SessionMode};
+use crate::inbound::Author;
 use serde::{Deserialize, Serialize};
 
 fn v1() -> u32 {
@@ -106,12 +107,63 @@ pub struct BindingChanged {
 }
 
 /// `tl.out.unbound`: an inbound message matched no binding; the gateway handles it normally.
+/// Carries the message itself, so the gateway needs no state of its own to do that.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageUnbound {
     #[serde(default = "v1")]
     pub v: u32,
     pub event_id: String,
     pub conversation: ConversationRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Author>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+/// Where a session input came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputSource {
+    /// A person wrote in a conversation the session is bound to (`tl.in.message.*`).
+    Message,
+    /// Another session or service sent it (`tl.in.send`).
+    Send,
+    /// A child session finished (a nested completion).
+    Completion,
+}
+
+/// How one target of a `tl.in.send` fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendOutcome {
+    /// The input is on `tl.agent.<agent_id>`.
+    Delivered,
+    /// No such session (or label, or no session bound to the conversation).
+    NotFound,
+    /// The session exists but has ended.
+    Ended,
+}
+
+/// One target of a `tl.in.send`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendResult {
+    /// The session, when the target resolved to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    pub outcome: SendOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `tl.out.sent`: the result of a `tl.in.send`, naming each target and its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendCompleted {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub event_id: String,
+    pub results: Vec<SendResult>,
 }
 
 /// `tl.agent.<agent_id>`: input for one session.
@@ -122,6 +174,11 @@ pub struct SessionInput {
     pub event_id: String,
     pub session_key: String,
     pub text: String,
-    /// Where the input came from; replies to it belong there.
+    /// Where the input came from; replies to it belong there. Along a chain of nested
+    /// sessions this stays the root conversation (and thread).
     pub origin: ConversationRef,
+    pub source: InputSource,
+    /// The sending session (`tl.in.send` with `from_session_key`, or the finished child).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_session_key: Option<String>,
 }

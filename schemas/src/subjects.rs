@@ -97,6 +97,9 @@ impl Subjects {
     pub fn out_unbound(&self) -> String {
         self.s("out.unbound")
     }
+    pub fn out_sent(&self) -> String {
+        self.s("out.sent")
+    }
     pub fn out_all(&self) -> String {
         self.s("out.>")
     }
@@ -113,6 +116,12 @@ impl Subjects {
     }
     pub fn dlq_all(&self) -> String {
         self.s("dlq.>")
+    }
+
+    // Core NATS broadcasts (not stored): every instance of a worker hears them.
+    /// Credentials of `channel` were rotated: deliverers re-read their token source.
+    pub fn ctl_credentials(&self, channel: &str) -> String {
+        self.s(&format!("ctl.credentials.{channel}"))
     }
 }
 

@@ -14,8 +14,8 @@ use threadline_schemas::codec::Versioned;
 use threadline_schemas::{
     decode, encode, BindingChanged, CompletionReported, ControlRequested, DecodeError,
     DeliveryCommand, Encoding, EventRejected, MessageReceived, MessageUnbound, PostDelivered,
-    PostFailed, RejectCode, SendRequested, SessionInput, SessionSpawned, SpawnRequested, Validate,
-    DEFAULT_MAX_EVENT_BYTES,
+    PostFailed, RejectCode, SendCompleted, SendRequested, SessionInput, SessionSpawned,
+    SpawnRequested, Validate, DEFAULT_MAX_EVENT_BYTES,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ macro_rules! contract {
 contract!(read_checked: SpawnRequested, CompletionReported, SendRequested, MessageReceived,
     ControlRequested, DeliveryCommand);
 contract!(read_plain: SessionSpawned, EventRejected, PostDelivered, PostFailed, BindingChanged,
-    MessageUnbound, SessionInput);
+    MessageUnbound, SendCompleted, SessionInput);
 
 /// One contract event: its schema/fixture name, its Rust type and how to exercise it.
 struct Event {
@@ -104,6 +104,7 @@ fn events() -> Vec<Event> {
         event!("failed", PostFailed, false),
         event!("binding", BindingChanged, false),
         event!("unbound", MessageUnbound, false),
+        event!("sent", SendCompleted, false),
         event!("session_input", SessionInput, false),
     ]
 }

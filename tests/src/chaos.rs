@@ -594,6 +594,8 @@ fn settled(work: &Workload, decided: &HashMap<String, RouteDecision>, o: &Outcom
         .all(|c| match decided.get(&c.event_id) {
             None => o.failed_events.contains(&c.event_id),
             Some(RouteDecision::Fail { .. }) => o.failed_events.contains(&c.event_id),
+            // Nested sessions report to their parent; the chaos workload spawns none.
+            Some(RouteDecision::Input { .. }) => true,
             Some(RouteDecision::Post { posts }) => posts.iter().all(|post| {
                 let key = (c.event_id.clone(), destination_key(&post.destination));
                 o.delivered.contains_key(&key) || o.failed_posts.contains(&key)
@@ -849,7 +851,7 @@ fn check(
             Some(RouteDecision::Post { posts }) => {
                 posts.iter().any(|p| p.reason == "unknown_session")
             }
-            None => false,
+            Some(RouteDecision::Input { .. }) | None => false,
         };
         if c.spawned && unknown {
             report.decided_unknown += 1;
@@ -877,6 +879,10 @@ fn check(
                 if !o.failed_events.contains(&c.event_id) {
                     report.undecided += 1;
                 }
+                report.misrouted += mine.len();
+                continue;
+            }
+            Some(RouteDecision::Input { .. }) => {
                 report.misrouted += mine.len();
                 continue;
             }

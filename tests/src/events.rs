@@ -1,8 +1,8 @@
 //! Builders for the events tests publish, with fresh ids and the defaults of DESIGN §2.
 
 use threadline_schemas::{
-    CompletionReported, ControlOp, ControlRequested, ConversationRef, Placement, Requester,
-    RunStatus, SessionMode, SpawnRequested,
+    Author, CompletionReported, ControlOp, ControlRequested, ConversationRef, MessageReceived,
+    Placement, Requester, RunStatus, SendRequested, SendTarget, SessionMode, SpawnRequested,
 };
 
 /// A fresh event id.
@@ -62,6 +62,51 @@ pub fn unbind_session(session_key: &str, reason: &str) -> ControlRequested {
         binding_id: None,
         session_key: Some(session_key.into()),
         reason: Some(reason.into()),
+        channel: None,
+        account_id: None,
+    }
+}
+
+/// A person (or, with `is_bot`, a bot) writing `text` in `conversation`.
+pub fn message(
+    conversation: &ConversationRef,
+    author: &str,
+    is_bot: bool,
+    text: &str,
+) -> MessageReceived {
+    MessageReceived {
+        v: 1,
+        event_id: new_id(),
+        conversation: conversation.clone(),
+        text: text.into(),
+        author: Author {
+            id: author.into(),
+            is_bot,
+        },
+        message_id: Some(new_id()),
+    }
+}
+
+/// A `tl.in.send` of `text` to `target`.
+pub fn send(target: SendTarget, text: &str) -> SendRequested {
+    SendRequested {
+        v: 1,
+        event_id: new_id(),
+        message: text.into(),
+        target,
+        from_session_key: Some("agent:larry:main".into()),
+    }
+}
+
+/// An operator control event.
+pub fn control(op: ControlOp) -> ControlRequested {
+    ControlRequested {
+        v: 1,
+        event_id: new_id(),
+        op,
+        binding_id: None,
+        session_key: None,
+        reason: None,
         channel: None,
         account_id: None,
     }

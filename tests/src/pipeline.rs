@@ -18,7 +18,7 @@ use threadline::config::{Config, Secret, WebhookConfig};
 use threadline::plumbing::nats::{ensure_streams, StreamKind};
 use threadline_schemas::{
     BindingChange, BindingChanged, ConversationRef, EventRejected, PostDelivered, PostFailed,
-    SessionSpawned, SpawnRequested, Subjects,
+    SessionInput, SessionSpawned, SpawnRequested, Subjects,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -143,6 +143,8 @@ impl Pipeline {
             max_attempts: 6,
             claim_lease_ms: 2_000,
             pending_timeout_ms: 5_000,
+            unknown_session_grace_ms: 500,
+            sweep_interval_ms: 200,
             http_timeout_ms: 1_500,
             drain_timeout_ms: 5_000,
             ..Config::default()
@@ -155,7 +157,11 @@ impl Pipeline {
                 url: webhook.url("plain"),
                 threads: false,
                 token: None,
+                token_file: None,
                 max_message_chars: 4000,
+                idle_timeout_ms: None,
+                max_age_ms: None,
+                own_author_ids: Vec::new(),
             },
         );
         config.webhooks.insert(
@@ -164,7 +170,11 @@ impl Pipeline {
                 url: webhook.url("threads"),
                 threads: true,
                 token: None,
+                token_file: None,
                 max_message_chars: 4000,
+                idle_timeout_ms: None,
+                max_age_ms: None,
+                own_author_ids: Vec::new(),
             },
         );
         (options.tune)(&mut config);
@@ -206,6 +216,12 @@ impl Pipeline {
             pipeline.start_in_process().await;
         }
         pipeline
+    }
+
+    /// Writes `self.config` to the file worker processes read (after a test changed it).
+    pub fn rewrite_config_file(&self) {
+        let toml = toml::to_string(&self.config).expect("config as TOML");
+        std::fs::write(&self.config_file, toml).expect("write config file");
     }
 
     /// Starts `run all` in this process.
@@ -292,6 +308,41 @@ impl Pipeline {
     }
     pub fn spawned(&self) -> Vec<SessionSpawned> {
         self.observer.events(&self.subjects.out_spawned())
+    }
+
+    /// Every session input Threadline published (`tl.agent.*`).
+    pub fn inputs(&self) -> Vec<SessionInput> {
+        self.observer
+            .raw(&format!("{}.agent.", self.subjects.prefix()))
+            .into_iter()
+            .map(|o| rmp_serde::from_slice(&o.payload).expect("session input"))
+            .collect()
+    }
+
+    /// Waits until `n` session inputs of `event_id` were published.
+    pub async fn wait_inputs(&self, event_id: &str, n: usize) -> Vec<SessionInput> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let found: Vec<SessionInput> = self
+                .inputs()
+                .into_iter()
+                .filter(|i| i.event_id == event_id)
+                .collect();
+            if found.len() >= n || Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Direct access to Threadline's Redis state, for checks events cannot show.
+    pub async fn store(&self) -> threadline::store::Store {
+        let conn = redis::Client::open(self.redis.url())
+            .expect("redis url")
+            .get_connection_manager()
+            .await
+            .expect("redis connection");
+        threadline::store::Store::new(conn, &self.config)
     }
 
     /// Waits for the `tl.out.spawned` of `event_id`.

@@ -164,29 +164,28 @@ async fn rate_limits_are_waited_out_and_server_errors_retried_without_duplicates
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_platform_errors_are_not_retried_and_are_reported() {
     let p = Pipeline::start().await;
-    let parent = Pipeline::discord_channel(PARENT);
-    let s = spawn(&parent, Placement::Child, SessionMode::Session);
-    let (session_key, thread) = p.spawn_in_thread(&s).await;
-    p.discord.delete_channel(&thread.conversation_id);
-    let before = p.discord.request_count();
-    let c = completion(&session_key, "into the void");
+    let requester = Pipeline::webhook_conversation("plain", "chat-5");
+    let s = spawn(&requester, Placement::None, SessionMode::Session);
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    // The receiver wants a token this deployment does not have: 401, and re-reading the
+    // credentials does not change them, so it is permanent.
+    p.webhook.require_token(Some("a-token-we-do-not-have"));
+    let before = p.webhook.request_count();
+    let c = completion(&session_key, "refused");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
     let failed = p.wait_failed(&c.event_id).await;
-    assert_eq!(failed.code, "thread_deleted");
-    assert_eq!(
-        failed
-            .destination
-            .as_ref()
-            .map(|d| d.conversation_id.clone()),
-        Some(thread.conversation_id)
-    );
+    assert_eq!(failed.code, "unauthorized");
+    assert_eq!(failed.destination.as_ref(), Some(&requester));
+    assert_eq!(failed.attempts, 1);
     p.settle(Duration::from_millis(800)).await;
     assert_eq!(
-        p.discord.request_count() - before,
+        p.webhook.request_count() - before,
         1,
-        "a 404 is not retried"
+        "a 401 is not retried"
     );
     assert!(p.delivered().iter().all(|d| d.event_id != c.event_id));
+    assert!(p.webhook.deliveries().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,13 +3,17 @@
 
 use crate::binder::{Control, Spawner};
 use crate::config::Config;
+use crate::deliver::credentials::Credentials;
 use crate::deliver::discord::Discord;
 use crate::deliver::webhook::Webhook;
 use crate::deliver::Deliverer;
 use crate::plumbing::nats::{durable_name, ensure_consumer, jetstream, StreamKind};
 use crate::plumbing::runloop::{run, Handler};
 use crate::plumbing::{health, Plumbing};
+use crate::router::inbound::Inbound;
+use crate::router::send::Sender;
 use crate::router::Router;
+use futures::StreamExt;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +36,13 @@ pub enum StartError {
     Topology(#[from] crate::plumbing::nats::TopologyError),
     #[error("channel {0} is not configured (set its token, or add [webhooks.<name>])")]
     UnknownChannel(String),
+    #[error("cannot read the credentials of {channel}: {source}")]
+    Credentials {
+        channel: String,
+        source: std::io::Error,
+    },
+    #[error("cannot subscribe to control broadcasts: {0}")]
+    Subscribe(String),
     #[error("cannot serve health endpoints on {addr}: {source}")]
     Health {
         addr: String,
@@ -115,6 +126,9 @@ pub async fn start(
             &plumbing,
         );
     }
+    if matches!(role, Role::All | Role::Binder) {
+        tasks.spawn(crate::lifecycle::sweeper::run(plumbing.clone()));
+    }
     if matches!(role, Role::All | Role::Router) {
         let completions = ensure_consumer(
             &js,
@@ -131,6 +145,31 @@ pub async fn start(
             completions,
             &plumbing,
         );
+        let messages = ensure_consumer(
+            &js,
+            subjects,
+            StreamKind::Inbound,
+            "router-message",
+            subjects.in_message_any(),
+            &config,
+        )
+        .await?;
+        spawn_loop(
+            &mut tasks,
+            Inbound::new(plumbing.clone()),
+            messages,
+            &plumbing,
+        );
+        let sends = ensure_consumer(
+            &js,
+            subjects,
+            StreamKind::Inbound,
+            "router-send",
+            subjects.in_send(),
+            &config,
+        )
+        .await?;
+        spawn_loop(&mut tasks, Sender::new(plumbing.clone()), sends, &plumbing);
     }
     for channel in channels {
         let consumer = ensure_consumer(
@@ -142,29 +181,33 @@ pub async fn start(
             &config,
         )
         .await?;
+        let credentials = Credentials::load(&channel, config.clone()).map_err(|source| {
+            StartError::Credentials {
+                channel: channel.clone(),
+                source,
+            }
+        })?;
+        watch_credentials(&mut tasks, &plumbing, &channel, credentials.clone()).await?;
         if channel == "discord" {
             let adapter = Discord::new(
                 &config.discord.api_base,
-                config.discord.token.clone(),
+                credentials.clone(),
                 config.http_timeout(),
             );
-            spawn_loop(
-                &mut tasks,
-                Deliverer::new(adapter, plumbing.clone()),
-                consumer,
-                &plumbing,
-            );
+            let deliverer = Deliverer::new(adapter, credentials, plumbing.clone());
+            spawn_loop(&mut tasks, deliverer, consumer, &plumbing);
         } else if let Some((name, webhook)) = channel
             .strip_prefix("webhook:")
             .and_then(|name| config.webhooks.get_key_value(name))
         {
-            let adapter = Webhook::new(name, webhook.clone(), config.http_timeout());
-            spawn_loop(
-                &mut tasks,
-                Deliverer::new(adapter, plumbing.clone()),
-                consumer,
-                &plumbing,
+            let adapter = Webhook::new(
+                name,
+                webhook.clone(),
+                credentials.clone(),
+                config.http_timeout(),
             );
+            let deliverer = Deliverer::new(adapter, credentials, plumbing.clone());
+            spawn_loop(&mut tasks, deliverer, consumer, &plumbing);
         }
     }
     plumbing.health.set_ready(true);
@@ -180,6 +223,41 @@ pub async fn start(
         plumbing,
         tasks,
     })
+}
+
+/// Re-reads a channel's credentials when any instance hears `credentials_rotated` (a core
+/// NATS broadcast every deliverer instance receives) and, as a backstop for a missed
+/// broadcast, every `credentials_reload_ms`.
+async fn watch_credentials(
+    tasks: &mut JoinSet<()>,
+    plumbing: &Plumbing,
+    channel: &str,
+    credentials: Arc<Credentials>,
+) -> Result<(), StartError> {
+    let mut rotated = plumbing
+        .nats
+        .subscribe(plumbing.subjects.ctl_credentials(channel))
+        .await
+        .map_err(|e| StartError::Subscribe(e.to_string()))?;
+    let shutdown = plumbing.shutdown.clone();
+    let every = std::time::Duration::from_millis(plumbing.config.credentials_reload_ms.max(100));
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                message = rotated.next() => {
+                    if message.is_none() {
+                        return;
+                    }
+                    credentials.reload();
+                }
+                _ = tokio::time::sleep(every) => {
+                    credentials.reload();
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 fn spawn_loop<H: Handler>(

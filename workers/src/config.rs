@@ -6,7 +6,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
@@ -90,6 +90,26 @@ pub struct Config {
     pub discord: DiscordConfig,
     /// Generic HTTP channels, `webhook:<name>`; TOML only.
     pub webhooks: BTreeMap<String, WebhookConfig>,
+    /// How often the binding sweeper looks for expired bindings.
+    pub sweep_interval_ms: u64,
+    /// How often deliverers re-read their token source, besides `credentials_rotated`.
+    pub credentials_reload_ms: u64,
+    /// The file this configuration was loaded from; re-read when credentials rotate.
+    #[serde(skip)]
+    pub source_file: Option<PathBuf>,
+}
+
+/// Per-channel binding lifecycle and identity settings (the same keys in `[discord]` and
+/// in each `[webhooks.<name>]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelPolicy {
+    /// Idle timeout for bindings on this channel when the spawn names none.
+    pub idle_timeout_ms: Option<u64>,
+    /// Maximum binding age on this channel when the spawn names none (default: off).
+    pub max_age_ms: Option<u64>,
+    /// Author ids that are Threadline itself (bot user, persona webhooks): their messages
+    /// are never input. The bot's id is also learned from the platform's answers.
+    pub own_author_ids: Vec<String>,
 }
 
 /// The Discord adapter; enabled when `token` is set.
@@ -98,6 +118,12 @@ pub struct Config {
 pub struct DiscordConfig {
     pub api_base: String,
     pub token: Secret,
+    /// A file holding the token (a mounted secret); takes precedence over `token` and is
+    /// re-read on rotation.
+    pub token_file: Option<PathBuf>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_age_ms: Option<u64>,
+    pub own_author_ids: Vec<String>,
 }
 
 impl Default for DiscordConfig {
@@ -105,6 +131,10 @@ impl Default for DiscordConfig {
         DiscordConfig {
             api_base: "https://discord.com/api/v10".into(),
             token: Secret::default(),
+            token_file: None,
+            idle_timeout_ms: None,
+            max_age_ms: None,
+            own_author_ids: Vec::new(),
         }
     }
 }
@@ -120,8 +150,17 @@ pub struct WebhookConfig {
     /// Sent as `Authorization: Bearer <token>` when set.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A file holding the token; re-read on rotation.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     #[serde(default = "default_webhook_chars")]
     pub max_message_chars: usize,
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
+    #[serde(default)]
+    pub own_author_ids: Vec<String>,
 }
 
 fn default_webhook_chars() -> usize {
@@ -154,6 +193,9 @@ impl Default for Config {
             drain_timeout_ms: 20_000,
             discord: DiscordConfig::default(),
             webhooks: BTreeMap::new(),
+            sweep_interval_ms: 30_000,
+            credentials_reload_ms: 60_000,
+            source_file: None,
         }
     }
 }
@@ -182,8 +224,19 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "redis_timeout_ms",
     "stream_max_age_ms",
     "drain_timeout_ms",
+    "sweep_interval_ms",
+    "credentials_reload_ms",
 ];
-const ENV_SECTIONS: &[(&str, &[&str])] = &[("discord", &["api_base", "token"])];
+const ENV_SECTIONS: &[(&str, &[&str])] = &[(
+    "discord",
+    &[
+        "api_base",
+        "token",
+        "token_file",
+        "idle_timeout_ms",
+        "max_age_ms",
+    ],
+)];
 
 fn env_key(key: &str) -> Option<String> {
     if ENV_TOP_LEVEL.contains(&key) {
@@ -209,7 +262,11 @@ impl Config {
                 Env::prefixed("THREADLINE_")
                     .filter_map(|key| env_key(key.as_str()).map(Into::into)),
             )
-            .extract()
+            .extract::<Config>()
+            .map(|mut config| {
+                config.source_file = file.map(Path::to_path_buf);
+                config
+            })
             .map_err(Box::new)
     }
 
@@ -223,11 +280,52 @@ impl Config {
         Duration::from_millis(self.http_timeout_ms)
     }
 
+    /// The lifecycle and identity settings of `channel`.
+    pub fn policy(&self, channel: &str) -> Option<ChannelPolicy> {
+        if channel == "discord" {
+            let d = &self.discord;
+            return Some(ChannelPolicy {
+                idle_timeout_ms: d.idle_timeout_ms,
+                max_age_ms: d.max_age_ms,
+                own_author_ids: d.own_author_ids.clone(),
+            });
+        }
+        channel
+            .strip_prefix("webhook:")
+            .and_then(|name| self.webhooks.get(name))
+            .map(|w| ChannelPolicy {
+                idle_timeout_ms: w.idle_timeout_ms,
+                max_age_ms: w.max_age_ms,
+                own_author_ids: w.own_author_ids.clone(),
+            })
+    }
+
+    /// The token of `channel` as configured now: its token file when it has one, else the
+    /// value from the file or environment. `None` when the channel is not configured.
+    pub fn token(&self, channel: &str) -> Option<Result<Secret, std::io::Error>> {
+        let (file, value) = if channel == "discord" {
+            (
+                self.discord.token_file.as_ref(),
+                Some(self.discord.token.clone()),
+            )
+        } else {
+            let hook = channel
+                .strip_prefix("webhook:")
+                .and_then(|n| self.webhooks.get(n))?;
+            (hook.token_file.as_ref(), hook.token.clone())
+        };
+        Some(match (file, value) {
+            (Some(path), _) => std::fs::read_to_string(path).map(|t| Secret::new(t.trim())),
+            (None, Some(value)) => Ok(value),
+            (None, None) => Ok(Secret::default()),
+        })
+    }
+
     /// The channels this deployment can deliver to: `discord` when it has a token, and
     /// `webhook:<name>` for every configured webhook.
     pub fn channels(&self) -> Vec<String> {
         let mut channels = Vec::new();
-        if !self.discord.token.is_empty() {
+        if !self.discord.token.is_empty() || self.discord.token_file.is_some() {
             channels.push("discord".to_owned());
         }
         channels.extend(self.webhooks.keys().map(|name| format!("webhook:{name}")));

@@ -32,6 +32,11 @@ pub fn post_delivery_id(event_id: &str, destination: &ConversationRef) -> String
     format!("p-{}", v5(&["post", event_id, &destination.key()]).simple())
 }
 
+/// The one farewell of one binding.
+pub fn farewell_delivery_id(binding_id: &str) -> String {
+    format!("f-{}", v5(&["farewell", binding_id]).simple())
+}
+
 /// Thread creation for one binding.
 pub fn thread_delivery_id(binding_id: &str) -> String {
     format!("t-{}", v5(&["thread", binding_id]).simple())
@@ -61,6 +66,15 @@ pub mod msg_id {
     }
     pub fn binding(binding_id: &str, change: &str) -> String {
         format!("binding:{binding_id}:{change}")
+    }
+    pub fn input(event_id: &str, session_key: &str) -> String {
+        format!("input:{event_id}:{session_key}")
+    }
+    pub fn unbound(event_id: &str) -> String {
+        format!("unbound:{event_id}")
+    }
+    pub fn sent(event_id: &str) -> String {
+        format!("sent:{event_id}")
     }
     pub fn dead_letter(stage: &str, stream_seq: u64) -> String {
         format!("dlq:{stage}:{stream_seq}")

@@ -12,6 +12,7 @@ pub mod config;
 pub mod deliver;
 pub mod error;
 pub mod ids;
+pub mod lifecycle;
 pub mod plumbing;
 pub mod router;
 pub mod store;

@@ -8,6 +8,7 @@ pub mod plan;
 use crate::deliver;
 use crate::error::WorkError;
 use crate::ids;
+use crate::lifecycle::{self, Farewell};
 use crate::plumbing::nats::Outgoing;
 use crate::plumbing::runloop::{Attempt, Handler};
 use crate::plumbing::Plumbing;
@@ -97,7 +98,16 @@ impl Handler for Spawner {
         let config = &self.plumbing.config;
         let store = &self.plumbing.store;
         let caps = deliver::capabilities(&spawn.requester.conversation.channel, config);
-        let plan = plan::plan_spawn(spawn, caps, now_ms(), config.default_idle_timeout_ms)?;
+        let policy = config
+            .policy(&spawn.requester.conversation.channel)
+            .unwrap_or_default();
+        let defaults = plan::Defaults {
+            idle_timeout_ms: policy
+                .idle_timeout_ms
+                .unwrap_or(config.default_idle_timeout_ms),
+            max_age_ms: policy.max_age_ms,
+        };
+        let plan = plan::plan_spawn(spawn, caps, now_ms(), defaults)?;
         let session_key = plan.session.session_key.clone();
 
         if let Some(label) = &spawn.label {
@@ -237,20 +247,18 @@ impl Handler for Control {
         match control.op {
             ControlOp::Unbind => {
                 let reason = control.reason.as_deref().unwrap_or("unbound");
-                let mut out = Vec::new();
                 for (session_key, binding_id) in self.targets(control).await? {
-                    if let Some(binding) =
-                        store.end_binding(&session_key, &binding_id, reason).await?
-                    {
-                        out.push(binding_event(
-                            &self.plumbing,
-                            binding,
-                            BindingChange::Ended,
-                            reason,
-                        ));
-                    }
+                    // An operator's unbind is not the session's goodbye: no farewell.
+                    lifecycle::end_binding(
+                        &self.plumbing,
+                        &session_key,
+                        &binding_id,
+                        reason,
+                        Farewell::None,
+                    )
+                    .await?;
                 }
-                self.plumbing.publisher.send_all(out).await
+                Ok(())
             }
             ControlOp::Touch => {
                 for (session_key, binding_id) in self.targets(control).await? {
@@ -258,10 +266,24 @@ impl Handler for Control {
                 }
                 Ok(())
             }
-            ControlOp::CredentialsRotated => Err(WorkError::rejected(
-                RejectCode::CapabilityUnsupported,
-                "credentials_rotated is not supported by this build yet; restart the deliverers",
-            )),
+            ControlOp::CredentialsRotated => {
+                // Every deliverer instance of the channel listens (core NATS, not a queue
+                // group): each re-reads its token source before its next call.
+                let channel = control.channel.as_deref().unwrap_or_default();
+                let subject = self.plumbing.subjects.ctl_credentials(channel);
+                self.plumbing
+                    .nats
+                    .publish(subject, control.event_id.clone().into())
+                    .await
+                    .map_err(|e| WorkError::Nats(e.to_string()))?;
+                self.plumbing
+                    .nats
+                    .flush()
+                    .await
+                    .map_err(|e| WorkError::Nats(e.to_string()))?;
+                tracing::info!(channel, "credentials rotation announced to the deliverers");
+                Ok(())
+            }
         }
     }
 

@@ -19,12 +19,19 @@ pub struct SpawnPlan {
     pub create_thread: Option<String>,
 }
 
+/// Binding lifetimes when the spawn names none (per channel, else deployment-wide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    pub idle_timeout_ms: u64,
+    pub max_age_ms: Option<u64>,
+}
+
 /// Plans `spawn`. `caps` is `None` when the requester's channel has no adapter here.
 pub fn plan_spawn(
     spawn: &SpawnRequested,
     caps: Option<Capabilities>,
     now_ms: u64,
-    default_idle_timeout_ms: u64,
+    defaults: Defaults,
 ) -> Result<SpawnPlan, WorkError> {
     let requester = &spawn.requester.conversation;
     let Some(caps) = caps else {
@@ -67,8 +74,8 @@ pub fn plan_spawn(
         status,
         bound_at: now_ms,
         last_activity_at: now_ms,
-        idle_timeout_ms: spawn.idle_timeout_ms.unwrap_or(default_idle_timeout_ms),
-        max_age_ms: spawn.max_age_ms,
+        idle_timeout_ms: spawn.idle_timeout_ms.unwrap_or(defaults.idle_timeout_ms),
+        max_age_ms: spawn.max_age_ms.or(defaults.max_age_ms),
         delivery: spawn.delivery,
         end_reason: None,
         metadata: spawn.metadata.clone(),
@@ -143,12 +150,21 @@ mod tests {
         }
     }
 
+    const D: Defaults = Defaults {
+        idle_timeout_ms: 9,
+        max_age_ms: None,
+    };
+
     fn no_threads() -> Capabilities {
         webhook::capabilities(&WebhookConfig {
             url: "http://x".into(),
             threads: false,
             token: None,
+            token_file: None,
             max_message_chars: 100,
+            idle_timeout_ms: None,
+            max_age_ms: None,
+            own_author_ids: Vec::new(),
         })
     }
 
@@ -158,7 +174,7 @@ mod tests {
             &spawn("webhook:wa", Placement::None),
             Some(no_threads()),
             5,
-            9,
+            D,
         )
         .unwrap();
         assert_eq!(plan.binding, None);
@@ -175,7 +191,7 @@ mod tests {
             &spawn("webhook:wa", Placement::Child),
             Some(no_threads()),
             5,
-            9,
+            D,
         )
         .unwrap_err();
         assert!(matches!(
@@ -193,7 +209,7 @@ mod tests {
             &spawn("discord", Placement::Child),
             Some(discord::CAPABILITIES),
             5,
-            9,
+            D,
         )
         .unwrap();
         let binding = plan.binding.unwrap();
@@ -212,7 +228,7 @@ mod tests {
             &spawn("webhook:wa", Placement::Current),
             Some(no_threads()),
             5,
-            9,
+            D,
         )
         .unwrap();
         let binding = plan.binding.unwrap();
@@ -222,7 +238,7 @@ mod tests {
 
     #[test]
     fn unknown_channel_is_rejected() {
-        let err = plan_spawn(&spawn("telegram", Placement::None), None, 5, 9).unwrap_err();
+        let err = plan_spawn(&spawn("telegram", Placement::None), None, 5, D).unwrap_err();
         assert!(matches!(
             err,
             WorkError::Rejected {

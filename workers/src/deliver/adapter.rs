@@ -44,6 +44,14 @@ pub struct ThreadRequest<'a> {
     pub session_key: &'a str,
 }
 
+/// What the platform answered to a successful post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub message_id: String,
+    /// The author the platform recorded (our bot's id): learned for echo suppression.
+    pub author_id: Option<String>,
+}
+
 /// A platform call that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlatformError {
@@ -70,11 +78,11 @@ pub trait Adapter: Send + Sync + 'static {
 
     fn capabilities(&self) -> Capabilities;
 
-    /// Posts one message part; returns the platform's message id.
+    /// Posts one message part.
     fn post(
         &self,
         request: PostRequest<'_>,
-    ) -> impl Future<Output = Result<String, PlatformError>> + Send;
+    ) -> impl Future<Output = Result<Receipt, PlatformError>> + Send;
 
     /// Creates a thread; returns the thread as a conversation.
     fn create_thread(

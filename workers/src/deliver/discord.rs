@@ -3,11 +3,12 @@
 //! started from a nonce'd starter message: Discord gives such a thread the starter message's
 //! id and refuses a second thread on it (160004), so creation is idempotent end to end.
 
-use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, ThreadRequest};
+use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
+use super::credentials::Credentials;
 use super::http::{classify, client, transport_error};
-use crate::config::Secret;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
 
@@ -27,7 +28,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 pub struct Discord {
     http: reqwest::Client,
     api_base: String,
-    token: Secret,
+    credentials: Arc<Credentials>,
 }
 
 /// Discord's JSON error body.
@@ -43,6 +44,13 @@ struct ErrorBody {
 
 #[derive(Debug, Deserialize)]
 struct Created {
+    id: String,
+    #[serde(default)]
+    author: Option<Author>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Author {
     id: String,
 }
 
@@ -61,11 +69,11 @@ fn permanent_code(status: u16, code: Option<i64>) -> String {
 }
 
 impl Discord {
-    pub fn new(api_base: &str, token: Secret, timeout: Duration) -> Self {
+    pub fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
         Discord {
             http: client(timeout),
             api_base: api_base.trim_end_matches('/').to_owned(),
-            token,
+            credentials,
         }
     }
 
@@ -77,7 +85,10 @@ impl Discord {
         let response = self
             .http
             .post(format!("{}{path}", self.api_base))
-            .header("Authorization", format!("Bot {}", self.token.expose()))
+            .header(
+                "Authorization",
+                format!("Bot {}", self.credentials.current().expose()),
+            )
             .json(&body)
             .send()
             .await
@@ -112,7 +123,7 @@ impl Discord {
         channel_id: &str,
         content: &str,
         nonce: &str,
-    ) -> Result<String, PlatformError> {
+    ) -> Result<Receipt, PlatformError> {
         let (_, value) = self
             .call(
                 &format!("/channels/{channel_id}/messages"),
@@ -126,7 +137,10 @@ impl Discord {
             )
             .await?;
         serde_json::from_value::<Created>(value)
-            .map(|c| c.id)
+            .map(|c| Receipt {
+                message_id: c.id,
+                author_id: c.author.map(|a| a.id),
+            })
             .map_err(|e| PlatformError::Transient {
                 message: format!("unexpected message body: {e}"),
                 maybe_applied: true,
@@ -143,7 +157,7 @@ impl Adapter for Discord {
         CAPABILITIES
     }
 
-    async fn post(&self, request: PostRequest<'_>) -> Result<String, PlatformError> {
+    async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
         self.create_message(
             &request.conversation.conversation_id,
             request.text,
@@ -163,7 +177,8 @@ impl Adapter for Discord {
                 &format!("🧵 {}", request.name),
                 request.idempotency_key,
             )
-            .await?;
+            .await?
+            .message_id;
         let (status, value) = self
             .call(
                 &format!("/channels/{parent_id}/messages/{starter}/threads"),

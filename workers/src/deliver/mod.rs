@@ -7,6 +7,7 @@
 //! reconciled on `tl.out.delivered`.
 
 pub mod adapter;
+pub mod credentials;
 pub mod discord;
 pub mod http;
 pub mod split;
@@ -16,12 +17,16 @@ use crate::binder::binding_event;
 use crate::config::Config;
 use crate::error::WorkError;
 use crate::ids;
+use crate::lifecycle::{self, Farewell};
 use crate::plumbing::metrics as m;
 use crate::plumbing::nats::Outgoing;
 use crate::plumbing::runloop::{Attempt, Handler};
 use crate::plumbing::Plumbing;
 use crate::store::{Activated, Claim, PartOutcome};
-use adapter::{Adapter, Capabilities, PlatformError, PostRequest, ThreadRequest};
+use adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
+use credentials::Credentials;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use threadline_schemas::{
     BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, PostDelivered,
@@ -32,7 +37,11 @@ use threadline_schemas::{
 /// adapter here.
 pub fn capabilities(channel: &str, config: &Config) -> Option<Capabilities> {
     if channel == "discord" {
-        return (!config.discord.token.is_empty()).then_some(discord::CAPABILITIES);
+        return config
+            .channels()
+            .iter()
+            .any(|c| c == "discord")
+            .then_some(discord::CAPABILITIES);
     }
     channel
         .strip_prefix("webhook:")
@@ -44,6 +53,10 @@ pub fn capabilities(channel: &str, config: &Config) -> Option<Capabilities> {
 pub struct Deliverer<A: Adapter> {
     adapter: A,
     plumbing: Plumbing,
+    /// The token the adapter sends; reloaded on a 401.
+    credentials: Arc<Credentials>,
+    /// Author ids already recorded as ours, so each is written to Redis once per process.
+    own_authors: Mutex<HashSet<String>>,
 }
 
 /// What one post attempt came to.
@@ -60,8 +73,35 @@ enum Posted {
 }
 
 impl<A: Adapter> Deliverer<A> {
-    pub fn new(adapter: A, plumbing: Plumbing) -> Self {
-        Deliverer { adapter, plumbing }
+    pub fn new(adapter: A, credentials: Arc<Credentials>, plumbing: Plumbing) -> Self {
+        Deliverer {
+            adapter,
+            plumbing,
+            credentials,
+            own_authors: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Remembers the platform's author id of our posts: messages by it are echoes.
+    async fn learn_author(&self, receipt: &Receipt) -> Result<(), WorkError> {
+        let Some(author) = &receipt.author_id else {
+            return Ok(());
+        };
+        let known = self
+            .own_authors
+            .lock()
+            .map(|set| set.contains(author))
+            .unwrap_or(false);
+        if !known {
+            self.plumbing
+                .store
+                .add_own_author(self.adapter.channel(), author)
+                .await?;
+            if let Ok(mut set) = self.own_authors.lock() {
+                set.insert(author.clone());
+            }
+        }
+        Ok(())
     }
 
     fn lease_ms(&self) -> u64 {
@@ -125,11 +165,16 @@ impl<A: Adapter> Deliverer<A> {
                 session_key,
             };
             match self.adapter.post(request).await {
-                Ok(id) => {
+                Ok(receipt) => {
                     store
-                        .settle_part(&command.delivery_id, index, &PartOutcome::Sent(id.clone()))
+                        .settle_part(
+                            &command.delivery_id,
+                            index,
+                            &PartOutcome::Sent(receipt.message_id.clone()),
+                        )
                         .await?;
-                    message_ids.push(id);
+                    self.learn_author(&receipt).await?;
+                    message_ids.push(receipt.message_id);
                 }
                 Err(error) => {
                     return self
@@ -179,6 +224,22 @@ impl<A: Adapter> Deliverer<A> {
                     .settle_part(&command.delivery_id, index, &outcome)
                     .await?;
                 Err(WorkError::Transient(message))
+            }
+            PlatformError::Permanent { code, message }
+                if code == "unauthorized" && self.credentials.reload() =>
+            {
+                // The token was rotated under us: nothing was posted, try again with the
+                // new one rather than give the post up.
+                store
+                    .settle_part(
+                        &command.delivery_id,
+                        index,
+                        &PartOutcome::NotPosted(attempt),
+                    )
+                    .await?;
+                Err(WorkError::Transient(format!(
+                    "{message}; retrying with the rotated token"
+                )))
             }
             PlatformError::Permanent { code, message } => {
                 store
@@ -244,14 +305,24 @@ impl<A: Adapter> Deliverer<A> {
                 attempts,
             } => {
                 tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code, %message, "post failed for good");
-                self.failed_event(
+                let failed = self.failed_event(
                     command,
                     Some(destination),
                     session_key,
                     &code,
                     &message,
                     attempts,
-                )
+                );
+                if let (DeliveryMode::Bound, Some(session_key), Some(binding_id)) =
+                    (mode, session_key, binding_id)
+                {
+                    if matches!(code.as_str(), "thread_deleted" | "thread_archived") {
+                        return self
+                            .thread_lost(command, content, session_key, binding_id, &code, failed)
+                            .await;
+                    }
+                }
+                failed
             }
             Posted::Done { ids, reconciled } => {
                 if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
@@ -279,6 +350,55 @@ impl<A: Adapter> Deliverer<A> {
             }
         };
         self.plumbing.publisher.send(out).await
+    }
+
+    /// The bound thread is gone (deleted) or closed (archived): end its binding — with a
+    /// farewell in the parent when archived, without one when deleted — and send the
+    /// completion to the requester's conversation instead, explicitly (`fallback` with the
+    /// reason), unless the session is `fail_closed`. The fallback's delivery id is the one
+    /// the router would give a requester post, so `bound_and_requester` cannot post twice.
+    async fn thread_lost(
+        &self,
+        command: &DeliveryCommand,
+        content: &str,
+        session_key: &str,
+        binding_id: &str,
+        code: &str,
+        failed: Outgoing,
+    ) -> Result<(), WorkError> {
+        let farewell = if code == "thread_archived" {
+            Farewell::InParent
+        } else {
+            Farewell::None
+        };
+        lifecycle::end_binding(&self.plumbing, session_key, binding_id, code, farewell).await?;
+        let mut out = vec![failed];
+        let session = self.plumbing.store.load_session(session_key).await?;
+        match session {
+            Some(state) if !state.session.fail_closed => {
+                let requester = state.session.requester.conversation;
+                let delivery_id = ids::post_delivery_id(&command.event_id, &requester);
+                out.push(Outgoing::event(
+                    self.plumbing.subjects.deliver(&requester.channel),
+                    delivery_id.clone(),
+                    &DeliveryCommand {
+                        v: SCHEMA_VERSION,
+                        event_id: command.event_id.clone(),
+                        delivery_id,
+                        action: DeliveryAction::Post {
+                            destination: requester,
+                            content: content.to_owned(),
+                            mode: DeliveryMode::Fallback,
+                            reason: code.to_owned(),
+                            session_key: Some(session_key.to_owned()),
+                            binding_id: None,
+                        },
+                    },
+                ));
+            }
+            Some(_) | None => {}
+        }
+        self.plumbing.publisher.send_all(out).await
     }
 
     async fn handle_create_thread(

@@ -6,11 +6,13 @@
 //! text, session_key}` → `{"message_id"}`; `{"action":"create_thread", parent, name,
 //! session_key}` → `{"conversation_id"}` (only when the webhook is configured with threads).
 
-use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, ThreadRequest};
+use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
+use super::credentials::Credentials;
 use super::http::{classify, client, transport_error};
 use crate::config::WebhookConfig;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
 
@@ -30,6 +32,7 @@ pub struct Webhook {
     channel: String,
     http: reqwest::Client,
     config: WebhookConfig,
+    credentials: Arc<Credentials>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,11 +60,17 @@ fn id_string(value: &serde_json::Value) -> Option<String> {
 }
 
 impl Webhook {
-    pub fn new(name: &str, config: WebhookConfig, timeout: Duration) -> Self {
+    pub fn new(
+        name: &str,
+        config: WebhookConfig,
+        credentials: Arc<Credentials>,
+        timeout: Duration,
+    ) -> Self {
         Webhook {
             channel: format!("webhook:{name}"),
             http: client(timeout),
             config,
+            credentials,
         }
     }
 
@@ -71,7 +80,8 @@ impl Webhook {
             .post(&self.config.url)
             .header("Idempotency-Key", key)
             .json(&body);
-        if let Some(token) = &self.config.token {
+        let token = self.credentials.current();
+        if !token.is_empty() {
             request = request.header("Authorization", format!("Bearer {}", token.expose()));
         }
         let response = request.send().await.map_err(transport_error)?;
@@ -87,7 +97,12 @@ impl Webhook {
             &headers,
             answer.retry_after_ms.map(Duration::from_millis),
             answer.error.clone().unwrap_or_default(),
-            || format!("http_{}", status.as_u16()),
+            || match status.as_u16() {
+                401 => "unauthorized".to_owned(),
+                403 => "forbidden".to_owned(),
+                404 => "not_found".to_owned(),
+                other => format!("http_{other}"),
+            },
         ))
     }
 }
@@ -101,7 +116,7 @@ impl Adapter for Webhook {
         capabilities(&self.config)
     }
 
-    async fn post(&self, request: PostRequest<'_>) -> Result<String, PlatformError> {
+    async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
         let answer = self
             .call(
                 request.idempotency_key,
@@ -118,11 +133,16 @@ impl Adapter for Webhook {
             )
             .await?;
         // Receivers without ids of their own are fine: the idempotency key identifies the part.
-        Ok(answer
-            .message_id
-            .as_ref()
-            .and_then(id_string)
-            .unwrap_or_else(|| request.idempotency_key.to_owned()))
+        Ok(Receipt {
+            message_id: answer
+                .message_id
+                .as_ref()
+                .and_then(id_string)
+                .unwrap_or_else(|| request.idempotency_key.to_owned()),
+            // Webhook receivers post under identities we cannot learn; configure them in
+            // `own_author_ids`.
+            author_id: None,
+        })
     }
 
     async fn create_thread(

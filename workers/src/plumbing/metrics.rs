@@ -10,3 +10,7 @@ pub const RATE_LIMITED: &str = "threadline_platform_429_total";
 pub const FALLBACKS: &str = "threadline_fallbacks_total";
 /// Seconds from handing an event to a handler to settling it, by `stage`.
 pub const HANDLE_SECONDS: &str = "threadline_handle_seconds";
+/// Inbound messages dropped because Threadline itself wrote them, by `channel`.
+pub const ECHOES: &str = "threadline_echoes_suppressed_total";
+/// Session inputs published, by `source` (message, send, completion).
+pub const INPUTS: &str = "threadline_session_inputs_total";

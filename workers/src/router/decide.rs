@@ -2,7 +2,7 @@
 //! function of the completion, the session's stored state and the clock. Rule 1 (decide once
 //! per event) is the caller's: it stores what this returns and never asks again.
 
-use crate::store::SessionState;
+use crate::store::{SessionState, SessionStatus};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use threadline_schemas::{
@@ -28,6 +28,15 @@ pub enum RouteDecision {
     Post { posts: Vec<PlannedPost> },
     /// Post nothing; report `tl.out.failed` with this code.
     Fail { code: String, message: String },
+    /// The session was spawned by another session (rule 5): its output is that session's
+    /// input, not a chat post. `origin` is the conversation (and thread) the child was
+    /// spawned from, so the chain keeps its root.
+    Input {
+        session_key: String,
+        agent_id: String,
+        origin: ConversationRef,
+        reason: String,
+    },
 }
 
 /// What the router should do now.
@@ -65,10 +74,12 @@ pub struct RouteContext<'a> {
     pub channels: &'a [String],
 }
 
-/// Decides where `completion` goes.
+/// Decides where `completion` goes. `parent` is the requesting session when it is itself a
+/// Threadline session (only looked up when the session has no active binding).
 pub fn decide(
     completion: &CompletionReported,
     state: Option<&SessionState>,
+    parent: Option<&SessionState>,
     ctx: RouteContext<'_>,
 ) -> Route {
     let Some(state) = state else {
@@ -100,8 +111,24 @@ pub fn decide(
     };
     let session = &state.session;
     let requester = &session.requester.conversation;
+    // Rule 5: where the requester destination is a live session, it gets the output as input.
+    let to_parent = |why: &str| {
+        parent
+            .filter(|p| p.session.status == SessionStatus::Active)
+            .map(|p| {
+                Route::Decided(RouteDecision::Input {
+                    session_key: p.session.session_key.clone(),
+                    agent_id: p.session.agent_id.clone(),
+                    origin: requester.clone(),
+                    reason: why.to_owned(),
+                })
+            })
+    };
 
     if session.delivery == DeliveryPolicy::RequesterOnly {
+        if let Some(route) = to_parent(reason::REQUESTER_ONLY) {
+            return route;
+        }
         return Route::Decided(post(
             ctx,
             vec![planned(
@@ -113,6 +140,9 @@ pub fn decide(
         ));
     }
     if session.placement == Placement::None && state.bindings.is_empty() {
+        if let Some(route) = to_parent(reason::NO_PLACEMENT) {
+            return route;
+        }
         return Route::Decided(post(
             ctx,
             vec![planned(
@@ -188,15 +218,30 @@ pub fn decide(
             }
             post(ctx, posts)
         }
-        Err(why) if session.fail_closed => RouteDecision::Fail {
+        Err(why) => match to_parent(why) {
+            Some(route) => return route,
+            None => fallback(session.fail_closed, requester, why, ctx),
+        },
+    })
+}
+
+/// Rule 4: no usable bound destination.
+fn fallback(
+    fail_closed: bool,
+    requester: &ConversationRef,
+    why: &str,
+    ctx: RouteContext<'_>,
+) -> RouteDecision {
+    match why {
+        why if fail_closed => RouteDecision::Fail {
             code: "no_bound_destination".into(),
             message: format!("no usable bound destination ({why}) and the session is fail_closed"),
         },
-        Err(why) => post(
+        why => post(
             ctx,
             vec![planned(requester, DeliveryMode::Fallback, why, None)],
         ),
-    })
+    }
 }
 
 /// The most specific reason the session has no active binding.
@@ -344,7 +389,7 @@ mod tests {
             vec![binding("b1", "t1", BindingStatus::Active)],
         );
         assert_eq!(
-            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            posts(decide(&completion(), Some(&s), None, ctx(&channels))),
             vec![("t1".into(), DeliveryMode::Bound, "bound".into())]
         );
     }
@@ -358,7 +403,7 @@ mod tests {
         );
         s.session.delivery = DeliveryPolicy::BoundAndRequester;
         assert_eq!(
-            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            posts(decide(&completion(), Some(&s), None, ctx(&channels))),
             vec![
                 ("t1".into(), DeliveryMode::Bound, "bound".into()),
                 (
@@ -375,7 +420,7 @@ mod tests {
         let channels = vec!["discord".to_owned()];
         let s = state(Placement::None, vec![]);
         assert_eq!(
-            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            posts(decide(&completion(), Some(&s), None, ctx(&channels))),
             vec![(
                 "main".into(),
                 DeliveryMode::Requester,
@@ -391,7 +436,7 @@ mod tests {
         ended.end_reason = Some("thread_deleted".into());
         let mut s = state(Placement::Child, vec![ended]);
         assert_eq!(
-            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            posts(decide(&completion(), Some(&s), None, ctx(&channels))),
             vec![(
                 "main".into(),
                 DeliveryMode::Fallback,
@@ -400,7 +445,7 @@ mod tests {
         );
         s.session.fail_closed = true;
         assert!(matches!(
-            decide(&completion(), Some(&s), ctx(&channels)),
+            decide(&completion(), Some(&s), None, ctx(&channels)),
             Route::Decided(RouteDecision::Fail { code, .. }) if code == "no_bound_destination"
         ));
     }
@@ -413,7 +458,7 @@ mod tests {
             vec![binding("b1", "", BindingStatus::Pending)],
         );
         assert!(matches!(
-            decide(&completion(), Some(&s), ctx(&channels)),
+            decide(&completion(), Some(&s), None, ctx(&channels)),
             Route::Wait { .. }
         ));
         let late = RouteContext {
@@ -421,7 +466,7 @@ mod tests {
             ..ctx(&channels)
         };
         assert_eq!(
-            posts(decide(&completion(), Some(&s), late)),
+            posts(decide(&completion(), Some(&s), None, late)),
             vec![(
                 "main".into(),
                 DeliveryMode::Fallback,
@@ -441,7 +486,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            posts(decide(&completion(), Some(&s), ctx(&channels))),
+            posts(decide(&completion(), Some(&s), None, ctx(&channels))),
             vec![(
                 "main".into(),
                 DeliveryMode::Fallback,
@@ -454,7 +499,7 @@ mod tests {
     fn unknown_session_falls_back_to_requester_or_fails_without_one() {
         let channels = vec!["discord".to_owned()];
         assert_eq!(
-            posts(decide(&completion(), None, ctx(&channels))),
+            posts(decide(&completion(), None, None, ctx(&channels))),
             vec![(
                 "main".into(),
                 DeliveryMode::Fallback,
@@ -464,7 +509,7 @@ mod tests {
         let mut c = completion();
         c.requester = None;
         assert!(matches!(
-            decide(&c, None, ctx(&channels)),
+            decide(&c, None, None, ctx(&channels)),
             Route::Decided(RouteDecision::Fail { code, .. }) if code == "no_destination"
         ));
     }
@@ -477,16 +522,54 @@ mod tests {
             ..ctx(&channels)
         };
         assert!(matches!(
-            decide(&completion(), None, young),
+            decide(&completion(), None, None, young),
             Route::Wait { .. }
         ));
+    }
+
+    #[test]
+    fn a_nested_session_reports_to_its_parent_with_the_root_origin() {
+        let channels = vec!["discord".to_owned()];
+        let mut child = state(Placement::None, vec![]);
+        child.session.requester.conversation = conv("t1", Some("main"));
+        let mut parent = state(
+            Placement::Child,
+            vec![binding("b1", "t1", BindingStatus::Active)],
+        );
+        parent.session.session_key = "agent:a:main".into();
+        match decide(&completion(), Some(&child), Some(&parent), ctx(&channels)) {
+            Route::Decided(RouteDecision::Input {
+                session_key,
+                origin,
+                ..
+            }) => {
+                assert_eq!(session_key, "agent:a:main");
+                assert_eq!(
+                    origin,
+                    conv("t1", Some("main")),
+                    "the thread stays the origin"
+                );
+            }
+            other @ (Route::Decided(_) | Route::Wait { .. }) => panic!("{other:?}"),
+        }
+        // A finished parent cannot take input: the chat gets it, as without a parent.
+        parent.session.status = SessionStatus::Completed;
+        assert_eq!(
+            posts(decide(
+                &completion(),
+                Some(&child),
+                Some(&parent),
+                ctx(&channels)
+            )),
+            vec![("t1".into(), DeliveryMode::Requester, "no_placement".into())]
+        );
     }
 
     #[test]
     fn destination_without_deliverer_fails_instead_of_queueing_forever() {
         let s = state(Placement::None, vec![]);
         assert!(matches!(
-            decide(&completion(), Some(&s), ctx(&[])),
+            decide(&completion(), Some(&s), None, ctx(&[])),
             Route::Decided(RouteDecision::Fail { code, .. }) if code == "unknown_channel"
         ));
     }

@@ -4,6 +4,8 @@
 //! never send one completion to both a thread and its parent channel.
 
 pub mod decide;
+pub mod inbound;
+pub mod send;
 
 use crate::error::WorkError;
 use crate::ids;
@@ -14,8 +16,8 @@ use crate::plumbing::Plumbing;
 use crate::store::SessionStatus;
 use decide::{Route, RouteContext, RouteDecision};
 use threadline_schemas::{
-    now_ms, CompletionReported, DeliveryAction, DeliveryCommand, PostFailed, SessionMode, Stage,
-    SCHEMA_VERSION,
+    now_ms, BindingStatus, CompletionReported, DeliveryAction, DeliveryCommand, InputSource,
+    PostFailed, SessionInput, SessionMode, Stage, SCHEMA_VERSION,
 };
 
 /// Routes completions.
@@ -59,6 +61,24 @@ impl Router {
             RouteDecision::Fail { code, message } => {
                 vec![self.failed(completion, code, message, 0)]
             }
+            RouteDecision::Input {
+                session_key,
+                agent_id,
+                origin,
+                reason: _,
+            } => vec![Outgoing::event(
+                self.plumbing.subjects.agent(agent_id),
+                ids::msg_id::input(&completion.event_id, session_key),
+                &SessionInput {
+                    v: SCHEMA_VERSION,
+                    event_id: completion.event_id.clone(),
+                    session_key: session_key.clone(),
+                    text: completion.content.clone(),
+                    origin: origin.clone(),
+                    source: InputSource::Completion,
+                    from_session_key: Some(completion.session_key.clone()),
+                },
+            )],
             RouteDecision::Post { posts } => posts
                 .iter()
                 .map(|planned| {
@@ -115,7 +135,14 @@ impl Handler for Router {
                     unknown_session_grace_ms: self.plumbing.config.unknown_session_grace_ms,
                     channels: &self.channels,
                 };
-                match decide::decide(completion, state.as_ref(), ctx) {
+                // Rule 5 needs the requesting session, but only when no binding can win.
+                let parent = match &state {
+                    Some(s) if !s.bindings.iter().any(|b| b.status == BindingStatus::Active) => {
+                        store.load_session(&s.session.requester.session_key).await?
+                    }
+                    Some(_) | None => None,
+                };
+                match decide::decide(completion, state.as_ref(), parent.as_ref(), ctx) {
                     Route::Wait { retry_after } => {
                         return Err(WorkError::NotYet {
                             reason: "the session is unknown yet, or its binding is pending".into(),

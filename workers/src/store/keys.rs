@@ -46,6 +46,22 @@ impl Keys {
     pub fn post(&self, delivery_id: &str) -> String {
         format!("{}:{{d:{delivery_id}}}", self.ns)
     }
+
+    /// ZSET `<session key>\u{1f}<binding id>` → when the binding is next due for an expiry
+    /// check. One key for the deployment: the sweeper's work list.
+    pub fn sweep(&self) -> String {
+        format!("{}:{{sweep}}", self.ns)
+    }
+
+    /// SET of author ids that are Threadline itself on `channel` (echo suppression).
+    pub fn own_authors(&self, channel: &str) -> String {
+        format!("{}:{{own:{channel}}}", self.ns)
+    }
+
+    /// HASH session key → outcome: the targets a `tl.in.send` already reached.
+    pub fn sent(&self, event_id: &str) -> String {
+        format!("{}:{{e:{event_id}}}:sent", self.ns)
+    }
 }
 
 #[cfg(test)]

@@ -319,6 +319,13 @@ impl Store {
                 &binding.target_session_key,
             )
             .ignore();
+            // Every active binding is on the sweeper's list from the moment it is active.
+            pipe.zadd(
+                self.keys.sweep(),
+                Self::sweep_member(&binding.target_session_key, &binding.binding_id),
+                crate::lifecycle::next_check(binding),
+            )
+            .ignore();
         }
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
@@ -427,6 +434,134 @@ impl Store {
         Ok(touched == 1)
     }
 
+    /// Moves a binding to `ending` (see `lifecycle`). `Ok(true)` when it is ending now
+    /// (this call or a crashed earlier one began it), `Ok(false)` when it already ended or
+    /// does not exist.
+    pub async fn begin_ending(
+        &self,
+        session_key: &str,
+        binding_id: &str,
+        reason: &str,
+    ) -> Result<bool, WorkError> {
+        let answer: String = scripts::BEGIN_ENDING
+            .key(self.keys.session(session_key))
+            .arg(binding_id)
+            .arg(reason)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(matches!(answer.as_str(), "ending" | "already"))
+    }
+
+    // ---- the sweeper's work list --------------------------------------------------------
+
+    fn sweep_member(session_key: &str, binding_id: &str) -> String {
+        format!("{session_key}\u{1f}{binding_id}")
+    }
+
+    /// Schedules an expiry check of a binding at `due_ms`.
+    pub async fn schedule_sweep(
+        &self,
+        session_key: &str,
+        binding_id: &str,
+        due_ms: u64,
+    ) -> Result<(), WorkError> {
+        let _: () = self
+            .conn
+            .clone()
+            .zadd(
+                self.keys.sweep(),
+                Self::sweep_member(session_key, binding_id),
+                due_ms,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unschedule_sweep(
+        &self,
+        session_key: &str,
+        binding_id: &str,
+    ) -> Result<(), WorkError> {
+        let _: () = self
+            .conn
+            .clone()
+            .zrem(
+                self.keys.sweep(),
+                Self::sweep_member(session_key, binding_id),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes up to `limit` bindings due by `now_ms` for this sweeper, hiding them from
+    /// other sweepers for `lease_ms`. Returns (session key, binding id) pairs.
+    pub async fn claim_due_sweeps(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, WorkError> {
+        let members: Vec<String> = scripts::CLAIM_DUE
+            .key(self.keys.sweep())
+            .arg(now_ms)
+            .arg(lease_ms)
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(members
+            .into_iter()
+            .filter_map(|m| {
+                m.split_once('\u{1f}')
+                    .map(|(s, b)| (s.to_owned(), b.to_owned()))
+            })
+            .collect())
+    }
+
+    // ---- echo suppression -----------------------------------------------------------
+
+    /// Records an author id as Threadline's own on `channel`.
+    pub async fn add_own_author(&self, channel: &str, author_id: &str) -> Result<(), WorkError> {
+        let _: () = self
+            .conn
+            .clone()
+            .sadd(self.keys.own_authors(channel), author_id)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_own_author(&self, channel: &str, author_id: &str) -> Result<bool, WorkError> {
+        Ok(self
+            .conn
+            .clone()
+            .sismember(self.keys.own_authors(channel), author_id)
+            .await?)
+    }
+
+    // ---- send dedup -------------------------------------------------------------------
+
+    /// Targets a send event already reached (session key → outcome).
+    pub async fn sent_targets(&self, event_id: &str) -> Result<HashMap<String, String>, WorkError> {
+        Ok(self.conn.clone().hgetall(self.keys.sent(event_id)).await?)
+    }
+
+    /// Records that a send event reached `session_key`.
+    pub async fn record_sent(
+        &self,
+        event_id: &str,
+        session_key: &str,
+        outcome: &str,
+    ) -> Result<(), WorkError> {
+        let key = self.keys.sent(event_id);
+        let _: () = redis::pipe()
+            .hset(&key, session_key, outcome)
+            .ignore()
+            .pexpire(&key, self.dedup_ttl_ms as i64)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
     /// The session owning a binding.
     pub async fn binding_owner(&self, binding_id: &str) -> Result<Option<String>, WorkError> {
         Ok(self
@@ -441,6 +576,19 @@ impl Store {
         &self,
         conversation: &ConversationRef,
     ) -> Result<Vec<BindingRecord>, WorkError> {
+        Ok(self
+            .sessions_bound_to(conversation)
+            .await?
+            .into_iter()
+            .map(|(_, binding)| binding)
+            .collect())
+    }
+
+    /// Sessions with a live binding in a conversation, with that binding.
+    pub async fn sessions_bound_to(
+        &self,
+        conversation: &ConversationRef,
+    ) -> Result<Vec<(SessionRecord, BindingRecord)>, WorkError> {
         let links: HashMap<String, String> = self
             .conn
             .clone()
@@ -448,18 +596,19 @@ impl Store {
             .await?;
         let mut found = Vec::new();
         for (binding_id, session_key) in links {
-            let live = self.load_session(&session_key).await?.and_then(|s| {
-                s.bindings.into_iter().find(|b| {
-                    b.binding_id == binding_id
-                        && b.status == BindingStatus::Active
-                        && b.conversation.same_place(conversation)
-                })
+            let Some(state) = self.load_session(&session_key).await? else {
+                continue;
+            };
+            let live = state.bindings.into_iter().find(|b| {
+                b.binding_id == binding_id
+                    && b.status == BindingStatus::Active
+                    && b.conversation.same_place(conversation)
             });
             if let Some(binding) = live {
-                found.push(binding);
+                found.push((state.session, binding));
             }
         }
-        found.sort_by(|a, b| a.binding_id.cmp(&b.binding_id));
+        found.sort_by(|a, b| a.1.binding_id.cmp(&b.1.binding_id));
         Ok(found)
     }
 

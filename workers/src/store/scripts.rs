@@ -51,6 +51,38 @@ return 'activated'
     )
 });
 
+/// active/pending → ending, recording why. → `ending` (this call began it) | `already`
+/// (ending earlier: the caller finishes what a crashed attempt began) | the final status
+/// (`ended`) | `missing`. ARGV: binding id, reason.
+pub static BEGIN_ENDING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local f = 'b:' .. ARGV[1]
+local st = redis.call('HGET', KEYS[1], f .. ':st')
+if not st then return 'missing' end
+if st == 'ending' then return 'already' end
+if st == 'ended' then return 'ended' end
+redis.call('HSET', KEYS[1], f .. ':st', 'ending', f .. ':why', ARGV[2])
+return 'ending'
+"#,
+    )
+});
+
+/// Takes the due entries of the sweep list, pushing each one `lease` into the future so no
+/// other sweeper takes it meanwhile. ARGV: now, lease ms, limit. → members.
+pub static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local until_ = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], until_, member)
+end
+return due
+"#,
+    )
+});
+
 /// Ends a binding that is not ended yet. → `ended` | `noop` | `missing`.
 /// ARGV: binding id, reason.
 pub static END_BINDING: LazyLock<Script> = LazyLock::new(|| {

@@ -1,0 +1,82 @@
+//! The sweeper: ends expired bindings. Every binder instance runs one; each due binding is
+//! taken by one sweeper at a time (a lease on the shared work list), and ending goes through
+//! `ending`, so several sweepers at once still post exactly one farewell.
+
+use super::{end_binding, expiry, next_check, Farewell};
+use crate::error::WorkError;
+use crate::plumbing::Plumbing;
+use std::time::Duration;
+use threadline_schemas::{now_ms, BindingStatus};
+
+/// How many due bindings one pass takes.
+const BATCH: usize = 256;
+
+/// Sweeps every `sweep_interval_ms` until shutdown.
+pub async fn run(plumbing: Plumbing) {
+    let interval = Duration::from_millis(plumbing.config.sweep_interval_ms.max(10));
+    loop {
+        tokio::select! {
+            _ = plumbing.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        loop {
+            match sweep_once(&plumbing).await {
+                Ok(n) if n == BATCH => continue, // more may be due
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "sweep failed; the bindings stay due and are retried");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One pass: ends what is expired, reschedules what is not. Returns how many it took.
+pub async fn sweep_once(plumbing: &Plumbing) -> Result<usize, WorkError> {
+    let store = &plumbing.store;
+    let now = now_ms();
+    // A lease longer than one pass: a sweeper that dies mid-pass frees its share after it.
+    let lease = (plumbing.config.sweep_interval_ms * 4).max(5_000);
+    let due = store.claim_due_sweeps(now, lease, BATCH).await?;
+    for (session_key, binding_id) in &due {
+        let binding = store
+            .load_session(session_key)
+            .await?
+            .and_then(|s| s.bindings.into_iter().find(|b| &b.binding_id == binding_id));
+        match binding {
+            Some(b) if b.status == BindingStatus::Ending => {
+                // A crashed pass began it; finish (the farewell is deduplicated).
+                let why = b.end_reason.clone().unwrap_or_else(|| "expired".into());
+                end_binding(
+                    plumbing,
+                    session_key,
+                    binding_id,
+                    &why,
+                    Farewell::InConversation,
+                )
+                .await?;
+            }
+            Some(b) if b.status == BindingStatus::Active => match expiry(&b, now) {
+                Some(why) => {
+                    end_binding(
+                        plumbing,
+                        session_key,
+                        binding_id,
+                        why,
+                        Farewell::InConversation,
+                    )
+                    .await?;
+                }
+                // Touched since it was scheduled: check again when it could next expire.
+                None => {
+                    store
+                        .schedule_sweep(session_key, binding_id, next_check(&b))
+                        .await?
+                }
+            },
+            Some(_) | None => store.unschedule_sweep(session_key, binding_id).await?,
+        }
+    }
+    Ok(due.len())
+}

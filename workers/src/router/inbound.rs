@@ -1,0 +1,119 @@
+//! Inbound chat messages (`tl.in.message.<channel>`): a message in a bound conversation
+//! becomes input for every session bound there and refreshes their bindings; a message in
+//! an unbound conversation goes back to the gateway on `tl.out.unbound`; a message written
+//! by Threadline itself (its bot, its persona webhooks, its farewells) is dropped.
+
+use crate::error::WorkError;
+use crate::ids;
+use crate::plumbing::metrics as m;
+use crate::plumbing::nats::Outgoing;
+use crate::plumbing::runloop::{Attempt, Handler};
+use crate::plumbing::Plumbing;
+use threadline_schemas::{
+    InputSource, MessageReceived, MessageUnbound, SessionInput, Stage, SCHEMA_VERSION,
+};
+
+/// Handles `tl.in.message.>`.
+pub struct Inbound {
+    plumbing: Plumbing,
+}
+
+impl Inbound {
+    pub fn new(plumbing: Plumbing) -> Self {
+        Inbound { plumbing }
+    }
+
+    /// Whether Threadline itself wrote the message: a configured own id, or an author id
+    /// a deliverer learned from the platform's answer to one of our posts.
+    async fn is_echo(&self, message: &MessageReceived) -> Result<bool, WorkError> {
+        let channel = &message.conversation.channel;
+        let configured = self
+            .plumbing
+            .config
+            .policy(channel)
+            .is_some_and(|p| p.own_author_ids.contains(&message.author.id));
+        if configured {
+            return Ok(true);
+        }
+        // Only bot (or webhook) authors can be us; people are never looked up.
+        if !message.author.is_bot {
+            return Ok(false);
+        }
+        self.plumbing
+            .store
+            .is_own_author(channel, &message.author.id)
+            .await
+    }
+}
+
+impl Handler for Inbound {
+    type Event = MessageReceived;
+
+    fn stage(&self) -> Stage {
+        Stage::Router
+    }
+
+    async fn handle(&self, message: &MessageReceived, _attempt: Attempt) -> Result<(), WorkError> {
+        if self.is_echo(message).await? {
+            metrics::counter!(m::ECHOES, "channel" => message.conversation.channel.clone())
+                .increment(1);
+            tracing::debug!(event_id = %message.event_id, "our own message; dropped");
+            return Ok(());
+        }
+        let store = &self.plumbing.store;
+        let bound = store.sessions_bound_to(&message.conversation).await?;
+        if bound.is_empty() {
+            return self
+                .plumbing
+                .publisher
+                .send(Outgoing::event(
+                    self.plumbing.subjects.out_unbound(),
+                    ids::msg_id::unbound(&message.event_id),
+                    &MessageUnbound {
+                        v: SCHEMA_VERSION,
+                        event_id: message.event_id.clone(),
+                        conversation: message.conversation.clone(),
+                        text: Some(message.text.clone()),
+                        author: Some(message.author.clone()),
+                        message_id: message.message_id.clone(),
+                    },
+                ))
+                .await;
+        }
+        let inputs = bound
+            .iter()
+            .map(|(session, _)| {
+                Outgoing::event(
+                    self.plumbing.subjects.agent(&session.agent_id),
+                    ids::msg_id::input(&message.event_id, &session.session_key),
+                    &SessionInput {
+                        v: SCHEMA_VERSION,
+                        event_id: message.event_id.clone(),
+                        session_key: session.session_key.clone(),
+                        text: message.text.clone(),
+                        origin: message.conversation.clone(),
+                        source: InputSource::Message,
+                        from_session_key: None,
+                    },
+                )
+            })
+            .collect();
+        self.plumbing.publisher.send_all(inputs).await?;
+        for (session, binding) in &bound {
+            store
+                .touch_binding(&session.session_key, &binding.binding_id)
+                .await?;
+        }
+        metrics::counter!(m::INPUTS, "source" => "message").increment(bound.len() as u64);
+        Ok(())
+    }
+
+    async fn give_up(
+        &self,
+        _m: &MessageReceived,
+        _e: &WorkError,
+        _a: Attempt,
+    ) -> Result<(), WorkError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! `tl.in.send` (`sessions_send`): a message into one session (by key, or by label within a
+//! requester) or into every session bound to a conversation. One input per target; the
+//! result (`tl.out.sent`) names each target and its outcome. Targets already reached are
+//! recorded, so a redelivery completes the others without repeating any.
+
+use crate::error::WorkError;
+use crate::ids;
+use crate::plumbing::metrics as m;
+use crate::plumbing::nats::Outgoing;
+use crate::plumbing::runloop::{Attempt, Handler};
+use crate::plumbing::Plumbing;
+use crate::store::{SessionRecord, SessionState, SessionStatus};
+use threadline_schemas::{
+    BindingStatus, InputSource, SendCompleted, SendOutcome, SendRequested, SendResult, SendTarget,
+    SessionInput, Stage, SCHEMA_VERSION,
+};
+
+/// Handles `tl.in.send`.
+pub struct Sender {
+    plumbing: Plumbing,
+}
+
+impl Sender {
+    pub fn new(plumbing: Plumbing) -> Self {
+        Sender { plumbing }
+    }
+
+    /// The sessions a target names; an empty list when it names none.
+    async fn resolve(&self, target: &SendTarget) -> Result<Vec<SessionState>, WorkError> {
+        let store = &self.plumbing.store;
+        let key = match target {
+            SendTarget::SessionKey { session_key } => Some(session_key.clone()),
+            SendTarget::Label {
+                label,
+                requester_session_key,
+            } => store.label_holder(requester_session_key, label).await?,
+            SendTarget::Conversation { conversation } => {
+                let mut states = Vec::new();
+                for (session, _) in store.sessions_bound_to(conversation).await? {
+                    if let Some(state) = store.load_session(&session.session_key).await? {
+                        states.push(state);
+                    }
+                }
+                return Ok(states);
+            }
+        };
+        Ok(match key {
+            Some(key) => store.load_session(&key).await?.into_iter().collect(),
+            None => Vec::new(),
+        })
+    }
+}
+
+/// Where input for a session comes from: its active binding's conversation (the thread
+/// people talk to it in), else its requester's conversation.
+fn origin_of(state: &SessionState) -> threadline_schemas::ConversationRef {
+    state
+        .bindings
+        .iter()
+        .find(|b| b.status == BindingStatus::Active)
+        .map(|b| b.conversation.clone())
+        .unwrap_or_else(|| state.session.requester.conversation.clone())
+}
+
+fn input(
+    plumbing: &Plumbing,
+    send: &SendRequested,
+    session: &SessionRecord,
+    origin: threadline_schemas::ConversationRef,
+) -> Outgoing {
+    Outgoing::event(
+        plumbing.subjects.agent(&session.agent_id),
+        ids::msg_id::input(&send.event_id, &session.session_key),
+        &SessionInput {
+            v: SCHEMA_VERSION,
+            event_id: send.event_id.clone(),
+            session_key: session.session_key.clone(),
+            text: send.message.clone(),
+            origin,
+            source: InputSource::Send,
+            from_session_key: send.from_session_key.clone(),
+        },
+    )
+}
+
+impl Handler for Sender {
+    type Event = SendRequested;
+
+    fn stage(&self) -> Stage {
+        Stage::Router
+    }
+
+    async fn handle(&self, send: &SendRequested, _attempt: Attempt) -> Result<(), WorkError> {
+        let store = &self.plumbing.store;
+        let reached = store.sent_targets(&send.event_id).await?;
+        let targets = self.resolve(&send.target).await?;
+        let mut results = Vec::with_capacity(targets.len().max(1));
+        if targets.is_empty() {
+            results.push(SendResult {
+                session_key: None,
+                outcome: SendOutcome::NotFound,
+                message: Some(format!("no session matches {:?}", send.target)),
+            });
+        }
+        for state in &targets {
+            let key = &state.session.session_key;
+            if reached.contains_key(key) {
+                // Reached by an earlier attempt: report it, do not repeat it.
+                results.push(SendResult {
+                    session_key: Some(key.clone()),
+                    outcome: SendOutcome::Delivered,
+                    message: None,
+                });
+                continue;
+            }
+            if state.session.status != SessionStatus::Active {
+                results.push(SendResult {
+                    session_key: Some(key.clone()),
+                    outcome: SendOutcome::Ended,
+                    message: Some(format!("session is {:?}", state.session.status).to_lowercase()),
+                });
+                continue;
+            }
+            // Each target is stored before the next, so one failing publish neither loses
+            // the ones before it nor repeats them on redelivery.
+            self.plumbing
+                .publisher
+                .send(input(
+                    &self.plumbing,
+                    send,
+                    &state.session,
+                    origin_of(state),
+                ))
+                .await?;
+            store.record_sent(&send.event_id, key, "delivered").await?;
+            metrics::counter!(m::INPUTS, "source" => "send").increment(1);
+            results.push(SendResult {
+                session_key: Some(key.clone()),
+                outcome: SendOutcome::Delivered,
+                message: None,
+            });
+        }
+        self.plumbing
+            .publisher
+            .send(Outgoing::event(
+                self.plumbing.subjects.out_sent(),
+                ids::msg_id::sent(&send.event_id),
+                &SendCompleted {
+                    v: SCHEMA_VERSION,
+                    event_id: send.event_id.clone(),
+                    results,
+                },
+            ))
+            .await
+    }
+
+    async fn give_up(
+        &self,
+        _s: &SendRequested,
+        _e: &WorkError,
+        _a: Attempt,
+    ) -> Result<(), WorkError> {
+        Ok(())
+    }
+}
