@@ -7,9 +7,10 @@ use serde_json::Value;
 use std::time::Duration;
 use threadline::app::{self, Role};
 use threadline::plumbing::nats::{ensure_streams, StreamKind};
+use threadline_schemas::SendTarget;
 use threadline_schemas::{BindingChange, BindingChanged, Placement, SessionMode, Subjects};
 use threadline_tests::contract::Schemas;
-use threadline_tests::events::{completion, spawn, unbind_session};
+use threadline_tests::events::{completion, message, send, spawn, unbind_session};
 use threadline_tests::pipeline::Pipeline;
 use tokio_util::sync::CancellationToken;
 
@@ -116,10 +117,16 @@ fn schema_of(subjects: &Subjects, subject: &str) -> Option<&'static str> {
         (subjects.out_failed(), "failed"),
         (subjects.out_binding(), "binding"),
         (subjects.out_unbound(), "unbound"),
+        (subjects.out_sent(), "sent"),
     ]
     .into_iter()
     .find(|(s, _)| s == subject)
     .map(|(_, name)| name)
+    .or_else(|| {
+        subject
+            .starts_with(&format!("{}.agent.", subjects.prefix()))
+            .then_some("session_input")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,6 +154,36 @@ async fn everything_threadline_publishes_validates_against_the_published_schemas
     let lost = completion("agent:larry:subagent:unknown", "nowhere");
     p.publish(p.subjects.in_completion(), &lost.event_id, &lost)
         .await;
+    // session input (message), unbound, sent
+    let bound_room = Pipeline::webhook_conversation("threads", "room-c");
+    let r = spawn(&bound_room, Placement::Current, SessionMode::Session);
+    p.publish(p.subjects.in_spawn(), &r.event_id, &r).await;
+    let room_session = p.wait_spawned(&r.event_id).await.session_key;
+    let m = message(&bound_room, "user-1", false, "hi");
+    p.publish(p.subjects.in_message("webhook:threads"), &m.event_id, &m)
+        .await;
+    p.wait_inputs(&m.event_id, 1).await;
+    let lonely = message(
+        &Pipeline::webhook_conversation("threads", "room-x"),
+        "user-2",
+        false,
+        "hello?",
+    );
+    p.publish(
+        p.subjects.in_message("webhook:threads"),
+        &lonely.event_id,
+        &lonely,
+    )
+    .await;
+    let to_room = send(
+        SendTarget::SessionKey {
+            session_key: room_session,
+        },
+        "from a sibling",
+    );
+    p.publish(p.subjects.in_send(), &to_room.event_id, &to_room)
+        .await;
+    p.wait_inputs(&to_room.event_id, 1).await;
     // rejected
     let bad = serde_json::json!({"v": 1, "event_id": "bad-1", "status": "ok"});
     p.publish_bytes(
@@ -161,7 +198,7 @@ async fn everything_threadline_publishes_validates_against_the_published_schemas
 
     let schemas = Schemas::load();
     let mut checked = std::collections::BTreeMap::<&str, usize>::new();
-    for observed in p.observer.raw(&format!("{}.out.", p.subjects.prefix())) {
+    for observed in p.observer.raw(&format!("{}.", p.subjects.prefix())) {
         let Some(name) = schema_of(&p.subjects, &observed.subject) else {
             continue;
         };
@@ -174,7 +211,16 @@ async fn everything_threadline_publishes_validates_against_the_published_schemas
         );
         *checked.entry(name).or_default() += 1;
     }
-    for name in ["spawned", "binding", "delivered", "failed", "rejected"] {
+    for name in [
+        "spawned",
+        "binding",
+        "delivered",
+        "failed",
+        "rejected",
+        "unbound",
+        "sent",
+        "session_input",
+    ] {
         assert!(
             checked.get(name).copied().unwrap_or(0) >= 1,
             "no {name} event was checked: {checked:?}"
