@@ -74,6 +74,10 @@ impl Subjects {
     pub fn deliver(&self, channel: &str) -> String {
         self.s(&format!("deliver.{channel}"))
     }
+    /// One delivery partition of a channel: `tl.deliver.<channel>.<partition>`.
+    pub fn deliver_partition(&self, channel: &str, partition: u32) -> String {
+        self.s(&format!("deliver.{channel}.{partition}"))
+    }
     pub fn deliver_all(&self) -> String {
         self.s("deliver.>")
     }

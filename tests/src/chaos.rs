@@ -461,7 +461,7 @@ async fn publish_until_stored(js: &jetstream::Context, step: &Step) {
 }
 
 /// Everything in a stream, read with a fresh consumer (survives any restart before it).
-async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Observed> {
+pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Observed> {
     let Ok(stream) = js.get_stream(stream).await else {
         return Vec::new();
     };

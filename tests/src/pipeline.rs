@@ -3,7 +3,9 @@
 //! `threadline` OS processes that can be killed), a publisher, and an observer that records
 //! everything Threadline reports on `tl.out.*`, `tl.agent.*` and `tl.dlq.*`.
 
-use crate::fakes::{FakeDiscord, FakeWebhook};
+use crate::fakes::matrix::FakeMatrix;
+use crate::fakes::telegram::FakeTelegram;
+use crate::fakes::{FakeDiscord, FakeSlack, FakeWebhook};
 use crate::servers::{NatsServer, RedisServer};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
@@ -109,6 +111,9 @@ pub struct Pipeline {
     pub nats: NatsServer,
     pub redis: RedisServer,
     pub discord: FakeDiscord,
+    pub slack: FakeSlack,
+    pub telegram: FakeTelegram,
+    pub matrix: FakeMatrix,
     pub webhook: FakeWebhook,
     pub config: Config,
     pub subjects: Subjects,
@@ -132,6 +137,9 @@ impl Pipeline {
         let nats = NatsServer::start().await;
         let redis = RedisServer::start().await;
         let discord = FakeDiscord::start().await;
+        let slack = FakeSlack::start().await;
+        let telegram = FakeTelegram::start().await;
+        let matrix = FakeMatrix::start().await;
         let webhook = FakeWebhook::start().await;
         let mut config = Config {
             nats_url: nats.url(),
@@ -151,6 +159,14 @@ impl Pipeline {
         };
         config.discord.api_base = discord.base_url();
         config.discord.token = Secret::new(DISCORD_TOKEN);
+        config.slack.api_base = slack.base_url();
+        config.slack.token = Secret::new("xoxb-test");
+        config.telegram.api_base = telegram.base_url();
+        config.telegram.token = Secret::new("123456:test-token");
+        config.matrix.api_base = matrix.base_url();
+        config.matrix.token = Secret::new("syt_test_token");
+        // Fewer lanes than production: every lane is a consumer and a pull loop per test.
+        config.delivery_partitions = 4;
         config.webhooks.insert(
             "plain".into(),
             WebhookConfig {
@@ -201,6 +217,9 @@ impl Pipeline {
             nats,
             redis,
             discord,
+            slack,
+            telegram,
+            matrix,
             webhook,
             config,
             subjects,
@@ -247,6 +266,71 @@ impl Pipeline {
     pub fn discord_channel(id: &str) -> ConversationRef {
         ConversationRef {
             channel: "discord".into(),
+            account_id: ACCOUNT.into(),
+            conversation_id: id.into(),
+            parent_conversation_id: None,
+        }
+    }
+
+    /// What the platform stored in `conversation`, as text, in order (any channel).
+    pub fn posted(&self, conversation: &ConversationRef) -> Vec<String> {
+        let c = conversation;
+        let parent = c.parent_conversation_id.as_deref();
+        match c.channel.as_str() {
+            "discord" => self
+                .discord
+                .messages_in(&c.conversation_id)
+                .into_iter()
+                .map(|m| m.content)
+                .collect(),
+            "slack" => match parent {
+                Some(channel) => self.slack.messages_in(channel, Some(&c.conversation_id)),
+                None => self.slack.messages_in(&c.conversation_id, None),
+            }
+            .into_iter()
+            .map(|m| m.text)
+            .collect(),
+            "telegram" => {
+                let num = |s: &str| s.parse::<i64>().expect("numeric telegram id");
+                match parent {
+                    Some(chat) => self
+                        .telegram
+                        .messages_in(num(chat), Some(num(&c.conversation_id))),
+                    None => self.telegram.messages_in(num(&c.conversation_id), None),
+                }
+                .into_iter()
+                .map(|m| m.text)
+                .collect()
+            }
+            "matrix" => match parent {
+                Some(room) => self.matrix.events_in(room, Some(&c.conversation_id)),
+                None => self.matrix.events_in(&c.conversation_id, None),
+            }
+            .into_iter()
+            .map(|e| e.content["body"].as_str().unwrap_or_default().to_owned())
+            .collect(),
+            webhook => self
+                .webhook
+                .deliveries()
+                .into_iter()
+                .filter(|d| format!("webhook:{}", d.name) == webhook)
+                .filter(|d| d.body["conversation"]["conversation_id"] == c.conversation_id.as_str())
+                .map(|d| d.body["text"].as_str().unwrap_or_default().to_owned())
+                .collect(),
+        }
+    }
+
+    /// A top-level conversation on a native platform, with an id its fake accepts.
+    pub fn conversation(channel: &str) -> ConversationRef {
+        let id = match channel {
+            "discord" => "100000000000000001",
+            "slack" => "C0THREADLINE",
+            "telegram" => "-1001234567890",
+            "matrix" => "!room:fake",
+            _other => "conversation-1",
+        };
+        ConversationRef {
+            channel: channel.into(),
             account_id: ACCOUNT.into(),
             conversation_id: id.into(),
             parent_conversation_id: None,

@@ -3,8 +3,12 @@
 
 use crate::binder::{Control, Spawner};
 use crate::config::Config;
+use crate::deliver::adapter::Adapter;
 use crate::deliver::credentials::Credentials;
 use crate::deliver::discord::Discord;
+use crate::deliver::matrix::Matrix;
+use crate::deliver::slack::Slack;
+use crate::deliver::telegram::Telegram;
 use crate::deliver::webhook::Webhook;
 use crate::deliver::Deliverer;
 use crate::plumbing::nats::{durable_name, ensure_consumer, jetstream, StreamKind};
@@ -96,6 +100,7 @@ pub async fn start(
         )
     };
     let js = jetstream(&plumbing.nats);
+    let inbound_ack_pending = (config.concurrency as i64 * 4).max(64);
     let subjects = &plumbing.subjects;
     let mut tasks = JoinSet::new();
 
@@ -106,6 +111,7 @@ pub async fn start(
             StreamKind::Inbound,
             "binder-spawn",
             subjects.in_spawn(),
+            inbound_ack_pending,
             &config,
         )
         .await?;
@@ -116,6 +122,7 @@ pub async fn start(
             StreamKind::Inbound,
             "binder-control",
             subjects.in_control(),
+            inbound_ack_pending,
             &config,
         )
         .await?;
@@ -136,6 +143,7 @@ pub async fn start(
             StreamKind::Inbound,
             "router-completion",
             subjects.in_completion(),
+            inbound_ack_pending,
             &config,
         )
         .await?;
@@ -151,6 +159,7 @@ pub async fn start(
             StreamKind::Inbound,
             "router-message",
             subjects.in_message_any(),
+            inbound_ack_pending,
             &config,
         )
         .await?;
@@ -166,21 +175,13 @@ pub async fn start(
             StreamKind::Inbound,
             "router-send",
             subjects.in_send(),
+            inbound_ack_pending,
             &config,
         )
         .await?;
         spawn_loop(&mut tasks, Sender::new(plumbing.clone()), sends, &plumbing);
     }
     for channel in channels {
-        let consumer = ensure_consumer(
-            &js,
-            subjects,
-            StreamKind::Deliver,
-            &durable_name("deliver", Some(&channel)),
-            subjects.deliver(&channel),
-            &config,
-        )
-        .await?;
         let credentials = Credentials::load(&channel, config.clone()).map_err(|source| {
             StartError::Credentials {
                 channel: channel.clone(),
@@ -188,26 +189,40 @@ pub async fn start(
             }
         })?;
         watch_credentials(&mut tasks, &plumbing, &channel, credentials.clone()).await?;
-        if channel == "discord" {
-            let adapter = Discord::new(
-                &config.discord.api_base,
-                credentials.clone(),
-                config.http_timeout(),
-            );
-            let deliverer = Deliverer::new(adapter, credentials, plumbing.clone());
-            spawn_loop(&mut tasks, deliverer, consumer, &plumbing);
-        } else if let Some((name, webhook)) = channel
-            .strip_prefix("webhook:")
-            .and_then(|name| config.webhooks.get_key_value(name))
-        {
-            let adapter = Webhook::new(
-                name,
-                webhook.clone(),
-                credentials.clone(),
-                config.http_timeout(),
-            );
-            let deliverer = Deliverer::new(adapter, credentials, plumbing.clone());
-            spawn_loop(&mut tasks, deliverer, consumer, &plumbing);
+        let timeout = config.http_timeout();
+        let base = |c: &str| {
+            config
+                .platform(c)
+                .map(|p| p.api_base.clone())
+                .unwrap_or_default()
+        };
+        match channel.as_str() {
+            "discord" => {
+                let adapter = Discord::new(&base("discord"), credentials.clone(), timeout);
+                start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
+            }
+            "slack" => {
+                let adapter = Slack::new(&base("slack"), credentials.clone(), timeout);
+                start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
+            }
+            "telegram" => {
+                let adapter = Telegram::new(&base("telegram"), credentials.clone(), timeout);
+                start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
+            }
+            "matrix" => {
+                let adapter = Matrix::new(&base("matrix"), credentials.clone(), timeout);
+                start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
+            }
+            _webhook => {
+                if let Some((name, webhook)) = channel
+                    .strip_prefix("webhook:")
+                    .and_then(|name| config.webhooks.get_key_value(name))
+                {
+                    let adapter = Webhook::new(name, webhook.clone(), credentials.clone(), timeout);
+                    start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials)
+                        .await?;
+                }
+            }
         }
     }
     plumbing.health.set_ready(true);
@@ -266,5 +281,39 @@ fn spawn_loop<H: Handler>(
     consumer: async_nats::jetstream::consumer::PullConsumer,
     plumbing: &Plumbing,
 ) {
-    tasks.spawn(run(Arc::new(handler), consumer, plumbing.clone()));
+    let concurrency = plumbing.config.concurrency;
+    tasks.spawn(run(
+        Arc::new(handler),
+        consumer,
+        plumbing.clone(),
+        concurrency,
+    ));
+}
+
+/// One deliverer: a run loop per delivery partition of its channel, each with one post in
+/// flight (the consumer allows one unacknowledged message), so posts to a conversation are
+/// made in the order the router emitted them however many instances run.
+async fn start_deliverer<A: Adapter>(
+    tasks: &mut JoinSet<()>,
+    js: &async_nats::jetstream::Context,
+    plumbing: &Plumbing,
+    channel: &str,
+    adapter: A,
+    credentials: Arc<Credentials>,
+) -> Result<(), StartError> {
+    let deliverer = Arc::new(Deliverer::new(adapter, credentials, plumbing.clone()));
+    for partition in 0..plumbing.config.delivery_partitions.max(1) {
+        let consumer = ensure_consumer(
+            js,
+            &plumbing.subjects,
+            StreamKind::Deliver,
+            &durable_name("deliver", Some(&format!("{channel}-p{partition}"))),
+            plumbing.subjects.deliver_partition(channel, partition),
+            1,
+            &plumbing.config,
+        )
+        .await?;
+        tasks.spawn(run(deliverer.clone(), consumer, plumbing.clone(), 1));
+    }
+    Ok(())
 }

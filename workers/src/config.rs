@@ -87,7 +87,15 @@ pub struct Config {
     pub stream_max_age_ms: u64,
     /// Grace period for in-flight work on SIGTERM.
     pub drain_timeout_ms: u64,
-    pub discord: DiscordConfig,
+    pub discord: PlatformConfig,
+    pub slack: PlatformConfig,
+    pub telegram: PlatformConfig,
+    /// `api_base` is the homeserver URL (`homeserver` is accepted too).
+    pub matrix: PlatformConfig,
+    /// Delivery subjects per channel (`tl.deliver.<channel>.<n>`); each carries one
+    /// in-flight post, so posts to one conversation keep their order across instances and
+    /// throughput grows with this number. The same value everywhere in a deployment.
+    pub delivery_partitions: u32,
     /// Generic HTTP channels, `webhook:<name>`; TOML only.
     pub webhooks: BTreeMap<String, WebhookConfig>,
     /// How often the binding sweeper looks for expired bindings.
@@ -112,10 +120,25 @@ pub struct ChannelPolicy {
     pub own_author_ids: Vec<String>,
 }
 
-/// The Discord adapter; enabled when `token` is set.
+/// What to do with a post whose earlier attempt may have landed, on a platform that offers
+/// neither an idempotency key nor a way to read recent messages (Telegram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownOutcome {
+    /// Post again: a possible duplicate rather than a possible loss.
+    #[default]
+    Repost,
+    /// Do not post again: a possible loss rather than a possible duplicate.
+    Skip,
+}
+
+/// A native platform adapter (`[discord]`, `[slack]`, `[telegram]`, `[matrix]`); enabled
+/// when it has a `token` or a `token_file`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DiscordConfig {
+pub struct PlatformConfig {
+    /// The API base URL (Matrix: the homeserver). Tests point it at a loopback fake.
+    #[serde(alias = "homeserver")]
     pub api_base: String,
     pub token: Secret,
     /// A file holding the token (a mounted secret); takes precedence over `token` and is
@@ -124,20 +147,36 @@ pub struct DiscordConfig {
     pub idle_timeout_ms: Option<u64>,
     pub max_age_ms: Option<u64>,
     pub own_author_ids: Vec<String>,
+    /// Only used where the platform has no idempotency key and no read-back.
+    pub unknown_outcome: UnknownOutcome,
 }
 
-impl Default for DiscordConfig {
-    fn default() -> Self {
-        DiscordConfig {
-            api_base: "https://discord.com/api/v10".into(),
+impl PlatformConfig {
+    fn with_base(api_base: &str) -> Self {
+        PlatformConfig {
+            api_base: api_base.into(),
             token: Secret::default(),
             token_file: None,
             idle_timeout_ms: None,
             max_age_ms: None,
             own_author_ids: Vec::new(),
+            unknown_outcome: UnknownOutcome::default(),
         }
     }
+
+    fn enabled(&self) -> bool {
+        !self.token.is_empty() || self.token_file.is_some()
+    }
 }
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig::with_base("")
+    }
+}
+
+/// The native platforms, by channel name.
+pub const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
 
 /// One generic webhook channel (the bridge to WhatsApp, Signal, Feishu, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,7 +230,11 @@ impl Default for Config {
             redis_timeout_ms: 5_000,
             stream_max_age_ms: 7 * 24 * 3_600_000,
             drain_timeout_ms: 20_000,
-            discord: DiscordConfig::default(),
+            discord: PlatformConfig::with_base("https://discord.com/api/v10"),
+            slack: PlatformConfig::with_base("https://slack.com/api"),
+            telegram: PlatformConfig::with_base("https://api.telegram.org"),
+            matrix: PlatformConfig::with_base("https://matrix.org"),
+            delivery_partitions: 16,
             webhooks: BTreeMap::new(),
             sweep_interval_ms: 30_000,
             credentials_reload_ms: 60_000,
@@ -226,26 +269,26 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "drain_timeout_ms",
     "sweep_interval_ms",
     "credentials_reload_ms",
+    "delivery_partitions",
 ];
-const ENV_SECTIONS: &[(&str, &[&str])] = &[(
-    "discord",
-    &[
-        "api_base",
-        "token",
-        "token_file",
-        "idle_timeout_ms",
-        "max_age_ms",
-    ],
-)];
+const PLATFORM_ENV_FIELDS: &[&str] = &[
+    "api_base",
+    "homeserver",
+    "token",
+    "token_file",
+    "idle_timeout_ms",
+    "max_age_ms",
+    "unknown_outcome",
+];
 
 fn env_key(key: &str) -> Option<String> {
     if ENV_TOP_LEVEL.contains(&key) {
         return Some(key.to_owned());
     }
-    ENV_SECTIONS.iter().find_map(|(section, fields)| {
+    PLATFORMS.iter().find_map(|section| {
         key.strip_prefix(section)
             .and_then(|rest| rest.strip_prefix('_'))
-            .filter(|field| fields.contains(field))
+            .filter(|field| PLATFORM_ENV_FIELDS.contains(field))
             .map(|field| format!("{section}.{field}"))
     })
 }
@@ -280,10 +323,20 @@ impl Config {
         Duration::from_millis(self.http_timeout_ms)
     }
 
+    /// The settings of a native platform channel (`discord`, `slack`, …).
+    pub fn platform(&self, channel: &str) -> Option<&PlatformConfig> {
+        match channel {
+            "discord" => Some(&self.discord),
+            "slack" => Some(&self.slack),
+            "telegram" => Some(&self.telegram),
+            "matrix" => Some(&self.matrix),
+            _other => None,
+        }
+    }
+
     /// The lifecycle and identity settings of `channel`.
     pub fn policy(&self, channel: &str) -> Option<ChannelPolicy> {
-        if channel == "discord" {
-            let d = &self.discord;
+        if let Some(d) = self.platform(channel) {
             return Some(ChannelPolicy {
                 idle_timeout_ms: d.idle_timeout_ms,
                 max_age_ms: d.max_age_ms,
@@ -303,11 +356,8 @@ impl Config {
     /// The token of `channel` as configured now: its token file when it has one, else the
     /// value from the file or environment. `None` when the channel is not configured.
     pub fn token(&self, channel: &str) -> Option<Result<Secret, std::io::Error>> {
-        let (file, value) = if channel == "discord" {
-            (
-                self.discord.token_file.as_ref(),
-                Some(self.discord.token.clone()),
-            )
+        let (file, value) = if let Some(platform) = self.platform(channel) {
+            (platform.token_file.as_ref(), Some(platform.token.clone()))
         } else {
             let hook = channel
                 .strip_prefix("webhook:")
@@ -321,13 +371,14 @@ impl Config {
         })
     }
 
-    /// The channels this deployment can deliver to: `discord` when it has a token, and
+    /// The channels this deployment can deliver to: each native platform with a token, and
     /// `webhook:<name>` for every configured webhook.
     pub fn channels(&self) -> Vec<String> {
-        let mut channels = Vec::new();
-        if !self.discord.token.is_empty() || self.discord.token_file.is_some() {
-            channels.push("discord".to_owned());
-        }
+        let mut channels: Vec<String> = PLATFORMS
+            .iter()
+            .filter(|p| self.platform(p).is_some_and(PlatformConfig::enabled))
+            .map(|p| (*p).to_owned())
+            .collect();
         channels.extend(self.webhooks.keys().map(|name| format!("webhook:{name}")));
         channels
     }

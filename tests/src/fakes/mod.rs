@@ -10,9 +10,13 @@
 //! Other routes (reads) are never faulted, so tests can always read back state.
 
 pub mod discord;
+pub mod matrix;
+pub mod slack;
+pub mod telegram;
 pub mod webhook;
 
 pub use discord::{DiscordMessage, DiscordThread, FakeDiscord};
+pub use slack::{FakeSlack, SlackMessage};
 pub use webhook::{FakeWebhook, WebhookDelivery};
 
 use std::{

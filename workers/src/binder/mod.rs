@@ -150,9 +150,8 @@ impl Handler for Spawner {
                 if let Some(name) = &plan.create_thread {
                     let delivery_id = ids::thread_delivery_id(&binding.binding_id);
                     out.push(Outgoing::event(
-                        self.plumbing
-                            .subjects
-                            .deliver(&spawn.requester.conversation.channel),
+                        // The parent's lane: the thread is created in order with posts there.
+                        self.plumbing.deliver_subject(&spawn.requester.conversation),
                         delivery_id.clone(),
                         &DeliveryCommand {
                             v: SCHEMA_VERSION,

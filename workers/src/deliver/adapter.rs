@@ -89,4 +89,23 @@ pub trait Adapter: Send + Sync + 'static {
         &self,
         request: ThreadRequest<'_>,
     ) -> impl Future<Output = Result<ConversationRef, PlatformError>> + Send;
+
+    /// Platforms with read-back: finds the message an earlier attempt of this part posted
+    /// (by the idempotency key the adapter attaches to every post) since `since_ms`.
+    fn find_posted(
+        &self,
+        _request: PostRequest<'_>,
+        _since_ms: u64,
+    ) -> impl Future<Output = Result<Option<Receipt>, PlatformError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Platforms with read-back: finds the thread an earlier attempt created.
+    fn find_thread(
+        &self,
+        _request: ThreadRequest<'_>,
+        _since_ms: u64,
+    ) -> impl Future<Output = Result<Option<ConversationRef>, PlatformError>> + Send {
+        async { Ok(None) }
+    }
 }

@@ -10,11 +10,14 @@ pub mod adapter;
 pub mod credentials;
 pub mod discord;
 pub mod http;
+pub mod matrix;
+pub mod slack;
 pub mod split;
+pub mod telegram;
 pub mod webhook;
 
 use crate::binder::binding_event;
-use crate::config::Config;
+use crate::config::{Config, UnknownOutcome};
 use crate::error::WorkError;
 use crate::ids;
 use crate::lifecycle::{self, Farewell};
@@ -36,17 +39,26 @@ use threadline_schemas::{
 /// Capabilities of a channel as configured in this deployment; `None` when it has no
 /// adapter here.
 pub fn capabilities(channel: &str, config: &Config) -> Option<Capabilities> {
-    if channel == "discord" {
-        return config
-            .channels()
-            .iter()
-            .any(|c| c == "discord")
-            .then_some(discord::CAPABILITIES);
+    let enabled = || config.channels().iter().any(|c| c == channel);
+    match channel {
+        "discord" => enabled().then_some(discord::CAPABILITIES),
+        "slack" => enabled().then_some(slack::CAPABILITIES),
+        "telegram" => enabled().then_some(telegram::CAPABILITIES),
+        "matrix" => enabled().then_some(matrix::CAPABILITIES),
+        _webhook => channel
+            .strip_prefix("webhook:")
+            .and_then(|name| config.webhooks.get(name))
+            .map(webhook::capabilities),
     }
-    channel
-        .strip_prefix("webhook:")
-        .and_then(|name| config.webhooks.get(name))
-        .map(webhook::capabilities)
+}
+
+/// The delivery partition of a conversation: a stable hash of it (the same in every process
+/// and version; DO NOT CHANGE while messages are in flight).
+pub fn partition(conversation: &ConversationRef, partitions: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(conversation.key().as_bytes());
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    n % partitions.max(1)
 }
 
 /// The handler of `tl.deliver.<channel>`.
@@ -57,6 +69,17 @@ pub struct Deliverer<A: Adapter> {
     credentials: Arc<Credentials>,
     /// Author ids already recorded as ours, so each is written to Redis once per process.
     own_authors: Mutex<HashSet<String>>,
+}
+
+/// How far back read-back looks for an earlier attempt's post.
+const READ_BACK_WINDOW_MS: u64 = 3_600_000;
+
+/// How a part in doubt is settled.
+enum Doubt {
+    /// Send it (again), reporting how the doubt was handled.
+    Resend(Reconciliation),
+    /// Already there (found by read-back), or not to be re-sent (`unknown_outcome = skip`).
+    Settled(String, Reconciliation),
 }
 
 /// What one post attempt came to.
@@ -122,6 +145,17 @@ impl<A: Adapter> Deliverer<A> {
         let mut message_ids = Vec::with_capacity(parts.len());
         let mut reconciled = None;
         for (index, text) in parts.iter().enumerate() {
+            let key = ids::part_key(&command.delivery_id, index);
+            let request = PostRequest {
+                conversation: destination,
+                text,
+                idempotency_key: &key,
+                event_id: &command.event_id,
+                delivery_id: &command.delivery_id,
+                part: index,
+                parts: parts.len(),
+                session_key,
+            };
             let attempt = match store
                 .claim_part(&command.delivery_id, index, self.lease_ms())
                 .await?
@@ -144,25 +178,17 @@ impl<A: Adapter> Deliverer<A> {
                     })
                 }
                 Claim::Fresh(n) => n,
-                Claim::InDoubt(n) => {
-                    reconciled = Some(if caps.idempotency_key {
-                        Reconciliation::IdempotencyKey
-                    } else {
-                        Reconciliation::UnknownOutcome
-                    });
-                    n
-                }
-            };
-            let key = ids::part_key(&command.delivery_id, index);
-            let request = PostRequest {
-                conversation: destination,
-                text,
-                idempotency_key: &key,
-                event_id: &command.event_id,
-                delivery_id: &command.delivery_id,
-                part: index,
-                parts: parts.len(),
-                session_key,
+                Claim::InDoubt(n) => match self.settle_doubt(request, index, n, caps).await? {
+                    Doubt::Resend(how) => {
+                        reconciled = Some(how);
+                        n
+                    }
+                    Doubt::Settled(id, how) => {
+                        reconciled = Some(how);
+                        message_ids.push(id);
+                        continue;
+                    }
+                },
             };
             match self.adapter.post(request).await {
                 Ok(receipt) => {
@@ -187,6 +213,69 @@ impl<A: Adapter> Deliverer<A> {
             ids: message_ids,
             reconciled,
         })
+    }
+
+    /// An earlier attempt on this part may have posted. With an idempotency key, re-send;
+    /// with read-back, look for it first; with neither, follow `unknown_outcome`.
+    async fn settle_doubt(
+        &self,
+        request: PostRequest<'_>,
+        index: usize,
+        attempt: u32,
+        caps: Capabilities,
+    ) -> Result<Doubt, WorkError> {
+        if caps.idempotency_key {
+            return Ok(Doubt::Resend(Reconciliation::IdempotencyKey));
+        }
+        let store = &self.plumbing.store;
+        if caps.read_back {
+            let since = threadline_schemas::now_ms().saturating_sub(READ_BACK_WINDOW_MS);
+            return match self.adapter.find_posted(request, since).await {
+                Ok(Some(receipt)) => {
+                    store
+                        .settle_part(
+                            request.delivery_id,
+                            index,
+                            &PartOutcome::Sent(receipt.message_id.clone()),
+                        )
+                        .await?;
+                    Ok(Doubt::Settled(receipt.message_id, Reconciliation::ReadBack))
+                }
+                // Read back and not there: posting again cannot duplicate it.
+                Ok(None) => Ok(Doubt::Resend(Reconciliation::ReadBack)),
+                Err(error) => {
+                    // Could not read: still in doubt; keep it that way and retry later.
+                    store
+                        .settle_part(request.delivery_id, index, &PartOutcome::Unknown(attempt))
+                        .await?;
+                    Err(match error {
+                        PlatformError::RateLimited { after } => WorkError::RateLimited { after },
+                        PlatformError::Transient { message, .. }
+                        | PlatformError::Permanent { message, .. } => WorkError::Transient(
+                            format!("reading back an unknown outcome: {message}"),
+                        ),
+                    })
+                }
+            };
+        }
+        metrics::counter!(m::UNKNOWN_OUTCOMES, "channel" => self.adapter.channel().to_owned())
+            .increment(1);
+        let policy = self
+            .plumbing
+            .config
+            .platform(self.adapter.channel())
+            .map(|p| p.unknown_outcome)
+            .unwrap_or_default();
+        match policy {
+            UnknownOutcome::Repost => Ok(Doubt::Resend(Reconciliation::UnknownOutcome)),
+            UnknownOutcome::Skip => {
+                let id = format!("unknown:{}", request.idempotency_key);
+                store
+                    .settle_part(request.delivery_id, index, &PartOutcome::Sent(id.clone()))
+                    .await?;
+                Ok(Doubt::Settled(id, Reconciliation::UnknownOutcome))
+            }
+        }
     }
 
     /// Records a failed attempt on a part and turns it into the run loop's decision.
@@ -379,7 +468,7 @@ impl<A: Adapter> Deliverer<A> {
                 let requester = state.session.requester.conversation;
                 let delivery_id = ids::post_delivery_id(&command.event_id, &requester);
                 out.push(Outgoing::event(
-                    self.plumbing.subjects.deliver(&requester.channel),
+                    self.plumbing.deliver_subject(&requester),
                     delivery_id.clone(),
                     &DeliveryCommand {
                         v: SCHEMA_VERSION,
@@ -439,7 +528,12 @@ impl<A: Adapter> Deliverer<A> {
                     after: Duration::from_millis(ms.max(50)),
                 })
             }
-            Claim::Fresh(attempt) | Claim::InDoubt(attempt) => {
+            claim @ (Claim::Fresh(_) | Claim::InDoubt(_)) => {
+                let (attempt, in_doubt) = match claim {
+                    Claim::InDoubt(n) => (n, true),
+                    Claim::Fresh(n) => (n, false),
+                    Claim::Sent(_) | Claim::Failed(_) | Claim::Busy(_) => (0, false),
+                };
                 let key = ids::part_key(&command.delivery_id, 0);
                 let request = ThreadRequest {
                     parent,
@@ -447,7 +541,23 @@ impl<A: Adapter> Deliverer<A> {
                     idempotency_key: &key,
                     session_key,
                 };
-                match self.adapter.create_thread(request).await {
+                let caps = self.adapter.capabilities();
+                // Without an idempotency key, an earlier attempt's thread is looked for
+                // first where the platform lets us read (a second thread is a duplicate).
+                let earlier = if in_doubt && !caps.idempotency_key && caps.read_back {
+                    let since = threadline_schemas::now_ms().saturating_sub(READ_BACK_WINDOW_MS);
+                    self.adapter
+                        .find_thread(request, since)
+                        .await
+                        .unwrap_or(None)
+                } else {
+                    None
+                };
+                let created = match earlier {
+                    Some(thread) => Ok(thread),
+                    None => self.adapter.create_thread(request).await,
+                };
+                match created {
                     Ok(thread) => {
                         store
                             .settle_part(

@@ -125,7 +125,7 @@ pub async fn end_binding(
     if let Some((destination, mode)) = target {
         let command = farewell_command(&binding, destination.clone(), mode, why);
         out.push(Outgoing::event(
-            plumbing.subjects.deliver(&destination.channel),
+            plumbing.deliver_subject(&destination),
             command.delivery_id.clone(),
             &command,
         ));

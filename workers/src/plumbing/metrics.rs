@@ -14,3 +14,5 @@ pub const HANDLE_SECONDS: &str = "threadline_handle_seconds";
 pub const ECHOES: &str = "threadline_echoes_suppressed_total";
 /// Session inputs published, by `source` (message, send, completion).
 pub const INPUTS: &str = "threadline_session_inputs_total";
+/// Posts whose earlier attempt's outcome could not be settled (no key, no read-back), by `channel`.
+pub const UNKNOWN_OUTCOMES: &str = "threadline_unknown_outcomes_total";

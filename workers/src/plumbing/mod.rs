@@ -28,6 +28,14 @@ pub struct Plumbing {
 }
 
 impl Plumbing {
+    /// The delivery subject for posts to `conversation`: its channel's partition, so every
+    /// post to one conversation goes through one ordered lane.
+    pub fn deliver_subject(&self, conversation: &threadline_schemas::ConversationRef) -> String {
+        let partition = crate::deliver::partition(conversation, self.config.delivery_partitions);
+        self.subjects
+            .deliver_partition(&conversation.channel, partition)
+    }
+
     /// Connects to NATS and Redis (waiting for them, so start-up order does not matter) and
     /// makes sure the streams exist.
     pub async fn connect(

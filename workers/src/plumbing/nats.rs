@@ -196,6 +196,7 @@ pub async fn ensure_consumer(
     kind: StreamKind,
     durable: &str,
     filter_subject: String,
+    max_ack_pending: i64,
     config: &Config,
 ) -> Result<consumer::PullConsumer, TopologyError> {
     let stream_name = kind.name(subjects);
@@ -213,7 +214,7 @@ pub async fn ensure_consumer(
         ack_wait: config.ack_wait(),
         // Unlimited: the run loop decides when an event is given up, and dead-letters it.
         max_deliver: -1,
-        max_ack_pending: (config.concurrency as i64 * 4).max(64),
+        max_ack_pending,
         deliver_policy: consumer::DeliverPolicy::All,
         ..Default::default()
     };

@@ -73,9 +73,15 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Pulls from `consumer` and runs `handler` until `plumbing.shutdown` fires, then drains.
-pub async fn run<H: Handler>(handler: Arc<H>, consumer: PullConsumer, plumbing: Plumbing) {
+/// `concurrency` bounds the events handled at once from this consumer.
+pub async fn run<H: Handler>(
+    handler: Arc<H>,
+    consumer: PullConsumer,
+    plumbing: Plumbing,
+    concurrency: usize,
+) {
     let stage = handler.stage();
-    let concurrency = plumbing.config.concurrency.max(1);
+    let concurrency = concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let shutdown = plumbing.shutdown.clone();

@@ -85,7 +85,7 @@ impl Router {
                     let delivery_id =
                         ids::post_delivery_id(&completion.event_id, &planned.destination);
                     Outgoing::event(
-                        self.plumbing.subjects.deliver(&planned.destination.channel),
+                        self.plumbing.deliver_subject(&planned.destination),
                         delivery_id.clone(),
                         &DeliveryCommand {
                             v: SCHEMA_VERSION,

@@ -1,0 +1,1264 @@
+//! Loopback fake of a Matrix homeserver's client-server API (v3): bearer auth,
+//! `whoami`, event send with transaction-id idempotency, `m.thread` replies,
+//! room history via `/messages`, and the spec's `errcode` error shapes.
+//!
+//! Every syntactically valid room id (`!local:server`) is implicitly a room the
+//! bot has joined, so tests need no set-up; `leave_room` and `redact` produce
+//! the two permanent errors a deliverer must recognise (403 M_FORBIDDEN, and
+//! 400 "Thread root not found" for a thread whose root is gone).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{
+        rejection::{PathRejection, QueryRejection},
+        ConnectInfo, Path, Query, Request, State,
+    },
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, put},
+    Json, Router,
+};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::{
+    hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, FaultCounts, FaultMix,
+    Faults, Plan, Server,
+};
+
+/// The one user every accepted token authenticates as.
+const USER_ID: &str = "@threadline:fake";
+const DEVICE_ID: &str = "TLDEVICE";
+const DEFAULT_TOKEN: &str = "syt_test_token";
+/// The spec's limit is on the whole event (65536 bytes); checking the content
+/// alone is close enough and keeps the rule easy to hit from a test.
+const MAX_CONTENT_BYTES: usize = 65_536;
+/// The spec's default page size for `/messages`.
+const DEFAULT_MESSAGES_LIMIT: usize = 10;
+/// Servers cap `limit`; a client asking for more just gets fewer.
+const MAX_MESSAGES_LIMIT: usize = 1000;
+const THREAD_REL_TYPE: &str = "m.thread";
+/// Room-version-4+ event ids are `$` plus 43 URL-safe base64 characters.
+const EVENT_ID_CHARS: usize = 43;
+const EVENT_ID_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// An event as the fake stored it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatrixEvent {
+    pub room_id: String,
+    pub event_id: String,
+    pub txn_id: String,
+    pub event_type: String,
+    /// The content exactly as sent, even after `redact` (tests inspect what
+    /// was delivered; only `/messages` shows the redacted form).
+    pub content: Value,
+    /// The root event id when the content carries an `m.thread` relation.
+    pub thread_root: Option<String>,
+}
+
+/// Handle to a running fake homeserver; dropping it shuts the server down.
+pub struct FakeMatrix {
+    server: Server,
+    shared: Shared,
+}
+
+type Shared = Arc<Mutex<MatrixState>>;
+/// A status and a JSON body, either a success or a Matrix error.
+type Reply = (StatusCode, Value);
+
+impl FakeMatrix {
+    /// Starts the fake on a free loopback port. Accepted token: `syt_test_token`.
+    pub async fn start() -> FakeMatrix {
+        let shared: Shared = Arc::new(Mutex::new(MatrixState::new()));
+        let router = Router::new()
+            .route("/_matrix/client/v3/account/whoami", get(whoami))
+            .route(
+                "/_matrix/client/v3/rooms/{room_id}/send/{event_type}/{txn_id}",
+                put(send_event),
+            )
+            .route(
+                "/_matrix/client/v3/rooms/{room_id}/messages",
+                get(room_messages),
+            )
+            .fallback(unrecognized)
+            .method_not_allowed_fallback(method_not_allowed)
+            // A layer (not per-handler counting) so 404s and 405s count too.
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                count_request,
+            ))
+            .with_state(Arc::clone(&shared));
+        let server = Server::start(router).await;
+        FakeMatrix { server, shared }
+    }
+
+    /// `http://127.0.0.1:PORT`, the homeserver URL (clients append `/_matrix/...`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// All stored events, in creation order.
+    pub fn events(&self) -> Vec<MatrixEvent> {
+        let st = lock(&self.shared);
+        st.events.iter().map(|e| e.event.clone()).collect()
+    }
+
+    /// Stored events of one room, in creation order: those in the thread of
+    /// `thread_root`, or with `None` those outside any thread.
+    pub fn events_in(&self, room_id: &str, thread_root: Option<&str>) -> Vec<MatrixEvent> {
+        let st = lock(&self.shared);
+        st.events
+            .iter()
+            .filter(|e| e.event.room_id == room_id && e.event.thread_root.as_deref() == thread_root)
+            .map(|e| e.event.clone())
+            .collect()
+    }
+
+    /// Every request received, including rejected, faulted and deduplicated ones.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared).request_count
+    }
+
+    /// How many sends were answered from the transaction cache (a retried
+    /// txn id) instead of creating an event.
+    pub fn txn_repeats(&self) -> usize {
+        lock(&self.shared).txn_repeats
+    }
+
+    /// The token of each accepted (authenticated) request, in arrival order.
+    pub fn tokens_seen(&self) -> Vec<String> {
+        lock(&self.shared).tokens_seen.clone()
+    }
+
+    /// Replaces the set of accepted access tokens (all belong to the same user).
+    pub fn set_tokens(&self, tokens: &[&str]) {
+        let mut st = lock(&self.shared);
+        st.tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
+    }
+
+    /// Queues a fault for the next event send.
+    pub fn push_fault(&self, f: Fault) {
+        lock(&self.shared).faults.push_back(f);
+    }
+
+    /// Injects random faults (after any scripted ones); `None` turns them off.
+    pub fn set_fault_mix(&self, mix: Option<FaultMix>) {
+        lock(&self.shared).faults.set_mix(mix);
+    }
+
+    /// How many faults were injected so far, by kind.
+    pub fn fault_counts(&self) -> FaultCounts {
+        lock(&self.shared).faults.counts.clone()
+    }
+
+    /// Makes the bot leave a room: sends and reads there answer 403 M_FORBIDDEN.
+    pub fn leave_room(&self, room_id: &str) {
+        lock(&self.shared).left.insert(room_id.to_owned());
+    }
+
+    /// Redacts an event: `/messages` shows it with empty content, and thread
+    /// replies naming it as root answer 400 "Thread root not found".
+    pub fn redact(&self, event_id: &str) {
+        lock(&self.shared).redacted.insert(event_id.to_owned());
+    }
+
+    /// The user id every accepted token authenticates as.
+    pub fn user_id(&self) -> String {
+        USER_ID.to_owned()
+    }
+
+    /// Waits until at least `n` events are stored or `timeout` passes, and
+    /// returns whatever is stored then (the caller asserts on the count).
+    pub async fn wait_for_events(&self, n: usize, timeout: Duration) -> Vec<MatrixEvent> {
+        poll_until(timeout, || {
+            let all = self.events();
+            (all.len() >= n, all)
+        })
+        .await
+    }
+}
+
+struct StoredEvent {
+    event: MatrixEvent,
+    /// The sending token: `unsigned.transaction_id` is only shown to it, as a
+    /// real server shows it only to the sending device.
+    token: String,
+    origin_server_ts: u64,
+}
+
+/// The spec scopes a transaction id to the device (here: the access token)
+/// *and* the endpoint, so the room and event type are part of the key — the
+/// same txn id in another room is a new event on a real server, too.
+#[derive(Hash, PartialEq, Eq)]
+struct TxnKey {
+    token: String,
+    room_id: String,
+    event_type: String,
+    txn_id: String,
+}
+
+struct MatrixState {
+    tokens: HashSet<String>,
+    tokens_seen: Vec<String>,
+    request_count: usize,
+    txn_repeats: usize,
+    faults: Faults,
+    events: Vec<StoredEvent>,
+    /// Event id → index in `events`; thread roots are looked up by id.
+    event_index: HashMap<String, usize>,
+    /// Successful sends only: a failed send may be retried with its txn id.
+    txns: HashMap<TxnKey, String>,
+    left: HashSet<String>,
+    redacted: HashSet<String>,
+    last_ts: u64,
+}
+
+/// Which way `/messages` pages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Backward,
+    Forward,
+}
+
+impl MatrixState {
+    fn new() -> MatrixState {
+        MatrixState {
+            tokens: HashSet::from([DEFAULT_TOKEN.to_owned()]),
+            tokens_seen: Vec::new(),
+            request_count: 0,
+            txn_repeats: 0,
+            faults: Faults::default(),
+            events: Vec::new(),
+            event_index: HashMap::new(),
+            txns: HashMap::new(),
+            left: HashSet::new(),
+            redacted: HashSet::new(),
+            last_ts: 0,
+        }
+    }
+
+    /// Random, opaque ids like a real server's: clients must not order or
+    /// parse them, and a fake with counters would let them get away with it.
+    fn new_event_id(&self) -> String {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        loop {
+            let id: String = std::iter::once('$')
+                .chain((0..EVENT_ID_CHARS).map(|_| {
+                    let i = rng.random_range(0..EVENT_ID_ALPHABET.len());
+                    char::from(EVENT_ID_ALPHABET[i])
+                }))
+                .collect();
+            if !self.event_index.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Wall-clock milliseconds, never going backwards between events.
+    fn next_ts(&mut self) -> u64 {
+        self.last_ts = unix_ms(SystemTime::now()).max(self.last_ts);
+        self.last_ts
+    }
+
+    fn event(&self, event_id: &str) -> Option<&StoredEvent> {
+        self.event_index
+            .get(event_id)
+            .and_then(|&i| self.events.get(i))
+    }
+
+    fn check_joined(&self, room_id: &str) -> Result<(), Reply> {
+        check_room_id(room_id)?;
+        if self.left.contains(room_id) {
+            return Err(matrix_error(
+                StatusCode::FORBIDDEN,
+                "M_FORBIDDEN",
+                &format!("User {USER_ID} not in room {room_id}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn send_event(
+        &mut self,
+        token: &str,
+        room_id: &str,
+        event_type: &str,
+        txn_id: &str,
+        body: &[u8],
+    ) -> Result<Reply, Reply> {
+        let key = TxnKey {
+            token: token.to_owned(),
+            room_id: room_id.to_owned(),
+            event_type: event_type.to_owned(),
+            txn_id: txn_id.to_owned(),
+        };
+        // A real server answers a repeated txn from its cache before looking
+        // at anything else, even if the room was left since.
+        if let Some(event_id) = self.txns.get(&key) {
+            let body = json!({ "event_id": event_id });
+            self.txn_repeats += 1;
+            return Ok((StatusCode::OK, body));
+        }
+        self.check_joined(room_id)?;
+        if body.len() > MAX_CONTENT_BYTES {
+            return Err(matrix_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "M_TOO_LARGE",
+                "event too large",
+            ));
+        }
+        let content = parse_content(body)?;
+        if event_type == "m.room.message" {
+            for field in ["msgtype", "body"] {
+                if !content.get(field).is_some_and(Value::is_string) {
+                    return Err(matrix_error(
+                        StatusCode::BAD_REQUEST,
+                        "M_BAD_JSON",
+                        &format!("m.room.message content needs a string '{field}'"),
+                    ));
+                }
+            }
+        }
+        let thread_root = self.thread_root(room_id, &content)?;
+
+        let event_id = self.new_event_id();
+        let origin_server_ts = self.next_ts();
+        let stored = StoredEvent {
+            event: MatrixEvent {
+                room_id: room_id.to_owned(),
+                event_id: event_id.clone(),
+                txn_id: txn_id.to_owned(),
+                event_type: event_type.to_owned(),
+                content: Value::Object(content),
+                thread_root,
+            },
+            token: token.to_owned(),
+            origin_server_ts,
+        };
+        self.event_index.insert(event_id.clone(), self.events.len());
+        self.events.push(stored);
+        self.txns.insert(key, event_id.clone());
+        Ok((StatusCode::OK, json!({ "event_id": event_id })))
+    }
+
+    /// The thread root named by an `m.thread` relation, which must be a live
+    /// event of this room. Real servers accept unknown roots; the fake refuses
+    /// them so a deliverer gets a crisp "thread is gone" signal to test against.
+    fn thread_root(
+        &self,
+        room_id: &str,
+        content: &Map<String, Value>,
+    ) -> Result<Option<String>, Reply> {
+        let rel = match content.get("m.relates_to") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Object(rel)) => rel,
+            Some(_) => {
+                return Err(matrix_error(
+                    StatusCode::BAD_REQUEST,
+                    "M_BAD_JSON",
+                    "'m.relates_to' must be an object",
+                ))
+            }
+        };
+        // Replies, edits and reactions are stored as plain events.
+        if rel.get("rel_type").and_then(Value::as_str) != Some(THREAD_REL_TYPE) {
+            return Ok(None);
+        }
+        let Some(root) = rel.get("event_id").and_then(Value::as_str) else {
+            return Err(matrix_error(
+                StatusCode::BAD_REQUEST,
+                "M_BAD_JSON",
+                "'m.relates_to.event_id' must be a string",
+            ));
+        };
+        let live = self.event(root).is_some_and(|e| e.event.room_id == room_id)
+            && !self.redacted.contains(root);
+        if !live {
+            return Err(matrix_error(
+                StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                "Thread root not found",
+            ));
+        }
+        Ok(Some(root.to_owned()))
+    }
+
+    /// `/messages` with stream tokens `t<N>` = "after the first N events of
+    /// the server". Like Synapse, `end` is left out only when the page is empty.
+    fn messages(
+        &self,
+        token: &str,
+        room_id: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<Reply, Reply> {
+        self.check_joined(room_id)?;
+        let dir = match query.get("dir").map(String::as_str) {
+            Some("b") => Dir::Backward,
+            Some("f") => Dir::Forward,
+            Some(other) => {
+                return Err(invalid_param(&format!(
+                    "Query parameter 'dir' must be 'b' or 'f', not '{other}'"
+                )))
+            }
+            // Required since spec v1.3; a lenient default would hide the bug.
+            None => {
+                return Err(matrix_error(
+                    StatusCode::BAD_REQUEST,
+                    "M_MISSING_PARAM",
+                    "Missing string query parameter 'dir'",
+                ))
+            }
+        };
+        let limit = match query.get("limit") {
+            None => DEFAULT_MESSAGES_LIMIT,
+            Some(raw) => raw
+                .parse::<usize>()
+                .map_err(|_| {
+                    invalid_param(&format!(
+                        "Query parameter 'limit' is not an integer: '{raw}'"
+                    ))
+                })?
+                .min(MAX_MESSAGES_LIMIT),
+        };
+        let total = self.events.len();
+        let from = match query.get("from") {
+            Some(raw) => parse_stream_token(raw)?.min(total),
+            None if dir == Dir::Backward => total,
+            None => 0,
+        };
+        let to = query
+            .get("to")
+            .map(|raw| parse_stream_token(raw))
+            .transpose()?;
+
+        // Positions are 1-based: event i of `events` sits at stream position i + 1.
+        let in_room = |(_, e): &(usize, &StoredEvent)| e.event.room_id == room_id;
+        let page: Vec<(usize, &StoredEvent)> = match dir {
+            Dir::Backward => self
+                .events
+                .iter()
+                .enumerate()
+                .take(from)
+                .skip(to.unwrap_or(0))
+                .filter(in_room)
+                .rev()
+                .take(limit)
+                .collect(),
+            Dir::Forward => self
+                .events
+                .iter()
+                .enumerate()
+                .take(to.unwrap_or(total))
+                .skip(from)
+                .filter(in_room)
+                .take(limit)
+                .collect(),
+        };
+        let mut body = json!({
+            "chunk": page.iter().map(|(_, e)| self.event_json(e, token)).collect::<Vec<_>>(),
+            "start": format!("t{from}"),
+        });
+        let end = match dir {
+            // Before the oldest event returned, so the next page continues there.
+            Dir::Backward => page.last().map(|(i, _)| *i),
+            // After the newest event returned.
+            Dir::Forward => page.last().map(|(i, _)| i + 1),
+        };
+        if let (Some(end), Some(obj)) = (end, body.as_object_mut()) {
+            obj.insert("end".into(), Value::String(format!("t{end}")));
+        }
+        Ok((StatusCode::OK, body))
+    }
+
+    fn event_json(&self, e: &StoredEvent, token: &str) -> Value {
+        let now = unix_ms(SystemTime::now());
+        let mut unsigned = Map::new();
+        unsigned.insert("age".into(), json!(now.saturating_sub(e.origin_server_ts)));
+        // Shown only to the sender, which lets a client that lost a send's
+        // answer find its own event in the history.
+        if e.token == token {
+            unsigned.insert("transaction_id".into(), json!(e.event.txn_id));
+        }
+        let content = if self.redacted.contains(&e.event.event_id) {
+            unsigned.insert(
+                "redacted_because".into(),
+                json!({
+                    "type": "m.room.redaction",
+                    "sender": USER_ID,
+                    "redacts": e.event.event_id,
+                    "content": {},
+                }),
+            );
+            json!({})
+        } else {
+            e.event.content.clone()
+        };
+        json!({
+            "event_id": e.event.event_id,
+            "type": e.event.event_type,
+            "sender": USER_ID,
+            "origin_server_ts": e.origin_server_ts,
+            "content": content,
+            "room_id": e.event.room_id,
+            "unsigned": unsigned,
+        })
+    }
+}
+
+async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+    lock(&shared).request_count += 1;
+    next.run(req).await
+}
+
+/// Checks `Authorization: Bearer <token>` against the accepted set and records
+/// the token, so token-rotation tests can see which one each request used.
+/// Returns the token: transaction ids are scoped to it.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let mut st = lock(shared);
+    match token {
+        Some(t) if st.tokens.contains(t) => {
+            st.tokens_seen.push(t.to_owned());
+            Ok(t.to_owned())
+        }
+        Some(_) => Err(matrix_error(
+            StatusCode::UNAUTHORIZED,
+            "M_UNKNOWN_TOKEN",
+            "Unknown access token",
+        )),
+        None => Err(matrix_error(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Missing access token",
+        )),
+    }
+}
+
+/// Auth has run; then the fault source (a real rate limiter answers before
+/// the request's content is looked at), then the request itself.
+async fn faulted<F>(shared: &Shared, conn: &ConnCtl, handle: F) -> Response
+where
+    F: FnOnce(&mut MatrixState) -> Result<Reply, Reply>,
+{
+    let fault = lock(shared).faults.next();
+    let plan = Plan::from_fault(fault).await;
+    match plan {
+        Plan::RateLimited { retry_after_ms } => return rate_limited(retry_after_ms),
+        Plan::ServerError => {
+            return reply(matrix_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "M_UNKNOWN",
+                "Internal server error",
+            ))
+        }
+        Plan::Proceed | Plan::HangAfter { .. } => {}
+    }
+    let outcome = {
+        let mut st = lock(shared);
+        handle(&mut st).unwrap_or_else(|e| e)
+    };
+    if let Plan::HangAfter { hold_ms } = plan {
+        return hang_up(conn, hold_ms).await;
+    }
+    reply(outcome)
+}
+
+async fn whoami(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return reply(r);
+    }
+    reply((
+        StatusCode::OK,
+        json!({ "user_id": USER_ID, "device_id": DEVICE_ID }),
+    ))
+}
+
+/// `Path` percent-decodes each segment, so `%21abc%3Afake` arrives as `!abc:fake`.
+async fn send_event(
+    State(shared): State<Shared>,
+    ConnectInfo(conn): ConnectInfo<ConnCtl>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = match authorize(&shared, &headers) {
+        Ok(t) => t,
+        Err(r) => return reply(r),
+    };
+    let Ok(Path((room_id, event_type, txn_id))) = path else {
+        return unrecognized().await;
+    };
+    faulted(&shared, &conn, |st| {
+        st.send_event(&token, &room_id, &event_type, &txn_id, &body)
+    })
+    .await
+}
+
+async fn room_messages(
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match authorize(&shared, &headers) {
+        Ok(t) => t,
+        Err(r) => return reply(r),
+    };
+    let Ok(Path(room_id)) = path else {
+        return unrecognized().await;
+    };
+    let Ok(Query(query)) = query else {
+        return reply(invalid_param("Malformed query string"));
+    };
+    let outcome = lock(&shared)
+        .messages(&token, &room_id, &query)
+        .unwrap_or_else(|e| e);
+    reply(outcome)
+}
+
+async fn unrecognized() -> Response {
+    reply(matrix_error(
+        StatusCode::NOT_FOUND,
+        "M_UNRECOGNIZED",
+        "Unrecognized request",
+    ))
+}
+
+async fn method_not_allowed() -> Response {
+    reply(matrix_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "M_UNRECOGNIZED",
+        "Unrecognized request",
+    ))
+}
+
+fn reply((status, body): Reply) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// The spec's 429: `retry_after_ms` in the body, plus the whole-second
+/// `Retry-After` header that newer servers send as well.
+fn rate_limited(retry_after_ms: u64) -> Response {
+    let body = json!({
+        "errcode": "M_LIMIT_EXCEEDED",
+        "error": "Too Many Requests",
+        "retry_after_ms": retry_after_ms,
+    });
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry_after_header_secs(retry_after_ms).to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn matrix_error(status: StatusCode, errcode: &str, error: &str) -> Reply {
+    (status, json!({ "errcode": errcode, "error": error }))
+}
+
+fn invalid_param(error: &str) -> Reply {
+    matrix_error(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", error)
+}
+
+/// `!localpart:server`. A client that forgets to decode, or double-encodes,
+/// the id (`%21abc%3Afake` arriving literally) fails here, as on a real server.
+fn check_room_id(room_id: &str) -> Result<(), Reply> {
+    let valid = room_id
+        .strip_prefix('!')
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(local, server)| !local.is_empty() && !server.is_empty());
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid_param(&format!(
+            "'{room_id}' is not a valid room ID"
+        )))
+    }
+}
+
+fn parse_content(body: &[u8]) -> Result<Map<String, Value>, Reply> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(matrix_error(
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+            "Content must be a JSON object.",
+        )),
+        Err(_) => Err(matrix_error(
+            StatusCode::BAD_REQUEST,
+            "M_NOT_JSON",
+            "Content not JSON.",
+        )),
+    }
+}
+
+fn parse_stream_token(raw: &str) -> Result<usize, Reply> {
+    raw.strip_prefix('t')
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| invalid_param(&format!("Unknown pagination token '{raw}'")))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "syt_test_token";
+    const ROOM: &str = "!abc:fake";
+
+    fn client() -> reqwest::Client {
+        // reqwest is built with `rustls-no-provider`; building a client without
+        // a process-wide provider panics even for plain http.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .build()
+            .expect("build reqwest client")
+    }
+
+    /// Percent-encodes a room id the way a careful client does.
+    fn enc(room_id: &str) -> String {
+        room_id
+            .replace('%', "%25")
+            .replace('!', "%21")
+            .replace(':', "%3A")
+    }
+
+    fn send_url(fake: &FakeMatrix, room: &str, txn: &str) -> String {
+        format!(
+            "{}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            fake.base_url(),
+            enc(room)
+        )
+    }
+
+    fn text(body: &str) -> Value {
+        json!({ "msgtype": "m.text", "body": body })
+    }
+
+    fn thread_reply(body: &str, root: &str) -> Value {
+        json!({
+            "msgtype": "m.text",
+            "body": body,
+            "m.relates_to": { "rel_type": "m.thread", "event_id": root },
+        })
+    }
+
+    async fn send_as(
+        c: &reqwest::Client,
+        fake: &FakeMatrix,
+        token: &str,
+        room: &str,
+        txn: &str,
+        content: Value,
+    ) -> (u16, Value) {
+        let resp = c
+            .put(send_url(fake, room, txn))
+            .bearer_auth(token)
+            .json(&content)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json body"))
+    }
+
+    async fn send(
+        c: &reqwest::Client,
+        fake: &FakeMatrix,
+        room: &str,
+        txn: &str,
+        content: Value,
+    ) -> (u16, Value) {
+        send_as(c, fake, TOKEN, room, txn, content).await
+    }
+
+    async fn event_id_of(c: &reqwest::Client, fake: &FakeMatrix, room: &str, txn: &str) -> String {
+        let (s, b) = send(c, fake, room, txn, text(txn)).await;
+        assert_eq!(s, 200, "{b}");
+        b["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    async fn messages(
+        c: &reqwest::Client,
+        fake: &FakeMatrix,
+        room: &str,
+        query: &str,
+    ) -> (u16, Value) {
+        let resp = c
+            .get(format!(
+                "{}/_matrix/client/v3/rooms/{}/messages?{query}",
+                fake.base_url(),
+                enc(room)
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json body"))
+    }
+
+    #[tokio::test]
+    async fn whoami_reports_the_bot() {
+        let fake = FakeMatrix::start().await;
+        let body: Value = client()
+            .get(format!(
+                "{}/_matrix/client/v3/account/whoami",
+                fake.base_url()
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            body,
+            json!({ "user_id": "@threadline:fake", "device_id": "TLDEVICE" })
+        );
+        assert_eq!(fake.user_id(), "@threadline:fake");
+        assert_eq!(fake.tokens_seen(), vec![TOKEN.to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn send_into_room() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        let (s, b) = send(&c, &fake, ROOM, "txn-1", text("hello")).await;
+        assert_eq!(s, 200);
+        let event_id = b["event_id"].as_str().expect("event_id");
+        assert!(
+            event_id.starts_with('$') && event_id.len() == 44,
+            "{event_id}"
+        );
+        assert_eq!(
+            fake.events(),
+            vec![MatrixEvent {
+                room_id: ROOM.to_owned(),
+                event_id: event_id.to_owned(),
+                txn_id: "txn-1".to_owned(),
+                event_type: "m.room.message".to_owned(),
+                content: text("hello"),
+                thread_root: None,
+            }]
+        );
+        assert_eq!(fake.events_in(ROOM, None).len(), 1);
+        assert!(fake.events_in("!other:fake", None).is_empty());
+
+        // An id that was not decoded (or was double-encoded) is no room id.
+        let (s, b) = send(&c, &fake, "%21abc%3Afake", "txn-2", text("x")).await;
+        assert_eq!((s, b["errcode"].as_str()), (400, Some("M_INVALID_PARAM")));
+        assert_eq!(fake.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn message_content_validation() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        let (s, b) = send(&c, &fake, ROOM, "t1", json!({ "body": "no type" })).await;
+        assert_eq!((s, b["errcode"].as_str()), (400, Some("M_BAD_JSON")));
+        let (s, b) = send(&c, &fake, ROOM, "t2", json!({ "msgtype": "m.text" })).await;
+        assert_eq!((s, b["errcode"].as_str()), (400, Some("M_BAD_JSON")));
+        let resp = c
+            .put(send_url(&fake, ROOM, "t3"))
+            .bearer_auth(TOKEN)
+            .body("{not json")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 400);
+        let b: Value = resp.json().await.expect("json");
+        assert_eq!(b["errcode"], "M_NOT_JSON");
+        assert!(fake.events().is_empty());
+
+        // A failed send is not cached: the same txn id may be retried fixed.
+        let (s, _) = send(&c, &fake, ROOM, "t1", text("fixed")).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.txn_repeats(), 0);
+    }
+
+    #[tokio::test]
+    async fn txn_id_is_idempotent_per_token() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        let (_, first) = send(&c, &fake, ROOM, "evt-1", text("once")).await;
+        let (s, second) = send(&c, &fake, ROOM, "evt-1", text("once")).await;
+        assert_eq!(s, 200);
+        assert_eq!(first["event_id"], second["event_id"]);
+        assert_eq!(fake.events().len(), 1);
+        assert_eq!(fake.txn_repeats(), 1);
+        assert_eq!(fake.request_count(), 2);
+
+        // Another token is another device: the same txn id is a new event.
+        fake.set_tokens(&[TOKEN, "syt_other"]);
+        let (s, third) = send_as(&c, &fake, "syt_other", ROOM, "evt-1", text("once")).await;
+        assert_eq!(s, 200);
+        assert_ne!(third["event_id"], first["event_id"]);
+        assert_eq!(fake.events().len(), 2);
+
+        // The txn id is scoped to the endpoint too, so another room is new as well.
+        let (_, fourth) = send(&c, &fake, "!other:fake", "evt-1", text("once")).await;
+        assert_ne!(fourth["event_id"], first["event_id"]);
+        assert_eq!(fake.events().len(), 3);
+        assert_eq!(fake.txn_repeats(), 1);
+    }
+
+    #[tokio::test]
+    async fn thread_reply_is_filed_under_its_root() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        let root = event_id_of(&c, &fake, ROOM, "root").await;
+        let (s, b) = send(&c, &fake, ROOM, "r1", thread_reply("in thread", &root)).await;
+        assert_eq!(s, 200, "{b}");
+        let in_thread = fake.events_in(ROOM, Some(&root));
+        assert_eq!(in_thread.len(), 1);
+        assert_eq!(in_thread[0].event_id, b["event_id"].as_str().expect("id"));
+        assert_eq!(in_thread[0].thread_root.as_deref(), Some(root.as_str()));
+        let top_level = fake.events_in(ROOM, None);
+        assert_eq!(top_level.len(), 1);
+        assert_eq!(top_level[0].event_id, root);
+
+        // A plain reply (no m.thread) is not in any thread.
+        let reply_content = json!({
+            "msgtype": "m.text",
+            "body": "reply",
+            "m.relates_to": { "m.in_reply_to": { "event_id": root } },
+        });
+        let (s, _) = send(&c, &fake, ROOM, "r2", reply_content).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.events_in(ROOM, None).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn thread_root_must_exist_in_room_and_be_live() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        let gone = json!({ "errcode": "M_UNKNOWN", "error": "Thread root not found" });
+        let (s, b) = send(&c, &fake, ROOM, "r1", thread_reply("x", "$nope")).await;
+        assert_eq!((s, &b), (400, &gone));
+
+        let elsewhere = event_id_of(&c, &fake, "!other:fake", "root-other").await;
+        let (s, b) = send(&c, &fake, ROOM, "r2", thread_reply("x", &elsewhere)).await;
+        assert_eq!((s, &b), (400, &gone));
+
+        let root = event_id_of(&c, &fake, ROOM, "root").await;
+        let (s, _) = send(&c, &fake, ROOM, "r3", thread_reply("x", &root)).await;
+        assert_eq!(s, 200);
+        fake.redact(&root);
+        let (s, b) = send(&c, &fake, ROOM, "r4", thread_reply("x", &root)).await;
+        assert_eq!((s, &b), (400, &gone));
+        assert_eq!(fake.events_in(ROOM, Some(&root)).len(), 1);
+        assert_eq!(fake.events().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn left_room_is_forbidden() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        fake.leave_room("!x:fake");
+        let (s, b) = send(&c, &fake, "!x:fake", "t1", text("hi")).await;
+        assert_eq!(s, 403);
+        assert_eq!(
+            b,
+            json!({ "errcode": "M_FORBIDDEN", "error": "User @threadline:fake not in room !x:fake" })
+        );
+        let (s, b) = messages(&c, &fake, "!x:fake", "dir=b").await;
+        assert_eq!((s, b["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
+        // Other rooms are unaffected.
+        let (s, _) = send(&c, &fake, ROOM, "t1", text("hi")).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn oversized_content_is_rejected() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        let (s, b) = send(&c, &fake, ROOM, "big", text(&"x".repeat(70_000))).await;
+        assert_eq!(s, 413);
+        assert_eq!(
+            b,
+            json!({ "errcode": "M_TOO_LARGE", "error": "event too large" })
+        );
+        // Just under the limit goes through.
+        let (s, _) = send(&c, &fake, ROOM, "fits", text(&"x".repeat(60_000))).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_and_server_error_faults() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        fake.push_fault(Fault::RateLimited {
+            retry_after_ms: 1_500,
+        });
+        let resp = c
+            .put(send_url(&fake, ROOM, "t1"))
+            .bearer_auth(TOKEN)
+            .json(&text("hi"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 429);
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(retry_after.as_deref(), Some("2"));
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(
+            body,
+            json!({ "errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": 1500 })
+        );
+
+        fake.push_fault(Fault::ServerError);
+        let (s, b) = send(&c, &fake, ROOM, "t1", text("hi")).await;
+        assert_eq!(s, 500);
+        assert_eq!(
+            b,
+            json!({ "errcode": "M_UNKNOWN", "error": "Internal server error" })
+        );
+        assert!(fake.events().is_empty());
+
+        // Reads are never faulted: the queued fault waits for the next send.
+        fake.push_fault(Fault::ServerError);
+        let (s, _) = messages(&c, &fake, ROOM, "dir=b").await;
+        assert_eq!(s, 200);
+        let (s, _) = send(&c, &fake, ROOM, "t1", text("hi")).await;
+        assert_eq!(s, 500);
+
+        // The queue is drained: the retry goes through and was never cached.
+        let (s, _) = send(&c, &fake, ROOM, "t1", text("hi")).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.txn_repeats(), 0);
+        assert_eq!(
+            fake.fault_counts(),
+            FaultCounts {
+                server_error: 2,
+                rate_limited: 1,
+                slow: 0,
+                accept_then_hang: 0,
+            }
+        );
+        assert_eq!(fake.request_count(), 5);
+    }
+
+    #[tokio::test]
+    async fn fault_mix_applies_when_queue_is_empty() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        fake.set_fault_mix(Some(FaultMix {
+            seed: 7,
+            server_error: 1.0,
+            rate_limited: 0.0,
+            retry_after_ms: 0,
+            slow: 0.0,
+            slow_ms: 0,
+            accept_then_hang: 0.0,
+            hang_ms: 0,
+        }));
+        let (s, _) = send(&c, &fake, ROOM, "t1", text("hi")).await;
+        assert_eq!(s, 500);
+        fake.set_fault_mix(None);
+        let (s, _) = send(&c, &fake, ROOM, "t1", text("hi")).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.fault_counts().server_error, 1);
+    }
+
+    #[tokio::test]
+    async fn slow_fault_delays_then_succeeds() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        fake.push_fault(Fault::Slow { delay_ms: 150 });
+        let started = std::time::Instant::now();
+        let (s, _) = send(&c, &fake, ROOM, "t1", text("late")).await;
+        assert_eq!(s, 200);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(fake.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn auth_errors_and_token_rotation() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        let (s, b) = send_as(&c, &fake, "wrong", ROOM, "t1", text("hi")).await;
+        assert_eq!(s, 401);
+        assert_eq!(
+            b,
+            json!({ "errcode": "M_UNKNOWN_TOKEN", "error": "Unknown access token" })
+        );
+        let resp = c
+            .put(send_url(&fake, ROOM, "t1"))
+            .json(&text("hi"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 401);
+        let b: Value = resp.json().await.expect("json");
+        assert_eq!(b["errcode"], "M_MISSING_TOKEN");
+        assert!(fake.events().is_empty());
+
+        fake.set_tokens(&["old", "new"]);
+        for token in ["old", "new"] {
+            let (s, _) = send_as(&c, &fake, token, ROOM, "t1", text("hi")).await;
+            assert_eq!(s, 200);
+        }
+        let (s, _) = send_as(&c, &fake, TOKEN, ROOM, "t2", text("hi")).await;
+        assert_eq!(s, 401);
+        assert_eq!(fake.tokens_seen(), vec!["old".to_owned(), "new".to_owned()]);
+        assert_eq!(fake.events().len(), 2);
+        assert_eq!(fake.request_count(), 5);
+    }
+
+    #[tokio::test]
+    async fn accept_then_hang_stores_and_resend_finds_it() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        fake.push_fault(Fault::AcceptThenHang { hold_ms: 2_000 });
+        let err = c
+            .put(send_url(&fake, ROOM, "evt-9"))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_millis(300))
+            .json(&text("maybe"))
+            .send()
+            .await
+            .expect_err("the fake must not answer");
+        assert!(err.is_timeout(), "{err:?}");
+        let stored = fake.events();
+        assert_eq!(stored.len(), 1);
+
+        // The client's retry with the same txn id gets the stored event back.
+        let (s, b) = send(&c, &fake, ROOM, "evt-9", text("maybe")).await;
+        assert_eq!(s, 200);
+        assert_eq!(b["event_id"], stored[0].event_id);
+        assert_eq!(fake.events().len(), 1);
+        assert_eq!(fake.txn_repeats(), 1);
+
+        // After the hold, the connection is dropped without any response.
+        fake.push_fault(Fault::AcceptThenHang { hold_ms: 50 });
+        let err = c
+            .put(send_url(&fake, ROOM, "evt-10"))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(5))
+            .json(&text("second"))
+            .send()
+            .await
+            .expect_err("the fake must drop the connection");
+        assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");
+        let got = fake.wait_for_events(2, Duration::from_millis(100)).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(fake.fault_counts().accept_then_hang, 2);
+    }
+
+    #[tokio::test]
+    async fn messages_newest_first_with_pagination() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        for i in 0..3 {
+            event_id_of(&c, &fake, ROOM, &format!("m{i}")).await;
+        }
+        // Another room's event sits in the middle of the server's stream.
+        event_id_of(&c, &fake, "!other:fake", "elsewhere").await;
+        let (s, page) = messages(&c, &fake, ROOM, "dir=b&limit=2").await;
+        assert_eq!(s, 200);
+        let bodies = |page: &Value| -> Vec<String> {
+            page["chunk"]
+                .as_array()
+                .expect("chunk")
+                .iter()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(bodies(&page), vec!["m2", "m1"]);
+        assert_eq!(page["start"], "t4");
+        let first = &page["chunk"][0];
+        assert_eq!(first["type"], "m.room.message");
+        assert_eq!(first["sender"], "@threadline:fake");
+        assert_eq!(first["room_id"], ROOM);
+        assert!(first["origin_server_ts"].is_u64());
+        assert_eq!(first["unsigned"]["transaction_id"], "m2");
+        assert_eq!(first["event_id"], fake.events()[2].event_id);
+
+        // Continuing from `end` yields the rest; an empty page has no `end`.
+        let end = page["end"].as_str().expect("end").to_owned();
+        let (_, rest) = messages(&c, &fake, ROOM, &format!("dir=b&limit=2&from={end}")).await;
+        assert_eq!(bodies(&rest), vec!["m0"]);
+        assert_eq!(rest["end"], "t0");
+        let (_, empty) = messages(&c, &fake, ROOM, "dir=b&from=t0").await;
+        assert_eq!(empty["chunk"], json!([]));
+        assert!(empty.get("end").is_none(), "{empty}");
+
+        // Forward pages oldest first.
+        let (_, fwd) = messages(&c, &fake, ROOM, "dir=f&limit=10").await;
+        assert_eq!(bodies(&fwd), vec!["m0", "m1", "m2"]);
+
+        // Redacted events keep their place but lose their content.
+        fake.redact(&fake.events()[1].event_id);
+        let (_, after) = messages(&c, &fake, ROOM, "dir=b").await;
+        assert_eq!(bodies(&after), vec!["m2", "m0"]);
+        assert_eq!(after["chunk"][1]["content"], json!({}));
+        assert!(after["chunk"][1]["unsigned"]["redacted_because"].is_object());
+
+        // `dir` is required by the spec.
+        let (s, b) = messages(&c, &fake, ROOM, "limit=2").await;
+        assert_eq!((s, b["errcode"].as_str()), (400, Some("M_MISSING_PARAM")));
+    }
+
+    #[tokio::test]
+    async fn transaction_id_only_shown_to_sender() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        fake.set_tokens(&[TOKEN, "syt_other"]);
+        send_as(&c, &fake, "syt_other", ROOM, "theirs", text("x")).await;
+        let (_, page) = messages(&c, &fake, ROOM, "dir=b").await;
+        assert!(page["chunk"][0]["unsigned"].get("transaction_id").is_none());
+    }
+
+    #[tokio::test]
+    async fn unknown_route_is_unrecognized() {
+        let fake = FakeMatrix::start().await;
+        let resp = client()
+            .get(format!("{}/_matrix/client/v3/sync", fake.base_url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 404);
+        let b: Value = resp.json().await.expect("json");
+        assert_eq!(b["errcode"], "M_UNRECOGNIZED");
+        assert_eq!(fake.request_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn drop_shuts_server_down() {
+        let fake = FakeMatrix::start().await;
+        let url = format!("{}/_matrix/client/v3/account/whoami", fake.base_url());
+        drop(fake);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let res = client()
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        assert!(res.is_err(), "{res:?}");
+    }
+}

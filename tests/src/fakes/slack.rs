@@ -1,0 +1,1441 @@
+//! Loopback fake of the Slack Web API: bot-token auth, `chat.postMessage`
+//! (threads through `thread_ts`, message `metadata`), `conversations.history`
+//! and `conversations.replies`, with Slack's HTTP-200 `ok:false` errors and its
+//! rate-limit shape.
+//!
+//! Every channel id that starts with `C` is implicitly an existing public
+//! channel the bot is in, so tests need no set-up; `archive_channel` and
+//! `delete_channel` produce the two permanent errors a deliverer must
+//! recognise (`is_archived`, `channel_not_found`).
+//!
+//! Slack reports almost every failure as HTTP 200 with `{"ok":false,"error"}`,
+//! so a client that only looks at the status code would count them as
+//! delivered; the fake answers the same way to catch exactly that bug.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{ConnectInfo, Query, Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::{
+    hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, FaultCounts, FaultMix,
+    Plan, Server,
+};
+
+/// The bot user every accepted token authenticates as (Slack ids are
+/// uppercase, prefixed by kind: U user, B bot, A app, T team).
+const BOT_USER_ID: &str = "U0THREADLN";
+const BOT_ID: &str = "B0THREADLN";
+const APP_ID: &str = "A0THREADLN";
+const TEAM_ID: &str = "T0THREADLN";
+const DEFAULT_TOKEN: &str = "xoxb-test";
+/// Slack's documented ceiling for `text`; past it the API answers `msg_too_long`.
+const MAX_TEXT_CHARS: usize = 40_000;
+/// Slack's default and maximum `limit` for the conversations reads.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 999;
+/// Cursors are opaque to clients; Slack's are base64 of the same `next_ts:` idea.
+const CURSOR_PREFIX: &str = "next_ts:";
+
+/// A message as the fake stored it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlackMessage {
+    pub channel: String,
+    pub ts: String,
+    /// The root's `ts` for a thread reply; `None` for a top-level message.
+    pub thread_ts: Option<String>,
+    pub text: String,
+    /// `{"event_type", "event_payload"}` as sent, if the post carried metadata.
+    pub metadata: Option<Value>,
+    pub user: String,
+}
+
+/// Handle to a running fake Slack; dropping it shuts the server down.
+pub struct FakeSlack {
+    server: Server,
+    shared: Shared,
+}
+
+type Shared = Arc<Mutex<SlackState>>;
+/// A success body (with `"ok": true`) or a Slack error code.
+type Outcome = Result<Value, &'static str>;
+
+impl FakeSlack {
+    /// Starts the fake on a free loopback port. Accepted token: `xoxb-test`.
+    pub async fn start() -> FakeSlack {
+        let shared: Shared = Arc::new(Mutex::new(SlackState::new()));
+        let router = Router::new()
+            .route("/api/chat.postMessage", post(post_message))
+            // Slack SDKs commonly POST reads as forms, so both verbs work.
+            .route(
+                "/api/conversations.history",
+                get(conversations_history).post(conversations_history),
+            )
+            .route(
+                "/api/conversations.replies",
+                get(conversations_replies).post(conversations_replies),
+            )
+            .fallback(unknown_method)
+            .method_not_allowed_fallback(method_not_allowed)
+            // A layer (not per-handler counting) so 404s and 405s count too.
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                count_request,
+            ))
+            .with_state(Arc::clone(&shared));
+        let server = Server::start(router).await;
+        FakeSlack { server, shared }
+    }
+
+    /// `http://127.0.0.1:PORT/api`, the value for `THREADLINE_SLACK_API_BASE`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api", self.server.addr())
+    }
+
+    /// All stored messages (top-level and replies), in creation order.
+    pub fn messages(&self) -> Vec<SlackMessage> {
+        let st = lock(&self.shared);
+        st.messages.iter().map(|m| m.msg.clone()).collect()
+    }
+
+    /// Stored messages of one channel in creation order: top-level ones for
+    /// `thread_ts: None`, otherwise the replies (not the root) of that thread.
+    pub fn messages_in(&self, channel: &str, thread_ts: Option<&str>) -> Vec<SlackMessage> {
+        let st = lock(&self.shared);
+        st.messages
+            .iter()
+            .filter(|m| m.msg.channel == channel && m.msg.thread_ts.as_deref() == thread_ts)
+            .map(|m| m.msg.clone())
+            .collect()
+    }
+
+    /// Every request received, including rejected, faulted and unknown-route ones.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared).request_count
+    }
+
+    /// The token of each accepted (authenticated) request, in arrival order.
+    pub fn tokens_seen(&self) -> Vec<String> {
+        lock(&self.shared).tokens_seen.clone()
+    }
+
+    /// Replaces the set of accepted bot tokens (all belong to the same bot user).
+    pub fn set_tokens(&self, tokens: &[&str]) {
+        let mut st = lock(&self.shared);
+        st.tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
+    }
+
+    /// Queues a fault for the next `chat.postMessage`.
+    pub fn push_fault(&self, f: Fault) {
+        lock(&self.shared).faults.push_back(f);
+    }
+
+    /// Injects random faults (after any scripted ones); `None` turns them off.
+    pub fn set_fault_mix(&self, mix: Option<FaultMix>) {
+        lock(&self.shared).faults.set_mix(mix);
+    }
+
+    /// How many faults were injected so far, by kind.
+    pub fn fault_counts(&self) -> FaultCounts {
+        lock(&self.shared).faults.counts.clone()
+    }
+
+    /// Archives a channel: posting answers `is_archived`, reading still works
+    /// (as in Slack, where archived history stays readable).
+    pub fn archive_channel(&self, id: &str) {
+        lock(&self.shared).archived.insert(id.to_owned());
+    }
+
+    /// Deletes a channel: every method answers `channel_not_found` for it.
+    pub fn delete_channel(&self, id: &str) {
+        lock(&self.shared).deleted.insert(id.to_owned());
+    }
+
+    /// The user id every message posted through the fake is attributed to.
+    pub fn bot_user_id(&self) -> String {
+        BOT_USER_ID.to_owned()
+    }
+
+    /// Waits until at least `n` messages are stored or `timeout` passes, and
+    /// returns whatever is stored then (the caller asserts on the count).
+    pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<SlackMessage> {
+        poll_until(timeout, || {
+            let all = self.messages();
+            (all.len() >= n, all)
+        })
+        .await
+    }
+}
+
+struct StoredMessage {
+    msg: SlackMessage,
+    /// `ts` in microseconds: Slack timestamps compare as numbers, not strings.
+    ts_us: u64,
+    /// For a root: indexes (into `messages`) of its replies, oldest first.
+    replies: Vec<usize>,
+}
+
+struct SlackState {
+    tokens: HashSet<String>,
+    tokens_seen: Vec<String>,
+    request_count: usize,
+    faults: super::Faults,
+    messages: Vec<StoredMessage>,
+    /// `ts` (µs) → index in `messages`; ts values are unique across channels.
+    by_ts: HashMap<u64, usize>,
+    archived: HashSet<String>,
+    deleted: HashSet<String>,
+    last_ts_us: u64,
+}
+
+/// The `oldest`/`latest`/`inclusive` time window shared by both reads.
+struct Window {
+    oldest: Option<u64>,
+    latest: Option<u64>,
+    inclusive: bool,
+}
+
+impl Window {
+    fn parse(p: &Map<String, Value>) -> Result<Window, &'static str> {
+        let bound = |key: &str, err: &'static str| match str_param(p, key) {
+            None => Ok(None),
+            Some(raw) if raw.is_empty() => Ok(None),
+            Some(raw) => parse_ts(&raw).map(Some).ok_or(err),
+        };
+        Ok(Window {
+            oldest: bound("oldest", "invalid_ts_oldest")?,
+            latest: bound("latest", "invalid_ts_latest")?,
+            inclusive: flag_param(p, "inclusive"),
+        })
+    }
+
+    fn contains(&self, ts_us: u64) -> bool {
+        let after_oldest = self
+            .oldest
+            .is_none_or(|o| ts_us > o || (self.inclusive && ts_us == o));
+        let before_latest = self
+            .latest
+            .is_none_or(|l| ts_us < l || (self.inclusive && ts_us == l));
+        after_oldest && before_latest
+    }
+}
+
+impl SlackState {
+    fn new() -> SlackState {
+        SlackState {
+            tokens: HashSet::from([DEFAULT_TOKEN.to_owned()]),
+            tokens_seen: Vec::new(),
+            request_count: 0,
+            faults: super::Faults::default(),
+            messages: Vec::new(),
+            by_ts: HashMap::new(),
+            archived: HashSet::new(),
+            deleted: HashSet::new(),
+            last_ts_us: 0,
+        }
+    }
+
+    /// Real-looking `ts` (Unix time with microseconds), forced strictly
+    /// increasing so creation order and ts order always agree.
+    fn next_ts_us(&mut self) -> u64 {
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.last_ts_us = now_us.max(self.last_ts_us + 1);
+        self.last_ts_us
+    }
+
+    /// A channel exists if it looks like a public-channel id and was not
+    /// deleted; `for_post` also refuses archived channels.
+    fn check_channel(&self, id: &str, for_post: bool) -> Result<(), &'static str> {
+        let looks_like_channel =
+            id.len() > 1 && id.starts_with('C') && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !looks_like_channel || self.deleted.contains(id) {
+            return Err("channel_not_found");
+        }
+        if for_post && self.archived.contains(id) {
+            return Err("is_archived");
+        }
+        Ok(())
+    }
+
+    fn get(&self, ts_us: u64) -> Option<(usize, &StoredMessage)> {
+        let i = *self.by_ts.get(&ts_us)?;
+        self.messages.get(i).map(|m| (i, m))
+    }
+
+    fn post_message(&mut self, p: &Map<String, Value>) -> Outcome {
+        let channel = match p.get("channel") {
+            None | Some(Value::Null) => return Err("channel_not_found"),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err("invalid_arguments"),
+        };
+        self.check_channel(&channel, true)?;
+        let text = match p.get("text") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err("invalid_arguments"),
+        };
+        if text.is_empty() {
+            return Err("no_text");
+        }
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err("msg_too_long");
+        }
+        let root = match p.get("thread_ts") {
+            None | Some(Value::Null) => None,
+            // Clients often send "" for "not in a thread"; Slack posts top-level.
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => {
+                // Only a top-level message of this channel can start a thread:
+                // replying to a reply's ts is the bug this error exposes.
+                let root = parse_ts(s)
+                    .and_then(|us| self.get(us))
+                    .filter(|(_, m)| m.msg.channel == channel && m.msg.thread_ts.is_none())
+                    .map(|(i, _)| i);
+                Some(root.ok_or("thread_not_found")?)
+            }
+            Some(_) => return Err("invalid_arguments"),
+        };
+        let metadata = parse_metadata(p.get("metadata"))?;
+        // `unfurl_links`, `mrkdwn` and the like change rendering only: accepted, ignored.
+
+        let ts_us = self.next_ts_us();
+        let index = self.messages.len();
+        let thread_ts = match root {
+            Some(r) => {
+                let root_msg = self.messages.get_mut(r).ok_or("internal_error")?;
+                root_msg.replies.push(index);
+                Some(root_msg.msg.ts.clone())
+            }
+            None => None,
+        };
+        let stored = StoredMessage {
+            msg: SlackMessage {
+                channel: channel.clone(),
+                ts: format_ts(ts_us),
+                thread_ts,
+                text,
+                metadata,
+                user: BOT_USER_ID.to_owned(),
+            },
+            ts_us,
+            replies: Vec::new(),
+        };
+        self.by_ts.insert(ts_us, index);
+        self.messages.push(stored);
+        let Some(stored) = self.messages.get(index) else {
+            return Err("internal_error");
+        };
+        Ok(json!({
+            "ok": true,
+            "channel": channel,
+            "ts": stored.msg.ts,
+            "message": self.message_json(stored, true),
+        }))
+    }
+
+    fn history(&self, p: &Map<String, Value>) -> Outcome {
+        let channel = str_param(p, "channel").ok_or("channel_not_found")?;
+        self.check_channel(&channel, false)?;
+        let window = Window::parse(p)?;
+        let limit = limit_param(p)?;
+        let cursor = cursor_param(p)?;
+        let with_metadata = flag_param(p, "include_all_metadata");
+        // Newest first, as Slack pages backwards from `latest`; the cursor
+        // continues below the oldest message of the previous page.
+        let mut page: Vec<&StoredMessage> = self
+            .messages
+            .iter()
+            .rev()
+            .filter(|m| m.msg.channel == channel && m.msg.thread_ts.is_none())
+            .filter(|m| window.contains(m.ts_us) && cursor.is_none_or(|c| m.ts_us < c))
+            .take(limit + 1)
+            .collect();
+        let has_more = page.len() > limit;
+        page.truncate(limit);
+        let next = page.last().filter(|_| has_more).map(|m| m.ts_us);
+        let messages: Vec<Value> = page
+            .into_iter()
+            .map(|m| self.message_json(m, with_metadata))
+            .collect();
+        Ok(page_json(messages, has_more, next))
+    }
+
+    fn replies(&self, p: &Map<String, Value>) -> Outcome {
+        let channel = str_param(p, "channel").ok_or("channel_not_found")?;
+        self.check_channel(&channel, false)?;
+        let ts = str_param(p, "ts").ok_or("invalid_arguments")?;
+        let window = Window::parse(p)?;
+        let limit = limit_param(p)?;
+        let cursor = cursor_param(p)?;
+        let with_metadata = flag_param(p, "include_all_metadata");
+        let found = parse_ts(&ts)
+            .and_then(|us| self.get(us))
+            .filter(|(_, m)| m.msg.channel == channel)
+            .ok_or("thread_not_found")?;
+        // A reply's ts names its whole thread, as in Slack.
+        let root = match found.1.msg.thread_ts.as_deref() {
+            None => found.1,
+            Some(root_ts) => parse_ts(root_ts)
+                .and_then(|us| self.get(us))
+                .map(|(_, m)| m)
+                .ok_or("thread_not_found")?,
+        };
+        // The root always leads the page; `limit` counts replies only, so a
+        // cursor-following client always makes progress.
+        let mut page: Vec<&StoredMessage> = root
+            .replies
+            .iter()
+            .filter_map(|&i| self.messages.get(i))
+            .filter(|m| window.contains(m.ts_us) && cursor.is_none_or(|c| m.ts_us > c))
+            .take(limit + 1)
+            .collect();
+        let has_more = page.len() > limit;
+        page.truncate(limit);
+        let next = page.last().filter(|_| has_more).map(|m| m.ts_us);
+        let messages: Vec<Value> = std::iter::once(root)
+            .chain(page)
+            .map(|m| self.message_json(m, with_metadata))
+            .collect();
+        Ok(page_json(messages, has_more, next))
+    }
+
+    /// A Slack message object as a bot token's post produces it (no
+    /// `subtype`: that is only for legacy `bot_message` posts).
+    fn message_json(&self, m: &StoredMessage, with_metadata: bool) -> Value {
+        let mut v = json!({
+            "type": "message",
+            "text": m.msg.text,
+            "user": m.msg.user,
+            "bot_id": BOT_ID,
+            "app_id": APP_ID,
+            "team": TEAM_ID,
+            "ts": m.msg.ts,
+        });
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(thread_ts) = &m.msg.thread_ts {
+                obj.insert("thread_ts".into(), json!(thread_ts));
+                obj.insert("parent_user_id".into(), json!(BOT_USER_ID));
+            } else if let Some(&last) = m.replies.last() {
+                // A root with replies carries its own ts as thread_ts, as in
+                // Slack: clients must not take thread_ts alone to mean "reply".
+                let latest = self
+                    .messages
+                    .get(last)
+                    .map(|r| r.msg.ts.clone())
+                    .unwrap_or_default();
+                obj.insert("thread_ts".into(), json!(m.msg.ts));
+                obj.insert("reply_count".into(), json!(m.replies.len()));
+                obj.insert("reply_users_count".into(), json!(1));
+                obj.insert("reply_users".into(), json!([BOT_USER_ID]));
+                obj.insert("latest_reply".into(), json!(latest));
+            }
+            if with_metadata {
+                if let Some(md) = &m.msg.metadata {
+                    obj.insert("metadata".into(), md.clone());
+                }
+            }
+        }
+        v
+    }
+}
+
+fn page_json(messages: Vec<Value>, has_more: bool, next: Option<u64>) -> Value {
+    let mut v = json!({ "ok": true, "messages": messages, "has_more": has_more });
+    if let (Some(obj), Some(next)) = (v.as_object_mut(), next) {
+        obj.insert(
+            "response_metadata".into(),
+            json!({ "next_cursor": format!("{CURSOR_PREFIX}{next}") }),
+        );
+    }
+    v
+}
+
+/// Slack message metadata: an object with a string `event_type` and an
+/// object `event_payload`. Form posts send it as a JSON string, so that is
+/// accepted too. Only those two fields are kept, as Slack does.
+fn parse_metadata(raw: Option<&Value>) -> Result<Option<Value>, &'static str> {
+    let parsed;
+    let obj = match raw {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::String(s)) => {
+            parsed = serde_json::from_str::<Value>(s).map_err(|_| "invalid_metadata_format")?;
+            parsed.as_object().ok_or("invalid_metadata_format")?
+        }
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err("invalid_metadata_format"),
+    };
+    match (obj.get("event_type"), obj.get("event_payload")) {
+        (Some(Value::String(t)), Some(payload @ Value::Object(_))) if !t.is_empty() => {
+            Ok(Some(json!({ "event_type": t, "event_payload": payload })))
+        }
+        _ => Err("invalid_metadata_format"),
+    }
+}
+
+/// Parses a Slack `ts` (`"1700000000.000100"`, or whole seconds) to µs.
+fn parse_ts(s: &str) -> Option<u64> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if secs.is_empty() || !digits(secs) || frac.len() > 6 || !digits(frac) {
+        return None;
+    }
+    let frac_us = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse::<u64>().ok()?
+    };
+    secs.parse::<u64>()
+        .ok()?
+        .checked_mul(1_000_000)?
+        .checked_add(frac_us)
+}
+
+fn format_ts(us: u64) -> String {
+    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
+/// A parameter as a string, whether it came from a query, a form or JSON.
+fn str_param(p: &Map<String, Value>, key: &str) -> Option<String> {
+    match p.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// Slack booleans arrive as `true`, `"true"` or `"1"`.
+fn flag_param(p: &Map<String, Value>, key: &str) -> bool {
+    str_param(p, key).is_some_and(|v| v == "true" || v == "1")
+}
+
+fn limit_param(p: &Map<String, Value>) -> Result<usize, &'static str> {
+    match str_param(p, "limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(raw) if raw.is_empty() => Ok(DEFAULT_LIMIT),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(0) => Ok(DEFAULT_LIMIT),
+            Ok(n) => Ok(n.min(MAX_LIMIT)),
+            Err(_) => Err("invalid_arguments"),
+        },
+    }
+}
+
+fn cursor_param(p: &Map<String, Value>) -> Result<Option<u64>, &'static str> {
+    match str_param(p, "cursor") {
+        None => Ok(None),
+        Some(raw) if raw.is_empty() => Ok(None),
+        Some(raw) => raw
+            .strip_prefix(CURSOR_PREFIX)
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(Some)
+            .ok_or("invalid_cursor"),
+    }
+}
+
+/// Decodes `a=1&b=2` with axum's query parser (no separate form crate here).
+fn parse_urlencoded(s: &str) -> Result<Vec<(String, String)>, &'static str> {
+    let uri: Uri = format!("/?{s}").parse().map_err(|_| "invalid_form_data")?;
+    Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|Query(pairs)| pairs)
+        .map_err(|_| "invalid_form_data")
+}
+
+/// Collects a request's arguments: query parameters, then a JSON or form
+/// body on top, with Slack's error codes for bodies it cannot read.
+fn request_params(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Map<String, Value>, &'static str> {
+    let mut params = Map::new();
+    if let Some(q) = uri.query() {
+        for (k, v) in parse_urlencoded(q).map_err(|_| "invalid_arguments")? {
+            params.insert(k, Value::String(v));
+        }
+    }
+    if body.is_empty() {
+        return Ok(params);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match content_type.as_deref() {
+        None => Err("missing_post_type"),
+        Some("application/json") => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(o)) => {
+                params.extend(o);
+                Ok(params)
+            }
+            Ok(_) => Err("json_not_object"),
+            Err(_) => Err("invalid_json"),
+        },
+        Some("application/x-www-form-urlencoded") => {
+            let text = std::str::from_utf8(body).map_err(|_| "invalid_form_data")?;
+            for (k, v) in parse_urlencoded(text)? {
+                params.insert(k, Value::String(v));
+            }
+            Ok(params)
+        }
+        // Multipart and the rest are not modelled; Slack's code for an
+        // unusable Content-Type keeps a client bug visible.
+        Some(_) => Err("invalid_post_type"),
+    }
+}
+
+async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+    lock(&shared).request_count += 1;
+    next.run(req).await
+}
+
+/// Checks `Authorization: Bearer <token>` against the accepted set and
+/// records the token, so token-rotation tests can see which one each request
+/// used. (Real Slack says `not_authed` when no token is sent at all; the fake
+/// answers `invalid_auth` for both, which clients treat alike.)
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), &'static str> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let mut st = lock(shared);
+    match token {
+        Some(t) if st.tokens.contains(t) => {
+            st.tokens_seen.push(t.to_owned());
+            Ok(())
+        }
+        _ => Err("invalid_auth"),
+    }
+}
+
+/// Auth, then the fault source (a real rate limiter answers before the
+/// request's content is looked at), then the post itself.
+async fn post_message(
+    State(shared): State<Shared>,
+    ConnectInfo(conn): ConnectInfo<ConnCtl>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = authorize(&shared, &headers) {
+        return reply(Err(e));
+    }
+    let fault = lock(&shared).faults.next();
+    let plan = Plan::from_fault(fault).await;
+    match plan {
+        Plan::RateLimited { retry_after_ms } => return rate_limited(retry_after_ms),
+        Plan::ServerError => {
+            let body = json!({ "ok": false, "error": "internal_error" });
+            return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+        }
+        Plan::Proceed | Plan::HangAfter { .. } => {}
+    }
+    let outcome = request_params(&uri, &headers, &body)
+        .and_then(|params| lock(&shared).post_message(&params));
+    if let Plan::HangAfter { hold_ms } = plan {
+        return hang_up(&conn, hold_ms).await;
+    }
+    reply(outcome)
+}
+
+/// Reads are never faulted, so tests can always read state back.
+async fn conversations_history(
+    State(shared): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = authorize(&shared, &headers) {
+        return reply(Err(e));
+    }
+    let outcome =
+        request_params(&uri, &headers, &body).and_then(|params| lock(&shared).history(&params));
+    reply(outcome)
+}
+
+async fn conversations_replies(
+    State(shared): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = authorize(&shared, &headers) {
+        return reply(Err(e));
+    }
+    let outcome =
+        request_params(&uri, &headers, &body).and_then(|params| lock(&shared).replies(&params));
+    reply(outcome)
+}
+
+/// Slack's answer for a method name it does not know.
+async fn unknown_method(uri: Uri) -> Response {
+    let method = uri.path().trim_start_matches("/api/").to_owned();
+    let body = json!({ "ok": false, "error": "unknown_method", "req_method": method });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// Slack itself would take `chat.postMessage` as a GET with query
+/// parameters; the fake refuses, so a client putting message text into URLs
+/// (and so into proxy logs) shows up in tests.
+async fn method_not_allowed() -> Response {
+    let body = json!({ "ok": false, "error": "method_not_allowed" });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Slack answers errors with HTTP 200 and `ok:false`.
+fn reply(outcome: Outcome) -> Response {
+    let body = outcome.unwrap_or_else(|error| json!({ "ok": false, "error": error }));
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// Slack's 429: whole-second `Retry-After` (at least 1, since Slack never
+/// sends 0) and a `ratelimited` error body.
+fn rate_limited(retry_after_ms: u64) -> Response {
+    let secs = retry_after_header_secs(retry_after_ms).max(1);
+    let body = json!({ "ok": false, "error": "ratelimited" });
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> reqwest::Client {
+        // reqwest is built with `rustls-no-provider`; building a client without
+        // a process-wide provider panics even for plain http.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .build()
+            .expect("build reqwest client")
+    }
+
+    const CHANNEL: &str = "C0TEST0001";
+    const TOKEN: &str = "xoxb-test";
+
+    async fn post(c: &reqwest::Client, fake: &FakeSlack, body: Value) -> (u16, Value) {
+        let resp = c
+            .post(format!("{}/chat.postMessage", fake.base_url()))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json body"))
+    }
+
+    /// A read with the query already encoded (reqwest's `query` feature is off;
+    /// ts values and ids need no escaping).
+    async fn read(c: &reqwest::Client, fake: &FakeSlack, method: &str, query: &str) -> Value {
+        let resp = c
+            .get(format!("{}/{method}?{query}", fake.base_url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.json().await.expect("json body")
+    }
+
+    fn texts(body: &Value) -> Vec<String> {
+        body["messages"]
+            .as_array()
+            .expect("messages array")
+            .iter()
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    async fn post_ts(c: &reqwest::Client, fake: &FakeSlack, body: Value) -> String {
+        let (status, b) = post(c, fake, body).await;
+        assert_eq!((status, &b["ok"]), (200, &json!(true)), "{b}");
+        b["ts"].as_str().expect("ts").to_owned()
+    }
+
+    #[tokio::test]
+    async fn post_and_read_back_with_metadata() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        let metadata =
+            json!({ "event_type": "threadline_event", "event_payload": { "id": "evt-1" } });
+        let (status, body) = post(
+            &c,
+            &fake,
+            json!({ "channel": CHANNEL, "text": "root", "metadata": metadata, "unfurl_links": false, "mrkdwn": true }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["ok"], true);
+        assert_eq!(body["channel"], CHANNEL);
+        let root_ts = body["ts"].as_str().expect("ts").to_owned();
+        assert!(parse_ts(&root_ts).is_some() && root_ts.split('.').nth(1).map(str::len) == Some(6));
+        let msg = &body["message"];
+        assert_eq!(msg["type"], "message");
+        assert_eq!(msg["text"], "root");
+        assert_eq!(msg["user"], fake.bot_user_id());
+        assert_eq!(msg["bot_id"], BOT_ID);
+        assert_eq!(msg["ts"], root_ts.as_str());
+        assert_eq!(msg["metadata"], metadata);
+        assert!(msg.get("subtype").is_none() && msg.get("thread_ts").is_none());
+
+        let (_, reply_body) = post(
+            &c,
+            &fake,
+            json!({
+                "channel": CHANNEL,
+                "text": "reply",
+                "thread_ts": root_ts,
+                "metadata": { "event_type": "threadline_event", "event_payload": { "id": "evt-2" } },
+            }),
+        )
+        .await;
+        assert_eq!(reply_body["message"]["thread_ts"], root_ts.as_str());
+        let reply_ts = reply_body["ts"].as_str().expect("ts").to_owned();
+
+        // History: top-level only, metadata only on request.
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}&include_all_metadata=true"),
+        )
+        .await;
+        assert_eq!(
+            (h["ok"].clone(), h["has_more"].clone()),
+            (json!(true), json!(false))
+        );
+        assert_eq!(texts(&h), vec!["root"]);
+        let root = &h["messages"][0];
+        assert_eq!(root["metadata"], metadata);
+        assert_eq!(root["thread_ts"], root_ts.as_str());
+        assert_eq!(root["reply_count"], 1);
+        assert_eq!(root["latest_reply"], reply_ts.as_str());
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}"),
+        )
+        .await;
+        assert!(h["messages"][0].get("metadata").is_none());
+
+        // Replies: root first, then the reply, with metadata.
+        let r = read(
+            &c,
+            &fake,
+            "conversations.replies",
+            &format!("channel={CHANNEL}&ts={root_ts}&include_all_metadata=true"),
+        )
+        .await;
+        assert_eq!(texts(&r), vec!["root", "reply"]);
+        assert_eq!(r["messages"][1]["metadata"]["event_payload"]["id"], "evt-2");
+        assert_eq!(r["messages"][1]["thread_ts"], root_ts.as_str());
+        assert_eq!(r["has_more"], false);
+        // A reply's ts names the same thread.
+        let r2 = read(
+            &c,
+            &fake,
+            "conversations.replies",
+            &format!("channel={CHANNEL}&ts={reply_ts}"),
+        )
+        .await;
+        assert_eq!(texts(&r2), vec!["root", "reply"]);
+
+        // Inspection API.
+        let top = fake.messages_in(CHANNEL, None);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].metadata.as_ref(), Some(&metadata));
+        let replies = fake.messages_in(CHANNEL, Some(&root_ts));
+        assert_eq!(
+            replies,
+            vec![SlackMessage {
+                channel: CHANNEL.to_owned(),
+                ts: reply_ts,
+                thread_ts: Some(root_ts),
+                text: "reply".to_owned(),
+                metadata: Some(
+                    json!({ "event_type": "threadline_event", "event_payload": { "id": "evt-2" } })
+                ),
+                user: BOT_USER_ID.to_owned(),
+            }]
+        );
+        assert_eq!(fake.messages().len(), 2);
+        assert_eq!(fake.tokens_seen().len(), 6);
+        assert_eq!(fake.request_count(), 6);
+    }
+
+    #[tokio::test]
+    async fn ts_strictly_increasing() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        for i in 0..20 {
+            post_ts(
+                &c,
+                &fake,
+                json!({ "channel": CHANNEL, "text": format!("m{i}") }),
+            )
+            .await;
+        }
+        let ts: Vec<u64> = fake
+            .messages()
+            .iter()
+            .map(|m| parse_ts(&m.ts).expect("ts"))
+            .collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
+    }
+
+    #[tokio::test]
+    async fn errors_are_http_200_ok_false() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        let url = format!("{}/chat.postMessage", fake.base_url());
+        let error_of = |b: &Value| b["error"].as_str().map(str::to_owned);
+
+        // Auth: wrong token, and no token at all.
+        let resp = c
+            .post(&url)
+            .bearer_auth("xoxb-wrong")
+            .json(&json!({ "channel": CHANNEL, "text": "hi" }))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 200);
+        let b: Value = resp.json().await.expect("json");
+        assert_eq!(b, json!({ "ok": false, "error": "invalid_auth" }));
+        let resp = c
+            .post(&url)
+            .json(&json!({ "channel": CHANNEL, "text": "hi" }))
+            .send()
+            .await
+            .expect("send");
+        let b: Value = resp.json().await.expect("json");
+        assert_eq!(error_of(&b).as_deref(), Some("invalid_auth"));
+        assert!(fake.tokens_seen().is_empty());
+
+        let root_ts = post_ts(&c, &fake, json!({ "channel": CHANNEL, "text": "root" })).await;
+        let reply_ts = post_ts(
+            &c,
+            &fake,
+            json!({ "channel": CHANNEL, "text": "r", "thread_ts": root_ts }),
+        )
+        .await;
+
+        let cases = [
+            (json!({ "channel": CHANNEL, "text": "" }), "no_text"),
+            (json!({ "channel": CHANNEL }), "no_text"),
+            (
+                json!({ "channel": CHANNEL, "text": "x".repeat(40_001) }),
+                "msg_too_long",
+            ),
+            (
+                json!({ "channel": "D0NOTCHAN", "text": "x" }),
+                "channel_not_found",
+            ),
+            (json!({ "text": "x" }), "channel_not_found"),
+            (
+                json!({ "channel": CHANNEL, "text": "x", "thread_ts": "1.000001" }),
+                "thread_not_found",
+            ),
+            // A reply cannot start a thread.
+            (
+                json!({ "channel": CHANNEL, "text": "x", "thread_ts": reply_ts }),
+                "thread_not_found",
+            ),
+            // The root exists, but in another channel.
+            (
+                json!({ "channel": "C0OTHER", "text": "x", "thread_ts": root_ts }),
+                "thread_not_found",
+            ),
+            (
+                json!({ "channel": CHANNEL, "text": "x", "metadata": { "event_type": "e" } }),
+                "invalid_metadata_format",
+            ),
+        ];
+        for (body, want) in cases {
+            let (status, b) = post(&c, &fake, body.clone()).await;
+            assert_eq!(
+                (status, error_of(&b).as_deref()),
+                (200, Some(want)),
+                "{body}"
+            );
+            assert_eq!(b["ok"], false);
+        }
+        assert_eq!(fake.messages().len(), 2);
+        // Exactly the limit is fine.
+        post_ts(
+            &c,
+            &fake,
+            json!({ "channel": CHANNEL, "text": "é".repeat(40_000) }),
+        )
+        .await;
+
+        let r = read(
+            &c,
+            &fake,
+            "conversations.replies",
+            &format!("channel={CHANNEL}&ts=1.000001"),
+        )
+        .await;
+        assert_eq!(r, json!({ "ok": false, "error": "thread_not_found" }));
+
+        // Archived: posting refused, reading still works.
+        fake.archive_channel(CHANNEL);
+        let (s, b) = post(&c, &fake, json!({ "channel": CHANNEL, "text": "late" })).await;
+        assert_eq!((s, error_of(&b).as_deref()), (200, Some("is_archived")));
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}"),
+        )
+        .await;
+        assert_eq!(h["ok"], true);
+
+        // Deleted: everything is channel_not_found.
+        fake.delete_channel(CHANNEL);
+        let (s, b) = post(&c, &fake, json!({ "channel": CHANNEL, "text": "gone" })).await;
+        assert_eq!(
+            (s, error_of(&b).as_deref()),
+            (200, Some("channel_not_found"))
+        );
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}"),
+        )
+        .await;
+        assert_eq!(error_of(&h).as_deref(), Some("channel_not_found"));
+        let r = read(
+            &c,
+            &fake,
+            "conversations.replies",
+            &format!("channel={CHANNEL}&ts={root_ts}"),
+        )
+        .await;
+        assert_eq!(error_of(&r).as_deref(), Some("channel_not_found"));
+        assert_eq!(fake.messages().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn body_format_errors_and_form_posts() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        let url = format!("{}/chat.postMessage", fake.base_url());
+        let send = |body: &'static str, ctype: Option<&'static str>| {
+            let mut req = c.post(&url).bearer_auth(TOKEN).body(body);
+            if let Some(ct) = ctype {
+                req = req.header("Content-Type", ct);
+            }
+            async move {
+                let resp = req.send().await.expect("send");
+                assert_eq!(resp.status().as_u16(), 200);
+                resp.json::<Value>().await.expect("json")
+            }
+        };
+        let b = send("{not json", Some("application/json")).await;
+        assert_eq!(b["error"], "invalid_json");
+        let b = send("[1]", Some("application/json; charset=utf-8")).await;
+        assert_eq!(b["error"], "json_not_object");
+        let b = send("channel=C1&text=x", None).await;
+        assert_eq!(b["error"], "missing_post_type");
+        let b = send("hello", Some("text/html")).await;
+        assert_eq!(b["error"], "invalid_post_type");
+
+        // Form posts work, with metadata as a JSON string.
+        let b = send(
+            "channel=C0FORM&text=hello+form&metadata=%7B%22event_type%22%3A%22e%22%2C%22event_payload%22%3A%7B%7D%7D",
+            Some("application/x-www-form-urlencoded"),
+        )
+        .await;
+        assert_eq!(b["ok"], true, "{b}");
+        let stored = fake.messages_in("C0FORM", None);
+        assert_eq!(stored[0].text, "hello form");
+        assert_eq!(
+            stored[0].metadata,
+            Some(json!({ "event_type": "e", "event_payload": {} }))
+        );
+
+        // Reads also accept POSTed forms.
+        let resp = c
+            .post(format!("{}/conversations.history", fake.base_url()))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("channel=C0FORM")
+            .send()
+            .await
+            .expect("send");
+        let h: Value = resp.json().await.expect("json");
+        assert_eq!(texts(&h), vec!["hello form"]);
+
+        // Unknown methods and wrong verbs are not 200s.
+        let resp = c
+            .get(format!("{}/chat.nothing", fake.base_url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 404);
+        let b: Value = resp.json().await.expect("json");
+        assert_eq!(b["error"], "unknown_method");
+        let resp = c
+            .get(format!(
+                "{}/chat.postMessage?channel=C1&text=x",
+                fake.base_url()
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 405);
+        assert_eq!(fake.messages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_and_server_error_faults() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        let url = format!("{}/chat.postMessage", fake.base_url());
+        for (ms, header) in [(250, "1"), (0, "1"), (2_500, "3")] {
+            fake.push_fault(Fault::RateLimited { retry_after_ms: ms });
+            let resp = c
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&json!({ "channel": CHANNEL, "text": "hi" }))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status().as_u16(), 429);
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            assert_eq!(retry_after.as_deref(), Some(header), "{ms} ms");
+            let body: Value = resp.json().await.expect("json");
+            assert_eq!(body, json!({ "ok": false, "error": "ratelimited" }));
+        }
+        assert!(fake.messages().is_empty());
+
+        fake.push_fault(Fault::ServerError);
+        let (s, b) = post(&c, &fake, json!({ "channel": CHANNEL, "text": "hi" })).await;
+        assert_eq!(s, 500);
+        assert_eq!(b, json!({ "ok": false, "error": "internal_error" }));
+        assert!(fake.messages().is_empty());
+
+        // Reads never consume a fault.
+        fake.push_fault(Fault::ServerError);
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}"),
+        )
+        .await;
+        assert_eq!(h["ok"], true);
+        let (s, _) = post(&c, &fake, json!({ "channel": CHANNEL, "text": "hi" })).await;
+        assert_eq!(s, 500);
+
+        // The queue is drained: the next post goes through.
+        post_ts(&c, &fake, json!({ "channel": CHANNEL, "text": "hi" })).await;
+        assert_eq!(
+            fake.fault_counts(),
+            FaultCounts {
+                server_error: 2,
+                rate_limited: 3,
+                ..FaultCounts::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_fault_and_fault_mix() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        fake.push_fault(Fault::Slow { delay_ms: 150 });
+        let started = std::time::Instant::now();
+        post_ts(&c, &fake, json!({ "channel": CHANNEL, "text": "late" })).await;
+        assert!(started.elapsed() >= Duration::from_millis(150));
+
+        fake.set_fault_mix(Some(FaultMix {
+            seed: 7,
+            server_error: 1.0,
+            rate_limited: 0.0,
+            retry_after_ms: 0,
+            slow: 0.0,
+            slow_ms: 0,
+            accept_then_hang: 0.0,
+            hang_ms: 0,
+        }));
+        for _ in 0..3 {
+            let (s, _) = post(&c, &fake, json!({ "channel": CHANNEL, "text": "x" })).await;
+            assert_eq!(s, 500);
+        }
+        fake.set_fault_mix(None);
+        post_ts(&c, &fake, json!({ "channel": CHANNEL, "text": "ok" })).await;
+        let counts = fake.fault_counts();
+        assert_eq!((counts.slow, counts.server_error), (1, 3));
+        assert_eq!(fake.messages().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn accept_then_hang_stores_but_never_answers() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        let url = format!("{}/chat.postMessage", fake.base_url());
+        fake.push_fault(Fault::AcceptThenHang { hold_ms: 2_000 });
+        let err = c
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_millis(300))
+            .json(&json!({ "channel": CHANNEL, "text": "maybe" }))
+            .send()
+            .await
+            .expect_err("the fake must not answer");
+        assert!(err.is_timeout(), "{err:?}");
+        let stored = fake.messages();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].text, "maybe");
+        // The stored message is visible to the reads a deliverer would use to
+        // find out whether its timed-out post landed.
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}"),
+        )
+        .await;
+        assert_eq!(texts(&h), vec!["maybe"]);
+
+        // After the hold, the connection is dropped without any response.
+        fake.push_fault(Fault::AcceptThenHang { hold_ms: 50 });
+        let err = c
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(5))
+            .json(&json!({ "channel": CHANNEL, "text": "second" }))
+            .send()
+            .await
+            .expect_err("the fake must drop the connection");
+        assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");
+        assert_eq!(fake.messages().len(), 2);
+        assert_eq!(fake.fault_counts().accept_then_hang, 2);
+    }
+
+    #[tokio::test]
+    async fn oldest_filter_limit_and_cursor() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        let mut ts = Vec::new();
+        for i in 0..5 {
+            ts.push(
+                post_ts(
+                    &c,
+                    &fake,
+                    json!({ "channel": CHANNEL, "text": format!("m{i}") }),
+                )
+                .await,
+            );
+        }
+        // Another channel's messages never leak in.
+        post_ts(
+            &c,
+            &fake,
+            json!({ "channel": "C0OTHER", "text": "elsewhere" }),
+        )
+        .await;
+
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}&oldest={}", ts[1]),
+        )
+        .await;
+        assert_eq!(texts(&h), vec!["m4", "m3", "m2"]);
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}&oldest={}&inclusive=true", ts[1]),
+        )
+        .await;
+        assert_eq!(texts(&h), vec!["m4", "m3", "m2", "m1"]);
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}&oldest={}&latest={}", ts[0], ts[3]),
+        )
+        .await;
+        assert_eq!(texts(&h), vec!["m2", "m1"]);
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}&oldest=nope"),
+        )
+        .await;
+        assert_eq!(h["error"], "invalid_ts_oldest");
+
+        // Paging: newest first, then onwards with the cursor.
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}&limit=3"),
+        )
+        .await;
+        assert_eq!(texts(&h), vec!["m4", "m3", "m2"]);
+        assert_eq!(h["has_more"], true);
+        let cursor = h["response_metadata"]["next_cursor"]
+            .as_str()
+            .expect("cursor")
+            .to_owned();
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}&limit=3&cursor={cursor}"),
+        )
+        .await;
+        assert_eq!(texts(&h), vec!["m1", "m0"]);
+        assert_eq!(h["has_more"], false);
+        assert!(h.get("response_metadata").is_none());
+
+        // Replies: the root always leads; oldest and the cursor filter replies.
+        let root = ts[0].clone();
+        let mut rts = Vec::new();
+        for i in 0..4 {
+            rts.push(
+                post_ts(
+                    &c,
+                    &fake,
+                    json!({ "channel": CHANNEL, "text": format!("r{i}"), "thread_ts": root }),
+                )
+                .await,
+            );
+        }
+        let r = read(
+            &c,
+            &fake,
+            "conversations.replies",
+            &format!("channel={CHANNEL}&ts={root}&oldest={}", rts[1]),
+        )
+        .await;
+        assert_eq!(texts(&r), vec!["m0", "r2", "r3"]);
+        let r = read(
+            &c,
+            &fake,
+            "conversations.replies",
+            &format!("channel={CHANNEL}&ts={root}&limit=2"),
+        )
+        .await;
+        assert_eq!(texts(&r), vec!["m0", "r0", "r1"]);
+        assert_eq!(r["has_more"], true);
+        let cursor = r["response_metadata"]["next_cursor"]
+            .as_str()
+            .expect("cursor")
+            .to_owned();
+        let r = read(
+            &c,
+            &fake,
+            "conversations.replies",
+            &format!("channel={CHANNEL}&ts={root}&limit=2&cursor={cursor}"),
+        )
+        .await;
+        assert_eq!(texts(&r), vec!["m0", "r2", "r3"]);
+        assert_eq!(r["has_more"], false);
+
+        // Replies stay out of history.
+        let h = read(
+            &c,
+            &fake,
+            "conversations.history",
+            &format!("channel={CHANNEL}"),
+        )
+        .await;
+        assert_eq!(texts(&h), vec!["m4", "m3", "m2", "m1", "m0"]);
+        assert_eq!(fake.messages_in(CHANNEL, Some(&root)).len(), 4);
+        let got = fake.wait_for_messages(10, Duration::from_millis(100)).await;
+        assert_eq!(got.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn token_rotation() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        fake.set_tokens(&["xoxb-old", "xoxb-new"]);
+        for token in ["xoxb-old", "xoxb-new", "xoxb-test"] {
+            let resp = c
+                .post(format!("{}/chat.postMessage", fake.base_url()))
+                .bearer_auth(token)
+                .json(&json!({ "channel": CHANNEL, "text": token }))
+                .send()
+                .await
+                .expect("send");
+            let b: Value = resp.json().await.expect("json");
+            assert_eq!(b["ok"], token != "xoxb-test", "{token}: {b}");
+        }
+        assert_eq!(
+            fake.tokens_seen(),
+            vec!["xoxb-old".to_owned(), "xoxb-new".to_owned()]
+        );
+        assert_eq!(fake.messages().len(), 2);
+        assert_eq!(fake.request_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn drop_shuts_server_down() {
+        let fake = FakeSlack::start().await;
+        let url = format!(
+            "{}/conversations.history?channel={CHANNEL}",
+            fake.base_url()
+        );
+        drop(fake);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let res = client()
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        assert!(res.is_err(), "{res:?}");
+    }
+
+    #[test]
+    fn ts_parse_and_format() {
+        assert_eq!(parse_ts("1700000000.000100"), Some(1_700_000_000_000_100));
+        assert_eq!(parse_ts("1700000000.0001"), Some(1_700_000_000_000_100));
+        assert_eq!(parse_ts("1700000000"), Some(1_700_000_000_000_000));
+        for bad in ["", ".1", "1.1234567", "1.x", "-1", "1e9"] {
+            assert_eq!(parse_ts(bad), None, "{bad}");
+        }
+        assert_eq!(format_ts(1_700_000_000_000_100), "1700000000.000100");
+    }
+}

@@ -1,0 +1,1148 @@
+//! Loopback fake of the Telegram Bot API: `getMe`, `sendMessage` (plain chats
+//! and forum topics) and `createForumTopic` at `/bot<TOKEN>/<method>`, with
+//! Telegram's `{"ok":false,"error_code","description"}` errors and its
+//! rate-limit shape (`parameters.retry_after`).
+//!
+//! Every negative chat id is implicitly an existing forum supergroup, so tests
+//! need no set-up; `delete_chat`, `block_chat`, `set_forum`, `close_topic` and
+//! `delete_topic` produce the permanent errors a deliverer must recognise.
+//! Bots cannot read chat history on Telegram, so the fake has no read route:
+//! tests inspect what was stored through the handle instead.
+//!
+//! Only what Threadline's adapter sends is modelled: POST with a JSON body
+//! (an empty body counts as no parameters, as for a bare `getMe`).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{rejection::PathRejection, ConnectInfo, Path, Request, State},
+    http::{HeaderName, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::{
+    hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, FaultCounts, FaultMix,
+    Faults, Plan, Server,
+};
+
+/// Accepted at start. Real tokens are `<bot id>:<secret>`, hence `BOT_ID`.
+const DEFAULT_TOKEN: &str = "123456:test-token";
+const BOT_ID: i64 = 123_456;
+const BOT_FIRST_NAME: &str = "Threadline";
+const BOT_USERNAME: &str = "threadline_bot";
+/// Counted in Unicode scalars (`char`s), as measured against the live API:
+/// 4096 emoji (8192 UTF-16 units) are accepted, 4097 are not. Only entity
+/// offsets are UTF-16; the length limit is not.
+const MAX_TEXT_CHARS: usize = 4096;
+const MAX_TOPIC_NAME_CHARS: usize = 128;
+/// The first of Telegram's six topic icon colours, used when none is asked for.
+const DEFAULT_ICON_COLOR: i64 = 7_322_096;
+
+/// A message sent through the fake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelegramMessage {
+    pub chat_id: i64,
+    pub message_id: i64,
+    /// The forum topic it was posted into; `None` for the chat itself.
+    pub message_thread_id: Option<i64>,
+    pub text: String,
+}
+
+/// A forum topic created through the fake (deleted ones are not listed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelegramTopic {
+    pub chat_id: i64,
+    pub message_thread_id: i64,
+    pub name: String,
+    pub closed: bool,
+}
+
+/// Handle to a running fake Telegram Bot API; dropping it shuts the server down.
+pub struct FakeTelegram {
+    server: Server,
+    shared: Shared,
+}
+
+type Shared = Arc<Mutex<TelegramState>>;
+/// A status and a JSON body, either a success or a Telegram error.
+type Reply = (StatusCode, Value);
+
+impl FakeTelegram {
+    /// Starts the fake on a free loopback port. Accepted token: `123456:test-token`.
+    pub async fn start() -> FakeTelegram {
+        let shared: Shared = Arc::new(Mutex::new(TelegramState::new()));
+        let router = Router::new()
+            // `/bot<TOKEN>` is one path segment; the `bot` prefix is checked
+            // in the handler so a malformed one gets Telegram's 404, not axum's.
+            .route("/{bot_token}/{method}", post(call))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            // A layer (not per-handler counting) so 404s and 405s count too.
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                count_request,
+            ))
+            .with_state(Arc::clone(&shared));
+        let server = Server::start(router).await;
+        FakeTelegram { server, shared }
+    }
+
+    /// `http://127.0.0.1:PORT`, standing in for `https://api.telegram.org`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// All sent messages, in creation order.
+    pub fn messages(&self) -> Vec<TelegramMessage> {
+        lock(&self.shared).messages.clone()
+    }
+
+    /// Messages of one chat, in creation order: those in topic `thread`, or
+    /// with `None` those posted to the chat outside any topic.
+    pub fn messages_in(&self, chat_id: i64, thread: Option<i64>) -> Vec<TelegramMessage> {
+        lock(&self.shared)
+            .messages
+            .iter()
+            .filter(|m| m.chat_id == chat_id && m.message_thread_id == thread)
+            .cloned()
+            .collect()
+    }
+
+    /// Topics created through the fake and not deleted, in creation order.
+    pub fn topics(&self) -> Vec<TelegramTopic> {
+        lock(&self.shared).topics.clone()
+    }
+
+    /// Every request received, including rejected and faulted ones.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared).request_count
+    }
+
+    /// The token of each accepted (authenticated) request, in arrival order.
+    pub fn tokens_seen(&self) -> Vec<String> {
+        lock(&self.shared).tokens_seen.clone()
+    }
+
+    /// Replaces the set of accepted bot tokens (all belong to the same bot).
+    pub fn set_tokens(&self, tokens: &[&str]) {
+        lock(&self.shared).tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
+    }
+
+    /// Queues a fault for the next `sendMessage` or `createForumTopic`.
+    pub fn push_fault(&self, f: Fault) {
+        lock(&self.shared).faults.push_back(f);
+    }
+
+    /// Injects random faults (after any scripted ones); `None` turns them off.
+    pub fn set_fault_mix(&self, mix: Option<FaultMix>) {
+        lock(&self.shared).faults.set_mix(mix);
+    }
+
+    /// How many faults were injected so far, by kind.
+    pub fn fault_counts(&self) -> FaultCounts {
+        lock(&self.shared).faults.counts.clone()
+    }
+
+    /// Closes a topic: posting into it answers 400 `TOPIC_CLOSED`.
+    /// A topic the fake never created is left alone (it does not exist anyway).
+    pub fn close_topic(&self, chat_id: i64, thread: i64) {
+        let mut st = lock(&self.shared);
+        if let Some(t) = st.topic_mut(chat_id, thread) {
+            t.closed = true;
+        }
+    }
+
+    /// Deletes a topic: posting into it answers 400 `message thread not found`.
+    pub fn delete_topic(&self, chat_id: i64, thread: i64) {
+        lock(&self.shared)
+            .topics
+            .retain(|t| !(t.chat_id == chat_id && t.message_thread_id == thread));
+    }
+
+    /// Deletes a chat (or removes the bot from it): every method for it
+    /// answers 400 `chat not found`.
+    pub fn delete_chat(&self, chat_id: i64) {
+        lock(&self.shared).deleted_chats.insert(chat_id);
+    }
+
+    /// Makes every method for the chat answer 403 `bot was blocked by the user`.
+    pub fn block_chat(&self, chat_id: i64) {
+        lock(&self.shared).blocked_chats.insert(chat_id);
+    }
+
+    /// Turns a chat's forum mode off or back on (chats start as forums).
+    /// Existing topics stay, as on Telegram, where they reappear when re-enabled.
+    pub fn set_forum(&self, chat_id: i64, forum: bool) {
+        let mut st = lock(&self.shared);
+        if forum {
+            st.not_forums.remove(&chat_id);
+        } else {
+            st.not_forums.insert(chat_id);
+        }
+    }
+
+    /// The user id of the bot every accepted token authenticates as.
+    pub fn bot_id(&self) -> i64 {
+        lock(&self.shared).bot_id
+    }
+
+    /// Waits until at least `n` messages are stored or `timeout` passes, and
+    /// returns whatever is stored then (the caller asserts on the count).
+    pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<TelegramMessage> {
+        poll_until(timeout, || {
+            let all = self.messages();
+            (all.len() >= n, all)
+        })
+        .await
+    }
+}
+
+struct TelegramState {
+    tokens: HashSet<String>,
+    tokens_seen: Vec<String>,
+    request_count: usize,
+    faults: Faults,
+    messages: Vec<TelegramMessage>,
+    topics: Vec<TelegramTopic>,
+    /// Last message id used per chat. Topic creation takes one too, because a
+    /// topic's id is the id of its (unstored) "topic created" service message.
+    last_message_id: HashMap<i64, i64>,
+    deleted_chats: HashSet<i64>,
+    blocked_chats: HashSet<i64>,
+    not_forums: HashSet<i64>,
+    bot_id: i64,
+}
+
+impl TelegramState {
+    fn new() -> TelegramState {
+        TelegramState {
+            tokens: HashSet::from([DEFAULT_TOKEN.to_owned()]),
+            tokens_seen: Vec::new(),
+            request_count: 0,
+            faults: Faults::default(),
+            messages: Vec::new(),
+            topics: Vec::new(),
+            last_message_id: HashMap::new(),
+            deleted_chats: HashSet::new(),
+            blocked_chats: HashSet::new(),
+            not_forums: HashSet::new(),
+            bot_id: BOT_ID,
+        }
+    }
+
+    fn topic_mut(&mut self, chat_id: i64, thread: i64) -> Option<&mut TelegramTopic> {
+        self.topics
+            .iter_mut()
+            .find(|t| t.chat_id == chat_id && t.message_thread_id == thread)
+    }
+
+    /// Message ids count up per chat, as they do in Telegram supergroups.
+    fn next_message_id(&mut self, chat_id: i64) -> i64 {
+        let last = self.last_message_id.entry(chat_id).or_insert(0);
+        *last += 1;
+        *last
+    }
+
+    fn is_forum(&self, chat_id: i64) -> bool {
+        !self.not_forums.contains(&chat_id)
+    }
+
+    /// Resolves `chat_id` to a chat the bot can write to.
+    fn check_chat(&self, params: &Map<String, Value>) -> Result<i64, Reply> {
+        let chat_id = match params.get("chat_id") {
+            None | Some(Value::Null) => return Err(bad_request("chat_id is empty")),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err(bad_request("chat_id is empty"))
+            }
+            // Numeric strings are how ids beyond 2^53 survive JSON clients;
+            // `@username` strings are not modelled, so they are unknown chats.
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad_request("chat not found"))?,
+            Some(Value::Number(n)) => n.as_i64().ok_or_else(|| bad_request("chat not found"))?,
+            Some(Value::Bool(_) | Value::Array(_) | Value::Object(_)) => {
+                return Err(bad_request("chat not found"))
+            }
+        };
+        if self.deleted_chats.contains(&chat_id) {
+            return Err(bad_request("chat not found"));
+        }
+        if self.blocked_chats.contains(&chat_id) {
+            return Err(telegram_error(
+                StatusCode::FORBIDDEN,
+                "Forbidden: bot was blocked by the user",
+            ));
+        }
+        // Groups and channels have negative ids; a positive one is a private
+        // chat, which the fake has no users for.
+        if chat_id >= 0 {
+            return Err(bad_request("chat not found"));
+        }
+        Ok(chat_id)
+    }
+
+    fn get_me(&self) -> Reply {
+        ok(json!({
+            "id": self.bot_id,
+            "is_bot": true,
+            "first_name": BOT_FIRST_NAME,
+            "username": BOT_USERNAME,
+            "can_join_groups": true,
+            "can_read_all_group_messages": false,
+            "supports_inline_queries": false,
+        }))
+    }
+
+    fn send_message(&mut self, body: &[u8]) -> Result<Reply, Reply> {
+        let params = parse_params(body)?;
+        let chat_id = self.check_chat(&params)?;
+
+        let thread = match params.get("message_thread_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(n.as_i64()),
+            // Telegram accepts numbers sent as strings for integer fields.
+            Some(Value::String(s)) => Some(s.trim().parse::<i64>().ok()),
+            Some(Value::Bool(_) | Value::Array(_) | Value::Object(_)) => Some(None),
+        };
+        if let Some(thread) = thread {
+            let topic = thread.and_then(|id| {
+                self.topics
+                    .iter()
+                    .find(|t| t.chat_id == chat_id && t.message_thread_id == id)
+            });
+            match topic {
+                None => return Err(bad_request("message thread not found")),
+                Some(t) if t.closed => return Err(bad_request("TOPIC_CLOSED")),
+                Some(_) => {}
+            }
+        }
+        let thread = thread.flatten();
+
+        // Telegram strips surrounding whitespace, so blank text is empty text.
+        let text = match params.get("text") {
+            Some(Value::String(s)) => s.clone(),
+            Some(n @ Value::Number(_)) => n.to_string(),
+            None | Some(Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_)) => {
+                String::new()
+            }
+        };
+        if text.trim().is_empty() {
+            return Err(bad_request("message text is empty"));
+        }
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(bad_request("message is too long"));
+        }
+        // `disable_web_page_preview`, `parse_mode` and other options are
+        // accepted and ignored: they change rendering, not what is stored.
+
+        let message_id = self.next_message_id(chat_id);
+        let stored = TelegramMessage {
+            chat_id,
+            message_id,
+            message_thread_id: thread,
+            text,
+        };
+        let body = self.message_json(&stored);
+        self.messages.push(stored);
+        Ok(ok(body))
+    }
+
+    fn create_forum_topic(&mut self, body: &[u8]) -> Result<Reply, Reply> {
+        let params = parse_params(body)?;
+        let chat_id = self.check_chat(&params)?;
+        if !self.is_forum(chat_id) {
+            return Err(bad_request("the chat is not a forum"));
+        }
+        let name = match params.get("name") {
+            Some(Value::String(s)) => s.clone(),
+            None
+            | Some(
+                Value::Null
+                | Value::Bool(_)
+                | Value::Number(_)
+                | Value::Array(_)
+                | Value::Object(_),
+            ) => String::new(),
+        };
+        let name_len = name.chars().count();
+        if name_len == 0 || name_len > MAX_TOPIC_NAME_CHARS {
+            return Err(bad_request("TOPIC_NAME_INVALID"));
+        }
+        let message_thread_id = self.next_message_id(chat_id);
+        self.topics.push(TelegramTopic {
+            chat_id,
+            message_thread_id,
+            name: name.clone(),
+            closed: false,
+        });
+        Ok(ok(json!({
+            "message_thread_id": message_thread_id,
+            "name": name,
+            "icon_color": DEFAULT_ICON_COLOR,
+        })))
+    }
+
+    fn message_json(&self, m: &TelegramMessage) -> Value {
+        let mut v = json!({
+            "message_id": m.message_id,
+            "from": {
+                "id": self.bot_id,
+                "is_bot": true,
+                "first_name": BOT_FIRST_NAME,
+                "username": BOT_USERNAME,
+            },
+            "chat": {
+                "id": m.chat_id,
+                "title": format!("Chat {}", m.chat_id),
+                "type": "supergroup",
+                "is_forum": self.is_forum(m.chat_id),
+            },
+            "date": unix_secs(SystemTime::now()),
+            "text": m.text,
+        });
+        if let (Some(obj), Some(thread)) = (v.as_object_mut(), m.message_thread_id) {
+            // Telegram leaves both fields out for messages outside a topic.
+            obj.insert("message_thread_id".into(), json!(thread));
+            obj.insert("is_topic_message".into(), Value::Bool(true));
+        }
+        v
+    }
+}
+
+async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+    lock(&shared).request_count += 1;
+    next.run(req).await
+}
+
+/// Checks the token from the path against the accepted set and records it,
+/// so token-rotation tests can see which one each request used.
+fn authorize(shared: &Shared, token: &str) -> Result<(), Reply> {
+    let mut st = lock(shared);
+    if st.tokens.contains(token) {
+        st.tokens_seen.push(token.to_owned());
+        Ok(())
+    } else {
+        Err(telegram_error(StatusCode::UNAUTHORIZED, "Unauthorized"))
+    }
+}
+
+/// Auth, then the fault source (a real rate limiter answers before the
+/// request's content is looked at), then the method itself.
+async fn call(
+    State(shared): State<Shared>,
+    ConnectInfo(conn): ConnectInfo<ConnCtl>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let Ok(Path((segment, method))) = path else {
+        return not_found().await;
+    };
+    let Some(token) = segment.strip_prefix("bot") else {
+        return not_found().await;
+    };
+    if let Err(r) = authorize(&shared, token) {
+        return reply(r);
+    }
+    // Bot API method names are case-insensitive.
+    match method.to_ascii_lowercase().as_str() {
+        "getme" => reply(lock(&shared).get_me()),
+        "sendmessage" => faulted(&shared, &conn, |st| st.send_message(&body)).await,
+        "createforumtopic" => faulted(&shared, &conn, |st| st.create_forum_topic(&body)).await,
+        _ => not_found().await,
+    }
+}
+
+async fn faulted<F>(shared: &Shared, conn: &ConnCtl, handle: F) -> Response
+where
+    F: FnOnce(&mut TelegramState) -> Result<Reply, Reply>,
+{
+    let fault = lock(shared).faults.next();
+    let plan = Plan::from_fault(fault).await;
+    match plan {
+        Plan::RateLimited { retry_after_ms } => return rate_limited(retry_after_ms),
+        Plan::ServerError => {
+            return reply(telegram_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+            ))
+        }
+        Plan::Proceed | Plan::HangAfter { .. } => {}
+    }
+    let outcome = {
+        let mut st = lock(shared);
+        handle(&mut st).unwrap_or_else(|e| e)
+    };
+    if let Plan::HangAfter { hold_ms } = plan {
+        return hang_up(conn, hold_ms).await;
+    }
+    reply(outcome)
+}
+
+async fn not_found() -> Response {
+    reply(telegram_error(StatusCode::NOT_FOUND, "Not Found"))
+}
+
+async fn method_not_allowed() -> Response {
+    reply(telegram_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed",
+    ))
+}
+
+fn reply((status, body): Reply) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn ok(result: Value) -> Reply {
+    (StatusCode::OK, json!({ "ok": true, "result": result }))
+}
+
+/// Telegram's error envelope: the HTTP status is repeated as `error_code`.
+fn telegram_error(status: StatusCode, description: &str) -> Reply {
+    (
+        status,
+        json!({
+            "ok": false,
+            "error_code": status.as_u16(),
+            "description": description,
+        }),
+    )
+}
+
+fn bad_request(what: &str) -> Reply {
+    telegram_error(StatusCode::BAD_REQUEST, &format!("Bad Request: {what}"))
+}
+
+/// Telegram's 429: whole seconds in `parameters.retry_after` (its documented
+/// signal, never below 1 so a client cannot spin), mirrored in `Retry-After`
+/// for clients that only honour HTTP semantics.
+fn rate_limited(retry_after_ms: u64) -> Response {
+    let secs = retry_after_header_secs(retry_after_ms).max(1);
+    let body = json!({
+        "ok": false,
+        "error_code": 429,
+        "description": format!("Too Many Requests: retry after {secs}"),
+        "parameters": { "retry_after": secs },
+    });
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("retry-after"), v);
+    }
+    resp
+}
+
+/// The request's parameters. An empty body is no parameters, so a bare
+/// `POST getMe` works; the exact wording of Telegram's parse errors is not modelled.
+fn parse_params(body: &[u8]) -> Result<Map<String, Value>, Reply> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) | Err(_) => Err(bad_request("can't parse JSON request body")),
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> reqwest::Client {
+        // reqwest is built with `rustls-no-provider`; building a client without
+        // a process-wide provider panics even for plain http.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .build()
+            .expect("build reqwest client")
+    }
+
+    const TOKEN: &str = "123456:test-token";
+    const CHAT: i64 = -1_001_234_567_890;
+
+    async fn call_as(
+        c: &reqwest::Client,
+        fake: &FakeTelegram,
+        token: &str,
+        method: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let resp = c
+            .post(format!("{}/bot{token}/{method}", fake.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json body"))
+    }
+
+    async fn call(
+        c: &reqwest::Client,
+        fake: &FakeTelegram,
+        method: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        call_as(c, fake, TOKEN, method, body).await
+    }
+
+    async fn send(c: &reqwest::Client, fake: &FakeTelegram, body: Value) -> (u16, Value) {
+        call(c, fake, "sendMessage", body).await
+    }
+
+    async fn create_topic(c: &reqwest::Client, fake: &FakeTelegram, name: &str) -> i64 {
+        let (s, b) = call(
+            c,
+            fake,
+            "createForumTopic",
+            json!({ "chat_id": CHAT, "name": name }),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        b["result"]["message_thread_id"]
+            .as_i64()
+            .expect("message_thread_id")
+    }
+
+    fn err(code: u16, description: &str) -> (u16, Value) {
+        (
+            code,
+            json!({ "ok": false, "error_code": code, "description": description }),
+        )
+    }
+
+    #[tokio::test]
+    async fn get_me_shape() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let (s, b) = call(&c, &fake, "getMe", json!({})).await;
+        assert_eq!(s, 200);
+        assert_eq!(b["ok"], true);
+        assert_eq!(b["result"]["id"], fake.bot_id());
+        assert_eq!(b["result"]["is_bot"], true);
+        assert_eq!(b["result"]["first_name"], "Threadline");
+        assert_eq!(b["result"]["username"], "threadline_bot");
+        assert_eq!(fake.bot_id(), 123_456);
+
+        // A bare POST without a body works too, and method names ignore case.
+        let resp = c
+            .post(format!("{}/bot{TOKEN}/getme", fake.base_url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(fake.tokens_seen(), vec![TOKEN.to_owned(); 2]);
+    }
+
+    #[tokio::test]
+    async fn send_message_to_chat() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let (s, b) = send(
+            &c,
+            &fake,
+            json!({ "chat_id": CHAT, "text": "hello", "disable_web_page_preview": true }),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["ok"], true);
+        let m = &b["result"];
+        assert_eq!(m["message_id"], 1);
+        assert_eq!(m["from"]["id"], fake.bot_id());
+        assert_eq!(m["from"]["is_bot"], true);
+        assert_eq!(m["from"]["first_name"], "Threadline");
+        assert_eq!(m["chat"]["id"], CHAT);
+        assert_eq!(m["chat"]["type"], "supergroup");
+        assert_eq!(m["chat"]["is_forum"], true);
+        assert_eq!(m["text"], "hello");
+        let date = m["date"].as_u64().expect("date");
+        assert!(date.abs_diff(unix_secs(SystemTime::now())) <= 5);
+        assert!(m.get("message_thread_id").is_none());
+        assert!(m.get("is_topic_message").is_none());
+
+        // chat_id as a string names the same chat; ids keep counting per chat.
+        let (s, b) = send(
+            &c,
+            &fake,
+            json!({ "chat_id": CHAT.to_string(), "text": "again" }),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["result"]["chat"]["id"], CHAT);
+        assert_eq!(b["result"]["message_id"], 2);
+        let (_, b) = send(&c, &fake, json!({ "chat_id": "-100123", "text": "other" })).await;
+        assert_eq!(b["result"]["chat"]["id"], -100_123);
+        assert_eq!(b["result"]["message_id"], 1);
+
+        assert_eq!(
+            fake.messages_in(CHAT, None),
+            vec![
+                TelegramMessage {
+                    chat_id: CHAT,
+                    message_id: 1,
+                    message_thread_id: None,
+                    text: "hello".to_owned(),
+                },
+                TelegramMessage {
+                    chat_id: CHAT,
+                    message_id: 2,
+                    message_thread_id: None,
+                    text: "again".to_owned(),
+                },
+            ]
+        );
+        assert_eq!(fake.messages().len(), 3);
+        assert_eq!(fake.messages_in(-100_123, None).len(), 1);
+        let got = fake.wait_for_messages(3, Duration::from_millis(100)).await;
+        assert_eq!(got.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn create_topic_then_post_into_it() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let (s, b) = call(
+            &c,
+            &fake,
+            "createForumTopic",
+            json!({ "chat_id": CHAT, "name": "session 1" }),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let thread = b["result"]["message_thread_id"].as_i64().expect("id");
+        assert_eq!(
+            b,
+            json!({ "ok": true, "result": {
+                "message_thread_id": thread, "name": "session 1", "icon_color": 7_322_096,
+            } })
+        );
+
+        let (s, b) = send(
+            &c,
+            &fake,
+            json!({ "chat_id": CHAT, "message_thread_id": thread, "text": "in topic" }),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["result"]["message_thread_id"], thread);
+        assert_eq!(b["result"]["is_topic_message"], true);
+        // The topic's id is its creation message's id, so the chat's counter moved on.
+        assert!(b["result"]["message_id"].as_i64().expect("id") > thread);
+
+        // message_thread_id as a string is accepted too.
+        let (s, _) = send(
+            &c,
+            &fake,
+            json!({ "chat_id": CHAT, "message_thread_id": thread.to_string(), "text": "two" }),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let (s, _) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "outside" })).await;
+        assert_eq!(s, 200);
+
+        let texts = |thread| -> Vec<String> {
+            fake.messages_in(CHAT, thread)
+                .into_iter()
+                .map(|m| m.text)
+                .collect()
+        };
+        assert_eq!(texts(Some(thread)), vec!["in topic", "two"]);
+        assert_eq!(texts(None), vec!["outside"]);
+        assert_eq!(
+            fake.topics(),
+            vec![TelegramTopic {
+                chat_id: CHAT,
+                message_thread_id: thread,
+                name: "session 1".to_owned(),
+                closed: false,
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn send_message_errors() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let not_found = err(400, "Bad Request: chat not found");
+        assert_eq!(
+            send(&c, &fake, json!({ "chat_id": 42, "text": "x" })).await,
+            not_found
+        );
+        assert_eq!(
+            send(&c, &fake, json!({ "chat_id": "@nobody", "text": "x" })).await,
+            not_found
+        );
+        assert_eq!(
+            send(&c, &fake, json!({ "text": "x" })).await,
+            err(400, "Bad Request: chat_id is empty")
+        );
+        fake.delete_chat(-1);
+        assert_eq!(
+            send(&c, &fake, json!({ "chat_id": -1, "text": "x" })).await,
+            not_found
+        );
+        fake.block_chat(-2);
+        assert_eq!(
+            send(&c, &fake, json!({ "chat_id": "-2", "text": "x" })).await,
+            err(403, "Forbidden: bot was blocked by the user")
+        );
+
+        let thread_not_found = err(400, "Bad Request: message thread not found");
+        assert_eq!(
+            send(
+                &c,
+                &fake,
+                json!({ "chat_id": CHAT, "message_thread_id": 999, "text": "x" })
+            )
+            .await,
+            thread_not_found
+        );
+        let thread = create_topic(&c, &fake, "t").await;
+        // A topic belongs to its chat only.
+        assert_eq!(
+            send(
+                &c,
+                &fake,
+                json!({ "chat_id": -5, "message_thread_id": thread, "text": "x" })
+            )
+            .await,
+            thread_not_found
+        );
+        fake.close_topic(CHAT, thread);
+        assert!(fake.topics()[0].closed);
+        assert_eq!(
+            send(
+                &c,
+                &fake,
+                json!({ "chat_id": CHAT, "message_thread_id": thread, "text": "x" })
+            )
+            .await,
+            err(400, "Bad Request: TOPIC_CLOSED")
+        );
+        fake.delete_topic(CHAT, thread);
+        assert!(fake.topics().is_empty());
+        assert_eq!(
+            send(
+                &c,
+                &fake,
+                json!({ "chat_id": CHAT, "message_thread_id": thread, "text": "x" })
+            )
+            .await,
+            thread_not_found
+        );
+
+        let empty = err(400, "Bad Request: message text is empty");
+        assert_eq!(
+            send(&c, &fake, json!({ "chat_id": CHAT, "text": "" })).await,
+            empty
+        );
+        assert_eq!(
+            send(&c, &fake, json!({ "chat_id": CHAT, "text": " \n " })).await,
+            empty
+        );
+        assert_eq!(send(&c, &fake, json!({ "chat_id": CHAT })).await, empty);
+
+        let too_long = err(400, "Bad Request: message is too long");
+        assert_eq!(
+            send(
+                &c,
+                &fake,
+                json!({ "chat_id": CHAT, "text": "x".repeat(4097) })
+            )
+            .await,
+            too_long
+        );
+        assert_eq!(
+            send(
+                &c,
+                &fake,
+                json!({ "chat_id": CHAT, "text": "😀".repeat(4097) })
+            )
+            .await,
+            too_long
+        );
+        // The limit is in chars: 4096 emoji (8192 UTF-16 units) still fit.
+        for text in ["x".repeat(4096), "😀".repeat(4096)] {
+            let (s, _) = send(&c, &fake, json!({ "chat_id": CHAT, "text": text })).await;
+            assert_eq!(s, 200);
+        }
+
+        let resp = c
+            .post(format!("{}/bot{TOKEN}/sendMessage", fake.base_url()))
+            .header("Content-Type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 400);
+        assert_eq!(fake.messages().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn create_topic_errors() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let create = |body: Value| call(&c, &fake, "createForumTopic", body);
+        let invalid = err(400, "Bad Request: TOPIC_NAME_INVALID");
+        assert_eq!(
+            create(json!({ "chat_id": CHAT, "name": "" })).await,
+            invalid
+        );
+        assert_eq!(create(json!({ "chat_id": CHAT })).await, invalid);
+        assert_eq!(
+            create(json!({ "chat_id": CHAT, "name": "n".repeat(129) })).await,
+            invalid
+        );
+        let (s, _) = create(json!({ "chat_id": CHAT, "name": "n".repeat(128) })).await;
+        assert_eq!(s, 200);
+
+        fake.set_forum(CHAT, false);
+        assert_eq!(
+            create(json!({ "chat_id": CHAT, "name": "x" })).await,
+            err(400, "Bad Request: the chat is not a forum")
+        );
+        let (_, b) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "plain" })).await;
+        assert_eq!(b["result"]["chat"]["is_forum"], false);
+        fake.set_forum(CHAT, true);
+        let (s, _) = create(json!({ "chat_id": CHAT, "name": "x" })).await;
+        assert_eq!(s, 200);
+
+        assert_eq!(
+            create(json!({ "chat_id": 7, "name": "x" })).await,
+            err(400, "Bad Request: chat not found")
+        );
+        assert_eq!(fake.topics().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_and_server_error_faults() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        fake.push_fault(Fault::RateLimited {
+            retry_after_ms: 1_500,
+        });
+        // Reads are never faulted: getMe leaves the queued fault in place.
+        let (s, _) = call(&c, &fake, "getMe", json!({})).await;
+        assert_eq!(s, 200);
+
+        let resp = c
+            .post(format!("{}/bot{TOKEN}/sendMessage", fake.base_url()))
+            .json(&json!({ "chat_id": CHAT, "text": "hi" }))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 429);
+        let header = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(header.as_deref(), Some("2"));
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(
+            body,
+            json!({
+                "ok": false,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 2",
+                "parameters": { "retry_after": 2 },
+            })
+        );
+
+        // Sub-second and zero waits still tell the client to wait a second.
+        for retry_after_ms in [250, 0] {
+            fake.push_fault(Fault::RateLimited { retry_after_ms });
+            let (s, b) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "hi" })).await;
+            assert_eq!(s, 429);
+            assert_eq!(b["parameters"]["retry_after"], 1);
+        }
+
+        // Topic creation is faulted as well.
+        fake.push_fault(Fault::ServerError);
+        assert_eq!(
+            call(
+                &c,
+                &fake,
+                "createForumTopic",
+                json!({ "chat_id": CHAT, "name": "t" })
+            )
+            .await,
+            err(500, "Internal Server Error")
+        );
+        assert!(fake.messages().is_empty() && fake.topics().is_empty());
+        assert_eq!(
+            fake.fault_counts(),
+            FaultCounts {
+                server_error: 1,
+                rate_limited: 3,
+                ..FaultCounts::default()
+            }
+        );
+
+        // The queue is drained: the next post goes through.
+        let (s, _) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "hi" })).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.request_count(), 6);
+    }
+
+    #[tokio::test]
+    async fn fault_mix_draws_after_queue() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        fake.set_fault_mix(Some(FaultMix {
+            seed: 7,
+            server_error: 1.0,
+            rate_limited: 0.0,
+            retry_after_ms: 0,
+            slow: 0.0,
+            slow_ms: 0,
+            accept_then_hang: 0.0,
+            hang_ms: 0,
+        }));
+        fake.push_fault(Fault::Slow { delay_ms: 1 });
+        let (s, _) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "queued" })).await;
+        assert_eq!(s, 200);
+        let (s, _) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "mixed" })).await;
+        assert_eq!(s, 500);
+        fake.set_fault_mix(None);
+        let (s, _) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "clean" })).await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            fake.fault_counts(),
+            FaultCounts {
+                server_error: 1,
+                slow: 1,
+                ..FaultCounts::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_fault_delays_then_succeeds() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        fake.push_fault(Fault::Slow { delay_ms: 150 });
+        let started = std::time::Instant::now();
+        let (s, _) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "late" })).await;
+        assert_eq!(s, 200);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(fake.messages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn accept_then_hang_stores_but_never_answers() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let url = format!("{}/bot{TOKEN}/sendMessage", fake.base_url());
+        fake.push_fault(Fault::AcceptThenHang { hold_ms: 2_000 });
+        let err = c
+            .post(&url)
+            .timeout(Duration::from_millis(300))
+            .json(&json!({ "chat_id": CHAT, "text": "maybe" }))
+            .send()
+            .await
+            .expect_err("the fake must not answer");
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(fake.messages_in(CHAT, None).len(), 1);
+
+        // After the hold, the connection is dropped without any response.
+        fake.push_fault(Fault::AcceptThenHang { hold_ms: 50 });
+        let err = c
+            .post(&url)
+            .timeout(Duration::from_secs(5))
+            .json(&json!({ "chat_id": CHAT, "text": "second" }))
+            .send()
+            .await
+            .expect_err("the fake must drop the connection");
+        assert!(!err.is_timeout() && err.status().is_none(), "{err:?}");
+        assert_eq!(fake.messages().len(), 2);
+        assert_eq!(fake.fault_counts().accept_then_hang, 2);
+    }
+
+    #[tokio::test]
+    async fn auth_and_token_rotation() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let unauthorized = err(401, "Unauthorized");
+        assert_eq!(
+            call_as(&c, &fake, "999:wrong", "getMe", json!({})).await,
+            unauthorized
+        );
+        // Auth comes before faults: a rejected request does not use one up.
+        fake.push_fault(Fault::ServerError);
+        assert_eq!(
+            call_as(
+                &c,
+                &fake,
+                "999:wrong",
+                "sendMessage",
+                json!({ "chat_id": CHAT, "text": "x" })
+            )
+            .await,
+            unauthorized
+        );
+        assert_eq!(fake.fault_counts(), FaultCounts::default());
+        assert!(fake.tokens_seen().is_empty());
+
+        fake.set_tokens(&["1:old", "1:new"]);
+        assert_eq!(call(&c, &fake, "getMe", json!({})).await, unauthorized);
+        let (s, _) = call_as(&c, &fake, "1:old", "getMe", json!({})).await;
+        assert_eq!(s, 200);
+        let (s, _) = call_as(
+            &c,
+            &fake,
+            "1:new",
+            "sendMessage",
+            json!({ "chat_id": CHAT, "text": "x" }),
+        )
+        .await;
+        assert_eq!(s, 500, "the queued fault applies once authorised");
+        assert_eq!(
+            fake.tokens_seen(),
+            vec!["1:old".to_owned(), "1:new".to_owned()]
+        );
+
+        // Unknown methods and paths without the `bot` prefix are Telegram 404s.
+        assert_eq!(
+            call_as(&c, &fake, "1:old", "getChatHistory", json!({})).await,
+            err(404, "Not Found")
+        );
+        let resp = c
+            .post(format!("{}/1:old/getMe", fake.base_url()))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), 404);
+        assert_eq!(fake.request_count(), 7);
+    }
+
+    #[tokio::test]
+    async fn drop_shuts_server_down() {
+        let fake = FakeTelegram::start().await;
+        let url = format!("{}/bot{TOKEN}/getMe", fake.base_url());
+        drop(fake);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let res = client()
+            .post(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        assert!(res.is_err(), "{res:?}");
+    }
+}

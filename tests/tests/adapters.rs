@@ -1,0 +1,409 @@
+//! Every channel adapter (Discord, Slack, Telegram, Matrix) against its platform's loopback
+//! fake, through NATS with real Redis: child threads, bound posts, 429 and 5xx handling,
+//! permanent errors, lost threads, unknown outcomes settled by key or read-back (or counted,
+//! on Telegram), long content split within each platform's limit, and per-conversation
+//! order with three deliverer instances.
+
+use std::time::Duration;
+use threadline::app::{self, Role};
+use threadline::config::UnknownOutcome;
+use threadline::plumbing::nats::StreamKind;
+use threadline_schemas::{
+    BindingChange, ConversationRef, DeliveryCommand, DeliveryMode, Placement, Reconciliation,
+    SessionMode,
+};
+use threadline_tests::chaos::read_stream;
+use threadline_tests::events::{completion, spawn};
+use threadline_tests::fakes::Fault;
+use threadline_tests::pipeline::{Options, Pipeline};
+use tokio_util::sync::CancellationToken;
+
+const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
+
+async fn session_in(p: &Pipeline, conversation: &ConversationRef, placement: Placement) -> String {
+    let mut s = spawn(conversation, placement, SessionMode::Session);
+    s.thread_name = Some(format!("work on {}", conversation.channel));
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.wait_spawned(&s.event_id).await.session_key
+}
+
+fn push_fault(p: &Pipeline, channel: &str, fault: Fault) {
+    match channel {
+        "discord" => p.discord.push_fault(fault),
+        "slack" => p.slack.push_fault(fault),
+        "telegram" => p.telegram.push_fault(fault),
+        "matrix" => p.matrix.push_fault(fault),
+        other => panic!("no fake for {other}"),
+    }
+}
+
+fn requests(p: &Pipeline, channel: &str) -> usize {
+    match channel {
+        "discord" => p.discord.request_count(),
+        "slack" => p.slack.request_count(),
+        "telegram" => p.telegram.request_count(),
+        "matrix" => p.matrix.request_count(),
+        other => panic!("no fake for {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_adapter_creates_a_child_thread_and_posts_bound_output_only_there() {
+    let p = Pipeline::start().await;
+    for channel in PLATFORMS {
+        let parent = Pipeline::conversation(channel);
+        let mut s = spawn(&parent, Placement::Child, SessionMode::Session);
+        s.thread_name = Some(format!("{channel} thread"));
+        let (key, thread) = p.spawn_in_thread(&s).await;
+        assert_eq!(
+            thread.parent_conversation_id.as_deref(),
+            Some(parent.conversation_id.as_str()),
+            "{channel}"
+        );
+        let text = format!("bound output on {channel}");
+        let c = completion(&key, &text);
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        assert_eq!(
+            (delivered[0].mode, &delivered[0].destination),
+            (DeliveryMode::Bound, &thread),
+            "{channel}"
+        );
+        assert_eq!(
+            p.posted(&thread),
+            [text.clone()],
+            "{channel}: the thread holds the output"
+        );
+        assert!(
+            !p.posted(&parent).contains(&text),
+            "{channel}: never in the parent"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_adapter_waits_out_429s_and_retries_5xx_without_posting_twice() {
+    let p = Pipeline::start().await;
+    for channel in PLATFORMS {
+        let conversation = Pipeline::conversation(channel);
+        let key = session_in(&p, &conversation, Placement::None).await;
+        push_fault(
+            &p,
+            channel,
+            Fault::RateLimited {
+                retry_after_ms: 300,
+            },
+        );
+        push_fault(&p, channel, Fault::ServerError);
+        let before = requests(&p, channel);
+        let text = format!("after a 429 and a 500 on {channel}");
+        let c = completion(&key, &text);
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        assert_eq!(
+            p.posted(&conversation)
+                .iter()
+                .filter(|t| **t == text)
+                .count(),
+            1,
+            "{channel}"
+        );
+        assert!(
+            requests(&p, channel) - before >= 3,
+            "{channel}: 429, 500, post"
+        );
+        // A 500 may have been applied: how each platform settles that doubt.
+        let expected = match channel {
+            "discord" | "matrix" => Reconciliation::IdempotencyKey,
+            "slack" => Reconciliation::ReadBack,
+            _telegram => Reconciliation::UnknownOutcome,
+        };
+        assert_eq!(delivered[0].reconciled, Some(expected), "{channel}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_are_reported_with_a_clear_code_and_not_retried() {
+    let p = Pipeline::start().await;
+    for (channel, code) in [
+        ("discord", "thread_deleted"),
+        ("slack", "not_found"),
+        ("telegram", "not_found"),
+        ("matrix", "forbidden"),
+    ] {
+        let conversation = Pipeline::conversation(channel);
+        let key = session_in(&p, &conversation, Placement::None).await;
+        match channel {
+            "discord" => p.discord.delete_channel(&conversation.conversation_id),
+            "slack" => p.slack.delete_channel(&conversation.conversation_id),
+            "telegram" => p
+                .telegram
+                .delete_chat(conversation.conversation_id.parse().expect("chat id")),
+            _matrix => p.matrix.leave_room(&conversation.conversation_id),
+        }
+        let before = requests(&p, channel);
+        let c = completion(&key, "refused");
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        let failed = p.wait_failed(&c.event_id).await;
+        // Discord reports an unknown channel as 10003, the same code as a deleted thread.
+        assert_eq!(failed.code, code, "{channel}");
+        p.settle(Duration::from_millis(500)).await;
+        assert_eq!(requests(&p, channel) - before, 1, "{channel}: not retried");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_threads_end_their_bindings_and_the_output_falls_back_to_the_parent() {
+    let p = Pipeline::start().await;
+    // (channel, how the thread is lost, expected reason)
+    for (channel, lose, reason) in [
+        ("telegram", "delete", "thread_deleted"),
+        ("telegram", "close", "thread_archived"),
+        ("matrix", "delete", "thread_deleted"),
+        ("discord", "archive", "thread_archived"),
+    ] {
+        let parent = Pipeline::conversation(channel);
+        let mut s = spawn(&parent, Placement::Child, SessionMode::Session);
+        s.thread_name = Some(format!("{channel} {lose}"));
+        let (key, thread) = p.spawn_in_thread(&s).await;
+        let chat = || parent.conversation_id.parse::<i64>().expect("chat id");
+        let topic = || thread.conversation_id.parse::<i64>().expect("topic id");
+        match (channel, lose) {
+            ("telegram", "delete") => p.telegram.delete_topic(chat(), topic()),
+            ("telegram", _close) => p.telegram.close_topic(chat(), topic()),
+            ("matrix", _delete) => p.matrix.redact(&thread.conversation_id),
+            (_discord, _archive) => p.discord.archive_thread(&thread.conversation_id),
+        }
+        let text = format!("{channel} output after {lose}");
+        let c = completion(&key, &text);
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        assert_eq!(
+            (delivered[0].mode, delivered[0].reason.as_str()),
+            (DeliveryMode::Fallback, reason),
+            "{channel} {lose}"
+        );
+        assert_eq!(delivered[0].destination, parent);
+        assert_eq!(
+            p.wait_binding(&key, BindingChange::Ended).await.reason,
+            reason
+        );
+        p.settle(Duration::from_millis(300)).await;
+        let in_parent = p.posted(&parent);
+        assert_eq!(
+            in_parent.iter().filter(|t| **t == text).count(),
+            1,
+            "{channel} {lose}: {in_parent:?}"
+        );
+        let farewells = in_parent
+            .iter()
+            .filter(|t| t.starts_with("👋") && t.contains("archived"))
+            .count();
+        assert_eq!(
+            farewells,
+            usize::from(reason == "thread_archived"),
+            "{channel} {lose}: farewell only when archived"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_then_timed_out_posts_are_settled_by_key_or_read_back_and_counted_on_telegram() {
+    let p = Pipeline::start_with(Options {
+        tune: |c| {
+            c.http_timeout_ms = 500;
+            c.claim_lease_ms = 700;
+        },
+        ..Options::default()
+    })
+    .await;
+    for channel in PLATFORMS {
+        let conversation = Pipeline::conversation(channel);
+        let key = session_in(&p, &conversation, Placement::None).await;
+        // Stored by the platform, but the answer never arrives: the outcome is unknown.
+        push_fault(&p, channel, Fault::AcceptThenHang { hold_ms: 1_500 });
+        let text = format!("did it land on {channel}?");
+        let c = completion(&key, &text);
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        p.settle(Duration::from_millis(300)).await;
+        let copies = p
+            .posted(&conversation)
+            .iter()
+            .filter(|t| **t == text)
+            .count();
+        let (expected_copies, how) = match channel {
+            "discord" | "matrix" => (1, Reconciliation::IdempotencyKey),
+            "slack" => (1, Reconciliation::ReadBack),
+            // No key, no history for bots: re-posted (the documented default) and counted.
+            _telegram => (2, Reconciliation::UnknownOutcome),
+        };
+        assert_eq!(copies, expected_copies, "{channel}");
+        assert_eq!(delivered[0].reconciled, Some(how), "{channel}");
+    }
+    // Counted for operators (the recorder is per process, shared with other tests here).
+    let metrics = reqwest_metrics(&p).await;
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("threadline_unknown_outcomes_total{channel=\"telegram\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(counted >= 1.0, "{metrics}");
+}
+
+async fn reqwest_metrics(p: &Pipeline) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let addr = p.health_addr.expect("health server");
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_can_be_told_to_skip_rather_than_repost_an_unknown_outcome() {
+    let p = Pipeline::start_with(Options {
+        tune: |c| {
+            c.http_timeout_ms = 500;
+            c.claim_lease_ms = 700;
+            c.telegram.unknown_outcome = UnknownOutcome::Skip;
+        },
+        ..Options::default()
+    })
+    .await;
+    let conversation = Pipeline::conversation("telegram");
+    let key = session_in(&p, &conversation, Placement::None).await;
+    p.telegram
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    let c = completion(&key, "at most once");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    p.settle(Duration::from_millis(300)).await;
+    assert_eq!(p.posted(&conversation), ["at most once"]);
+    assert_eq!(
+        delivered[0].reconciled,
+        Some(Reconciliation::UnknownOutcome)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_characters_are_split_within_each_platforms_limit() {
+    let p = Pipeline::start().await;
+    let content: String = (0..1000).map(|i| format!("line {i:04}\n")).collect();
+    for (channel, limit) in [
+        ("discord", 2_000),
+        ("slack", 4_000),
+        ("telegram", 4_096),
+        ("matrix", 12_000),
+    ] {
+        let conversation = Pipeline::conversation(channel);
+        let key = session_in(&p, &conversation, Placement::None).await;
+        let c = completion(&key, &content);
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        p.settle(Duration::from_millis(200)).await;
+        let parts = p.posted(&conversation);
+        assert!(
+            parts.iter().all(|t| t.chars().count() <= limit),
+            "{channel}"
+        );
+        // Splitting on line boundaries may need one part more than the bare minimum.
+        let minimum = content.chars().count().div_ceil(limit);
+        assert!(
+            parts.len() >= minimum && parts.len() <= minimum + 1,
+            "{channel}: {} parts",
+            parts.len()
+        );
+        let lines: Vec<&str> = parts.iter().flat_map(|t| t.lines()).collect();
+        assert_eq!(
+            lines,
+            content.lines().collect::<Vec<_>>(),
+            "{channel}: every line once, in order"
+        );
+        let ids = if parts.len() > 1 { parts.len() } else { 0 };
+        assert_eq!(
+            delivered[0].platform_message_ids.len(),
+            ids,
+            "{channel}: one report with all part ids"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_to_one_conversation_keep_the_routers_order_with_three_deliverer_instances() {
+    let p = Pipeline::start_with(Options {
+        in_process: false,
+        ..Options::default()
+    })
+    .await;
+    // Binder and router in this process; three deliverer processes per platform.
+    let mut workers = Vec::new();
+    for role in [Role::Binder, Role::Router] {
+        let shutdown = CancellationToken::new();
+        workers.push((
+            shutdown.clone(),
+            app::start(p.config.clone(), role, shutdown)
+                .await
+                .expect("worker"),
+        ));
+    }
+    let mut deliverers = Vec::new();
+    for channel in PLATFORMS {
+        for _ in 0..3 {
+            deliverers.push(
+                p.command(&["run", "deliver", channel])
+                    .spawn()
+                    .expect("deliverer"),
+            );
+        }
+    }
+    for channel in PLATFORMS {
+        let conversation = Pipeline::conversation(channel);
+        let key = session_in(&p, &conversation, Placement::None).await;
+        let mut events = Vec::new();
+        for n in 0..100 {
+            let c = completion(&key, &format!("#{n:03} {channel}"));
+            p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+            events.push(c);
+        }
+        for c in &events {
+            assert_eq!(p.wait_delivered(&c.event_id, 1).await.len(), 1, "{channel}");
+        }
+        // The order the router emitted them in: the delivery lane's stream order.
+        let lane = p.subjects.deliver_partition(
+            channel,
+            threadline::deliver::partition(&conversation, p.config.delivery_partitions),
+        );
+        let emitted: Vec<String> = read_stream(&p.js, &StreamKind::Deliver.name(&p.subjects))
+            .await
+            .into_iter()
+            .filter(|m| m.subject == lane)
+            .filter_map(|m| rmp_serde::from_slice::<DeliveryCommand>(&m.payload).ok())
+            .filter_map(|d| match d.action {
+                threadline_schemas::DeliveryAction::Post {
+                    content,
+                    destination,
+                    ..
+                } if destination == conversation => Some(content),
+                threadline_schemas::DeliveryAction::Post { .. }
+                | threadline_schemas::DeliveryAction::CreateThread { .. } => None,
+            })
+            .collect();
+        assert_eq!(emitted.len(), 100, "{channel}");
+        assert_eq!(
+            p.posted(&conversation),
+            emitted,
+            "{channel}: posted in the order emitted"
+        );
+    }
+    for mut child in deliverers {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    for (shutdown, running) in workers {
+        shutdown.cancel();
+        running.wait().await;
+    }
+}
