@@ -71,7 +71,7 @@ async fn every_adapter_creates_a_child_thread_and_posts_bound_output_only_there(
         );
         assert_eq!(
             p.posted(&thread),
-            [text.clone()],
+            std::slice::from_ref(&text),
             "{channel}: the thread holds the output"
         );
         assert!(
