@@ -249,7 +249,8 @@ fn ended_reason(state: &SessionState) -> &'static str {
     let last_ended = state
         .bindings
         .iter()
-        .filter(|b| b.status == BindingStatus::Ended)
+        // An ending binding is as good as ended for routing (its farewell is under way).
+        .filter(|b| matches!(b.status, BindingStatus::Ended | BindingStatus::Ending))
         .max_by_key(|b| b.last_activity_at);
     match last_ended.and_then(|b| b.end_reason.as_deref()) {
         Some("thread_deleted") => "thread_deleted",
