@@ -1,5 +1,6 @@
 //! Test harness for Threadline: real `nats-server` and `redis-server` processes, loopback
 //! fakes of the chat platforms' HTTP APIs, and a whole deployment wired together.
+pub mod bench;
 pub mod chaos;
 pub mod contract;
 pub mod events;

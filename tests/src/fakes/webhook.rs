@@ -78,6 +78,21 @@ impl FakeWebhook {
     }
 
     /// Every request received, including rejected, faulted and repeated ones.
+    /// Accepted deliveries with the instant each arrived.
+    pub fn deliveries_with_times(&self) -> Vec<(WebhookDelivery, std::time::Instant)> {
+        let st = lock(&self.shared);
+        st.deliveries
+            .iter()
+            .cloned()
+            .zip(st.arrived.iter().copied())
+            .collect()
+    }
+
+    /// How many deliveries were accepted (cheaper than `deliveries().len()`).
+    pub fn delivery_count(&self) -> usize {
+        lock(&self.shared).deliveries.len()
+    }
+
     pub fn request_count(&self) -> usize {
         lock(&self.shared).request_count
     }
@@ -124,6 +139,8 @@ struct WebhookState {
     faults: super::Faults,
     required_token: Option<String>,
     deliveries: Vec<WebhookDelivery>,
+    /// When each delivery arrived (benchmark latency), parallel to `deliveries`.
+    arrived: Vec<std::time::Instant>,
     /// First response per (hook name, key), replayed for repeats: keys are
     /// scoped to one receiver, as each hook is a separate endpoint.
     responses: HashMap<(String, String), Value>,
@@ -163,6 +180,7 @@ impl WebhookState {
             body,
             auth,
         });
+        self.arrived.push(std::time::Instant::now());
         (StatusCode::OK, response)
     }
 }

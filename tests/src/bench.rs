@@ -1,0 +1,758 @@
+//! The benchmark: Threadline end to end against a bare JetStream relay measured in the same
+//! run on the same servers, cost as bindings grow, Redis bytes per binding and worker RSS.
+//!
+//! Every figure is the median of `runs` repetitions, with min and max; warm-up is excluded.
+//! Ratios, not absolute numbers, are what carry between machines (this one is shared).
+
+use crate::fakes::FakeWebhook;
+use crate::servers::{NatsServer, RedisServer};
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use threadline::app::{self, Role};
+use threadline::config::{Config, WebhookConfig};
+use threadline_schemas::{ConversationRef, Placement, SessionMode};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How big a benchmark run is.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchConfig {
+    /// Completions per measured run.
+    pub messages: usize,
+    /// Completions before measuring (excluded).
+    pub warmup: usize,
+    /// Repetitions; every figure is their median.
+    pub runs: usize,
+    /// Sessions (each in its own conversation) the completions rotate over.
+    pub sessions: usize,
+    /// Binding counts preloaded for the state-scaling figure.
+    pub state_sizes: Vec<usize>,
+    /// Completions per state-scaling measurement (paced, light load).
+    pub state_messages: usize,
+    /// Also measure with one OS process per worker.
+    pub processes: bool,
+}
+
+impl BenchConfig {
+    pub fn full() -> Self {
+        BenchConfig {
+            messages: 5_000,
+            warmup: 1_000,
+            runs: 3,
+            sessions: 64,
+            state_sizes: vec![10_000, 100_000, 1_000_000],
+            state_messages: 1_000,
+            processes: true,
+        }
+    }
+
+    /// Small enough for the test suite: proves the benchmark runs, measures nothing.
+    pub fn smoke() -> Self {
+        BenchConfig {
+            messages: 200,
+            warmup: 50,
+            runs: 1,
+            sessions: 8,
+            state_sizes: vec![100, 1_000],
+            state_messages: 50,
+            processes: true,
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Figures {
+    pub throughput_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+/// Median, min and max of one figure over the runs.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    fn of(mut values: Vec<f64>) -> Stat {
+        values.sort_by(f64::total_cmp);
+        Stat {
+            median: values.get(values.len() / 2).copied().unwrap_or(0.0),
+            min: values.first().copied().unwrap_or(0.0),
+            max: values.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Figures over several runs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub throughput_per_s: Stat,
+    pub p50_ms: Stat,
+    pub p99_ms: Stat,
+    pub p999_ms: Stat,
+}
+
+impl Summary {
+    fn of(runs: &[Figures]) -> Summary {
+        let pick = |f: fn(&Figures) -> f64| Stat::of(runs.iter().map(f).collect());
+        Summary {
+            throughput_per_s: pick(|f| f.throughput_per_s),
+            p50_ms: pick(|f| f.p50_ms),
+            p99_ms: pick(|f| f.p99_ms),
+            p999_ms: pick(|f| f.p999_ms),
+        }
+    }
+}
+
+/// Everything the benchmark reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BenchReport {
+    pub cores: usize,
+    pub config: Option<BenchConfig>,
+    pub floor_full: Summary,
+    pub floor_half: Summary,
+    pub threadline_full: Summary,
+    pub threadline_half: Summary,
+    pub processes_full: Option<Summary>,
+    pub processes_half: Option<Summary>,
+    /// Threadline / floor throughput at full speed (target ≥ 0.6).
+    pub throughput_ratio: f64,
+    /// Threadline p99 / floor p99 at half load (target ≤ 2).
+    pub p99_ratio_half_load: f64,
+    /// bindings → routing p50/p99 (ms) at light load.
+    pub state_latency: BTreeMap<usize, (f64, f64)>,
+    /// p99 at the largest state size / p99 at the smallest (target ≤ 1.2).
+    pub state_p99_ratio: f64,
+    /// Redis `used_memory` delta per active binding (with its session; target ≤ 512).
+    pub redis_bytes_per_binding: f64,
+    /// Peak RSS (MiB) of each worker process under load (target ≤ 64).
+    pub peak_rss_mib: BTreeMap<String, f64>,
+}
+
+impl BenchReport {
+    pub fn table(&self) -> String {
+        let s = |x: &Stat| format!("{:.1} (min {:.1}, max {:.1})", x.median, x.min, x.max);
+        let mut out = format!("cores: {}\n\n", self.cores);
+        out += "| run | throughput /s | p50 ms | p99 ms | p99.9 ms |\n| --- | --- | --- | --- | --- |\n";
+        let mut row = |name: &str, m: &Summary| {
+            out += &format!(
+                "| {name} | {} | {} | {} | {} |\n",
+                s(&m.throughput_per_s),
+                s(&m.p50_ms),
+                s(&m.p99_ms),
+                s(&m.p999_ms)
+            );
+        };
+        row("floor (bare relay), full speed", &self.floor_full);
+        row("floor, half load", &self.floor_half);
+        row("threadline `run all`, full speed", &self.threadline_full);
+        row("threadline `run all`, half load", &self.threadline_half);
+        if let (Some(full), Some(half)) = (&self.processes_full, &self.processes_half) {
+            row("threadline, process per worker, full speed", full);
+            row("threadline, process per worker, half load", half);
+        }
+        out += &format!(
+            "\nthroughput ratio (threadline/floor): {:.2}  (target ≥ 0.60)\n",
+            self.throughput_ratio
+        );
+        out += &format!(
+            "p99 ratio at half load (threadline/floor): {:.2}  (target ≤ 2.0)\n",
+            self.p99_ratio_half_load
+        );
+        for (n, (p50, p99)) in &self.state_latency {
+            out += &format!("routing with {n} bindings: p50 {p50:.1} ms, p99 {p99:.1} ms\n");
+        }
+        out += &format!(
+            "p99 largest/smallest state: {:.2}  (target ≤ 1.2)\n",
+            self.state_p99_ratio
+        );
+        out += &format!(
+            "Redis bytes per active binding: {:.0}  (target ≤ 512)\n",
+            self.redis_bytes_per_binding
+        );
+        for (worker, mib) in &self.peak_rss_mib {
+            out += &format!("peak RSS {worker}: {mib:.1} MiB  (target ≤ 64)\n");
+        }
+        out
+    }
+}
+
+/// Latency percentile (ms) of sorted durations.
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// Figures from publish instants and (sequence, arrival) pairs.
+fn figures(published: &[Instant], arrivals: &[(usize, Instant)]) -> Figures {
+    let mut latencies: Vec<Duration> = arrivals
+        .iter()
+        .filter_map(|(seq, at)| {
+            published
+                .get(*seq)
+                .map(|p| at.saturating_duration_since(*p))
+        })
+        .collect();
+    latencies.sort();
+    let first = published.first().copied();
+    let last = arrivals.iter().map(|(_, at)| *at).max();
+    let elapsed = match (first, last) {
+        (Some(first), Some(last)) => last.saturating_duration_since(first).as_secs_f64(),
+        (Some(_), None) | (None, Some(_)) | (None, None) => 0.0,
+    };
+    Figures {
+        throughput_per_s: if elapsed > 0.0 {
+            arrivals.len() as f64 / elapsed
+        } else {
+            0.0
+        },
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        p999_ms: percentile(&latencies, 0.999),
+    }
+}
+
+/// Waits until the fake received `n` posts whose text starts with `tag`, then returns
+/// (sequence, arrival) of each.
+async fn arrivals(fake: &FakeWebhook, tag: &str, n: usize) -> Vec<(usize, Instant)> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if fake.delivery_count() >= n || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.deliveries_with_times()
+        .into_iter()
+        .filter_map(|(d, at)| {
+            let text = d.body["text"].as_str()?;
+            let seq = text.strip_prefix(tag)?.trim().parse().ok()?;
+            Some((seq, at))
+        })
+        .collect()
+}
+
+/// Publishes `payloads` in order, pipelined, optionally paced at `rate` per second; returns
+/// each one's publish instant.
+async fn publish_all(
+    js: &jetstream::Context,
+    subject: &str,
+    payloads: Vec<(String, Vec<u8>)>,
+    rate: Option<f64>,
+) -> Vec<Instant> {
+    let start = Instant::now();
+    let mut published = Vec::with_capacity(payloads.len());
+    let mut acks = Vec::new();
+    for (i, (msg_id, payload)) in payloads.into_iter().enumerate() {
+        if let Some(rate) = rate {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        published.push(Instant::now());
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(msg_id);
+        acks.push(
+            js.send_publish(subject.to_owned(), message)
+                .await
+                .expect("publish"),
+        );
+        if acks.len() >= 512 {
+            for ack in acks.drain(..) {
+                ack.await.expect("publish ack");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("publish ack");
+    }
+    published
+}
+
+// ---- the floor ------------------------------------------------------------------------------
+
+/// A bare relay with Threadline's hops: publish (msg id) → durable pull consumer → one Redis
+/// call → publish → durable pull consumer → one Redis call → HTTP POST to the platform fake
+/// → publish the outcome. No business logic.
+async fn floor(
+    nats: &NatsServer,
+    redis: &RedisServer,
+    messages: usize,
+    rate: Option<f64>,
+) -> Figures {
+    let fake = FakeWebhook::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("nats");
+    let js = jetstream::new(client.clone());
+    let _ = js.delete_stream("FLOOR").await;
+    let stream = js
+        .create_stream(stream::Config {
+            name: "FLOOR".into(),
+            subjects: vec!["floor.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .expect("floor stream");
+    let hop = |name: &str, subject: &str| consumer::pull::Config {
+        durable_name: Some(name.into()),
+        filter_subject: subject.into(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        max_ack_pending: 1_024,
+        ..Default::default()
+    };
+    let first: consumer::PullConsumer = stream
+        .create_consumer(hop("hop1", "floor.in"))
+        .await
+        .expect("hop1");
+    let second: consumer::PullConsumer = stream
+        .create_consumer(hop("hop2", "floor.mid"))
+        .await
+        .expect("hop2");
+    let redis = redis::Client::open(redis.url())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let url = fake.url("floor");
+    let stop = CancellationToken::new();
+    let relay = |consumer: consumer::PullConsumer, last: bool| {
+        let (js, mut redis, http, url, stop) = (
+            js.clone(),
+            redis.clone(),
+            http.clone(),
+            url.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let permits = Arc::new(Semaphore::new(64));
+            while !stop.is_cancelled() {
+                let Ok(mut batch) = consumer
+                    .batch()
+                    .max_messages(256)
+                    .expires(Duration::from_millis(500))
+                    .messages()
+                    .await
+                else {
+                    continue;
+                };
+                while let Some(Ok(message)) = batch.next().await {
+                    let permit = permits.clone().acquire_owned().await.expect("permit");
+                    let (js, mut redis, http, url) =
+                        (js.clone(), redis.clone(), http.clone(), url.clone());
+                    tokio::spawn(async move {
+                        let seq = String::from_utf8_lossy(&message.payload).to_string();
+                        let _: () = redis::cmd("SET")
+                            .arg(format!("floor:{seq}:{last}"))
+                            .arg(1)
+                            .query_async(&mut redis)
+                            .await
+                            .expect("redis");
+                        let next = if last {
+                            http.post(&url)
+                                .json(&serde_json::json!({"text": format!("floor {seq}")}))
+                                .send()
+                                .await
+                                .expect("post");
+                            "floor.out"
+                        } else {
+                            "floor.mid"
+                        };
+                        let publish = jetstream::message::PublishMessage::build()
+                            .payload(message.payload.clone())
+                            .message_id(format!("{next}:{seq}"));
+                        js.send_publish(next, publish)
+                            .await
+                            .expect("publish")
+                            .await
+                            .expect("ack");
+                        message.ack().await.expect("ack");
+                        drop(permit);
+                    });
+                }
+                let _ = &mut redis;
+            }
+        })
+    };
+    let relays = [relay(first, false), relay(second, true)];
+    let payloads = (0..messages)
+        .map(|i| (format!("floor-in:{i}"), i.to_string().into_bytes()))
+        .collect();
+    let published = publish_all(&js, "floor.in", payloads, rate).await;
+    let got = arrivals(&fake, "floor", messages).await;
+    stop.cancel();
+    for relay in relays {
+        relay.abort();
+    }
+    let _ = js.delete_stream("FLOOR").await;
+    figures(&published, &got)
+}
+
+// ---- Threadline -------------------------------------------------------------------------------
+
+struct Deployment {
+    config: Config,
+    fake: FakeWebhook,
+    in_process: Option<(CancellationToken, app::Running)>,
+    processes: Vec<tokio::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+async fn deploy(
+    nats: &NatsServer,
+    redis: &RedisServer,
+    processes: bool,
+    prefix: &str,
+) -> Deployment {
+    let fake = FakeWebhook::start().await;
+    let mut config = Config {
+        nats_url: nats.url(),
+        redis_url: redis.url(),
+        subject_prefix: prefix.into(),
+        health_addr: String::new(),
+        ..Config::default()
+    };
+    config.webhooks.insert(
+        "bench".into(),
+        WebhookConfig {
+            url: fake.url("bench"),
+            threads: false,
+            token: None,
+            token_file: None,
+            max_message_chars: 4_000,
+            idle_timeout_ms: None,
+            max_age_ms: None,
+            own_author_ids: Vec::new(),
+        },
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let mut deployment = Deployment {
+        config,
+        fake,
+        in_process: None,
+        processes: Vec::new(),
+        _dir: dir,
+    };
+    if processes {
+        let file = deployment._dir.path().join("threadline.toml");
+        std::fs::write(&file, toml::to_string(&deployment.config).expect("toml")).expect("config");
+        for args in [
+            vec!["run", "binder"],
+            vec!["run", "router"],
+            vec!["run", "deliver", "webhook:bench"],
+        ] {
+            let child = tokio::process::Command::new(crate::pipeline::threadline_bin())
+                .args(&args)
+                .env("THREADLINE_CONFIG", &file)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("worker process");
+            deployment.processes.push(child);
+        }
+    } else {
+        let shutdown = CancellationToken::new();
+        let running = app::start(deployment.config.clone(), Role::All, shutdown.clone())
+            .await
+            .expect("run all");
+        deployment.in_process = Some((shutdown, running));
+    }
+    deployment
+}
+
+impl Deployment {
+    fn subjects(&self) -> threadline_schemas::Subjects {
+        threadline_schemas::Subjects::new(self.config.subject_prefix.clone())
+    }
+
+    async fn stop(mut self) -> BTreeMap<String, f64> {
+        let mut rss = BTreeMap::new();
+        for (child, name) in
+            self.processes
+                .iter_mut()
+                .zip(["binder", "router", "deliver webhook:bench"])
+        {
+            if let Some(pid) = child.id() {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Some(kb) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                    {
+                        rss.insert(name.to_owned(), kb / 1024.0);
+                    }
+                }
+            }
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        if let Some((shutdown, running)) = self.in_process.take() {
+            shutdown.cancel();
+            running.wait().await;
+        }
+        rss
+    }
+}
+
+/// Spawns `sessions` sessions without placement, each in its own conversation.
+async fn sessions(js: &jetstream::Context, d: &Deployment, count: usize) -> Vec<String> {
+    let subjects = d.subjects();
+    let mut keys = Vec::new();
+    let mut payloads = Vec::new();
+    for i in 0..count {
+        let conversation = ConversationRef {
+            channel: "webhook:bench".into(),
+            account_id: "bench".into(),
+            conversation_id: format!("conversation-{i}"),
+            parent_conversation_id: None,
+        };
+        let s = crate::events::spawn(&conversation, Placement::None, SessionMode::Session);
+        keys.push(threadline::ids::session_key(&s.agent_id, &s.event_id));
+        payloads.push((s.event_id.clone(), threadline_schemas::encode(&s)));
+    }
+    publish_all(js, &subjects.in_spawn(), payloads, None).await;
+    keys
+}
+
+/// Publishes `messages` completions over `keys` and measures until the fake has them all.
+async fn completions(
+    js: &jetstream::Context,
+    d: &Deployment,
+    keys: &[String],
+    tag: &str,
+    messages: usize,
+    rate: Option<f64>,
+) -> Figures {
+    let before = d.fake.delivery_count();
+    let payloads = (0..messages)
+        .map(|i| {
+            let c = crate::events::completion(&keys[i % keys.len()], &format!("{tag} {i}"));
+            (c.event_id.clone(), threadline_schemas::encode(&c))
+        })
+        .collect();
+    let published = publish_all(js, &d.subjects().in_completion(), payloads, rate).await;
+    let got = arrivals(&d.fake, &format!("{tag} "), before + messages).await;
+    figures(&published, &got)
+}
+
+/// Full speed, then half that speed; `runs` times each; warm-up first.
+async fn measure_threadline(
+    nats: &NatsServer,
+    redis: &RedisServer,
+    config: &BenchConfig,
+    processes: bool,
+    prefix: &str,
+) -> (Summary, Summary, BTreeMap<String, f64>) {
+    let d = deploy(nats, redis, processes, prefix).await;
+    let client = async_nats::connect(nats.url()).await.expect("nats");
+    let js = jetstream::new(client);
+    // The streams exist once a worker started; wait for them.
+    for _ in 0..100 {
+        if js
+            .get_stream(format!("{}_IN", prefix.to_uppercase()))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys = sessions(&js, &d, config.sessions).await;
+    completions(&js, &d, &keys, "warmup", config.warmup, None).await;
+    let mut full = Vec::new();
+    for run in 0..config.runs {
+        full.push(completions(&js, &d, &keys, &format!("full{run}"), config.messages, None).await);
+    }
+    let full = Summary::of(&full);
+    let rate = (full.throughput_per_s.median / 2.0).max(1.0);
+    let mut half = Vec::new();
+    for run in 0..config.runs {
+        half.push(
+            completions(
+                &js,
+                &d,
+                &keys,
+                &format!("half{run}"),
+                config.messages,
+                Some(rate),
+            )
+            .await,
+        );
+    }
+    let rss = d.stop().await;
+    (full, Summary::of(&half), rss)
+}
+
+/// Preloads bindings (with their sessions) straight into the store, `concurrency` at a time.
+async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
+    let permits = Arc::new(Semaphore::new(128));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in from..to {
+        let permit = permits.clone().acquire_owned().await.expect("permit");
+        let store = store.clone();
+        tasks.spawn(async move {
+            let conversation = ConversationRef {
+                channel: "webhook:bench".into(),
+                account_id: "bench".into(),
+                conversation_id: format!("pre-{i}"),
+                parent_conversation_id: None,
+            };
+            let mut s =
+                crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
+            s.event_id = format!("preload-{i}");
+            let defaults = threadline::binder::plan::Defaults {
+                idle_timeout_ms: 24 * 3_600_000,
+                max_age_ms: None,
+            };
+            let caps = threadline::deliver::webhook::capabilities(&WebhookConfig {
+                url: String::new(),
+                threads: false,
+                token: None,
+                token_file: None,
+                max_message_chars: 4_000,
+                idle_timeout_ms: None,
+                max_age_ms: None,
+                own_author_ids: Vec::new(),
+            });
+            let plan = threadline::binder::plan::plan_spawn(
+                &s,
+                Some(caps),
+                threadline_schemas::now_ms(),
+                defaults,
+            )
+            .expect("plan");
+            store.create_session(&plan.session).await.expect("session");
+            if let Some(binding) = &plan.binding {
+                store.add_binding(binding).await.expect("binding");
+            }
+            drop(permit);
+        });
+        while tasks.len() > 1_024 {
+            tasks.join_next().await;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn used_memory(redis: &RedisServer) -> f64 {
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Runs the whole benchmark.
+pub async fn run(config: BenchConfig) -> BenchReport {
+    let nats = NatsServer::start().await;
+    let redis = RedisServer::start().await;
+    let mut report = BenchReport {
+        cores: std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1),
+        config: Some(config.clone()),
+        ..BenchReport::default()
+    };
+
+    // 1. The floor, full speed and half load.
+    floor(&nats, &redis, config.warmup, None).await;
+    let floor_full: Vec<Figures> = {
+        let mut v = Vec::new();
+        for _ in 0..config.runs {
+            v.push(floor(&nats, &redis, config.messages, None).await);
+        }
+        v
+    };
+    report.floor_full = Summary::of(&floor_full);
+    let floor_rate = (report.floor_full.throughput_per_s.median / 2.0).max(1.0);
+    let mut floor_half = Vec::new();
+    for _ in 0..config.runs {
+        floor_half.push(floor(&nats, &redis, config.messages, Some(floor_rate)).await);
+    }
+    report.floor_half = Summary::of(&floor_half);
+
+    // 2. Threadline in one process, and with a process per worker.
+    let (full, half, _) = measure_threadline(&nats, &redis, &config, false, "bench").await;
+    report.threadline_full = full;
+    report.threadline_half = half;
+    if config.processes {
+        let (full, half, rss) = measure_threadline(&nats, &redis, &config, true, "benchp").await;
+        report.processes_full = Some(full);
+        report.processes_half = Some(half);
+        report.peak_rss_mib = rss;
+    }
+    // 3. Ratios (half load compared at each one's own half load).
+    report.throughput_ratio = report.threadline_full.throughput_per_s.median
+        / report.floor_full.throughput_per_s.median.max(1e-9);
+    report.p99_ratio_half_load =
+        report.threadline_half.p99_ms.median / report.floor_half.p99_ms.median.max(1e-9);
+
+    // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
+    let d = deploy(&nats, &redis, false, "state").await;
+    let client = async_nats::connect(nats.url()).await.expect("nats");
+    let js = jetstream::new(client);
+    let conn = redis::Client::open(redis.url())
+        .expect("redis")
+        .get_connection_manager()
+        .await
+        .expect("redis");
+    let store = threadline::store::Store::new(conn, &d.config);
+    let keys = sessions(&js, &d, config.sessions).await;
+    completions(&js, &d, &keys, "statewarm", config.warmup.min(500), None).await;
+    let mut loaded = 0;
+    let mut memory = Vec::new();
+    for (i, &size) in config.state_sizes.iter().enumerate() {
+        let before = used_memory(&redis).await;
+        preload(&store, loaded, size).await;
+        let after = used_memory(&redis).await;
+        if size > loaded {
+            memory.push((after - before) / (size - loaded) as f64);
+        }
+        loaded = size;
+        let f = completions(
+            &js,
+            &d,
+            &keys,
+            &format!("state{i}"),
+            config.state_messages,
+            Some(200.0),
+        )
+        .await;
+        report.state_latency.insert(size, (f.p50_ms, f.p99_ms));
+    }
+    d.stop().await;
+    let p99 = |n: Option<&usize>| {
+        n.and_then(|n| report.state_latency.get(n))
+            .map(|v| v.1)
+            .unwrap_or(0.0)
+    };
+    report.state_p99_ratio =
+        p99(config.state_sizes.last()) / p99(config.state_sizes.first()).max(1e-9);
+    // The largest increment measures best (fixed overheads amortised).
+    report.redis_bytes_per_binding = memory.last().copied().unwrap_or(0.0);
+    report
+}
