@@ -8,17 +8,15 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
     extract::{
         rejection::{PathRejection, QueryRejection},
-        ConnectInfo, Path, Query, Request, State,
+        ConnectInfo, Path, Query, State,
     },
-    http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode},
-    middleware::{self, Next},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -26,7 +24,10 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::{hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, Plan, Server};
+use super::{
+    auth_token, faulted, handle_methods, lock, reply, reply_either, retry_after_header_secs, serve,
+    unix_ms, wait_for_len, Common, ConnCtl, Platform, Reply, Server, Tokens,
+};
 
 /// Discord snowflakes count milliseconds from 2015-01-01T00:00:00Z.
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
@@ -70,15 +71,12 @@ pub struct FakeDiscord {
     shared: Shared,
 }
 
-type Shared = Arc<Mutex<DiscordState>>;
-/// A status and a JSON body, either a success or a Discord error.
-type Reply = (StatusCode, Value);
+type Shared = super::Shared<DiscordState>;
 
 impl FakeDiscord {
     /// Starts the fake on a free loopback port. Accepted token: `test-token`.
     pub async fn start() -> FakeDiscord {
-        let shared: Shared = Arc::new(Mutex::new(DiscordState::new()));
-        let router = Router::new()
+        let routes = Router::new()
             .route("/api/v10/channels/{channel_id}", get(get_channel))
             .route(
                 "/api/v10/channels/{channel_id}/messages",
@@ -89,20 +87,14 @@ impl FakeDiscord {
                 post(create_thread),
             )
             .fallback(route_not_found)
-            .method_not_allowed_fallback(method_not_allowed)
-            // A layer (not per-handler counting) so 404s and 405s count too.
-            .layer(middleware::from_fn_with_state(
-                Arc::clone(&shared),
-                count_request,
-            ))
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+            .method_not_allowed_fallback(method_not_allowed);
+        let (server, shared) = serve(DiscordState::new(), routes).await;
         FakeDiscord { server, shared }
     }
 
     /// `http://127.0.0.1:PORT/api/v10`, the value for `THREADLINE_DISCORD_API_BASE`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/api/v10", self.server.addr())
+        self.server.url("/api/v10")
     }
 
     /// All stored messages, in creation order.
@@ -135,37 +127,6 @@ impl FakeDiscord {
             .collect()
     }
 
-    /// Every request received, including rejected, faulted and deduplicated ones.
-    pub fn request_count(&self) -> usize {
-        lock(&self.shared).request_count
-    }
-
-    /// The token of each accepted (authenticated) request, in arrival order.
-    pub fn tokens_seen(&self) -> Vec<String> {
-        lock(&self.shared).tokens_seen.clone()
-    }
-
-    /// Replaces the set of accepted bot tokens (all belong to the same bot user).
-    pub fn set_tokens(&self, tokens: &[&str]) {
-        let mut st = lock(&self.shared);
-        st.tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
-    }
-
-    /// Queues a fault for the next message post or thread create.
-    pub fn push_fault(&self, f: Fault) {
-        lock(&self.shared).faults.push_back(f);
-    }
-
-    /// Injects random faults (after any scripted ones); `None` turns them off.
-    pub fn set_fault_mix(&self, mix: Option<super::FaultMix>) {
-        lock(&self.shared).faults.set_mix(mix);
-    }
-
-    /// How many faults were injected so far, by kind.
-    pub fn fault_counts(&self) -> super::FaultCounts {
-        lock(&self.shared).faults.counts.clone()
-    }
-
     /// Marks a channel (or thread) deleted: every route for it, and for
     /// threads under it, answers 404 Unknown Channel (10003).
     pub fn delete_channel(&self, id: &str) {
@@ -191,13 +152,11 @@ impl FakeDiscord {
     /// Waits until at least `n` messages are stored or `timeout` passes, and
     /// returns whatever is stored then (the caller asserts on the count).
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<DiscordMessage> {
-        poll_until(timeout, || {
-            let all = self.messages();
-            (all.len() >= n, all)
-        })
-        .await
+        wait_for_len(n, timeout, || self.messages()).await
     }
 }
+
+handle_methods!(FakeDiscord, faults: "message post or thread create", tokens);
 
 struct StoredMessage {
     msg: DiscordMessage,
@@ -223,10 +182,8 @@ struct NonceKey {
 }
 
 struct DiscordState {
-    tokens: HashSet<String>,
-    tokens_seen: Vec<String>,
-    request_count: usize,
-    faults: super::Faults,
+    common: Common,
+    tokens: Tokens,
     messages: Vec<StoredMessage>,
     /// Message id → index in `messages`; thread creation and replies look messages up by id.
     message_index: HashMap<String, usize>,
@@ -245,10 +202,8 @@ struct DiscordState {
 impl DiscordState {
     fn new() -> DiscordState {
         let mut st = DiscordState {
-            tokens: HashSet::from(["test-token".to_owned()]),
-            tokens_seen: Vec::new(),
-            request_count: 0,
-            faults: super::Faults::default(),
+            common: Common::default(),
+            tokens: Tokens::new("test-token"),
             messages: Vec::new(),
             message_index: HashMap::new(),
             threads: Vec::new(),
@@ -727,59 +682,17 @@ impl DiscordState {
     }
 }
 
-async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
-    lock(&shared).request_count += 1;
-    next.run(req).await
-}
-
 /// Checks `Authorization: Bot <token>` against the accepted set and records
 /// the token, so token-rotation tests can see which one each request used.
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Reply> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bot "));
-    let mut st = lock(shared);
-    match token {
-        Some(t) if st.tokens.contains(t) => {
-            st.tokens_seen.push(t.to_owned());
-            Ok(())
-        }
+    match auth_token(headers, "Bot ") {
+        Some(t) if lock(shared).tokens.check(t) => Ok(()),
         _ => Err(discord_error(
             StatusCode::UNAUTHORIZED,
             0,
             "401: Unauthorized",
         )),
     }
-}
-
-/// Auth, then the fault queue (a real rate limiter answers before the
-/// request's content is looked at), then the request itself.
-async fn faulted<F>(shared: &Shared, conn: &ConnCtl, handle: F) -> Response
-where
-    F: FnOnce(&mut DiscordState) -> Result<Reply, Reply>,
-{
-    let fault = lock(shared).faults.next();
-    let plan = Plan::from_fault(fault).await;
-    match plan {
-        Plan::RateLimited { retry_after_ms } => return rate_limited(retry_after_ms),
-        Plan::ServerError => {
-            return reply(discord_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                0,
-                "500: Internal Server Error",
-            ))
-        }
-        Plan::Proceed | Plan::HangAfter { .. } => {}
-    }
-    let outcome = {
-        let mut st = lock(shared);
-        handle(&mut st).unwrap_or_else(|e| e)
-    };
-    if let Plan::HangAfter { hold_ms } = plan {
-        return hang_up(conn, hold_ms).await;
-    }
-    reply(outcome)
 }
 
 async fn create_message(
@@ -795,7 +708,10 @@ async fn create_message(
     let Ok(Path(channel_id)) = path else {
         return route_not_found().await;
     };
-    faulted(&shared, &conn, |st| st.create_message(&channel_id, &body)).await
+    faulted(&shared, &conn, |st| {
+        reply_either(st.create_message(&channel_id, &body))
+    })
+    .await
 }
 
 async fn create_thread(
@@ -812,7 +728,7 @@ async fn create_thread(
         return route_not_found().await;
     };
     faulted(&shared, &conn, |st| {
-        st.create_thread(&channel_id, &message_id, &body)
+        reply_either(st.create_thread(&channel_id, &message_id, &body))
     })
     .await
 }
@@ -828,8 +744,8 @@ async fn get_channel(
     let Ok(Path(channel_id)) = path else {
         return route_not_found().await;
     };
-    let outcome = lock(&shared).get_channel(&channel_id).unwrap_or_else(|e| e);
-    reply(outcome)
+    let outcome = lock(&shared).get_channel(&channel_id);
+    reply_either(outcome)
 }
 
 async fn list_messages(
@@ -851,10 +767,8 @@ async fn list_messages(
             "400: Bad Request",
         ));
     };
-    let outcome = lock(&shared)
-        .list_messages(&channel_id, &query)
-        .unwrap_or_else(|e| e);
-    reply(outcome)
+    let outcome = lock(&shared).list_messages(&channel_id, &query);
+    reply_either(outcome)
 }
 
 async fn route_not_found() -> Response {
@@ -869,8 +783,22 @@ async fn method_not_allowed() -> Response {
     ))
 }
 
-fn reply((status, body): Reply) -> Response {
-    (status, Json(body)).into_response()
+impl Platform for DiscordState {
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn rate_limited(retry_after_ms: u64) -> Response {
+        rate_limited(retry_after_ms)
+    }
+
+    fn server_error() -> Response {
+        reply(discord_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            0,
+            "500: Internal Server Error",
+        ))
+    }
 }
 
 /// Discord's 429: integer `Retry-After` (as the real API sends it), with the
@@ -951,12 +879,6 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Reply> {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Formats a time the way Discord does: `2024-05-01T12:34:56.789000+00:00`.
 fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -986,14 +908,7 @@ fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
 
-    fn client() -> reqwest::Client {
-        // reqwest is built with `rustls-no-provider`; building a client without
-        // a process-wide provider panics even for plain http.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .build()
-            .expect("build reqwest client")
-    }
+    use crate::fakes::{test_client as client, Fault};
 
     const CHANNEL: &str = "100000000000000001";
 

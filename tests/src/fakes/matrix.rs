@@ -9,17 +9,15 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use axum::{
     extract::{
         rejection::{PathRejection, QueryRejection},
-        ConnectInfo, Path, Query, Request, State,
+        ConnectInfo, Path, Query, State,
     },
     http::{header, HeaderMap, HeaderValue, StatusCode},
-    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, put},
     Json, Router,
@@ -28,8 +26,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{
-    hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, FaultCounts, FaultMix,
-    Faults, Plan, Server,
+    auth_token, faulted, handle_methods, lock, reply, reply_either, retry_after_header_secs, serve,
+    unix_ms, wait_for_len, Common, ConnCtl, Platform, Reply, Server, Tokens,
 };
 
 /// The one user every accepted token authenticates as.
@@ -69,15 +67,12 @@ pub struct FakeMatrix {
     shared: Shared,
 }
 
-type Shared = Arc<Mutex<MatrixState>>;
-/// A status and a JSON body, either a success or a Matrix error.
-type Reply = (StatusCode, Value);
+type Shared = super::Shared<MatrixState>;
 
 impl FakeMatrix {
     /// Starts the fake on a free loopback port. Accepted token: `syt_test_token`.
     pub async fn start() -> FakeMatrix {
-        let shared: Shared = Arc::new(Mutex::new(MatrixState::new()));
-        let router = Router::new()
+        let routes = Router::new()
             .route("/_matrix/client/v3/account/whoami", get(whoami))
             .route(
                 "/_matrix/client/v3/rooms/{room_id}/send/{event_type}/{txn_id}",
@@ -88,20 +83,14 @@ impl FakeMatrix {
                 get(room_messages),
             )
             .fallback(unrecognized)
-            .method_not_allowed_fallback(method_not_allowed)
-            // A layer (not per-handler counting) so 404s and 405s count too.
-            .layer(middleware::from_fn_with_state(
-                Arc::clone(&shared),
-                count_request,
-            ))
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+            .method_not_allowed_fallback(method_not_allowed);
+        let (server, shared) = serve(MatrixState::new(), routes).await;
         FakeMatrix { server, shared }
     }
 
     /// `http://127.0.0.1:PORT`, the homeserver URL (clients append `/_matrix/...`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.server.addr())
+        self.server.url("")
     }
 
     /// All stored events, in creation order.
@@ -121,41 +110,10 @@ impl FakeMatrix {
             .collect()
     }
 
-    /// Every request received, including rejected, faulted and deduplicated ones.
-    pub fn request_count(&self) -> usize {
-        lock(&self.shared).request_count
-    }
-
     /// How many sends were answered from the transaction cache (a retried
     /// txn id) instead of creating an event.
     pub fn txn_repeats(&self) -> usize {
         lock(&self.shared).txn_repeats
-    }
-
-    /// The token of each accepted (authenticated) request, in arrival order.
-    pub fn tokens_seen(&self) -> Vec<String> {
-        lock(&self.shared).tokens_seen.clone()
-    }
-
-    /// Replaces the set of accepted access tokens (all belong to the same user).
-    pub fn set_tokens(&self, tokens: &[&str]) {
-        let mut st = lock(&self.shared);
-        st.tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
-    }
-
-    /// Queues a fault for the next event send.
-    pub fn push_fault(&self, f: Fault) {
-        lock(&self.shared).faults.push_back(f);
-    }
-
-    /// Injects random faults (after any scripted ones); `None` turns them off.
-    pub fn set_fault_mix(&self, mix: Option<FaultMix>) {
-        lock(&self.shared).faults.set_mix(mix);
-    }
-
-    /// How many faults were injected so far, by kind.
-    pub fn fault_counts(&self) -> FaultCounts {
-        lock(&self.shared).faults.counts.clone()
     }
 
     /// Makes the bot leave a room: sends and reads there answer 403 M_FORBIDDEN.
@@ -177,13 +135,11 @@ impl FakeMatrix {
     /// Waits until at least `n` events are stored or `timeout` passes, and
     /// returns whatever is stored then (the caller asserts on the count).
     pub async fn wait_for_events(&self, n: usize, timeout: Duration) -> Vec<MatrixEvent> {
-        poll_until(timeout, || {
-            let all = self.events();
-            (all.len() >= n, all)
-        })
-        .await
+        wait_for_len(n, timeout, || self.events()).await
     }
 }
+
+handle_methods!(FakeMatrix, faults: "event send", tokens);
 
 struct StoredEvent {
     event: MatrixEvent,
@@ -205,11 +161,9 @@ struct TxnKey {
 }
 
 struct MatrixState {
-    tokens: HashSet<String>,
-    tokens_seen: Vec<String>,
-    request_count: usize,
+    common: Common,
+    tokens: Tokens,
     txn_repeats: usize,
-    faults: Faults,
     events: Vec<StoredEvent>,
     /// Event id → index in `events`; thread roots are looked up by id.
     event_index: HashMap<String, usize>,
@@ -230,11 +184,9 @@ enum Dir {
 impl MatrixState {
     fn new() -> MatrixState {
         MatrixState {
-            tokens: HashSet::from([DEFAULT_TOKEN.to_owned()]),
-            tokens_seen: Vec::new(),
-            request_count: 0,
+            common: Common::default(),
+            tokens: Tokens::new(DEFAULT_TOKEN),
             txn_repeats: 0,
-            faults: Faults::default(),
             events: Vec::new(),
             event_index: HashMap::new(),
             txns: HashMap::new(),
@@ -513,25 +465,12 @@ impl MatrixState {
     }
 }
 
-async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
-    lock(&shared).request_count += 1;
-    next.run(req).await
-}
-
 /// Checks `Authorization: Bearer <token>` against the accepted set and records
 /// the token, so token-rotation tests can see which one each request used.
 /// Returns the token: transaction ids are scoped to it.
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let mut st = lock(shared);
-    match token {
-        Some(t) if st.tokens.contains(t) => {
-            st.tokens_seen.push(t.to_owned());
-            Ok(t.to_owned())
-        }
+    match auth_token(headers, "Bearer ") {
+        Some(t) if lock(shared).tokens.check(t) => Ok(t.to_owned()),
         Some(_) => Err(matrix_error(
             StatusCode::UNAUTHORIZED,
             "M_UNKNOWN_TOKEN",
@@ -543,35 +482,6 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
             "Missing access token",
         )),
     }
-}
-
-/// Auth has run; then the fault source (a real rate limiter answers before
-/// the request's content is looked at), then the request itself.
-async fn faulted<F>(shared: &Shared, conn: &ConnCtl, handle: F) -> Response
-where
-    F: FnOnce(&mut MatrixState) -> Result<Reply, Reply>,
-{
-    let fault = lock(shared).faults.next();
-    let plan = Plan::from_fault(fault).await;
-    match plan {
-        Plan::RateLimited { retry_after_ms } => return rate_limited(retry_after_ms),
-        Plan::ServerError => {
-            return reply(matrix_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "M_UNKNOWN",
-                "Internal server error",
-            ))
-        }
-        Plan::Proceed | Plan::HangAfter { .. } => {}
-    }
-    let outcome = {
-        let mut st = lock(shared);
-        handle(&mut st).unwrap_or_else(|e| e)
-    };
-    if let Plan::HangAfter { hold_ms } = plan {
-        return hang_up(conn, hold_ms).await;
-    }
-    reply(outcome)
 }
 
 async fn whoami(State(shared): State<Shared>, headers: HeaderMap) -> Response {
@@ -600,7 +510,7 @@ async fn send_event(
         return unrecognized().await;
     };
     faulted(&shared, &conn, |st| {
-        st.send_event(&token, &room_id, &event_type, &txn_id, &body)
+        reply_either(st.send_event(&token, &room_id, &event_type, &txn_id, &body))
     })
     .await
 }
@@ -621,10 +531,8 @@ async fn room_messages(
     let Ok(Query(query)) = query else {
         return reply(invalid_param("Malformed query string"));
     };
-    let outcome = lock(&shared)
-        .messages(&token, &room_id, &query)
-        .unwrap_or_else(|e| e);
-    reply(outcome)
+    let outcome = lock(&shared).messages(&token, &room_id, &query);
+    reply_either(outcome)
 }
 
 async fn unrecognized() -> Response {
@@ -643,23 +551,33 @@ async fn method_not_allowed() -> Response {
     ))
 }
 
-fn reply((status, body): Reply) -> Response {
-    (status, Json(body)).into_response()
-}
-
-/// The spec's 429: `retry_after_ms` in the body, plus the whole-second
-/// `Retry-After` header that newer servers send as well.
-fn rate_limited(retry_after_ms: u64) -> Response {
-    let body = json!({
-        "errcode": "M_LIMIT_EXCEEDED",
-        "error": "Too Many Requests",
-        "retry_after_ms": retry_after_ms,
-    });
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&retry_after_header_secs(retry_after_ms).to_string()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
+impl Platform for MatrixState {
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
     }
-    resp
+
+    /// The spec's 429: `retry_after_ms` in the body, plus the whole-second
+    /// `Retry-After` header that newer servers send as well.
+    fn rate_limited(retry_after_ms: u64) -> Response {
+        let body = json!({
+            "errcode": "M_LIMIT_EXCEEDED",
+            "error": "Too Many Requests",
+            "retry_after_ms": retry_after_ms,
+        });
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&retry_after_header_secs(retry_after_ms).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+
+    fn server_error() -> Response {
+        reply(matrix_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "M_UNKNOWN",
+            "Internal server error",
+        ))
+    }
 }
 
 fn matrix_error(status: StatusCode, errcode: &str, error: &str) -> Reply {
@@ -708,12 +626,6 @@ fn parse_stream_token(raw: &str) -> Result<usize, Reply> {
         .ok_or_else(|| invalid_param(&format!("Unknown pagination token '{raw}'")))
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,14 +633,7 @@ mod tests {
     const TOKEN: &str = "syt_test_token";
     const ROOM: &str = "!abc:fake";
 
-    fn client() -> reqwest::Client {
-        // reqwest is built with `rustls-no-provider`; building a client without
-        // a process-wide provider panics even for plain http.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .build()
-            .expect("build reqwest client")
-    }
+    use crate::fakes::{server_errors_only, test_client as client, Fault, FaultCounts};
 
     /// Percent-encodes a room id the way a careful client does.
     fn enc(room_id: &str) -> String {
@@ -1065,16 +970,7 @@ mod tests {
     async fn fault_mix_applies_when_queue_is_empty() {
         let fake = FakeMatrix::start().await;
         let c = client();
-        fake.set_fault_mix(Some(FaultMix {
-            seed: 7,
-            server_error: 1.0,
-            rate_limited: 0.0,
-            retry_after_ms: 0,
-            slow: 0.0,
-            slow_ms: 0,
-            accept_then_hang: 0.0,
-            hang_ms: 0,
-        }));
+        fake.set_fault_mix(Some(server_errors_only()));
         let (s, _) = send(&c, &fake, ROOM, "t1", text("hi")).await;
         assert_eq!(s, 500);
         fake.set_fault_mix(None);

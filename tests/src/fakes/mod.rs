@@ -20,6 +20,7 @@ pub use slack::{FakeSlack, SlackMessage};
 pub use webhook::{FakeWebhook, WebhookDelivery};
 
 use std::{
+    collections::HashSet,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -28,16 +29,18 @@ use std::{
         Arc, Mutex, MutexGuard,
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
-    extract::connect_info::Connected,
-    http::StatusCode,
+    extract::{connect_info::Connected, Request, State},
+    http::{header, HeaderMap, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     serve::{IncomingStream, Listener},
-    Router,
+    Json, Router,
 };
+use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -145,7 +148,7 @@ impl Faults {
 
 /// What a handler must do about the fault it drew, after any `Slow` delay was served.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Plan {
+enum Plan {
     Proceed,
     RateLimited {
         retry_after_ms: u64,
@@ -161,7 +164,7 @@ impl Plan {
     /// Turns a drawn fault into a plan. `Slow` is served here, so that the
     /// delay happens before the request touches any state — as a slow
     /// platform would behave from the client's point of view.
-    pub(crate) async fn from_fault(fault: Option<Fault>) -> Plan {
+    async fn from_fault(fault: Option<Fault>) -> Plan {
         match fault {
             None => Plan::Proceed,
             Some(Fault::RateLimited { retry_after_ms }) => Plan::RateLimited { retry_after_ms },
@@ -187,17 +190,232 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Polls `probe` until it reports done or `timeout` passes, returning its last value.
+/// Waits until `read` returns at least `n` items or `timeout` passes, and
+/// returns its last answer (the caller asserts on the count).
 /// Uses tokio's clock so tests with paused time behave.
-pub(crate) async fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> (bool, T)) -> T {
+pub(crate) async fn wait_for_len<T>(
+    n: usize,
+    timeout: Duration,
+    mut read: impl FnMut() -> Vec<T>,
+) -> Vec<T> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let (done, value) = probe();
-        if done || tokio::time::Instant::now() >= deadline {
-            return value;
+        let all = read();
+        if all.len() >= n || tokio::time::Instant::now() >= deadline {
+            return all;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A status and a JSON body: a success or an error in the platform's own shape.
+pub(crate) type Reply = (StatusCode, Value);
+
+pub(crate) fn reply((status, body): Reply) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// Answers a handler's outcome, success or error alike.
+pub(crate) fn reply_either(outcome: Result<Reply, Reply>) -> Response {
+    reply(outcome.unwrap_or_else(|e| e))
+}
+
+/// A fake's state behind its lock, shared by the handle and the handlers.
+pub(crate) type Shared<S> = Arc<Mutex<S>>;
+
+/// Bookkeeping every fake keeps next to its platform's own state.
+#[derive(Debug, Default)]
+pub(crate) struct Common {
+    /// Every request received, including rejected, faulted and unknown-route ones.
+    pub(crate) request_count: usize,
+    pub(crate) faults: Faults,
+}
+
+/// What the shared machinery needs from a platform's state: its bookkeeping,
+/// and the platform's own answers to the two faults that answer at once.
+pub(crate) trait Platform: Send + 'static {
+    fn common(&mut self) -> &mut Common;
+
+    /// The platform's 429 for `Fault::RateLimited`.
+    fn rate_limited(retry_after_ms: u64) -> Response;
+
+    /// The platform's 500 for `Fault::ServerError`.
+    fn server_error() -> Response;
+}
+
+/// Serves `routes` (with the platform's own 404 and 405 fallbacks already set)
+/// over `state` on a free loopback port.
+pub(crate) async fn serve<S: Platform>(state: S, routes: Router<Shared<S>>) -> (Server, Shared<S>) {
+    let shared = Arc::new(Mutex::new(state));
+    let router = routes
+        // A layer (not per-handler counting) so 404s and 405s count too.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            count_request::<S>,
+        ))
+        .with_state(Arc::clone(&shared));
+    (Server::start(router).await, shared)
+}
+
+/// Runs `f` on a fake's bookkeeping, under its lock.
+pub(crate) fn with_common<S: Platform, T>(
+    shared: &Shared<S>,
+    f: impl FnOnce(&mut Common) -> T,
+) -> T {
+    f(lock(shared).common())
+}
+
+async fn count_request<S: Platform>(
+    State(shared): State<Shared<S>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    with_common(&shared, |c| c.request_count += 1);
+    next.run(req).await
+}
+
+/// Runs a message-creating request under the fault source. Auth has run; the
+/// fault is drawn next (a real rate limiter answers before the request's
+/// content is looked at) and a rate limit or server error answers at once, in
+/// the platform's own shape. Otherwise `handle` runs under the lock — for
+/// `AcceptThenHang` too, whose answer is then never sent.
+pub(crate) async fn faulted<S: Platform>(
+    shared: &Shared<S>,
+    conn: &ConnCtl,
+    handle: impl FnOnce(&mut S) -> Response,
+) -> Response {
+    let fault = with_common(shared, |c| c.faults.next());
+    let plan = Plan::from_fault(fault).await;
+    match plan {
+        Plan::RateLimited { retry_after_ms } => return S::rate_limited(retry_after_ms),
+        Plan::ServerError => return S::server_error(),
+        Plan::Proceed | Plan::HangAfter { .. } => {}
+    }
+    let response = handle(&mut lock(shared));
+    if let Plan::HangAfter { hold_ms } = plan {
+        return hang_up(conn, hold_ms).await;
+    }
+    response
+}
+
+/// The tokens a fake accepts, and the one each accepted request used, so
+/// token-rotation tests can see which one that was.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    accepted: HashSet<String>,
+    seen: Vec<String>,
+}
+
+impl Tokens {
+    pub(crate) fn new(initial: &str) -> Tokens {
+        Tokens {
+            accepted: HashSet::from([initial.to_owned()]),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Whether `token` is accepted; an accepted one is recorded as seen.
+    pub(crate) fn check(&mut self, token: &str) -> bool {
+        let ok = self.accepted.contains(token);
+        if ok {
+            self.seen.push(token.to_owned());
+        }
+        ok
+    }
+
+    pub(crate) fn seen(&self) -> Vec<String> {
+        self.seen.clone()
+    }
+
+    pub(crate) fn set(&mut self, tokens: &[&str]) {
+        self.accepted = tokens.iter().map(|t| (*t).to_owned()).collect();
+    }
+}
+
+/// The token of an `Authorization: <scheme> <token>` header (`scheme` is
+/// `"Bearer "` or `"Bot "`, with its space).
+pub(crate) fn auth_token<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix(scheme))
+}
+
+/// The inspection methods every fake handle shares, for a handle with a
+/// `shared: Shared<S>` field (`S: Platform`). With `tokens`, `S` also needs a
+/// `tokens: Tokens` field. `$what` names the requests that draw faults.
+macro_rules! handle_methods {
+    ($fake:ty, faults: $what:literal) => {
+        impl $fake {
+            /// Every request received, including rejected, faulted, repeated and
+            /// unknown-route ones.
+            pub fn request_count(&self) -> usize {
+                $crate::fakes::with_common(&self.shared, |c| c.request_count)
+            }
+
+            #[doc = concat!("Queues a fault for the next ", $what, ".")]
+            pub fn push_fault(&self, f: $crate::fakes::Fault) {
+                $crate::fakes::with_common(&self.shared, |c| c.faults.push_back(f));
+            }
+
+            /// Injects random faults (after any scripted ones); `None` turns them off.
+            pub fn set_fault_mix(&self, mix: Option<$crate::fakes::FaultMix>) {
+                $crate::fakes::with_common(&self.shared, |c| c.faults.set_mix(mix));
+            }
+
+            /// How many faults were injected so far, by kind.
+            pub fn fault_counts(&self) -> $crate::fakes::FaultCounts {
+                $crate::fakes::with_common(&self.shared, |c| c.faults.counts.clone())
+            }
+        }
+    };
+    ($fake:ty, faults: $what:literal, tokens) => {
+        $crate::fakes::handle_methods!($fake, faults: $what);
+
+        impl $fake {
+            /// The token of each accepted (authenticated) request, in arrival order.
+            pub fn tokens_seen(&self) -> Vec<String> {
+                $crate::fakes::lock(&self.shared).tokens.seen()
+            }
+
+            /// Replaces the set of accepted tokens (all authenticate as the same bot user).
+            pub fn set_tokens(&self, tokens: &[&str]) {
+                $crate::fakes::lock(&self.shared).tokens.set(tokens);
+            }
+        }
+    };
+}
+pub(crate) use handle_methods;
+
+/// A fault mix that fails every message-creating request with a server error.
+#[cfg(test)]
+pub(crate) fn server_errors_only() -> FaultMix {
+    FaultMix {
+        seed: 7,
+        server_error: 1.0,
+        rate_limited: 0.0,
+        retry_after_ms: 0,
+        slow: 0.0,
+        slow_ms: 0,
+        accept_then_hang: 0.0,
+        hang_ms: 0,
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_client() -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider`; building a client without
+    // a process-wide provider panics even for plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .build()
+        .expect("build reqwest client")
 }
 
 /// Per-connection control, handed to handlers as `ConnectInfo<ConnCtl>`.
@@ -227,7 +445,7 @@ impl Connected<IncomingStream<'_, FakeListener>> for ConnCtl {
 /// Holds the connection for `hold_ms`, then makes sure the response the
 /// handler returns is never written: the killed stream fails hyper's write,
 /// and hyper closes the socket.
-pub(crate) async fn hang_up(conn: &ConnCtl, hold_ms: u64) -> Response {
+async fn hang_up(conn: &ConnCtl, hold_ms: u64) -> Response {
     tokio::time::sleep(Duration::from_millis(hold_ms)).await;
     conn.kill();
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -377,8 +595,9 @@ impl Server {
         Server { addr, shutdown }
     }
 
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 }
 

@@ -14,14 +14,12 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
-    extract::{ConnectInfo, Query, Request, State},
+    extract::{ConnectInfo, Query, State},
     http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
-    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -30,8 +28,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{
-    hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, FaultCounts, FaultMix,
-    Plan, Server,
+    auth_token, faulted, handle_methods, lock, retry_after_header_secs, serve, wait_for_len,
+    Common, ConnCtl, Platform, Server, Tokens,
 };
 
 /// The bot user every accepted token authenticates as (Slack ids are
@@ -68,15 +66,14 @@ pub struct FakeSlack {
     shared: Shared,
 }
 
-type Shared = Arc<Mutex<SlackState>>;
+type Shared = super::Shared<SlackState>;
 /// A success body (with `"ok": true`) or a Slack error code.
 type Outcome = Result<Value, &'static str>;
 
 impl FakeSlack {
     /// Starts the fake on a free loopback port. Accepted token: `xoxb-test`.
     pub async fn start() -> FakeSlack {
-        let shared: Shared = Arc::new(Mutex::new(SlackState::new()));
-        let router = Router::new()
+        let routes = Router::new()
             .route("/api/chat.postMessage", post(post_message))
             // Slack SDKs commonly POST reads as forms, so both verbs work.
             .route(
@@ -88,20 +85,14 @@ impl FakeSlack {
                 get(conversations_replies).post(conversations_replies),
             )
             .fallback(unknown_method)
-            .method_not_allowed_fallback(method_not_allowed)
-            // A layer (not per-handler counting) so 404s and 405s count too.
-            .layer(middleware::from_fn_with_state(
-                Arc::clone(&shared),
-                count_request,
-            ))
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+            .method_not_allowed_fallback(method_not_allowed);
+        let (server, shared) = serve(SlackState::new(), routes).await;
         FakeSlack { server, shared }
     }
 
     /// `http://127.0.0.1:PORT/api`, the value for `THREADLINE_SLACK_API_BASE`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/api", self.server.addr())
+        self.server.url("/api")
     }
 
     /// All stored messages (top-level and replies), in creation order.
@@ -119,37 +110,6 @@ impl FakeSlack {
             .filter(|m| m.msg.channel == channel && m.msg.thread_ts.as_deref() == thread_ts)
             .map(|m| m.msg.clone())
             .collect()
-    }
-
-    /// Every request received, including rejected, faulted and unknown-route ones.
-    pub fn request_count(&self) -> usize {
-        lock(&self.shared).request_count
-    }
-
-    /// The token of each accepted (authenticated) request, in arrival order.
-    pub fn tokens_seen(&self) -> Vec<String> {
-        lock(&self.shared).tokens_seen.clone()
-    }
-
-    /// Replaces the set of accepted bot tokens (all belong to the same bot user).
-    pub fn set_tokens(&self, tokens: &[&str]) {
-        let mut st = lock(&self.shared);
-        st.tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
-    }
-
-    /// Queues a fault for the next `chat.postMessage`.
-    pub fn push_fault(&self, f: Fault) {
-        lock(&self.shared).faults.push_back(f);
-    }
-
-    /// Injects random faults (after any scripted ones); `None` turns them off.
-    pub fn set_fault_mix(&self, mix: Option<FaultMix>) {
-        lock(&self.shared).faults.set_mix(mix);
-    }
-
-    /// How many faults were injected so far, by kind.
-    pub fn fault_counts(&self) -> FaultCounts {
-        lock(&self.shared).faults.counts.clone()
     }
 
     /// Archives a channel: posting answers `is_archived`, reading still works
@@ -171,13 +131,11 @@ impl FakeSlack {
     /// Waits until at least `n` messages are stored or `timeout` passes, and
     /// returns whatever is stored then (the caller asserts on the count).
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<SlackMessage> {
-        poll_until(timeout, || {
-            let all = self.messages();
-            (all.len() >= n, all)
-        })
-        .await
+        wait_for_len(n, timeout, || self.messages()).await
     }
 }
+
+handle_methods!(FakeSlack, faults: "`chat.postMessage`", tokens);
 
 struct StoredMessage {
     msg: SlackMessage,
@@ -188,10 +146,8 @@ struct StoredMessage {
 }
 
 struct SlackState {
-    tokens: HashSet<String>,
-    tokens_seen: Vec<String>,
-    request_count: usize,
-    faults: super::Faults,
+    common: Common,
+    tokens: Tokens,
     messages: Vec<StoredMessage>,
     /// `ts` (µs) → index in `messages`; ts values are unique across channels.
     by_ts: HashMap<u64, usize>,
@@ -235,10 +191,8 @@ impl Window {
 impl SlackState {
     fn new() -> SlackState {
         SlackState {
-            tokens: HashSet::from([DEFAULT_TOKEN.to_owned()]),
-            tokens_seen: Vec::new(),
-            request_count: 0,
-            faults: super::Faults::default(),
+            common: Common::default(),
+            tokens: Tokens::new(DEFAULT_TOKEN),
             messages: Vec::new(),
             by_ts: HashMap::new(),
             archived: HashSet::new(),
@@ -606,26 +560,13 @@ fn request_params(
     }
 }
 
-async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
-    lock(&shared).request_count += 1;
-    next.run(req).await
-}
-
 /// Checks `Authorization: Bearer <token>` against the accepted set and
 /// records the token, so token-rotation tests can see which one each request
 /// used. (Real Slack says `not_authed` when no token is sent at all; the fake
 /// answers `invalid_auth` for both, which clients treat alike.)
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), &'static str> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let mut st = lock(shared);
-    match token {
-        Some(t) if st.tokens.contains(t) => {
-            st.tokens_seen.push(t.to_owned());
-            Ok(())
-        }
+    match auth_token(headers, "Bearer ") {
+        Some(t) if lock(shared).tokens.check(t) => Ok(()),
         _ => Err("invalid_auth"),
     }
 }
@@ -642,22 +583,10 @@ async fn post_message(
     if let Err(e) = authorize(&shared, &headers) {
         return reply(Err(e));
     }
-    let fault = lock(&shared).faults.next();
-    let plan = Plan::from_fault(fault).await;
-    match plan {
-        Plan::RateLimited { retry_after_ms } => return rate_limited(retry_after_ms),
-        Plan::ServerError => {
-            let body = json!({ "ok": false, "error": "internal_error" });
-            return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
-        }
-        Plan::Proceed | Plan::HangAfter { .. } => {}
-    }
-    let outcome = request_params(&uri, &headers, &body)
-        .and_then(|params| lock(&shared).post_message(&params));
-    if let Plan::HangAfter { hold_ms } = plan {
-        return hang_up(&conn, hold_ms).await;
-    }
-    reply(outcome)
+    faulted(&shared, &conn, |st| {
+        reply(request_params(&uri, &headers, &body).and_then(|params| st.post_message(&params)))
+    })
+    .await
 }
 
 /// Reads are never faulted, so tests can always read state back.
@@ -710,29 +639,34 @@ fn reply(outcome: Outcome) -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
 
-/// Slack's 429: whole-second `Retry-After` (at least 1, since Slack never
-/// sends 0) and a `ratelimited` error body.
-fn rate_limited(retry_after_ms: u64) -> Response {
-    let secs = retry_after_header_secs(retry_after_ms).max(1);
-    let body = json!({ "ok": false, "error": "ratelimited" });
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    resp
+impl Platform for SlackState {
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    /// Slack's 429: whole-second `Retry-After` (at least 1, since Slack never
+    /// sends 0) and a `ratelimited` error body.
+    fn rate_limited(retry_after_ms: u64) -> Response {
+        let secs = retry_after_header_secs(retry_after_ms).max(1);
+        let body = json!({ "ok": false, "error": "ratelimited" });
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp
+    }
+
+    /// A real 500 status, not Slack's usual HTTP-200 `ok:false`.
+    fn server_error() -> Response {
+        let body = json!({ "ok": false, "error": "internal_error" });
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn client() -> reqwest::Client {
-        // reqwest is built with `rustls-no-provider`; building a client without
-        // a process-wide provider panics even for plain http.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .build()
-            .expect("build reqwest client")
-    }
+    use crate::fakes::{server_errors_only, test_client as client, Fault, FaultCounts};
 
     const CHANNEL: &str = "C0TEST0001";
     const TOKEN: &str = "xoxb-test";
@@ -1182,16 +1116,7 @@ mod tests {
         post_ts(&c, &fake, json!({ "channel": CHANNEL, "text": "late" })).await;
         assert!(started.elapsed() >= Duration::from_millis(150));
 
-        fake.set_fault_mix(Some(FaultMix {
-            seed: 7,
-            server_error: 1.0,
-            rate_limited: 0.0,
-            retry_after_ms: 0,
-            slow: 0.0,
-            slow_ms: 0,
-            accept_then_hang: 0.0,
-            hang_ms: 0,
-        }));
+        fake.set_fault_mix(Some(server_errors_only()));
         for _ in 0..3 {
             let (s, _) = post(&c, &fake, json!({ "channel": CHANNEL, "text": "x" })).await;
             assert_eq!(s, 500);

@@ -14,14 +14,12 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
-    extract::{rejection::PathRejection, ConnectInfo, Path, Request, State},
+    extract::{rejection::PathRejection, ConnectInfo, Path, State},
     http::{HeaderName, HeaderValue, StatusCode},
-    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::post,
     Json, Router,
@@ -30,8 +28,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{
-    hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, FaultCounts, FaultMix,
-    Faults, Plan, Server,
+    faulted, handle_methods, lock, reply, reply_either, retry_after_header_secs, serve,
+    wait_for_len, Common, ConnCtl, Platform, Reply, Server, Tokens,
 };
 
 /// Accepted at start. Real tokens are `<bot id>:<secret>`, hence `BOT_ID`.
@@ -72,33 +70,24 @@ pub struct FakeTelegram {
     shared: Shared,
 }
 
-type Shared = Arc<Mutex<TelegramState>>;
-/// A status and a JSON body, either a success or a Telegram error.
-type Reply = (StatusCode, Value);
+type Shared = super::Shared<TelegramState>;
 
 impl FakeTelegram {
     /// Starts the fake on a free loopback port. Accepted token: `123456:test-token`.
     pub async fn start() -> FakeTelegram {
-        let shared: Shared = Arc::new(Mutex::new(TelegramState::new()));
-        let router = Router::new()
+        let routes = Router::new()
             // `/bot<TOKEN>` is one path segment; the `bot` prefix is checked
             // in the handler so a malformed one gets Telegram's 404, not axum's.
             .route("/{bot_token}/{method}", post(call))
             .fallback(not_found)
-            .method_not_allowed_fallback(method_not_allowed)
-            // A layer (not per-handler counting) so 404s and 405s count too.
-            .layer(middleware::from_fn_with_state(
-                Arc::clone(&shared),
-                count_request,
-            ))
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+            .method_not_allowed_fallback(method_not_allowed);
+        let (server, shared) = serve(TelegramState::new(), routes).await;
         FakeTelegram { server, shared }
     }
 
     /// `http://127.0.0.1:PORT`, standing in for `https://api.telegram.org`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.server.addr())
+        self.server.url("")
     }
 
     /// All sent messages, in creation order.
@@ -120,36 +109,6 @@ impl FakeTelegram {
     /// Topics created through the fake and not deleted, in creation order.
     pub fn topics(&self) -> Vec<TelegramTopic> {
         lock(&self.shared).topics.clone()
-    }
-
-    /// Every request received, including rejected and faulted ones.
-    pub fn request_count(&self) -> usize {
-        lock(&self.shared).request_count
-    }
-
-    /// The token of each accepted (authenticated) request, in arrival order.
-    pub fn tokens_seen(&self) -> Vec<String> {
-        lock(&self.shared).tokens_seen.clone()
-    }
-
-    /// Replaces the set of accepted bot tokens (all belong to the same bot).
-    pub fn set_tokens(&self, tokens: &[&str]) {
-        lock(&self.shared).tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
-    }
-
-    /// Queues a fault for the next `sendMessage` or `createForumTopic`.
-    pub fn push_fault(&self, f: Fault) {
-        lock(&self.shared).faults.push_back(f);
-    }
-
-    /// Injects random faults (after any scripted ones); `None` turns them off.
-    pub fn set_fault_mix(&self, mix: Option<FaultMix>) {
-        lock(&self.shared).faults.set_mix(mix);
-    }
-
-    /// How many faults were injected so far, by kind.
-    pub fn fault_counts(&self) -> FaultCounts {
-        lock(&self.shared).faults.counts.clone()
     }
 
     /// Closes a topic: posting into it answers 400 `TOPIC_CLOSED`.
@@ -198,19 +157,15 @@ impl FakeTelegram {
     /// Waits until at least `n` messages are stored or `timeout` passes, and
     /// returns whatever is stored then (the caller asserts on the count).
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<TelegramMessage> {
-        poll_until(timeout, || {
-            let all = self.messages();
-            (all.len() >= n, all)
-        })
-        .await
+        wait_for_len(n, timeout, || self.messages()).await
     }
 }
 
+handle_methods!(FakeTelegram, faults: "`sendMessage` or `createForumTopic`", tokens);
+
 struct TelegramState {
-    tokens: HashSet<String>,
-    tokens_seen: Vec<String>,
-    request_count: usize,
-    faults: Faults,
+    common: Common,
+    tokens: Tokens,
     messages: Vec<TelegramMessage>,
     topics: Vec<TelegramTopic>,
     /// Last message id used per chat. Topic creation takes one too, because a
@@ -225,10 +180,8 @@ struct TelegramState {
 impl TelegramState {
     fn new() -> TelegramState {
         TelegramState {
-            tokens: HashSet::from([DEFAULT_TOKEN.to_owned()]),
-            tokens_seen: Vec::new(),
-            request_count: 0,
-            faults: Faults::default(),
+            common: Common::default(),
+            tokens: Tokens::new(DEFAULT_TOKEN),
             messages: Vec::new(),
             topics: Vec::new(),
             last_message_id: HashMap::new(),
@@ -419,17 +372,10 @@ impl TelegramState {
     }
 }
 
-async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
-    lock(&shared).request_count += 1;
-    next.run(req).await
-}
-
 /// Checks the token from the path against the accepted set and records it,
 /// so token-rotation tests can see which one each request used.
 fn authorize(shared: &Shared, token: &str) -> Result<(), Reply> {
-    let mut st = lock(shared);
-    if st.tokens.contains(token) {
-        st.tokens_seen.push(token.to_owned());
+    if lock(shared).tokens.check(token) {
         Ok(())
     } else {
         Err(telegram_error(StatusCode::UNAUTHORIZED, "Unauthorized"))
@@ -456,36 +402,15 @@ async fn call(
     // Bot API method names are case-insensitive.
     match method.to_ascii_lowercase().as_str() {
         "getme" => reply(lock(&shared).get_me()),
-        "sendmessage" => faulted(&shared, &conn, |st| st.send_message(&body)).await,
-        "createforumtopic" => faulted(&shared, &conn, |st| st.create_forum_topic(&body)).await,
+        "sendmessage" => faulted(&shared, &conn, |st| reply_either(st.send_message(&body))).await,
+        "createforumtopic" => {
+            faulted(&shared, &conn, |st| {
+                reply_either(st.create_forum_topic(&body))
+            })
+            .await
+        }
         _ => not_found().await,
     }
-}
-
-async fn faulted<F>(shared: &Shared, conn: &ConnCtl, handle: F) -> Response
-where
-    F: FnOnce(&mut TelegramState) -> Result<Reply, Reply>,
-{
-    let fault = lock(shared).faults.next();
-    let plan = Plan::from_fault(fault).await;
-    match plan {
-        Plan::RateLimited { retry_after_ms } => return rate_limited(retry_after_ms),
-        Plan::ServerError => {
-            return reply(telegram_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error",
-            ))
-        }
-        Plan::Proceed | Plan::HangAfter { .. } => {}
-    }
-    let outcome = {
-        let mut st = lock(shared);
-        handle(&mut st).unwrap_or_else(|e| e)
-    };
-    if let Plan::HangAfter { hold_ms } = plan {
-        return hang_up(conn, hold_ms).await;
-    }
-    reply(outcome)
 }
 
 async fn not_found() -> Response {
@@ -497,10 +422,6 @@ async fn method_not_allowed() -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         "Method Not Allowed",
     ))
-}
-
-fn reply((status, body): Reply) -> Response {
-    (status, Json(body)).into_response()
 }
 
 fn ok(result: Value) -> Reply {
@@ -523,23 +444,36 @@ fn bad_request(what: &str) -> Reply {
     telegram_error(StatusCode::BAD_REQUEST, &format!("Bad Request: {what}"))
 }
 
-/// Telegram's 429: whole seconds in `parameters.retry_after` (its documented
-/// signal, never below 1 so a client cannot spin), mirrored in `Retry-After`
-/// for clients that only honour HTTP semantics.
-fn rate_limited(retry_after_ms: u64) -> Response {
-    let secs = retry_after_header_secs(retry_after_ms).max(1);
-    let body = json!({
-        "ok": false,
-        "error_code": 429,
-        "description": format!("Too Many Requests: retry after {secs}"),
-        "parameters": { "retry_after": secs },
-    });
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static("retry-after"), v);
+impl Platform for TelegramState {
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
     }
-    resp
+
+    /// Telegram's 429: whole seconds in `parameters.retry_after` (its documented
+    /// signal, never below 1 so a client cannot spin), mirrored in `Retry-After`
+    /// for clients that only honour HTTP semantics.
+    fn rate_limited(retry_after_ms: u64) -> Response {
+        let secs = retry_after_header_secs(retry_after_ms).max(1);
+        let body = json!({
+            "ok": false,
+            "error_code": 429,
+            "description": format!("Too Many Requests: retry after {secs}"),
+            "parameters": { "retry_after": secs },
+        });
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut()
+                .insert(HeaderName::from_static("retry-after"), v);
+        }
+        resp
+    }
+
+    fn server_error() -> Response {
+        reply(telegram_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+        ))
+    }
 }
 
 /// The request's parameters. An empty body is no parameters, so a bare
@@ -564,14 +498,7 @@ fn unix_secs(t: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
-    fn client() -> reqwest::Client {
-        // reqwest is built with `rustls-no-provider`; building a client without
-        // a process-wide provider panics even for plain http.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .build()
-            .expect("build reqwest client")
-    }
+    use crate::fakes::{server_errors_only, test_client as client, Fault, FaultCounts};
 
     const TOKEN: &str = "123456:test-token";
     const CHAT: i64 = -1_001_234_567_890;
@@ -1005,16 +932,7 @@ mod tests {
     async fn fault_mix_draws_after_queue() {
         let fake = FakeTelegram::start().await;
         let c = client();
-        fake.set_fault_mix(Some(FaultMix {
-            seed: 7,
-            server_error: 1.0,
-            rate_limited: 0.0,
-            retry_after_ms: 0,
-            slow: 0.0,
-            slow_ms: 0,
-            accept_then_hang: 0.0,
-            hang_ms: 0,
-        }));
+        fake.set_fault_mix(Some(server_errors_only()));
         fake.push_fault(Fault::Slow { delay_ms: 1 });
         let (s, _) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "queued" })).await;
         assert_eq!(s, 200);

@@ -6,16 +6,11 @@
 //! `{"message_id"}`, plus a `conversation_id` when the body asks for
 //! `"action": "create_thread"`.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use axum::{
-    extract::{rejection::PathRejection, ConnectInfo, Path, Request, State},
+    extract::{rejection::PathRejection, ConnectInfo, Path, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
-    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::post,
     Json, Router,
@@ -23,7 +18,10 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{hang_up, lock, poll_until, retry_after_header_secs, ConnCtl, Fault, Plan, Server};
+use super::{
+    faulted, handle_methods, lock, reply, retry_after_header_secs, serve, wait_for_len, Common,
+    ConnCtl, Platform, Server,
+};
 
 /// One accepted delivery (a repeated `Idempotency-Key` is not a new delivery).
 #[derive(Clone, Debug, PartialEq)]
@@ -42,29 +40,22 @@ pub struct FakeWebhook {
     shared: Shared,
 }
 
-type Shared = Arc<Mutex<WebhookState>>;
+type Shared = super::Shared<WebhookState>;
 
 impl FakeWebhook {
     /// Starts the fake on a free loopback port; no token is required.
     pub async fn start() -> FakeWebhook {
-        let shared: Shared = Arc::new(Mutex::new(WebhookState::default()));
-        let router = Router::new()
+        let routes = Router::new()
             .route("/hook/{name}", post(receive))
             .fallback(not_found)
-            .method_not_allowed_fallback(method_not_allowed)
-            // A layer so that 404s and 405s are counted too.
-            .layer(middleware::from_fn_with_state(
-                Arc::clone(&shared),
-                count_request,
-            ))
-            .with_state(Arc::clone(&shared));
-        let server = Server::start(router).await;
+            .method_not_allowed_fallback(method_not_allowed);
+        let (server, shared) = serve(WebhookState::default(), routes).await;
         FakeWebhook { server, shared }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.server.addr())
+        self.server.url("")
     }
 
     /// `http://127.0.0.1:PORT/hook/{name}`, the URL to configure for `webhook:<name>`.
@@ -77,7 +68,6 @@ impl FakeWebhook {
         lock(&self.shared).deliveries.clone()
     }
 
-    /// Every request received, including rejected, faulted and repeated ones.
     /// Accepted deliveries with the instant each arrived.
     pub fn deliveries_with_times(&self) -> Vec<(WebhookDelivery, std::time::Instant)> {
         let st = lock(&self.shared);
@@ -93,28 +83,9 @@ impl FakeWebhook {
         lock(&self.shared).deliveries.len()
     }
 
-    pub fn request_count(&self) -> usize {
-        lock(&self.shared).request_count
-    }
-
     /// How many requests repeated an already accepted `Idempotency-Key`.
     pub fn duplicate_keys_seen(&self) -> usize {
         lock(&self.shared).duplicate_keys_seen
-    }
-
-    /// Queues a fault for the next webhook POST.
-    pub fn push_fault(&self, f: Fault) {
-        lock(&self.shared).faults.push_back(f);
-    }
-
-    /// Injects random faults (after any scripted ones); `None` turns them off.
-    pub fn set_fault_mix(&self, mix: Option<super::FaultMix>) {
-        lock(&self.shared).faults.set_mix(mix);
-    }
-
-    /// How many faults were injected so far, by kind.
-    pub fn fault_counts(&self) -> super::FaultCounts {
-        lock(&self.shared).faults.counts.clone()
     }
 
     /// With `Some(token)`, POSTs without `Authorization: Bearer <token>` get 401.
@@ -125,18 +96,15 @@ impl FakeWebhook {
     /// Waits until at least `n` deliveries are stored or `timeout` passes, and
     /// returns whatever is stored then (the caller asserts on the count).
     pub async fn wait_for_deliveries(&self, n: usize, timeout: Duration) -> Vec<WebhookDelivery> {
-        poll_until(timeout, || {
-            let all = self.deliveries();
-            (all.len() >= n, all)
-        })
-        .await
+        wait_for_len(n, timeout, || self.deliveries()).await
     }
 }
 
+handle_methods!(FakeWebhook, faults: "webhook POST");
+
 #[derive(Default)]
 struct WebhookState {
-    request_count: usize,
-    faults: super::Faults,
+    common: Common,
     required_token: Option<String>,
     deliveries: Vec<WebhookDelivery>,
     /// When each delivery arrived (benchmark latency), parallel to `deliveries`.
@@ -185,11 +153,6 @@ impl WebhookState {
     }
 }
 
-async fn count_request(State(shared): State<Shared>, req: Request, next: Next) -> Response {
-    lock(&shared).request_count += 1;
-    next.run(req).await
-}
-
 async fn receive(
     State(shared): State<Shared>,
     ConnectInfo(conn): ConnectInfo<ConnCtl>,
@@ -210,42 +173,39 @@ async fn receive(
         Some(Ok(v)) if !v.trim().is_empty() => Some(v.to_owned()),
         Some(_) => return error(StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
     };
-    let (authorized, fault) = {
-        let mut st = lock(&shared);
-        let authorized = match &st.required_token {
-            None => true,
-            Some(required) => auth.as_deref() == Some(required.as_str()),
-        };
-        // A rejected request must not use up a fault meant for a real attempt.
-        let fault = if authorized { st.faults.next() } else { None };
-        (authorized, fault)
+    let authorized = match &lock(&shared).required_token {
+        None => true,
+        Some(required) => auth.as_deref() == Some(required.as_str()),
     };
+    // Checked before the fault source: a rejected request must not use up a
+    // fault meant for a real attempt.
     if !authorized {
         return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
+    faulted(&shared, &conn, |st| {
+        reply(st.accept(&name, key, auth, &body))
+    })
+    .await
+}
 
-    let plan = Plan::from_fault(fault).await;
-    match plan {
-        Plan::RateLimited { retry_after_ms } => {
-            let mut resp = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({ "error": "rate_limited", "retry_after_ms": retry_after_ms })),
-            )
-                .into_response();
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_header_secs(retry_after_ms)),
-            );
-            return resp;
-        }
-        Plan::ServerError => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        Plan::Proceed | Plan::HangAfter { .. } => {}
+impl Platform for WebhookState {
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
     }
-    let (status, response) = lock(&shared).accept(&name, key, auth, &body);
-    if let Plan::HangAfter { hold_ms } = plan {
-        return hang_up(&conn, hold_ms).await;
+
+    fn rate_limited(retry_after_ms: u64) -> Response {
+        let body = json!({ "error": "rate_limited", "retry_after_ms": retry_after_ms });
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_header_secs(retry_after_ms)),
+        );
+        resp
     }
-    (status, Json(response)).into_response()
+
+    fn server_error() -> Response {
+        error(StatusCode::INTERNAL_SERVER_ERROR, "internal")
+    }
 }
 
 async fn not_found() -> Response {
@@ -257,21 +217,14 @@ async fn method_not_allowed() -> Response {
 }
 
 fn error(status: StatusCode, code: &str) -> Response {
-    (status, Json(json!({ "error": code }))).into_response()
+    reply((status, json!({ "error": code })))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn client() -> reqwest::Client {
-        // reqwest is built with `rustls-no-provider`; building a client without
-        // a process-wide provider panics even for plain http.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .build()
-            .expect("build reqwest client")
-    }
+    use crate::fakes::{test_client as client, Fault};
 
     async fn post(
         c: &reqwest::Client,
