@@ -354,13 +354,14 @@ async fn webhook_sends_refresh_activity_and_keep_a_busy_binding_alive() {
     let p = Pipeline::start().await;
     let here = room("room-4");
     let mut s = spawn(&here, Placement::Current, SessionMode::Session);
-    s.idle_timeout_ms = Some(1_500);
+    s.idle_timeout_ms = Some(3_000);
     p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
     let spawned = p.wait_spawned(&s.event_id).await;
     let binding = spawned.binding.expect("bound");
     let mut last = binding.last_activity_at;
+    // A post every second, for longer than the idle timeout; each leaves 2 s of margin.
     for n in 0..4 {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
         let c = completion(&spawned.session_key, &format!("update {n}"));
         p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
         p.wait_delivered(&c.event_id, 1).await;
@@ -368,7 +369,7 @@ async fn webhook_sends_refresh_activity_and_keep_a_busy_binding_alive() {
         assert!(now > last, "post {n} refreshed last_activity_at");
         last = now;
     }
-    // 2.4 s after binding, longer than the idle timeout: still bound thanks to the posts.
+    // 4 s after binding, longer than the idle timeout: still bound thanks to the posts.
     let changes: Vec<BindingChanged> = p.observer.events(&p.subjects.out_binding());
     assert!(changes.iter().all(|c| c.change != BindingChange::Ended));
     let ended = p
@@ -582,7 +583,7 @@ async fn token_rotation_uses_the_latest_token_after_reuse_in_every_deliverer_ins
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_waits_for_a_pending_thread_and_falls_back_when_it_takes_too_long() {
     let p = Pipeline::start_with(Options {
-        tune: |c| c.pending_timeout_ms = 1_500,
+        tune: |c| c.pending_timeout_ms = 3_000,
         ..Options::default()
     })
     .await;
@@ -602,9 +603,9 @@ async fn a_completion_waits_for_a_pending_thread_and_falls_back_when_it_takes_to
     let delivered = p.wait_delivered(&c.event_id, 1).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Bound);
 
-    // Held back 3 s, beyond the 1.5 s pending timeout: explicit fallback.
+    // Held back 6 s, beyond the 3 s pending timeout: explicit fallback.
     p.discord.push_fault(Fault::RateLimited {
-        retry_after_ms: 3_000,
+        retry_after_ms: 6_000,
     });
     let mut slow = spawn(
         &Pipeline::discord_channel(PARENT),
