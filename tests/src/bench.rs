@@ -35,6 +35,8 @@ pub struct BenchConfig {
     pub state_messages: usize,
     /// Also measure with one OS process per worker.
     pub processes: bool,
+    /// Delivery lanes per channel (`delivery_partitions`); `None` keeps the default.
+    pub partitions: Option<u32>,
 }
 
 impl BenchConfig {
@@ -47,6 +49,7 @@ impl BenchConfig {
             state_sizes: vec![10_000, 100_000, 1_000_000],
             state_messages: 1_000,
             processes: true,
+            partitions: None,
         }
     }
 
@@ -60,6 +63,7 @@ impl BenchConfig {
             state_sizes: vec![100, 1_000],
             state_messages: 50,
             processes: true,
+            partitions: None,
         }
     }
 }
@@ -416,6 +420,7 @@ async fn deploy(
     redis: &RedisServer,
     processes: bool,
     prefix: &str,
+    partitions: Option<u32>,
 ) -> Deployment {
     let fake = FakeWebhook::start().await;
     let mut config = Config {
@@ -425,6 +430,9 @@ async fn deploy(
         health_addr: String::new(),
         ..Config::default()
     };
+    if let Some(partitions) = partitions {
+        config.delivery_partitions = partitions;
+    }
     config.webhooks.insert(
         "bench".into(),
         WebhookConfig {
@@ -558,7 +566,7 @@ async fn measure_threadline(
     processes: bool,
     prefix: &str,
 ) -> (Summary, Summary, BTreeMap<String, f64>) {
-    let d = deploy(nats, redis, processes, prefix).await;
+    let d = deploy(nats, redis, processes, prefix, config.partitions).await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client);
     // The streams exist once a worker started; wait for them.
@@ -712,7 +720,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         report.threadline_half.p99_ms.median / report.floor_half.p99_ms.median.max(1e-9);
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
-    let d = deploy(&nats, &redis, false, "state").await;
+    let d = deploy(&nats, &redis, false, "state", config.partitions).await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client);
     let conn = redis::Client::open(redis.url())

@@ -405,18 +405,13 @@ impl Pipeline {
 
     /// Waits until `n` session inputs of `event_id` were published.
     pub async fn wait_inputs(&self, event_id: &str, n: usize) -> Vec<SessionInput> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let found: Vec<SessionInput> = self
-                .inputs()
+        at_least(n, Duration::from_secs(15), || {
+            self.inputs()
                 .into_iter()
                 .filter(|i| i.event_id == event_id)
-                .collect();
-            if found.len() >= n || Instant::now() >= deadline {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                .collect()
+        })
+        .await
     }
 
     /// Direct access to Threadline's Redis state, for checks events cannot show.
@@ -507,18 +502,13 @@ impl Pipeline {
 
     /// Waits for `n` `tl.out.delivered` of `event_id`.
     pub async fn wait_delivered(&self, event_id: &str, n: usize) -> Vec<PostDelivered> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found: Vec<PostDelivered> = self
-                .delivered()
+        at_least(n, Duration::from_secs(20), || {
+            self.delivered()
                 .into_iter()
                 .filter(|d| d.event_id == event_id)
-                .collect();
-            if found.len() >= n || Instant::now() >= deadline {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                .collect()
+        })
+        .await
     }
 
     /// Lets in-flight work settle: used before asserting that something did *not* happen.
@@ -557,6 +547,19 @@ impl Drop for Pipeline {
             shutdown.cancel();
             handle.abort();
         }
+    }
+}
+
+/// Polls `read` until it returns at least `n` items or `timeout` passes; returns what it
+/// read last (callers assert on the count, so a timeout shows what did arrive).
+async fn at_least<T>(n: usize, timeout: Duration, read: impl Fn() -> Vec<T>) -> Vec<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = read();
+        if found.len() >= n || Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

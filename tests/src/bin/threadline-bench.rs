@@ -14,11 +14,14 @@ async fn main() -> anyhow::Result<()> {
             "--json" => json = Some(args.next().context("--json needs a file")?),
             "--messages" => config.messages = args.next().context("--messages needs a number")?.parse()?,
             "--runs" => config.runs = args.next().context("--runs needs a number")?.parse()?,
+            "--partitions" => {
+                config.partitions = Some(args.next().context("--partitions needs a number")?.parse()?)
+            }
             "--max-bindings" => {
                 let max: usize = args.next().context("--max-bindings needs a number")?.parse()?;
                 config.state_sizes.retain(|n| *n <= max);
             }
-            other => bail!("unknown argument {other}; use --smoke, --json FILE, --messages N, --runs N, --max-bindings N"),
+            other => bail!("unknown argument {other}; use --smoke, --json FILE, --messages N, --runs N, --max-bindings N, --partitions N"),
         }
     }
     eprintln!("bench: {config:?}");
