@@ -407,3 +407,78 @@ async fn posts_to_one_conversation_keep_the_routers_order_with_three_deliverer_i
         running.wait().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_personas_post_via_webhook_are_read_back_when_in_doubt_and_farewells_stay_with_the_bot(
+) {
+    let mut p = Pipeline::start_with(Options {
+        in_process: false,
+        tune: |c| {
+            c.http_timeout_ms = 500;
+            c.claim_lease_ms = 700;
+        },
+    })
+    .await;
+    let parent = Pipeline::conversation("discord");
+    let (webhook_id, webhook_token) = p.discord.add_webhook(&parent.conversation_id);
+    p.config.discord.personas.insert(
+        parent.conversation_id.clone(),
+        threadline::config::Persona {
+            webhook_id: webhook_id.clone(),
+            webhook_token: threadline::config::Secret::new(webhook_token),
+            username: Some("Larry".into()),
+            avatar_url: None,
+        },
+    );
+    p.start_in_process().await;
+
+    let mut s = spawn(&parent, Placement::Child, SessionMode::Session);
+    s.idle_timeout_ms = Some(3_000);
+    let (key, thread) = p.spawn_in_thread(&s).await;
+    let first = completion(&key, "said as Larry");
+    p.publish(p.subjects.in_completion(), &first.event_id, &first)
+        .await;
+    p.wait_delivered(&first.event_id, 1).await;
+
+    // Accepted, answer lost: no nonce for webhooks, so the deliverer reads the thread back.
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    let second = completion(&key, "said once, despite the timeout");
+    p.publish(p.subjects.in_completion(), &second.event_id, &second)
+        .await;
+    let delivered = p.wait_delivered(&second.event_id, 1).await;
+    assert_eq!(delivered[0].reconciled, Some(Reconciliation::ReadBack));
+
+    // The persona's own message in the thread is an echo, a person's is input.
+    let echo = threadline_tests::events::message(&thread, &webhook_id, true, "said as Larry");
+    p.publish(p.subjects.in_message("discord"), &echo.event_id, &echo)
+        .await;
+    let person = threadline_tests::events::message(&thread, "user-1", false, "thanks Larry");
+    p.publish(p.subjects.in_message("discord"), &person.event_id, &person)
+        .await;
+    assert_eq!(p.wait_inputs(&person.event_id, 1).await.len(), 1);
+
+    // Idle expiry: the farewell comes from the bot, not the persona.
+    p.wait_binding(&key, BindingChange::Ended).await;
+    p.settle(Duration::from_millis(500)).await;
+    let in_thread = p.discord.messages_in(&thread.conversation_id);
+    let by = |text: &str| -> Vec<String> {
+        in_thread
+            .iter()
+            .filter(|m| m.content.starts_with(text))
+            .map(|m| m.author_id.clone())
+            .collect()
+    };
+    assert_eq!(by("said as Larry"), [webhook_id.clone()]);
+    assert_eq!(
+        by("said once"),
+        [webhook_id.clone()],
+        "one copy, by the persona"
+    );
+    assert_eq!(
+        by("👋"),
+        [p.discord.bot_user_id()],
+        "the farewell is the bot's"
+    );
+    assert!(p.inputs().iter().all(|i| i.event_id != echo.event_id));
+}

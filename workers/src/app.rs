@@ -198,7 +198,9 @@ pub async fn start(
         };
         match channel.as_str() {
             "discord" => {
-                let adapter = Discord::new(&base("discord"), credentials.clone(), timeout);
+                let personas = config.discord.personas.clone();
+                let adapter =
+                    Discord::new(&base("discord"), credentials.clone(), timeout, personas);
                 start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
             }
             "slack" => {

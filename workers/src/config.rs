@@ -149,6 +149,21 @@ pub struct PlatformConfig {
     pub own_author_ids: Vec<String>,
     /// Only used where the platform has no idempotency key and no read-back.
     pub unknown_outcome: UnknownOutcome,
+    /// Discord only: a persona (channel webhook) per parent channel id. Posts to that
+    /// channel and its threads go out under the persona; farewells always as the bot.
+    pub personas: BTreeMap<String, Persona>,
+}
+
+/// A Discord channel webhook Threadline posts through, so output carries an agent's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persona {
+    pub webhook_id: String,
+    pub webhook_token: Secret,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub avatar_url: Option<String>,
 }
 
 impl PlatformConfig {
@@ -161,6 +176,7 @@ impl PlatformConfig {
             max_age_ms: None,
             own_author_ids: Vec::new(),
             unknown_outcome: UnknownOutcome::default(),
+            personas: BTreeMap::new(),
         }
     }
 

@@ -86,10 +86,24 @@ impl FakeDiscord {
                 "/api/v10/channels/{channel_id}/messages/{message_id}/threads",
                 post(create_thread),
             )
+            .route(
+                "/api/v10/webhooks/{webhook_id}/{token}",
+                post(execute_webhook),
+            )
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed);
         let (server, shared) = serve(DiscordState::new(), routes).await;
         FakeDiscord { server, shared }
+    }
+
+    /// Creates a webhook (a persona) in `channel_id`; returns its (id, token).
+    pub fn add_webhook(&self, channel_id: &str) -> (String, String) {
+        let mut st = lock(&self.shared);
+        let id = st.next_snowflake();
+        let token = format!("webhook-token-{id}");
+        st.webhooks
+            .insert(id.clone(), (token.clone(), channel_id.to_owned()));
+        (id, token)
     }
 
     /// `http://127.0.0.1:PORT/api/v10`, the value for `THREADLINE_DISCORD_API_BASE`.
@@ -164,6 +178,8 @@ struct StoredMessage {
     nonce_raw: Option<Value>,
     timestamp: String,
     reference: Option<Value>,
+    /// Set for messages posted through a webhook (a persona).
+    webhook_id: Option<String>,
 }
 
 struct ThreadRecord {
@@ -197,6 +213,8 @@ struct DiscordState {
     last_snowflake: u64,
     bot_user_id: String,
     guild_id: String,
+    /// Webhook id → (token, channel id): the personas `add_webhook` created.
+    webhooks: HashMap<String, (String, String)>,
 }
 
 impl DiscordState {
@@ -215,6 +233,7 @@ impl DiscordState {
             last_snowflake: 0,
             bot_user_id: String::new(),
             guild_id: String::new(),
+            webhooks: HashMap::new(),
         };
         st.bot_user_id = st.next_snowflake();
         st.guild_id = st.next_snowflake();
@@ -255,6 +274,62 @@ impl DiscordState {
     }
 
     fn create_message(&mut self, channel_id: &str, body: &[u8]) -> Result<Reply, Reply> {
+        let bot = self.bot_user_id.clone();
+        self.create_message_as(channel_id, body, &bot, None)
+    }
+
+    /// `POST /webhooks/{id}/{token}?wait=true[&thread_id=…]`: a message by the webhook's
+    /// identity (a persona), in its channel or in a thread of that channel. No nonce exists
+    /// for webhook executes, which is why clients must read back to settle an unknown outcome.
+    fn execute_webhook(
+        &mut self,
+        webhook_id: &str,
+        token: &str,
+        thread_id: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, Reply> {
+        let Some((expected, channel)) = self.webhooks.get(webhook_id).cloned() else {
+            return Err(discord_error(
+                StatusCode::NOT_FOUND,
+                10015,
+                "Unknown Webhook",
+            ));
+        };
+        if expected != token {
+            return Err(discord_error(
+                StatusCode::UNAUTHORIZED,
+                50027,
+                "Invalid Webhook Token",
+            ));
+        }
+        let target = match thread_id {
+            Some(thread) => {
+                let parent = self
+                    .thread_index
+                    .get(thread)
+                    .and_then(|&i| self.threads.get(i))
+                    .map(|t| t.parent_id.clone());
+                if self.deleted.contains(thread) || parent.as_deref() != Some(channel.as_str()) {
+                    return Err(discord_error(
+                        StatusCode::BAD_REQUEST,
+                        10003,
+                        "Unknown Channel",
+                    ));
+                }
+                thread.to_owned()
+            }
+            None => channel,
+        };
+        self.create_message_as(&target, body, webhook_id, Some(webhook_id))
+    }
+
+    fn create_message_as(
+        &mut self,
+        channel_id: &str,
+        body: &[u8],
+        author_id: &str,
+        webhook_id: Option<&str>,
+    ) -> Result<Reply, Reply> {
         self.check_channel(channel_id)?;
         if self.archived.contains(channel_id) {
             return Err(discord_error(
@@ -329,7 +404,7 @@ impl DiscordState {
             ));
         }
 
-        let author_id = self.bot_user_id.clone();
+        let author_id = author_id.to_owned();
         let nonce_key = nonce.as_ref().map(|(_, s)| NonceKey {
             channel_id: channel_id.to_owned(),
             author_id: author_id.clone(),
@@ -359,6 +434,7 @@ impl DiscordState {
             nonce_raw: nonce.map(|(raw, _)| raw),
             timestamp: rfc3339(SystemTime::now()),
             reference,
+            webhook_id: webhook_id.map(str::to_owned),
         };
         if let Some(key) = nonce_key {
             // Every message with a nonce is remembered, enforced or not: Discord
@@ -646,6 +722,10 @@ impl DiscordState {
             "pinned": false,
             "flags": 0,
         });
+        if let Some(webhook_id) = &m.webhook_id {
+            v["webhook_id"] = json!(webhook_id);
+            v["author"]["username"] = json!("persona");
+        }
         if let Some(obj) = v.as_object_mut() {
             // Discord leaves `nonce` out entirely when none was sent.
             if let Some(n) = &m.nonce_raw {
@@ -729,6 +809,24 @@ async fn create_thread(
     };
     faulted(&shared, &conn, |st| {
         reply_either(st.create_thread(&channel_id, &message_id, &body))
+    })
+    .await
+}
+
+async fn execute_webhook(
+    State(shared): State<Shared>,
+    ConnectInfo(conn): ConnectInfo<ConnCtl>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    // A webhook's token is in its URL: no Authorization header is involved.
+    let (Ok(Path((webhook_id, token))), Ok(Query(query))) = (path, query) else {
+        return route_not_found().await;
+    };
+    let thread_id = query.get("thread_id").cloned();
+    faulted(&shared, &conn, |st| {
+        reply_either(st.execute_webhook(&webhook_id, &token, thread_id.as_deref(), &body))
     })
     .await
 }

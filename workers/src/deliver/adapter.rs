@@ -33,6 +33,8 @@ pub struct PostRequest<'a> {
     pub part: usize,
     pub parts: usize,
     pub session_key: Option<&'a str>,
+    /// Post as the bot itself, never a persona (farewells: they must not echo as input).
+    pub bot_only: bool,
 }
 
 /// A thread to create under `parent`.
@@ -77,6 +79,12 @@ pub trait Adapter: Send + Sync + 'static {
     fn channel(&self) -> &str;
 
     fn capabilities(&self) -> Capabilities;
+
+    /// Whether re-sending this post with its key cannot duplicate it. Per post, because one
+    /// platform may post through identities with and without keys (Discord bot vs persona).
+    fn keyed(&self, _request: &PostRequest<'_>) -> bool {
+        self.capabilities().idempotency_key
+    }
 
     /// Posts one message part.
     fn post(

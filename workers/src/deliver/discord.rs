@@ -2,12 +2,17 @@
 //! returns the message the first attempt created instead of a second one. A child thread is
 //! started from a nonce'd starter message: Discord gives such a thread the starter message's
 //! id and refuses a second thread on it (160004), so creation is idempotent end to end.
+//! Where a persona (channel webhook) is configured, posts go out under it through webhook
+//! execute (with `thread_id` for threads). Webhook executes take no nonce, so an unknown
+//! outcome there is settled by reading the conversation back for the persona's message.
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
 use super::http::{classify, client, transport_error};
+use crate::config::Persona;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
@@ -29,6 +34,8 @@ pub struct Discord {
     http: reqwest::Client,
     api_base: String,
     credentials: Arc<Credentials>,
+    /// Parent channel id → the persona posting there.
+    personas: BTreeMap<String, Persona>,
 }
 
 /// Discord's JSON error body.
@@ -69,12 +76,89 @@ fn permanent_code(status: u16, code: Option<i64>) -> String {
 }
 
 impl Discord {
-    pub fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
+    pub fn new(
+        api_base: &str,
+        credentials: Arc<Credentials>,
+        timeout: Duration,
+        personas: BTreeMap<String, Persona>,
+    ) -> Self {
         Discord {
             http: client(timeout),
             api_base: api_base.trim_end_matches('/').to_owned(),
             credentials,
+            personas,
         }
+    }
+
+    /// The persona for a post, if its channel has one and the post may use it.
+    fn persona(&self, request: &PostRequest<'_>) -> Option<&Persona> {
+        if request.bot_only {
+            return None;
+        }
+        let c = request.conversation;
+        let channel = c
+            .parent_conversation_id
+            .as_ref()
+            .unwrap_or(&c.conversation_id);
+        self.personas.get(channel)
+    }
+
+    /// Webhook execute: `POST /webhooks/{id}/{token}?wait=true[&thread_id=…]`.
+    async fn execute(
+        &self,
+        persona: &Persona,
+        request: PostRequest<'_>,
+    ) -> Result<Receipt, PlatformError> {
+        let c = request.conversation;
+        let mut url = format!(
+            "{}/webhooks/{}/{}?wait=true",
+            self.api_base,
+            persona.webhook_id,
+            persona.webhook_token.expose()
+        );
+        if c.parent_conversation_id.is_some() {
+            url.push_str(&format!("&thread_id={}", c.conversation_id));
+        }
+        let mut body = json!({"content": request.text, "allowed_mentions": {"parse": []}});
+        if let Some(name) = &persona.username {
+            body["username"] = json!(name);
+        }
+        if let Some(avatar) = &persona.avatar_url {
+            body["avatar_url"] = json!(avatar);
+        }
+        let response = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        if !status.is_success() {
+            let error: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+            let message = error.message.clone().unwrap_or_default();
+            return Err(classify(
+                status,
+                &headers,
+                error
+                    .retry_after
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64),
+                message,
+                || permanent_code(status.as_u16(), error.code),
+            ));
+        }
+        let created: Created =
+            serde_json::from_slice(&bytes).map_err(|e| PlatformError::Transient {
+                message: format!("unexpected webhook message body: {e}"),
+                maybe_applied: true,
+            })?;
+        Ok(Receipt {
+            message_id: created.id,
+            author_id: Some(persona.webhook_id.clone()),
+        })
     }
 
     async fn call(
@@ -148,6 +232,11 @@ impl Discord {
     }
 }
 
+/// Unix ms a Discord snowflake was made at.
+fn snowflake_ms(id: u64) -> u64 {
+    (id >> 22) + 1_420_070_400_000
+}
+
 impl Adapter for Discord {
     fn channel(&self) -> &str {
         "discord"
@@ -157,7 +246,66 @@ impl Adapter for Discord {
         CAPABILITIES
     }
 
+    fn keyed(&self, request: &PostRequest<'_>) -> bool {
+        // Bot messages carry a nonce; webhook executes cannot.
+        self.persona(request).is_none()
+    }
+
+    async fn find_posted(
+        &self,
+        request: PostRequest<'_>,
+        since_ms: u64,
+    ) -> Result<Option<Receipt>, PlatformError> {
+        let Some(persona) = self.persona(&request) else {
+            return Ok(None);
+        };
+        let channel = &request.conversation.conversation_id;
+        let response = self
+            .http
+            .get(format!(
+                "{}/channels/{channel}/messages?limit=50",
+                self.api_base
+            ))
+            .header(
+                "Authorization",
+                format!("Bot {}", self.credentials.current().expose()),
+            )
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        if !status.is_success() {
+            let error: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(classify(
+                status,
+                &headers,
+                None,
+                error.message.clone().unwrap_or_default(),
+                || permanent_code(status.as_u16(), error.code),
+            ));
+        }
+        let messages: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+        // Ours: by this persona, with this part's text, not older than the claim window.
+        let found = messages.iter().find(|m| {
+            m["webhook_id"] == persona.webhook_id.as_str()
+                && m["content"] == request.text
+                && m["id"]
+                    .as_str()
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .is_some_and(|id| snowflake_ms(id) >= since_ms)
+        });
+        Ok(found.and_then(|m| m["id"].as_str()).map(|id| Receipt {
+            message_id: id.to_owned(),
+            author_id: Some(persona.webhook_id.clone()),
+        }))
+    }
+
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
+        if let Some(persona) = self.persona(&request) {
+            return self.execute(persona, request).await;
+        }
         self.create_message(
             &request.conversation.conversation_id,
             request.text,

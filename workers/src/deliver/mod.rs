@@ -138,6 +138,7 @@ impl<A: Adapter> Deliverer<A> {
         destination: &ConversationRef,
         content: &str,
         session_key: Option<&str>,
+        is_farewell: bool,
     ) -> Result<Posted, WorkError> {
         let store = &self.plumbing.store;
         let caps = self.adapter.capabilities();
@@ -155,6 +156,7 @@ impl<A: Adapter> Deliverer<A> {
                 part: index,
                 parts: parts.len(),
                 session_key,
+                bot_only: is_farewell,
             };
             let attempt = match store
                 .claim_part(&command.delivery_id, index, self.lease_ms())
@@ -224,7 +226,7 @@ impl<A: Adapter> Deliverer<A> {
         attempt: u32,
         caps: Capabilities,
     ) -> Result<Doubt, WorkError> {
-        if caps.idempotency_key {
+        if self.adapter.keyed(&request) {
             return Ok(Doubt::Resend(Reconciliation::IdempotencyKey));
         }
         let store = &self.plumbing.store;
@@ -385,7 +387,13 @@ impl<A: Adapter> Deliverer<A> {
         binding_id: Option<&str>,
     ) -> Result<(), WorkError> {
         let out = match self
-            .post_parts(command, destination, content, session_key)
+            .post_parts(
+                command,
+                destination,
+                content,
+                session_key,
+                reason == lifecycle::FAREWELL_REASON,
+            )
             .await?
         {
             Posted::Failed {

@@ -14,6 +14,9 @@ use threadline_schemas::{
     SCHEMA_VERSION,
 };
 
+/// The `reason` of a farewell post; deliverers post these as the bot, never a persona.
+pub const FAREWELL_REASON: &str = "farewell";
+
 /// Why a binding is over, as published on `tl.out.binding.reason`.
 pub mod reason {
     pub const IDLE_TIMEOUT: &str = "idle_timeout";
@@ -84,7 +87,7 @@ fn farewell_command(
             destination,
             content: farewell_text(why),
             mode,
-            reason: "farewell".into(),
+            reason: FAREWELL_REASON.into(),
             session_key: Some(binding.target_session_key.clone()),
             // Not an activity: a farewell must not keep the binding alive.
             binding_id: None,
