@@ -469,10 +469,10 @@ async fn discord_personas_post_via_webhook_are_read_back_when_in_doubt_and_farew
             .map(|m| m.author_id.clone())
             .collect()
     };
-    assert_eq!(by("said as Larry"), [webhook_id.clone()]);
+    assert_eq!(by("said as Larry"), std::slice::from_ref(&webhook_id));
     assert_eq!(
         by("said once"),
-        [webhook_id.clone()],
+        std::slice::from_ref(&webhook_id),
         "one copy, by the persona"
     );
     assert_eq!(
