@@ -8,7 +8,7 @@
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
-use super::http::{classify, client, transport_error};
+use super::http::{classify, client, send, Answered};
 use crate::config::Persona;
 use serde::Deserialize;
 use serde_json::json;
@@ -59,6 +59,22 @@ struct Created {
 #[derive(Debug, Deserialize)]
 struct Author {
     id: String,
+}
+
+/// A non-success answer as a [`PlatformError`]: Discord's error body carries the code
+/// Threadline names and, on 429, a fractional `retry_after` more precise than the header.
+fn failure(answer: &Answered) -> PlatformError {
+    let error: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
+    classify(
+        answer.status,
+        &answer.headers,
+        error
+            .retry_after
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64),
+        error.message.clone().unwrap_or_default(),
+        || permanent_code(answer.status.as_u16(), error.code),
+    )
 }
 
 /// Discord's JSON error codes Threadline names.
@@ -126,32 +142,12 @@ impl Discord {
         if let Some(avatar) = &persona.avatar_url {
             body["avatar_url"] = json!(avatar);
         }
-        let response = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        if !status.is_success() {
-            let error: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-            let message = error.message.clone().unwrap_or_default();
-            return Err(classify(
-                status,
-                &headers,
-                error
-                    .retry_after
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64),
-                message,
-                || permanent_code(status.as_u16(), error.code),
-            ));
+        let answer = send(self.http.post(url).json(&body)).await?;
+        if !answer.status.is_success() {
+            return Err(failure(&answer));
         }
         let created: Created =
-            serde_json::from_slice(&bytes).map_err(|e| PlatformError::Transient {
+            serde_json::from_slice(&answer.body).map_err(|e| PlatformError::Transient {
                 message: format!("unexpected webhook message body: {e}"),
                 maybe_applied: true,
             })?;
@@ -166,40 +162,30 @@ impl Discord {
         path: &str,
         body: serde_json::Value,
     ) -> Result<(u16, serde_json::Value), PlatformError> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.api_base))
-            .header(
-                "Authorization",
-                format!("Bot {}", self.credentials.current().expose()),
-            )
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        if status.is_success() {
-            let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            return Ok((status.as_u16(), value));
+        let answer = send(
+            self.as_bot(self.http.post(format!("{}{path}", self.api_base)))
+                .json(&body),
+        )
+        .await?;
+        let status = answer.status.as_u16();
+        if answer.status.is_success() {
+            let value = serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+            return Ok((status, value));
         }
-        let error: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+        let error: ErrorBody = serde_json::from_slice(&answer.body).unwrap_or_default();
         if error.code == Some(160004) {
             // "A thread has already been created for this message": the caller decides.
-            return Ok((status.as_u16(), json!({"code": 160004})));
+            return Ok((status, json!({"code": 160004})));
         }
-        let message = error.message.clone().unwrap_or_default();
-        Err(classify(
-            status,
-            &headers,
-            error
-                .retry_after
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64),
-            message,
-            || permanent_code(status.as_u16(), error.code),
-        ))
+        Err(failure(&answer))
+    }
+
+    /// Authenticates as the bot with the token current right now.
+    fn as_bot(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.header(
+            "Authorization",
+            format!("Bot {}", self.credentials.current().expose()),
+        )
     }
 
     async fn create_message(
@@ -260,33 +246,13 @@ impl Adapter for Discord {
             return Ok(None);
         };
         let channel = &request.conversation.conversation_id;
-        let response = self
-            .http
-            .get(format!(
-                "{}/channels/{channel}/messages?limit=50",
-                self.api_base
-            ))
-            .header(
-                "Authorization",
-                format!("Bot {}", self.credentials.current().expose()),
-            )
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        if !status.is_success() {
-            let error: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Err(classify(
-                status,
-                &headers,
-                None,
-                error.message.clone().unwrap_or_default(),
-                || permanent_code(status.as_u16(), error.code),
-            ));
+        let url = format!("{}/channels/{channel}/messages?limit=50", self.api_base);
+        let answer = send(self.as_bot(self.http.get(url))).await?;
+        if !answer.status.is_success() {
+            return Err(failure(&answer));
         }
-        let messages: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+        let messages: Vec<serde_json::Value> =
+            serde_json::from_slice(&answer.body).unwrap_or_default();
         // Ours: by this persona, with this part's text, not older than the claim window.
         let found = messages.iter().find(|m| {
             m["webhook_id"] == persona.webhook_id.as_str()

@@ -20,6 +20,27 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// A platform's answer, read whole.
+pub struct Answered {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Sends `request` and reads the whole answer; a request that got no answer is a transport
+/// error (see [`transport_error`]).
+pub async fn send(request: reqwest::RequestBuilder) -> Result<Answered, PlatformError> {
+    let response = request.send().await.map_err(transport_error)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(transport_error)?;
+    Ok(Answered {
+        status,
+        headers,
+        body,
+    })
+}
+
 /// Classifies a non-success response. `platform_code` and `retry_after_body` come from the
 /// platform's error body, when it has them; `permanent_code` names a permanent error.
 pub fn classify(

@@ -4,7 +4,7 @@
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
-use super::http::{classify, client, transport_error};
+use super::http::{classify, client, send, Answered};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::{Arc, OnceLock};
@@ -93,14 +93,11 @@ impl Matrix {
         request: reqwest::RequestBuilder,
         in_thread: bool,
     ) -> Result<Answer, PlatformError> {
-        let response = request
-            .bearer_auth(self.credentials.current().expose())
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport_error)?;
+        let Answered {
+            status,
+            headers,
+            body: bytes,
+        } = send(request.bearer_auth(self.credentials.current().expose())).await?;
         let answer: Answer = serde_json::from_slice(&bytes).unwrap_or_default();
         if status.is_success() {
             return Ok(answer);

@@ -6,7 +6,7 @@
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
-use super::http::{classify, client, transport_error};
+use super::http::{classify, client, send, Answered};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -91,16 +91,11 @@ impl Telegram {
             self.api_base,
             self.credentials.current().expose()
         );
-        let response = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport_error)?;
+        let Answered {
+            status,
+            headers,
+            body: bytes,
+        } = send(self.http.post(url).json(&body)).await?;
         let answer: Answer = serde_json::from_slice(&bytes).unwrap_or_default();
         match (status.is_success() && answer.ok, answer.result) {
             (true, Some(result)) => Ok(result),

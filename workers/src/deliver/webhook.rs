@@ -8,7 +8,7 @@
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
-use super::http::{classify, client, transport_error};
+use super::http::{classify, client, send, Answered};
 use crate::config::WebhookConfig;
 use serde::Deserialize;
 use serde_json::json;
@@ -84,10 +84,11 @@ impl Webhook {
         if !token.is_empty() {
             request = request.header("Authorization", format!("Bearer {}", token.expose()));
         }
-        let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport_error)?;
+        let Answered {
+            status,
+            headers,
+            body: bytes,
+        } = send(request).await?;
         let answer: Answer = serde_json::from_slice(&bytes).unwrap_or_default();
         if status.is_success() {
             return Ok(answer);
