@@ -188,7 +188,7 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server on a fresh free port with `appendonly yes`, `appendfsync everysec` and no RDB snapshots.
+    /// Starts a server on a fresh free port with `appendonly yes`, `appendfsync always` and no RDB snapshots.
     ///
     /// Panics (with the server's log tail) if it cannot be started.
     pub async fn start() -> RedisServer {
@@ -280,8 +280,11 @@ impl RedisServer {
             // Debian's packaged config has `appendonly no`; durability tests need the AOF.
             "--appendonly",
             "yes",
+            // `always`: with `everysec` Redis may postpone the write behind a slow fsync and
+            // still answer, so a SIGKILL loses acknowledged writes (seen: a binding lost in
+            // the restart test). Threadline acks its inputs on those answers.
             "--appendfsync",
-            "everysec",
+            "always",
             // No RDB snapshots: the AOF is the only persistence, as in infra/redis.conf.
             "--save",
             "",
