@@ -50,8 +50,17 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// One server URL, or several separated by commas (the seeds of a NATS cluster; the
+    /// client also learns the other members from the server it reaches).
     pub nats_url: String,
+    /// One Redis URL; with `redis_cluster`, the seed nodes of a Redis Cluster separated by
+    /// commas.
     pub redis_url: String,
+    /// `redis_url` names Redis Cluster seed nodes: slots are followed to their owners.
+    pub redis_cluster: bool,
+    /// Replicas of every stream Threadline creates: 1 for a single server, 3 for a
+    /// three-node NATS cluster (R3 survives the loss of one node).
+    pub stream_replicas: usize,
     /// Subject prefix and Redis key namespace, so deployments can share NATS and Redis.
     pub subject_prefix: String,
     /// Where `/healthz`, `/readyz` and `/metrics` are served; empty turns the server off.
@@ -227,6 +236,8 @@ impl Default for Config {
         Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_cluster: false,
+            stream_replicas: 1,
             subject_prefix: "tl".into(),
             health_addr: "127.0.0.1:9090".into(),
             log_format: LogFormat::Text,
@@ -286,6 +297,11 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "sweep_interval_ms",
     "credentials_reload_ms",
     "delivery_partitions",
+    "redis_cluster",
+    "stream_replicas",
+    // A whole table in one variable, so a deployment configured only by environment (a
+    // container) can still have webhook channels: `{ops={url="…",threads=true}}`.
+    "webhooks",
 ];
 const PLATFORM_ENV_FIELDS: &[&str] = &[
     "api_base",
@@ -295,9 +311,16 @@ const PLATFORM_ENV_FIELDS: &[&str] = &[
     "idle_timeout_ms",
     "max_age_ms",
     "unknown_outcome",
+    // Structured values in one variable: `["123","456"]`, `{"<channel id>"={webhook_id="…",…}}`.
+    "own_author_ids",
+    "personas",
 ];
 
+/// Maps a variable name (prefix stripped) to a setting's key path. figment hands the name
+/// over as written (`NATS_URL`) and lowercases only afterwards, so compare lowercased.
 fn env_key(key: &str) -> Option<String> {
+    let key = key.to_ascii_lowercase();
+    let key = key.as_str();
     if ENV_TOP_LEVEL.contains(&key) {
         return Some(key.to_owned());
     }
@@ -412,6 +435,12 @@ mod tests {
             Some("discord.api_base")
         );
         assert_eq!(env_key("test_nats_server"), None);
+        // As figment passes them: the variable's own spelling.
+        assert_eq!(env_key("NATS_URL").as_deref(), Some("nats_url"));
+        assert_eq!(
+            env_key("DISCORD_TOKEN_FILE").as_deref(),
+            Some("discord.token_file")
+        );
         assert_eq!(env_key("discord_nope"), None);
     }
 
