@@ -560,6 +560,435 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
+/// Nodes in a [`NatsCluster`] or [`RedisCluster`]: the smallest cluster that survives the
+/// loss of one member (NATS R3 quorum) and spreads keys over several masters (Redis).
+pub const CLUSTER_NODES: usize = 3;
+/// How long a cluster may take to elect its leaders or assign its slots.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One member of a [`NatsCluster`].
+struct NatsNode {
+    /// The child process; declared first so it is killed before `dir` is removed.
+    process: ServerProcess,
+    /// `server_name`, which JetStream clustering requires and stream info reports as leader.
+    name: String,
+    port: u16,
+    monitor_port: u16,
+    /// Route port the other members connect to.
+    cluster_port: u16,
+    /// Config, JetStream store and log of this node alone.
+    dir: TempDir,
+}
+
+/// A three-node `nats-server` cluster with JetStream on free loopback ports: each node has
+/// its own store and `server_name`, routes to the other two, and is killed when dropped.
+/// Ready once the JetStream meta leader is elected (streams can be created).
+pub struct NatsCluster {
+    nodes: Vec<NatsNode>,
+}
+
+impl NatsCluster {
+    /// Starts the nodes and waits until JetStream answers through the cluster.
+    ///
+    /// Panics (with the log tail of a failing node) if it cannot be started.
+    pub async fn start() -> NatsCluster {
+        let binary = find_binary("nats-server", "THREADLINE_TEST_NATS_SERVER");
+        let mut nodes: Vec<NatsNode> = (1..=CLUSTER_NODES)
+            .map(|n| {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("threadline-nats-n{n}-"))
+                    .tempdir()
+                    .expect("create a temp dir for a nats-server node");
+                NatsNode {
+                    process: ServerProcess::new(
+                        "nats-server",
+                        binary.clone(),
+                        dir.path().join("nats-server.log"),
+                    ),
+                    name: format!("n{n}"),
+                    port: 0,
+                    monitor_port: 0,
+                    cluster_port: 0,
+                    dir,
+                }
+            })
+            .collect();
+        for attempt in 1..=START_ATTEMPTS {
+            for node in &mut nodes {
+                node.port = free_port();
+                node.monitor_port = free_port();
+                node.cluster_port = free_port();
+            }
+            let mut cluster = NatsCluster { nodes };
+            match cluster.spawn_and_wait().await {
+                Ok(()) => return cluster,
+                Err((index, failure)) => {
+                    for node in &mut cluster.nodes {
+                        node.process.kill().await;
+                    }
+                    if attempt == START_ATTEMPTS || !failure.may_retry() {
+                        cluster.nodes[index].process.give_up(&failure, "start");
+                    }
+                    tracing::debug!(attempt, %failure, "nats cluster did not start; retrying on new ports");
+                    nodes = cluster.nodes;
+                }
+            }
+        }
+        unreachable!("the last start attempt either returns or panics")
+    }
+
+    /// Every node's client URL, comma-separated: what `nats_url` takes for a cluster.
+    pub fn urls(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Client URL of node `index` (0-based).
+    pub fn url(&self, index: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[index].port)
+    }
+
+    /// `server_name` of node `index`, as JetStream reports stream leaders.
+    pub fn name(&self, index: usize) -> &str {
+        &self.nodes[index].name
+    }
+
+    /// The node whose `server_name` is `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|node| node.name == name)
+    }
+
+    /// PID of node `index`, `None` while it is killed.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].process.pid()
+    }
+
+    /// Kills node `index` with SIGKILL (a crash: no leadership hand-over) and reaps it.
+    pub async fn kill(&mut self, index: usize) {
+        self.nodes[index].process.kill().await;
+    }
+
+    /// Spawns every node, then waits for each to accept clients and for the meta leader.
+    /// On failure, names the node to blame.
+    async fn spawn_and_wait(&mut self) -> Result<(), (usize, StartFailure)> {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.cluster_port))
+            .collect();
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            let config = node.write_config(&routes);
+            node.process
+                .spawn(vec!["-c".into(), config.into_os_string()])
+                .map_err(|e| (index, StartFailure::Spawn(e)))?;
+        }
+        let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            loop {
+                if let Some(status) = node.process.exited() {
+                    return Err((index, StartFailure::Exited(status)));
+                }
+                if nats_greets(node.port).await {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err((index, StartFailure::TimedOut));
+                }
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+        }
+        // Streams can only be created once the members elected a meta leader; until then
+        // `$JS.API.INFO` answers with an error (or not at all).
+        let client = async_nats::connect(
+            (0..self.nodes.len())
+                .map(|i| self.url(i))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|_| (0, StartFailure::TimedOut))?;
+        loop {
+            if jetstream_answers(&client).await {
+                tracing::debug!(urls = %self.urls(), "nats cluster ready");
+                return Ok(());
+            }
+            for (index, node) in self.nodes.iter_mut().enumerate() {
+                if let Some(status) = node.process.exited() {
+                    return Err((index, StartFailure::Exited(status)));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err((0, StartFailure::TimedOut));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl NatsNode {
+    /// Writes this node's config for the current ports; `routes` lists every member's route
+    /// URL (a node ignores the route to itself).
+    fn write_config(&self, routes: &[String]) -> PathBuf {
+        let store = self.dir.path().join("store");
+        let config = format!(
+            "server_name: {name}\n\
+             listen: 127.0.0.1:{port}\n\
+             http: 127.0.0.1:{monitor}\n\
+             max_payload: 8MB\n\
+             jetstream {{\n  store_dir: {store}\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}\n\
+             cluster {{\n  name: threadline-test\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{routes}]\n}}\n",
+            name = self.name,
+            port = self.port,
+            monitor = self.monitor_port,
+            store = nats_quote(&store),
+            cluster_port = self.cluster_port,
+            routes = routes.join(", "),
+        );
+        let path = self.dir.path().join("nats-server.conf");
+        std::fs::write(&path, config).expect("write nats-server config");
+        path
+    }
+}
+
+impl std::fmt::Debug for NatsCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsCluster")
+            .field("urls", &self.urls())
+            .field(
+                "pids",
+                &(0..self.nodes.len())
+                    .map(|i| self.pid(i))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// `$JS.API.INFO` answers without an error: JetStream has a meta leader. A raw request,
+/// because async-nats' `query_account()` cannot read 2.9's answer (PITFALLS 5).
+async fn jetstream_answers(client: &async_nats::Client) -> bool {
+    let request = client.request("$JS.API.INFO", bytes::Bytes::new());
+    match tokio::time::timeout(Duration::from_secs(2), request).await {
+        Ok(Ok(reply)) => serde_json::from_slice::<serde_json::Value>(&reply.payload)
+            .map(|answer| answer.get("error").is_none())
+            .unwrap_or(false),
+        Ok(Err(_)) | Err(_) => false,
+    }
+}
+
+/// One master of a [`RedisCluster`].
+struct RedisNode {
+    /// The child process; declared first so it is killed before `dir` is removed.
+    process: ServerProcess,
+    port: u16,
+    /// Cluster bus port (set explicitly: the default, port + 10000, may not exist).
+    bus_port: u16,
+    /// `nodes.conf`, AOF and log of this node alone.
+    dir: TempDir,
+}
+
+/// A three-master Redis Cluster (no replicas) on free loopback ports, with AOF like
+/// [`RedisServer`]; every node killed when dropped. Ready once `cluster_state:ok`.
+pub struct RedisCluster {
+    nodes: Vec<RedisNode>,
+}
+
+impl RedisCluster {
+    /// Starts three `--cluster-enabled` servers, assigns the slots with
+    /// `redis-cli --cluster create`, and waits until every node reports `cluster_state:ok`.
+    ///
+    /// Panics (with the log tail of a failing node) if it cannot be started.
+    pub async fn start() -> RedisCluster {
+        let binary = find_binary("redis-server", "THREADLINE_TEST_REDIS_SERVER");
+        let mut nodes: Vec<RedisNode> = (1..=CLUSTER_NODES)
+            .map(|n| {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("threadline-redis-n{n}-"))
+                    .tempdir()
+                    .expect("create a temp dir for a redis-server node");
+                RedisNode {
+                    process: ServerProcess::new(
+                        "redis-server",
+                        binary.clone(),
+                        dir.path().join("redis-server.log"),
+                    ),
+                    port: 0,
+                    bus_port: 0,
+                    dir,
+                }
+            })
+            .collect();
+        for attempt in 1..=START_ATTEMPTS {
+            for node in &mut nodes {
+                node.port = free_port();
+                node.bus_port = free_port();
+            }
+            let mut cluster = RedisCluster { nodes };
+            match cluster.spawn_and_wait().await {
+                Ok(()) => match cluster.form().await {
+                    Ok(()) => return cluster,
+                    Err(message) => panic!("redis cluster did not form: {message}"),
+                },
+                Err((index, failure)) => {
+                    for node in &mut cluster.nodes {
+                        node.process.kill().await;
+                    }
+                    if attempt == START_ATTEMPTS || !failure.may_retry() {
+                        cluster.nodes[index].process.give_up(&failure, "start");
+                    }
+                    tracing::debug!(attempt, %failure, "redis cluster did not start; retrying on new ports");
+                    nodes = cluster.nodes;
+                }
+            }
+        }
+        unreachable!("the last start attempt either returns or panics")
+    }
+
+    /// Every node's URL, comma-separated: what `redis_url` takes with `redis_cluster = true`.
+    pub fn urls(&self) -> String {
+        self.node_urls().join(",")
+    }
+
+    /// Each node's URL, to ask nodes one by one (e.g. `DBSIZE`).
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .collect()
+    }
+
+    /// PID of node `index`, `None` while it is killed.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].process.pid()
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), (usize, StartFailure)> {
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            let data_dir = node.dir.path().join("data");
+            std::fs::create_dir_all(&data_dir).expect("create the redis data dir");
+            let (port, bus_port) = (node.port.to_string(), node.bus_port.to_string());
+            let mut args: Vec<OsString> = [
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                port.as_str(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                bus_port.as_str(),
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+                // As RedisServer: the AOF, fsynced before each answer, is the persistence.
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--dir",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect();
+            args.push(data_dir.into_os_string());
+            node.process
+                .spawn(args)
+                .map_err(|e| (index, StartFailure::Spawn(e)))?;
+        }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for (index, node) in self.nodes.iter_mut().enumerate() {
+            let url = format!("redis://127.0.0.1:{}", node.port);
+            loop {
+                if let Some(status) = node.process.exited() {
+                    return Err((index, StartFailure::Exited(status)));
+                }
+                if redis_pongs(&url).await {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err((index, StartFailure::TimedOut));
+                }
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Assigns the 16384 slots evenly over the nodes and joins them, then waits for
+    /// `cluster_state:ok` everywhere.
+    async fn form(&self) -> Result<(), String> {
+        let cli = find_binary("redis-cli", "THREADLINE_TEST_REDIS_CLI");
+        let mut create = Command::new(cli);
+        create.arg("--cluster").arg("create");
+        for node in &self.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let output = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(CLUSTER_READY_TIMEOUT, output)
+            .await
+            .map_err(|_| "redis-cli --cluster create did not finish".to_owned())?
+            .map_err(|e| format!("redis-cli could not run: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        for url in self.node_urls() {
+            loop {
+                if redis_cluster_ok(&url).await {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("{url} never reported cluster_state:ok"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for RedisCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCluster")
+            .field("urls", &self.urls())
+            .field(
+                "pids",
+                &(0..self.nodes.len())
+                    .map(|i| self.pid(i))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// `CLUSTER INFO` on one node says `cluster_state:ok` (all slots served).
+async fn redis_cluster_ok(url: &str) -> bool {
+    let probe = async {
+        let client = redis::Client::open(url).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async::<String>(&mut connection)
+            .await
+            .ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(info)) if info.lines().any(|line| line.trim() == "cluster_state:ok"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

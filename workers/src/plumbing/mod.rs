@@ -47,7 +47,7 @@ impl Plumbing {
         let js = nats::jetstream(&nats);
         nats::ensure_streams(&js, &subjects, &config).await?;
         let store = Store::new(
-            redis::connect(&config, &shutdown)
+            redis::connect_store(&config, &shutdown)
                 .await
                 .map_err(|e| nats::TopologyError::Redis(e.to_string()))?,
             &config,

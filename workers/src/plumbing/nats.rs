@@ -117,7 +117,9 @@ impl StreamKind {
             // are idempotent beyond it. Clamped by the server to max_age.
             duplicate_window: Duration::from_secs(120),
             discard: stream::DiscardPolicy::Old,
-            num_replicas: 1,
+            // R3 on a three-node cluster: a stream keeps accepting and serving messages
+            // while one node is down. Consumers inherit it (their `num_replicas` stays 0).
+            num_replicas: config.stream_replicas.max(1),
             ..Default::default()
         }
     }
@@ -129,12 +131,31 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, TopologyErro
         .name("threadline")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .connect(config.nats_url.as_str())
+        .connect(server_list(&config.nats_url))
         .await
         .map_err(|e| TopologyError::Connect {
-            url: redact_url(&config.nats_url),
+            url: redact_urls(&config.nats_url),
             reason: e.to_string(),
         })
+}
+
+/// The servers of a comma-separated `nats_url` (a cluster's seeds; async-nats parses one
+/// URL per entry and rotates through them on reconnect).
+pub fn server_list(nats_url: &str) -> Vec<&str> {
+    nats_url
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// [`redact_url`] for each URL of a comma-separated list.
+pub fn redact_urls(urls: &str) -> String {
+    server_list(urls)
+        .into_iter()
+        .map(redact_url)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A JetStream context with a timeout that rides out a short broker restart.
@@ -174,8 +195,11 @@ pub async fn ensure_streams(
                 found: found.subjects,
             });
         }
-        if found.max_age != wanted.max_age || found.duplicate_window != wanted.duplicate_window {
-            tracing::info!(stream = %wanted.name, "updating stream retention to the configured values");
+        if found.max_age != wanted.max_age
+            || found.duplicate_window != wanted.duplicate_window
+            || found.num_replicas != wanted.num_replicas
+        {
+            tracing::info!(stream = %wanted.name, "updating stream retention and replicas to the configured values");
             js.update_stream(wanted.clone())
                 .await
                 .map_err(|e| TopologyError::JetStream {
@@ -371,5 +395,18 @@ mod tests {
             "nats://<redacted>@127.0.0.1:4222"
         );
         assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_urls("nats://u:p@a:4222, nats://b:4222,"),
+            "nats://<redacted>@a:4222,nats://b:4222"
+        );
+    }
+
+    #[test]
+    fn a_comma_list_is_several_servers() {
+        assert_eq!(
+            server_list("nats://a:4222,nats://b:4222 , nats://c:4222"),
+            vec!["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+        assert_eq!(server_list("nats://a:4222"), vec!["nats://a:4222"]);
     }
 }

@@ -14,8 +14,8 @@ mod scripts;
 
 use crate::config::Config;
 use crate::error::WorkError;
+use crate::plumbing::redis::RedisConnection;
 use keys::Keys;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -158,7 +158,7 @@ pub enum PartOutcome {
 /// Handle to the Redis state. Cheap to clone (a multiplexed connection).
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     keys: Keys,
     dedup_ttl_ms: u64,
     ended_ttl_ms: u64,
@@ -169,9 +169,9 @@ fn corrupt(what: impl std::fmt::Display) -> WorkError {
 }
 
 impl Store {
-    pub fn new(conn: ConnectionManager, config: &Config) -> Self {
+    pub fn new(conn: impl Into<RedisConnection>, config: &Config) -> Self {
         Store {
-            conn,
+            conn: conn.into(),
             keys: Keys::new(config.subject_prefix.clone()),
             dedup_ttl_ms: config.dedup_ttl_ms,
             ended_ttl_ms: config.ended_ttl_ms,
@@ -183,7 +183,7 @@ impl Store {
     }
 
     /// A connection for callers that need a raw command (tests, the CLI).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 

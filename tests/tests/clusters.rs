@@ -1,0 +1,334 @@
+//! Threadline past one machine: a three-node NATS cluster with R3 streams that loses a node
+//! mid-run, and a three-master Redis Cluster holding the state — both real servers on
+//! loopback ports, checked on what the platform fake stored.
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use threadline::app::{self, Role};
+use threadline::config::{Config, Secret};
+use threadline::plumbing::nats::StreamKind;
+use threadline::store::Store;
+use threadline_schemas::{
+    BindingStatus, ConversationRef, MessageUnbound, Placement, SessionMode, Subjects,
+};
+use threadline_tests::events::{completion, message, new_id, spawn};
+use threadline_tests::fakes::FakeDiscord;
+use threadline_tests::pipeline::{Options, Pipeline, ACCOUNT, DISCORD_TOKEN};
+use threadline_tests::servers::{NatsCluster, RedisCluster, RedisServer, CLUSTER_NODES};
+use tokio_util::sync::CancellationToken;
+
+const PARENT: &str = "100000000000000001";
+
+fn parent_channel() -> ConversationRef {
+    ConversationRef {
+        channel: "discord".into(),
+        account_id: ACCOUNT.into(),
+        conversation_id: PARENT.into(),
+        parent_conversation_id: None,
+    }
+}
+
+/// Publishes until the stream acknowledges, retrying with the same `Nats-Msg-Id` (the
+/// stream's duplicate window keeps a retry of a stored message from being stored twice):
+/// while a stream elects a new leader, publishes fail or go unanswered.
+async fn publish_retrying(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    payload: Vec<u8>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = PublishMessage::build()
+            .payload(payload.clone().into())
+            .message_id(msg_id);
+        let outcome = match js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(error) if Instant::now() < deadline => {
+                tracing::info!(%error, msg_id, "publish failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => panic!("publish of {msg_id} kept failing for 30 s: {error}"),
+        }
+    }
+}
+
+/// Waits until `session_key` has an active binding; returns its conversation (the thread).
+async fn bound_thread(store: &Store, session_key: &str) -> ConversationRef {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = store.load_session(session_key).await.ok().flatten();
+        let active = state.and_then(|s| {
+            s.bindings
+                .into_iter()
+                .find(|b| b.status == BindingStatus::Active)
+        });
+        if let Some(binding) = active {
+            return binding.conversation;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{session_key} was never bound to a thread"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
+    let mut nats = NatsCluster::start().await;
+    let redis = RedisServer::start().await;
+    let discord = FakeDiscord::start().await;
+    let mut config = Config {
+        nats_url: nats.urls(),
+        redis_url: redis.url(),
+        stream_replicas: 3,
+        health_addr: String::new(),
+        ack_wait_ms: 3_000,
+        retry_base_ms: 100,
+        retry_max_ms: 1_000,
+        // A leader election costs attempts (publishes fail, acks are lost); give room.
+        max_attempts: 30,
+        claim_lease_ms: 2_000,
+        http_timeout_ms: 1_500,
+        pending_timeout_ms: 10_000,
+        unknown_session_grace_ms: 2_000,
+        drain_timeout_ms: 3_000,
+        // Every lane is an R3 consumer: a RAFT group each on a two-core machine.
+        delivery_partitions: 2,
+        ..Config::default()
+    };
+    config.discord.api_base = discord.base_url();
+    config.discord.token = Secret::new(DISCORD_TOKEN);
+    let shutdown = CancellationToken::new();
+    let running = app::start(config.clone(), Role::All, shutdown.clone())
+        .await
+        .expect("threadline starts against the cluster");
+    let workers = tokio::spawn(running.wait());
+
+    let subjects = Subjects::new(config.subject_prefix.clone());
+    let client = async_nats::connect(threadline::plumbing::nats::server_list(&nats.urls()))
+        .await
+        .expect("connect to the cluster");
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client.clone());
+    let mut inbound = js
+        .get_stream(StreamKind::Inbound.name(&subjects))
+        .await
+        .expect("inbound stream");
+    let info = inbound.info().await.expect("stream info").clone();
+    assert_eq!(info.config.num_replicas, 3, "streams are created R3");
+    let cluster = info
+        .cluster
+        .expect("a clustered stream reports its cluster");
+    assert_eq!(cluster.replicas.len(), CLUSTER_NODES - 1, "two followers");
+    let leader = cluster.leader.expect("the stream has a leader");
+
+    let store = Store::new(
+        redis::Client::open(redis.url())
+            .expect("redis url")
+            .get_connection_manager()
+            .await
+            .expect("redis"),
+        &config,
+    );
+    let mut threads = Vec::new();
+    for n in 0..4 {
+        let mut s = spawn(&parent_channel(), Placement::Child, SessionMode::Session);
+        let key = format!("agent:larry:thread:cluster-{n}");
+        s.session_key = Some(key.clone());
+        publish_retrying(
+            &js,
+            subjects.in_spawn(),
+            &s.event_id,
+            rmp_serde::to_vec_named(&s).expect("encode"),
+        )
+        .await;
+        threads.push((key.clone(), bound_thread(&store, &key).await));
+    }
+
+    // A steady stream of completions; the leader of the inbound stream dies a third of the
+    // way through, and publishing goes on through the election.
+    const COMPLETIONS: usize = 60;
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let victim = nats.index_of(&leader).expect("the leader is one of ours");
+    let victim_pid = nats.pid(victim).expect("leader is running");
+    for n in 0..COMPLETIONS {
+        if n == COMPLETIONS / 3 {
+            nats.kill(victim).await;
+            tracing::info!(leader, victim_pid, "killed the inbound stream's leader");
+        }
+        let (key, thread) = &threads[n % threads.len()];
+        let content = format!("completion {n} of {key}");
+        let c = completion(key, &content);
+        publish_retrying(
+            &js,
+            subjects.in_completion(),
+            &c.event_id,
+            rmp_serde::to_vec_named(&c).expect("encode"),
+        )
+        .await;
+        expected
+            .entry(thread.conversation_id.clone())
+            .or_default()
+            .push(content);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(nats.pid(victim).is_none(), "the node stayed dead");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{victim_pid}")).exists(),
+        "the killed node's process is gone"
+    );
+
+    // Every completion arrives; then nothing more may arrive (no late duplicates).
+    let in_threads = || {
+        let mut posted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in discord.messages() {
+            if expected.contains_key(&m.channel_id) {
+                posted.entry(m.channel_id).or_default().push(m.content);
+            }
+        }
+        posted
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while in_threads().values().map(Vec::len).sum::<usize>() < COMPLETIONS
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut posted = in_threads();
+    for contents in posted.values_mut().chain(expected.values_mut()) {
+        contents.sort();
+    }
+    assert_eq!(
+        posted, expected,
+        "each completion posted exactly once, in its own thread"
+    );
+    assert!(
+        discord
+            .messages_in(PARENT)
+            .iter()
+            .all(|m| !m.content.starts_with("completion ")),
+        "no completion fell back to the parent channel"
+    );
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), workers).await;
+}
+
+/// The seed nodes of the Redis Cluster of the test below, for its `tune` function.
+static REDIS_CLUSTER_URLS: OnceLock<String> = OnceLock::new();
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters() {
+    let cluster = RedisCluster::start().await;
+    REDIS_CLUSTER_URLS
+        .set(cluster.urls())
+        .expect("one Redis Cluster test in this binary");
+    let p = Pipeline::start_with(Options {
+        in_process: true,
+        tune: |config| {
+            config.redis_url = REDIS_CLUSTER_URLS.get().cloned().unwrap_or_default();
+            config.redis_cluster = true;
+        },
+    })
+    .await;
+
+    // Spawns and bindings: each session's state in its own slot.
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let s = spawn(&parent_channel(), Placement::Child, SessionMode::Session);
+        sessions.push(p.spawn_in_thread(&s).await);
+    }
+
+    // Completions: routed once, posted once, in the thread only — also when redelivered.
+    for (key, thread) in &sessions {
+        let content = format!("done: {key}");
+        let c = completion(key, &content);
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        assert_eq!(delivered.len(), 1, "{key}: delivered once");
+        assert_eq!(&delivered[0].destination, thread);
+        // The same event again under a new Nats-Msg-Id: the stored decision and post
+        // claim (in the cluster) stop a second post.
+        p.publish(p.subjects.in_completion(), &new_id(), &c).await;
+    }
+    p.settle(Duration::from_millis(800)).await;
+    for (key, thread) in &sessions {
+        assert_eq!(
+            p.posted(thread),
+            vec![format!("done: {key}")],
+            "{key}: one post in its thread"
+        );
+    }
+    assert!(p
+        .posted(&parent_channel())
+        .iter()
+        .all(|text| !text.starts_with("done: ")));
+
+    // Inbound: a person in a bound thread reaches that session.
+    let (key, thread) = &sessions[0];
+    let m = message(thread, "user-7", false, "how is it going?");
+    p.publish(p.subjects.in_message("discord"), &m.event_id, &m)
+        .await;
+    let inputs = p.wait_inputs(&m.event_id, 1).await;
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(&inputs[0].session_key, key);
+    assert_eq!(inputs[0].text, "how is it going?");
+
+    // Unbind: the thread is no longer bound, so the next message goes back to the gateway.
+    p.unbind(key).await;
+    let after = message(thread, "user-7", false, "still there?");
+    p.publish(p.subjects.in_message("discord"), &after.event_id, &after)
+        .await;
+    let unbound = p
+        .observer
+        .wait_for(
+            &p.subjects.out_unbound(),
+            Duration::from_secs(15),
+            |u: &MessageUnbound| u.event_id == after.event_id,
+        )
+        .await;
+    assert!(unbound.is_some(), "a message after unbind is unbound");
+    assert!(p.inputs().iter().all(|i| i.event_id != after.event_id));
+
+    // The state really is spread: keys on more than one master, none on the lone Redis
+    // the harness also started.
+    let mut nodes_with_keys = 0;
+    for url in cluster.node_urls() {
+        let mut conn = redis::Client::open(url.as_str())
+            .expect("node url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("node connection");
+        let keys: u64 = redis::cmd("DBSIZE")
+            .query_async(&mut conn)
+            .await
+            .expect("DBSIZE");
+        if keys > 0 {
+            nodes_with_keys += 1;
+        }
+    }
+    assert!(
+        nodes_with_keys >= 2,
+        "keys landed on {nodes_with_keys} of {CLUSTER_NODES} masters"
+    );
+    let mut lone = redis::Client::open(p.redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("lone redis");
+    let lone_keys: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut lone)
+        .await
+        .expect("DBSIZE");
+    assert_eq!(lone_keys, 0, "nothing went to the single server");
+}
