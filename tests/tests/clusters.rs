@@ -80,8 +80,19 @@ async fn bound_thread(store: &Store, session_key: &str) -> ConversationRef {
     }
 }
 
+/// Logs at `TEST_LOG` (default `warn`), as the Pipeline harness does.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
+    init_tracing();
     let mut nats = NatsCluster::start().await;
     let redis = RedisServer::start().await;
     let discord = FakeDiscord::start().await;
@@ -218,6 +229,17 @@ async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
             .iter()
             .all(|m| !m.content.starts_with("completion ")),
         "no completion fell back to the parent channel"
+    );
+
+    let now = inbound
+        .info()
+        .await
+        .expect("stream info after the kill")
+        .clone();
+    let new_leader = now.cluster.and_then(|c| c.leader);
+    assert!(
+        new_leader.is_some() && new_leader.as_deref() != Some(leader.as_str()),
+        "a surviving node leads the stream now (was {leader}, is {new_leader:?})"
     );
 
     shutdown.cancel();
