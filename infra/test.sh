@@ -16,5 +16,18 @@ ensure_packages
 log "cargo build --workspace --bins"
 cargo build --workspace --bins
 
+# The compose file's environment-only configuration, loaded by the binary just built
+# (no Docker needed). PyYAML from apt when the python3 on PATH lacks it.
+log "infra/check-compose.py: compose.yaml's environment loads with \`threadline config\`"
+compose_python=python3
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  if ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+    [[ $_THREADLINE_APT_UPDATED == true ]] || _as_root apt-get update
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-yaml
+  fi
+  compose_python=/usr/bin/python3
+fi
+"$compose_python" infra/check-compose.py "${CARGO_TARGET_DIR:-target}/debug/threadline"
+
 log "cargo test --workspace${*:+ $*}"
 cargo test --workspace "$@"
