@@ -11,7 +11,8 @@
 - workers can be scaled (no fixed container name, no published port), NATS keeps
   JetStream on a volume and Redis runs with the AOF fsynced on every write.
 
-Usage: infra/check-compose.py <path to the threadline binary> [compose file]
+Usage: infra/check-compose.py <threadline binary> [compose file [overlay ...]]
+e.g.   infra/check-compose.py target/debug/threadline infra/compose.yaml infra/cluster/compose.yaml
 """
 
 import subprocess
@@ -55,6 +56,30 @@ def threadline_config(binary, env):
     return run.returncode, run.stdout + run.stderr
 
 
+def merge(base, overlay):
+    """What `docker compose -f base -f overlay` does for the keys used here: services are
+    merged key by key, `environment` maps variable by variable."""
+    merged = dict(base)
+    services = {name: dict(service) for name, service in base.get("services", {}).items()}
+    for name, service in (overlay.get("services") or {}).items():
+        target = services.setdefault(name, {})
+        for key, value in service.items():
+            if key == "environment" and isinstance(target.get(key), dict):
+                target[key] = {**target[key], **value}
+            else:
+                target[key] = value
+    merged["services"] = services
+    return merged
+
+
+def mounted_file(compose_dir, service, target):
+    for volume in service.get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        if rest.split(":")[0] == target:
+            return compose_dir / source
+    fail(f"nothing is mounted at {target}")
+
+
 def platform_block(config_text, platform):
     start = config_text.find(f"    {platform}: PlatformConfig {{")
     if start < 0:
@@ -66,8 +91,11 @@ def main():
     if len(sys.argv) < 2:
         fail("usage: check-compose.py <threadline binary> [compose file]")
     binary = sys.argv[1]
-    compose_file = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "infra/compose.yaml"
-    compose = yaml.safe_load(compose_file.read_text())
+    files = [Path(f) for f in sys.argv[2:]] or [ROOT / "infra/compose.yaml"]
+    compose = {}
+    for file in files:
+        compose = merge(compose, yaml.safe_load(file.read_text()))
+    compose_dir = files[0].resolve().parent
     services = compose["services"]
 
     workers = {n: s for n, s in services.items() if s.get("image", "").startswith("threadline")}
@@ -103,12 +131,17 @@ def main():
     if len(distinct) != 1:
         fail(f"workers see different configurations: {sorted(configs)}")
 
-    nats = services["nats"]
-    if not any(str(v).endswith(":/data") for v in nats.get("volumes", [])):
-        fail("nats: JetStream's store (/data) must be a volume")
-    nats_conf = (compose_file.parent / "compose/nats.conf").read_text()
-    if "jetstream" not in nats_conf or "store_dir: /data" not in nats_conf:
-        fail("nats: compose/nats.conf must enable JetStream with its store in /data")
+    nats_nodes = [n for n in services if n == "nats" or n.startswith("nats-")]
+    for name in nats_nodes:
+        node = services[name]
+        if not any(str(v).endswith(":/data") for v in node.get("volumes", [])):
+            fail(f"{name}: JetStream's store (/data) must be a volume")
+        nats_conf = mounted_file(compose_dir, node, "/etc/nats/nats.conf").read_text()
+        if "jetstream" not in nats_conf or "store_dir: /data" not in nats_conf:
+            fail(f"{name}: its nats.conf must enable JetStream with its store in /data")
+    replicas = [environment(w).get("THREADLINE_STREAM_REPLICAS", "1") for w in workers.values()]
+    if len(nats_nodes) >= 3 and set(replicas) != {"3"}:
+        fail(f"{len(nats_nodes)} NATS nodes: THREADLINE_STREAM_REPLICAS should be 3, not {replicas}")
     redis_command = " ".join(services["redis"]["command"])
     for flag in ("--appendonly yes", "--appendfsync always"):
         if flag not in redis_command:
@@ -116,7 +149,13 @@ def main():
     if not any(str(v).endswith(":/data") for v in services["redis"].get("volumes", [])):
         fail("redis: the AOF directory (/data) must be a volume")
 
-    print(f"check-compose: {len(workers)} Threadline services load their environment-only configuration")
+    summary = ", ".join(
+        line.strip().rstrip(",")
+        for line in next(iter(distinct)).splitlines()
+        if line.strip().startswith(("nats_url:", "stream_replicas:", "redis_url:"))
+    )
+    names = " + ".join(str(f) for f in files)
+    print(f"check-compose: {names}: {len(workers)} Threadline services load their environment ({summary})")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,11 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
   fi
   compose_python=/usr/bin/python3
 fi
-"$compose_python" infra/check-compose.py "${CARGO_TARGET_DIR:-target}/debug/threadline"
+threadline_bin="${CARGO_TARGET_DIR:-target}/debug/threadline"
+"$compose_python" infra/check-compose.py "$threadline_bin" infra/compose.yaml
+"$compose_python" infra/check-compose.py "$threadline_bin" infra/compose.yaml infra/cluster/compose.yaml
+# The cluster node config, as nats-server 2.9 reads it.
+NATS_SERVER_NAME=nats-1 "$(find_server nats-server)" -c infra/cluster/nats.conf -t
 
 log "cargo test --workspace${*:+ $*}"
 cargo test --workspace "$@"
