@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use threadline::app::{self, Role};
 use threadline::config::{Config, Secret};
-use threadline::plumbing::nats::StreamKind;
+use threadline::plumbing::nats::{ensure_streams, StreamKind};
 use threadline::store::Store;
 use threadline_schemas::{
     BindingStatus, ConversationRef, MessageUnbound, Placement, SessionMode, Subjects,
@@ -117,12 +117,6 @@ async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
     };
     config.discord.api_base = discord.base_url();
     config.discord.token = Secret::new(DISCORD_TOKEN);
-    let shutdown = CancellationToken::new();
-    let running = app::start(config.clone(), Role::All, shutdown.clone())
-        .await
-        .expect("threadline starts against the cluster");
-    let workers = tokio::spawn(running.wait());
-
     let subjects = Subjects::new(config.subject_prefix.clone());
     let client = async_nats::connect(threadline::plumbing::nats::server_list(&nats.urls()))
         .await
@@ -130,12 +124,26 @@ async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(2))
         .build(client.clone());
+    // A deployment that began with single-replica streams: start-up scales them to R3.
+    let single = Config {
+        stream_replicas: 1,
+        ..config.clone()
+    };
+    ensure_streams(&js, &subjects, &single)
+        .await
+        .expect("R1 streams on the cluster");
+
+    let shutdown = CancellationToken::new();
+    let running = app::start(config.clone(), Role::All, shutdown.clone())
+        .await
+        .expect("threadline starts against the cluster");
+    let workers = tokio::spawn(running.wait());
     let mut inbound = js
         .get_stream(StreamKind::Inbound.name(&subjects))
         .await
         .expect("inbound stream");
     let info = inbound.info().await.expect("stream info").clone();
-    assert_eq!(info.config.num_replicas, 3, "streams are created R3");
+    assert_eq!(info.config.num_replicas, 3, "streams are scaled to R3");
     let cluster = info
         .cluster
         .expect("a clustered stream reports its cluster");
