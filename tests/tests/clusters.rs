@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use threadline::app::{self, Role};
 use threadline::config::{Config, Secret};
 use threadline::plumbing::nats::{ensure_streams, StreamKind};
+use threadline::plumbing::redis::connect_store;
 use threadline::store::Store;
 use threadline_schemas::{
     BindingStatus, ConversationRef, MessageUnbound, Placement, SessionMode, Subjects,
@@ -361,4 +362,34 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
         .await
         .expect("DBSIZE");
     assert_eq!(lone_keys, 0, "nothing went to the single server");
+
+    // The connection the store uses: a plain pipeline over several slots runs, in order;
+    // a MULTI over several slots is refused rather than split.
+    let mut conn = connect_store(&p.config, &CancellationToken::new())
+        .await
+        .expect("cluster connection");
+    let (a, b): (String, Option<String>) = redis::pipe()
+        .set("test:{a}:x", "1")
+        .ignore()
+        .set("test:{b}:y", "2")
+        .ignore()
+        .get("test:{a}:x")
+        .get("test:{c}:missing")
+        .query_async(&mut conn)
+        .await
+        .expect("a plain pipeline across slots");
+    assert_eq!((a.as_str(), b), ("1", None));
+    let atomic: redis::RedisResult<()> = redis::pipe()
+        .atomic()
+        .set("test:{a}:x", "3")
+        .set("test:{b}:y", "4")
+        .query_async(&mut conn)
+        .await;
+    assert!(atomic.is_err(), "MULTI across slots must fail");
+    let x: String = redis::cmd("GET")
+        .arg("test:{a}:x")
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(x, "1", "the refused MULTI wrote nothing");
 }
