@@ -271,6 +271,27 @@ async fn published_events_are_routed_and_posted_once() {
     );
     assert!(p.posted(&parent).iter().all(|t| t != "posted by the cli"));
 
+    // From flags without an event id: one is made up, and the session gets the input.
+    let (code, sent) = cli_json(
+        &p,
+        &[
+            "publish",
+            "send",
+            "--session",
+            &session_key,
+            "--message",
+            "hello from the cli",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{sent:#}");
+    let sent_id = sent["event_id"].as_str().expect("event id");
+    assert!(uuid::Uuid::parse_str(sent_id).is_ok(), "{sent_id}");
+    let inputs = p.wait_inputs(sent_id, 1).await;
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(inputs[0].session_key, session_key);
+    assert_eq!(inputs[0].text, "hello from the cli");
+
     // An event the workers would reject is refused before it is published.
     let (code, _) = cli(
         &p,

@@ -583,19 +583,19 @@ fn print_text(report: &Report) {
     let n = &report.nats;
     if n.connected {
         println!(
-            "NATS    {}  nats-server {} ({}), JetStream {}",
+            "NATS     {}  nats-server {} ({}), JetStream {}",
             n.url,
             n.server_version.as_deref().unwrap_or("?"),
             n.server_name.as_deref().unwrap_or("?"),
             if n.jetstream { "enabled" } else { "DISABLED" }
         );
     } else {
-        println!("NATS    {}  not reachable", n.url);
+        println!("NATS     {}  not reachable", n.url);
     }
     let r = &report.redis;
     if r.connected {
         println!(
-            "Redis   {}  redis {}, appendonly {}, appendfsync {}",
+            "Redis    {}  redis {}, appendonly {}, appendfsync {}",
             r.url,
             r.version.as_deref().unwrap_or("?"),
             match r.aof_enabled {
@@ -606,7 +606,7 @@ fn print_text(report: &Report) {
             r.appendfsync.as_deref().unwrap_or("?")
         );
     } else {
-        println!("Redis   {}  not reachable", r.url);
+        println!("Redis    {}  not reachable", r.url);
     }
     for s in &report.streams {
         let state = match (s.present, s.mismatches.is_empty()) {
@@ -615,7 +615,7 @@ fn print_text(report: &Report) {
             (true, false) => "DIFFERS".to_owned(),
         };
         println!(
-            "stream  {:<12} {:<8} {} message(s)",
+            "stream   {:<40} {:<8} {} message(s)",
             s.name,
             state,
             s.messages.unwrap_or(0)
@@ -629,9 +629,8 @@ fn print_text(report: &Report) {
             (true, true, false) => "extra",
         };
         println!(
-            "consumer {}/{:<28} {:<8} pending {}, ack pending {}, redelivered {}, waiting pulls {}",
-            c.stream,
-            c.durable,
+            "consumer {:<40} {:<8} pending {}, ack pending {}, redelivered {}, waiting pulls {}",
+            format!("{}/{}", c.stream, c.durable),
             state,
             c.num_pending.unwrap_or(0),
             c.num_ack_pending.unwrap_or(0),

@@ -275,7 +275,14 @@ fn source(
             serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", path.display()))?
         }
-        None => from_flags()?,
+        None => {
+            let mut value = from_flags()?;
+            // Built with the `LATER` placeholder: the id is chosen below.
+            if let Some(object) = value.as_object_mut() {
+                object.remove("event_id");
+            }
+            value
+        }
     };
     let object = value
         .as_object_mut()
