@@ -477,6 +477,20 @@ async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof
         .iter()
         .all(|c| c["present"] == true && c["mismatches"] == Value::Array(vec![])));
 
+    // The environment overrides the file (DESIGN §4): a Redis nobody listens on.
+    let dead_redis = format!("redis://127.0.0.1:{}", free_port());
+    let output = p
+        .command(&["doctor", "--json"])
+        .env("THREADLINE_REDIS_URL", &dead_redis)
+        .output()
+        .await
+        .expect("run doctor");
+    assert_eq!(output.status.code(), Some(1));
+    let unreachable: Value = serde_json::from_slice(&output.stdout).expect("doctor JSON");
+    assert_eq!(unreachable["redis"]["connected"], false);
+    assert_eq!(unreachable["redis"]["url"], dead_redis.as_str());
+    assert_eq!(unreachable["nats"]["connected"], true);
+
     // A consumer deleted under the running workers: named, with a fix, exit code 1.
     p.js.get_stream("TL_IN")
         .await
@@ -516,4 +530,12 @@ async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[1].contains("AOF persistence is off"), "{errors:?}");
     assert_eq!(no_aof["redis"]["aof_enabled"], false);
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
