@@ -237,8 +237,13 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
             let subjects = Subjects::new(config.subject_prefix.clone());
             let events: Vec<ControlRequested> = match (&filter.session, live.is_empty()) {
                 (_, true) => Vec::new(),
-                // One event for the session: the binder ends all its bindings at once.
-                (Some(session), false) if binding.is_none() => {
+                // One event for the whole session: the binder ends all its bindings at once.
+                // Narrowed by channel or account, one event per binding instead.
+                (Some(session), false)
+                    if binding.is_none()
+                        && filter.channel.is_none()
+                        && filter.account.is_none() =>
+                {
                     vec![unbind_event(None, Some(session), &reason)]
                 }
                 (Some(_) | None, false) => live
