@@ -318,8 +318,10 @@ impl Config {
         }
         figment
             .merge(
+                // figment hands the key over as written (`NATS_URL`); it lowercases only
+                // after this filter, so compare lowercased or no variable ever matches.
                 Env::prefixed("THREADLINE_")
-                    .filter_map(|key| env_key(key.as_str()).map(Into::into)),
+                    .filter_map(|key| env_key(&key.as_str().to_ascii_lowercase()).map(Into::into)),
             )
             .extract::<Config>()
             .map(|mut config| {
