@@ -11,7 +11,7 @@ use crate::deliver::slack::Slack;
 use crate::deliver::telegram::Telegram;
 use crate::deliver::webhook::Webhook;
 use crate::deliver::Deliverer;
-use crate::plumbing::nats::{durable_name, ensure_consumer, jetstream, StreamKind};
+use crate::plumbing::nats::{jetstream, ConsumerSpec};
 use crate::plumbing::runloop::{run, Handler};
 use crate::plumbing::{health, Plumbing};
 use crate::router::inbound::Inbound;
@@ -100,32 +100,17 @@ pub async fn start(
         )
     };
     let js = jetstream(&plumbing.nats);
-    let inbound_ack_pending = (config.concurrency as i64 * 4).max(64);
     let subjects = &plumbing.subjects;
     let mut tasks = JoinSet::new();
 
     if matches!(role, Role::All | Role::Binder) {
-        let spawn = ensure_consumer(
-            &js,
-            subjects,
-            StreamKind::Inbound,
-            "binder-spawn",
-            subjects.in_spawn(),
-            inbound_ack_pending,
-            &config,
-        )
-        .await?;
+        let spawn = ConsumerSpec::binder_spawn(subjects, &config)
+            .ensure(&js, subjects, &config)
+            .await?;
         spawn_loop(&mut tasks, Spawner::new(plumbing.clone()), spawn, &plumbing);
-        let control = ensure_consumer(
-            &js,
-            subjects,
-            StreamKind::Inbound,
-            "binder-control",
-            subjects.in_control(),
-            inbound_ack_pending,
-            &config,
-        )
-        .await?;
+        let control = ConsumerSpec::binder_control(subjects, &config)
+            .ensure(&js, subjects, &config)
+            .await?;
         spawn_loop(
             &mut tasks,
             Control::new(plumbing.clone()),
@@ -137,48 +122,27 @@ pub async fn start(
         tasks.spawn(crate::lifecycle::sweeper::run(plumbing.clone()));
     }
     if matches!(role, Role::All | Role::Router) {
-        let completions = ensure_consumer(
-            &js,
-            subjects,
-            StreamKind::Inbound,
-            "router-completion",
-            subjects.in_completion(),
-            inbound_ack_pending,
-            &config,
-        )
-        .await?;
+        let completions = ConsumerSpec::router_completion(subjects, &config)
+            .ensure(&js, subjects, &config)
+            .await?;
         spawn_loop(
             &mut tasks,
             Router::new(plumbing.clone()),
             completions,
             &plumbing,
         );
-        let messages = ensure_consumer(
-            &js,
-            subjects,
-            StreamKind::Inbound,
-            "router-message",
-            subjects.in_message_any(),
-            inbound_ack_pending,
-            &config,
-        )
-        .await?;
+        let messages = ConsumerSpec::router_message(subjects, &config)
+            .ensure(&js, subjects, &config)
+            .await?;
         spawn_loop(
             &mut tasks,
             Inbound::new(plumbing.clone()),
             messages,
             &plumbing,
         );
-        let sends = ensure_consumer(
-            &js,
-            subjects,
-            StreamKind::Inbound,
-            "router-send",
-            subjects.in_send(),
-            inbound_ack_pending,
-            &config,
-        )
-        .await?;
+        let sends = ConsumerSpec::router_send(subjects, &config)
+            .ensure(&js, subjects, &config)
+            .await?;
         spawn_loop(&mut tasks, Sender::new(plumbing.clone()), sends, &plumbing);
     }
     for channel in channels {
@@ -305,16 +269,9 @@ async fn start_deliverer<A: Adapter>(
 ) -> Result<(), StartError> {
     let deliverer = Arc::new(Deliverer::new(adapter, credentials, plumbing.clone()));
     for partition in 0..plumbing.config.delivery_partitions.max(1) {
-        let consumer = ensure_consumer(
-            js,
-            &plumbing.subjects,
-            StreamKind::Deliver,
-            &durable_name("deliver", Some(&format!("{channel}-p{partition}"))),
-            plumbing.subjects.deliver_partition(channel, partition),
-            1,
-            &plumbing.config,
-        )
-        .await?;
+        let consumer = ConsumerSpec::deliver_lane(&plumbing.subjects, channel, partition)
+            .ensure(js, &plumbing.subjects, &plumbing.config)
+            .await?;
         tasks.spawn(run(deliverer.clone(), consumer, plumbing.clone(), 1));
     }
     Ok(())

@@ -316,11 +316,7 @@ const PLATFORM_ENV_FIELDS: &[&str] = &[
     "personas",
 ];
 
-/// Maps a variable name (prefix stripped) to a setting's key path. figment hands the name
-/// over as written (`NATS_URL`) and lowercases only afterwards, so compare lowercased.
 fn env_key(key: &str) -> Option<String> {
-    let key = key.to_ascii_lowercase();
-    let key = key.as_str();
     if ENV_TOP_LEVEL.contains(&key) {
         return Some(key.to_owned());
     }
@@ -341,8 +337,10 @@ impl Config {
         }
         figment
             .merge(
+                // figment hands the key over as written (`NATS_URL`); it lowercases only
+                // after this filter, so compare lowercased or no variable ever matches.
                 Env::prefixed("THREADLINE_")
-                    .filter_map(|key| env_key(key.as_str()).map(Into::into)),
+                    .filter_map(|key| env_key(&key.as_str().to_ascii_lowercase()).map(Into::into)),
             )
             .extract::<Config>()
             .map(|mut config| {
@@ -435,12 +433,6 @@ mod tests {
             Some("discord.api_base")
         );
         assert_eq!(env_key("test_nats_server"), None);
-        // As figment passes them: the variable's own spelling.
-        assert_eq!(env_key("NATS_URL").as_deref(), Some("nats_url"));
-        assert_eq!(
-            env_key("DISCORD_TOKEN_FILE").as_deref(),
-            Some("discord.token_file")
-        );
         assert_eq!(env_key("discord_nope"), None);
     }
 

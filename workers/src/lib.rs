@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod binder;
+pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod error;

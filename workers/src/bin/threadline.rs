@@ -28,6 +28,9 @@ enum Command {
     },
     /// Print the effective configuration (secrets redacted) and exit.
     Config,
+    /// Operator commands (need only the NATS and Redis settings).
+    #[command(flatten)]
+    Operator(threadline::cli::Command),
 }
 
 #[derive(Subcommand)]
@@ -46,7 +49,9 @@ enum Worker {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
-    init_logging(config.log_format);
+    // Operator commands print to stdout; their stderr carries only warnings.
+    let operator = matches!(cli.command, Command::Operator(_));
+    init_logging_with(config.log_format, if operator { "warn" } else { "info" });
     let role = match cli.command {
         Command::Config => {
             println!("{config:#?}");
@@ -64,6 +69,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             worker: Worker::Deliver { channel },
         } => Role::Deliver(channel),
+        Command::Operator(command) => {
+            let code = threadline::cli::run(command, config).await?;
+            std::process::exit(code);
+        }
     };
     let shutdown = CancellationToken::new();
     // Listen before starting: a SIGTERM during start-up must drain, not kill.
@@ -79,9 +88,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging_with(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -422,14 +422,8 @@ impl<A: Adapter> Deliverer<A> {
                 failed
             }
             Posted::Done { ids, reconciled } => {
-                if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
-                    self.plumbing
-                        .store
-                        .touch_binding(session_key, binding_id)
-                        .await?;
-                }
                 metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
-                Outgoing::event(
+                let delivered = Outgoing::event(
                     self.plumbing.subjects.out_delivered(),
                     ids::msg_id::delivered(&command.delivery_id),
                     &PostDelivered {
@@ -443,7 +437,20 @@ impl<A: Adapter> Deliverer<A> {
                         session_key: session_key.map(str::to_owned),
                         reconciled,
                     },
-                )
+                );
+                // The touch and the report are independent: one round trip's wait, not
+                // two, in a lane that posts one message at a time.
+                let touch = async {
+                    if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
+                        self.plumbing
+                            .store
+                            .touch_binding(session_key, binding_id)
+                            .await?;
+                    }
+                    Ok(())
+                };
+                futures::try_join!(touch, self.plumbing.publisher.send(delivered))?;
+                return Ok(());
             }
         };
         self.plumbing.publisher.send(out).await

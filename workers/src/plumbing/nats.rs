@@ -231,17 +231,7 @@ pub async fn ensure_consumer(
             what: format!("stream {stream_name}"),
             reason: e.to_string(),
         })?;
-    let wanted = consumer::pull::Config {
-        durable_name: Some(durable.to_owned()),
-        filter_subject: filter_subject.clone(),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: config.ack_wait(),
-        // Unlimited: the run loop decides when an event is given up, and dead-letters it.
-        max_deliver: -1,
-        max_ack_pending,
-        deliver_policy: consumer::DeliverPolicy::All,
-        ..Default::default()
-    };
+    let wanted = pull_config(durable, &filter_subject, max_ack_pending, config);
     let mut consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(durable, wanted.clone())
         .await
@@ -280,6 +270,120 @@ pub async fn ensure_consumer(
             })?;
     }
     Ok(consumer)
+}
+
+/// The configuration of one durable pull consumer; the one definition workers create and
+/// `threadline doctor` checks against.
+pub fn pull_config(
+    durable: &str,
+    filter_subject: &str,
+    max_ack_pending: i64,
+    config: &Config,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(durable.to_owned()),
+        filter_subject: filter_subject.to_owned(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait(),
+        // Unlimited: the run loop decides when an event is given up, and dead-letters it.
+        max_deliver: -1,
+        max_ack_pending,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    }
+}
+
+/// One durable consumer of the topology: its stream, name, filter and how many
+/// unacknowledged messages it allows. Workers create consumers from these; `doctor`
+/// checks a deployment against the same list ([`expected_consumers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub stream: StreamKind,
+    pub durable: String,
+    pub filter_subject: String,
+    pub max_ack_pending: i64,
+}
+
+impl ConsumerSpec {
+    fn inbound(durable: &str, filter_subject: String, config: &Config) -> Self {
+        ConsumerSpec {
+            stream: StreamKind::Inbound,
+            durable: durable.to_owned(),
+            filter_subject,
+            max_ack_pending: (config.concurrency as i64 * 4).max(64),
+        }
+    }
+    pub fn binder_spawn(subjects: &Subjects, config: &Config) -> Self {
+        Self::inbound("binder-spawn", subjects.in_spawn(), config)
+    }
+    pub fn binder_control(subjects: &Subjects, config: &Config) -> Self {
+        Self::inbound("binder-control", subjects.in_control(), config)
+    }
+    pub fn router_completion(subjects: &Subjects, config: &Config) -> Self {
+        Self::inbound("router-completion", subjects.in_completion(), config)
+    }
+    pub fn router_message(subjects: &Subjects, config: &Config) -> Self {
+        Self::inbound("router-message", subjects.in_message_any(), config)
+    }
+    pub fn router_send(subjects: &Subjects, config: &Config) -> Self {
+        Self::inbound("router-send", subjects.in_send(), config)
+    }
+    /// One ordered delivery lane of a channel: one unacknowledged post at a time.
+    pub fn deliver_lane(subjects: &Subjects, channel: &str, partition: u32) -> Self {
+        ConsumerSpec {
+            stream: StreamKind::Deliver,
+            durable: durable_name("deliver", Some(&format!("{channel}-p{partition}"))),
+            filter_subject: subjects.deliver_partition(channel, partition),
+            max_ack_pending: 1,
+        }
+    }
+
+    /// The pull consumer configuration of this spec.
+    pub fn config(&self, config: &Config) -> consumer::pull::Config {
+        pull_config(
+            &self.durable,
+            &self.filter_subject,
+            self.max_ack_pending,
+            config,
+        )
+    }
+
+    /// Creates or verifies this consumer (see [`ensure_consumer`]).
+    pub async fn ensure(
+        &self,
+        js: &jetstream::Context,
+        subjects: &Subjects,
+        config: &Config,
+    ) -> Result<consumer::PullConsumer, TopologyError> {
+        ensure_consumer(
+            js,
+            subjects,
+            self.stream,
+            &self.durable,
+            self.filter_subject.clone(),
+            self.max_ack_pending,
+            config,
+        )
+        .await
+    }
+}
+
+/// Every durable consumer a deployment with `config` runs: the binder's, the router's, and
+/// each configured channel's delivery lanes.
+pub fn expected_consumers(subjects: &Subjects, config: &Config) -> Vec<ConsumerSpec> {
+    let mut specs = vec![
+        ConsumerSpec::binder_spawn(subjects, config),
+        ConsumerSpec::binder_control(subjects, config),
+        ConsumerSpec::router_completion(subjects, config),
+        ConsumerSpec::router_message(subjects, config),
+        ConsumerSpec::router_send(subjects, config),
+    ];
+    for channel in config.channels() {
+        for partition in 0..config.delivery_partitions.max(1) {
+            specs.push(ConsumerSpec::deliver_lane(subjects, &channel, partition));
+        }
+    }
+    specs
 }
 
 /// A durable consumer name for a channel: NATS names cannot hold `.`, `*`, `>` or `:`.

@@ -62,6 +62,12 @@ impl Keys {
     pub fn sent(&self, event_id: &str) -> String {
         format!("{}:{{e:{event_id}}}:sent", self.ns)
     }
+
+    /// HASH dead-letter stream sequence → JSON record of its replay (`threadline dlq
+    /// replay`), so a dead letter is replayed once unless the operator insists.
+    pub fn dlq_replays(&self) -> String {
+        format!("{}:{{dlq}}:replays", self.ns)
+    }
 }
 
 #[cfg(test)]

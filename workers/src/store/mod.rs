@@ -10,6 +10,8 @@
 //! readers check links against the primary record.
 
 pub mod keys;
+pub mod query;
+pub mod replays;
 mod scripts;
 
 use crate::config::Config;

@@ -1,0 +1,682 @@
+//! `threadline doctor`: connects to NATS and Redis and checks what Threadline relies on —
+//! server versions, JetStream, every stream and durable consumer against the configuration
+//! the workers create (`plumbing::nats`, the one definition), backlogs and redeliveries,
+//! and Redis persistence (AOF with `appendfsync always`, which the README requires). Each
+//! problem is one line with a fix; the exit code is non-zero when there is an error.
+
+use super::{connect_nats, connect_redis, print_json, Output};
+use crate::config::Config;
+use crate::plumbing::nats::{expected_consumers, jetstream, redact_url, ConsumerSpec, StreamKind};
+use async_nats::jetstream::consumer;
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use threadline_schemas::Subjects;
+
+/// Oldest server versions Threadline is tested with (DESIGN §4).
+const MIN_NATS: (u32, u32, u32) = (2, 9, 0);
+const MIN_REDIS: (u32, u32, u32) = (7, 0, 0);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Threadline cannot work correctly, or can lose data: exit code 1.
+    Error,
+    /// Worth a look (a backlog, redeliveries); does not fail the check.
+    Warning,
+}
+
+/// One thing wrong, and how to fix it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    pub what: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct NatsReport {
+    pub url: String,
+    pub connected: bool,
+    pub server_version: Option<String>,
+    pub server_name: Option<String>,
+    pub jetstream: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RedisReport {
+    pub url: String,
+    pub connected: bool,
+    pub version: Option<String>,
+    pub aof_enabled: Option<bool>,
+    pub appendfsync: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamReport {
+    pub name: String,
+    pub present: bool,
+    pub messages: Option<u64>,
+    /// Differences from the expected configuration (empty when it matches).
+    pub mismatches: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConsumerReport {
+    pub stream: String,
+    pub durable: String,
+    /// Part of the topology this configuration expects (else found on the server only).
+    pub expected: bool,
+    pub present: bool,
+    pub mismatches: Vec<String>,
+    /// Messages not yet delivered to any worker.
+    pub num_pending: Option<u64>,
+    /// Delivered, not yet acknowledged.
+    pub num_ack_pending: Option<usize>,
+    /// Delivered more than once and not yet acknowledged.
+    pub num_redelivered: Option<usize>,
+    /// Pull requests waiting: workers listening right now.
+    pub num_waiting: Option<usize>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub nats: NatsReport,
+    pub redis: RedisReport,
+    pub streams: Vec<StreamReport>,
+    pub consumers: Vec<ConsumerReport>,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    fn error(&mut self, what: impl Into<String>, fix: impl Into<String>) {
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            what: what.into(),
+            fix: fix.into(),
+        });
+    }
+    fn warning(&mut self, what: impl Into<String>, fix: impl Into<String>) {
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            what: what.into(),
+            fix: fix.into(),
+        });
+    }
+}
+
+pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
+    let report = check(config).await;
+    if args.output.json {
+        print_json(&report)?;
+    } else {
+        print_text(&report);
+    }
+    Ok(if report.ok { 0 } else { 1 })
+}
+
+/// Runs every check; never fails, every failure is a problem in the report.
+pub async fn check(config: &Config) -> Report {
+    let mut report = Report::default();
+    check_nats(config, &mut report).await;
+    check_redis(config, &mut report).await;
+    report.ok = !report
+        .problems
+        .iter()
+        .any(|p| p.severity == Severity::Error);
+    report
+}
+
+fn version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+async fn check_nats(config: &Config, report: &mut Report) {
+    report.nats.url = redact_url(&config.nats_url);
+    let client = match tokio::time::timeout(Duration::from_secs(10), connect_nats(config)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(error)) => {
+            report.error(
+                format!("NATS: {error:#}"),
+                "start nats-server with JetStream, or set THREADLINE_NATS_URL / nats_url",
+            );
+            return;
+        }
+        Err(_) => {
+            report.error(
+                format!("NATS: no answer from {} within 10 s", report.nats.url),
+                "check the address and that nats-server is running",
+            );
+            return;
+        }
+    };
+    report.nats.connected = true;
+    let info = client.server_info();
+    report.nats.server_version = Some(info.version.clone());
+    report.nats.server_name = Some(info.server_name.clone());
+    report.nats.jetstream = info.jetstream;
+    match version(&info.version) {
+        Some(v) if v >= MIN_NATS => {}
+        Some(_) | None => report.error(
+            format!("NATS: nats-server {} is older than 2.9", info.version),
+            "upgrade nats-server to 2.9 or later",
+        ),
+    }
+    if !info.jetstream {
+        report.error(
+            "NATS: JetStream is not enabled on this server",
+            "start nats-server with -js (or a `jetstream {}` block in its configuration)",
+        );
+        return;
+    }
+    let subjects = Subjects::new(config.subject_prefix.clone());
+    let js = jetstream(&client);
+    let mut found: BTreeMap<String, BTreeMap<String, consumer::Info>> = BTreeMap::new();
+    for kind in StreamKind::ALL {
+        let wanted = kind.config(&subjects, config);
+        let mut stream = match js.get_stream(&wanted.name).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                report.streams.push(StreamReport {
+                    name: wanted.name.clone(),
+                    present: false,
+                    messages: None,
+                    mismatches: Vec::new(),
+                });
+                report.error(
+                    format!("stream {} is missing ({error})", wanted.name),
+                    "start any Threadline worker once: each creates the streams at start-up",
+                );
+                continue;
+            }
+        };
+        let info = match stream.info().await {
+            Ok(info) => info.clone(),
+            Err(error) => {
+                report.error(
+                    format!("stream {}: cannot read its info ({error})", wanted.name),
+                    "check the NATS server's JetStream health (nats server report jetstream)",
+                );
+                continue;
+            }
+        };
+        let got = &info.config;
+        let mut mismatches = Vec::new();
+        let mut differs = |field: &str, found: String, expected: String| {
+            if found != expected {
+                mismatches.push(format!("{field} is {found}, expected {expected}"));
+            }
+        };
+        differs(
+            "subjects",
+            format!("{:?}", got.subjects),
+            format!("{:?}", wanted.subjects),
+        );
+        differs(
+            "retention",
+            format!("{:?}", got.retention),
+            format!("{:?}", wanted.retention),
+        );
+        differs(
+            "storage",
+            format!("{:?}", got.storage),
+            format!("{:?}", wanted.storage),
+        );
+        differs(
+            "max_age",
+            format!("{:?}", got.max_age),
+            format!("{:?}", wanted.max_age),
+        );
+        differs(
+            "duplicate_window",
+            format!("{:?}", got.duplicate_window),
+            format!("{:?}", wanted.duplicate_window),
+        );
+        differs(
+            "discard",
+            format!("{:?}", got.discard),
+            format!("{:?}", wanted.discard),
+        );
+        differs(
+            "num_replicas",
+            got.num_replicas.to_string(),
+            wanted.num_replicas.to_string(),
+        );
+        for m in &mismatches {
+            let fix = if m.starts_with("subjects") {
+                "another deployment may use this subject prefix: choose another THREADLINE_SUBJECT_PREFIX, or delete the stream"
+            } else if m.starts_with("max_age") || m.starts_with("duplicate_window") {
+                "restart a worker: it updates retention to the configured values (or align stream_max_age_ms across processes)"
+            } else {
+                "this cannot be changed in place: drain the stream, delete it (nats stream rm), and restart a worker to recreate it"
+            };
+            report.error(format!("stream {}: {m}", wanted.name), fix);
+        }
+        report.streams.push(StreamReport {
+            name: wanted.name.clone(),
+            present: true,
+            messages: Some(info.state.messages),
+            mismatches,
+        });
+        if matches!(kind, StreamKind::Inbound | StreamKind::Deliver) {
+            let mut consumers = BTreeMap::new();
+            let mut list = stream.consumers();
+            while let Some(next) = list.next().await {
+                match next {
+                    Ok(info) => {
+                        consumers.insert(info.name.clone(), info);
+                    }
+                    Err(error) => {
+                        report.error(
+                            format!(
+                                "stream {}: cannot list its consumers ({error})",
+                                wanted.name
+                            ),
+                            "check the NATS server's JetStream health",
+                        );
+                        break;
+                    }
+                }
+            }
+            found.insert(wanted.name.clone(), consumers);
+        }
+    }
+    let expected = expected_consumers(&subjects, config);
+    if config.channels().is_empty() {
+        report.warning(
+            "no channel is configured here, so delivery lanes are checked only as found",
+            "run doctor with the deployment's configuration file (tokens are not needed: set the channel sections, or webhooks)",
+        );
+    }
+    for spec in &expected {
+        let stream = spec.stream.name(&subjects);
+        let Some(consumers) = found.get_mut(&stream) else {
+            continue; // the stream itself is missing: reported above
+        };
+        let info = consumers.remove(&spec.durable);
+        check_consumer(config, spec, &stream, info, report);
+    }
+    // Durables on the server that this configuration does not run: a channel configured
+    // elsewhere, or lanes beyond `delivery_partitions`. Only a backlog there is a problem.
+    for (stream, consumers) in found {
+        for (name, info) in consumers {
+            if info.config.durable_name.is_none() {
+                continue;
+            }
+            let pending = info.num_pending + info.num_ack_pending as u64;
+            if pending > 0 {
+                report.warning(
+                    format!(
+                        "consumer {name} on {stream} is not part of this configuration and holds {pending} undelivered message(s)"
+                    ),
+                    "run the worker that owns it (a channel configured elsewhere?), or check delivery_partitions is the same in every process",
+                );
+            }
+            report.consumers.push(ConsumerReport {
+                stream: stream.clone(),
+                durable: name,
+                expected: false,
+                present: true,
+                mismatches: Vec::new(),
+                num_pending: Some(info.num_pending),
+                num_ack_pending: Some(info.num_ack_pending),
+                num_redelivered: Some(info.num_redelivered),
+                num_waiting: Some(info.num_waiting),
+            });
+        }
+    }
+}
+
+fn check_consumer(
+    config: &Config,
+    spec: &ConsumerSpec,
+    stream: &str,
+    info: Option<consumer::Info>,
+    report: &mut Report,
+) {
+    let durable = &spec.durable;
+    let worker = worker_of(durable);
+    let Some(info) = info else {
+        report.error(
+            format!("consumer {durable} on {stream} is missing: no {worker} has started, or it was deleted"),
+            format!("start (or restart) `threadline run {worker}`: workers create their consumers at start-up"),
+        );
+        report.consumers.push(ConsumerReport {
+            stream: stream.to_owned(),
+            durable: durable.clone(),
+            expected: true,
+            present: false,
+            mismatches: Vec::new(),
+            num_pending: None,
+            num_ack_pending: None,
+            num_redelivered: None,
+            num_waiting: None,
+        });
+        return;
+    };
+    let wanted = spec.config(config);
+    let got = &info.config;
+    let mut mismatches = Vec::new();
+    let mut differs = |field: &str, found: String, expected: String| {
+        if found != expected {
+            mismatches.push(format!("{field} is {found}, expected {expected}"));
+        }
+    };
+    differs(
+        "filter_subject",
+        format!("{:?}", got.filter_subject),
+        format!("{:?}", wanted.filter_subject),
+    );
+    differs(
+        "ack_policy",
+        format!("{:?}", got.ack_policy),
+        format!("{:?}", wanted.ack_policy),
+    );
+    differs(
+        "ack_wait",
+        format!("{:?}", got.ack_wait),
+        format!("{:?}", wanted.ack_wait),
+    );
+    differs(
+        "max_deliver",
+        got.max_deliver.to_string(),
+        wanted.max_deliver.to_string(),
+    );
+    differs(
+        "max_ack_pending",
+        got.max_ack_pending.to_string(),
+        wanted.max_ack_pending.to_string(),
+    );
+    differs(
+        "deliver_policy",
+        format!("{:?}", got.deliver_policy),
+        format!("{:?}", wanted.deliver_policy),
+    );
+    if got.deliver_subject.is_some() {
+        mismatches.push("it is a push consumer, expected a pull consumer".into());
+    }
+    for m in &mismatches {
+        let fix = if m.starts_with("ack_wait") || m.starts_with("max_ack_pending") {
+            format!("restart `threadline run {worker}` (it updates these), or make ack_wait_ms / concurrency the same in every process")
+        } else {
+            format!("delete it (nats consumer rm {stream} {durable}) and restart `threadline run {worker}`")
+        };
+        report.error(format!("consumer {durable} on {stream}: {m}"), fix);
+    }
+    if info.num_pending > 0 && info.num_waiting == 0 && info.num_ack_pending == 0 {
+        report.warning(
+            format!(
+                "consumer {durable} on {stream} has {} message(s) waiting and no worker pulling",
+                info.num_pending
+            ),
+            format!("start `threadline run {worker}`"),
+        );
+    }
+    if info.num_redelivered > 0 {
+        report.warning(
+            format!(
+                "consumer {durable} on {stream}: {} message(s) are being redelivered",
+                info.num_redelivered
+            ),
+            "handlers are retrying (platform or Redis errors) or workers crashed mid-message: see the worker logs",
+        );
+    }
+    report.consumers.push(ConsumerReport {
+        stream: stream.to_owned(),
+        durable: durable.clone(),
+        expected: true,
+        present: true,
+        mismatches,
+        num_pending: Some(info.num_pending),
+        num_ack_pending: Some(info.num_ack_pending),
+        num_redelivered: Some(info.num_redelivered),
+        num_waiting: Some(info.num_waiting),
+    });
+}
+
+/// The `threadline run …` worker that owns a durable, for fix hints.
+fn worker_of(durable: &str) -> String {
+    if durable.starts_with("binder") {
+        "binder".into()
+    } else if durable.starts_with("router") {
+        "router".into()
+    } else {
+        let channel = durable
+            .strip_prefix("deliver-")
+            .and_then(|rest| rest.rsplit_once("-p").map(|(c, _)| c))
+            .unwrap_or(durable);
+        // `webhook:<name>` had its `:` replaced by `_` in the durable name.
+        let channel = match channel.strip_prefix("webhook_") {
+            Some(name) => format!("webhook:{name}"),
+            None => channel.to_owned(),
+        };
+        format!("deliver {channel}")
+    }
+}
+
+/// `field:value` lines of an `INFO` section.
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+async fn check_redis(config: &Config, report: &mut Report) {
+    report.redis.url = redact_url(&config.redis_url);
+    let mut conn = match tokio::time::timeout(Duration::from_secs(10), connect_redis(config)).await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(error)) => {
+            report.error(
+                format!("Redis: {error:#}"),
+                "start redis-server, or set THREADLINE_REDIS_URL / redis_url",
+            );
+            return;
+        }
+        Err(_) => {
+            report.error(
+                format!("Redis: no answer from {} within 10 s", report.redis.url),
+                "check the address and that redis-server is running",
+            );
+            return;
+        }
+    };
+    report.redis.connected = true;
+    let server: Result<String, _> = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await;
+    match server {
+        Ok(server) => {
+            let v = info_field(&server, "redis_version");
+            match v.as_deref().and_then(version) {
+                Some(parsed) if parsed >= MIN_REDIS => {}
+                Some(_) | None => report.error(
+                    format!(
+                        "Redis: version {} is older than 7",
+                        v.as_deref().unwrap_or("unknown")
+                    ),
+                    "upgrade Redis to 7 or later",
+                ),
+            }
+            report.redis.version = v;
+        }
+        Err(error) => {
+            report.error(
+                format!("Redis: INFO server failed ({error})"),
+                "check the Redis user may run INFO",
+            );
+            return;
+        }
+    }
+    let persistence: Result<String, _> = redis::cmd("INFO")
+        .arg("persistence")
+        .query_async(&mut conn)
+        .await;
+    match persistence {
+        Ok(p) => {
+            let enabled = info_field(&p, "aof_enabled").map(|v| v == "1");
+            report.redis.aof_enabled = enabled;
+            if enabled != Some(true) {
+                report.error(
+                    "Redis: AOF persistence is off (appendonly no): sessions, bindings and dedup records are lost when Redis restarts",
+                    "set `appendonly yes` in redis.conf (at once: redis-cli CONFIG SET appendonly yes)",
+                );
+            }
+            if info_field(&p, "aof_last_write_status").is_some_and(|s| s != "ok") {
+                report.error(
+                    "Redis: the last AOF write failed",
+                    "check the disk holding Redis' appendonly directory (space, permissions)",
+                );
+            }
+        }
+        Err(error) => report.error(
+            format!("Redis: INFO persistence failed ({error})"),
+            "check the Redis user may run INFO",
+        ),
+    }
+    let fsync: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendfsync")
+        .query_async(&mut conn)
+        .await;
+    match fsync {
+        Ok(pair) => {
+            let value = pair.get(1).cloned();
+            if value.as_deref() != Some("always") && report.redis.aof_enabled == Some(true) {
+                report.error(
+                    format!(
+                        "Redis: appendfsync is {}, so acknowledged writes can be lost when Redis is killed",
+                        value.as_deref().unwrap_or("unknown")
+                    ),
+                    "set `appendfsync always` in redis.conf (at once: redis-cli CONFIG SET appendfsync always)",
+                );
+            }
+            report.redis.appendfsync = value;
+        }
+        Err(error) => report.warning(
+            format!("Redis: cannot read appendfsync ({error}); CONFIG may be disabled here"),
+            "check by hand that redis.conf has `appendfsync always`",
+        ),
+    }
+}
+
+fn print_text(report: &Report) {
+    let n = &report.nats;
+    if n.connected {
+        println!(
+            "NATS     {}  nats-server {} ({}), JetStream {}",
+            n.url,
+            n.server_version.as_deref().unwrap_or("?"),
+            n.server_name.as_deref().unwrap_or("?"),
+            if n.jetstream { "enabled" } else { "DISABLED" }
+        );
+    } else {
+        println!("NATS     {}  not reachable", n.url);
+    }
+    let r = &report.redis;
+    if r.connected {
+        println!(
+            "Redis    {}  redis {}, appendonly {}, appendfsync {}",
+            r.url,
+            r.version.as_deref().unwrap_or("?"),
+            match r.aof_enabled {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            },
+            r.appendfsync.as_deref().unwrap_or("?")
+        );
+    } else {
+        println!("Redis    {}  not reachable", r.url);
+    }
+    for s in &report.streams {
+        let state = match (s.present, s.mismatches.is_empty()) {
+            (false, _) => "MISSING".to_owned(),
+            (true, true) => "ok".to_owned(),
+            (true, false) => "DIFFERS".to_owned(),
+        };
+        println!(
+            "stream   {:<40} {:<8} {} message(s)",
+            s.name,
+            state,
+            s.messages.unwrap_or(0)
+        );
+    }
+    for c in &report.consumers {
+        let state = match (c.present, c.mismatches.is_empty(), c.expected) {
+            (false, _, _) => "MISSING",
+            (true, false, _) => "DIFFERS",
+            (true, true, true) => "ok",
+            (true, true, false) => "extra",
+        };
+        println!(
+            "consumer {:<40} {:<8} pending {}, ack pending {}, redelivered {}, waiting pulls {}",
+            format!("{}/{}", c.stream, c.durable),
+            state,
+            c.num_pending.unwrap_or(0),
+            c.num_ack_pending.unwrap_or(0),
+            c.num_redelivered.unwrap_or(0),
+            c.num_waiting.unwrap_or(0)
+        );
+    }
+    if report.problems.is_empty() {
+        println!("OK: no problems found");
+        return;
+    }
+    for p in &report.problems {
+        let tag = match p.severity {
+            Severity::Error => "ERROR",
+            Severity::Warning => "WARNING",
+        };
+        println!("{tag}: {} — fix: {}", p.what, p.fix);
+    }
+    let errors = report
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    println!(
+        "{errors} error(s), {} warning(s)",
+        report.problems.len() - errors
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(version("2.9.10"), Some((2, 9, 10)));
+        assert!(version("2.10.1").unwrap() >= MIN_NATS);
+        assert!(version("2.8.4").unwrap() < MIN_NATS);
+        assert_eq!(version("7.0.15"), Some((7, 0, 15)));
+        assert_eq!(version("garbage"), None);
+    }
+
+    #[test]
+    fn durables_name_their_worker() {
+        assert_eq!(worker_of("binder-control"), "binder");
+        assert_eq!(worker_of("deliver-discord-p3"), "deliver discord");
+        assert_eq!(worker_of("deliver-webhook_ops-p0"), "deliver webhook:ops");
+    }
+}

@@ -1,0 +1,208 @@
+//! Read-only queries for operators (`threadline sessions …`, `threadline bindings …`):
+//! every session of the deployment by a cursor SCAN in bounded steps (never `KEYS`, which
+//! blocks Redis for the whole keyspace), filtered here. Workers never call these: they find
+//! what they need by key.
+//!
+//! On Redis Cluster a SCAN covers one node only; point the CLI at each primary in turn.
+
+use super::{parse_session, SessionState, SessionStatus, Store};
+use crate::error::WorkError;
+use std::collections::HashMap;
+use std::str::FromStr;
+use threadline_schemas::{BindingRecord, BindingStatus};
+
+/// Keys asked for per SCAN step: small enough that one step never holds Redis up.
+const SCAN_COUNT: usize = 500;
+
+impl FromStr for SessionStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SessionStatus::parse(s).ok_or_else(|| {
+            format!("unknown session status {s:?} (expected active, completed or ended)")
+        })
+    }
+}
+
+impl SessionStatus {
+    /// The stored (and printed) name.
+    pub fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Which sessions a listing keeps. Empty filters keep everything.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub agent_id: Option<String>,
+    pub status: Option<SessionStatus>,
+    /// The requester's channel, or the channel of any of the session's bindings.
+    pub channel: Option<String>,
+}
+
+impl SessionFilter {
+    pub fn keeps(&self, state: &SessionState) -> bool {
+        let s = &state.session;
+        self.agent_id.as_ref().is_none_or(|a| &s.agent_id == a)
+            && self.status.is_none_or(|st| s.status == st)
+            && self.channel.as_ref().is_none_or(|c| {
+                &s.requester.conversation.channel == c
+                    || state.bindings.iter().any(|b| &b.conversation.channel == c)
+            })
+    }
+}
+
+/// Which bindings a listing keeps. Empty filters keep everything.
+#[derive(Debug, Clone, Default)]
+pub struct BindingFilter {
+    pub session_key: Option<String>,
+    pub channel: Option<String>,
+    pub account_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub status: Option<BindingStatus>,
+}
+
+impl BindingFilter {
+    pub fn keeps(&self, b: &BindingRecord) -> bool {
+        let c = &b.conversation;
+        self.session_key
+            .as_ref()
+            .is_none_or(|s| &b.target_session_key == s)
+            && self.channel.as_ref().is_none_or(|ch| &c.channel == ch)
+            && self.account_id.as_ref().is_none_or(|a| &c.account_id == a)
+            && self
+                .conversation_id
+                .as_ref()
+                .is_none_or(|id| &c.conversation_id == id)
+            && self.status.is_none_or(|st| b.status == st)
+    }
+}
+
+impl Store {
+    /// Every session key of the deployment, by SCAN over the session hashes.
+    pub async fn scan_session_keys(&self) -> Result<Vec<String>, WorkError> {
+        // `<ns>:{s:<key>}`; the same pattern also matches `<ns>:{s:<key>}:labels`, which
+        // is a HASH too, so it is told apart by how the key ends.
+        let prefix = self.keys.session("");
+        let prefix = prefix.strip_suffix('}').unwrap_or(&prefix);
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut found = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .arg("TYPE")
+                .arg("hash")
+                .query_async(&mut conn)
+                .await?;
+            found.extend(keys.into_iter().filter_map(|key| {
+                key.strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_suffix('}'))
+                    .map(str::to_owned)
+            }));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        found.sort();
+        found.dedup(); // SCAN may return a key twice while the keyspace is rehashed
+        Ok(found)
+    }
+
+    /// Sessions (with all their bindings) that `keep` accepts, newest first, at most `limit`.
+    pub async fn list_sessions(
+        &self,
+        keep: impl Fn(&SessionState) -> bool,
+        limit: usize,
+    ) -> Result<Vec<SessionState>, WorkError> {
+        let keys = self.scan_session_keys().await?;
+        let mut found = Vec::new();
+        for chunk in keys.chunks(SCAN_COUNT) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.hgetall(self.keys.session(key));
+            }
+            let hashes: Vec<HashMap<String, Vec<u8>>> =
+                pipe.query_async(&mut self.conn.clone()).await?;
+            for (key, fields) in chunk.iter().zip(hashes) {
+                match parse_session(fields) {
+                    Ok(Some(state)) if keep(&state) => found.push(state),
+                    // Expired between SCAN and read, or filtered out.
+                    Ok(Some(_)) | Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(session_key = %key, %error, "unreadable session skipped");
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            (b.session.created_at, &b.session.session_key)
+                .cmp(&(a.session.created_at, &a.session.session_key))
+        });
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// Bindings `filter` accepts, most recently bound first, at most `limit`. A filter on
+    /// one session reads that session only; anything else scans.
+    pub async fn list_bindings(
+        &self,
+        filter: &BindingFilter,
+        limit: usize,
+    ) -> Result<Vec<BindingRecord>, WorkError> {
+        let sessions = match &filter.session_key {
+            Some(key) => self.load_session(key).await?.into_iter().collect(),
+            None => {
+                self.list_sessions(|s| s.bindings.iter().any(|b| filter.keeps(b)), usize::MAX)
+                    .await?
+            }
+        };
+        let mut found: Vec<BindingRecord> = sessions
+            .into_iter()
+            .flat_map(|s| s.bindings)
+            .filter(|b| filter.keeps(b))
+            .collect();
+        found.sort_by(|a, b| (b.bound_at, &b.binding_id).cmp(&(a.bound_at, &a.binding_id)));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// One binding by id, through its owner link.
+    pub async fn find_binding(&self, binding_id: &str) -> Result<Option<BindingRecord>, WorkError> {
+        let Some(owner) = self.binding_owner(binding_id).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .load_session(&owner)
+            .await?
+            .and_then(|s| s.bindings.into_iter().find(|b| b.binding_id == binding_id)))
+    }
+}
+
+/// `s` as a literal inside a Redis glob pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_specials_are_escaped() {
+        assert_eq!(glob_escape("tl:{s:"), "tl:{s:");
+        assert_eq!(glob_escape("a*b?[c]"), "a\\*b\\?\\[c\\]");
+    }
+}
