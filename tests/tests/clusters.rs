@@ -331,6 +331,30 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
     assert!(unbound.is_some(), "a message after unbind is unbound");
     assert!(p.inputs().iter().all(|i| i.event_id != after.event_id));
 
+    // The operator CLI lists every session, whichever primary holds it.
+    let listed = p
+        .command(&["sessions", "list", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run threadline sessions list");
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("sessions list prints JSON");
+    let mut listed_keys: Vec<&str> = listed
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|s| s["session_key"].as_str())
+        .collect();
+    listed_keys.sort();
+    let mut spawned_keys: Vec<&str> = sessions.iter().map(|(key, _)| key.as_str()).collect();
+    spawned_keys.sort();
+    assert_eq!(
+        listed_keys, spawned_keys,
+        "every session, from every master"
+    );
+
     // The state really is spread: keys on more than one master, none on the lone Redis
     // the harness also started.
     let mut nodes_with_keys = 0;

@@ -73,9 +73,14 @@ pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client>
     async_nats::ConnectOptions::new()
         .name("threadline-cli")
         .connection_timeout(Duration::from_secs(5))
-        .connect(config.nats_url.as_str())
+        .connect(crate::plumbing::nats::server_list(&config.nats_url))
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", redact_url(&config.nats_url)))
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {}",
+                crate::plumbing::nats::redact_urls(&config.nats_url)
+            )
+        })
 }
 
 /// Connects to Redis once, failing fast.
@@ -100,6 +105,20 @@ pub async fn connect_redis(config: &Config) -> anyhow::Result<redis::aio::Connec
 
 /// The session and binding store, read through the same code the workers use.
 pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
+    if config.redis_cluster {
+        // Already cancelled: one attempt, no retry loop.
+        let once = tokio_util::sync::CancellationToken::new();
+        once.cancel();
+        let conn = crate::plumbing::redis::connect_cluster(config, &once)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to Redis Cluster at {}",
+                    crate::plumbing::nats::redact_urls(&config.redis_url)
+                )
+            })?;
+        return Ok(Store::new(conn, config));
+    }
     Ok(Store::new(connect_redis(config).await?, config))
 }
 

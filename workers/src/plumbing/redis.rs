@@ -6,6 +6,7 @@ use crate::config::Config;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, Value};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -152,4 +153,86 @@ impl From<ClusterConnection> for RedisConnection {
     fn from(conn: ClusterConnection) -> Self {
         RedisConnection::Cluster(conn)
     }
+}
+
+impl RedisConnection {
+    /// Every key matching `pattern` whose type is `kind` (`hash`, …), by cursor `SCAN` in
+    /// steps of `count` keys (never `KEYS`, which blocks the server). On a cluster a SCAN
+    /// covers one node, so every primary is scanned in turn.
+    pub async fn scan_keys(
+        &self,
+        pattern: &str,
+        kind: &str,
+        count: usize,
+    ) -> redis::RedisResult<Vec<String>> {
+        let scan = |cursor: u64| {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count)
+                .arg("TYPE")
+                .arg(kind);
+            cmd
+        };
+        let mut found = Vec::new();
+        match self.clone() {
+            RedisConnection::Single(mut conn) => {
+                let mut cursor = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) =
+                        scan(cursor).query_async(&mut conn).await?;
+                    found.extend(keys);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            RedisConnection::Cluster(mut conn) => {
+                for (host, port) in primaries(&mut conn).await? {
+                    let mut cursor = 0;
+                    loop {
+                        let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
+                        let answer = conn.route_command(scan(cursor), node).await?;
+                        let (next, keys): (u64, Vec<String>) = redis::from_redis_value(answer)?;
+                        found.extend(keys);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The primaries of a cluster, from `CLUSTER SLOTS` (each slot range names its primary
+/// first: `[start, end, [host, port, id], replicas…]`).
+async fn primaries(conn: &mut ClusterConnection) -> redis::RedisResult<Vec<(String, u16)>> {
+    let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut nodes = Vec::new();
+    for range in ranges {
+        let Some(primary) = range.into_iter().nth(2) else {
+            continue;
+        };
+        let primary: Vec<Value> = redis::from_redis_value(primary)?;
+        let (Some(host), Some(port)) = (primary.first(), primary.get(1)) else {
+            continue;
+        };
+        let node: (String, u16) = (
+            redis::from_redis_value(host.clone())?,
+            redis::from_redis_value(port.clone())?,
+        );
+        if !nodes.contains(&node) {
+            nodes.push(node);
+        }
+    }
+    Ok(nodes)
 }

@@ -3,7 +3,7 @@
 //! blocks Redis for the whole keyspace), filtered here. Workers never call these: they find
 //! what they need by key.
 //!
-//! On Redis Cluster a SCAN covers one node only; point the CLI at each primary in turn.
+//! On Redis Cluster every primary is scanned in turn (`RedisConnection::scan_keys`).
 
 use super::{parse_session, SessionState, SessionStatus, Store};
 use crate::error::WorkError;
@@ -85,30 +85,17 @@ impl Store {
         let prefix = self.keys.session("");
         let prefix = prefix.strip_suffix('}').unwrap_or(&prefix);
         let pattern = format!("{}*", glob_escape(prefix));
-        let mut conn = self.conn.clone();
-        let mut cursor: u64 = 0;
-        let mut found = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .arg("TYPE")
-                .arg("hash")
-                .query_async(&mut conn)
-                .await?;
-            found.extend(keys.into_iter().filter_map(|key| {
+        let mut found: Vec<String> = self
+            .conn
+            .scan_keys(&pattern, "hash", SCAN_COUNT)
+            .await?
+            .into_iter()
+            .filter_map(|key| {
                 key.strip_prefix(prefix)
                     .and_then(|rest| rest.strip_suffix('}'))
                     .map(str::to_owned)
-            }));
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+            })
+            .collect();
         found.sort();
         found.dedup(); // SCAN may return a key twice while the keyspace is rehashed
         Ok(found)
