@@ -78,7 +78,12 @@ async fn python_publisher_spawns_a_thread_session_and_its_completion_is_posted_t
         .arg(repo_root().join("tests/python/threadline_publisher.py"))
         .args(["--nats", &p.nats.url(), "--prefix", p.subjects.prefix()])
         .args(["--timeout", "30", "scenario"])
-        .args(["--agent", "larry", "--requester-session", "agent:larry:main"])
+        .args([
+            "--agent",
+            "larry",
+            "--requester-session",
+            "agent:larry:main",
+        ])
         .args(["--channel", "discord", "--account", ACCOUNT])
         .args(["--conversation", PARENT, "--thread-name", "from python"])
         .args(["--content", &content])
@@ -117,7 +122,11 @@ async fn python_publisher_spawns_a_thread_session_and_its_completion_is_posted_t
     // The second publish of the same event id was dropped by the stream's duplicate window.
     assert_eq!(seen["completion_duplicate_dropped"], true);
     // The completion's trace continued to tl.out.delivered.
-    let trace_id = |tp: &Value| tp.as_str().and_then(|t| t.split('-').nth(1)).map(str::to_owned);
+    let trace_id = |tp: &Value| {
+        tp.as_str()
+            .and_then(|t| t.split('-').nth(1))
+            .map(str::to_owned)
+    };
     assert!(trace_id(&seen["sent_traceparent"]).is_some());
     assert_eq!(
         trace_id(&seen["delivered_traceparent"]),

@@ -130,7 +130,10 @@ async fn spans_are_exported_to_the_configured_otlp_endpoint() {
             let store = store.clone();
             async move {
                 store.lock().expect("collector lock").push(body);
-                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
             }
         }),
     );
@@ -173,7 +176,13 @@ async fn spans_are_exported_to_the_configured_otlp_endpoint() {
             .iter()
             .flat_map(|r| &r.scope_spans)
             .flat_map(|s| &s.spans)
-            .filter(|s| s.trace_id.iter().map(|b| format!("{b:02x}")).collect::<String>() == TRACE_ID)
+            .filter(|s| {
+                s.trace_id
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    == TRACE_ID
+            })
         {
             let attr = |key: &str| {
                 span.attributes
@@ -202,7 +211,10 @@ async fn spans_are_exported_to_the_configured_otlp_endpoint() {
         stages.iter().any(|s| s.starts_with("deliver")),
         "{stages:?}"
     );
-    assert!(named_event >= 2, "router and deliverer spans name the event");
+    assert!(
+        named_event >= 2,
+        "router and deliverer spans name the event"
+    );
     assert_eq!(client_spans, 1, "one platform call");
 }
 
@@ -263,7 +275,9 @@ async fn metrics_when(addr: SocketAddr, done: impl Fn(&str) -> bool) -> String {
 }
 
 /// A `run all` process of its own, so its `/metrics` counts only this test's work.
-async fn separate_process(tune: fn(&mut threadline::config::Config)) -> (Pipeline, tokio::process::Child, SocketAddr) {
+async fn separate_process(
+    tune: fn(&mut threadline::config::Config),
+) -> (Pipeline, tokio::process::Child, SocketAddr) {
     let mut p = Pipeline::start_with(Options {
         in_process: false,
         ..Options::default()
@@ -305,8 +319,9 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
     let channel = ("channel", "discord");
 
     // Three completions; the first post is rate-limited once.
-    p.discord
-        .push_fault(Fault::RateLimited { retry_after_ms: 200 });
+    p.discord.push_fault(Fault::RateLimited {
+        retry_after_ms: 200,
+    });
     let mut completions = Vec::new();
     for n in 0..3 {
         let c = completion(&session_key, &format!("post {n}"));
@@ -316,7 +331,8 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
     }
     // The first again under a new Nats-Msg-Id: the router replays its stored decision.
     let again = &completions[0];
-    p.publish(p.subjects.in_completion(), &new_id(), again).await;
+    p.publish(p.subjects.in_completion(), &new_id(), again)
+        .await;
     // A completion of an unknown session: an explicit fallback to its requester.
     let mut unknown = completion("agent:larry:subagent:nobody", "who?");
     unknown.requester = Some(Pipeline::discord_channel(PARENT));
@@ -324,17 +340,30 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
         .await;
     p.wait_delivered(&unknown.event_id, 1).await;
     // Bytes that are no event: dead-lettered.
-    p.publish_bytes(p.subjects.in_completion(), Some(&new_id()), b"\xc1".to_vec(), false)
-        .await;
+    p.publish_bytes(
+        p.subjects.in_completion(),
+        Some(&new_id()),
+        b"\xc1".to_vec(),
+        false,
+    )
+    .await;
 
     let text = metrics_when(addr, |t| {
         value(t, "threadline_delivery_latency_seconds_count", &[channel]) >= 4.0
             && value(t, "threadline_dead_letters_total", &[("stage", "router")]) >= 1.0
-            && value(t, "threadline_dedup_hits_total", &[("kind", "route_replay")]) >= 1.0
+            && value(
+                t,
+                "threadline_dedup_hits_total",
+                &[("kind", "route_replay")],
+            ) >= 1.0
     })
     .await;
     assert_eq!(
-        value(&text, "threadline_delivery_latency_seconds_count", &[channel]),
+        value(
+            &text,
+            "threadline_delivery_latency_seconds_count",
+            &[channel]
+        ),
         4.0,
         "{text}"
     );
@@ -347,7 +376,10 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
         4.0
     );
     assert!(value(&text, "threadline_delivery_latency_seconds_sum", &[channel]) > 0.0);
-    assert_eq!(value(&text, "threadline_platform_429_total", &[channel]), 1.0);
+    assert_eq!(
+        value(&text, "threadline_platform_429_total", &[channel]),
+        1.0
+    );
     assert_eq!(
         value(
             &text,
@@ -365,11 +397,19 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
         1.0
     );
     assert_eq!(
-        value(&text, "threadline_dedup_hits_total", &[("kind", "route_replay")]),
+        value(
+            &text,
+            "threadline_dedup_hits_total",
+            &[("kind", "route_replay")]
+        ),
         1.0
     );
     assert_eq!(
-        value(&text, "threadline_fallbacks_total", &[("reason", "unknown_session")]),
+        value(
+            &text,
+            "threadline_fallbacks_total",
+            &[("reason", "unknown_session")]
+        ),
         1.0
     );
     assert_eq!(
@@ -380,8 +420,18 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
         ),
         1.0
     );
-    assert!(value(&text, "threadline_events_total", &[("stage", "binder"), ("outcome", "ack")]) >= 1.0);
-    assert_eq!(p.discord.messages_in(PARENT).len(), 4, "the replay posted nothing");
+    assert!(
+        value(
+            &text,
+            "threadline_events_total",
+            &[("stage", "binder"), ("outcome", "ack")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        p.discord.messages_in(PARENT).len(),
+        4,
+        "the replay posted nothing"
+    );
 
     // Backlog: the next post hangs for a while, two more wait in the same lane.
     p.discord.push_fault(Fault::Slow { delay_ms: 3_000 });
@@ -396,7 +446,8 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
             .into_iter()
             .filter(|(n, l, _)| {
                 n == "threadline_consumer_pending"
-                    && l.get("durable").is_some_and(|d| d.starts_with("deliver-discord-p"))
+                    && l.get("durable")
+                        .is_some_and(|d| d.starts_with("deliver-discord-p"))
             })
             .map(|(_, _, v)| v)
             .fold(0.0, f64::max)
@@ -406,8 +457,10 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
     // Every consumer of the process has its gauges.
     for durable in ["binder", "router"] {
         assert!(
-            samples(&text).iter().any(|(n, l, _)| n == "threadline_consumer_pending"
-                && l.get("durable").is_some_and(|d| d.starts_with(durable))),
+            samples(&text)
+                .iter()
+                .any(|(n, l, _)| n == "threadline_consumer_pending"
+                    && l.get("durable").is_some_and(|d| d.starts_with(durable))),
             "no pending gauge for {durable}: {text}"
         );
     }
@@ -421,7 +474,11 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
     .await;
     assert_eq!(pending(&text), 0.0, "{text}");
     assert_eq!(
-        value(&text, "threadline_delivery_latency_seconds_count", &[channel]),
+        value(
+            &text,
+            "threadline_delivery_latency_seconds_count",
+            &[channel]
+        ),
         7.0
     );
     let _ = child.start_kill();
@@ -450,7 +507,10 @@ async fn sigterm_during_a_hanging_platform_call_exits_zero_within_the_drain_dead
             .any(|(path, _)| path.ends_with(&format!("/channels/{PARENT}/messages")))
     };
     while !posting() {
-        assert!(Instant::now() < deadline, "the post never reached the platform");
+        assert!(
+            Instant::now() < deadline,
+            "the post never reached the platform"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -476,7 +536,11 @@ async fn sigterm_during_a_hanging_platform_call_exits_zero_within_the_drain_dead
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(ready_status.ok(), Some(503), "/readyz while draining");
-    assert_eq!(get("/healthz").await.ok(), Some(200), "/healthz while draining");
+    assert_eq!(
+        get("/healthz").await.ok(),
+        Some(200),
+        "/healthz while draining"
+    );
 
     let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
@@ -484,6 +548,13 @@ async fn sigterm_during_a_hanging_platform_call_exits_zero_within_the_drain_dead
         .expect("reap");
     assert!(exit.success(), "exit status {exit:?}");
     // The deadline (1.5 s) held, not the 45 s call; generous margin for a loaded machine.
-    assert!(sent.elapsed() < Duration::from_secs(15), "{:?}", sent.elapsed());
-    assert!(p.delivered().is_empty(), "nothing was reported for the unfinished post");
+    assert!(
+        sent.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(
+        p.delivered().is_empty(),
+        "nothing was reported for the unfinished post"
+    );
 }

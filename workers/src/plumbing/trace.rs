@@ -249,7 +249,10 @@ impl Extractor for Nats<'_> {
         header(self.0, key)
     }
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(key, _)| AsRef::<str>::as_ref(key)).collect()
+        self.0
+            .iter()
+            .map(|(key, _)| AsRef::<str>::as_ref(key))
+            .collect()
     }
 }
 
