@@ -9,6 +9,9 @@
 #   ensure_services   start NATS on 127.0.0.1:4222 and Redis on 127.0.0.1:6379
 #                     unless something already listens there; the servers started
 #                     here are stopped (by PID) when the sourcing script exits
+#   ensure_python_env  a venv at target/py-venv with tests/python/requirements.txt
+#                     (apt-installs python3-venv if needed; falls back to
+#                     pip install --user); exports THREADLINE_PYTHON for the tests
 
 # Repository root, whatever the caller's working directory.
 THREADLINE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -83,6 +86,50 @@ ensure_packages() {
   for name in nats-server redis-server; do
     find_server "$name" >/dev/null || fail "$name still not found after apt-get install"
   done
+}
+
+# Installs Debian packages "$@" (apt-get update at most once per script).
+_apt_install() {
+  command -v apt-get >/dev/null 2>&1 || fail "$* missing and apt-get not available"
+  if [[ $_THREADLINE_APT_UPDATED == false ]]; then
+    log "running apt-get update"
+    _as_root apt-get update
+    _THREADLINE_APT_UPDATED=true
+  fi
+  log "running apt-get install -y $*"
+  _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+}
+
+ensure_python_env() {
+  local venv="$THREADLINE_ROOT/target/py-venv"
+  local requirements="tests/python/requirements.txt"
+  local stamp="$venv/.requirements.sha256"
+  command -v python3 >/dev/null 2>&1 || _apt_install python3 python3-venv
+  if [[ ! -x "$venv/bin/pip" ]]; then
+    rm -rf "$venv"
+    # Debian's python3 has no venv/ensurepip without the python3-venv package.
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      rm -rf "$venv"
+      _apt_install python3-venv || log "could not install python3-venv"
+      if ! python3 -m venv "$venv"; then
+        rm -rf "$venv"
+        log "no venv possible: pip install --user -r $requirements"
+        python3 -m pip install --user --disable-pip-version-check -q -r "$THREADLINE_ROOT/$requirements" ||
+          python3 -m pip install --user --break-system-packages --disable-pip-version-check -q -r "$THREADLINE_ROOT/$requirements"
+        export THREADLINE_PYTHON
+        THREADLINE_PYTHON="$(command -v python3)"
+        return 0
+      fi
+    fi
+  fi
+  # Reinstall only when the pinned requirements changed.
+  if ! (cd "$THREADLINE_ROOT" && sha256sum --status -c "$stamp" 2>/dev/null); then
+    log "installing $requirements into ${venv#"$THREADLINE_ROOT/"}"
+    "$venv/bin/pip" install --disable-pip-version-check -q -r "$THREADLINE_ROOT/$requirements"
+    (cd "$THREADLINE_ROOT" && sha256sum "$requirements" >"$stamp")
+  fi
+  export THREADLINE_PYTHON="$venv/bin/python"
+  log "Python publisher environment: $THREADLINE_PYTHON"
 }
 
 # Succeeds if something accepts TCP connections on 127.0.0.1:$1.

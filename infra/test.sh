@@ -11,6 +11,8 @@ cd "$THREADLINE_ROOT"
 
 ensure_cargo
 ensure_packages
+# The Python publisher's end-to-end test (tests/tests/python.rs) runs with THREADLINE_PYTHON.
+ensure_python_env
 
 # Binaries first: end-to-end tests run the real `threadline` binary.
 log "cargo build --workspace --bins"

@@ -59,12 +59,18 @@ pub struct Running {
     pub health_addr: Option<std::net::SocketAddr>,
     pub plumbing: Plumbing,
     tasks: JoinSet<()>,
+    /// Stops the health server when the process is done (dropped), not at SIGTERM: while
+    /// draining it must keep answering `/readyz` with 503 and `/healthz` with 200.
+    _health_stop: tokio_util::sync::DropGuard,
 }
 
 impl Running {
     /// Waits until every worker has drained after `shutdown`.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        // Export the spans of the drained events (blocking: the exporter has its own thread).
+        let telemetry = self.plumbing.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.flush()).await;
     }
 }
 
@@ -82,6 +88,9 @@ pub async fn start(
         Role::Binder | Role::Router => Vec::new(),
     };
     let plumbing = Plumbing::connect(config.clone(), shutdown.clone()).await?;
+    let health_stop = CancellationToken::new();
+    // Also stops it when start-up fails below.
+    let health_stop_guard = health_stop.clone().drop_guard();
     let health_addr = if config.health_addr.is_empty() {
         None
     } else {
@@ -90,7 +99,7 @@ pub async fn start(
             health::serve(
                 &config.health_addr,
                 plumbing.health.clone(),
-                shutdown.clone(),
+                health_stop.clone(),
             )
             .await
             .map_err(|source| StartError::Health {
@@ -203,6 +212,7 @@ pub async fn start(
         health_addr,
         plumbing,
         tasks,
+        _health_stop: health_stop_guard,
     })
 }
 

@@ -111,6 +111,12 @@ pub struct Config {
     pub sweep_interval_ms: u64,
     /// How often deliverers re-read their token source, besides `credentials_rotated`.
     pub credentials_reload_ms: u64,
+    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`; `/v1/traces` is
+    /// appended) to export spans to; empty (the default) exports nothing. Trace context is
+    /// carried through every hop either way.
+    pub otlp_endpoint: String,
+    /// How often each process reads its consumers' pending counts for `/metrics`.
+    pub pending_poll_ms: u64,
     /// The file this configuration was loaded from; re-read when credentials rotate.
     #[serde(skip)]
     pub source_file: Option<PathBuf>,
@@ -265,6 +271,8 @@ impl Default for Config {
             webhooks: BTreeMap::new(),
             sweep_interval_ms: 30_000,
             credentials_reload_ms: 60_000,
+            otlp_endpoint: String::new(),
+            pending_poll_ms: 5_000,
             source_file: None,
         }
     }
@@ -302,6 +310,8 @@ const ENV_TOP_LEVEL: &[&str] = &[
     // A whole table in one variable, so a deployment configured only by environment (a
     // container) can still have webhook channels: `{ops={url="…",threads=true}}`.
     "webhooks",
+    "otlp_endpoint",
+    "pending_poll_ms",
 ];
 const PLATFORM_ENV_FIELDS: &[&str] = &[
     "api_base",

@@ -235,6 +235,8 @@ pub(crate) struct Common {
     /// Every request received, including rejected, faulted and unknown-route ones.
     pub(crate) request_count: usize,
     pub(crate) faults: Faults,
+    /// `(path, traceparent)` of every request that carried a W3C `traceparent` header.
+    pub(crate) traceparents: Vec<(String, String)>,
 }
 
 /// What the shared machinery needs from a platform's state: its bookkeeping,
@@ -276,7 +278,15 @@ async fn count_request<S: Platform>(
     req: Request,
     next: Next,
 ) -> Response {
-    with_common(&shared, |c| c.request_count += 1);
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| (req.uri().path().to_owned(), v.to_owned()));
+    with_common(&shared, |c| {
+        c.request_count += 1;
+        c.traceparents.extend(traceparent);
+    });
     next.run(req).await
 }
 
@@ -367,6 +377,11 @@ macro_rules! handle_methods {
             /// Injects random faults (after any scripted ones); `None` turns them off.
             pub fn set_fault_mix(&self, mix: Option<$crate::fakes::FaultMix>) {
                 $crate::fakes::with_common(&self.shared, |c| c.faults.set_mix(mix));
+            }
+
+            /// `(path, traceparent)` of each request that carried one, in arrival order.
+            pub fn traceparents_seen(&self) -> Vec<(String, String)> {
+                $crate::fakes::with_common(&self.shared, |c| c.traceparents.clone())
             }
 
             /// How many faults were injected so far, by kind.

@@ -3,6 +3,7 @@
 //! backoff; other 4xx → permanent).
 
 use super::adapter::PlatformError;
+use crate::plumbing::trace::PlatformCall;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use std::time::Duration;
@@ -29,16 +30,34 @@ pub struct Answered {
 
 /// Sends `request` and reads the whole answer; a request that got no answer is a transport
 /// error (see [`transport_error`]).
+///
+/// The call is a child span of the event being handled, and carries its `traceparent`.
 pub async fn send(request: reqwest::RequestBuilder) -> Result<Answered, PlatformError> {
-    let response = request.send().await.map_err(transport_error)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(transport_error)?;
-    Ok(Answered {
-        status,
-        headers,
-        body,
-    })
+    let (client, request) = request.build_split();
+    let mut request = request.map_err(transport_error)?;
+    let call = PlatformCall::start(
+        request.method().as_str(),
+        request.url().host_str().unwrap_or_default(),
+    );
+    for (name, value) in &call.headers {
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(value) {
+            request.headers_mut().insert(*name, value);
+        }
+    }
+    let answered = async {
+        let response = client.execute(request).await.map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport_error)?;
+        Ok(Answered {
+            status,
+            headers,
+            body,
+        })
+    }
+    .await;
+    call.finish(answered.as_ref().ok().map(|a| a.status.as_u16()));
+    answered
 }
 
 /// Classifies a non-success response. `platform_code` and `retry_after_body` come from the

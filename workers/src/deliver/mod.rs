@@ -163,6 +163,7 @@ impl<A: Adapter> Deliverer<A> {
                 .await?
             {
                 Claim::Sent(id) => {
+                    metrics::counter!(m::DEDUP_HITS, "kind" => "post_already_sent").increment(1);
                     message_ids.push(id);
                     continue;
                 }
@@ -227,6 +228,7 @@ impl<A: Adapter> Deliverer<A> {
         caps: Capabilities,
     ) -> Result<Doubt, WorkError> {
         if self.adapter.keyed(&request) {
+            metrics::counter!(m::DEDUP_HITS, "kind" => "platform_idempotency").increment(1);
             return Ok(Doubt::Resend(Reconciliation::IdempotencyKey));
         }
         let store = &self.plumbing.store;
@@ -234,6 +236,7 @@ impl<A: Adapter> Deliverer<A> {
             let since = threadline_schemas::now_ms().saturating_sub(READ_BACK_WINDOW_MS);
             return match self.adapter.find_posted(request, since).await {
                 Ok(Some(receipt)) => {
+                    metrics::counter!(m::DEDUP_HITS, "kind" => "read_back").increment(1);
                     store
                         .settle_part(
                             request.delivery_id,
@@ -292,7 +295,8 @@ impl<A: Adapter> Deliverer<A> {
         let channel = self.adapter.channel().to_owned();
         match error {
             PlatformError::RateLimited { after } => {
-                metrics::counter!(m::RATE_LIMITED, "channel" => channel).increment(1);
+                metrics::counter!(m::RATE_LIMITED, "channel" => channel.clone()).increment(1);
+                metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "rate_limited").increment(1);
                 store
                     .settle_part(
                         &command.delivery_id,
@@ -306,6 +310,7 @@ impl<A: Adapter> Deliverer<A> {
                 message,
                 maybe_applied,
             } => {
+                metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "transient").increment(1);
                 let outcome = if maybe_applied {
                     PartOutcome::Unknown(attempt)
                 } else {
@@ -321,6 +326,7 @@ impl<A: Adapter> Deliverer<A> {
             {
                 // The token was rotated under us: nothing was posted, try again with the
                 // new one rather than give the post up.
+                metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "unauthorized").increment(1);
                 store
                     .settle_part(
                         &command.delivery_id,
@@ -423,6 +429,7 @@ impl<A: Adapter> Deliverer<A> {
             }
             Posted::Done { ids, reconciled } => {
                 metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
+                crate::plumbing::trace::record_delivery_latency(self.adapter.channel());
                 let delivered = Outgoing::event(
                     self.plumbing.subjects.out_delivered(),
                     ids::msg_id::delivered(&command.delivery_id),
@@ -480,6 +487,7 @@ impl<A: Adapter> Deliverer<A> {
         let session = self.plumbing.store.load_session(session_key).await?;
         match session {
             Some(state) if !state.session.fail_closed => {
+                metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
                 let requester = state.session.requester.conversation;
                 let delivery_id = ids::post_delivery_id(&command.event_id, &requester);
                 out.push(Outgoing::event(

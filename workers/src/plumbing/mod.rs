@@ -7,6 +7,7 @@ pub mod nats;
 pub mod redis;
 pub mod retry;
 pub mod runloop;
+pub mod trace;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -25,6 +26,8 @@ pub struct Plumbing {
     /// Cancelled on SIGTERM: run loops stop pulling and drain.
     pub shutdown: CancellationToken,
     pub health: health::Health,
+    /// Spans and trace context for every handled event; OTLP export when configured.
+    pub telemetry: trace::Telemetry,
 }
 
 impl Plumbing {
@@ -52,7 +55,9 @@ impl Plumbing {
                 .map_err(|e| nats::TopologyError::Redis(e.to_string()))?,
             &config,
         );
+        let telemetry = trace::Telemetry::new(&config)?;
         Ok(Plumbing {
+            telemetry,
             publisher: nats::Publisher::new(js),
             subjects,
             nats,

@@ -44,6 +44,8 @@ pub enum TopologyError {
     },
     #[error("cannot connect to Redis: {0}")]
     Redis(String),
+    #[error(transparent)]
+    Telemetry(#[from] super::trace::TelemetryError),
 }
 
 /// The four streams of a deployment.
@@ -449,7 +451,9 @@ impl Publisher {
     /// acknowledgement is awaited, and all of them must be stored for success.
     pub async fn send_all(&self, outs: Vec<Outgoing>) -> Result<(), WorkError> {
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(outs.len());
-        for out in outs {
+        for mut out in outs {
+            // The handled event's trace continues in whatever it publishes.
+            super::trace::inject_nats(&mut out.headers);
             let mut message = jetstream::message::PublishMessage::build()
                 .payload(out.payload)
                 .headers(out.headers);

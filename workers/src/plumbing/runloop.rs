@@ -15,6 +15,7 @@
 use super::metrics as m;
 use super::nats::Outgoing;
 use super::retry;
+use super::trace;
 use super::Plumbing;
 use crate::error::{Settle, WorkError};
 use async_nats::header::HeaderMap;
@@ -92,6 +93,11 @@ pub async fn run<H: Handler>(
     let server_cap = consumer.cached_info().config.max_ack_pending;
     let server_bounded = server_cap > 0 && server_cap as usize <= concurrency;
     tracing::info!(stage = %stage.name(), concurrency, "worker started");
+    tokio::spawn(watch_pending(
+        consumer.clone(),
+        shutdown.clone(),
+        Duration::from_millis(plumbing.config.pending_poll_ms.max(100)),
+    ));
 
     'pull: while !shutdown.is_cancelled() {
         while let Some(done) = tasks.try_join_next() {
@@ -145,7 +151,7 @@ pub async fn run<H: Handler>(
                     let handler = handler.clone();
                     let plumbing = plumbing.clone();
                     tasks.spawn(async move {
-                        process(&*handler, message, &plumbing).await;
+                        traced_process(&*handler, message, &plumbing).await;
                         drop(permit);
                     });
                 }
@@ -168,6 +174,48 @@ pub async fn run<H: Handler>(
         tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
     }
     tracing::info!(stage = %stage.name(), "worker stopped");
+}
+
+/// Publishes the consumer's backlog as gauges until `shutdown`: what is waiting for this
+/// worker (all instances together: the numbers are the shared durable's).
+async fn watch_pending(
+    mut consumer: PullConsumer,
+    shutdown: tokio_util::sync::CancellationToken,
+    every: Duration,
+) {
+    let durable = consumer.cached_info().name.clone();
+    loop {
+        match consumer.info().await {
+            Ok(info) => {
+                metrics::gauge!(m::CONSUMER_PENDING, "durable" => durable.clone())
+                    .set(info.num_pending as f64);
+                metrics::gauge!(m::CONSUMER_ACK_PENDING, "durable" => durable.clone())
+                    .set(info.num_ack_pending as f64);
+            }
+            Err(error) => tracing::debug!(%durable, %error, "reading consumer info failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// [`process`] inside the span of this event, continuing the trace its headers carry.
+async fn traced_process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing) {
+    let published_ms = message
+        .info()
+        .map(|info| (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
+        .unwrap_or_else(|_| threadline_schemas::now_ms());
+    let headers = message.headers.clone();
+    let subject = message.subject.clone();
+    let stage = handler.stage().name();
+    plumbing
+        .telemetry
+        .in_event_span(&stage, &subject, headers.as_ref(), published_ms, async {
+            process(handler, message, plumbing).await
+        })
+        .await;
 }
 
 /// One delivery of one message, settled exactly once.
@@ -209,6 +257,7 @@ async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing)
             }
         }
         Ok(event) => {
+            trace::set_event_id(event.event_id());
             let result = with_progress(&message, plumbing.config.ack_wait(), async {
                 handler.handle(&event, attempt).await
             })
@@ -227,6 +276,7 @@ async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing)
     if let Err(error) = message.ack_with(ack).await {
         tracing::warn!(stage = %stage.name(), %error, "ack failed; the event will be redelivered");
     }
+    trace::set_outcome(outcome);
     metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => outcome).increment(1);
     metrics::histogram!(m::HANDLE_SECONDS, "stage" => stage.name())
         .record(started.elapsed().as_secs_f64());
@@ -414,5 +464,8 @@ async fn dead_letter(
     };
     metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => "dead_lettered")
         .increment(1);
-    plumbing.publisher.send(out).await
+    plumbing.publisher.send(out).await?;
+    metrics::counter!(m::DEAD_LETTERS, "stage" => stage.name(), "code" => code.to_owned())
+        .increment(1);
+    Ok(())
 }

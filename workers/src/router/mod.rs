@@ -124,8 +124,11 @@ impl Handler for Router {
             .load_route_and_session(&completion.event_id, &completion.session_key)
             .await?;
         let decision: RouteDecision = match stored {
-            Some(blob) => rmp_serde::from_slice(&blob)
-                .map_err(|e| WorkError::Corrupt(format!("stored routing decision: {e}")))?,
+            Some(blob) => {
+                metrics::counter!(m::DEDUP_HITS, "kind" => "route_replay").increment(1);
+                rmp_serde::from_slice(&blob)
+                    .map_err(|e| WorkError::Corrupt(format!("stored routing decision: {e}")))?
+            }
             None => {
                 let now = now_ms();
                 let ctx = RouteContext {

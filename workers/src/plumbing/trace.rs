@@ -1,0 +1,323 @@
+//! W3C trace context through every hop, a span per handled event, optional OTLP export.
+//!
+//! The context travels in NATS headers (`traceparent`, `tracestate`) and in the platform
+//! HTTP call. It is held in OpenTelemetry's own task context ([`FutureExt::with_context`]
+//! around each handled event), not in a `tracing` subscriber layer: workers also run inside
+//! other processes (the tests' in-process pipelines) whose subscriber we do not own, and the
+//! context must reach the publisher and the HTTP client there too. So the publisher and
+//! [`crate::deliver::http::send`] read [`Context::current`] and need no new parameters.
+//!
+//! Spans come from an SDK tracer per process. Without `otlp_endpoint` new traces are not
+//! sampled (their ids still travel, so downstream systems can join them) and nothing is
+//! exported; with it, spans go to `<otlp_endpoint>/v1/traces` as OTLP HTTP/protobuf.
+
+use super::metrics as m;
+use crate::config::Config;
+use async_nats::header::HeaderMap;
+use opentelemetry::context::FutureExt;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use std::future::Future;
+use std::time::Duration;
+
+/// The W3C header names, lower-case as the recommendation writes them.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+/// When the inbound event that started this chain was stored (Unix ms), carried from hop to
+/// hop so the deliverer can measure publish → platform accepted. Internal, like
+/// `tl.deliver.*` itself; absent on events from publishers.
+pub const ORIGIN_MS: &str = "Threadline-Origin-Ms";
+
+/// Why OTLP export could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up OTLP export to {endpoint}: {reason}")]
+pub struct TelemetryError {
+    endpoint: String,
+    reason: String,
+}
+
+/// One process's tracer (and exporter, when configured). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+impl Telemetry {
+    pub fn new(config: &Config) -> Result<Telemetry, TelemetryError> {
+        let endpoint = config.otlp_endpoint.trim();
+        let builder = SdkTracerProvider::builder()
+            .with_resource(Resource::builder().with_service_name("threadline").build());
+        let provider = if endpoint.is_empty() {
+            // Sampled parents stay sampled (their flag is propagated unchanged); new traces
+            // are not recorded, since nothing would read them.
+            builder
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+                .build()
+        } else {
+            // The exporter's reqwest client uses rustls without a default provider, like
+            // the adapters' clients: ring, installed once per process.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(url)
+                .with_timeout(Duration::from_millis(config.http_timeout_ms))
+                .build()
+                .map_err(|e| TelemetryError {
+                    endpoint: super::nats::redact_url(endpoint),
+                    reason: e.to_string(),
+                })?;
+            builder
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                .with_batch_exporter(exporter)
+                .build()
+        };
+        let tracer = provider.tracer("threadline");
+        Ok(Telemetry { provider, tracer })
+    }
+
+    /// Runs `work` (the handling of one message) inside a span that continues the trace of
+    /// `headers`, or starts a new trace when they carry none. `published_ms` is when this
+    /// message was stored: the chain's origin time when the headers do not name an earlier one.
+    pub async fn in_event_span<T>(
+        &self,
+        stage: &str,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        published_ms: u64,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let parent = headers
+            .map(|h| TraceContextPropagator::new().extract_with_context(&Context::new(), &Nats(h)))
+            .unwrap_or_default();
+        let origin = headers
+            .and_then(|h| header(h, ORIGIN_MS))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(published_ms);
+        let span = self
+            .tracer
+            .span_builder(format!("threadline {stage}"))
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
+                KeyValue::new("threadline.stage", stage.to_owned()),
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("messaging.destination.name", subject.to_owned()),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        let cx = parent
+            .with_span(span)
+            .with_value(Origin(origin))
+            .with_value(EventTracer(self.tracer.clone()));
+        let result = work.with_context(cx.clone()).await;
+        cx.span().end();
+        result
+    }
+
+    /// Exports what is still buffered (on shutdown).
+    pub fn flush(&self) {
+        if let Err(error) = self.provider.force_flush() {
+            tracing::warn!(%error, "flushing spans failed");
+        }
+    }
+}
+
+/// The origin time of the chain the current event belongs to.
+#[derive(Clone, Copy, Debug)]
+struct Origin(u64);
+
+/// The tracer that started the current event's span, for child spans further down.
+#[derive(Clone, Debug)]
+struct EventTracer(SdkTracer);
+
+/// Names the current event on its span (the id is known only once it is decoded).
+pub fn set_event_id(event_id: &str) {
+    Context::current()
+        .span()
+        .set_attribute(KeyValue::new("threadline.event_id", event_id.to_owned()));
+}
+
+/// Records an outcome that is not a success on the current event's span.
+pub fn set_outcome(outcome: &'static str) {
+    let cx = Context::current();
+    let span = cx.span();
+    span.set_attribute(KeyValue::new("threadline.outcome", outcome));
+    match outcome {
+        "ack" | "wait" => {}
+        _ => span.set_status(Status::error(outcome)),
+    }
+}
+
+/// Adds the current trace context (and origin time) to an outgoing message, unless it
+/// already carries a `traceparent`.
+pub fn inject_nats(headers: &mut HeaderMap) {
+    if header(headers, TRACEPARENT).is_some() {
+        return;
+    }
+    let cx = Context::current();
+    TraceContextPropagator::new().inject_context(&cx, &mut NatsOut(headers));
+    if let Some(Origin(ms)) = cx.get::<Origin>() {
+        headers.insert(ORIGIN_MS, ms.to_string().as_str());
+    }
+}
+
+/// The trace headers of a platform call: a client span, child of the current event's span,
+/// and its context. The span is ended by [`PlatformCall::finish`] (or when dropped).
+pub struct PlatformCall {
+    cx: Context,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl PlatformCall {
+    pub fn start(method: &str, host: &str) -> PlatformCall {
+        let parent = Context::current();
+        let cx = match parent.get::<EventTracer>() {
+            Some(EventTracer(tracer)) => {
+                let span = tracer
+                    .span_builder(format!("{method} {host}"))
+                    .with_kind(SpanKind::Client)
+                    .with_attributes([
+                        KeyValue::new("http.request.method", method.to_owned()),
+                        KeyValue::new("server.address", host.to_owned()),
+                    ])
+                    .start_with_context(tracer, &parent);
+                parent.with_span(span)
+            }
+            None => parent,
+        };
+        let mut headers = Vec::new();
+        TraceContextPropagator::new().inject_context(&cx, &mut HttpOut(&mut headers));
+        PlatformCall { cx, headers }
+    }
+
+    /// Ends the call's span with the answer's status (`None`: no answer).
+    pub fn finish(self, status: Option<u16>) {
+        let span = self.cx.span();
+        match status {
+            Some(code) => {
+                span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+                if code >= 400 {
+                    span.set_status(Status::error(format!("HTTP {code}")));
+                }
+            }
+            None => span.set_status(Status::error("no answer")),
+        }
+        span.end();
+    }
+}
+
+/// Records the delivery latency of a post the platform just accepted, from the origin time
+/// of the current chain.
+pub fn record_delivery_latency(channel: &str) {
+    if let Some(Origin(origin)) = Context::current().get::<Origin>() {
+        let elapsed_ms = threadline_schemas::now_ms().saturating_sub(*origin);
+        metrics::histogram!(m::DELIVERY_SECONDS, "channel" => channel.to_owned())
+            .record(elapsed_ms as f64 / 1000.0);
+    }
+}
+
+/// The trace id of the current context, for logs (`None` outside an event).
+pub fn current_trace_id() -> Option<String> {
+    let cx = Context::current();
+    let span_context = cx.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+/// A header by name; NATS publishers in other languages may capitalise it.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.as_str()).or_else(|| {
+        headers
+            .iter()
+            .find(|(key, _)| AsRef::<str>::as_ref(*key).eq_ignore_ascii_case(name))
+            .and_then(|(_, values)| values.first())
+            .map(|v| v.as_str())
+    })
+}
+
+struct Nats<'a>(&'a HeaderMap);
+
+impl Extractor for Nats<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        header(self.0, key)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .map(|(key, _)| AsRef::<str>::as_ref(key))
+            .collect()
+    }
+}
+
+struct NatsOut<'a>(&'a mut HeaderMap);
+
+impl Injector for NatsOut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+struct HttpOut<'a>(&'a mut Vec<(&'static str, String)>);
+
+impl Injector for HttpOut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let name = match key {
+            TRACEPARENT => TRACEPARENT,
+            TRACESTATE => TRACESTATE,
+            // The W3C propagator writes only these two.
+            _other => return,
+        };
+        self.0.push((name, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_inbound_traceparent_is_continued_and_a_missing_one_starts_a_trace() {
+        let telemetry = Telemetry::new(&Config::default()).unwrap();
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut inbound = HeaderMap::new();
+        inbound.insert(
+            "Traceparent",
+            format!("00-{trace_id}-00f067aa0ba902b7-01").as_str(),
+        );
+        let (nats, http) = telemetry
+            .in_event_span("router", "tl.in.completion", Some(&inbound), 1, async {
+                let mut out = HeaderMap::new();
+                inject_nats(&mut out);
+                let call = PlatformCall::start("POST", "example.invalid");
+                let http = call.headers.clone();
+                call.finish(Some(200));
+                (out, http)
+            })
+            .await;
+        let forwarded = header(&nats, TRACEPARENT).unwrap();
+        assert!(forwarded.starts_with(&format!("00-{trace_id}-")));
+        assert!(forwarded.ends_with("-01"), "sampled flag kept: {forwarded}");
+        assert_ne!(forwarded, format!("00-{trace_id}-00f067aa0ba902b7-01"));
+        assert_eq!(header(&nats, ORIGIN_MS), Some("1"));
+        assert!(http[0].1.starts_with(&format!("00-{trace_id}-")));
+        assert_ne!(http[0].1, forwarded, "the platform call is a child span");
+
+        let fresh = telemetry
+            .in_event_span("router", "tl.in.completion", None, 1, async {
+                let mut out = HeaderMap::new();
+                inject_nats(&mut out);
+                out
+            })
+            .await;
+        let started = header(&fresh, TRACEPARENT).unwrap();
+        assert!(!started.contains(trace_id));
+        assert_eq!(started.len(), 55);
+    }
+}
