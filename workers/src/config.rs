@@ -4,32 +4,73 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
+/// A credential, held by `secrecy` (zeroed when dropped). Its `Debug` never shows the
+/// value, and it has no `Display`, so it cannot leak into logs or errors by formatting.
+/// It serialises transparently: a configuration file is where a secret belongs.
+#[derive(Clone, Default)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
-    /// The value, for the one place that sends it (an `Authorization` header).
+    /// The value, for the one place that sends it (an `Authorization` header, a connect).
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+impl Eq for Secret {}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Accepts numbers too: figment parses `THREADLINE_NATS_PASSWORD=123456` as an integer,
+/// which is still a password.
+struct SecretVisitor;
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a secret string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+        Ok(Secret::new(v.to_string()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+        Ok(Secret::new(v.to_string()))
     }
 }
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
+        f.write_str(if self.is_empty() {
             "<unset>"
         } else {
             "<redacted>"
@@ -47,10 +88,15 @@ pub enum LogFormat {
 }
 
 /// Everything a Threadline process needs to know.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` (what `threadline config` prints) shows secrets as `<redacted>` and URLs without
+/// their user info.
+#[derive(derive_more::Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    #[debug("{:?}", redact_url(nats_url))]
     pub nats_url: String,
+    #[debug("{:?}", redact_url(redis_url))]
     pub redis_url: String,
     /// Subject prefix and Redis key namespace, so deployments can share NATS and Redis.
     pub subject_prefix: String,
@@ -102,6 +148,34 @@ pub struct Config {
     pub sweep_interval_ms: u64,
     /// How often deliverers re-read their token source, besides `credentials_rotated`.
     pub credentials_reload_ms: u64,
+    // Connection security (README "Security"). Each secret may be given inline or as a file
+    // (`*_file`, a mounted container secret; the file wins). NATS takes at most one of
+    // user/password, token, NKey seed and credentials file.
+    /// NATS user name (with `nats_password`); not a secret.
+    pub nats_user: Option<String>,
+    pub nats_password: Option<Secret>,
+    pub nats_password_file: Option<PathBuf>,
+    pub nats_token: Option<Secret>,
+    pub nats_token_file: Option<PathBuf>,
+    /// An NKey seed (`SU…`); the server knows the public key.
+    pub nats_nkey_seed: Option<Secret>,
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT + NKey seed) for decentralised (operator) auth.
+    pub nats_credentials_file: Option<PathBuf>,
+    /// PEM CA that signed the NATS server's certificate; setting it requires TLS.
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients (`verify: true`).
+    pub nats_tls_cert_file: Option<PathBuf>,
+    pub nats_tls_key_file: Option<PathBuf>,
+    /// Redis ACL user (with `redis_password`; the password alone authenticates `default`).
+    pub redis_username: Option<String>,
+    pub redis_password: Option<Secret>,
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM CA that signed the Redis server's certificate (`rediss://` URLs).
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for `tls-auth-clients yes`.
+    pub redis_tls_cert_file: Option<PathBuf>,
+    pub redis_tls_key_file: Option<PathBuf>,
     /// The file this configuration was loaded from; re-read when credentials rotate.
     #[serde(skip)]
     pub source_file: Option<PathBuf>,
@@ -195,9 +269,10 @@ impl Default for PlatformConfig {
 pub const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
 
 /// One generic webhook channel (the bridge to WhatsApp, Signal, Feishu, …).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(derive_more::Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    #[debug("{:?}", redact_url(url))]
     pub url: String,
     /// Whether the receiver understands threads (`create_thread` and thread posts).
     #[serde(default)]
@@ -254,6 +329,23 @@ impl Default for Config {
             webhooks: BTreeMap::new(),
             sweep_interval_ms: 30_000,
             credentials_reload_ms: 60_000,
+            nats_user: None,
+            nats_password: None,
+            nats_password_file: None,
+            nats_token: None,
+            nats_token_file: None,
+            nats_nkey_seed: None,
+            nats_nkey_seed_file: None,
+            nats_credentials_file: None,
+            nats_tls_ca_file: None,
+            nats_tls_cert_file: None,
+            nats_tls_key_file: None,
+            redis_username: None,
+            redis_password: None,
+            redis_password_file: None,
+            redis_tls_ca_file: None,
+            redis_tls_cert_file: None,
+            redis_tls_key_file: None,
             source_file: None,
         }
     }
@@ -286,6 +378,23 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "sweep_interval_ms",
     "credentials_reload_ms",
     "delivery_partitions",
+    "nats_user",
+    "nats_password",
+    "nats_password_file",
+    "nats_token",
+    "nats_token_file",
+    "nats_nkey_seed",
+    "nats_nkey_seed_file",
+    "nats_credentials_file",
+    "nats_tls_ca_file",
+    "nats_tls_cert_file",
+    "nats_tls_key_file",
+    "redis_username",
+    "redis_password",
+    "redis_password_file",
+    "redis_tls_ca_file",
+    "redis_tls_cert_file",
+    "redis_tls_key_file",
 ];
 const PLATFORM_ENV_FIELDS: &[&str] = &[
     "api_base",
@@ -387,6 +496,35 @@ impl Config {
         })
     }
 
+    /// The NATS password: `nats_password_file` when set, else `nats_password`.
+    pub fn nats_password(&self) -> Result<Option<Secret>, SecretFileError> {
+        resolve_secret(
+            "nats_password",
+            &self.nats_password,
+            &self.nats_password_file,
+        )
+    }
+    /// The NATS token: `nats_token_file` when set, else `nats_token`.
+    pub fn nats_token(&self) -> Result<Option<Secret>, SecretFileError> {
+        resolve_secret("nats_token", &self.nats_token, &self.nats_token_file)
+    }
+    /// The NATS NKey seed: `nats_nkey_seed_file` when set, else `nats_nkey_seed`.
+    pub fn nats_nkey_seed(&self) -> Result<Option<Secret>, SecretFileError> {
+        resolve_secret(
+            "nats_nkey_seed",
+            &self.nats_nkey_seed,
+            &self.nats_nkey_seed_file,
+        )
+    }
+    /// The Redis password: `redis_password_file` when set, else `redis_password`.
+    pub fn redis_password(&self) -> Result<Option<Secret>, SecretFileError> {
+        resolve_secret(
+            "redis_password",
+            &self.redis_password,
+            &self.redis_password_file,
+        )
+    }
+
     /// The channels this deployment can deliver to: each native platform with a token, and
     /// `webhook:<name>` for every configured webhook.
     pub fn channels(&self) -> Vec<String> {
@@ -397,6 +535,45 @@ impl Config {
             .collect();
         channels.extend(self.webhooks.keys().map(|name| format!("webhook:{name}")));
         channels
+    }
+}
+
+/// A secret file that cannot be read. Names the setting and the path, never the contents.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {setting} from {path}: {source}")]
+pub struct SecretFileError {
+    pub setting: &'static str,
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// A secret given inline or as a file; the file wins, and its surrounding whitespace (the
+/// trailing newline of `echo secret > file`) is not part of the secret. Empty means unset.
+fn resolve_secret(
+    setting: &'static str,
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, SecretFileError> {
+    let secret = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| Secret::new(s.trim()))
+            .map_err(|source| SecretFileError {
+                setting,
+                path: path.clone(),
+                source,
+            })?,
+        None => value.clone().unwrap_or_default(),
+    };
+    Ok(Some(secret).filter(|s| !s.is_empty()))
+}
+
+/// A URL without its user info (`scheme://<redacted>@host`), for messages, logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}<redacted>@{}", &url[..scheme_end + 3], &url[at + 1..])
+        }
+        (Some(_), Some(_)) | (Some(_), None) | (None, Some(_)) | (None, None) => url.to_owned(),
     }
 }
 
@@ -422,6 +599,59 @@ mod tests {
         let mut c = Config::default();
         c.discord.token = s;
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_hides_url_credentials_and_connection_secrets() {
+        let c = Config {
+            nats_url: "nats://svc:n4ts-pw@127.0.0.1:4222".into(),
+            redis_url: "rediss://:r3dis-pw@127.0.0.1:6380".into(),
+            nats_token: Some(Secret::new("n4ts-token")),
+            redis_password: Some(Secret::new("r3dis-acl")),
+            ..Config::default()
+        };
+        let printed = format!("{c:#?}");
+        for secret in ["n4ts-pw", "r3dis-pw", "n4ts-token", "r3dis-acl"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("nats://<redacted>@127.0.0.1:4222"));
+    }
+
+    #[test]
+    fn secret_file_wins_over_value_and_loses_its_newline() {
+        let dir = tempfile_dir("secret-file");
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let c = Config {
+            nats_password: Some(Secret::new("inline")),
+            nats_password_file: Some(file),
+            redis_password: Some(Secret::new("inline")),
+            ..Config::default()
+        };
+        assert_eq!(c.nats_password().unwrap().unwrap().expose(), "from-file");
+        assert_eq!(c.redis_password().unwrap().unwrap().expose(), "inline");
+        assert!(c.nats_token().unwrap().is_none());
+        let missing = Config {
+            nats_token_file: Some(dir.join("absent")),
+            ..Config::default()
+        };
+        let error = missing.nats_token().unwrap_err().to_string();
+        assert!(
+            error.contains("nats_token") && error.contains("absent"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn numeric_secrets_from_the_environment_are_strings() {
+        let secret: Secret = serde_json::from_str("123456").unwrap();
+        assert_eq!(secret.expose(), "123456");
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tl-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
