@@ -149,6 +149,13 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, TopologyErro
                     reason: e.to_string(),
                 })
             }
+            // async-nats reports a failed certificate check as an I/O error.
+            async_nats::ConnectErrorKind::Io if super::tls_refused(&e) => {
+                return Err(TopologyError::Refused {
+                    url,
+                    reason: e.to_string(),
+                })
+            }
             async_nats::ConnectErrorKind::Dns
             | async_nats::ConnectErrorKind::TimedOut
             | async_nats::ConnectErrorKind::Io

@@ -45,17 +45,7 @@ pub async fn connect(
 
 /// Whether Redis (or its TLS handshake) refused us, as opposed to not being up yet.
 fn refused(error: &redis::RedisError) -> bool {
-    // rustls errors reach us inside an `io::Error`, whose `source()` skips them.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut tls = false;
-    while let Some(current) = source {
-        tls |= current.is::<rustls::Error>()
-            || current
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.is::<rustls::Error>());
-        source = current.source();
-    }
+    let tls = super::tls_refused(error);
     tls || error.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
 }
