@@ -185,7 +185,12 @@ async fn nats_user_and_password_from_a_file_route_and_a_wrong_or_missing_passwor
         c.nats_user = None;
         c.nats_password_file = None;
     });
-    start_fails(missing, &["refused", "authorization violation"], &[PASSWORD]).await;
+    start_fails(
+        missing,
+        &["refused", "authorization violation"],
+        &[PASSWORD],
+    )
+    .await;
     let half = with(&p, |c| c.nats_password_file = None);
     start_fails(half, &["nats_user and nats_password"], &[PASSWORD]).await;
 }
@@ -203,7 +208,9 @@ async fn nats_token_routes_and_a_wrong_token_is_refused() {
     )
     .await;
     routes_a_completion(&p).await;
-    let wrong = with(&p, |c| c.nats_token = Some(Secret::new("nats-token-wrong-Yx")));
+    let wrong = with(&p, |c| {
+        c.nats_token = Some(Secret::new("nats-token-wrong-Yx"))
+    });
     start_fails(
         wrong,
         &["authorization violation"],
@@ -238,7 +245,9 @@ async fn nats_nkey_seed_routes_and_an_unknown_key_is_refused() {
     )
     .await;
     routes_a_completion(&p).await;
-    let wrong = with(&p, |c| c.nats_nkey_seed = Some(Secret::new(stranger.clone())));
+    let wrong = with(&p, |c| {
+        c.nats_nkey_seed = Some(Secret::new(stranger.clone()))
+    });
     start_fails(wrong, &["authorization violation"], &[&seed, &stranger]).await;
 }
 
@@ -347,4 +356,322 @@ async fn redis_tls_with_a_custom_ca_routes_and_an_untrusted_server_is_refused() 
 
     let wrong_ca = with(&p, |c| c.redis_tls_ca_file = Some(pki.other_ca.clone()));
     start_fails(wrong_ca, &["redis", "certificate"], &[]).await;
+}
+
+/// A session without a binding in `conversation` and its completion (posted to the
+/// requester's conversation); returns the completion's event id.
+async fn completion_in(
+    p: &Pipeline,
+    conversation: threadline_schemas::ConversationRef,
+    text: &str,
+) -> String {
+    let s = spawn(&conversation, Placement::None, SessionMode::Run);
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let spawned = p.wait_spawned(&s.event_id).await;
+    let c = completion(&spawned.session_key, text);
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    c.event_id
+}
+
+/// Everything a `threadline` process wrote to stderr/stdout, from a file it wrote to.
+struct Captured {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Captured {
+    fn new() -> Captured {
+        let dir = tempfile::tempdir().expect("log dir");
+        let path = dir.path().join("output.log");
+        Captured { _dir: dir, path }
+    }
+    fn stdio(&self) -> (std::process::Stdio, std::process::Stdio) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .expect("open log");
+        (
+            file.try_clone().expect("clone log handle").into(),
+            file.into(),
+        )
+    }
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+}
+
+/// Runs `command` to completion (bounded), output into `captured`; returns its exit status.
+async fn run_to_exit(
+    mut command: tokio::process::Command,
+    captured: &Captured,
+) -> std::process::ExitStatus {
+    let (out, err) = captured.stdio();
+    let mut child = command.stdout(out).stderr(err).spawn().expect("spawn");
+    match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+        Ok(status) => status.expect("wait"),
+        Err(_) => {
+            let _ = child.start_kill();
+            panic!("the process did not exit by itself:\n{}", captured.text());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_logs_errors_events_or_the_printed_config() {
+    const NATS_PASSWORD: &str = "LEAK-nats-pw-7Hq2";
+    const REDIS_PASSWORD: &str = "LEAK-redis-pw-4Rt9";
+    const DISCORD_TOKEN: &str = "LEAK-discord-Mz81";
+    const TELEGRAM_TOKEN: &str = "55501:LEAK-telegram-Qp3"; // refused by the fake: a 401
+    const SLACK_TOKEN: &str = "xoxb-LEAK-slack-Ww6";
+    const MATRIX_TOKEN: &str = "syt_LEAK_matrix_Ee2";
+    const WEBHOOK_TOKEN: &str = "LEAK-webhook-Jn5";
+    const WRONG_NATS: &str = "LEAK-wrong-nats-Ab1";
+    const WRONG_REDIS: &str = "LEAK-wrong-redis-Cd2";
+    let acl: Vec<String> = ["--user", "threadline", "on"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([format!(">{REDIS_PASSWORD}")])
+        .chain(
+            ["~*", "&*", "+@all", "--user", "default", "off"]
+                .into_iter()
+                .map(str::to_owned),
+        )
+        .collect();
+    let mut p = Pipeline::start_secured(
+        Options {
+            in_process: false,
+            ..Options::default()
+        },
+        Security {
+            nats: nats(format!(
+                "authorization {{ users = [ {{ user: threadline, password: \"{NATS_PASSWORD}\" }} ] }}\n"
+            )),
+            redis: RedisOptions {
+                args: acl,
+                tls: None,
+            },
+            configure: Some(Arc::new(|c, _, redis| {
+                c.nats_user = Some("threadline".into());
+                c.nats_password = Some(Secret::new(NATS_PASSWORD));
+                // The Redis password in the URL: redacted wherever the URL is shown.
+                c.redis_url = redis
+                    .url()
+                    .replace("redis://", &format!("redis://threadline:{REDIS_PASSWORD}@"));
+                c.discord.token = Secret::new(DISCORD_TOKEN);
+                c.telegram.token = Secret::new(TELEGRAM_TOKEN);
+                c.slack.token = Secret::new(SLACK_TOKEN);
+                c.matrix.token = Secret::new(MATRIX_TOKEN);
+                if let Some(hook) = c.webhooks.get_mut("plain") {
+                    hook.token = Some(Secret::new(WEBHOOK_TOKEN));
+                }
+            })),
+        },
+    )
+    .await;
+    p.discord.set_tokens(&[DISCORD_TOKEN]);
+    p.slack.set_tokens(&[SLACK_TOKEN]);
+    p.matrix.set_tokens(&[MATRIX_TOKEN]);
+    p.webhook.require_token(Some(WEBHOOK_TOKEN));
+    let parent = Pipeline::conversation("discord");
+    let (webhook_id, persona_token) = p.discord.add_webhook(&parent.conversation_id);
+    p.config.discord.personas.insert(
+        parent.conversation_id.clone(),
+        threadline::config::Persona {
+            webhook_id,
+            webhook_token: Secret::new(persona_token.clone()),
+            username: Some("Larry".into()),
+            avatar_url: None,
+        },
+    );
+    p.rewrite_config_file();
+    let secrets = [
+        NATS_PASSWORD,
+        REDIS_PASSWORD,
+        DISCORD_TOKEN,
+        TELEGRAM_TOKEN,
+        "LEAK-telegram-Qp3",
+        SLACK_TOKEN,
+        MATRIX_TOKEN,
+        WEBHOOK_TOKEN,
+        persona_token.as_str(),
+        WRONG_NATS,
+        WRONG_REDIS,
+    ];
+
+    // The whole pipeline as one process, logging at debug.
+    let run_all = Captured::new();
+    let (out, err) = run_all.stdio();
+    let mut worker = p
+        .command(&["run", "all"])
+        .env("RUST_LOG", "debug")
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start threadline run all");
+
+    // A completion through the persona (its token is in the webhook URL), a post with a
+    // bearer token, and a post the platform refuses with a 401.
+    let s = spawn(&parent, Placement::Child, SessionMode::Session);
+    let (key, thread) = p.spawn_in_thread(&s).await;
+    let c = completion(&key, "said as Larry");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(p.posted(&thread), ["said as Larry"]);
+    let to_webhook = completion_in(
+        &p,
+        Pipeline::webhook_conversation("plain", "ops-room"),
+        "with a bearer token",
+    )
+    .await;
+    assert_eq!(p.wait_delivered(&to_webhook, 1).await.len(), 1);
+    let to_telegram =
+        completion_in(&p, Pipeline::conversation("telegram"), "refused with a 401").await;
+    let failed = p.wait_failed(&to_telegram).await;
+    p.settle(Duration::from_millis(300)).await;
+    let _ = worker.start_kill();
+    let _ = worker.wait().await;
+
+    // Start-up failures: NATS refuses a wrong password, Redis a wrong one in the URL.
+    let nats_refused = Captured::new();
+    let mut command = p.command(&["run", "binder"]);
+    command.env("THREADLINE_NATS_PASSWORD", WRONG_NATS);
+    assert!(!run_to_exit(command, &nats_refused).await.success());
+    let redis_refused = Captured::new();
+    let mut command = p.command(&["run", "binder"]);
+    command.env(
+        "THREADLINE_REDIS_URL",
+        p.redis
+            .url()
+            .replace("redis://", &format!("redis://threadline:{WRONG_REDIS}@")),
+    );
+    assert!(!run_to_exit(command, &redis_refused).await.success());
+    // `threadline config` with every secret set, some through the environment.
+    let printed = Captured::new();
+    let mut command = p.command(&["config"]);
+    command
+        .env("THREADLINE_NATS_PASSWORD", WRONG_NATS)
+        .env(
+            "THREADLINE_REDIS_URL",
+            format!("rediss://threadline:{WRONG_REDIS}@127.0.0.1:1"),
+        )
+        .env("THREADLINE_REDIS_PASSWORD", WRONG_REDIS);
+    assert!(run_to_exit(command, &printed).await.success());
+
+    let logs = [
+        ("run all", run_all.text()),
+        ("binder with a wrong NATS password", nats_refused.text()),
+        ("binder with a wrong Redis password", redis_refused.text()),
+        ("threadline config", printed.text()),
+    ];
+    // The captures are real: they show what happened, just not the secrets.
+    assert!(logs[0].1.contains("DEBUG"), "debug logs captured");
+    assert!(
+        logs[1].1.contains("authorization violation"),
+        "{}",
+        logs[1].1
+    );
+    assert!(logs[2].1.to_lowercase().contains("redis"), "{}", logs[2].1);
+    assert!(logs[3].1.contains("<redacted>"), "{}", logs[3].1);
+    assert_eq!(
+        failed.code, "unauthorized",
+        "the 401 was reported: {failed:?}"
+    );
+    let observed = p.observer.all();
+    assert!(observed.len() >= 5, "tl.out events observed");
+    for secret in secrets {
+        for (what, text) in &logs {
+            assert!(!text.contains(secret), "{what} shows {secret}:\n{text}");
+        }
+        for o in &observed {
+            let in_payload = o
+                .payload
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes());
+            let in_headers = o.headers.values().any(|v| v.contains(secret));
+            assert!(!in_payload && !in_headers, "{} carries {secret}", o.subject);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cannot_choose_the_url_host_or_token_of_a_delivery() {
+    const CONFIGURED_TOKEN: &str = "configured-webhook-token";
+    let p = Pipeline::start_with(Options {
+        tune: |c| {
+            if let Some(hook) = c.webhooks.get_mut("threads") {
+                hook.token = Some(Secret::new(CONFIGURED_TOKEN));
+            }
+        },
+        ..Options::default()
+    })
+    .await;
+    p.webhook.require_token(Some(CONFIGURED_TOKEN));
+    // The attacker's sink: a loopback listener that counts whoever connects.
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("sink");
+    let sink_url = format!("http://{}/steal", sink.local_addr().expect("addr"));
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    let sink_task = tokio::spawn(async move {
+        while let Ok((_socket, _)) = sink.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let lure = serde_json::json!({
+        "url": sink_url,
+        "webhook_url": sink_url,
+        "api_base": sink_url,
+        "homeserver": sink_url,
+        "host": sink_url,
+        "token": "attacker-token",
+        "webhook_token": "attacker-token",
+        "authorization": "Bearer attacker-token",
+    });
+    let with_lure = |event: serde_json::Value| {
+        let mut event = event;
+        if let Some(fields) = event.as_object_mut() {
+            for (k, v) in lure.as_object().into_iter().flatten() {
+                fields.insert(k.clone(), v.clone());
+            }
+            fields.insert("metadata".into(), lure.clone());
+        }
+        event
+    };
+    let requester = Pipeline::webhook_conversation("threads", "ops-room");
+    let s = spawn(&requester, Placement::Child, SessionMode::Session);
+    let mut spawn_event = with_lure(serde_json::to_value(&s).expect("json"));
+    spawn_event["requester"]["conversation"]["url"] = sink_url.clone().into();
+    p.publish(p.subjects.in_spawn(), &s.event_id, &spawn_event)
+        .await;
+    let spawned = p.wait_spawned(&s.event_id).await;
+    let c = completion(&spawned.session_key, "only to the configured receiver");
+    let completion_event = with_lure(serde_json::to_value(&c).expect("json"));
+    p.publish(p.subjects.in_completion(), &c.event_id, &completion_event)
+        .await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].destination.channel, "webhook:threads");
+    p.settle(Duration::from_millis(500)).await;
+
+    let deliveries = p.webhook.deliveries();
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d.body["text"] == "only to the configured receiver"),
+        "the configured receiver got the completion: {deliveries:?}"
+    );
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.name == "threads" && d.auth.as_deref() == Some(CONFIGURED_TOKEN)),
+        "every request went to the configured URL with the configured token: {deliveries:?}"
+    );
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing connected to the attacker's sink"
+    );
+    sink_task.abort();
 }

@@ -407,6 +407,9 @@ const PLATFORM_ENV_FIELDS: &[&str] = &[
 ];
 
 fn env_key(key: &str) -> Option<String> {
+    // figment hands the key over as written (`NATS_URL`); it lowercases only afterwards.
+    let key = key.to_ascii_lowercase();
+    let key = key.as_str();
     if ENV_TOP_LEVEL.contains(&key) {
         return Some(key.to_owned());
     }
@@ -589,6 +592,12 @@ mod tests {
             Some("discord.api_base")
         );
         assert_eq!(env_key("test_nats_server"), None);
+        // As figment passes them: the variable's own (upper) case.
+        assert_eq!(env_key("NATS_PASSWORD").as_deref(), Some("nats_password"));
+        assert_eq!(
+            env_key("DISCORD_TOKEN_FILE").as_deref(),
+            Some("discord.token_file")
+        );
         assert_eq!(env_key("discord_nope"), None);
     }
 
