@@ -675,3 +675,128 @@ async fn events_cannot_choose_the_url_host_or_token_of_a_delivery() {
     );
     sink_task.abort();
 }
+
+/// The example account file of `infra/`, with its password variables defined.
+fn accounts_config(service_password: &str, publisher_password: &str) -> String {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/nats-accounts.conf");
+    let accounts = std::fs::read_to_string(&file).expect("infra/nats-accounts.conf");
+    format!(
+        "TL_SERVICE_NATS_PASSWORD: \"{service_password}\"\n\
+         TL_PUBLISHER_NATS_PASSWORD: \"{publisher_password}\"\n{accounts}"
+    )
+}
+
+/// Waits (bounded) until the server reported a permissions violation mentioning `subject`.
+async fn refusal_for(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: &mut Vec<String>,
+    what: &str,
+    subject: &str,
+) {
+    let wanted = format!("Permissions Violation for {what} to \"{subject}\"");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.iter().any(|e| e.contains(&wanted)) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event)) => seen.push(event),
+            Ok(None) | Err(_) => panic!("no refusal {wanted:?}; server said: {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_account_file_confines_publishers_to_tl_in_and_tl_out() {
+    use futures::StreamExt;
+    const SERVICE: &str = "service-pw-Lk3";
+    const PUBLISHER: &str = "publisher-pw-Rt8";
+    let p = Pipeline::start_secured(
+        Options::default(),
+        Security {
+            nats: nats(accounts_config(SERVICE, PUBLISHER)),
+            configure: Some(Arc::new(|c, _, _| {
+                c.nats_user = Some("threadline".into());
+                c.nats_password = Some(Secret::new(SERVICE));
+                c.nats_inbox_prefix = Some("_INBOX_threadline".into());
+            })),
+            ..Security::default()
+        },
+    )
+    .await;
+    // Threadline, as the service user, works end to end.
+    routes_a_completion(&p).await;
+
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let publisher =
+        async_nats::ConnectOptions::with_user_and_password("publisher".into(), PUBLISHER.into())
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(event.to_string());
+                }
+            })
+            .connect(p.nats.url())
+            .await
+            .expect("the publisher connects");
+    let mut reports = publisher
+        .subscribe("tl.out.>")
+        .await
+        .expect("subscribe to tl.out.>");
+
+    // Allowed: a spawn to tl.in.spawn, acknowledged by the stream, and its report read back.
+    let s = spawn(
+        &Pipeline::discord_channel(PARENT),
+        Placement::Child,
+        SessionMode::Session,
+    );
+    let js = async_nats::jetstream::new(publisher.clone());
+    js.publish("tl.in.spawn", threadline_schemas::encode(&s).into())
+        .await
+        .expect("publish to tl.in.spawn")
+        .await
+        .expect("the stream acknowledges the publisher's spawn");
+    let spawned = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(message) = reports.next().await {
+            if message.subject.as_str() == "tl.out.spawned" {
+                let event: threadline_schemas::SessionSpawned =
+                    rmp_serde::from_slice(&message.payload).expect("decode");
+                if event.event_id == s.event_id {
+                    return event;
+                }
+            }
+        }
+        panic!("subscription ended");
+    })
+    .await
+    .expect("the publisher reads tl.out.spawned");
+    assert_eq!(spawned.event_id, s.event_id);
+
+    // Refused: forging Threadline's reports or platform work, reading inputs or the
+    // delivery queue, and the JetStream API.
+    let mut seen = Vec::new();
+    for subject in [
+        "tl.out.x",
+        "tl.deliver.discord.0",
+        "$JS.API.STREAM.DELETE.TL_IN",
+    ] {
+        publisher
+            .publish(subject, "forged".into())
+            .await
+            .expect("client-side publish");
+        publisher.flush().await.expect("flush");
+        refusal_for(&mut events, &mut seen, "Publish", subject).await;
+    }
+    for subject in ["tl.in.>", "tl.deliver.>", "_INBOX_threadline.>"] {
+        let _refused = publisher
+            .subscribe(subject)
+            .await
+            .expect("client-side subscribe");
+        publisher.flush().await.expect("flush");
+        refusal_for(&mut events, &mut seen, "Subscription", subject).await;
+    }
+    p.settle(Duration::from_millis(300)).await;
+    assert!(
+        p.observer.raw("tl.out.x").is_empty(),
+        "the forged report never reached the stream"
+    );
+    let mut inbound = p.js.get_stream("TL_IN").await.expect("TL_IN still exists");
+    assert!(inbound.info().await.expect("info").state.messages >= 2);
+}

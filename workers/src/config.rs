@@ -167,6 +167,10 @@ pub struct Config {
     /// PEM client certificate and key, for servers that verify clients (`verify: true`).
     pub nats_tls_cert_file: Option<PathBuf>,
     pub nats_tls_key_file: Option<PathBuf>,
+    /// Prefix of the reply subjects (default `_INBOX`). Give Threadline its own (e.g.
+    /// `_INBOX_threadline`) when publishers share the account: pulled messages arrive on
+    /// reply subjects, and a user allowed `_INBOX.>` could otherwise read them.
+    pub nats_inbox_prefix: Option<String>,
     /// Redis ACL user (with `redis_password`; the password alone authenticates `default`).
     pub redis_username: Option<String>,
     pub redis_password: Option<Secret>,
@@ -340,6 +344,7 @@ impl Default for Config {
             nats_tls_ca_file: None,
             nats_tls_cert_file: None,
             nats_tls_key_file: None,
+            nats_inbox_prefix: None,
             redis_username: None,
             redis_password: None,
             redis_password_file: None,
@@ -389,6 +394,7 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "nats_tls_ca_file",
     "nats_tls_cert_file",
     "nats_tls_key_file",
+    "nats_inbox_prefix",
     "redis_username",
     "redis_password",
     "redis_password_file",

@@ -228,6 +228,9 @@ async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptions, 
     if let Some(seed) = seed {
         options = options.nkey(seed.expose().to_owned());
     }
+    if let Some(prefix) = &config.nats_inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
     if let Some(ca) = &config.nats_tls_ca_file {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
