@@ -800,3 +800,120 @@ async fn the_example_account_file_confines_publishers_to_tl_in_and_tl_out() {
     let mut inbound = p.js.get_stream("TL_IN").await.expect("TL_IN still exists");
     assert!(inbound.info().await.expect("info").state.messages >= 2);
 }
+
+/// A NATS JWT (`ed25519-nkey`) with `claims`, issued and signed by `issuer`. Written out
+/// because no maintained crate builds operator JWTs or account JWTs with JetStream limits.
+fn nats_jwt(subject: &str, issuer: &nkeys::KeyPair, nats: serde_json::Value) -> String {
+    use data_encoding::BASE64URL_NOPAD;
+    let claims = serde_json::json!({
+        "jti": threadline_tests::events::new_id(),
+        "iat": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs(),
+        "iss": issuer.public_key(),
+        "name": subject,
+        "sub": subject,
+        "nats": nats,
+    });
+    let header = BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = BASE64URL_NOPAD.encode(claims.to_string().as_bytes());
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", BASE64URL_NOPAD.encode(&signature))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_credentials_file_routes_and_a_user_of_another_account_is_refused() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        &operator.public_key(),
+        &operator,
+        serde_json::json!({ "type": "operator", "version": 2 }),
+    );
+    let unlimited = -1;
+    let account_jwt = nats_jwt(
+        &account.public_key(),
+        &operator,
+        serde_json::json!({
+            "type": "account",
+            "version": 2,
+            "limits": {
+                "subs": unlimited, "data": unlimited, "payload": unlimited,
+                "imports": unlimited, "exports": unlimited, "wildcards": true,
+                "conn": unlimited, "leaf": unlimited,
+                "mem_storage": unlimited, "disk_storage": unlimited,
+                "streams": unlimited, "consumer": unlimited,
+            },
+        }),
+    );
+    // JetStream in operator mode needs a system account.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = nats_jwt(
+        &system.public_key(),
+        &operator,
+        serde_json::json!({ "type": "account", "version": 2 }),
+    );
+    let user_jwt = nats_jwt(
+        &user.public_key(),
+        &account,
+        serde_json::json!({
+            "type": "user", "version": 2,
+            "pub": {}, "sub": {}, "subs": unlimited, "data": unlimited, "payload": unlimited,
+        }),
+    );
+    let seed = user.seed().expect("seed");
+    let dir = tempfile::tempdir().expect("creds dir");
+    let creds = |jwt: &str, seed: &str| {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        )
+    };
+    let creds_file = dir.path().join("threadline.creds");
+    std::fs::write(&creds_file, creds(&user_jwt, &seed)).expect("write creds");
+    // Signed by an account the server does not know.
+    let stranger = nkeys::KeyPair::new_account();
+    let stranger_jwt = nats_jwt(
+        &user.public_key(),
+        &stranger,
+        serde_json::json!({ "type": "user", "version": 2, "pub": {}, "sub": {} }),
+    );
+    let stranger_file = dir.path().join("stranger.creds");
+    std::fs::write(&stranger_file, creds(&stranger_jwt, &seed)).expect("write creds");
+    let operator_file = dir.path().join("operator.jwt");
+    std::fs::write(&operator_file, &operator_jwt).expect("write operator jwt");
+
+    let configured = creds_file.clone();
+    let p = Pipeline::start_secured(
+        Options::default(),
+        Security {
+            nats: nats(format!(
+                "operator: {}\nsystem_account: {}\nresolver: MEMORY\n\
+                 resolver_preload: {{\n  {}: \"{}\"\n  {}: \"{}\"\n}}\n",
+                quoted(&operator_file),
+                system.public_key(),
+                account.public_key(),
+                account_jwt,
+                system.public_key(),
+                system_jwt,
+            )),
+            configure: Some(Arc::new(move |c, _, _| {
+                c.nats_credentials_file = Some(configured.clone());
+            })),
+            ..Security::default()
+        },
+    )
+    .await;
+    routes_a_completion(&p).await;
+    let wrong = with(&p, |c| {
+        c.nats_credentials_file = Some(stranger_file.clone())
+    });
+    start_fails(wrong, &["refused"], &[&seed]).await;
+    let absent = with(&p, |c| {
+        c.nats_credentials_file = Some(dir.path().join("absent.creds"));
+    });
+    start_fails(absent, &["nats_credentials_file", "absent.creds"], &[]).await;
+}
