@@ -182,10 +182,16 @@ impl Discord {
 
     /// Authenticates as the bot with the token current right now.
     fn as_bot(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.header(
-            "Authorization",
-            format!("Bot {}", self.credentials.current().expose()),
-        )
+        let value = format!("Bot {}", self.credentials.current().expose());
+        // Marked sensitive, so a `Debug` of the request shows `Sensitive`, not the token.
+        match reqwest::header::HeaderValue::from_str(&value) {
+            Ok(mut header) => {
+                header.set_sensitive(true);
+                request.header(reqwest::header::AUTHORIZATION, header)
+            }
+            // Not a valid header value: reqwest refuses the request when it is sent.
+            Err(_) => request.header(reqwest::header::AUTHORIZATION, value),
+        }
     }
 
     async fn create_message(
