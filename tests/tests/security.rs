@@ -674,6 +674,19 @@ async fn events_cannot_choose_the_url_host_or_token_of_a_delivery() {
         "nothing connected to the attacker's sink"
     );
     sink_task.abort();
+
+    // Nor which endpoint of a configured platform: an id that would walk the API path is
+    // refused before any request is made with the bot's token.
+    let requests_before = p.discord.request_count();
+    let traversal = Pipeline::discord_channel("100000000000000001/../../webhooks/1/x?wait=");
+    let id = completion_in(&p, traversal, "nowhere").await;
+    let failed = p.wait_failed(&id).await;
+    assert_eq!(failed.code, "invalid_conversation", "{failed:?}");
+    assert_eq!(
+        p.discord.request_count(),
+        requests_before,
+        "no request reached the platform"
+    );
 }
 
 /// The example account file of `infra/`, with its password variables defined.

@@ -133,7 +133,7 @@ impl Discord {
             persona.webhook_token.expose()
         );
         if c.parent_conversation_id.is_some() {
-            url.push_str(&format!("&thread_id={}", c.conversation_id));
+            url.push_str(&format!("&thread_id={}", snowflake(&c.conversation_id)?));
         }
         let mut body = json!({"content": request.text, "allowed_mentions": {"parse": []}});
         if let Some(name) = &persona.username {
@@ -200,6 +200,7 @@ impl Discord {
         content: &str,
         nonce: &str,
     ) -> Result<Receipt, PlatformError> {
+        let channel_id = snowflake(channel_id)?;
         let (_, value) = self
             .call(
                 &format!("/channels/{channel_id}/messages"),
@@ -221,6 +222,20 @@ impl Discord {
                 message: format!("unexpected message body: {e}"),
                 maybe_applied: true,
             })
+    }
+}
+
+/// Discord ids are snowflakes (digits). Anything else from an event is refused before it
+/// becomes part of a request path or query: `../`, `?` or `&` would let an event choose
+/// which endpoint of the platform the bot's token is sent to.
+fn snowflake(id: &str) -> Result<&str, PlatformError> {
+    if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(id)
+    } else {
+        Err(PlatformError::Permanent {
+            code: "invalid_conversation".into(),
+            message: "a Discord conversation id must be a snowflake (digits only)".into(),
+        })
     }
 }
 
@@ -251,7 +266,7 @@ impl Adapter for Discord {
         let Some(persona) = self.persona(&request) else {
             return Ok(None);
         };
-        let channel = &request.conversation.conversation_id;
+        let channel = snowflake(&request.conversation.conversation_id)?;
         let url = format!("{}/channels/{channel}/messages?limit=50", self.api_base);
         let answer = send(self.as_bot(self.http.get(url))).await?;
         if !answer.status.is_success() {
