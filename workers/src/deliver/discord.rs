@@ -232,8 +232,9 @@ fn snowflake(id: &str) -> Result<&str, PlatformError> {
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
         Ok(id)
     } else {
+        // `not_found`: no Discord channel has such an id (one name per permanent error).
         Err(PlatformError::Permanent {
-            code: "invalid_conversation".into(),
+            code: "not_found".into(),
             message: "a Discord conversation id must be a snowflake (digits only)".into(),
         })
     }
