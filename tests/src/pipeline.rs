@@ -6,7 +6,7 @@
 use crate::fakes::matrix::FakeMatrix;
 use crate::fakes::telegram::FakeTelegram;
 use crate::fakes::{FakeDiscord, FakeSlack, FakeWebhook};
-use crate::servers::{NatsServer, RedisServer};
+use crate::servers::{NatsOptions, NatsServer, RedisOptions, RedisServer};
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -97,6 +97,21 @@ pub struct Options {
     pub tune: fn(&mut Config),
 }
 
+/// How the servers are secured and how Threadline reaches them ([`Pipeline::start_secured`]).
+#[derive(Clone, Default)]
+pub struct Security {
+    /// How nats-server is started (authentication, accounts, TLS).
+    pub nats: NatsOptions,
+    /// How redis-server is started (ACL users, TLS).
+    pub redis: RedisOptions,
+    /// Applied after `tune`, knowing the servers: credentials, CA files, a `rediss://` URL.
+    /// The harness's own NATS and Redis clients use the resulting configuration too.
+    pub configure: Option<Arc<ConfigureFn>>,
+}
+
+/// A configuration step that may capture test state (secret file paths, certificates).
+pub type ConfigureFn = dyn Fn(&mut Config, &NatsServer, &RedisServer) + Send + Sync;
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -133,9 +148,14 @@ impl Pipeline {
     }
 
     pub async fn start_with(options: Options) -> Pipeline {
+        Pipeline::start_secured(options, Security::default()).await
+    }
+
+    /// [`start_with`](Self::start_with) against servers that require credentials or TLS.
+    pub async fn start_secured(options: Options, security: Security) -> Pipeline {
         init_tracing();
-        let nats = NatsServer::start().await;
-        let redis = RedisServer::start().await;
+        let nats = NatsServer::start_with(security.nats.clone()).await;
+        let redis = RedisServer::start_with(security.redis.clone()).await;
         let discord = FakeDiscord::start().await;
         let slack = FakeSlack::start().await;
         let telegram = FakeTelegram::start().await;
@@ -194,6 +214,9 @@ impl Pipeline {
             },
         );
         (options.tune)(&mut config);
+        if let Some(configure) = &security.configure {
+            configure(&mut config, &nats, &redis);
+        }
 
         let config_dir = tempfile::tempdir().expect("temp dir for config");
         let config_file = config_dir.path().join("threadline.toml");
@@ -202,7 +225,8 @@ impl Pipeline {
         std::fs::write(&config_file, toml).expect("write config file");
 
         let subjects = Subjects::new(config.subject_prefix.clone());
-        let client = async_nats::connect(nats.url())
+        // Threadline's own connect: the configured credentials and TLS apply to the harness.
+        let client = threadline::plumbing::nats::connect(&config)
             .await
             .expect("connect to NATS");
         let js = jetstream::new(client.clone());
@@ -416,7 +440,7 @@ impl Pipeline {
 
     /// Direct access to Threadline's Redis state, for checks events cannot show.
     pub async fn store(&self) -> threadline::store::Store {
-        let conn = redis::Client::open(self.redis.url())
+        let conn = threadline::plumbing::redis::redis_client(&self.config)
             .expect("redis url")
             .get_connection_manager()
             .await

@@ -53,6 +53,16 @@ pub struct NatsServer {
     monitor_port: u16,
     /// Config, JetStream store and log; lives as long as the server so state survives restarts.
     dir: TempDir,
+    /// Appended to the generated config (`NatsOptions::extra_config`).
+    extra_config: String,
+}
+
+/// Extra settings for [`NatsServer::start_with`] (security tests).
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// NATS config text appended to the generated config: `authorization { … }`,
+    /// `accounts { … }`, `tls { … }`. `{port}` is replaced with the client port.
+    pub extra_config: String,
 }
 
 impl NatsServer {
@@ -60,6 +70,11 @@ impl NatsServer {
     ///
     /// Panics (with the server's log tail) if it cannot be started.
     pub async fn start() -> NatsServer {
+        NatsServer::start_with(NatsOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with authentication, accounts or TLS configured.
+    pub async fn start_with(options: NatsOptions) -> NatsServer {
         let binary = find_binary("nats-server", "THREADLINE_TEST_NATS_SERVER");
         let dir = tempfile::Builder::new()
             .prefix("threadline-nats-")
@@ -70,6 +85,7 @@ impl NatsServer {
             port: 0,
             monitor_port: 0,
             dir,
+            extra_config: options.extra_config,
         };
         for attempt in 1..=START_ATTEMPTS {
             server.port = free_port();
@@ -171,6 +187,7 @@ impl NatsServer {
             monitor = self.monitor_port,
             store = nats_quote(&store),
         );
+        let config = config + &self.extra_config.replace("{port}", &self.port.to_string());
         let path = self.dir.path().join("nats-server.conf");
         std::fs::write(&path, config).expect("write nats-server config");
         path
@@ -185,6 +202,31 @@ pub struct RedisServer {
     port: u16,
     /// Data directory (AOF) and log; lives as long as the server so data survives restarts.
     dir: TempDir,
+    /// Extra arguments and TLS (`RedisOptions`).
+    options: RedisOptions,
+    /// The TLS port when `options.tls` is set, else 0.
+    tls_port: u16,
+}
+
+/// Extra settings for [`RedisServer::start_with`] (security tests).
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Appended to the command line, e.g. ACL users:
+    /// `["--user", "tl", "on", ">pw", "~*", "&*", "+@all", "--user", "default", "off"]`.
+    pub args: Vec<String>,
+    /// Also serve TLS on a second free port (the plain port stays, for readiness probes).
+    pub tls: Option<RedisTls>,
+}
+
+/// PEM files for `--tls-port`.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA clients' certificates are checked against (Redis requires one).
+    pub ca_file: PathBuf,
+    /// `--tls-auth-clients`: whether clients must present a certificate.
+    pub auth_clients: bool,
 }
 
 impl RedisServer {
@@ -192,6 +234,16 @@ impl RedisServer {
     ///
     /// Panics (with the server's log tail) if it cannot be started.
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(RedisOptions::default()).await
+    }
+
+    /// `rediss://` URL of the TLS port (`RedisOptions::tls`).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls_port)
+    }
+
+    /// [`start`](Self::start) with ACL users or TLS configured.
+    pub async fn start_with(options: RedisOptions) -> RedisServer {
         let binary = find_binary("redis-server", "THREADLINE_TEST_REDIS_SERVER");
         let dir = tempfile::Builder::new()
             .prefix("threadline-redis-")
@@ -205,9 +257,14 @@ impl RedisServer {
             ),
             port: 0,
             dir,
+            options,
+            tls_port: 0,
         };
         for attempt in 1..=START_ATTEMPTS {
             server.port = free_port();
+            if server.options.tls.is_some() {
+                server.tls_port = free_port();
+            }
             match server.spawn_and_wait().await {
                 Ok(()) => return server,
                 Err(failure) => {
@@ -296,6 +353,25 @@ impl RedisServer {
         .map(OsString::from)
         .collect();
         args.push(data_dir.into_os_string());
+        if let Some(tls) = &self.options.tls {
+            args.extend(
+                [
+                    "--tls-port".into(),
+                    self.tls_port.to_string().into(),
+                    "--tls-cert-file".into(),
+                    tls.cert_file.clone().into_os_string(),
+                    "--tls-key-file".into(),
+                    tls.key_file.clone().into_os_string(),
+                    "--tls-ca-cert-file".into(),
+                    tls.ca_file.clone().into_os_string(),
+                    "--tls-auth-clients".into(),
+                    if tls.auth_clients { "yes" } else { "no" }.into(),
+                ]
+                .into_iter()
+                .map(|a: OsString| a),
+            );
+        }
+        args.extend(self.options.args.iter().map(OsString::from));
         self.process.spawn(args).map_err(StartFailure::Spawn)?;
 
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -498,17 +574,24 @@ async fn nats_greets(port: u16) -> bool {
     )
 }
 
-/// `PING` answers `PONG`.
+/// `PING` answers `PONG` (or `NOAUTH`: a server with ACLs answers, it just wants a login;
+/// `LOADING` still means not ready).
 async fn redis_pongs(url: &str) -> bool {
     let probe = async {
         let client = redis::Client::open(url).ok()?;
         let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING")
+        match redis::cmd("PING")
             .query_async::<String>(&mut connection)
             .await
-            .ok()
+        {
+            Ok(pong) => Some(pong == "PONG"),
+            Err(error) => Some(error.code() == Some("NOAUTH")),
+        }
     };
-    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(pong)) if pong == "PONG")
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(true))
+    )
 }
 
 /// Quotes a path as a NATS config string.

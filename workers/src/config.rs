@@ -4,32 +4,73 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
+/// A credential, held by `secrecy` (zeroed when dropped). Its `Debug` never shows the
+/// value, and it has no `Display`, so it cannot leak into logs or errors by formatting.
+/// It serialises transparently: a configuration file is where a secret belongs.
+#[derive(Clone, Default)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
-    /// The value, for the one place that sends it (an `Authorization` header).
+    /// The value, for the one place that sends it (an `Authorization` header, a connect).
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+impl Eq for Secret {}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Accepts numbers too: figment parses `THREADLINE_NATS_PASSWORD=123456` as an integer,
+/// which is still a password.
+struct SecretVisitor;
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a secret string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+        Ok(Secret::new(v.to_string()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+        Ok(Secret::new(v.to_string()))
     }
 }
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
+        f.write_str(if self.is_empty() {
             "<unset>"
         } else {
             "<redacted>"
@@ -47,14 +88,19 @@ pub enum LogFormat {
 }
 
 /// Everything a Threadline process needs to know.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` (what `threadline config` prints) shows secrets as `<redacted>` and URLs without
+/// their user info.
+#[derive(derive_more::Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// One server URL, or several separated by commas (the seeds of a NATS cluster; the
     /// client also learns the other members from the server it reaches).
+    #[debug("{:?}", redact_urls(nats_url))]
     pub nats_url: String,
     /// One Redis URL; with `redis_cluster`, the seed nodes of a Redis Cluster separated by
     /// commas.
+    #[debug("{:?}", redact_urls(redis_url))]
     pub redis_url: String,
     /// `redis_url` names Redis Cluster seed nodes: slots are followed to their owners.
     pub redis_cluster: bool,
@@ -117,6 +163,38 @@ pub struct Config {
     pub otlp_endpoint: String,
     /// How often each process reads its consumers' pending counts for `/metrics`.
     pub pending_poll_ms: u64,
+    // Connection security (README "Security"). Each secret may be given inline or as a file
+    // (`*_file`, a mounted container secret; the file wins). NATS takes at most one of
+    // user/password, token, NKey seed and credentials file.
+    /// NATS user name (with `nats_password`); not a secret.
+    pub nats_user: Option<String>,
+    pub nats_password: Option<Secret>,
+    pub nats_password_file: Option<PathBuf>,
+    pub nats_token: Option<Secret>,
+    pub nats_token_file: Option<PathBuf>,
+    /// An NKey seed (`SU…`); the server knows the public key.
+    pub nats_nkey_seed: Option<Secret>,
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT + NKey seed) for decentralised (operator) auth.
+    pub nats_credentials_file: Option<PathBuf>,
+    /// PEM CA that signed the NATS server's certificate; setting it requires TLS.
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients (`verify: true`).
+    pub nats_tls_cert_file: Option<PathBuf>,
+    pub nats_tls_key_file: Option<PathBuf>,
+    /// Prefix of the reply subjects (default `_INBOX`). Give Threadline its own (e.g.
+    /// `_INBOX_threadline`) when publishers share the account: pulled messages arrive on
+    /// reply subjects, and a user allowed `_INBOX.>` could otherwise read them.
+    pub nats_inbox_prefix: Option<String>,
+    /// Redis ACL user (with `redis_password`; the password alone authenticates `default`).
+    pub redis_username: Option<String>,
+    pub redis_password: Option<Secret>,
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM CA that signed the Redis server's certificate (`rediss://` URLs).
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for `tls-auth-clients yes`.
+    pub redis_tls_cert_file: Option<PathBuf>,
+    pub redis_tls_key_file: Option<PathBuf>,
     /// The file this configuration was loaded from; re-read when credentials rotate.
     #[serde(skip)]
     pub source_file: Option<PathBuf>,
@@ -210,9 +288,10 @@ impl Default for PlatformConfig {
 pub const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
 
 /// One generic webhook channel (the bridge to WhatsApp, Signal, Feishu, …).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(derive_more::Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    #[debug("{:?}", redact_url(url))]
     pub url: String,
     /// Whether the receiver understands threads (`create_thread` and thread posts).
     #[serde(default)]
@@ -273,6 +352,24 @@ impl Default for Config {
             credentials_reload_ms: 60_000,
             otlp_endpoint: String::new(),
             pending_poll_ms: 5_000,
+            nats_user: None,
+            nats_password: None,
+            nats_password_file: None,
+            nats_token: None,
+            nats_token_file: None,
+            nats_nkey_seed: None,
+            nats_nkey_seed_file: None,
+            nats_credentials_file: None,
+            nats_tls_ca_file: None,
+            nats_tls_cert_file: None,
+            nats_tls_key_file: None,
+            nats_inbox_prefix: None,
+            redis_username: None,
+            redis_password: None,
+            redis_password_file: None,
+            redis_tls_ca_file: None,
+            redis_tls_cert_file: None,
+            redis_tls_key_file: None,
             source_file: None,
         }
     }
@@ -312,6 +409,24 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "webhooks",
     "otlp_endpoint",
     "pending_poll_ms",
+    "nats_user",
+    "nats_password",
+    "nats_password_file",
+    "nats_token",
+    "nats_token_file",
+    "nats_nkey_seed",
+    "nats_nkey_seed_file",
+    "nats_credentials_file",
+    "nats_tls_ca_file",
+    "nats_tls_cert_file",
+    "nats_tls_key_file",
+    "nats_inbox_prefix",
+    "redis_username",
+    "redis_password",
+    "redis_password_file",
+    "redis_tls_ca_file",
+    "redis_tls_cert_file",
+    "redis_tls_key_file",
 ];
 const PLATFORM_ENV_FIELDS: &[&str] = &[
     "api_base",
@@ -327,6 +442,9 @@ const PLATFORM_ENV_FIELDS: &[&str] = &[
 ];
 
 fn env_key(key: &str) -> Option<String> {
+    // figment hands the key over as written (`NATS_URL`); it lowercases only afterwards.
+    let key = key.to_ascii_lowercase();
+    let key = key.as_str();
     if ENV_TOP_LEVEL.contains(&key) {
         return Some(key.to_owned());
     }
@@ -418,6 +536,35 @@ impl Config {
         })
     }
 
+    /// The NATS password: `nats_password_file` when set, else `nats_password`.
+    pub fn nats_password(&self) -> Result<Option<Secret>, SecretFileError> {
+        resolve_secret(
+            "nats_password",
+            &self.nats_password,
+            &self.nats_password_file,
+        )
+    }
+    /// The NATS token: `nats_token_file` when set, else `nats_token`.
+    pub fn nats_token(&self) -> Result<Option<Secret>, SecretFileError> {
+        resolve_secret("nats_token", &self.nats_token, &self.nats_token_file)
+    }
+    /// The NATS NKey seed: `nats_nkey_seed_file` when set, else `nats_nkey_seed`.
+    pub fn nats_nkey_seed(&self) -> Result<Option<Secret>, SecretFileError> {
+        resolve_secret(
+            "nats_nkey_seed",
+            &self.nats_nkey_seed,
+            &self.nats_nkey_seed_file,
+        )
+    }
+    /// The Redis password: `redis_password_file` when set, else `redis_password`.
+    pub fn redis_password(&self) -> Result<Option<Secret>, SecretFileError> {
+        resolve_secret(
+            "redis_password",
+            &self.redis_password,
+            &self.redis_password_file,
+        )
+    }
+
     /// The channels this deployment can deliver to: each native platform with a token, and
     /// `webhook:<name>` for every configured webhook.
     pub fn channels(&self) -> Vec<String> {
@@ -429,6 +576,55 @@ impl Config {
         channels.extend(self.webhooks.keys().map(|name| format!("webhook:{name}")));
         channels
     }
+}
+
+/// A secret file that cannot be read. Names the setting and the path, never the contents.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {setting} from {path}: {source}")]
+pub struct SecretFileError {
+    pub setting: &'static str,
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// A secret given inline or as a file; the file wins, and its surrounding whitespace (the
+/// trailing newline of `echo secret > file`) is not part of the secret. Empty means unset.
+fn resolve_secret(
+    setting: &'static str,
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, SecretFileError> {
+    let secret = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| Secret::new(s.trim()))
+            .map_err(|source| SecretFileError {
+                setting,
+                path: path.clone(),
+                source,
+            })?,
+        None => value.clone().unwrap_or_default(),
+    };
+    Ok(Some(secret).filter(|s| !s.is_empty()))
+}
+
+/// A URL without its user info (`scheme://<redacted>@host`), for messages, logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}<redacted>@{}", &url[..scheme_end + 3], &url[at + 1..])
+        }
+        (Some(_), Some(_)) | (Some(_), None) | (None, Some(_)) | (None, None) => url.to_owned(),
+    }
+}
+
+/// [`redact_url`] for each URL of a comma-separated list (cluster seeds).
+pub fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(redact_url)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -443,6 +639,12 @@ mod tests {
             Some("discord.api_base")
         );
         assert_eq!(env_key("test_nats_server"), None);
+        // As figment passes them: the variable's own (upper) case.
+        assert_eq!(env_key("NATS_PASSWORD").as_deref(), Some("nats_password"));
+        assert_eq!(
+            env_key("DISCORD_TOKEN_FILE").as_deref(),
+            Some("discord.token_file")
+        );
         assert_eq!(env_key("discord_nope"), None);
     }
 
@@ -453,6 +655,59 @@ mod tests {
         let mut c = Config::default();
         c.discord.token = s;
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_hides_url_credentials_and_connection_secrets() {
+        let c = Config {
+            nats_url: "nats://svc:n4ts-pw@127.0.0.1:4222".into(),
+            redis_url: "rediss://:r3dis-pw@127.0.0.1:6380".into(),
+            nats_token: Some(Secret::new("n4ts-token")),
+            redis_password: Some(Secret::new("r3dis-acl")),
+            ..Config::default()
+        };
+        let printed = format!("{c:#?}");
+        for secret in ["n4ts-pw", "r3dis-pw", "n4ts-token", "r3dis-acl"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("nats://<redacted>@127.0.0.1:4222"));
+    }
+
+    #[test]
+    fn secret_file_wins_over_value_and_loses_its_newline() {
+        let dir = tempfile_dir("secret-file");
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let c = Config {
+            nats_password: Some(Secret::new("inline")),
+            nats_password_file: Some(file),
+            redis_password: Some(Secret::new("inline")),
+            ..Config::default()
+        };
+        assert_eq!(c.nats_password().unwrap().unwrap().expose(), "from-file");
+        assert_eq!(c.redis_password().unwrap().unwrap().expose(), "inline");
+        assert!(c.nats_token().unwrap().is_none());
+        let missing = Config {
+            nats_token_file: Some(dir.join("absent")),
+            ..Config::default()
+        };
+        let error = missing.nats_token().unwrap_err().to_string();
+        assert!(
+            error.contains("nats_token") && error.contains("absent"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn numeric_secrets_from_the_environment_are_strings() {
+        let secret: Secret = serde_json::from_str("123456").unwrap();
+        assert_eq!(secret.expose(), "123456");
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tl-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

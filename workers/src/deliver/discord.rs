@@ -133,7 +133,7 @@ impl Discord {
             persona.webhook_token.expose()
         );
         if c.parent_conversation_id.is_some() {
-            url.push_str(&format!("&thread_id={}", c.conversation_id));
+            url.push_str(&format!("&thread_id={}", snowflake(&c.conversation_id)?));
         }
         let mut body = json!({"content": request.text, "allowed_mentions": {"parse": []}});
         if let Some(name) = &persona.username {
@@ -182,10 +182,16 @@ impl Discord {
 
     /// Authenticates as the bot with the token current right now.
     fn as_bot(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.header(
-            "Authorization",
-            format!("Bot {}", self.credentials.current().expose()),
-        )
+        let value = format!("Bot {}", self.credentials.current().expose());
+        // Marked sensitive, so a `Debug` of the request shows `Sensitive`, not the token.
+        match reqwest::header::HeaderValue::from_str(&value) {
+            Ok(mut header) => {
+                header.set_sensitive(true);
+                request.header(reqwest::header::AUTHORIZATION, header)
+            }
+            // Not a valid header value: reqwest refuses the request when it is sent.
+            Err(_) => request.header(reqwest::header::AUTHORIZATION, value),
+        }
     }
 
     async fn create_message(
@@ -194,6 +200,7 @@ impl Discord {
         content: &str,
         nonce: &str,
     ) -> Result<Receipt, PlatformError> {
+        let channel_id = snowflake(channel_id)?;
         let (_, value) = self
             .call(
                 &format!("/channels/{channel_id}/messages"),
@@ -215,6 +222,21 @@ impl Discord {
                 message: format!("unexpected message body: {e}"),
                 maybe_applied: true,
             })
+    }
+}
+
+/// Discord ids are snowflakes (digits). Anything else from an event is refused before it
+/// becomes part of a request path or query: `../`, `?` or `&` would let an event choose
+/// which endpoint of the platform the bot's token is sent to.
+fn snowflake(id: &str) -> Result<&str, PlatformError> {
+    if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(id)
+    } else {
+        // `not_found`: no Discord channel has such an id (one name per permanent error).
+        Err(PlatformError::Permanent {
+            code: "not_found".into(),
+            message: "a Discord conversation id must be a snowflake (digits only)".into(),
+        })
     }
 }
 
@@ -245,7 +267,7 @@ impl Adapter for Discord {
         let Some(persona) = self.persona(&request) else {
             return Ok(None);
         };
-        let channel = &request.conversation.conversation_id;
+        let channel = snowflake(&request.conversation.conversation_id)?;
         let url = format!("{}/channels/{channel}/messages?limit=50", self.api_base);
         let answer = send(self.as_bot(self.http.get(url))).await?;
         if !answer.status.is_success() {

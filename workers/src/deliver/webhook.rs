@@ -82,7 +82,8 @@ impl Webhook {
             .json(&body);
         let token = self.credentials.current();
         if !token.is_empty() {
-            request = request.header("Authorization", format!("Bearer {}", token.expose()));
+            // `bearer_auth` marks the header sensitive: it prints as `Sensitive` in `Debug`.
+            request = request.bearer_auth(token.expose());
         }
         let Answered {
             status,

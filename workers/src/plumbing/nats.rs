@@ -46,6 +46,12 @@ pub enum TopologyError {
     Redis(String),
     #[error(transparent)]
     Telemetry(#[from] super::trace::TelemetryError),
+    /// The server answered and refused us: credentials or TLS; retrying will not help.
+    #[error("NATS at {url} refused the connection: {reason}; check the NATS credentials and TLS settings")]
+    Refused { url: String, reason: String },
+    /// The security settings are inconsistent or a secret file cannot be read.
+    #[error("invalid NATS/Redis security configuration: {0}")]
+    Config(String),
 }
 
 /// The four streams of a deployment.
@@ -128,15 +134,47 @@ impl StreamKind {
 }
 
 /// Connects with unbounded reconnects, so a broker restart is a pause, not a crash.
+///
+/// A first attempt without retries tells a server that refuses us (wrong credentials, a
+/// certificate we do not trust) from one that is not up yet: the first fails start-up at
+/// once with the reason, the second is waited for.
 pub async fn connect(config: &Config) -> Result<async_nats::Client, TopologyError> {
-    async_nats::ConnectOptions::new()
-        .name("threadline")
+    let url = redact_urls(&config.nats_url);
+    let options = connect_options(config).await?;
+    match options.connect(server_list(&config.nats_url)).await {
+        Ok(client) => return Ok(client),
+        Err(e) => match e.kind() {
+            async_nats::ConnectErrorKind::Authentication
+            | async_nats::ConnectErrorKind::AuthorizationViolation
+            | async_nats::ConnectErrorKind::Tls
+            | async_nats::ConnectErrorKind::ServerParse => {
+                return Err(TopologyError::Refused {
+                    url,
+                    reason: e.to_string(),
+                })
+            }
+            // async-nats reports a failed certificate check as an I/O error.
+            async_nats::ConnectErrorKind::Io if super::tls_refused(&e) => {
+                return Err(TopologyError::Refused {
+                    url,
+                    reason: e.to_string(),
+                })
+            }
+            async_nats::ConnectErrorKind::Dns
+            | async_nats::ConnectErrorKind::TimedOut
+            | async_nats::ConnectErrorKind::Io
+            | async_nats::ConnectErrorKind::MaxReconnects => {
+                tracing::warn!(%url, error = %e, "NATS is not reachable yet; retrying");
+            }
+        },
+    }
+    connect_options(config)
+        .await?
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
         .connect(server_list(&config.nats_url))
         .await
         .map_err(|e| TopologyError::Connect {
-            url: redact_urls(&config.nats_url),
+            url,
             reason: e.to_string(),
         })
 }
@@ -151,13 +189,79 @@ pub fn server_list(nats_url: &str) -> Vec<&str> {
         .collect()
 }
 
-/// [`redact_url`] for each URL of a comma-separated list.
-pub fn redact_urls(urls: &str) -> String {
-    server_list(urls)
-        .into_iter()
-        .map(redact_url)
-        .collect::<Vec<_>>()
-        .join(",")
+/// Name, timeouts, credentials and TLS from the configuration (README "Security").
+async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptions, TopologyError> {
+    let invalid = |reason: String| TopologyError::Config(reason);
+    let password = config.nats_password().map_err(|e| invalid(e.to_string()))?;
+    let token = config.nats_token().map_err(|e| invalid(e.to_string()))?;
+    let seed = config
+        .nats_nkey_seed()
+        .map_err(|e| invalid(e.to_string()))?;
+    let creds = config.nats_credentials_file.as_ref();
+    let methods = [
+        password.is_some() || config.nats_user.is_some(),
+        token.is_some(),
+        seed.is_some(),
+        creds.is_some(),
+    ];
+    if methods.iter().filter(|m| **m).count() > 1 {
+        return Err(invalid(
+            "more than one NATS authentication is configured; set only one of \
+             nats_user/nats_password, nats_token, nats_nkey_seed, nats_credentials_file"
+                .into(),
+        ));
+    }
+    let mut options = match creds {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+                invalid(format!(
+                    "cannot use nats_credentials_file {}: {e}",
+                    path.display()
+                ))
+            })?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    options = options
+        .name("threadline")
+        .connection_timeout(Duration::from_secs(5));
+    match (&config.nats_user, password) {
+        (Some(user), Some(password)) => {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(invalid(
+                "nats_user and nats_password (or nats_password_file) go together".into(),
+            ))
+        }
+    }
+    if let Some(token) = token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(seed) = seed {
+        options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(prefix) = &config.nats_inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
+    if let Some(ca) = &config.nats_tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&config.nats_tls_cert_file, &config.nats_tls_key_file) {
+        (Some(cert), Some(key)) => {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(invalid(
+                "nats_tls_cert_file and nats_tls_key_file go together".into(),
+            ))
+        }
+    }
+    Ok(options)
 }
 
 /// A JetStream context with a timeout that rides out a short broker restart.
@@ -472,15 +576,7 @@ impl Publisher {
     }
 }
 
-/// A URL without its user info, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}<redacted>@{}", &url[..scheme_end + 3], &url[at + 1..])
-        }
-        (Some(_), Some(_)) | (Some(_), None) | (None, Some(_)) | (None, None) => url.to_owned(),
-    }
-}
+pub use crate::config::{redact_url, redact_urls};
 
 #[cfg(test)]
 mod tests {
