@@ -86,12 +86,6 @@ pub async fn run<H: Handler>(
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let shutdown = plumbing.shutdown.clone();
-    // When the server itself caps unacknowledged messages at what we can handle at once
-    // (delivery lanes: one), a pull can ask for more without messages waiting client-side
-    // while their ack_wait runs; one long-lived pull then serves many messages instead of
-    // a new pull round trip per message.
-    let server_cap = consumer.cached_info().config.max_ack_pending;
-    let server_bounded = server_cap > 0 && server_cap as usize <= concurrency;
     tracing::info!(stage = %stage.name(), concurrency, "worker started");
     tokio::spawn(watch_pending(
         consumer.clone(),
@@ -115,7 +109,7 @@ pub async fn run<H: Handler>(
         }
         let request = consumer
             .batch()
-            .max_messages(if server_bounded { 256 } else { free.min(256) })
+            .max_messages(free.min(256))
             .expires(Duration::from_secs(2))
             .messages();
         let mut batch = tokio::select! {
