@@ -194,6 +194,10 @@ impl NatsServer {
     }
 }
 
+/// Overrides `appendfsync` of the Redis servers this process starts (the benchmark's
+/// `--appendfsync`).
+pub const APPENDFSYNC_ENV: &str = "THREADLINE_TEST_REDIS_APPENDFSYNC";
+
 /// A `redis-server` with AOF persistence on a free loopback port, killed when dropped.
 pub struct RedisServer {
     /// The child process; declared first so it is killed before `dir` is removed.
@@ -329,6 +333,9 @@ impl RedisServer {
         let data_dir = self.dir.path().join("data");
         std::fs::create_dir_all(&data_dir).expect("create the redis data dir");
         let port = self.port.to_string();
+        // Only the benchmark changes this (`--appendfsync everysec`), to show what the
+        // durability setting costs; tests always run with `always`.
+        let appendfsync = std::env::var(APPENDFSYNC_ENV).unwrap_or_else(|_| "always".into());
         let mut args: Vec<OsString> = [
             "--bind",
             "127.0.0.1",
@@ -341,7 +348,7 @@ impl RedisServer {
             // still answer, so a SIGKILL loses acknowledged writes (seen: a binding lost in
             // the restart test). Threadline acks its inputs on those answers.
             "--appendfsync",
-            "always",
+            appendfsync.as_str(),
             // No RDB snapshots: the AOF is the only persistence, as in infra/redis.conf.
             "--save",
             "",

@@ -252,6 +252,25 @@ async fn health_readiness_and_metrics_are_served() {
     };
     assert_eq!(get("/healthz").await.0, 200);
     assert_eq!(get("/readyz").await.0, 200);
+    // Readiness is checked live: a lost Redis makes the worker unready (alive all along),
+    // and it is ready again once Redis is back.
+    p.redis.kill().await;
+    let (status, body) = get("/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: Redis does not answer\n")
+    );
+    assert_eq!(get("/healthz").await.0, 200);
+    p.redis.start_again().await;
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = get("/readyz").await.0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "ready again after Redis came back");
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(

@@ -200,6 +200,9 @@ pub async fn start(
             }
         }
     }
+    plumbing
+        .health
+        .watch(plumbing.nats.clone(), plumbing.store.clone());
     plumbing.health.set_ready(true);
     let ready = plumbing.health.clone();
     let stop = shutdown.clone();

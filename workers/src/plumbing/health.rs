@@ -1,6 +1,7 @@
-//! `/healthz` (the process is alive), `/readyz` (connected, consumers in place, not
-//! draining) and `/metrics` (Prometheus text).
+//! `/healthz` (the process is alive), `/readyz` (started with its consumers in place, not
+//! draining, NATS connected and Redis answering — checked on each request) and `/metrics` (Prometheus text).
 
+use crate::store::Store;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -8,12 +9,22 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Readiness as the workers report it.
+/// Readiness as the workers report it, plus the connections `/readyz` checks live.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    deps: Arc<OnceLock<Dependencies>>,
+}
+
+/// What a worker needs to make progress: checked on every `/readyz`, so an orchestrator
+/// sees a lost broker or store, not only a finished start-up.
+#[derive(Clone)]
+struct Dependencies {
+    nats: async_nats::Client,
+    store: Store,
 }
 
 impl Health {
@@ -22,6 +33,31 @@ impl Health {
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+    /// The connections `/readyz` checks from now on (consumers were created at start-up,
+    /// before the worker was marked ready).
+    pub fn watch(&self, nats: async_nats::Client, store: Store) {
+        let _ = self.deps.set(Dependencies { nats, store });
+    }
+
+    /// `Ok` when ready; otherwise what is missing, for the `/readyz` body.
+    pub async fn check(&self) -> Result<(), &'static str> {
+        if !self.is_ready() {
+            return Err("starting or draining");
+        }
+        let Some(deps) = self.deps.get() else {
+            return Ok(());
+        };
+        if deps.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err("NATS is not connected");
+        }
+        let mut conn = deps.store.connection();
+        let ping = redis::cmd("PING");
+        let ping = ping.query_async::<()>(&mut conn);
+        match tokio::time::timeout(Duration::from_millis(1_000), ping).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err("Redis does not answer"),
+        }
     }
 }
 
@@ -71,10 +107,12 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
-    if health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
+    match health.check().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
