@@ -355,6 +355,29 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
         "every session, from every master"
     );
 
+    // `doctor` checks the persistence of every seed node of the cluster, and finds it right.
+    let doctor = p
+        .command(&["doctor", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run threadline doctor");
+    let report: serde_json::Value =
+        serde_json::from_slice(&doctor.stdout).expect("doctor prints JSON");
+    let redis_problems: Vec<&serde_json::Value> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter(|problem| {
+            problem["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("Redis"))
+        })
+        .collect();
+    assert!(redis_problems.is_empty(), "{redis_problems:?}");
+    assert_eq!(report["redis"]["connected"], true, "{report}");
+    assert_eq!(report["redis"]["appendfsync"], "always", "{report}");
+
     // The state really is spread: keys on more than one master, none on the lone Redis
     // the harness also started.
     let mut nodes_with_keys = 0;

@@ -127,7 +127,26 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
 pub async fn check(config: &Config) -> Report {
     let mut report = Report::default();
     check_nats(config, &mut report).await;
-    check_redis(config, &mut report).await;
+    if config.redis_cluster {
+        // Persistence is per node: check each seed as a server of its own, naming it.
+        for seed in config
+            .redis_url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let mut node = config.clone();
+            node.redis_url = seed.to_owned();
+            node.redis_cluster = false;
+            let before = report.problems.len();
+            check_redis(&node, &mut report).await;
+            for problem in &mut report.problems[before..] {
+                problem.what = format!("{} [node {}]", problem.what, redact_url(seed));
+            }
+        }
+    } else {
+        check_redis(config, &mut report).await;
+    }
     report.ok = !report
         .problems
         .iter()

@@ -70,7 +70,9 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<i32> {
 
 /// Connects to NATS once, failing fast: an operator wants an answer, not a retry loop.
 pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
+    // The workers' credentials and TLS settings (README "Security").
+    crate::plumbing::nats::connect_options(config)
+        .await?
         .name("threadline-cli")
         .connection_timeout(Duration::from_secs(5))
         .connect(crate::plumbing::nats::server_list(&config.nats_url))
@@ -85,8 +87,9 @@ pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client>
 
 /// Connects to Redis once, failing fast.
 pub async fn connect_redis(config: &Config) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(config.redis_url.as_str())
-        .with_context(|| format!("bad Redis URL {}", redact_url(&config.redis_url)))?;
+    // The workers' ACL user, password and TLS settings (README "Security").
+    let client = crate::plumbing::redis::redis_client(config)
+        .with_context(|| format!("bad Redis settings for {}", redact_url(&config.redis_url)))?;
     let timeout = Duration::from_millis(config.redis_timeout_ms);
     let manager = ConnectionManagerConfig::new()
         .set_response_timeout(Some(timeout))

@@ -190,7 +190,7 @@ pub fn server_list(nats_url: &str) -> Vec<&str> {
 }
 
 /// Name, timeouts, credentials and TLS from the configuration (README "Security").
-async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptions, TopologyError> {
+pub async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptions, TopologyError> {
     let invalid = |reason: String| TopologyError::Config(reason);
     let password = config.nats_password().map_err(|e| invalid(e.to_string()))?;
     let token = config.nats_token().map_err(|e| invalid(e.to_string()))?;
