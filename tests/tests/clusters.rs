@@ -440,3 +440,41 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
         .expect("GET");
     assert_eq!(x, "1", "the refused MULTI wrote nothing");
 }
+
+/// A cluster client re-sends a command after an I/O error, so the end-of-binding script
+/// can run twice for one call: the repeat must answer `ended` again (so the caller still
+/// reports the end), while a different caller finds it already ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_sent_end_of_binding_answers_like_the_first_run() {
+    let redis = RedisServer::start().await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = "tl:{s:agent:a:re-sent}";
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg("b:b-1:st")
+        .arg("active")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let end = |token: &str| {
+        let mut conn = conn.clone();
+        let token = token.to_owned();
+        async move {
+            threadline::store::scripts::END_BINDING
+                .key(key)
+                .arg("b-1")
+                .arg("idle_timeout")
+                .arg(token)
+                .invoke_async::<String>(&mut conn)
+                .await
+                .expect("END_BINDING")
+        }
+    };
+    assert_eq!(end("call-1").await, "ended");
+    assert_eq!(end("call-1").await, "ended", "the same call, re-sent");
+    assert_eq!(end("call-2").await, "noop", "another caller");
+}

@@ -12,7 +12,8 @@
 pub mod keys;
 pub mod query;
 pub mod replays;
-mod scripts;
+/// The Lua scripts, public so tests can run one twice as a cluster client would.
+pub mod scripts;
 
 use crate::config::Config;
 use crate::error::WorkError;
@@ -385,6 +386,7 @@ impl Store {
             .key(self.keys.session(session_key))
             .arg(binding_id)
             .arg(reason)
+            .arg(uuid::Uuid::new_v4().simple().to_string())
             .invoke_async(&mut self.conn.clone())
             .await?;
         let state = self.load_session(session_key).await?;

@@ -84,15 +84,20 @@ return due
 });
 
 /// Ends a binding that is not ended yet. → `ended` | `noop` | `missing`.
-/// ARGV: binding id, reason.
+/// ARGV: binding id, reason, a token unique to this call. The token is kept so that the
+/// same call run twice (a cluster client re-sends after an I/O error) answers `ended`
+/// again: exactly one caller — this one — reports the end.
 pub static END_BINDING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local f = 'b:' .. ARGV[1]
 local st = redis.call('HGET', KEYS[1], f .. ':st')
 if not st then return 'missing' end
-if st == 'ended' then return 'noop' end
-redis.call('HSET', KEYS[1], f .. ':st', 'ended', f .. ':why', ARGV[2])
+if st == 'ended' then
+  if redis.call('HGET', KEYS[1], f .. ':by') == ARGV[3] then return 'ended' end
+  return 'noop'
+end
+redis.call('HSET', KEYS[1], f .. ':st', 'ended', f .. ':why', ARGV[2], f .. ':by', ARGV[3])
 return 'ended'
 "#,
     )
