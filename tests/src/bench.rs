@@ -140,6 +140,9 @@ pub struct BenchReport {
     pub redis_bytes_per_binding: f64,
     /// Peak RSS (MiB) of each worker process under load (target ≤ 64).
     pub peak_rss_mib: BTreeMap<String, f64>,
+    /// CPU time (µs, user + system, all cores) per message at full speed, by run and by
+    /// process: where the work goes, floor against Threadline.
+    pub cpu_us_per_message: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl BenchReport {
@@ -186,8 +189,65 @@ impl BenchReport {
         for (worker, mib) in &self.peak_rss_mib {
             out += &format!("peak RSS {worker}: {mib:.1} MiB  (target ≤ 64)\n");
         }
+        for (run, by_process) in &self.cpu_us_per_message {
+            let total: f64 = by_process.values().sum();
+            let parts: Vec<String> = by_process
+                .iter()
+                .map(|(process, us)| format!("{process} {us:.0}"))
+                .collect();
+            out += &format!(
+                "CPU µs per message, {run}: {total:.0} = {}\n",
+                parts.join(" + ")
+            );
+        }
         out
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, utime
+    // and stime the 12th and 13th (fields 14 and 15 of proc(5)), in clock ticks.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on (the kernel's ABI, not CONFIG_HZ).
+    Some(ticks / 100.0)
+}
+
+/// CPU time of a set of named processes between two points.
+struct CpuProbe {
+    pids: Vec<(String, u32)>,
+    start: Vec<Option<f64>>,
+}
+
+impl CpuProbe {
+    fn start(pids: Vec<(String, u32)>) -> CpuProbe {
+        let start = pids.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+        CpuProbe { pids, start }
+    }
+
+    /// µs of CPU per message for each process since `start`.
+    fn per_message(&self, messages: usize) -> BTreeMap<String, f64> {
+        self.pids
+            .iter()
+            .zip(&self.start)
+            .filter_map(|((name, pid), start)| {
+                let used = cpu_seconds(*pid)? - (*start)?;
+                Some((name.clone(), used * 1e6 / messages.max(1) as f64))
+            })
+            .collect()
+    }
+}
+
+/// The processes every run shares: the servers, and this one (the publisher, the platform
+/// fake, and — for the floor and `run all` — the relay or the workers themselves).
+fn shared_processes(nats: &NatsServer, redis: &RedisServer) -> Vec<(String, u32)> {
+    let mut pids = vec![("bench process".to_owned(), std::process::id())];
+    pids.extend(nats.pid().map(|pid| ("nats-server".to_owned(), pid)));
+    pids.extend(redis.pid().map(|pid| ("redis-server".to_owned(), pid)));
+    pids
 }
 
 /// Latency percentile (ms) of sorted durations.
@@ -407,6 +467,9 @@ async fn floor(
 
 // ---- Threadline -------------------------------------------------------------------------------
 
+/// The worker processes of the process-per-worker deployment, in start order.
+const WORKER_NAMES: [&str; 3] = ["binder", "router", "deliver webhook:bench"];
+
 struct Deployment {
     config: Config,
     fake: FakeWebhook,
@@ -490,11 +553,7 @@ impl Deployment {
 
     async fn stop(mut self) -> BTreeMap<String, f64> {
         let mut rss = BTreeMap::new();
-        for (child, name) in
-            self.processes
-                .iter_mut()
-                .zip(["binder", "router", "deliver webhook:bench"])
-        {
+        for (child, name) in self.processes.iter_mut().zip(WORKER_NAMES) {
             if let Some(pid) = child.id() {
                 if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
                     if let Some(kb) = status
@@ -565,7 +624,12 @@ async fn measure_threadline(
     config: &BenchConfig,
     processes: bool,
     prefix: &str,
-) -> (Summary, Summary, BTreeMap<String, f64>) {
+) -> (
+    Summary,
+    Summary,
+    BTreeMap<String, f64>,
+    BTreeMap<String, f64>,
+) {
     let d = deploy(nats, redis, processes, prefix, config.partitions).await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client);
@@ -582,10 +646,16 @@ async fn measure_threadline(
     }
     let keys = sessions(&js, &d, config.sessions).await;
     completions(&js, &d, &keys, "warmup", config.warmup, None).await;
+    let mut pids = shared_processes(nats, redis);
+    for (child, name) in d.processes.iter().zip(WORKER_NAMES) {
+        pids.extend(child.id().map(|pid| (name.to_owned(), pid)));
+    }
+    let probe = CpuProbe::start(pids);
     let mut full = Vec::new();
     for run in 0..config.runs {
         full.push(completions(&js, &d, &keys, &format!("full{run}"), config.messages, None).await);
     }
+    let cpu = probe.per_message(config.runs * config.messages);
     let full = Summary::of(&full);
     let rate = (full.throughput_per_s.median / 2.0).max(1.0);
     let mut half = Vec::new();
@@ -603,7 +673,7 @@ async fn measure_threadline(
         );
     }
     let rss = d.stop().await;
-    (full, Summary::of(&half), rss)
+    (full, Summary::of(&half), rss, cpu)
 }
 
 /// Preloads bindings (with their sessions) straight into the store, `concurrency` at a time.
@@ -688,6 +758,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
 
     // 1. The floor, full speed and half load.
     floor(&nats, &redis, config.warmup, None).await;
+    let probe = CpuProbe::start(shared_processes(&nats, &redis));
     let floor_full: Vec<Figures> = {
         let mut v = Vec::new();
         for _ in 0..config.runs {
@@ -695,6 +766,10 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         }
         v
     };
+    report.cpu_us_per_message.insert(
+        "floor".into(),
+        probe.per_message(config.runs * config.messages),
+    );
     report.floor_full = Summary::of(&floor_full);
     let floor_rate = (report.floor_full.throughput_per_s.median / 2.0).max(1.0);
     let mut floor_half = Vec::new();
@@ -704,14 +779,21 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     report.floor_half = Summary::of(&floor_half);
 
     // 2. Threadline in one process, and with a process per worker.
-    let (full, half, _) = measure_threadline(&nats, &redis, &config, false, "bench").await;
+    let (full, half, _, cpu) = measure_threadline(&nats, &redis, &config, false, "bench").await;
     report.threadline_full = full;
     report.threadline_half = half;
+    report
+        .cpu_us_per_message
+        .insert("threadline run all".into(), cpu);
     if config.processes {
-        let (full, half, rss) = measure_threadline(&nats, &redis, &config, true, "benchp").await;
+        let (full, half, rss, cpu) =
+            measure_threadline(&nats, &redis, &config, true, "benchp").await;
         report.processes_full = Some(full);
         report.processes_half = Some(half);
         report.peak_rss_mib = rss;
+        report
+            .cpu_us_per_message
+            .insert("threadline process per worker".into(), cpu);
     }
     // 3. Ratios (half load compared at each one's own half load).
     report.throughput_ratio = report.threadline_full.throughput_per_s.median

@@ -24,4 +24,26 @@ async fn the_benchmark_runs_and_reports_every_figure() {
     assert_eq!(report.state_latency.len(), 2);
     assert!(report.redis_bytes_per_binding > 0.0);
     assert_eq!(report.peak_rss_mib.len(), 3, "{:?}", report.peak_rss_mib);
+    // CPU per message for each full-speed run: the servers and this process always, and
+    // the three worker processes in the process-per-worker run.
+    let cpu = &report.cpu_us_per_message;
+    let names = |run: &str| -> Vec<String> {
+        cpu.get(run)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        names("floor"),
+        ["bench process", "nats-server", "redis-server"],
+        "{cpu:?}"
+    );
+    assert_eq!(names("threadline run all"), names("floor"), "{cpu:?}");
+    assert_eq!(names("threadline process per worker").len(), 6, "{cpu:?}");
+    // Clock ticks are 10 ms: a smoke run may round a small share to zero, never below.
+    assert!(
+        cpu.values()
+            .flat_map(|m| m.values())
+            .all(|us| us.is_finite() && *us >= 0.0),
+        "{cpu:?}"
+    );
 }
