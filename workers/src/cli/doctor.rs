@@ -14,6 +14,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use threadline_schemas::Subjects;
 
+/// `<field> is <found>, expected <wanted>` for each named field whose `Debug` differs.
+macro_rules! differences {
+    ($got:expr, $wanted:expr; $($field:ident),+ $(,)?) => {{
+        let mut found = Vec::<String>::new();
+        $(
+            let (is, expected) = (format!("{:?}", $got.$field), format!("{:?}", $wanted.$field));
+            if is != expected {
+                found.push(format!("{} is {is}, expected {expected}", stringify!($field)));
+            }
+        )+
+        found
+    }};
+}
+
 /// Oldest server versions Threadline is tested with (DESIGN §4).
 const MIN_NATS: (u32, u32, u32) = (2, 9, 0);
 const MIN_REDIS: (u32, u32, u32) = (7, 0, 0);
@@ -236,47 +250,8 @@ async fn check_nats(config: &Config, report: &mut Report) {
             }
         };
         let got = &info.config;
-        let mut mismatches = Vec::new();
-        let mut differs = |field: &str, found: String, expected: String| {
-            if found != expected {
-                mismatches.push(format!("{field} is {found}, expected {expected}"));
-            }
-        };
-        differs(
-            "subjects",
-            format!("{:?}", got.subjects),
-            format!("{:?}", wanted.subjects),
-        );
-        differs(
-            "retention",
-            format!("{:?}", got.retention),
-            format!("{:?}", wanted.retention),
-        );
-        differs(
-            "storage",
-            format!("{:?}", got.storage),
-            format!("{:?}", wanted.storage),
-        );
-        differs(
-            "max_age",
-            format!("{:?}", got.max_age),
-            format!("{:?}", wanted.max_age),
-        );
-        differs(
-            "duplicate_window",
-            format!("{:?}", got.duplicate_window),
-            format!("{:?}", wanted.duplicate_window),
-        );
-        differs(
-            "discard",
-            format!("{:?}", got.discard),
-            format!("{:?}", wanted.discard),
-        );
-        differs(
-            "num_replicas",
-            got.num_replicas.to_string(),
-            wanted.num_replicas.to_string(),
-        );
+        let mismatches = differences!(got, wanted; subjects, retention, storage, max_age,
+            duplicate_window, discard, num_replicas);
         for m in &mismatches {
             let fix = if m.starts_with("subjects") {
                 "another deployment may use this subject prefix: choose another THREADLINE_SUBJECT_PREFIX, or delete the stream"
@@ -391,42 +366,8 @@ fn check_consumer(
     };
     let wanted = spec.config(config);
     let got = &info.config;
-    let mut mismatches = Vec::new();
-    let mut differs = |field: &str, found: String, expected: String| {
-        if found != expected {
-            mismatches.push(format!("{field} is {found}, expected {expected}"));
-        }
-    };
-    differs(
-        "filter_subject",
-        format!("{:?}", got.filter_subject),
-        format!("{:?}", wanted.filter_subject),
-    );
-    differs(
-        "ack_policy",
-        format!("{:?}", got.ack_policy),
-        format!("{:?}", wanted.ack_policy),
-    );
-    differs(
-        "ack_wait",
-        format!("{:?}", got.ack_wait),
-        format!("{:?}", wanted.ack_wait),
-    );
-    differs(
-        "max_deliver",
-        got.max_deliver.to_string(),
-        wanted.max_deliver.to_string(),
-    );
-    differs(
-        "max_ack_pending",
-        got.max_ack_pending.to_string(),
-        wanted.max_ack_pending.to_string(),
-    );
-    differs(
-        "deliver_policy",
-        format!("{:?}", got.deliver_policy),
-        format!("{:?}", wanted.deliver_policy),
-    );
+    let mut mismatches = differences!(got, wanted; filter_subject, ack_policy, ack_wait,
+        max_deliver, max_ack_pending, deliver_policy);
     if got.deliver_subject.is_some() {
         mismatches.push("it is a push consumer, expected a pull consumer".into());
     }
