@@ -370,3 +370,121 @@ async fn a_webhook_post_with_unknown_outcome_is_resent_with_its_idempotency_key_
     );
     assert_eq!(hooks[0].body["text"], "did it land?");
 }
+
+/// A handler that is told to wait `waits` times (a pending binding, another instance's
+/// claim), then fails with an error that may pass, every time.
+struct WaitsThenFails {
+    waits: u32,
+    deliveries: std::sync::atomic::AtomicU32,
+    gave_up_after: std::sync::Mutex<Option<u32>>,
+}
+
+impl threadline::plumbing::runloop::Handler for WaitsThenFails {
+    type Event = threadline_schemas::CompletionReported;
+
+    fn stage(&self) -> threadline_schemas::Stage {
+        threadline_schemas::Stage::Router
+    }
+
+    async fn handle(
+        &self,
+        _event: &Self::Event,
+        _attempt: threadline::plumbing::runloop::Attempt,
+    ) -> Result<(), threadline::error::WorkError> {
+        let n = self
+            .deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        Err(if n <= self.waits {
+            threadline::error::WorkError::NotYet {
+                reason: "the binding is pending".into(),
+                after: Duration::from_millis(20),
+            }
+        } else {
+            threadline::error::WorkError::Transient("platform answered 503".into())
+        })
+    }
+
+    async fn give_up(
+        &self,
+        _event: &Self::Event,
+        _error: &threadline::error::WorkError,
+        attempt: threadline::plumbing::runloop::Attempt,
+    ) -> Result<(), threadline::error::WorkError> {
+        *self.gave_up_after.lock().expect("lock") = Some(attempt.number);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_does_not_spend_the_retry_budget() {
+    let p = Pipeline::start_with(Options {
+        tune: |c| {
+            c.max_attempts = 3;
+            c.retry_base_ms = 20;
+            c.retry_max_ms = 50;
+        },
+        ..Options::default()
+    })
+    .await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let plumbing = threadline::plumbing::Plumbing::connect(
+        std::sync::Arc::new(p.config.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .expect("plumbing");
+    // Its own subject in the input stream, so no real worker sees these events.
+    let subject = format!("{}.budget", p.subjects.in_all().trim_end_matches(".>"));
+    let consumer = threadline::plumbing::nats::ensure_consumer(
+        &threadline::plumbing::nats::jetstream(&plumbing.nats),
+        &p.subjects,
+        threadline::plumbing::nats::StreamKind::Inbound,
+        "budget-test",
+        subject.clone(),
+        8,
+        &p.config,
+    )
+    .await
+    .expect("consumer");
+    let handler = std::sync::Arc::new(WaitsThenFails {
+        waits: 4,
+        deliveries: Default::default(),
+        gave_up_after: Default::default(),
+    });
+    let worker = tokio::spawn(threadline::plumbing::runloop::run(
+        handler.clone(),
+        consumer,
+        plumbing,
+        1,
+    ));
+    let c = completion("agent:larry:subagent:budget", "waits, then fails");
+    p.publish(subject, &c.event_id, &c).await;
+
+    let mut gave_up = None;
+    for _ in 0..100 {
+        gave_up = *handler.gave_up_after.lock().expect("lock");
+        if gave_up.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 4 waits, then the whole budget of 3 failures: 7 deliveries, given up after 3.
+    assert_eq!(gave_up, Some(3), "given up after the budget's failures");
+    assert_eq!(
+        handler.deliveries.load(std::sync::atomic::Ordering::SeqCst),
+        7
+    );
+    p.settle(Duration::from_millis(500)).await;
+    let dead = p
+        .observer
+        .raw(&p.subjects.dlq(&threadline_schemas::Stage::Router));
+    let ours: Vec<_> = dead
+        .iter()
+        .filter(|d| d.headers.contains_key("Threadline-Attempts"))
+        .collect();
+    assert_eq!(ours.len(), 1, "one dead letter");
+    assert_eq!(ours[0].headers["Threadline-Attempts"], "3");
+    shutdown.cancel();
+    let _ = worker.await;
+}

@@ -287,6 +287,14 @@ async fn settle_error<H: Handler>(
 ) -> (AckKind, &'static str) {
     let stage = handler.stage();
     let config = &plumbing.config;
+    // The retry budget counts failures only; `attempt` from here on says how many.
+    let attempt = match error.settle() {
+        Settle::Retry(_) => Attempt {
+            number: failures(&stage, event, attempt, plumbing).await,
+            ..attempt
+        },
+        Settle::Wait(_) | Settle::Reject | Settle::GiveUp => attempt,
+    };
     match error.settle() {
         Settle::Wait(delay) => {
             tracing::debug!(stage = %stage.name(), event_id = event.event_id(), %error, "waiting");
@@ -353,6 +361,31 @@ async fn settle_error<H: Handler>(
                     (AckKind::Nak(Some(Duration::from_secs(1))), "retry")
                 }
             }
+        }
+    }
+}
+
+/// Failed attempts of this event at this stage, this one included. Waits (`NotYet`) do not
+/// count, so an event that waited for a pending binding still has its whole retry budget.
+/// Without Redis the count cannot be kept, and JetStream's delivery count (waits included)
+/// stands in: never more attempts than that.
+async fn failures<E: Versioned>(
+    stage: &Stage,
+    event: &E,
+    attempt: Attempt,
+    plumbing: &Plumbing,
+) -> u32 {
+    match plumbing
+        .store
+        .count_failure(&stage.name(), event.event_id())
+        .await
+    {
+        // Never above the delivery count: an event replayed from the dead letters (same
+        // event id, new message) starts a fresh budget.
+        Ok(count) => count.min(attempt.number),
+        Err(error) => {
+            tracing::debug!(%error, "cannot count the failure; using the delivery count");
+            attempt.number
         }
     }
 }

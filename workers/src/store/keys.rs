@@ -58,6 +58,12 @@ impl Keys {
         format!("{}:{{own:{channel}}}", self.ns)
     }
 
+    /// STRING counter: failed attempts of one event at one stage (the retry budget), apart
+    /// from deliveries that only waited.
+    pub fn failures(&self, stage: &str, event_id: &str) -> String {
+        format!("{}:{{e:{event_id}}}:fails:{stage}", self.ns)
+    }
+
     /// HASH session key → outcome: the targets a `tl.in.send` already reached.
     pub fn sent(&self, event_id: &str) -> String {
         format!("{}:{{e:{event_id}}}:sent", self.ns)

@@ -541,6 +541,22 @@ impl Store {
             .await?)
     }
 
+    // ---- retry budget -------------------------------------------------------------------
+
+    /// Counts one failed attempt of `event_id` at `stage`; returns the failures so far.
+    /// JetStream's delivery count cannot be the budget: it also counts deliveries that were
+    /// only told to wait (a pending binding, another instance's claim).
+    pub async fn count_failure(&self, stage: &str, event_id: &str) -> Result<u32, WorkError> {
+        let key = self.keys.failures(stage, event_id);
+        let (count,): (u32,) = redis::pipe()
+            .incr(&key, 1)
+            .pexpire(&key, self.dedup_ttl_ms as i64)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(count)
+    }
+
     // ---- send dedup -------------------------------------------------------------------
 
     /// Targets a send event already reached (session key → outcome).
