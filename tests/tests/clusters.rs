@@ -469,6 +469,7 @@ async fn a_re_sent_end_of_binding_answers_like_the_first_run() {
                 .arg("b-1")
                 .arg("idle_timeout")
                 .arg(token)
+                .arg(threadline_schemas::now_ms())
                 .invoke_async::<String>(&mut conn)
                 .await
                 .expect("END_BINDING")

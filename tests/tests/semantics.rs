@@ -795,3 +795,103 @@ async fn several_bindings_without_an_exact_match_fall_back_as_ambiguous_never_gu
     assert!(p.discord.messages_in(&thread.conversation_id).is_empty());
     assert!(p.discord.messages_in("100000000000000777").is_empty());
 }
+
+/// Fields of a session's hash that belong to binding `binding_id`.
+async fn binding_fields(p: &Pipeline, session_key: &str, binding_id: &str) -> Vec<String> {
+    let store = p.store().await;
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(store.keys().session(session_key))
+        .query_async(&mut store.connection())
+        .await
+        .expect("HKEYS");
+    fields
+        .into_iter()
+        .filter(|f| f.contains(binding_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lived_session_sheds_bindings_that_ended_long_ago() {
+    let p = Pipeline::start_with(Options {
+        tune: |c| c.ended_ttl_ms = 3_000,
+        ..Options::default()
+    })
+    .await;
+    let mut s = spawn(&room("room-shed"), Placement::Current, SessionMode::Session);
+    s.session_key = Some("agent:larry:named:shed".into());
+    s.resume_if_exists = true;
+    let key = s.session_key.clone().expect("named");
+    // Bound, unbound by the operator, resumed by name (a new binding), three times over.
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        if round == 2 {
+            // The first binding ended more than `ended_ttl_ms` ago by now (at least 3.2 s:
+            // waiting longer only helps), the second 1.2 s ago plus processing.
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+        }
+        let mut again = s.clone();
+        again.event_id = new_id();
+        p.publish(p.subjects.in_spawn(), &again.event_id, &again)
+            .await;
+        let binding = p
+            .wait_spawned(&again.event_id)
+            .await
+            .binding
+            .expect("bound");
+        if round < 2 {
+            let unbind = threadline_tests::events::unbind_session(&key, "operator");
+            p.publish(p.subjects.in_control(), &unbind.event_id, &unbind)
+                .await;
+            let id = binding.binding_id.clone();
+            p.observer
+                .wait_for(
+                    &p.subjects.out_binding(),
+                    Duration::from_secs(15),
+                    |b: &BindingChanged| {
+                        b.binding.binding_id == id && b.change == BindingChange::Ended
+                    },
+                )
+                .await
+                .expect("ended");
+            if round == 0 {
+                tokio::time::sleep(Duration::from_millis(2_000)).await;
+            }
+        }
+        ids.push(binding.binding_id);
+    }
+    assert_eq!(
+        ids.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        3
+    );
+    // Adding the third binding dropped the first (ended > 3 s before), kept the second.
+    assert!(binding_fields(&p, &key, &ids[0]).await.is_empty());
+    assert_eq!(
+        binding_fields(&p, &key, &ids[1]).await.len(),
+        6,
+        "b, :st, :last, :why, :by, :end"
+    );
+    assert_eq!(
+        binding_fields(&p, &key, &ids[2]).await.len(),
+        3,
+        "b, :st, :last"
+    );
+    let state = p
+        .store()
+        .await
+        .load_session(&key)
+        .await
+        .expect("load")
+        .expect("session");
+    let live: Vec<_> = state
+        .bindings
+        .iter()
+        .filter(|b| b.status == threadline_schemas::BindingStatus::Active)
+        .map(|b| b.binding_id.clone())
+        .collect();
+    assert_eq!(live, vec![ids[2].clone()]);
+    assert_eq!(
+        state.bindings.len(),
+        2,
+        "the live one and the recently ended one"
+    );
+}

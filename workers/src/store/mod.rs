@@ -303,6 +303,7 @@ impl Store {
             .arg(blob)
             .arg(status_str(binding.status))
             .arg(binding.last_activity_at)
+            .arg(self.ended_ttl_ms)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(added == 1)
@@ -387,6 +388,7 @@ impl Store {
             .arg(binding_id)
             .arg(reason)
             .arg(uuid::Uuid::new_v4().simple().to_string())
+            .arg(now_ms())
             .invoke_async(&mut self.conn.clone())
             .await?;
         let state = self.load_session(session_key).await?;

@@ -22,13 +22,29 @@ return 'created'
 });
 
 /// Adds a binding to its session unless it is already there. → 1 added, 0 present.
-/// ARGV: binding id, static record, status, now.
+/// ARGV: binding id, static record, status, now, how long ended bindings are kept (ms).
+///
+/// Also drops the bindings of this session that ended longer ago than that: a long-lived
+/// session (resumed by name, bound to thread after thread) only gains bindings here, so
+/// pruning here bounds its hash by the bindings added within that time.
 pub static ADD_BINDING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local f = 'b:' .. ARGV[1]
 if redis.call('HSETNX', KEYS[1], f, ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], f .. ':st', ARGV[3], f .. ':last', ARGV[4])
+local cutoff = tonumber(ARGV[4]) - tonumber(ARGV[5])
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local id = string.match(field, '^b:(.+):st$')
+  if id and redis.call('HGET', KEYS[1], field) == 'ended' then
+    local b = 'b:' .. id
+    -- Ended before `:end` was recorded: its last activity is the best bound there is.
+    local ended = redis.call('HGET', KEYS[1], b .. ':end') or redis.call('HGET', KEYS[1], b .. ':last')
+    if tonumber(ended or '0') < cutoff then
+      redis.call('HDEL', KEYS[1], b, b .. ':st', b .. ':last', b .. ':why', b .. ':by', b .. ':end')
+    end
+  end
+end
 return 1
 "#,
     )
@@ -84,7 +100,8 @@ return due
 });
 
 /// Ends a binding that is not ended yet. → `ended` | `noop` | `missing`.
-/// ARGV: binding id, reason, a token unique to this call. The token is kept so that the
+/// ARGV: binding id, reason, a token unique to this call, now (kept as `:end`, for pruning:
+/// see `ADD_BINDING`). The token is kept so that the
 /// same call run twice (a cluster client re-sends after an I/O error) answers `ended`
 /// again: exactly one caller — this one — reports the end.
 pub static END_BINDING: LazyLock<Script> = LazyLock::new(|| {
@@ -97,7 +114,7 @@ if st == 'ended' then
   if redis.call('HGET', KEYS[1], f .. ':by') == ARGV[3] then return 'ended' end
   return 'noop'
 end
-redis.call('HSET', KEYS[1], f .. ':st', 'ended', f .. ':why', ARGV[2], f .. ':by', ARGV[3])
+redis.call('HSET', KEYS[1], f .. ':st', 'ended', f .. ':why', ARGV[2], f .. ':by', ARGV[3], f .. ':end', ARGV[4])
 return 'ended'
 "#,
     )
