@@ -230,7 +230,11 @@ async fn everything_threadline_publishes_validates_against_the_published_schemas
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_are_served() {
-    let mut p = Pipeline::start().await;
+    let mut p = Pipeline::start_with(threadline_tests::pipeline::Options {
+        tune: |c| c.pending_poll_ms = 200,
+        ..Default::default()
+    })
+    .await;
     let addr = p.health_addr.expect("health server");
     let s = spawn(
         &Pipeline::discord_channel("100000000000000001"),
@@ -271,6 +275,29 @@ async fn health_readiness_and_metrics_are_served() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(ready, 200, "ready again after Redis came back");
+    // A consumer deleted under the running workers: their pulls would fail quietly, so
+    // `/readyz` names it (a restart recreates it).
+    p.js.get_stream(StreamKind::Inbound.name(&p.subjects))
+        .await
+        .expect("stream")
+        .delete_consumer("binder-control")
+        .await
+        .expect("delete the consumer");
+    let mut answer = (0, String::new());
+    for _ in 0..100 {
+        answer = get("/readyz").await;
+        if answer.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (answer.0, answer.1.as_str()),
+        (
+            503,
+            "not ready: consumer binder-control deleted; restart to recreate\n"
+        )
+    );
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(

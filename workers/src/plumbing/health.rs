@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Health {
     ready: Arc<AtomicBool>,
     deps: Arc<OnceLock<Dependencies>>,
+    /// Durables found deleted under this running process (see `runloop::watch_pending`).
+    missing: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// What a worker needs to make progress: checked on every `/readyz`, so an orchestrator
@@ -40,23 +43,45 @@ impl Health {
         let _ = self.deps.set(Dependencies { nats, store });
     }
 
+    pub fn consumer_missing(&self, durable: &str) {
+        if let Ok(mut missing) = self.missing.lock() {
+            missing.insert(durable.to_owned());
+        }
+    }
+    pub fn consumer_found(&self, durable: &str) {
+        if let Ok(mut missing) = self.missing.lock() {
+            missing.remove(durable);
+        }
+    }
+
     /// `Ok` when ready; otherwise what is missing, for the `/readyz` body.
-    pub async fn check(&self) -> Result<(), &'static str> {
+    pub async fn check(&self) -> Result<(), String> {
         if !self.is_ready() {
-            return Err("starting or draining");
+            return Err("starting or draining".into());
+        }
+        let missing: Vec<String> = self
+            .missing
+            .lock()
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default();
+        if !missing.is_empty() {
+            return Err(format!(
+                "consumer {} deleted; restart to recreate",
+                missing.join(", ")
+            ));
         }
         let Some(deps) = self.deps.get() else {
             return Ok(());
         };
         if deps.nats.connection_state() != async_nats::connection::State::Connected {
-            return Err("NATS is not connected");
+            return Err("NATS is not connected".into());
         }
         let mut conn = deps.store.connection();
         let ping = redis::cmd("PING");
         let ping = ping.query_async::<()>(&mut conn);
         match tokio::time::timeout(Duration::from_millis(1_000), ping).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err("Redis does not answer"),
+            Ok(Err(_)) | Err(_) => Err("Redis does not answer".into()),
         }
     }
 }

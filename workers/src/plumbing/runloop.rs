@@ -89,6 +89,7 @@ pub async fn run<H: Handler>(
     tracing::info!(stage = %stage.name(), concurrency, "worker started");
     tokio::spawn(watch_pending(
         consumer.clone(),
+        plumbing.health.clone(),
         shutdown.clone(),
         Duration::from_millis(plumbing.config.pending_poll_ms.max(100)),
     ));
@@ -174,17 +175,31 @@ pub async fn run<H: Handler>(
 /// worker (all instances together: the numbers are the shared durable's).
 async fn watch_pending(
     mut consumer: PullConsumer,
+    health: super::health::Health,
     shutdown: tokio_util::sync::CancellationToken,
     every: Duration,
 ) {
+    use async_nats::jetstream::context::ConsumerInfoErrorKind;
     let durable = consumer.cached_info().name.clone();
     loop {
         match consumer.info().await {
             Ok(info) => {
+                health.consumer_found(&durable);
                 metrics::gauge!(m::CONSUMER_PENDING, "durable" => durable.clone())
                     .set(info.num_pending as f64);
                 metrics::gauge!(m::CONSUMER_ACK_PENDING, "durable" => durable.clone())
                     .set(info.num_ack_pending as f64);
+            }
+            // Deleted under a running worker: its pulls fail quietly from now on, and a
+            // restart (which recreates it) is the fix, so say so on `/readyz`.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
+                ) =>
+            {
+                tracing::error!(%durable, %error, "consumer is gone; restart this worker to recreate it");
+                health.consumer_missing(&durable);
             }
             Err(error) => tracing::debug!(%durable, %error, "reading consumer info failed"),
         }
