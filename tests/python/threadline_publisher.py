@@ -7,7 +7,7 @@ dropped by the stream), and reads Threadline's `tl.out.*` outcomes back.
 
 Library:
 
-    async with await Publisher.connect("nats://127.0.0.1:4222") as pub:
+    async with await Publisher.connect(os.environ["THREADLINE_NATS_URL"]) as pub:
         outcomes = await pub.watch_outcomes()          # subscribe before publishing
         spawn = spawn_event("larry", "agent:larry:main", conversation(...), placement="child")
         await pub.publish_spawn(spawn)
@@ -351,7 +351,14 @@ async def _cmd_scenario(pub: Publisher, args) -> dict:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nats", default=os.environ.get("THREADLINE_NATS_URL", "nats://127.0.0.1:4222"))
+    # No built-in address: the tests run their own servers on free ports, and a script
+    # aimed at the wrong deployment should fail, not publish to whatever listens locally.
+    parser.add_argument(
+        "--nats",
+        default=os.environ.get("THREADLINE_NATS_URL"),
+        required="THREADLINE_NATS_URL" not in os.environ,
+        help="NATS URL (default: $THREADLINE_NATS_URL)",
+    )
     parser.add_argument("--prefix", default=os.environ.get("THREADLINE_SUBJECT_PREFIX", "tl"))
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each outcome")
     parser.add_argument("--traceparent", help="W3C traceparent to publish with (default: none; scenario: a new one)")
