@@ -552,6 +552,33 @@ impl Pipeline {
         }
     }
 
+    /// Runs an operator command (`threadline <args>`) with this deployment's configuration
+    /// — its addresses and credentials — to the end; returns its exit code and stdout.
+    pub async fn operator(&self, args: &[&str]) -> (i32, String) {
+        let output = self
+            .command(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run threadline");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !stderr.trim().is_empty() {
+            eprintln!("threadline {args:?} stderr:\n{stderr}");
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code().unwrap_or(-1), stdout)
+    }
+
+    /// [`operator`](Self::operator) with `--json`, and what it printed, parsed.
+    pub async fn operator_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let (code, stdout) = self.operator(&all).await;
+        let json = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("threadline {args:?} printed no JSON ({e}): {stdout}"));
+        (code, json)
+    }
+
     /// A `threadline` command configured for this deployment (for worker processes).
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(threadline_bin());

@@ -9,32 +9,6 @@ use threadline_schemas::{BindingChange, BindingStatus, Placement, SessionMode, S
 use threadline_tests::events::{new_id, spawn};
 use threadline_tests::pipeline::Pipeline;
 
-/// Runs `threadline <args>` with the pipeline's configuration; returns exit code and stdout.
-async fn cli(p: &Pipeline, args: &[&str]) -> (i32, String) {
-    let output = p
-        .command(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run threadline");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !stderr.trim().is_empty() {
-        eprintln!("threadline {args:?} stderr:\n{stderr}");
-    }
-    (output.status.code().unwrap_or(-1), stdout)
-}
-
-/// Runs a `--json` command and parses what it printed.
-async fn cli_json(p: &Pipeline, args: &[&str]) -> (i32, Value) {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let (code, stdout) = cli(p, &all).await;
-    let json = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("threadline {args:?} printed no JSON ({e}): {stdout}"));
-    (code, json)
-}
-
 fn by_key<'a>(list: &'a Value, field: &str, value: &str) -> Vec<&'a Value> {
     list.as_array()
         .expect("a JSON array")
@@ -56,7 +30,7 @@ async fn sessions_and_bindings_are_listed_as_stored_and_unbind_goes_through_the_
     let plain_key = p.wait_spawned(&plain.event_id).await.session_key;
 
     // sessions list: both, with their bindings; filters narrow it.
-    let (code, sessions) = cli_json(&p, &["sessions", "list"]).await;
+    let (code, sessions) = p.operator_json(&["sessions", "list"]).await;
     assert_eq!(code, 0);
     assert_eq!(sessions.as_array().map(Vec::len), Some(2), "{sessions:#}");
     let listed = by_key(&sessions, "session_key", &threaded);
@@ -75,45 +49,53 @@ async fn sessions_and_bindings_are_listed_as_stored_and_unbind_goes_through_the_
         by_key(&sessions, "session_key", &plain_key)[0]["bindings"],
         Value::Array(vec![])
     );
-    let (_, none) = cli_json(&p, &["sessions", "list", "--agent", "nobody"]).await;
+    let (_, none) = p
+        .operator_json(&["sessions", "list", "--agent", "nobody"])
+        .await;
     assert_eq!(none, Value::Array(vec![]));
-    let (_, ended) = cli_json(&p, &["sessions", "list", "--status", "ended"]).await;
+    let (_, ended) = p
+        .operator_json(&["sessions", "list", "--status", "ended"])
+        .await;
     assert_eq!(ended, Value::Array(vec![]));
-    let (_, one) = cli_json(&p, &["sessions", "list", "--limit", "1"]).await;
+    let (_, one) = p.operator_json(&["sessions", "list", "--limit", "1"]).await;
     assert_eq!(one.as_array().map(Vec::len), Some(1));
-    let (code, shown) = cli_json(&p, &["sessions", "show", &threaded]).await;
+    let (code, shown) = p.operator_json(&["sessions", "show", &threaded]).await;
     assert_eq!(code, 0);
     assert_eq!(shown["session_key"], threaded.as_str());
     assert_eq!(shown["agent_id"], "larry");
-    let (code, _) = cli(&p, &["sessions", "show", "agent:larry:nope"]).await;
+    let (code, _) = p.operator(&["sessions", "show", "agent:larry:nope"]).await;
     assert_eq!(code, 1, "an unknown session is an error");
 
     // bindings list/show with filters.
     let conversation = format!("discord:{}", thread.conversation_id);
-    let (_, in_thread) = cli_json(&p, &["bindings", "list", "--conversation", &conversation]).await;
+    let (_, in_thread) = p
+        .operator_json(&["bindings", "list", "--conversation", &conversation])
+        .await;
     assert_eq!(by_key(&in_thread, "binding_id", &binding_id).len(), 1);
     assert_eq!(in_thread.as_array().map(Vec::len), Some(1));
-    let (_, of_plain) = cli_json(&p, &["bindings", "list", "--session", &plain_key]).await;
+    let (_, of_plain) = p
+        .operator_json(&["bindings", "list", "--session", &plain_key])
+        .await;
     assert_eq!(of_plain, Value::Array(vec![]));
-    let (_, slack) = cli_json(&p, &["bindings", "list", "--channel", "slack"]).await;
+    let (_, slack) = p
+        .operator_json(&["bindings", "list", "--channel", "slack"])
+        .await;
     assert_eq!(slack, Value::Array(vec![]));
-    let (code, binding) = cli_json(&p, &["bindings", "show", &binding_id]).await;
+    let (code, binding) = p.operator_json(&["bindings", "show", &binding_id]).await;
     assert_eq!(code, 0);
     assert_eq!(binding["target_session_key"], threaded.as_str());
 
     // unbind by binding id: published on tl.in.control, ended by the binder, reported.
-    let (code, report) = cli_json(
-        &p,
-        &[
+    let (code, report) = p
+        .operator_json(&[
             "bindings",
             "unbind",
             "--binding",
             &binding_id,
             "--reason",
             "cli-test",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["published"].as_array().map(Vec::len), Some(1));
     assert_eq!(
@@ -142,17 +124,23 @@ async fn sessions_and_bindings_are_listed_as_stored_and_unbind_goes_through_the_
         .expect("session");
     assert_eq!(stored.bindings[0].status, BindingStatus::Ended);
     assert_eq!(stored.bindings[0].end_reason.as_deref(), Some("cli-test"));
-    let (_, listed_ended) = cli_json(&p, &["bindings", "list", "--status", "ended"]).await;
+    let (_, listed_ended) = p
+        .operator_json(&["bindings", "list", "--status", "ended"])
+        .await;
     assert_eq!(by_key(&listed_ended, "binding_id", &binding_id).len(), 1);
 
     // A second unbind publishes nothing: the binding is over.
-    let (code, again) = cli_json(&p, &["bindings", "unbind", "--binding", &binding_id]).await;
+    let (code, again) = p
+        .operator_json(&["bindings", "unbind", "--binding", &binding_id])
+        .await;
     assert_eq!(code, 0);
     assert_eq!(again["published"], Value::Array(vec![]));
     assert_eq!(again["already_ended"][0], binding_id.as_str());
 
     // A session without bindings: nothing to publish.
-    let (code, nothing) = cli_json(&p, &["bindings", "unbind", "--session", &plain_key]).await;
+    let (code, nothing) = p
+        .operator_json(&["bindings", "unbind", "--session", &plain_key])
+        .await;
     assert_eq!(code, 0);
     assert_eq!(nothing["published"], Value::Array(vec![]));
     assert_eq!(nothing["ended"], Value::Array(vec![]));
@@ -166,7 +154,9 @@ async fn sessions_and_bindings_are_listed_as_stored_and_unbind_goes_through_the_
         p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
         keys.push(p.wait_spawned(&s.event_id).await.session_key);
     }
-    let (code, by_session) = cli_json(&p, &["bindings", "unbind", "--session", &keys[0]]).await;
+    let (code, by_session) = p
+        .operator_json(&["bindings", "unbind", "--session", &keys[0]])
+        .await;
     assert_eq!(code, 0, "{by_session:#}");
     assert_eq!(by_session["published"].as_array().map(Vec::len), Some(1));
     assert_eq!(by_session["ended"].as_array().map(Vec::len), Some(1));
@@ -174,16 +164,14 @@ async fn sessions_and_bindings_are_listed_as_stored_and_unbind_goes_through_the_
         by_session["ended"][0]["binding"]["target_session_key"],
         keys[0].as_str()
     );
-    let (code, report) = cli_json(
-        &p,
-        &[
+    let (code, report) = p
+        .operator_json(&[
             "bindings",
             "unbind",
             "--conversation",
             "discord:100000000000000077",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["published"].as_array().map(Vec::len), Some(1));
     assert_eq!(report["already_ended"].as_array().map(Vec::len), Some(1));
@@ -223,11 +211,9 @@ async fn published_events_are_routed_and_posted_once() {
         .to_string(),
     )
     .expect("write spawn file");
-    let (code, spawned) = cli_json(
-        &p,
-        &["publish", "spawn", "--file", file.to_str().expect("path")],
-    )
-    .await;
+    let (code, spawned) = p
+        .operator_json(&["publish", "spawn", "--file", file.to_str().expect("path")])
+        .await;
     assert_eq!(code, 0, "{spawned:#}");
     assert_eq!(spawned["stream"], "TL_IN");
     assert_eq!(spawned["duplicate"], false);
@@ -251,7 +237,7 @@ async fn published_events_are_routed_and_posted_once() {
         "--event-id",
         &completion_id,
     ];
-    let (code, first) = cli_json(&p, &args).await;
+    let (code, first) = p.operator_json(&args).await;
     assert_eq!(code, 0, "{first:#}");
     assert_eq!(first["event_id"], completion_id.as_str());
     assert_eq!(first["subject"], p.subjects.in_completion().as_str());
@@ -263,7 +249,7 @@ async fn published_events_are_routed_and_posted_once() {
         thread.conversation_id
     );
     // The same event id again: JetStream's duplicate window drops it.
-    let (_, second) = cli_json(&p, &args).await;
+    let (_, second) = p.operator_json(&args).await;
     assert_eq!(second["duplicate"], true);
     assert_eq!(second["seq"], first["seq"]);
     p.settle(Duration::from_millis(500)).await;
@@ -279,18 +265,16 @@ async fn published_events_are_routed_and_posted_once() {
     assert!(p.posted(&parent).iter().all(|t| t != "posted by the cli"));
 
     // From flags without an event id: one is made up, and the session gets the input.
-    let (code, sent) = cli_json(
-        &p,
-        &[
+    let (code, sent) = p
+        .operator_json(&[
             "publish",
             "send",
             "--session",
             &session_key,
             "--message",
             "hello from the cli",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{sent:#}");
     let sent_id = sent["event_id"].as_str().expect("event id");
     assert!(uuid::Uuid::parse_str(sent_id).is_ok(), "{sent_id}");
@@ -300,9 +284,8 @@ async fn published_events_are_routed_and_posted_once() {
     assert_eq!(inputs[0].text, "hello from the cli");
 
     // An event the workers would reject is refused before it is published.
-    let (code, _) = cli(
-        &p,
-        &[
+    let (code, _) = p
+        .operator(&[
             "publish",
             "spawn",
             "--agent",
@@ -315,9 +298,8 @@ async fn published_events_are_routed_and_posted_once() {
             "a",
             "--session-key",
             "agent:other:x",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_ne!(code, 0, "an invalid spawn is not published");
 }
 
@@ -351,7 +333,7 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_with_a_record() {
     };
     assert_eq!(wait_dead(1).await.len(), 1);
 
-    let (code, list) = cli_json(&p, &["dlq", "list"]).await;
+    let (code, list) = p.operator_json(&["dlq", "list"]).await;
     assert_eq!(code, 0);
     let entries = list.as_array().expect("entries");
     assert_eq!(entries.len(), 1, "{list:#}");
@@ -373,7 +355,7 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_with_a_record() {
     let seq = entry["seq"].as_u64().expect("seq");
     let seq_text = seq.to_string();
 
-    let (code, shown) = cli_json(&p, &["dlq", "show", &seq_text]).await;
+    let (code, shown) = p.operator_json(&["dlq", "show", &seq_text]).await;
     assert_eq!(code, 0);
     assert_eq!(shown["encoding"], "json");
     assert_eq!(shown["payload"]["event_id"], "cli-missing-content");
@@ -383,7 +365,7 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_with_a_record() {
     );
 
     // Replay: the original bytes go back to the original subject, marked, under a new id.
-    let (code, replayed) = cli_json(&p, &["dlq", "replay", &seq_text]).await;
+    let (code, replayed) = p.operator_json(&["dlq", "replay", &seq_text]).await;
     assert_eq!(code, 0, "{replayed:#}");
     assert_eq!(replayed[0]["outcome"], "replayed");
     let record = &replayed[0]["replay"];
@@ -422,10 +404,12 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_with_a_record() {
     );
 
     // The replay is on record; a second one is refused; --force replays anyway.
-    let (_, list) = cli_json(&p, &["dlq", "list", "--code", "invalid_event"]).await;
+    let (_, list) = p
+        .operator_json(&["dlq", "list", "--code", "invalid_event"])
+        .await;
     let first = by_key_u64(&list, seq);
     assert_eq!(first["replayed"]["count"], 1);
-    let (code, refused) = cli_json(&p, &["dlq", "replay", &seq_text]).await;
+    let (code, refused) = p.operator_json(&["dlq", "replay", &seq_text]).await;
     assert_eq!(code, 1);
     assert_eq!(refused[0]["outcome"], "refused");
     p.settle(Duration::from_millis(500)).await;
@@ -434,7 +418,9 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once_with_a_record() {
         2,
         "nothing was republished"
     );
-    let (code, forced) = cli_json(&p, &["dlq", "replay", &seq_text, "--force"]).await;
+    let (code, forced) = p
+        .operator_json(&["dlq", "replay", &seq_text, "--force"])
+        .await;
     assert_eq!(code, 0);
     assert_eq!(forced[0]["replay"]["count"], 2);
     assert_eq!(wait_dead(3).await.len(), 3);
@@ -451,7 +437,7 @@ fn by_key_u64(list: &Value, seq: u64) -> &Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof_off() {
     let p = Pipeline::start().await;
-    let (code, healthy) = cli_json(&p, &["doctor"]).await;
+    let (code, healthy) = p.operator_json(&["doctor"]).await;
     let errors = |report: &Value| -> Vec<String> {
         report["problems"]
             .as_array()
@@ -505,7 +491,7 @@ async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof
         .delete_consumer("binder-control")
         .await
         .expect("delete consumer");
-    let (code, broken) = cli_json(&p, &["doctor"]).await;
+    let (code, broken) = p.operator_json(&["doctor"]).await;
     assert_eq!(code, 1);
     assert_eq!(broken["ok"], false);
     assert_eq!(
@@ -514,7 +500,7 @@ async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof
             "consumer binder-control on TL_IN is missing: no binder has started, or it was deleted"
         ]
     );
-    let (code, text) = cli(&p, &["doctor"]).await;
+    let (code, text) = p.operator(&["doctor"]).await;
     assert_eq!(code, 1);
     assert!(
         text.contains("ERROR: consumer binder-control on TL_IN is missing"),
@@ -531,7 +517,7 @@ async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof
         .query_async(&mut redis)
         .await
         .expect("CONFIG SET");
-    let (code, no_aof) = cli_json(&p, &["doctor"]).await;
+    let (code, no_aof) = p.operator_json(&["doctor"]).await;
     assert_eq!(code, 1);
     let errors = errors(&no_aof);
     assert_eq!(errors.len(), 2, "{errors:?}");

@@ -332,15 +332,8 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
     assert!(p.inputs().iter().all(|i| i.event_id != after.event_id));
 
     // The operator CLI lists every session, whichever primary holds it.
-    let listed = p
-        .command(&["sessions", "list", "--json"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run threadline sessions list");
-    assert!(listed.status.success(), "{listed:?}");
-    let listed: serde_json::Value =
-        serde_json::from_slice(&listed.stdout).expect("sessions list prints JSON");
+    let (code, listed) = p.operator_json(&["sessions", "list"]).await;
+    assert_eq!(code, 0, "{listed}");
     let mut listed_keys: Vec<&str> = listed
         .as_array()
         .expect("a JSON array")
@@ -356,14 +349,7 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
     );
 
     // `doctor` checks the persistence of every seed node of the cluster, and finds it right.
-    let doctor = p
-        .command(&["doctor", "--json"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run threadline doctor");
-    let report: serde_json::Value =
-        serde_json::from_slice(&doctor.stdout).expect("doctor prints JSON");
+    let (_, report) = p.operator_json(&["doctor"]).await;
     let redis_problems: Vec<&serde_json::Value> = report["problems"]
         .as_array()
         .expect("problems")

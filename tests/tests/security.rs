@@ -110,27 +110,6 @@ async fn routes_a_completion(p: &Pipeline) {
 }
 
 /// Starting a worker with `config` fails; the error names the cause and never `secrets`.
-/// Runs an operator command (`threadline … --json`) with the pipeline's configuration and
-/// returns what it printed: the CLI must connect with the same credentials as the workers.
-async fn operator_json(p: &Pipeline, args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let output = p
-        .command(&all)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run threadline");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "threadline {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("no JSON from {args:?} ({e}): {stdout}"))
-}
-
 async fn start_fails(config: Config, expect: &[&str], secrets: &[&str]) -> String {
     let shutdown = CancellationToken::new();
     let started = tokio::time::timeout(
@@ -192,7 +171,8 @@ async fn nats_user_and_password_from_a_file_route_and_a_wrong_or_missing_passwor
     .await;
     routes_a_completion(&p).await;
     // The operator CLI authenticates the same way: it reads the dead-letter stream.
-    let dead = operator_json(&p, &["dlq", "list"]).await;
+    let (code, dead) = p.operator_json(&["dlq", "list"]).await;
+    assert_eq!(code, 0, "{dead}");
     assert!(dead.is_array(), "{dead}");
 
     let wrong = with(&p, |c| {
@@ -340,7 +320,8 @@ async fn redis_acl_user_routes_and_a_wrong_or_missing_password_is_refused() {
     .await;
     routes_a_completion(&p).await;
     // The operator CLI authenticates the same way: it lists the session just routed.
-    let sessions = operator_json(&p, &["sessions", "list"]).await;
+    let (code, sessions) = p.operator_json(&["sessions", "list"]).await;
+    assert_eq!(code, 0, "{sessions}");
     assert!(
         sessions.as_array().is_some_and(|s| !s.is_empty()),
         "{sessions}"
