@@ -175,6 +175,8 @@ impl Pipeline {
             sweep_interval_ms: 200,
             http_timeout_ms: 1_500,
             drain_timeout_ms: 5_000,
+            // A killed deliverer's lanes move to another instance within seconds.
+            lane_lease_ms: 2_000,
             ..Config::default()
         };
         config.discord.api_base = discord.base_url();

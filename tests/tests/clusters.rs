@@ -114,6 +114,7 @@ async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
         drain_timeout_ms: 3_000,
         // Every lane is an R3 consumer: a RAFT group each on a two-core machine.
         delivery_partitions: 2,
+        lane_lease_ms: 2_000,
         ..Config::default()
     };
     config.discord.api_base = discord.base_url();

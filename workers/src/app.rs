@@ -13,7 +13,7 @@ use crate::deliver::webhook::Webhook;
 use crate::deliver::Deliverer;
 use crate::plumbing::nats::{jetstream, ConsumerSpec};
 use crate::plumbing::runloop::{run, Handler};
-use crate::plumbing::{health, Plumbing};
+use crate::plumbing::{health, lanes, Plumbing};
 use crate::router::inbound::Inbound;
 use crate::router::send::Sender;
 use crate::router::Router;
@@ -269,9 +269,9 @@ fn spawn_loop<H: Handler>(
     ));
 }
 
-/// One deliverer: a run loop per delivery partition of its channel, each with one post in
-/// flight (the consumer allows one unacknowledged message), so posts to a conversation are
-/// made in the order the router emitted them however many instances run.
+/// One deliverer: the delivery lanes of its channel, shared with the channel's other
+/// instances (each lane pulled by one owner at a time, see `plumbing::lanes`), so posts to a
+/// conversation are made in the order the router emitted them however many instances run.
 async fn start_deliverer<A: Adapter>(
     tasks: &mut JoinSet<()>,
     js: &async_nats::jetstream::Context,
@@ -281,11 +281,19 @@ async fn start_deliverer<A: Adapter>(
     credentials: Arc<Credentials>,
 ) -> Result<(), StartError> {
     let deliverer = Arc::new(Deliverer::new(adapter, credentials, plumbing.clone()));
+    let mut lanes = Vec::new();
     for partition in 0..plumbing.config.delivery_partitions.max(1) {
-        let consumer = ConsumerSpec::deliver_lane(&plumbing.subjects, channel, partition)
-            .ensure(js, &plumbing.subjects, &plumbing.config)
-            .await?;
-        tasks.spawn(run(deliverer.clone(), consumer, plumbing.clone(), 1));
+        let consumer =
+            ConsumerSpec::deliver_lane(&plumbing.subjects, channel, partition, &plumbing.config)
+                .ensure(js, &plumbing.subjects, &plumbing.config)
+                .await?;
+        lanes.push(consumer);
     }
+    tasks.spawn(lanes::run_owned(
+        deliverer,
+        channel.to_owned(),
+        lanes,
+        plumbing.clone(),
+    ));
     Ok(())
 }

@@ -151,6 +151,13 @@ pub struct Config {
     /// in-flight post, so posts to one conversation keep their order across instances and
     /// throughput grows with this number. The same value everywhere in a deployment.
     pub delivery_partitions: u32,
+    /// How long a deliverer instance owns a delivery lane without renewing it (renewed every
+    /// third of it). One instance pulls each lane, in batches; when it dies, another takes
+    /// the lane over after this long (see `plumbing::lanes`).
+    pub lane_lease_ms: u64,
+    /// Posts a lane's owner holds at once (the lane consumer's `max_ack_pending`): posts to
+    /// different conversations of a lane run concurrently, each conversation in order.
+    pub lane_batch: u32,
     /// Generic HTTP channels, `webhook:<name>`; TOML only.
     pub webhooks: BTreeMap<String, WebhookConfig>,
     /// How often the binding sweeper looks for expired bindings.
@@ -347,6 +354,8 @@ impl Default for Config {
             telegram: PlatformConfig::with_base("https://api.telegram.org"),
             matrix: PlatformConfig::with_base("https://matrix.org"),
             delivery_partitions: 16,
+            lane_lease_ms: 10_000,
+            lane_batch: 64,
             webhooks: BTreeMap::new(),
             sweep_interval_ms: 30_000,
             credentials_reload_ms: 60_000,
@@ -402,6 +411,8 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "sweep_interval_ms",
     "credentials_reload_ms",
     "delivery_partitions",
+    "lane_lease_ms",
+    "lane_batch",
     "redis_cluster",
     "stream_replicas",
     // A whole table in one variable, so a deployment configured only by environment (a

@@ -693,6 +693,14 @@ impl<A: Adapter> Handler for Deliverer<A> {
         Stage::Deliver(self.adapter.channel().to_owned())
     }
 
+    /// The conversation the command was partitioned by: its posts happen in order.
+    fn order_key(&self, command: &DeliveryCommand) -> Option<String> {
+        Some(match &command.action {
+            DeliveryAction::Post { destination, .. } => destination.key(),
+            DeliveryAction::CreateThread { parent, .. } => parent.key(),
+        })
+    }
+
     async fn handle(&self, command: &DeliveryCommand, _attempt: Attempt) -> Result<(), WorkError> {
         match &command.action {
             DeliveryAction::Post {

@@ -2,6 +2,7 @@
 //! retry pacing, metrics names, and the health server.
 
 pub mod health;
+pub mod lanes;
 pub mod metrics;
 pub mod nats;
 pub mod redis;

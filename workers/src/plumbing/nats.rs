@@ -434,13 +434,19 @@ impl ConsumerSpec {
     pub fn router_send(subjects: &Subjects, config: &Config) -> Self {
         Self::inbound("router-send", subjects.in_send(), config)
     }
-    /// One ordered delivery lane of a channel: one unacknowledged post at a time.
-    pub fn deliver_lane(subjects: &Subjects, channel: &str, partition: u32) -> Self {
+    /// One ordered delivery lane of a channel. One instance owns it at a time and holds up
+    /// to `lane_batch` posts from it, ordering them per conversation (`plumbing::lanes`).
+    pub fn deliver_lane(
+        subjects: &Subjects,
+        channel: &str,
+        partition: u32,
+        config: &Config,
+    ) -> Self {
         ConsumerSpec {
             stream: StreamKind::Deliver,
             durable: durable_name("deliver", Some(&format!("{channel}-p{partition}"))),
             filter_subject: subjects.deliver_partition(channel, partition),
-            max_ack_pending: 1,
+            max_ack_pending: config.lane_batch.clamp(1, 1_024) as i64,
         }
     }
 
@@ -486,7 +492,9 @@ pub fn expected_consumers(subjects: &Subjects, config: &Config) -> Vec<ConsumerS
     ];
     for channel in config.channels() {
         for partition in 0..config.delivery_partitions.max(1) {
-            specs.push(ConsumerSpec::deliver_lane(subjects, &channel, partition));
+            specs.push(ConsumerSpec::deliver_lane(
+                subjects, &channel, partition, config,
+            ));
         }
     }
     specs

@@ -63,6 +63,12 @@ pub trait Handler: Send + Sync + 'static {
         attempt: Attempt,
     ) -> impl Future<Output = Result<(), WorkError>> + Send;
 
+    /// Events with the same key are handled one at a time, in stream order, where a worker
+    /// pulls ordered lanes (`plumbing::lanes`); `None` (the default) imposes no order.
+    fn order_key(&self, _event: &Self::Event) -> Option<String> {
+        None
+    }
+
     /// Called once before an event is dead-lettered after failing for good, so the
     /// handler can emit its terminal outcome (e.g. `tl.out.failed`).
     fn give_up(
@@ -146,7 +152,8 @@ pub async fn run<H: Handler>(
                     let handler = handler.clone();
                     let plumbing = plumbing.clone();
                     tasks.spawn(async move {
-                        traced_process(&*handler, message, &plumbing).await;
+                        let decoded = decode_message::<H>(&message, &plumbing);
+                        traced_process(&*handler, message, decoded, &plumbing).await;
                         drop(permit);
                     });
                 }
@@ -173,7 +180,7 @@ pub async fn run<H: Handler>(
 
 /// Publishes the consumer's backlog as gauges until `shutdown`: what is waiting for this
 /// worker (all instances together: the numbers are the shared durable's).
-async fn watch_pending(
+pub(crate) async fn watch_pending(
     mut consumer: PullConsumer,
     health: super::health::Health,
     shutdown: tokio_util::sync::CancellationToken,
@@ -210,8 +217,40 @@ async fn watch_pending(
     }
 }
 
+/// What settling one delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Acked or terminated: done with.
+    Done,
+    /// Nak'd (JetStream redelivers it after this delay), or its ack could not be sent
+    /// (redelivered after `ack_wait`): it will come back.
+    Deferred(Duration),
+}
+
+/// The event in a message, per its content type and the size limit.
+pub(crate) fn decode_message<H: Handler>(
+    message: &Message,
+    plumbing: &Plumbing,
+) -> Result<H::Event, DecodeError> {
+    let content_type = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Content-Type"))
+        .map(|v| v.as_str().to_owned());
+    decode::<H::Event>(
+        &message.payload,
+        Encoding::from_content_type(content_type.as_deref()),
+        plumbing.config.max_event_bytes,
+    )
+}
+
 /// [`process`] inside the span of this event, continuing the trace its headers carry.
-async fn traced_process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing) {
+pub(crate) async fn traced_process<H: Handler>(
+    handler: &H,
+    message: Message,
+    decoded: Result<H::Event, DecodeError>,
+    plumbing: &Plumbing,
+) -> Settled {
     let published_ms = message
         .info()
         .map(|info| (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
@@ -222,13 +261,18 @@ async fn traced_process<H: Handler>(handler: &H, message: Message, plumbing: &Pl
     plumbing
         .telemetry
         .in_event_span(&stage, &subject, headers.as_ref(), published_ms, async {
-            process(handler, message, plumbing).await
+            process(handler, message, decoded, plumbing).await
         })
-        .await;
+        .await
 }
 
 /// One delivery of one message, settled exactly once.
-async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing) {
+async fn process<H: Handler>(
+    handler: &H,
+    message: Message,
+    decoded: Result<H::Event, DecodeError>,
+    plumbing: &Plumbing,
+) -> Settled {
     let stage = handler.stage();
     let started = Instant::now();
     let (attempt_number, stream_seq, published_ms) = match message.info() {
@@ -244,18 +288,7 @@ async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing)
         max: plumbing.config.max_attempts.max(1),
         published_ms,
     };
-    let content_type = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Content-Type"))
-        .map(|v| v.as_str().to_owned());
-    let encoding = Encoding::from_content_type(content_type.as_deref());
-
-    let (ack, outcome) = match decode::<H::Event>(
-        &message.payload,
-        encoding,
-        plumbing.config.max_event_bytes,
-    ) {
+    let (ack, outcome) = match decoded {
         Err(error) => {
             match reject_bad_input(&stage, &message, stream_seq, &error, plumbing).await {
                 Ok(()) => (AckKind::Term, "dead_letter"),
@@ -282,13 +315,22 @@ async fn process<H: Handler>(handler: &H, message: Message, plumbing: &Plumbing)
             }
         }
     };
-    if let Err(error) = message.ack_with(ack).await {
-        tracing::warn!(stage = %stage.name(), %error, "ack failed; the event will be redelivered");
-    }
+    let settled = match ack {
+        AckKind::Nak(delay) => Settled::Deferred(delay.unwrap_or_default()),
+        _other => Settled::Done,
+    };
+    let settled = match message.ack_with(ack).await {
+        Ok(()) => settled,
+        Err(error) => {
+            tracing::warn!(stage = %stage.name(), %error, "ack failed; the event will be redelivered");
+            Settled::Deferred(plumbing.config.ack_wait())
+        }
+    };
     trace::set_outcome(outcome);
     metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => outcome).increment(1);
     metrics::histogram!(m::HANDLE_SECONDS, "stage" => stage.name())
         .record(started.elapsed().as_secs_f64());
+    settled
 }
 
 async fn settle_error<H: Handler>(

@@ -69,6 +69,18 @@ impl Keys {
         format!("{}:{{e:{event_id}}}:sent", self.ns)
     }
 
+    /// HASH `o:<lane>` → `<instance>|<lease expiry ms>`: who pulls each delivery lane of a
+    /// group (a channel).
+    pub fn lane_owners(&self, group: &str) -> String {
+        format!("{}:{{lanes:{group}}}", self.ns)
+    }
+
+    /// ZSET instance → heartbeat expiry: the live instances sharing a group's lanes. Same
+    /// slot as [`Keys::lane_owners`].
+    pub fn lane_instances(&self, group: &str) -> String {
+        format!("{}:{{lanes:{group}}}:live", self.ns)
+    }
+
     /// HASH dead-letter stream sequence → JSON record of its replay (`threadline dlq
     /// replay`), so a dead letter is replayed once unless the operator insists.
     pub fn dlq_replays(&self) -> String {

@@ -10,6 +10,7 @@
 //! readers check links against the primary record.
 
 pub mod keys;
+pub mod lanes;
 pub mod query;
 pub mod replays;
 /// The Lua scripts, public so tests can run one twice as a cluster client would.

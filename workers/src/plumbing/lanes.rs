@@ -1,0 +1,511 @@
+//! Ordered lanes, each pulled by one instance at a time: how deliverers keep posts to a
+//! conversation in order without holding one message per lane in flight.
+//!
+//! A channel's delivery subjects are split into lanes (`delivery_partitions`), each with its
+//! own durable consumer. Instances of the deliverer share the lanes through leases in Redis
+//! (`store::lanes`): each lane has one owner, which pulls it in batches (the consumer allows
+//! `lane_batch` unacknowledged messages) and handles messages of different conversations
+//! concurrently, each conversation strictly in stream order. One pull request serves many
+//! posts, where a consumer allowing a single unacknowledged message needs one per post.
+//!
+//! Order is kept across everything that hands messages back to JetStream:
+//! - A message told to wait or retry is `Nak`ed with its delay (JetStream paces it); later
+//!   messages of its conversation are held, unstarted, until it comes back.
+//! - An owner that gives a lane up (shutdown, or a new instance needs its share) stops
+//!   pulling, finishes what runs, and `Nak`s what it holds in stream order — after the
+//!   waiting message of the same conversation — then releases the lease, so the next owner
+//!   receives them first (JetStream serves redeliveries before new messages).
+//! - An owner that dies leaves its messages unacknowledged. Its lease lapses after
+//!   `lane_lease_ms`; the next owner, seeing unacknowledged messages, starts pulling only
+//!   once JetStream is due to redeliver all of them (lease expiry + `ack_wait`, or longer
+//!   when a message was `Nak`ed for longer), so they come back before anything newer.
+//! - An owner that cannot renew its lease (Redis unreachable) stops before the lease ends.
+
+use super::metrics as m;
+use super::runloop::{self, Handler, Settled};
+use super::Plumbing;
+use crate::store::lanes::Holding;
+use async_nats::jetstream::{consumer::PullConsumer, AckKind, Message};
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use threadline_schemas::DecodeError;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// A lane as this instance holds it, per the last heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Grant {
+    /// How it came to be held (kept from the heartbeat that took it).
+    holding: Holding,
+    /// Pull from it no later than this: the lease, less a margin for clock differences.
+    valid_until: Instant,
+    /// Above this instance's share: drain and give it back.
+    give_back: bool,
+}
+
+type Grants = BTreeMap<u32, Grant>;
+
+/// Pulls `lanes` (lane number = index) of lane group `group` whenever this instance owns
+/// them, until `plumbing.shutdown`; then drains and releases them.
+pub async fn run_owned<H: Handler>(
+    handler: Arc<H>,
+    group: String,
+    lanes: Vec<PullConsumer>,
+    plumbing: Plumbing,
+) {
+    let instance = format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let (grants, _) = watch::channel(Grants::new());
+    let grants = Arc::new(grants);
+    let lanes_done = tokio_util::sync::CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat(
+        group.clone(),
+        instance.clone(),
+        lanes.len() as u32,
+        grants.clone(),
+        plumbing.clone(),
+        lanes_done.clone(),
+    ));
+    let mut tasks = JoinSet::new();
+    for (lane, consumer) in lanes.into_iter().enumerate() {
+        tokio::spawn(runloop::watch_pending(
+            consumer.clone(),
+            plumbing.health.clone(),
+            plumbing.shutdown.clone(),
+            Duration::from_millis(plumbing.config.pending_poll_ms.max(100)),
+        ));
+        tasks.spawn(own_lane(
+            handler.clone(),
+            Owner {
+                group: group.clone(),
+                instance: instance.clone(),
+                lane: lane as u32,
+                grants: grants.subscribe(),
+                consumer,
+                plumbing: plumbing.clone(),
+            },
+        ));
+    }
+    tracing::info!(stage = %handler.stage().name(), %group, %instance, lanes = tasks.len(), "lane worker started");
+    while let Some(done) = tasks.join_next().await {
+        if let Err(error) = done {
+            tracing::error!(%group, %error, "lane task panicked; its messages will be redelivered");
+        }
+    }
+    lanes_done.cancel();
+    let _ = heartbeat.await;
+    // Plain acks are only queued in the client (PITFALLS 7).
+    if let Err(error) = plumbing.nats.flush().await {
+        tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
+    }
+    tracing::info!(%group, %instance, "lane worker stopped");
+}
+
+/// Renews this instance's leases every third of `lane_lease_ms`, takes free lanes up to its
+/// share, and marks lanes above its share to be given back. After shutdown it keeps renewing
+/// (with a share of 0) until the lanes are drained and released, then says it has left.
+async fn heartbeat(
+    group: String,
+    instance: String,
+    lanes: u32,
+    grants: Arc<watch::Sender<Grants>>,
+    plumbing: Plumbing,
+    lanes_done: tokio_util::sync::CancellationToken,
+) {
+    let lease_ms = plumbing.config.lane_lease_ms.max(300);
+    let every = Duration::from_millis(lease_ms / 3);
+    // Leases are compared against the clocks of other hosts: stop well before ours ends.
+    let usable = Duration::from_millis(lease_ms - lease_ms / 4);
+    loop {
+        let leaving = plumbing.shutdown.is_cancelled();
+        let sent = Instant::now();
+        match plumbing
+            .store
+            .lane_heartbeat(
+                &group,
+                &instance,
+                lanes,
+                lease_ms,
+                leaving || lanes_done.is_cancelled(),
+            )
+            .await
+        {
+            Ok(share) => {
+                let above = share.lanes.len().saturating_sub(share.share);
+                grants.send_modify(|current| {
+                    let mut next = Grants::new();
+                    // Give back the highest-numbered lanes beyond the share.
+                    for (i, (&lane, &holding)) in share.lanes.iter().rev().enumerate() {
+                        let holding = match current.get(&lane) {
+                            Some(grant) => grant.holding,
+                            None => holding,
+                        };
+                        next.insert(
+                            lane,
+                            Grant {
+                                holding,
+                                valid_until: sent + usable,
+                                give_back: i < above,
+                            },
+                        );
+                    }
+                    *current = next;
+                });
+                metrics::gauge!(m::LANES_OWNED, "group" => group.clone())
+                    .set(share.lanes.len() as f64);
+            }
+            Err(error) => {
+                tracing::warn!(%group, %error, "lane lease heartbeat failed; lanes stop when their leases run out");
+            }
+        }
+        if lanes_done.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = lanes_done.cancelled() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// One lane as seen by one instance.
+struct Owner {
+    group: String,
+    instance: String,
+    lane: u32,
+    grants: watch::Receiver<Grants>,
+    consumer: PullConsumer,
+    plumbing: Plumbing,
+}
+
+impl Owner {
+    /// The grant on this lane that may be pulled under now, if any.
+    fn usable(&self) -> Option<Grant> {
+        self.grants
+            .borrow()
+            .get(&self.lane)
+            .copied()
+            .filter(|g| !g.give_back && g.valid_until > Instant::now())
+    }
+}
+
+/// Waits for the lane, pulls it while owned, gives it back; until shutdown.
+async fn own_lane<H: Handler>(handler: Arc<H>, mut owner: Owner) {
+    let shutdown = owner.plumbing.shutdown.clone();
+    loop {
+        let grant = loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Some(grant) = owner.usable() {
+                break grant;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = owner.grants.changed() => {}
+                // A lease running out changes nothing in the channel.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        if !take_over(&owner, grant.holding).await {
+            continue;
+        }
+        tracing::info!(group = %owner.group, lane = owner.lane, holding = ?grant.holding, "lane taken");
+        pull_lane(&handler, &owner).await;
+        // Released only while the lease is still ours: a lapsed lease may be someone else's.
+        let still_ours = owner
+            .grants
+            .borrow()
+            .get(&owner.lane)
+            .is_some_and(|g| g.valid_until > Instant::now());
+        if still_ours {
+            match owner
+                .plumbing
+                .store
+                .release_lane(&owner.group, &owner.instance, owner.lane)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(group = %owner.group, lane = owner.lane, "lane given back")
+                }
+                Err(error) => {
+                    tracing::warn!(group = %owner.group, lane = owner.lane, %error, "could not release the lane; it frees up when its lease runs out")
+                }
+            }
+        }
+        // Forget the grant locally until the next heartbeat says otherwise.
+        let _ = owner.grants.borrow_and_update();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = owner.grants.changed() => {}
+        }
+    }
+}
+
+/// Before pulling a lane taken from an owner that may have died with messages in flight:
+/// waits until JetStream redelivers them, so they are handled before anything newer.
+/// `false` when the lane was lost (or shutdown came) while waiting.
+async fn take_over(owner: &Owner, holding: Holding) -> bool {
+    let lapsed_at = match holding {
+        Holding::Free => return true,
+        Holding::Lapsed(at) => Some(at),
+        // Already ours per Redis, but not per this process (a re-sent heartbeat): undated.
+        Holding::Renewed => None,
+    };
+    let unacked = match owner.consumer.clone().info().await {
+        Ok(info) => info.num_ack_pending,
+        Err(error) => {
+            tracing::warn!(group = %owner.group, lane = owner.lane, %error, "cannot read the lane's consumer; assuming messages in flight");
+            1
+        }
+    };
+    if unacked == 0 {
+        return true;
+    }
+    let config = &owner.plumbing.config;
+    let now = threadline_schemas::now_ms();
+    let since = lapsed_at.unwrap_or(now + config.lane_lease_ms);
+    // A message the dead owner `Nak`ed is due after its delay, at most `retry_max_ms` for a
+    // retry; after `ack_wait` for anything it held.
+    let due = since + config.ack_wait_ms.max(config.retry_max_ms) + 1_000;
+    let wait = Duration::from_millis(due.saturating_sub(now));
+    tracing::info!(group = %owner.group, lane = owner.lane, unacked, ?wait, "lane taken from an owner that stopped; waiting for its messages to be redelivered");
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if owner.plumbing.shutdown.is_cancelled() || owner.usable().is_none() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
+    }
+    owner.usable().is_some()
+}
+
+/// A pulled message not started yet.
+struct Held<E> {
+    message: Message,
+    decoded: Result<E, DecodeError>,
+    key: Option<String>,
+}
+
+/// What a finished task reports.
+struct Finished {
+    seq: u64,
+    key: Option<String>,
+    settled: Settled,
+}
+
+/// Pulls and handles one owned lane until it is no longer ours (or shutdown), then hands
+/// back what it holds in order.
+async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
+    let config = &owner.plumbing.config;
+    let batch = config.lane_batch.clamp(1, 1_024) as usize;
+    let ack_wait = config.ack_wait();
+    let mut held: BTreeMap<u64, Held<H::Event>> = BTreeMap::new();
+    let mut running: HashSet<String> = HashSet::new();
+    let mut running_seqs: HashMap<u64, Option<String>> = HashMap::new();
+    // Key → (the message it waits for, when JetStream is due to redeliver it).
+    let mut waiting: HashMap<String, (u64, Instant)> = HashMap::new();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    let mut pull = None;
+    let mut accepting = true;
+    // Set on shutdown: what still runs then is abandoned (and redelivered) at this time.
+    let mut drain_deadline: Option<Instant> = None;
+    let mut progress = tokio::time::interval((ack_wait / 3).max(Duration::from_millis(200)));
+    progress.tick().await;
+    // Ownership can end while nothing else happens on the lane.
+    let mut recheck = tokio::time::interval(Duration::from_secs(1));
+
+    loop {
+        if accepting && (owner.plumbing.shutdown.is_cancelled() || owner.usable().is_none()) {
+            accepting = false;
+        }
+        if owner.plumbing.shutdown.is_cancelled() && drain_deadline.is_none() {
+            drain_deadline = Some(Instant::now() + Duration::from_millis(config.drain_timeout_ms));
+        }
+        if drain_deadline.is_some_and(|d| Instant::now() >= d) && !tasks.is_empty() {
+            tracing::warn!(group = %owner.group, lane = owner.lane, abandoned = tasks.len(), "drain deadline passed; unfinished posts will be redelivered");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            // JetStream redelivers them after `ack_wait`: what follows them waits as long.
+            for (seq, key) in running_seqs.drain() {
+                if let Some(key) = key {
+                    waiting.insert(key, (seq, Instant::now() + ack_wait));
+                }
+            }
+            running.clear();
+        }
+        // A waiting message that never came back (deleted from the stream, say) must not
+        // hold its conversation forever.
+        let now = Instant::now();
+        waiting.retain(|key, (seq, due)| {
+            let keep = now < *due + ack_wait + Duration::from_secs(5);
+            if !keep {
+                tracing::warn!(group = %owner.group, lane = owner.lane, seq, key, "a deferred message did not come back; no longer holding its conversation");
+            }
+            keep
+        });
+        if accepting {
+            for seq in startable(&held, &running, &waiting) {
+                let Some(h) = held.remove(&seq) else { continue };
+                if let Some(key) = &h.key {
+                    running.insert(key.clone());
+                }
+                running_seqs.insert(seq, h.key.clone());
+                let (handler, plumbing) = (handler.clone(), owner.plumbing.clone());
+                tasks.spawn(async move {
+                    let settled =
+                        runloop::traced_process(&*handler, h.message, h.decoded, &plumbing).await;
+                    Finished {
+                        seq,
+                        key: h.key,
+                        settled,
+                    }
+                });
+            }
+            let holding = held.len() + tasks.len() + waiting.len();
+            if pull.is_none() && holding < batch {
+                match owner
+                    .consumer
+                    .batch()
+                    .max_messages(batch - holding)
+                    .expires(Duration::from_secs(1))
+                    .messages()
+                    .await
+                {
+                    Ok(b) => pull = Some(b),
+                    Err(error) => {
+                        tracing::warn!(group = %owner.group, lane = owner.lane, %error, "pull request failed; NATS may be restarting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+        } else if tasks.is_empty() && pull.is_none() {
+            hand_back(owner, held, &waiting).await;
+            return;
+        }
+
+        tokio::select! {
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                let Ok(done) = done else {
+                    tracing::error!(group = %owner.group, lane = owner.lane, "handler task panicked; its message will be redelivered");
+                    // Its key is unknown here: drain and let the next pull sort it out.
+                    running.clear();
+                    running_seqs.clear();
+                    continue;
+                };
+                running_seqs.remove(&done.seq);
+                if let Some(key) = done.key {
+                    running.remove(&key);
+                    match done.settled {
+                        Settled::Done => {
+                            if waiting.get(&key).is_some_and(|(seq, _)| *seq == done.seq) {
+                                waiting.remove(&key);
+                            }
+                        }
+                        Settled::Deferred(delay) => {
+                            waiting.insert(key, (done.seq, Instant::now() + delay));
+                        }
+                    }
+                }
+            }
+            next = async {
+                match pull.as_mut() {
+                    Some(b) => b.next().await,
+                    None => std::future::pending().await,
+                }
+            } => match next {
+                Some(Ok(message)) => {
+                    let seq = match message.info() {
+                        Ok(info) => info.stream_sequence,
+                        Err(error) => {
+                            tracing::warn!(%error, "message without JetStream metadata; ignored");
+                            continue;
+                        }
+                    };
+                    // A redelivery of one running now: that one settles it.
+                    if running_seqs.contains_key(&seq) {
+                        continue;
+                    }
+                    let decoded = runloop::decode_message::<H>(&message, &owner.plumbing);
+                    let key = decoded.as_ref().ok().and_then(|e| handler.order_key(e));
+                    held.insert(seq, Held { message, decoded, key });
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(group = %owner.group, lane = owner.lane, %error, "pull batch ended early");
+                    pull = None;
+                }
+                None => pull = None,
+            },
+            _ = recheck.tick() => {}
+            _ = progress.tick() => {
+                // Held messages wait behind others of their conversation: keep them ours.
+                for h in held.values() {
+                    if let Err(error) = h.message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(%error, "progress ack failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sequences of held messages that may start now, in stream order: a message starts when
+/// nothing of its conversation runs, no earlier message of it is held, and the message its
+/// conversation waits for (if any) is this one.
+fn startable<E>(
+    held: &BTreeMap<u64, Held<E>>,
+    running: &HashSet<String>,
+    waiting: &HashMap<String, (u64, Instant)>,
+) -> Vec<u64> {
+    let mut seen = HashSet::new();
+    let mut ready = Vec::new();
+    for (&seq, h) in held {
+        let Some(key) = &h.key else {
+            ready.push(seq);
+            continue;
+        };
+        if !seen.insert(key.as_str()) || running.contains(key) {
+            continue;
+        }
+        if waiting.get(key).is_some_and(|(wanted, _)| *wanted != seq) {
+            continue;
+        }
+        ready.push(seq);
+    }
+    ready
+}
+
+/// Gives held messages back to JetStream in stream order, each no earlier than the message
+/// its conversation waits for, so the next owner receives them in order.
+async fn hand_back<E>(
+    owner: &Owner,
+    held: BTreeMap<u64, Held<E>>,
+    waiting: &HashMap<String, (u64, Instant)>,
+) {
+    let now = Instant::now();
+    let count = held.len();
+    for h in held.into_values() {
+        let delay = h
+            .key
+            .as_ref()
+            .and_then(|key| waiting.get(key))
+            .map(|(_, due)| due.saturating_duration_since(now) + Duration::from_millis(100));
+        if let Err(error) = h.message.ack_with(AckKind::Nak(delay)).await {
+            tracing::debug!(%error, "handing a message back failed; it is redelivered after ack_wait");
+        }
+    }
+    if let Err(error) = owner.plumbing.nats.flush().await {
+        tracing::warn!(%error, "flushing handed-back messages failed; they are redelivered after ack_wait");
+    }
+    tracing::info!(group = %owner.group, lane = owner.lane, handed_back = count, "lane drained");
+}

@@ -1,0 +1,181 @@
+//! Who owns which delivery lane: leases in Redis, one hash per lane group (a channel), so
+//! the whole assignment is one script in one slot.
+//!
+//! Every instance of a deliverer heartbeats its group. The live instances split the lanes
+//! evenly (each owns at most `ceil(lanes / live)`); an instance takes free lanes — never
+//! released or left by a crashed owner whose lease ran out — up to its share, and gives back
+//! lanes above its share itself, after draining them (`release_lane`), so a lane is never
+//! pulled by two instances that both believe they own it while their leases are valid.
+
+use super::Store;
+use crate::error::WorkError;
+use redis::Script;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+/// Heartbeat of one instance in one lane group. KEYS: the owners hash (`o:<lane>` →
+/// `<instance>|<lease expiry ms>`), the live-instance zset (instance → expiry).
+/// ARGV: instance, now ms, lease ms, lanes, leaving (`1` on shutdown: share 0).
+/// → {share, {lane, previous expiry, …}}: every lane this instance owns after the call, with
+/// the expiry of the lease it replaced: 0 when it was free (released, never owned),
+/// `-1` when this instance already held it, else the crashed owner's lapsed expiry.
+///
+/// Safe to run twice: the second run finds the lanes owned (`-1`), which the caller treats
+/// like a takeover it cannot date (see `plumbing::lanes`).
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local inst, now, lease, lanes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if ARGV[5] == '1' then
+  redis.call('ZREM', KEYS[2], inst)
+else
+  redis.call('ZADD', KEYS[2], now + lease, inst)
+end
+local live = math.max(redis.call('ZCARD', KEYS[2]), 1)
+local share = math.ceil(lanes / live)
+if ARGV[5] == '1' then share = 0 end
+local held, free = {}, {}
+for lane = 0, lanes - 1 do
+  local v = redis.call('HGET', KEYS[1], 'o:' .. lane)
+  if v then
+    local sep = string.find(v, '|', 1, true)
+    local exp = tonumber(string.sub(v, sep + 1))
+    if string.sub(v, 1, sep - 1) == inst then
+      table.insert(held, lane)
+    elseif exp <= now then
+      table.insert(free, {lane, exp})
+    end
+  else
+    table.insert(free, {lane, 0})
+  end
+end
+local out = {}
+local until_ = inst .. '|' .. (now + lease)
+for _, lane in ipairs(held) do
+  redis.call('HSET', KEYS[1], 'o:' .. lane, until_)
+  table.insert(out, lane)
+  table.insert(out, -1)
+end
+local owned = #held
+for _, f in ipairs(free) do
+  if owned >= share then break end
+  redis.call('HSET', KEYS[1], 'o:' .. f[1], until_)
+  table.insert(out, f[1])
+  table.insert(out, f[2])
+  owned = owned + 1
+end
+return {share, out}
+"#,
+    )
+});
+
+/// Gives a lane back if this instance still owns it. ARGV: lane, instance. → 1 | 0.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('HGET', KEYS[1], 'o:' .. ARGV[1])
+if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then
+  redis.call('HDEL', KEYS[1], 'o:' .. ARGV[1])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// How this instance came to hold a lane, as of one heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Held before this heartbeat (or a re-sent heartbeat took it: treat as [`Lapsed`]).
+    Renewed,
+    /// Was free: released cleanly by its last owner, or never owned.
+    Free,
+    /// Taken from an owner whose lease ran out at this time (Unix ms): it may have died with
+    /// posts in flight, which JetStream redelivers only after `ack_wait`.
+    ///
+    /// [`Lapsed`]: Holding::Lapsed
+    Lapsed(u64),
+}
+
+/// One heartbeat's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneShare {
+    /// Lanes this instance should own at most.
+    pub share: usize,
+    pub lanes: BTreeMap<u32, Holding>,
+}
+
+impl Store {
+    /// Heartbeats `instance` in lane group `group` and takes free lanes up to its share.
+    /// `leaving`: the instance is shutting down (its share becomes 0; it still holds what it
+    /// has until it releases each lane).
+    pub async fn lane_heartbeat(
+        &self,
+        group: &str,
+        instance: &str,
+        lanes: u32,
+        lease_ms: u64,
+        leaving: bool,
+    ) -> Result<LaneShare, WorkError> {
+        let (share, flat): (i64, Vec<i64>) = HEARTBEAT
+            .key(self.keys.lane_owners(group))
+            .key(self.keys.lane_instances(group))
+            .arg(instance)
+            .arg(threadline_schemas::now_ms())
+            .arg(lease_ms)
+            .arg(lanes)
+            .arg(if leaving { "1" } else { "0" })
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let lanes = flat
+            .chunks_exact(2)
+            .map(|pair| {
+                let holding = match pair[1] {
+                    -1 => Holding::Renewed,
+                    0 => Holding::Free,
+                    expiry => Holding::Lapsed(expiry.max(0) as u64),
+                };
+                (pair[0].max(0) as u32, holding)
+            })
+            .collect();
+        Ok(LaneShare {
+            share: share.max(0) as usize,
+            lanes,
+        })
+    }
+
+    /// Gives `lane` back (after its posts in flight are settled). `true` when it was held.
+    pub async fn release_lane(
+        &self,
+        group: &str,
+        instance: &str,
+        lane: u32,
+    ) -> Result<bool, WorkError> {
+        let released: i64 = RELEASE
+            .key(self.keys.lane_owners(group))
+            .arg(lane)
+            .arg(instance)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Current owners of a group's lanes (lane → instance), for the operator.
+    pub async fn lane_owners(&self, group: &str) -> Result<BTreeMap<u32, String>, WorkError> {
+        use redis::AsyncCommands;
+        let fields: BTreeMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(self.keys.lane_owners(group))
+            .await?;
+        Ok(fields
+            .into_iter()
+            .filter_map(|(field, value)| {
+                let lane = field.strip_prefix("o:")?.parse().ok()?;
+                let owner = value.split_once('|')?.0.to_owned();
+                Some((lane, owner))
+            })
+            .collect())
+    }
+}
