@@ -317,7 +317,7 @@ async fn process<H: Handler>(
     };
     let settled = match ack {
         AckKind::Nak(delay) => Settled::Deferred(delay.unwrap_or_default()),
-        _other => Settled::Done,
+        AckKind::Ack | AckKind::Progress | AckKind::Next | AckKind::Term => Settled::Done,
     };
     let settled = match message.ack_with(ack).await {
         Ok(()) => settled,
