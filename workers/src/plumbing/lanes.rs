@@ -354,7 +354,12 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
             keep
         });
         if accepting {
-            for seq in startable(&held, &running, &waiting) {
+            let ready = startable(
+                held.iter().map(|(&seq, h)| (seq, h.key.as_deref())),
+                &running,
+                |key| waiting.get(key).map(|(seq, _)| *seq),
+            );
+            for seq in ready {
                 let Some(h) = held.remove(&seq) else { continue };
                 if let Some(key) = &h.key {
                     running.insert(key.clone());
@@ -462,22 +467,23 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
 /// Sequences of held messages that may start now, in stream order: a message starts when
 /// nothing of its conversation runs, no earlier message of it is held, and the message its
 /// conversation waits for (if any) is this one.
-fn startable<E>(
-    held: &BTreeMap<u64, Held<E>>,
+/// `held`: (sequence, key) in stream order; `waits_for`: the message a key waits for.
+fn startable<'a>(
+    held: impl IntoIterator<Item = (u64, Option<&'a str>)>,
     running: &HashSet<String>,
-    waiting: &HashMap<String, (u64, Instant)>,
+    waits_for: impl Fn(&str) -> Option<u64>,
 ) -> Vec<u64> {
     let mut seen = HashSet::new();
     let mut ready = Vec::new();
-    for (&seq, h) in held {
-        let Some(key) = &h.key else {
+    for (seq, key) in held {
+        let Some(key) = key else {
             ready.push(seq);
             continue;
         };
-        if !seen.insert(key.as_str()) || running.contains(key) {
+        if !seen.insert(key) || running.contains(key) {
             continue;
         }
-        if waiting.get(key).is_some_and(|(wanted, _)| *wanted != seq) {
+        if waits_for(key).is_some_and(|wanted| wanted != seq) {
             continue;
         }
         ready.push(seq);
@@ -508,4 +514,50 @@ async fn hand_back<E>(
         tracing::warn!(%error, "flushing handed-back messages failed; they are redelivered after ack_wait");
     }
     tracing::info!(group = %owner.group, lane = owner.lane, handed_back = count, "lane drained");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(held: &[(u64, Option<&str>)], running: &[&str], waiting: &[(&str, u64)]) -> Vec<u64> {
+        let running = running.iter().map(|k| k.to_string()).collect();
+        let waiting: HashMap<&str, u64> = waiting.iter().copied().collect();
+        startable(held.iter().copied(), &running, |k| waiting.get(k).copied())
+    }
+
+    #[test]
+    fn the_first_message_of_each_idle_conversation_starts() {
+        let held = [
+            (1, Some("a")),
+            (2, Some("b")),
+            (3, Some("a")),
+            (4, Some("c")),
+        ];
+        assert_eq!(ready(&held, &[], &[]), [1, 2, 4]);
+    }
+
+    #[test]
+    fn a_conversation_with_a_post_running_starts_nothing_else() {
+        let held = [(5, Some("a")), (6, Some("b"))];
+        assert_eq!(ready(&held, &["a"], &[]), [6]);
+    }
+
+    #[test]
+    fn a_conversation_waiting_for_a_deferred_message_starts_only_that_one() {
+        // 7 was deferred; 9 arrived meanwhile: 9 waits until 7 is back, then 7 goes first.
+        assert_eq!(
+            ready(&[(9, Some("a")), (10, Some("b"))], &[], &[("a", 7)]),
+            [10]
+        );
+        assert_eq!(
+            ready(&[(7, Some("a")), (9, Some("a"))], &[], &[("a", 7)]),
+            [7]
+        );
+    }
+
+    #[test]
+    fn messages_without_a_key_are_never_held() {
+        assert_eq!(ready(&[(1, None), (2, None)], &[], &[]), [1, 2]);
+    }
 }
