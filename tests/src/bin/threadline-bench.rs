@@ -40,7 +40,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if only_memory {
         // The full run's largest increment is 100k bindings; --max-bindings changes it.
-        let n = config.state_sizes.iter().copied().filter(|n| *n <= 100_000).max().unwrap_or(100_000);
+        let n = config
+            .state_sizes
+            .iter()
+            .copied()
+            .filter(|n| *n <= 100_000)
+            .max()
+            .unwrap_or(100_000);
         let report = memory(n).await;
         println!("{}", report.table());
         if let Some(path) = json {

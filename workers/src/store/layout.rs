@@ -68,10 +68,27 @@ struct SessionV1(
     u64,
 );
 
-/// conversation (`None`: the requester's), bound_at, idle_timeout_ms, max_age_ms,
-/// delivery, metadata.
+/// conversation (`None`: the requester's), bound_at − the session's created_at (usually
+/// 0: one byte), idle_timeout_ms, max_age_ms, delivery, metadata.
 #[derive(Serialize, Deserialize)]
-struct BindingV1(Option<ConversationV1>, u64, u64, Option<u64>, u8, Metadata);
+struct BindingV1(Option<ConversationV1>, i64, u64, Option<u64>, u8, Metadata);
+
+/// What a binding's record is stored relative to: its session's requester conversation and
+/// creation time.
+#[derive(Debug, Clone, Copy)]
+pub struct Relative<'a> {
+    pub conversation: &'a ConversationRef,
+    pub created_at: u64,
+}
+
+impl<'a> Relative<'a> {
+    pub fn to(session: &'a SessionRecord) -> Self {
+        Relative {
+            conversation: &session.requester.conversation,
+            created_at: session.created_at,
+        }
+    }
+}
 
 fn mode_code(m: SessionMode) -> u8 {
     match m {
@@ -154,10 +171,11 @@ fn binding_status_of(letter: u8) -> Result<BindingStatus, WorkError> {
     }
 }
 
-/// The session field's value: `<status>|<updated_at>|<binding ids>|<len>:<spawn event id><record>`.
+/// The session field's value: `<status>|<updated_at>|<binding ids>|<len>:<spawn event id><record>`
+/// (`updated_at` is empty until the status first changes: only expiry reads it).
 pub fn session_value(
     s: &SessionRecord,
-    updated_at: u64,
+    updated_at: Option<u64>,
     binding_ids: &[&str],
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     let record = SessionV1(
@@ -171,6 +189,7 @@ pub fn session_value(
         s.fail_closed,
         s.created_at,
     );
+    let updated_at = updated_at.map(|u| u.to_string()).unwrap_or_default();
     let mut out = format!(
         "{}|{updated_at}|{}|{}:{}",
         session_status_letter(s.status),
@@ -240,15 +259,16 @@ fn parse_session_value(
 /// conversation.
 pub fn binding_static(
     b: &BindingRecord,
-    requester: Option<&ConversationRef>,
+    to: Relative<'_>,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    let conversation = match requester {
-        Some(r) if r == &b.conversation => None,
-        _ => Some(ConversationV1::of(&b.conversation)),
+    let conversation = if to.conversation == &b.conversation {
+        None
+    } else {
+        Some(ConversationV1::of(&b.conversation))
     };
     let record = BindingV1(
         conversation,
-        b.bound_at,
+        b.bound_at as i64 - to.created_at as i64,
         b.idle_timeout_ms,
         b.max_age_ms,
         delivery_code(b.delivery),
@@ -262,11 +282,11 @@ pub fn binding_static(
 /// The binding field's value: `<status><last_activity_at>|<static record>`.
 pub fn binding_value(
     b: &BindingRecord,
-    requester: Option<&ConversationRef>,
+    to: Relative<'_>,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     let mut out = vec![binding_status_letter(b.status)];
     out.extend_from_slice(format!("{}|", b.last_activity_at).as_bytes());
-    out.extend(binding_static(b, requester)?);
+    out.extend(binding_static(b, to)?);
     Ok(out)
 }
 
@@ -298,7 +318,7 @@ fn parse_binding(
             .map(ConversationV1::into_ref)
             .unwrap_or_else(|| session.requester.conversation.clone()),
         status: binding_status_of(*status)?,
-        bound_at: r.1,
+        bound_at: (session.created_at as i64).saturating_add(r.1) as u64,
         last_activity_at: last,
         idle_timeout_ms: r.2,
         max_age_ms: r.3,
@@ -454,7 +474,7 @@ mod tests {
     #[test]
     fn a_session_and_its_bindings_read_back_as_written() {
         let s = session();
-        let value = session_value(&s, 7, &["b-1", "b-2"]).unwrap();
+        let value = session_value(&s, Some(7), &["b-1", "b-2"]).unwrap();
         let here = s.requester.conversation.clone();
         let mut thread = here.clone();
         thread.conversation_id = "t".into();
@@ -464,7 +484,7 @@ mod tests {
             let reply = vec![
                 Some(value.clone()),
                 Some(b"b-1".to_vec()),
-                Some(binding_value(&b, Some(&s.requester.conversation)).unwrap()),
+                Some(binding_value(&b, Relative::to(&s)).unwrap()),
                 Some(b"idle_timeout".to_vec()),
                 Some(b"b-2".to_vec()),
                 None,
@@ -479,12 +499,11 @@ mod tests {
     #[test]
     fn a_binding_in_the_requesters_conversation_does_not_repeat_it() {
         let s = session();
-        let same = binding_static(
-            &binding(s.requester.conversation.clone()),
-            Some(&s.requester.conversation),
-        )
-        .unwrap();
-        let full = binding_static(&binding(s.requester.conversation.clone()), None).unwrap();
+        let b = binding(s.requester.conversation.clone());
+        let same = binding_static(&b, Relative::to(&s)).unwrap();
+        let mut elsewhere = s.clone();
+        elsewhere.requester.conversation.conversation_id = "other".into();
+        let full = binding_static(&b, Relative::to(&elsewhere)).unwrap();
         assert!(
             same.len() + 10 < full.len(),
             "{} vs {}",

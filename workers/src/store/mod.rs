@@ -172,7 +172,7 @@ impl Store {
     /// Creates the session unless it exists; the session's `spawn_event_id` tells a
     /// redelivery of the same spawn from a different spawn naming the same key.
     pub async fn create_session(&self, session: &SessionRecord) -> Result<Created, WorkError> {
-        let value = layout::session_value(session, now_ms(), &[]).map_err(corrupt)?;
+        let value = layout::session_value(session, None, &[]).map_err(corrupt)?;
         let answer: String = scripts::CREATE_SESSION
             .key(self.keys.session(&session.session_key))
             .arg(&session.session_key)
@@ -276,10 +276,11 @@ impl Store {
     pub async fn add_binding(&self, binding: &BindingRecord) -> Result<bool, WorkError> {
         self.link_binding(binding, binding.status == BindingStatus::Active)
             .await?;
-        let requester = self
-            .requester_conversation(&binding.target_session_key)
-            .await?;
-        let value = layout::binding_value(binding, requester.as_ref()).map_err(corrupt)?;
+        let Some(owner) = self.load_session(&binding.target_session_key).await? else {
+            return Ok(false); // bindings are added to sessions that exist (binder)
+        };
+        let value = layout::binding_value(binding, layout::Relative::to(&owner.session))
+            .map_err(corrupt)?;
         let added: i64 = scripts::ADD_BINDING
             .key(self.keys.session(&binding.target_session_key))
             .arg(&binding.target_session_key)
@@ -315,17 +316,6 @@ impl Store {
                 .await?;
         }
         Ok(())
-    }
-
-    /// The requester's conversation of a session: bindings are stored relative to it.
-    async fn requester_conversation(
-        &self,
-        session_key: &str,
-    ) -> Result<Option<ConversationRef>, WorkError> {
-        Ok(self
-            .load_session(session_key)
-            .await?
-            .map(|s| s.session.requester.conversation))
     }
 
     async fn directory_set(&self, bucket: &str, member: &str, score: f64) -> Result<(), WorkError> {
@@ -364,7 +354,7 @@ impl Store {
         let Some(state) = self.load_session(session_key).await? else {
             return Ok((Activated::TooLate("missing".into()), None));
         };
-        let requester = state.session.requester.conversation.clone();
+        let session = state.session;
         let Some(mut binding) = state
             .bindings
             .into_iter()
@@ -376,7 +366,8 @@ impl Store {
         binding.status = BindingStatus::Active;
         binding.last_activity_at = now_ms();
         self.link_binding(&binding, true).await?;
-        let blob = layout::binding_static(&binding, Some(&requester)).map_err(corrupt)?;
+        let blob =
+            layout::binding_static(&binding, layout::Relative::to(&session)).map_err(corrupt)?;
         let answer: String = scripts::ACTIVATE_BINDING
             .key(self.keys.session(session_key))
             .arg(binding_id)
