@@ -438,11 +438,13 @@ async fn a_re_sent_end_of_binding_answers_like_the_first_run() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let key = "tl:{s:agent:a:re-sent}";
+    let key = threadline::store::keys::Keys::new("tl").session("agent:a:re-sent");
+    let key = key.as_str();
+    // An active binding as the layout stores it (status letter, last activity, record).
     let _: () = redis::cmd("HSET")
         .arg(key)
-        .arg("b:b-1:st")
-        .arg("active")
+        .arg(threadline::store::layout::binding_field("b-1"))
+        .arg("a1|record")
         .query_async(&mut conn)
         .await
         .expect("HSET");
@@ -464,4 +466,94 @@ async fn a_re_sent_end_of_binding_answers_like_the_first_run() {
     assert_eq!(end("call-1").await, "ended");
     assert_eq!(end("call-1").await, "ended", "the same call, re-sent");
     assert_eq!(end("call-2").await, "noop", "another caller");
+}
+
+/// The link scripts a cluster client may re-send: a repeat changes nothing and answers
+/// harmlessly (added once, removed once; the directory index follows its bucket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_sent_link_scripts_leave_one_link() {
+    use threadline::store::scripts::{
+        CONVERSATION_LINK, CONVERSATION_UNLINK, DIRECTORY_DEL, DIRECTORY_SET,
+    };
+    let redis = RedisServer::start().await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let bucket = "tl:{cc:1}";
+    for _ in 0..2 {
+        for id in ["b-1", "b-2"] {
+            let _: i64 = CONVERSATION_LINK
+                .key(bucket)
+                .arg("discord\u{1f}a\u{1f}c")
+                .arg(id)
+                .invoke_async(&mut conn)
+                .await
+                .expect("link");
+        }
+    }
+    let v: String = redis::cmd("HGET")
+        .arg(bucket)
+        .arg("discord\u{1f}a\u{1f}c")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(v, "b-1,b-2");
+    let unlink = |id: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            CONVERSATION_UNLINK
+                .key(bucket)
+                .arg("discord\u{1f}a\u{1f}c")
+                .arg(id)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .expect("unlink")
+        }
+    };
+    assert_eq!(unlink("b-1").await, 1);
+    assert_eq!(unlink("b-1").await, 0, "re-sent: already gone");
+    assert_eq!(unlink("b-2").await, 1);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(bucket)
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert!(!exists, "an empty entry is removed");
+
+    let (b, index) = ("tl:{dir}:7", "tl:{dir}");
+    for (member, score) in [("b-1\u{1f}s", "50"), ("b-2\u{1f}s", "20"), ("b-2\u{1f}s", "20")] {
+        let _: i64 = DIRECTORY_SET
+            .key(b)
+            .key(index)
+            .arg(member)
+            .arg(score)
+            .invoke_async(&mut conn)
+            .await
+            .expect("set");
+    }
+    let earliest: f64 = redis::cmd("ZSCORE")
+        .arg(index)
+        .arg(b)
+        .query_async(&mut conn)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(earliest, 20.0);
+    for _ in 0..2 {
+        let _: i64 = DIRECTORY_DEL
+            .key(b)
+            .key(index)
+            .arg("b-2\u{1f}s")
+            .invoke_async(&mut conn)
+            .await
+            .expect("del");
+    }
+    let earliest: f64 = redis::cmd("ZSCORE")
+        .arg(index)
+        .arg(b)
+        .query_async(&mut conn)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(earliest, 50.0, "the index follows the bucket's earliest entry");
 }
