@@ -523,7 +523,11 @@ async fn re_sent_link_scripts_leave_one_link() {
     assert!(!exists, "an empty entry is removed");
 
     let (b, index) = ("tl:{dir}:7", "tl:{dir}");
-    for (member, score) in [("b-1\u{1f}s", "50"), ("b-2\u{1f}s", "20"), ("b-2\u{1f}s", "20")] {
+    for (member, score) in [
+        ("b-1\u{1f}s", "50"),
+        ("b-2\u{1f}s", "20"),
+        ("b-2\u{1f}s", "20"),
+    ] {
         let _: i64 = DIRECTORY_SET
             .key(b)
             .key(index)
@@ -555,5 +559,8 @@ async fn re_sent_link_scripts_leave_one_link() {
         .query_async(&mut conn)
         .await
         .expect("ZSCORE");
-    assert_eq!(earliest, 50.0, "the index follows the bucket's earliest entry");
+    assert_eq!(
+        earliest, 50.0,
+        "the index follows the bucket's earliest entry"
+    );
 }
