@@ -95,16 +95,6 @@ impl Keys {
         format!("{}:{{cc:{n}}}", self.ns)
     }
 
-    /// The sweep ZSET of the layout before buckets (no release had it; `doctor` reports it).
-    pub fn old_sweep(&self) -> String {
-        format!("{}:{{sweep}}", self.ns)
-    }
-
-    /// SCAN pattern of the old layout's binding-owner STRINGs.
-    pub fn old_owner_pattern(&self) -> String {
-        format!("{}:{{b:*", self.ns)
-    }
-
     /// STRING: the stored routing decision of one completion event.
     pub fn route(&self, event_id: &str) -> String {
         format!("{}:{{e:{event_id}}}:route", self.ns)
