@@ -846,3 +846,106 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     report.redis_bytes_per_binding = memory.last().copied().unwrap_or(0.0);
     report
 }
+
+/// Redis memory of the layout, without the rest of the benchmark (`--only memory`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemoryReport {
+    /// Bindings (each with its session) preloaded through the benchmark's `preload` path.
+    pub bindings: usize,
+    /// `used_memory` delta per binding over the whole preload.
+    pub bytes_per_binding: f64,
+    /// Delta per binding over the second half only (fixed overheads amortised), as the
+    /// full benchmark measures its last increment.
+    pub bytes_per_binding_last_half: f64,
+    /// Key pattern → (encoding of a sample key, `MEMORY USAGE` summed over the keys that
+    /// pattern matches / bindings).
+    pub structures: BTreeMap<String, (String, f64)>,
+}
+
+impl MemoryReport {
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "Redis bytes per active binding ({} bindings): {:.0} overall, {:.0} over the last half  (target ≤ 512)\n\n| keys | encoding | MEMORY USAGE per binding |\n| --- | --- | --- |\n",
+            self.bindings, self.bytes_per_binding, self.bytes_per_binding_last_half
+        );
+        for (pattern, (encoding, bytes)) in &self.structures {
+            out += &format!("| `{pattern}` | {encoding} | {bytes:.0} |\n");
+        }
+        out
+    }
+}
+
+/// Preloads `bindings` bindings into a fresh Redis (the harness's settings) and reports
+/// what they cost. Light on CPU: no NATS, no workers.
+pub async fn memory(bindings: usize) -> MemoryReport {
+    let redis = RedisServer::start().await;
+    let config = Config {
+        redis_url: redis.url(),
+        subject_prefix: "state".into(),
+        ..Config::default()
+    };
+    let conn = redis::Client::open(redis.url())
+        .expect("redis")
+        .get_connection_manager()
+        .await
+        .expect("redis");
+    let store = threadline::store::Store::new(conn.clone(), &config);
+    let half = bindings / 2;
+    let start = used_memory(&redis).await;
+    preload(&store, 0, half).await;
+    let middle = used_memory(&redis).await;
+    preload(&store, half, bindings).await;
+    let end = used_memory(&redis).await;
+    let mut report = MemoryReport {
+        bindings,
+        bytes_per_binding: (end - start) / bindings.max(1) as f64,
+        bytes_per_binding_last_half: (end - middle) / (bindings - half).max(1) as f64,
+        structures: BTreeMap::new(),
+    };
+    let mut conn = conn;
+    let mut cursor = 0u64;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    for key in keys {
+        // `state:{ss:17}` → `state:{ss:*}`; `state:{dir}:5` → `state:{dir}:*`.
+        let body = key.strip_suffix('}').unwrap_or(&key);
+        let digits = body.len() - body.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let pattern = if digits > 0 {
+            format!("{}*{}", &body[..body.len() - digits], &key[body.len()..])
+        } else {
+            key.clone()
+        };
+        let usage: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .expect("memory usage");
+        let entry = report.structures.entry(pattern).or_default();
+        if entry.0.is_empty() {
+            entry.0 = redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("object encoding");
+        }
+        entry.1 += usage.unwrap_or(0) as f64 / bindings.max(1) as f64;
+    }
+    report
+}

@@ -198,6 +198,15 @@ impl NatsServer {
 /// `--appendfsync`).
 pub const APPENDFSYNC_ENV: &str = "THREADLINE_TEST_REDIS_APPENDFSYNC";
 
+/// The listpack settings of the compact Redis layout, as in infra/redis.conf (a test that
+/// needs Redis's defaults passes them again in `RedisOptions::args`: later ones win).
+fn listpack_args() -> Vec<OsString> {
+    threadline::store::layout::REDIS_SETTINGS
+        .iter()
+        .flat_map(|(name, value)| [format!("--{name}").into(), value.to_string().into()])
+        .collect()
+}
+
 /// A `redis-server` with AOF persistence on a free loopback port, killed when dropped.
 pub struct RedisServer {
     /// The child process; declared first so it is killed before `dir` is removed.
@@ -360,6 +369,7 @@ impl RedisServer {
         .map(OsString::from)
         .collect();
         args.push(data_dir.into_os_string());
+        args.extend(listpack_args());
         if let Some(tls) = &self.options.tls {
             args.extend(
                 [
@@ -986,6 +996,7 @@ impl RedisCluster {
             .map(OsString::from)
             .collect();
             args.push(data_dir.into_os_string());
+            args.extend(listpack_args());
             node.process
                 .spawn(args)
                 .map_err(|e| (index, StartFailure::Spawn(e)))?;

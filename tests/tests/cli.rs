@@ -532,3 +532,88 @@ fn free_port() -> u16 {
         .expect("free port")
         .port()
 }
+
+/// The compact layout needs Redis's listpack limits raised; without them it stays correct
+/// (bigger), and `doctor` says which limit to raise. Keys of the layout before buckets are
+/// an error: bindings there would be invisible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_low_listpack_limits_and_keys_of_the_old_layout() {
+    let p = Pipeline::start().await;
+    let (_, healthy) = p.operator_json(&["doctor"]).await;
+    assert_eq!(healthy["redis"]["listpack"]["hash-max-listpack-value"], 512);
+    assert_eq!(healthy["redis"]["old_layout_keys"], 0);
+
+    // Redis's defaults: routing still works, the buckets are just not listpacks.
+    let mut redis = p.store().await.connection();
+    for (name, value) in [
+        ("hash-max-listpack-value", "64"),
+        ("zset-max-listpack-value", "64"),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut redis)
+            .await
+            .expect("CONFIG SET");
+    }
+    let conversation = Pipeline::discord_channel("100000000000000555");
+    let s = spawn(&conversation, Placement::Current, SessionMode::Session);
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    let c = threadline_tests::events::completion(&session_key, "still routed");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(
+        delivered[0].destination.conversation_id,
+        "100000000000000555"
+    );
+    let store = p.store().await;
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(store.keys().session(&session_key))
+        .query_async(&mut redis)
+        .await
+        .expect("OBJECT ENCODING");
+    assert_eq!(
+        encoding, "hashtable",
+        "a session value is larger than 64 bytes"
+    );
+
+    let _: () = redis::cmd("SET")
+        .arg("tl:{b:b-from-before}")
+        .arg("agent:larry:subagent:x")
+        .query_async(&mut redis)
+        .await
+        .expect("SET");
+    let (code, report) = p.operator_json(&["doctor"]).await;
+    assert_eq!(code, 1);
+    let problems = |severity: &str| -> Vec<String> {
+        report["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .filter(|p| p["severity"] == severity)
+            .map(|p| format!("{} / {}", p["what"], p["fix"]))
+            .collect()
+    };
+    let warnings = problems("warning");
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("hash-max-listpack-value is 64, below 512"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[0].contains("CONFIG SET hash-max-listpack-value 512"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].contains("zset-max-listpack-value is 64"),
+        "{warnings:#?}"
+    );
+    let errors = problems("error");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("layout before buckets"), "{errors:#?}");
+    assert!(errors[0].contains("tl:{b:b-from-before}"), "{errors:#?}");
+    assert_eq!(report["redis"]["old_layout_keys"], 1);
+}

@@ -439,11 +439,13 @@ async fn a_re_sent_end_of_binding_answers_like_the_first_run() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let key = "tl:{s:agent:a:re-sent}";
+    let key = threadline::store::keys::Keys::new("tl").session("agent:a:re-sent");
+    let key = key.as_str();
+    // An active binding as the layout stores it (status letter, last activity, record).
     let _: () = redis::cmd("HSET")
         .arg(key)
-        .arg("b:b-1:st")
-        .arg("active")
+        .arg(threadline::store::layout::binding_field("b-1"))
+        .arg("a1|record")
         .query_async(&mut conn)
         .await
         .expect("HSET");
@@ -465,4 +467,253 @@ async fn a_re_sent_end_of_binding_answers_like_the_first_run() {
     assert_eq!(end("call-1").await, "ended");
     assert_eq!(end("call-1").await, "ended", "the same call, re-sent");
     assert_eq!(end("call-2").await, "noop", "another caller");
+}
+
+/// The link scripts a cluster client may re-send: a repeat changes nothing and answers
+/// harmlessly (added once, removed once; the directory index follows its bucket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_sent_link_scripts_leave_one_link() {
+    use threadline::store::scripts::{
+        CONVERSATION_LINK, CONVERSATION_UNLINK, DIRECTORY_DEL, DIRECTORY_SET,
+    };
+    let redis = RedisServer::start().await;
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let bucket = "tl:{cc:1}";
+    for _ in 0..2 {
+        for id in ["b-1", "b-2"] {
+            let _: i64 = CONVERSATION_LINK
+                .key(bucket)
+                .arg("discord\u{1f}a\u{1f}c")
+                .arg(id)
+                .invoke_async(&mut conn)
+                .await
+                .expect("link");
+        }
+    }
+    let v: String = redis::cmd("HGET")
+        .arg(bucket)
+        .arg("discord\u{1f}a\u{1f}c")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(v, "b-1,b-2");
+    let unlink = |id: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            CONVERSATION_UNLINK
+                .key(bucket)
+                .arg("discord\u{1f}a\u{1f}c")
+                .arg(id)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .expect("unlink")
+        }
+    };
+    assert_eq!(unlink("b-1").await, 1);
+    assert_eq!(unlink("b-1").await, 0, "re-sent: already gone");
+    assert_eq!(unlink("b-2").await, 1);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(bucket)
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert!(!exists, "an empty entry is removed");
+
+    let (b, index) = ("tl:{dir}:7", "tl:{dir}");
+    for (member, score) in [
+        ("b-1\u{1f}s", "50"),
+        ("b-2\u{1f}s", "20"),
+        ("b-2\u{1f}s", "20"),
+    ] {
+        let _: i64 = DIRECTORY_SET
+            .key(b)
+            .key(index)
+            .arg(member)
+            .arg(score)
+            .invoke_async(&mut conn)
+            .await
+            .expect("set");
+    }
+    let earliest: f64 = redis::cmd("ZSCORE")
+        .arg(index)
+        .arg(b)
+        .query_async(&mut conn)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(earliest, 20.0);
+    for _ in 0..2 {
+        let _: i64 = DIRECTORY_DEL
+            .key(b)
+            .key(index)
+            .arg("b-2\u{1f}s")
+            .invoke_async(&mut conn)
+            .await
+            .expect("del");
+    }
+    let earliest: f64 = redis::cmd("ZSCORE")
+        .arg(index)
+        .arg(b)
+        .query_async(&mut conn)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(
+        earliest, 50.0,
+        "the index follows the bucket's earliest entry"
+    );
+}
+
+/// Sessions sharing a bucket (and bindings sharing a directory bucket) stay apart: each is
+/// read, listed, found by its binding id and conversation, swept and ended on its own — on
+/// a Redis Cluster, where the buckets of one deployment spread over several masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_one_bucket_are_read_swept_and_ended_apart_on_a_cluster() {
+    use threadline::store::keys::{bucket_of, SESSION_BUCKETS};
+    use threadline::store::layout::DueEntry;
+    use threadline::store::{SessionRecord, SessionStatus};
+    use threadline_schemas::{now_ms, BindingRecord, DeliveryPolicy, Requester};
+
+    let cluster = RedisCluster::start().await;
+    let config = Config {
+        redis_url: cluster.urls(),
+        redis_cluster: true,
+        ..Config::default()
+    };
+    let conn = connect_store(&config, &CancellationToken::new())
+        .await
+        .expect("cluster connection");
+    let store = Store::new(conn, &config);
+    // Two session keys in one session bucket.
+    let first = "agent:larry:bucket:0".to_owned();
+    let second = (1..)
+        .map(|i| format!("agent:larry:bucket:{i}"))
+        .find(|k| bucket_of(k, SESSION_BUCKETS) == bucket_of(&first, SESSION_BUCKETS))
+        .expect("a key in the same bucket");
+    let now = now_ms();
+    let mut conversations = Vec::new();
+    for (i, key) in [&first, &second].into_iter().enumerate() {
+        let conversation = ConversationRef {
+            channel: "discord".into(),
+            account_id: ACCOUNT.into(),
+            conversation_id: format!("20000000000000000{i}"),
+            parent_conversation_id: None,
+        };
+        let session = SessionRecord {
+            session_key: key.clone(),
+            agent_id: "larry".into(),
+            mode: SessionMode::Session,
+            placement: Placement::Current,
+            label: None,
+            requester: Requester {
+                session_key: "agent:larry:main".into(),
+                conversation: conversation.clone(),
+            },
+            delivery: DeliveryPolicy::BoundOnly,
+            fail_closed: false,
+            created_at: now,
+            spawn_event_id: format!("spawn-{i}"),
+            status: SessionStatus::Active,
+        };
+        store.create_session(&session).await.expect("create");
+        let binding = BindingRecord {
+            binding_id: format!("b-bucket-{i}"),
+            target_session_key: key.clone(),
+            conversation: conversation.clone(),
+            status: BindingStatus::Active,
+            bound_at: now - 10_000,
+            // Idle for 10 s with a 1 s timeout: due for the sweeper at once.
+            last_activity_at: now - 10_000,
+            idle_timeout_ms: 1_000,
+            max_age_ms: None,
+            delivery: DeliveryPolicy::BoundOnly,
+            end_reason: None,
+            metadata: Default::default(),
+        };
+        assert!(store.add_binding(&binding).await.expect("bind"));
+        assert!(
+            !store.add_binding(&binding).await.expect("bind again"),
+            "idempotent"
+        );
+        conversations.push(conversation);
+    }
+
+    let mut due = store
+        .claim_due_sweeps(now_ms(), 60_000, 10)
+        .await
+        .expect("claim");
+    due.sort_by_key(|d| format!("{d:?}"));
+    assert_eq!(
+        due,
+        vec![
+            DueEntry::Binding {
+                binding_id: "b-bucket-0".into(),
+                session_key: first.clone()
+            },
+            DueEntry::Binding {
+                binding_id: "b-bucket-1".into(),
+                session_key: second.clone()
+            },
+        ]
+    );
+    assert!(
+        store
+            .claim_due_sweeps(now_ms(), 60_000, 10)
+            .await
+            .expect("claim again")
+            .is_empty(),
+        "leased to the first sweeper"
+    );
+
+    let ended = store
+        .end_binding(&first, "b-bucket-0", "idle_timeout")
+        .await
+        .expect("end")
+        .expect("this call ended it");
+    assert_eq!(ended.status, BindingStatus::Ended);
+    assert_eq!(ended.end_reason.as_deref(), Some("idle_timeout"));
+
+    let a = store
+        .load_session(&first)
+        .await
+        .expect("load")
+        .expect("first");
+    let b = store
+        .load_session(&second)
+        .await
+        .expect("load")
+        .expect("second");
+    assert_eq!(a.bindings[0].status, BindingStatus::Ended);
+    assert_eq!(b.bindings[0].status, BindingStatus::Active);
+    assert_eq!(b.bindings[0].conversation, conversations[1]);
+    assert_eq!(
+        store.binding_owner("b-bucket-0").await.expect("owner"),
+        Some(first.clone()),
+        "an ended binding keeps its owner link for ended_ttl_ms"
+    );
+    assert_eq!(
+        store.binding_owner("b-bucket-1").await.expect("owner"),
+        Some(second.clone())
+    );
+    assert!(store
+        .sessions_bound_to(&conversations[0])
+        .await
+        .expect("bound")
+        .is_empty());
+    let bound = store
+        .sessions_bound_to(&conversations[1])
+        .await
+        .expect("bound");
+    assert_eq!(bound.len(), 1);
+    assert_eq!(bound[0].0.session_key, second);
+    let listed = store
+        .list_sessions(|_| true, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.session.session_key)
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(listed, [first, second].into_iter().collect());
 }

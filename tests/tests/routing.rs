@@ -2,7 +2,8 @@
 //! completions reach exactly their destination — the bound thread, or explicitly and
 //! observably the requester's conversation — once, whatever is redelivered.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use threadline::store::SessionStatus;
 use threadline_schemas::{DeliveryMode, DeliveryPolicy, Placement, SessionMode};
 use threadline_tests::events::{completion, new_id, spawn};
 use threadline_tests::pipeline::{Options, Pipeline};
@@ -351,7 +352,11 @@ async fn named_sessions_resume_only_when_asked_and_labels_are_unique_per_request
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_session_completes_expires_and_frees_its_label() {
-    let p = Pipeline::start().await;
+    let p = Pipeline::start_with(Options {
+        tune: |c| c.ended_ttl_ms = 1_000,
+        ..Options::default()
+    })
+    .await;
     let requester = Pipeline::discord_channel(PARENT);
     let mut first = spawn(&requester, Placement::None, SessionMode::Run);
     first.label = Some("one-shot".into());
@@ -363,20 +368,24 @@ async fn a_run_session_completes_expires_and_frees_its_label() {
     p.wait_delivered(&c.event_id, 1).await;
     p.settle(Duration::from_millis(300)).await;
 
-    let mut redis = redis::Client::open(p.redis.url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
+    let store = p.store().await;
+    let state = store
+        .load_session(&session_key)
         .await
-        .expect("redis");
-    let key = threadline::store::keys::Keys::new("tl").session(&session_key);
-    let (status, ttl): (String, i64) = redis::pipe()
-        .hget(&key, "status")
-        .pttl(&key)
-        .query_async(&mut redis)
+        .expect("read session")
+        .expect("still readable right after completing");
+    assert_eq!(state.session.status, SessionStatus::Completed);
+    // `ended_ttl_ms` later the sweeper deletes it (the layout has no per-session key TTL).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store
+        .load_session(&session_key)
         .await
-        .expect("read session");
-    assert_eq!(status, "completed");
-    assert!(ttl > 0, "a completed session expires (pttl {ttl})");
+        .expect("read session")
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "a completed session expires");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let mut second = spawn(&requester, Placement::None, SessionMode::Run);
     second.requester.session_key = first.requester.session_key.clone();

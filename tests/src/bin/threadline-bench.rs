@@ -2,12 +2,13 @@
 //! `--json FILE`. `--smoke` runs the tiny version the test suite uses.
 
 use anyhow::{bail, Context};
-use threadline_tests::bench::{run, BenchConfig};
+use threadline_tests::bench::{memory, run, BenchConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut config, mut json) = (BenchConfig::full(), None);
+    let mut only_memory = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--smoke" => config = BenchConfig::smoke(),
@@ -15,6 +16,14 @@ async fn main() -> anyhow::Result<()> {
             "--appendfsync" => {
                 let policy = args.next().context("--appendfsync needs always|everysec")?;
                 std::env::set_var(threadline_tests::servers::APPENDFSYNC_ENV, policy);
+            }
+            // Only the Redis memory figure: preload through the same path, no NATS, no load.
+            "--only" => {
+                let what = args.next().context("--only needs `memory`")?;
+                if what != "memory" {
+                    bail!("--only {what}: only `memory` is supported");
+                }
+                only_memory = true;
             }
             "--json" => json = Some(args.next().context("--json needs a file")?),
             "--messages" => config.messages = args.next().context("--messages needs a number")?.parse()?,
@@ -26,8 +35,24 @@ async fn main() -> anyhow::Result<()> {
                 let max: usize = args.next().context("--max-bindings needs a number")?.parse()?;
                 config.state_sizes.retain(|n| *n <= max);
             }
-            other => bail!("unknown argument {other}; use --smoke, --json FILE, --messages N, --runs N, --max-bindings N, --partitions N, --appendfsync always|everysec"),
+            other => bail!("unknown argument {other}; use --smoke, --only memory, --json FILE, --messages N, --runs N, --max-bindings N, --partitions N, --appendfsync always|everysec"),
         }
+    }
+    if only_memory {
+        // The full run's largest increment is 100k bindings; --max-bindings changes it.
+        let n = config
+            .state_sizes
+            .iter()
+            .copied()
+            .filter(|n| *n <= 100_000)
+            .max()
+            .unwrap_or(100_000);
+        let report = memory(n).await;
+        println!("{}", report.table());
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
     }
     eprintln!("bench: {config:?}");
     let fsync = std::env::var(threadline_tests::servers::APPENDFSYNC_ENV);

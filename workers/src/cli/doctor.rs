@@ -71,6 +71,10 @@ pub struct RedisReport {
     pub version: Option<String>,
     pub aof_enabled: Option<bool>,
     pub appendfsync: Option<String>,
+    /// The listpack limits the compact layout relies on (`store::layout::REDIS_SETTINGS`).
+    pub listpack: std::collections::BTreeMap<String, Option<u64>>,
+    /// Keys of the layout before buckets found on this server (counted up to 100).
+    pub old_layout_keys: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -537,6 +541,103 @@ async fn check_redis(config: &Config, report: &mut Report) {
             "check by hand that redis.conf has `appendfsync always`",
         ),
     }
+    check_listpack(&mut conn, report).await;
+    check_old_layout(config, &mut conn, report).await;
+}
+
+/// The listpack limits: lower ones keep every structure correct but ~3x bigger.
+async fn check_listpack(conn: &mut redis::aio::ConnectionManager, report: &mut Report) {
+    for (name, wanted) in crate::store::layout::REDIS_SETTINGS {
+        let pair: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(*name)
+            .query_async(conn)
+            .await;
+        let value = match pair {
+            Ok(pair) => pair.get(1).and_then(|v| v.parse::<u64>().ok()),
+            Err(error) => {
+                report.warning(
+                    format!("Redis: cannot read {name} ({error}); CONFIG may be disabled here"),
+                    format!("check by hand that redis.conf has `{name} {wanted}` or more"),
+                );
+                continue;
+            }
+        };
+        if value.is_some_and(|v| v < *wanted) || value.is_none() {
+            report.warning(
+                format!(
+                    "Redis: {name} is {}, below {wanted}: sessions and bindings are stored correctly but take about 3x the memory",
+                    value.map(|v| v.to_string()).unwrap_or_else(|| "unknown".into())
+                ),
+                format!("set `{name} {wanted}` in redis.conf (at once: redis-cli CONFIG SET {name} {wanted}); existing buckets shrink as they are rewritten"),
+            );
+        }
+        report.redis.listpack.insert((*name).to_owned(), value);
+    }
+}
+
+/// What a key of the layout before buckets looks like (`<ns>:{b:…}`, `<ns>:{c:…}`,
+/// `<ns>:{sweep}`, `<ns>:{s:<key>}` without the `:labels` suffix that labels still use).
+fn is_old_layout_key(ns: &str, key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(ns).and_then(|r| r.strip_prefix(":{")) else {
+        return false;
+    };
+    rest.starts_with("b:")
+        || rest.starts_with("c:")
+        || rest == "sweep}"
+        || (rest.starts_with("s:") && rest.ends_with('}'))
+}
+
+/// Keys of the old layout: no release wrote them, but bindings there are invisible to this
+/// version, so an operator must not be left guessing. One SCAN of this server, in steps.
+async fn check_old_layout(
+    config: &Config,
+    conn: &mut redis::aio::ConnectionManager,
+    report: &mut Report,
+) {
+    let ns = &config.subject_prefix;
+    let pattern = format!("{}:{{[bcs]*", crate::store::query::glob_escape(ns));
+    let (mut cursor, mut found, mut example) = (0u64, 0u64, None);
+    loop {
+        let step: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await;
+        let (next, keys) = match step {
+            Ok(step) => step,
+            Err(error) => {
+                report.warning(
+                    format!("Redis: cannot SCAN for keys of the old layout ({error})"),
+                    "check the Redis user may run SCAN",
+                );
+                return;
+            }
+        };
+        for key in keys.into_iter().filter(|k| is_old_layout_key(ns, k)) {
+            found += 1;
+            example.get_or_insert(key);
+        }
+        if next == 0 || found >= 100 {
+            break;
+        }
+        cursor = next;
+    }
+    report.redis.old_layout_keys = Some(found);
+    if let Some(example) = example {
+        report.error(
+            format!(
+                "Redis: {found}{} key(s) of the layout before buckets (e.g. {example:?}): sessions and bindings stored there are invisible to this version",
+                if found >= 100 { "+" } else { "" }
+            ),
+            format!(
+                "no release wrote that layout: end those sessions with the version that made them, or delete the keys (redis-cli --scan --pattern '{ns}:{{b:*' and '{ns}:{{c:*', '{ns}:{{s:*}}' except ':labels', '{ns}:{{sweep}}'), then restart the workers"
+            ),
+        );
+    }
 }
 
 fn print_text(report: &Report) {
@@ -565,6 +666,12 @@ fn print_text(report: &Report) {
             },
             r.appendfsync.as_deref().unwrap_or("?")
         );
+        let limits: Vec<String> = r
+            .listpack
+            .iter()
+            .map(|(k, v)| format!("{k} {}", v.map(|v| v.to_string()).unwrap_or("?".into())))
+            .collect();
+        println!("         {}", limits.join(", "));
     } else {
         println!("Redis    {}  not reachable", r.url);
     }
@@ -623,6 +730,29 @@ fn print_text(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_layout_keys_are_told_from_the_buckets_and_labels() {
+        for old in [
+            "tl:{b:b-1}",
+            "tl:{c:discord\u{1f}a\u{1f}c}",
+            "tl:{sweep}",
+            "tl:{s:agent:a:x}",
+        ] {
+            assert!(is_old_layout_key("tl", old), "{old}");
+        }
+        for new in [
+            "tl:{ss:12}",
+            "tl:{cc:3}",
+            "tl:{dir}:4",
+            "tl:{s:agent:a:x}:labels",
+            "tl:{lanes:discord}",
+            "tl:{lanes:webhook:ops}:live",
+            "other:{b:x}",
+        ] {
+            assert!(!is_old_layout_key("tl", new), "{new}");
+        }
+    }
 
     #[test]
     fn versions_compare_numerically() {

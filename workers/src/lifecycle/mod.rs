@@ -109,7 +109,9 @@ pub async fn end_binding(
 ) -> Result<bool, WorkError> {
     let store = &plumbing.store;
     if !store.begin_ending(session_key, binding_id, why).await? {
-        store.unschedule_sweep(session_key, binding_id).await?;
+        // Ended already (or unknown): no more expiry checks; the owner link stays
+        // `ended_ttl_ms`, then the sweeper drops it.
+        store.retire_sweep(session_key, binding_id).await?;
         return Ok(false);
     }
     let Some(binding) = store
@@ -141,7 +143,7 @@ pub async fn end_binding(
             .send(binding_event(plumbing, ended, BindingChange::Ended, why))
             .await?;
     }
-    store.unschedule_sweep(session_key, binding_id).await?;
+    store.retire_sweep(session_key, binding_id).await?;
     tracing::info!(
         session_key,
         binding_id,

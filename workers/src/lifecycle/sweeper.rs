@@ -5,6 +5,7 @@
 use super::{end_binding, expiry, next_check, Farewell};
 use crate::error::WorkError;
 use crate::plumbing::Plumbing;
+use crate::store::layout::DueEntry;
 use std::time::Duration;
 use threadline_schemas::{now_ms, BindingStatus};
 
@@ -39,7 +40,21 @@ pub async fn sweep_once(plumbing: &Plumbing) -> Result<usize, WorkError> {
     // A lease longer than one pass: a sweeper that dies mid-pass frees its share after it.
     let lease = (plumbing.config.sweep_interval_ms * 4).max(5_000);
     let due = store.claim_due_sweeps(now, lease, BATCH).await?;
-    for (session_key, binding_id) in &due {
+    for entry in &due {
+        let (session_key, binding_id) = match entry {
+            DueEntry::Binding {
+                session_key,
+                binding_id,
+            } => (session_key, binding_id),
+            DueEntry::Session { session_key } => {
+                // A finished session's `ended_ttl_ms` passed: delete it (or look again).
+                match store.expire_session(session_key).await? {
+                    Some(due) => store.schedule_session_expiry(session_key, due).await?,
+                    None => store.unschedule_session_expiry(session_key).await?,
+                }
+                continue;
+            }
+        };
         let binding = store
             .load_session(session_key)
             .await?
@@ -75,6 +90,13 @@ pub async fn sweep_once(plumbing: &Plumbing) -> Result<usize, WorkError> {
                         .await?
                 }
             },
+            // Not active yet: its owner link stays, without expiry checks.
+            Some(b) if b.status == BindingStatus::Pending => {
+                store
+                    .schedule_sweep(session_key, binding_id, u64::MAX)
+                    .await?
+            }
+            // Ended `ended_ttl_ms` ago (see `end_binding`), or gone: drop its owner link.
             Some(_) | None => store.unschedule_sweep(session_key, binding_id).await?,
         }
     }

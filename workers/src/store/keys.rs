@@ -1,10 +1,35 @@
-//! Redis key names. Every key carries a hash tag (`{…}`) naming the one entity it belongs
-//! to, so each atomic operation (a Lua script or MULTI on one entity) stays in one Redis
-//! Cluster slot: a session and its bindings share `{s:<session_key>}`; cross-entity links
-//! (conversation index, binding owner, labels) are separate keys written in an order that
-//! tolerates a crash between steps (see `Store`).
+//! Redis key names. Every key carries a hash tag (`{…}`) so each atomic operation (a Lua
+//! script or MULTI) stays in one Redis Cluster slot.
+//!
+//! Per-binding state lives in *buckets*: many small HASHes / ZSETs that Redis stores as
+//! compact listpacks, instead of one key per entity (a key costs ~140 bytes before any
+//! data). A session, its bindings and their extra fields share one session bucket (chosen
+//! by the session key), so every change to them is one script on one key; cross-entity
+//! links (conversation index, the binding directory that is also the sweeper's work list,
+//! labels) are separate keys written in an order that tolerates a crash between steps (see
+//! `Store`).
+//!
+//! DO NOT CHANGE the bucket counts or `bucket_of`: stored data is found through them.
 
 use threadline_schemas::ConversationRef;
+
+/// Session buckets: 100k sessions → ~24 per bucket, 1M → ~244 (inside the listpack limits
+/// `threadline doctor` asks for).
+pub const SESSION_BUCKETS: u64 = 4096;
+/// Conversation-index buckets.
+pub const CONVERSATION_BUCKETS: u64 = 4096;
+/// Binding-directory buckets (all in one slot: the sweeper claims due entries atomically).
+pub const DIRECTORY_BUCKETS: u64 = 2048;
+
+/// A stable hash (FNV-1a, 64 bit) of `s`, modulo `buckets`. DO NOT CHANGE.
+pub fn bucket_of(s: &str, buckets: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in s.as_bytes() {
+        h ^= u64::from(*byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % buckets
+}
 
 /// Key builder for one deployment namespace (the subject prefix).
 #[derive(Debug, Clone)]
@@ -17,9 +42,19 @@ impl Keys {
         Keys { ns: ns.into() }
     }
 
-    /// HASH: the session's fields and all its bindings (`b:<id>…` fields).
+    /// HASH bucket holding the session: field `<session key>` → the session value, field
+    /// `\x1f<binding id>` → each of its bindings, `\x1f<binding id>:<attr>` → rare extras.
     pub fn session(&self, session_key: &str) -> String {
-        format!("{}:{{s:{session_key}}}", self.ns)
+        format!(
+            "{}:{{ss:{}}}",
+            self.ns,
+            bucket_of(session_key, SESSION_BUCKETS)
+        )
+    }
+
+    /// What every session bucket's key starts with (for SCAN).
+    pub fn session_bucket_prefix(&self) -> String {
+        format!("{}:{{ss:", self.ns)
     }
 
     /// HASH label → session key, for the children of one requester session.
@@ -27,14 +62,37 @@ impl Keys {
         format!("{}:{{s:{requester_session_key}}}:labels", self.ns)
     }
 
-    /// STRING: the session that owns a binding (for unbind by binding id).
-    pub fn binding_owner(&self, binding_id: &str) -> String {
-        format!("{}:{{b:{binding_id}}}", self.ns)
+    /// ZSET bucket of the binding directory holding `binding_id`: member
+    /// `<binding id>\x1f<session key>` (who owns the binding), score = when the sweeper next
+    /// looks at it (+inf while pending; `ended_ttl_ms` after its end, when the entry goes).
+    pub fn directory(&self, binding_id: &str) -> String {
+        self.directory_bucket(bucket_of(binding_id, DIRECTORY_BUCKETS))
     }
 
-    /// HASH binding id → session key: live bindings of one conversation.
+    /// Directory bucket of a finished session's expiry entry (member `\x1e<session key>`).
+    pub fn directory_for_session(&self, session_key: &str) -> String {
+        self.directory_bucket(bucket_of(session_key, DIRECTORY_BUCKETS))
+    }
+
+    fn directory_bucket(&self, n: u64) -> String {
+        format!("{}{n}", self.directory_bucket_prefix())
+    }
+
+    /// What directory bucket keys start with (the bucket number follows).
+    pub fn directory_bucket_prefix(&self) -> String {
+        format!("{}:{{dir}}:", self.ns)
+    }
+
+    /// ZSET bucket key → earliest score in that bucket: the sweeper's index of buckets.
+    pub fn directory_index(&self) -> String {
+        format!("{}:{{dir}}", self.ns)
+    }
+
+    /// HASH bucket holding the conversation's index entry: field `<conversation key>` →
+    /// the ids of its live bindings, comma-separated.
     pub fn conversation(&self, conversation: &ConversationRef) -> String {
-        format!("{}:{{c:{}}}", self.ns, conversation.key())
+        let n = bucket_of(&conversation.key(), CONVERSATION_BUCKETS);
+        format!("{}:{{cc:{n}}}", self.ns)
     }
 
     /// STRING: the stored routing decision of one completion event.
@@ -45,12 +103,6 @@ impl Keys {
     /// HASH part → claim state: the platform-boundary dedup record of one delivery.
     pub fn post(&self, delivery_id: &str) -> String {
         format!("{}:{{d:{delivery_id}}}", self.ns)
-    }
-
-    /// ZSET `<session key>\u{1f}<binding id>` → when the binding is next due for an expiry
-    /// check. One key for the deployment: the sweeper's work list.
-    pub fn sweep(&self) -> String {
-        format!("{}:{{sweep}}", self.ns)
     }
 
     /// SET of author ids that are Threadline itself on `channel` (echo suppression).
@@ -99,15 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn a_session_and_its_labels_share_a_slot() {
+    fn directory_buckets_and_their_index_share_a_slot() {
         let k = Keys::new("tl");
         assert_eq!(
-            slot_tag(&k.session("agent:a:main")),
-            slot_tag(&k.labels("agent:a:main"))
+            slot_tag(&k.directory("b-1")),
+            slot_tag(&k.directory_index())
         );
-        assert_ne!(
-            slot_tag(&k.session("agent:a:x")),
-            slot_tag(&k.session("agent:a:y"))
+        assert_eq!(
+            slot_tag(&k.directory_for_session("agent:a:x")),
+            slot_tag(&k.directory_index())
         );
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        // Stored data is found through these numbers: they must never change.
+        assert_eq!(bucket_of("", 4096), 0xcbf2_9ce4_8422_2325 % 4096);
+        assert_eq!(bucket_of("a", u64::MAX), 0xaf63_dc4c_8601_ec8c);
+        let buckets: std::collections::HashSet<u64> = (0..1000)
+            .map(|i| bucket_of(&format!("agent:a:{i}"), SESSION_BUCKETS))
+            .collect();
+        assert!(buckets.len() > 800, "{} distinct buckets", buckets.len());
     }
 }

@@ -3,14 +3,17 @@
 //! conversation, touch, unbind; plus the dedup records of the pipeline (routing decisions
 //! and post claims), all of which expire.
 //!
-//! A session and all its bindings live in one HASH, so every change to them is one atomic
-//! script in one slot. Links to other entities (conversation index, binding owner, labels)
+//! A session and all its bindings live in one HASH bucket (see `keys`), so every change to
+//! them is one atomic script in one slot. Records are positional MessagePack behind a
+//! version byte (`layout`), so a session with its binding fits Redis's compact listpack
+//! encoding. Links to other entities (conversation index, binding owner, labels)
 //! are written *before* the primary record when creating and removed *after* it when
 //! ending; a crash in between leaves a dangling link, never a binding nobody can find, and
 //! readers check links against the primary record.
 
 pub mod keys;
 pub mod lanes;
+pub mod layout;
 pub mod query;
 pub mod replays;
 /// The Lua scripts, public so tests can run one twice as a cluster client would.
@@ -24,8 +27,8 @@ use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use threadline_schemas::{
-    now_ms, BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Metadata, Placement,
-    Requester, SessionMode,
+    now_ms, BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Placement, Requester,
+    SessionMode,
 };
 
 /// Where a session is in its life.
@@ -84,32 +87,6 @@ fn active() -> SessionStatus {
 pub struct SessionState {
     pub session: SessionRecord,
     pub bindings: Vec<BindingRecord>,
-}
-
-/// The parts of a binding that change rarely, stored as one blob.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct BindingStatic {
-    conversation: ConversationRef,
-    bound_at: u64,
-    idle_timeout_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_age_ms: Option<u64>,
-    delivery: DeliveryPolicy,
-    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
-    metadata: Metadata,
-}
-
-impl BindingStatic {
-    fn of(b: &BindingRecord) -> Self {
-        BindingStatic {
-            conversation: b.conversation.clone(),
-            bound_at: b.bound_at,
-            idle_timeout_ms: b.idle_timeout_ms,
-            max_age_ms: b.max_age_ms,
-            delivery: b.delivery,
-            metadata: b.metadata.clone(),
-        }
-    }
 }
 
 /// Result of creating a session.
@@ -196,19 +173,12 @@ impl Store {
     /// Creates the session unless it exists; the session's `spawn_event_id` tells a
     /// redelivery of the same spawn from a different spawn naming the same key.
     pub async fn create_session(&self, session: &SessionRecord) -> Result<Created, WorkError> {
-        let blob = rmp_serde::to_vec_named(session).map_err(corrupt)?;
-        let now = now_ms().to_string();
+        let value = layout::session_value(session, None, &[]).map_err(corrupt)?;
         let answer: String = scripts::CREATE_SESSION
             .key(self.keys.session(&session.session_key))
+            .arg(&session.session_key)
             .arg(&session.spawn_event_id)
-            .arg("spawn_event")
-            .arg(&session.spawn_event_id)
-            .arg("rec")
-            .arg(blob)
-            .arg("status")
-            .arg(session.status.as_str())
-            .arg("updated_at")
-            .arg(now)
+            .arg(value)
             .invoke_async(&mut self.conn.clone())
             .await?;
         match answer.as_str() {
@@ -221,12 +191,12 @@ impl Store {
 
     /// The session and all its bindings, in one round trip.
     pub async fn load_session(&self, session_key: &str) -> Result<Option<SessionState>, WorkError> {
-        let fields: HashMap<String, Vec<u8>> = self
-            .conn
-            .clone()
-            .hgetall(self.keys.session(session_key))
+        let reply: Vec<Option<Vec<u8>>> = scripts::LOAD_SESSION
+            .key(self.keys.session(session_key))
+            .arg(session_key)
+            .invoke_async(&mut self.conn.clone())
             .await?;
-        parse_session(fields)
+        layout::parse_loaded(session_key, reply)
     }
 
     /// Marks a session `completed` or `ended`: it stays readable for `ended_ttl_ms` (late
@@ -237,14 +207,24 @@ impl Store {
         session: &SessionRecord,
         status: SessionStatus,
     ) -> Result<(), WorkError> {
-        let key = self.keys.session(&session.session_key);
-        let mut pipe = redis::pipe();
-        pipe.hset(&key, "status", status.as_str()).ignore();
-        pipe.hset(&key, "updated_at", now_ms()).ignore();
+        let now = now_ms();
         if status != SessionStatus::Active {
-            pipe.pexpire(&key, self.ended_ttl_ms as i64).ignore();
+            // The expiry entry first (a link): a crash after it leaves an entry the sweeper
+            // drops, never a finished session nobody deletes.
+            self.directory_set(
+                &self.keys.directory_for_session(&session.session_key),
+                &layout::session_entry(&session.session_key),
+                (now + self.ended_ttl_ms) as f64,
+            )
+            .await?;
         }
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        let _: i64 = scripts::SET_SESSION_STATUS
+            .key(self.keys.session(&session.session_key))
+            .arg(&session.session_key)
+            .arg(layout::session_status_letter(status))
+            .arg(now)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
         if let (SessionStatus::Completed | SessionStatus::Ended, Some(label)) =
             (status, &session.label)
         {
@@ -297,13 +277,17 @@ impl Store {
     pub async fn add_binding(&self, binding: &BindingRecord) -> Result<bool, WorkError> {
         self.link_binding(binding, binding.status == BindingStatus::Active)
             .await?;
-        let blob = rmp_serde::to_vec_named(&BindingStatic::of(binding)).map_err(corrupt)?;
+        let Some(owner) = self.load_session(&binding.target_session_key).await? else {
+            return Ok(false); // bindings are added to sessions that exist (binder)
+        };
+        let value = layout::binding_value(binding, layout::Relative::to(&owner.session))
+            .map_err(corrupt)?;
         let added: i64 = scripts::ADD_BINDING
             .key(self.keys.session(&binding.target_session_key))
+            .arg(&binding.target_session_key)
             .arg(&binding.binding_id)
-            .arg(blob)
-            .arg(status_str(binding.status))
-            .arg(binding.last_activity_at)
+            .arg(value)
+            .arg(now_ms())
             .arg(self.ended_ttl_ms)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -311,28 +295,53 @@ impl Store {
     }
 
     async fn link_binding(&self, binding: &BindingRecord, index: bool) -> Result<(), WorkError> {
-        let mut pipe = redis::pipe();
-        pipe.set(
-            self.keys.binding_owner(&binding.binding_id),
-            &binding.target_session_key,
+        // The directory entry names the owner; it is also the sweeper's work list, where
+        // every active binding is from the moment it is active (pending ones never come due).
+        let due = if index {
+            crate::lifecycle::next_check(binding) as f64
+        } else {
+            f64::INFINITY
+        };
+        self.directory_set(
+            &self.keys.directory(&binding.binding_id),
+            &layout::binding_entry(&binding.binding_id, &binding.target_session_key),
+            due,
         )
-        .ignore();
+        .await?;
         if index {
-            pipe.hset(
-                self.keys.conversation(&binding.conversation),
-                &binding.binding_id,
-                &binding.target_session_key,
-            )
-            .ignore();
-            // Every active binding is on the sweeper's list from the moment it is active.
-            pipe.zadd(
-                self.keys.sweep(),
-                Self::sweep_member(&binding.target_session_key, &binding.binding_id),
-                crate::lifecycle::next_check(binding),
-            )
-            .ignore();
+            let _: i64 = scripts::CONVERSATION_LINK
+                .key(self.keys.conversation(&binding.conversation))
+                .arg(binding.conversation.key())
+                .arg(&binding.binding_id)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
         }
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn directory_set(&self, bucket: &str, member: &str, score: f64) -> Result<(), WorkError> {
+        let score = if score.is_infinite() {
+            "+inf".to_owned()
+        } else {
+            format!("{score}")
+        };
+        let _: i64 = scripts::DIRECTORY_SET
+            .key(bucket)
+            .key(self.keys.directory_index())
+            .arg(member)
+            .arg(score)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn directory_del(&self, bucket: &str, member: &str) -> Result<(), WorkError> {
+        let _: i64 = scripts::DIRECTORY_DEL
+            .key(bucket)
+            .key(self.keys.directory_index())
+            .arg(member)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 
@@ -346,6 +355,7 @@ impl Store {
         let Some(state) = self.load_session(session_key).await? else {
             return Ok((Activated::TooLate("missing".into()), None));
         };
+        let session = state.session;
         let Some(mut binding) = state
             .bindings
             .into_iter()
@@ -357,7 +367,8 @@ impl Store {
         binding.status = BindingStatus::Active;
         binding.last_activity_at = now_ms();
         self.link_binding(&binding, true).await?;
-        let blob = rmp_serde::to_vec_named(&BindingStatic::of(&binding)).map_err(corrupt)?;
+        let blob =
+            layout::binding_static(&binding, layout::Relative::to(&session)).map_err(corrupt)?;
         let answer: String = scripts::ACTIVATE_BINDING
             .key(self.keys.session(session_key))
             .arg(binding_id)
@@ -399,14 +410,11 @@ impl Store {
             // Primary first, links after: a crash here leaves a stale link that readers
             // filter out, never a live binding without its index entry.
             self.unlink_conversation(b).await?;
-            let _: () = self
-                .conn
-                .clone()
-                .pexpire(
-                    self.keys.binding_owner(binding_id),
-                    self.ended_ttl_ms as i64,
-                )
-                .await?;
+            if b.status == BindingStatus::Ended {
+                // The owner link stays `ended_ttl_ms` (readable, unbind answers precisely),
+                // then the sweeper drops it.
+                self.retire_sweep(session_key, binding_id).await?;
+            }
         }
         Ok(if answer == "ended" { binding } else { None })
     }
@@ -415,13 +423,11 @@ impl Store {
         if binding.status == BindingStatus::Pending {
             return Ok(()); // never indexed: its conversation does not exist yet
         }
-        let _: () = self
-            .conn
-            .clone()
-            .hdel(
-                self.keys.conversation(&binding.conversation),
-                &binding.binding_id,
-            )
+        let _: i64 = scripts::CONVERSATION_UNLINK
+            .key(self.keys.conversation(&binding.conversation))
+            .arg(binding.conversation.key())
+            .arg(&binding.binding_id)
+            .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }
@@ -461,10 +467,6 @@ impl Store {
 
     // ---- the sweeper's work list --------------------------------------------------------
 
-    fn sweep_member(session_key: &str, binding_id: &str) -> String {
-        format!("{session_key}\u{1f}{binding_id}")
-    }
-
     /// Schedules an expiry check of a binding at `due_ms`.
     pub async fn schedule_sweep(
         &self,
@@ -472,55 +474,95 @@ impl Store {
         binding_id: &str,
         due_ms: u64,
     ) -> Result<(), WorkError> {
-        let _: () = self
-            .conn
-            .clone()
-            .zadd(
-                self.keys.sweep(),
-                Self::sweep_member(session_key, binding_id),
-                due_ms,
-            )
-            .await?;
-        Ok(())
+        // u64::MAX: never due (a pending binding keeps only its owner link).
+        let due = if due_ms == u64::MAX {
+            f64::INFINITY
+        } else {
+            due_ms as f64
+        };
+        self.directory_set(
+            &self.keys.directory(binding_id),
+            &layout::binding_entry(binding_id, session_key),
+            due,
+        )
+        .await
     }
 
+    /// A binding is over (or never became active): no more expiry checks, but its owner
+    /// link stays readable for `ended_ttl_ms`, after which the sweeper drops it.
+    pub async fn retire_sweep(&self, session_key: &str, binding_id: &str) -> Result<(), WorkError> {
+        self.schedule_sweep(session_key, binding_id, now_ms() + self.ended_ttl_ms)
+            .await
+    }
+
+    /// Drops a binding's directory entry (its owner link) for good.
     pub async fn unschedule_sweep(
         &self,
         session_key: &str,
         binding_id: &str,
     ) -> Result<(), WorkError> {
-        let _: () = self
-            .conn
-            .clone()
-            .zrem(
-                self.keys.sweep(),
-                Self::sweep_member(session_key, binding_id),
-            )
-            .await?;
-        Ok(())
+        self.directory_del(
+            &self.keys.directory(binding_id),
+            &layout::binding_entry(binding_id, session_key),
+        )
+        .await
     }
 
-    /// Takes up to `limit` bindings due by `now_ms` for this sweeper, hiding them from
-    /// other sweepers for `lease_ms`. Returns (session key, binding id) pairs.
+    /// Drops a finished session's expiry entry.
+    pub async fn unschedule_session_expiry(&self, session_key: &str) -> Result<(), WorkError> {
+        self.directory_del(
+            &self.keys.directory_for_session(session_key),
+            &layout::session_entry(session_key),
+        )
+        .await
+    }
+
+    /// Deletes a finished session once `ended_ttl_ms` passed since it finished.
+    /// `Ok(Some(due))` when it is not due yet (reschedule), `Ok(None)` when done (deleted,
+    /// gone, or resumed).
+    pub async fn expire_session(&self, session_key: &str) -> Result<Option<u64>, WorkError> {
+        let answer: String = scripts::EXPIRE_SESSION
+            .key(self.keys.session(session_key))
+            .arg(session_key)
+            .arg(now_ms())
+            .arg(self.ended_ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(answer.parse().ok())
+    }
+
+    /// Reschedules a finished session's expiry entry.
+    pub async fn schedule_session_expiry(
+        &self,
+        session_key: &str,
+        due_ms: u64,
+    ) -> Result<(), WorkError> {
+        self.directory_set(
+            &self.keys.directory_for_session(session_key),
+            &layout::session_entry(session_key),
+            due_ms as f64,
+        )
+        .await
+    }
+
+    /// Takes up to `limit` directory entries due by `now_ms` for this sweeper, hiding them
+    /// from other sweepers for `lease_ms`.
     pub async fn claim_due_sweeps(
         &self,
         now_ms: u64,
         lease_ms: u64,
         limit: usize,
-    ) -> Result<Vec<(String, String)>, WorkError> {
+    ) -> Result<Vec<layout::DueEntry>, WorkError> {
         let members: Vec<String> = scripts::CLAIM_DUE
-            .key(self.keys.sweep())
+            .key(self.keys.directory_index())
             .arg(now_ms)
             .arg(lease_ms)
             .arg(limit)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(members
-            .into_iter()
-            .filter_map(|m| {
-                m.split_once('\u{1f}')
-                    .map(|(s, b)| (s.to_owned(), b.to_owned()))
-            })
+            .iter()
+            .filter_map(|m| layout::parse_entry(m))
             .collect())
     }
 
@@ -587,11 +629,37 @@ impl Store {
 
     /// The session owning a binding.
     pub async fn binding_owner(&self, binding_id: &str) -> Result<Option<String>, WorkError> {
-        Ok(self
-            .conn
-            .clone()
-            .get(self.keys.binding_owner(binding_id))
-            .await?)
+        let bucket = self.keys.directory(binding_id);
+        let pattern = format!(
+            "{}*",
+            query::glob_escape(&layout::binding_entry(binding_id, ""))
+        );
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        loop {
+            // A listpack bucket answers whole in one step; a large one pages.
+            let (next, members): (u64, Vec<String>) = redis::cmd("ZSCAN")
+                .arg(&bucket)
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            // ZSCAN answers member, score, member, score…
+            for member in members.iter().step_by(2) {
+                if let Some(layout::DueEntry::Binding { session_key, .. }) =
+                    layout::parse_entry(member)
+                {
+                    return Ok(Some(session_key));
+                }
+            }
+            if next == 0 {
+                return Ok(None);
+            }
+            cursor = next;
+        }
     }
 
     /// Live bindings of a conversation, checked against their sessions.
@@ -612,13 +680,17 @@ impl Store {
         &self,
         conversation: &ConversationRef,
     ) -> Result<Vec<(SessionRecord, BindingRecord)>, WorkError> {
-        let links: HashMap<String, String> = self
+        let link: Option<String> = self
             .conn
             .clone()
-            .hgetall(self.keys.conversation(conversation))
+            .hget(self.keys.conversation(conversation), conversation.key())
             .await?;
         let mut found = Vec::new();
-        for (binding_id, session_key) in links {
+        for binding_id in link.iter().flat_map(|l| l.split(',')) {
+            let binding_id = binding_id.to_owned();
+            let Some(session_key) = self.binding_owner(&binding_id).await? else {
+                continue; // a link left by a crash, or an owner link already dropped
+            };
             let Some(state) = self.load_session(&session_key).await? else {
                 continue;
             };
@@ -643,12 +715,14 @@ impl Store {
         event_id: &str,
         session_key: &str,
     ) -> Result<(Option<Vec<u8>>, Option<SessionState>), WorkError> {
-        let (route, fields): (Option<Vec<u8>>, HashMap<String, Vec<u8>>) = redis::pipe()
-            .get(self.keys.route(event_id))
-            .hgetall(self.keys.session(session_key))
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok((route, parse_session(fields)?))
+        // Both requests in flight at once on the multiplexed connection: one round trip.
+        let mut conn = self.conn.clone();
+        let route = async {
+            let route: Option<Vec<u8>> = conn.get(self.keys.route(event_id)).await?;
+            Ok::<_, WorkError>(route)
+        };
+        let (route, session) = tokio::join!(route, self.load_session(session_key));
+        Ok((route?, session?))
     }
 
     /// Stores a decision unless one exists; returns the decision that is now stored (ours,
@@ -722,77 +796,4 @@ impl Store {
             .await?;
         Ok(())
     }
-}
-
-fn status_str(status: BindingStatus) -> &'static str {
-    match status {
-        BindingStatus::Pending => "pending",
-        BindingStatus::Active => "active",
-        BindingStatus::Ending => "ending",
-        BindingStatus::Ended => "ended",
-    }
-}
-
-fn parse_status(s: &[u8]) -> Result<BindingStatus, WorkError> {
-    match s {
-        b"pending" => Ok(BindingStatus::Pending),
-        b"active" => Ok(BindingStatus::Active),
-        b"ending" => Ok(BindingStatus::Ending),
-        b"ended" => Ok(BindingStatus::Ended),
-        other => Err(corrupt(format!(
-            "binding status {:?}",
-            String::from_utf8_lossy(other)
-        ))),
-    }
-}
-
-fn parse_u64(bytes: Option<&Vec<u8>>) -> u64 {
-    bytes
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Rebuilds a session and its bindings from the fields of its HASH.
-fn parse_session(fields: HashMap<String, Vec<u8>>) -> Result<Option<SessionState>, WorkError> {
-    let Some(blob) = fields.get("rec") else {
-        return Ok(None);
-    };
-    let mut session: SessionRecord = rmp_serde::from_slice(blob).map_err(corrupt)?;
-    session.status = fields
-        .get("status")
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .and_then(SessionStatus::parse)
-        .ok_or_else(|| corrupt(format!("session {} has no status", session.session_key)))?;
-    let mut bindings = Vec::new();
-    for (field, value) in &fields {
-        let Some(binding_id) = field.strip_prefix("b:") else {
-            continue;
-        };
-        if binding_id.contains(':') {
-            continue; // a `b:<id>:<attr>` field, read below
-        }
-        let fixed: BindingStatic = rmp_serde::from_slice(value).map_err(corrupt)?;
-        let attr = |name: &str| fields.get(&format!("b:{binding_id}:{name}"));
-        let status = attr("st")
-            .map(|s| parse_status(s))
-            .transpose()?
-            .ok_or_else(|| corrupt(format!("binding {binding_id} has no status")))?;
-        bindings.push(BindingRecord {
-            binding_id: binding_id.to_owned(),
-            target_session_key: session.session_key.clone(),
-            conversation: fixed.conversation,
-            status,
-            bound_at: fixed.bound_at,
-            last_activity_at: parse_u64(attr("last")),
-            idle_timeout_ms: fixed.idle_timeout_ms,
-            max_age_ms: fixed.max_age_ms,
-            delivery: fixed.delivery,
-            end_reason: attr("why").map(|w| String::from_utf8_lossy(w).into_owned()),
-            metadata: fixed.metadata,
-        });
-    }
-    // Stable order: routing must not depend on HashMap iteration order.
-    bindings.sort_by(|a, b| (a.bound_at, &a.binding_id).cmp(&(b.bound_at, &b.binding_id)));
-    Ok(Some(SessionState { session, bindings }))
 }

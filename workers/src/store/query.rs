@@ -1,11 +1,11 @@
 //! Read-only queries for operators (`threadline sessions …`, `threadline bindings …`):
-//! every session of the deployment by a cursor SCAN in bounded steps (never `KEYS`, which
+//! every session of the deployment by a cursor SCAN of the session buckets in bounded steps (never `KEYS`, which
 //! blocks Redis for the whole keyspace), filtered here. Workers never call these: they find
 //! what they need by key.
 //!
 //! On Redis Cluster every primary is scanned in turn (`RedisConnection::scan_keys`).
 
-use super::{parse_session, SessionState, SessionStatus, Store};
+use super::{layout, SessionState, SessionStatus, Store};
 use crate::error::WorkError;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -78,27 +78,25 @@ impl BindingFilter {
 }
 
 impl Store {
-    /// Every session key of the deployment, by SCAN over the session hashes.
-    pub async fn scan_session_keys(&self) -> Result<Vec<String>, WorkError> {
-        // `<ns>:{s:<key>}`; the same pattern also matches `<ns>:{s:<key>}:labels`, which
-        // is a HASH too, so it is told apart by how the key ends.
-        let prefix = self.keys.session("");
-        let prefix = prefix.strip_suffix('}').unwrap_or(&prefix);
-        let pattern = format!("{}*", glob_escape(prefix));
-        let mut found: Vec<String> = self
-            .conn
-            .scan_keys(&pattern, "hash", SCAN_COUNT)
-            .await?
-            .into_iter()
-            .filter_map(|key| {
-                key.strip_prefix(prefix)
-                    .and_then(|rest| rest.strip_suffix('}'))
-                    .map(str::to_owned)
-            })
-            .collect();
+    /// Every session bucket of the deployment, by SCAN.
+    async fn scan_session_buckets(&self) -> Result<Vec<String>, WorkError> {
+        let pattern = format!("{}*", glob_escape(&self.keys.session_bucket_prefix()));
+        let mut found = self.conn.scan_keys(&pattern, "hash", SCAN_COUNT).await?;
         found.sort();
         found.dedup(); // SCAN may return a key twice while the keyspace is rehashed
         Ok(found)
+    }
+
+    /// Every session key of the deployment.
+    pub async fn scan_session_keys(&self) -> Result<Vec<String>, WorkError> {
+        let mut keys: Vec<String> = self
+            .list_sessions(|_| true, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|s| s.session.session_key)
+            .collect();
+        keys.sort();
+        Ok(keys)
     }
 
     /// Sessions (with all their bindings) that `keep` accepts, newest first, at most `limit`.
@@ -107,22 +105,24 @@ impl Store {
         keep: impl Fn(&SessionState) -> bool,
         limit: usize,
     ) -> Result<Vec<SessionState>, WorkError> {
-        let keys = self.scan_session_keys().await?;
+        let buckets = self.scan_session_buckets().await?;
         let mut found = Vec::new();
-        for chunk in keys.chunks(SCAN_COUNT) {
+        // A bucket holds a few dozen sessions: a few buckets per round trip.
+        for chunk in buckets.chunks(16) {
             let mut pipe = redis::pipe();
             for key in chunk {
-                pipe.hgetall(self.keys.session(key));
+                pipe.hgetall(key);
             }
-            let hashes: Vec<HashMap<String, Vec<u8>>> =
+            let hashes: Vec<HashMap<Vec<u8>, Vec<u8>>> =
                 pipe.query_async(&mut self.conn.clone()).await?;
-            for (key, fields) in chunk.iter().zip(hashes) {
-                match parse_session(fields) {
-                    Ok(Some(state)) if keep(&state) => found.push(state),
-                    // Expired between SCAN and read, or filtered out.
-                    Ok(Some(_)) | Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(session_key = %key, %error, "unreadable session skipped");
+            for fields in hashes {
+                for parsed in layout::parse_bucket(&fields) {
+                    match parsed {
+                        Ok(state) if keep(&state) => found.push(state),
+                        Ok(_) => {}
+                        Err((key, error)) => {
+                            tracing::warn!(session_key = %key, %error, "unreadable session skipped");
+                        }
                     }
                 }
             }
@@ -172,7 +172,7 @@ impl Store {
 }
 
 /// `s` as a literal inside a Redis glob pattern.
-fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
