@@ -469,6 +469,16 @@ async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof
     assert!(expected
         .iter()
         .all(|c| c["present"] == true && c["mismatches"] == Value::Array(vec![])));
+    // Every lane of every channel is owned by the one deliverer instance per channel.
+    let lanes = healthy["lanes"].as_array().expect("lanes");
+    assert_eq!(lanes.len(), 6, "{lanes:#?}");
+    for channel in lanes {
+        let owners = channel["owners"].as_object().expect("owners");
+        assert_eq!(owners.len(), 4, "{channel:#}");
+        let distinct: std::collections::BTreeSet<_> =
+            owners.values().filter_map(Value::as_str).collect();
+        assert_eq!(distinct.len(), 1, "{channel:#}");
+    }
 
     // The environment overrides the file (DESIGN §4): a Redis nobody listens on.
     let dead_redis = format!("redis://127.0.0.1:{}", free_port());

@@ -240,10 +240,38 @@ async fn lanes_are_shared_when_an_instance_joins_and_taken_over_when_one_is_kill
     let distinct: BTreeSet<&String> = posted.iter().collect();
     assert_eq!(distinct.len(), 40);
 
+    // `doctor` shows who owns the lanes; with the last deliverer gone, that nobody does.
+    let (_, report) = p.operator_json(&["doctor"]).await;
+    let discord = report["lanes"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["channel"] == "discord"))
+        .expect("discord lanes in the report");
+    let owners = discord["owners"].as_object().expect("owners");
+    assert_eq!(owners.len(), lanes as usize, "{discord:#}");
+    assert!(
+        owners.values().all(|o| o
+            .as_str()
+            .is_some_and(|o| o.starts_with(&format!("{survivor_pid}-")))),
+        "{discord:#}"
+    );
     for (_, mut child) in children {
         let _ = child.start_kill();
         let _ = child.wait().await;
     }
+    owners_when(&p, |o| o.is_empty()).await;
+    let (_, report) = p.operator_json(&["doctor"]).await;
+    let warnings: Vec<&str> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["what"].as_str())
+        .collect();
+    assert!(
+        warnings.contains(
+            &"discord: delivery lane(s) 0, 1, 2, 3 have no live owner, so nobody posts from them"
+        ),
+        "{warnings:#?}"
+    );
     for (shutdown, running) in workers {
         shutdown.cancel();
         running.wait().await;

@@ -104,6 +104,15 @@ pub struct ConsumerReport {
     pub num_waiting: Option<usize>,
 }
 
+/// Who owns a channel's delivery lanes (`plumbing::lanes`).
+#[derive(Debug, Serialize)]
+pub struct LanesReport {
+    pub channel: String,
+    pub lanes: u32,
+    /// Lane → the deliverer instance (`<pid>-<id>`) holding a live lease on it.
+    pub owners: std::collections::BTreeMap<u32, String>,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub ok: bool,
@@ -111,6 +120,7 @@ pub struct Report {
     pub redis: RedisReport,
     pub streams: Vec<StreamReport>,
     pub consumers: Vec<ConsumerReport>,
+    pub lanes: Vec<LanesReport>,
     pub problems: Vec<Problem>,
 }
 
@@ -164,6 +174,9 @@ pub async fn check(config: &Config) -> Report {
         }
     } else {
         check_redis(config, &mut report).await;
+    }
+    if report.redis.connected {
+        check_lanes(config, &mut report).await;
     }
     report.ok = !report
         .problems
@@ -377,7 +390,7 @@ fn check_consumer(
     }
     for m in &mismatches {
         let fix = if m.starts_with("ack_wait") || m.starts_with("max_ack_pending") {
-            format!("restart `threadline run {worker}` (it updates these), or make ack_wait_ms / concurrency the same in every process")
+            format!("restart `threadline run {worker}` (it updates these), or make ack_wait_ms / concurrency / lane_batch the same in every process")
         } else {
             format!("delete it (nats consumer rm {stream} {durable}) and restart `threadline run {worker}`")
         };
@@ -545,6 +558,51 @@ async fn check_redis(config: &Config, report: &mut Report) {
     check_old_layout(config, &mut conn, report).await;
 }
 
+/// Lane ownership per configured channel: a lane without a live owner is pulled by nobody.
+async fn check_lanes(config: &Config, report: &mut Report) {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let connected = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::plumbing::redis::connect_store(config, &shutdown),
+    )
+    .await;
+    let Ok(Ok(conn)) = connected else {
+        return; // reported by the Redis checks
+    };
+    let store = crate::store::Store::new(conn, config);
+    let lanes = config.delivery_partitions.max(1);
+    for channel in config.channels() {
+        let owners = match store.lane_owners(&channel).await {
+            Ok(owners) => owners,
+            Err(error) => {
+                report.warning(
+                    format!("Redis: cannot read who owns the {channel} lanes ({error})"),
+                    "check the Redis user may run HGETALL",
+                );
+                continue;
+            }
+        };
+        let unowned: Vec<String> = (0..lanes)
+            .filter(|lane| !owners.contains_key(lane))
+            .map(|lane| lane.to_string())
+            .collect();
+        if !unowned.is_empty() {
+            report.warning(
+                format!(
+                    "{channel}: delivery lane(s) {} have no live owner, so nobody posts from them",
+                    unowned.join(", ")
+                ),
+                format!("start `threadline run deliver {channel}` (a stopped or killed owner's lanes move to another instance within lane_lease_ms)"),
+            );
+        }
+        report.lanes.push(LanesReport {
+            channel,
+            lanes,
+            owners,
+        });
+    }
+}
+
 /// The listpack limits: lower ones keep every structure correct but ~3x bigger.
 async fn check_listpack(conn: &mut redis::aio::ConnectionManager, report: &mut Report) {
     for (name, wanted) in crate::store::layout::REDIS_SETTINGS {
@@ -703,6 +761,26 @@ fn print_text(report: &Report) {
             c.num_ack_pending.unwrap_or(0),
             c.num_redelivered.unwrap_or(0),
             c.num_waiting.unwrap_or(0)
+        );
+    }
+    for l in &report.lanes {
+        let mut by_owner: std::collections::BTreeMap<&str, usize> = Default::default();
+        for owner in l.owners.values() {
+            *by_owner.entry(owner.as_str()).or_default() += 1;
+        }
+        let shares: Vec<String> = by_owner
+            .iter()
+            .map(|(owner, n)| format!("{n} by {owner}"))
+            .collect();
+        println!(
+            "lanes    {:<40} {} lane(s): {}",
+            l.channel,
+            l.lanes,
+            if shares.is_empty() {
+                "no live owner".to_owned()
+            } else {
+                shares.join(", ")
+            }
         );
     }
     if report.problems.is_empty() {

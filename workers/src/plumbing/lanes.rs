@@ -44,6 +44,9 @@ struct Grant {
     valid_until: Instant,
     /// Above this instance's share: drain and give it back.
     give_back: bool,
+    /// When the heartbeat that granted it was sent: a grant older than a release of the
+    /// lane says nothing about who holds it now.
+    issued: Instant,
 }
 
 type Grants = BTreeMap<u32, Grant>;
@@ -152,6 +155,7 @@ async fn heartbeat(
                                 holding,
                                 valid_until: sent + usable,
                                 give_back: i < above,
+                                issued: sent,
                             },
                         );
                     }
@@ -185,25 +189,27 @@ struct Owner {
 }
 
 impl Owner {
-    /// The grant on this lane that may be pulled under now, if any.
-    fn usable(&self) -> Option<Grant> {
-        self.grants
-            .borrow()
-            .get(&self.lane)
-            .copied()
-            .filter(|g| !g.give_back && g.valid_until > Instant::now())
+    /// The grant on this lane that may be pulled under now, if any: granted after
+    /// `released` (when this instance last gave the lane back).
+    fn usable(&self, released: Option<Instant>) -> Option<Grant> {
+        self.grants.borrow().get(&self.lane).copied().filter(|g| {
+            !g.give_back
+                && g.valid_until > Instant::now()
+                && released.is_none_or(|at| g.issued > at)
+        })
     }
 }
 
 /// Waits for the lane, pulls it while owned, gives it back; until shutdown.
 async fn own_lane<H: Handler>(handler: Arc<H>, mut owner: Owner) {
     let shutdown = owner.plumbing.shutdown.clone();
+    let mut released = None;
     loop {
         let grant = loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            if let Some(grant) = owner.usable() {
+            if let Some(grant) = owner.usable(released) {
                 break grant;
             }
             tokio::select! {
@@ -218,28 +224,21 @@ async fn own_lane<H: Handler>(handler: Arc<H>, mut owner: Owner) {
         }
         tracing::info!(group = %owner.group, lane = owner.lane, holding = ?grant.holding, "lane taken");
         pull_lane(&handler, &owner).await;
-        // Released only while the lease is still ours: a lapsed lease may be someone else's.
-        let still_ours = owner
-            .grants
-            .borrow()
-            .get(&owner.lane)
-            .is_some_and(|g| g.valid_until > Instant::now());
-        if still_ours {
-            match owner
-                .plumbing
-                .store
-                .release_lane(&owner.group, &owner.instance, owner.lane)
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(group = %owner.group, lane = owner.lane, "lane given back")
-                }
-                Err(error) => {
-                    tracing::warn!(group = %owner.group, lane = owner.lane, %error, "could not release the lane; it frees up when its lease runs out")
-                }
+        // Everything was handed back in order, so the next owner need not wait. (Only our
+        // own lease is deleted: one that lapsed and was taken meanwhile is left alone.)
+        match owner
+            .plumbing
+            .store
+            .release_lane(&owner.group, &owner.instance, owner.lane)
+            .await
+        {
+            Ok(_) => tracing::info!(group = %owner.group, lane = owner.lane, "lane given back"),
+            Err(error) => {
+                tracing::warn!(group = %owner.group, lane = owner.lane, %error, "could not release the lane; it frees up when its lease runs out")
             }
         }
-        // Forget the grant locally until the next heartbeat says otherwise.
+        // Grants from heartbeats sent before the release completed are stale.
+        released = Some(Instant::now());
         let _ = owner.grants.borrow_and_update();
         if shutdown.is_cancelled() {
             return;
@@ -281,12 +280,12 @@ async fn take_over(owner: &Owner, holding: Holding) -> bool {
     tracing::info!(group = %owner.group, lane = owner.lane, unacked, ?wait, "lane taken from an owner that stopped; waiting for its messages to be redelivered");
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        if owner.plumbing.shutdown.is_cancelled() || owner.usable().is_none() {
+        if owner.plumbing.shutdown.is_cancelled() || owner.usable(None).is_none() {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
     }
-    owner.usable().is_some()
+    owner.usable(None).is_some()
 }
 
 /// A pulled message not started yet.
@@ -325,7 +324,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
 
     loop {
-        if accepting && (owner.plumbing.shutdown.is_cancelled() || owner.usable().is_none()) {
+        if accepting && (owner.plumbing.shutdown.is_cancelled() || owner.usable(None).is_none()) {
             accepting = false;
         }
         if owner.plumbing.shutdown.is_cancelled() && drain_deadline.is_none() {
@@ -376,8 +375,9 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                     }
                 });
             }
+            // Pull again once half the batch is free: one request serves many posts.
             let holding = held.len() + tasks.len() + waiting.len();
-            if pull.is_none() && holding < batch {
+            if pull.is_none() && holding * 2 <= batch && holding < batch {
                 match owner
                     .consumer
                     .batch()

@@ -161,7 +161,8 @@ impl Store {
         Ok(released == 1)
     }
 
-    /// Current owners of a group's lanes (lane → instance), for the operator.
+    /// Current owners of a group's lanes whose leases have not lapsed (lane → instance),
+    /// for the operator.
     pub async fn lane_owners(&self, group: &str) -> Result<BTreeMap<u32, String>, WorkError> {
         use redis::AsyncCommands;
         let fields: BTreeMap<String, String> = self
@@ -169,12 +170,14 @@ impl Store {
             .clone()
             .hgetall(self.keys.lane_owners(group))
             .await?;
+        let now = threadline_schemas::now_ms();
         Ok(fields
             .into_iter()
             .filter_map(|(field, value)| {
                 let lane = field.strip_prefix("o:")?.parse().ok()?;
-                let owner = value.split_once('|')?.0.to_owned();
-                Some((lane, owner))
+                let (owner, until) = value.split_once('|')?;
+                let live = until.parse::<u64>().is_ok_and(|until| until > now);
+                live.then(|| (lane, owner.to_owned()))
             })
             .collect())
     }
