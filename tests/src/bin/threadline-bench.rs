@@ -4,6 +4,10 @@
 use anyhow::{bail, Context};
 use threadline_tests::bench::{memory, run, BenchConfig};
 
+// The same allocator as the `threadline` binary: the floor's relays and `run all` run here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

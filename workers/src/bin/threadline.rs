@@ -8,6 +8,10 @@ use threadline::app::{self, Role};
 use threadline::config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
+// glibc's malloc/free were about an eighth of a deliverer's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Threadline routes what AI-agent sessions produce to the right chat conversation, once.
 #[derive(Parser)]
 #[command(name = "threadline", version, about)]

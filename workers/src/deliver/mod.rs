@@ -87,6 +87,9 @@ enum Posted {
     Done {
         ids: Vec<String>,
         reconciled: Option<Reconciliation>,
+        /// The last part, posted but not yet recorded as sent: the caller records it
+        /// together with its other writes (one round trip's wait, not two).
+        unsettled: Option<(usize, String)>,
     },
     Failed {
         code: String,
@@ -145,6 +148,7 @@ impl<A: Adapter> Deliverer<A> {
         let parts = split::split(content, caps.max_message_chars);
         let mut message_ids = Vec::with_capacity(parts.len());
         let mut reconciled = None;
+        let mut unsettled = None;
         for (index, text) in parts.iter().enumerate() {
             let key = ids::part_key(&command.delivery_id, index);
             let request = PostRequest {
@@ -195,14 +199,18 @@ impl<A: Adapter> Deliverer<A> {
             };
             match self.adapter.post(request).await {
                 Ok(receipt) => {
-                    store
-                        .settle_part(
-                            &command.delivery_id,
-                            index,
-                            &PartOutcome::Sent(receipt.message_id.clone()),
-                        )
-                        .await?;
                     self.learn_author(&receipt).await?;
+                    if index + 1 == parts.len() {
+                        unsettled = Some((index, receipt.message_id.clone()));
+                    } else {
+                        store
+                            .settle_part(
+                                &command.delivery_id,
+                                index,
+                                &PartOutcome::Sent(receipt.message_id.clone()),
+                            )
+                            .await?;
+                    }
                     message_ids.push(receipt.message_id);
                 }
                 Err(error) => {
@@ -215,6 +223,7 @@ impl<A: Adapter> Deliverer<A> {
         Ok(Posted::Done {
             ids: message_ids,
             reconciled,
+            unsettled,
         })
     }
 
@@ -427,7 +436,11 @@ impl<A: Adapter> Deliverer<A> {
                 }
                 failed
             }
-            Posted::Done { ids, reconciled } => {
+            Posted::Done {
+                ids,
+                reconciled,
+                unsettled,
+            } => {
                 metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
                 crate::plumbing::trace::record_delivery_latency(self.adapter.channel());
                 let delivered = Outgoing::event(
@@ -445,8 +458,22 @@ impl<A: Adapter> Deliverer<A> {
                         reconciled,
                     },
                 );
-                // The touch and the report are independent: one round trip's wait, not
-                // two, in a lane that posts one message at a time.
+                // Recording the post, the touch and the report are independent: one round
+                // trip's wait, not three. (A crash before the record lands leaves the part
+                // in doubt, settled by key or read-back as any crash after the call is.)
+                let settle = async {
+                    if let Some((index, id)) = &unsettled {
+                        self.plumbing
+                            .store
+                            .settle_part(
+                                &command.delivery_id,
+                                *index,
+                                &PartOutcome::Sent(id.clone()),
+                            )
+                            .await?;
+                    }
+                    Ok::<(), WorkError>(())
+                };
                 let touch = async {
                     if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
                         self.plumbing
@@ -456,7 +483,7 @@ impl<A: Adapter> Deliverer<A> {
                     }
                     Ok(())
                 };
-                futures::try_join!(touch, self.plumbing.publisher.send(delivered))?;
+                futures::try_join!(settle, touch, self.plumbing.publisher.send(delivered))?;
                 return Ok(());
             }
         };
