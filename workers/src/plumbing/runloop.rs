@@ -106,8 +106,10 @@ pub async fn run<H: Handler>(
                 tracing::error!(stage = %stage.name(), %error, "handler task panicked; its message will be redelivered");
             }
         }
+        // Pull again once half the permits are free: one pull request for many events,
+        // not one per event finished (each request is a round trip through the broker).
         let free = permits.available_permits();
-        if free == 0 {
+        if free == 0 || (free * 2 < concurrency && !tasks.is_empty()) {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break 'pull,
