@@ -219,10 +219,16 @@ async fn own_lane<H: Handler>(handler: Arc<H>, mut owner: Owner) {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         };
-        if !take_over(&owner, grant.holding).await {
+        // A lease still ours after this process handed the lane back (its release failed,
+        // say Redis was away) needs no waiting: nothing of ours is in flight there.
+        let holding = match (grant.holding, released) {
+            (Holding::Renewed, Some(_)) => Holding::Free,
+            (holding, _) => holding,
+        };
+        if !take_over(&owner, holding).await {
             continue;
         }
-        tracing::info!(group = %owner.group, lane = owner.lane, holding = ?grant.holding, "lane taken");
+        tracing::info!(group = %owner.group, lane = owner.lane, ?holding, "lane taken");
         pull_lane(&handler, &owner).await;
         // Everything was handed back in order, so the next owner need not wait. (Only our
         // own lease is deleted: one that lapsed and was taken meanwhile is left alone.)
