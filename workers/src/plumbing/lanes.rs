@@ -317,6 +317,8 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
     let mut held: BTreeMap<u64, Held<H::Event>> = BTreeMap::new();
     let mut running: HashSet<String> = HashSet::new();
     let mut running_seqs: HashMap<u64, Option<String>> = HashMap::new();
+    // Task → its message, so a panicked task's conversation is known.
+    let mut task_of: HashMap<tokio::task::Id, (u64, Option<String>)> = HashMap::new();
     // Key → (the message it waits for, when JetStream is due to redeliver it).
     let mut waiting: HashMap<String, (u64, Instant)> = HashMap::new();
     let mut tasks: JoinSet<Finished> = JoinSet::new();
@@ -347,6 +349,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                 }
             }
             running.clear();
+            task_of.clear();
         }
         // A waiting message that never came back (deleted from the stream, say) must not
         // hold its conversation forever.
@@ -371,7 +374,8 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                 }
                 running_seqs.insert(seq, h.key.clone());
                 let (handler, plumbing) = (handler.clone(), owner.plumbing.clone());
-                tasks.spawn(async move {
+                let key = h.key.clone();
+                let task = tasks.spawn(async move {
                     let settled =
                         runloop::traced_process(&*handler, h.message, h.decoded, &plumbing).await;
                     Finished {
@@ -380,6 +384,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                         settled,
                     }
                 });
+                task_of.insert(task.id(), (seq, key));
             }
             // Pull again once half the batch is free: one request serves many posts.
             let holding = held.len() + tasks.len() + waiting.len();
@@ -406,13 +411,24 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
         }
 
         tokio::select! {
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let Ok(done) = done else {
-                    tracing::error!(group = %owner.group, lane = owner.lane, "handler task panicked; its message will be redelivered");
-                    // Its key is unknown here: drain and let the next pull sort it out.
-                    running.clear();
-                    running_seqs.clear();
-                    continue;
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let done = match done {
+                    Ok((id, done)) => {
+                        task_of.remove(&id);
+                        done
+                    }
+                    Err(error) => {
+                        // Unacknowledged: JetStream redelivers it after `ack_wait`, and its
+                        // conversation waits for it as for a deferred message.
+                        tracing::error!(group = %owner.group, lane = owner.lane, %error, "handler task panicked; its message will be redelivered");
+                        let Some((seq, key)) = task_of.remove(&error.id()) else { continue };
+                        running_seqs.remove(&seq);
+                        if let Some(key) = key {
+                            running.remove(&key);
+                            waiting.insert(key, (seq, Instant::now() + ack_wait));
+                        }
+                        continue;
+                    }
                 };
                 running_seqs.remove(&done.seq);
                 if let Some(key) = done.key {
