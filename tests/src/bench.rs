@@ -741,19 +741,24 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// Waits (up to 5 minutes) until Redis has no AOF rewrite running or scheduled.
-async fn aof_settled(redis: &RedisServer) {
+/// One `INFO` section of the benchmark's Redis.
+async fn redis_info(redis: &RedisServer, section: &str) -> String {
     let mut conn = redis::Client::open(redis.url())
         .expect("redis")
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut conn)
+        .await
+        .expect("info")
+}
+
+/// Waits (up to 5 minutes) until Redis has no AOF rewrite running or scheduled.
+async fn aof_settled(redis: &RedisServer) {
     for _ in 0..3_000 {
-        let info: String = redis::cmd("INFO")
-            .arg("persistence")
-            .query_async(&mut conn)
-            .await
-            .expect("info");
+        let info = redis_info(redis, "persistence").await;
         let busy = info.lines().any(|l| {
             l == "aof_rewrite_in_progress:1"
                 || l == "aof_rewrite_scheduled:1"
@@ -767,17 +772,9 @@ async fn aof_settled(redis: &RedisServer) {
 }
 
 async fn used_memory(redis: &RedisServer) -> f64 {
-    let mut conn = redis::Client::open(redis.url())
-        .expect("redis")
-        .get_multiplexed_async_connection()
+    redis_info(redis, "memory")
         .await
-        .expect("redis");
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut conn)
-        .await
-        .expect("info");
-    info.lines()
+        .lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
