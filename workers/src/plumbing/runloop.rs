@@ -1,4 +1,6 @@
-//! The one run loop every worker uses: pull → decode → handle → settle.
+//! The one run loop every worker uses: pull → decode → handle → settle. Deliverers pull
+//! their ordered lanes with `plumbing::lanes` instead, which decides *when* a message may
+//! start and hands it to the same decode → handle → settle path here.
 //!
 //! - Pulls with bounded `batch()` requests, never the `messages()` stream, whose client-side
 //!   pending count can stall under CPU pressure (PITFALLS 1).
