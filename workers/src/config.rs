@@ -160,6 +160,10 @@ pub struct Config {
     /// Posts a lane's owner holds at once (the lane consumer's `max_ack_pending`): posts to
     /// different conversations of a lane run concurrently, each conversation in order.
     pub lane_batch: u32,
+    /// A deliverer instance refreshes a binding's `last_activity_at` at most this often:
+    /// a busy thread's posts would otherwise each cost a store write, for a time nobody
+    /// needs finer than this (idle timeouts are minutes to hours). 0: on every post.
+    pub touch_interval_ms: u64,
     /// Generic HTTP channels, `webhook:<name>`; TOML only.
     pub webhooks: BTreeMap<String, WebhookConfig>,
     /// How often the binding sweeper looks for expired bindings.
@@ -358,6 +362,7 @@ impl Default for Config {
             delivery_partitions: 16,
             lane_lease_ms: 10_000,
             lane_batch: 64,
+            touch_interval_ms: 500,
             webhooks: BTreeMap::new(),
             sweep_interval_ms: 30_000,
             credentials_reload_ms: 60_000,
@@ -415,6 +420,7 @@ const ENV_TOP_LEVEL: &[&str] = &[
     "delivery_partitions",
     "lane_lease_ms",
     "lane_batch",
+    "touch_interval_ms",
     "redis_cluster",
     "stream_replicas",
     // A whole table in one variable, so a deployment configured only by environment (a

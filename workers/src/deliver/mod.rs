@@ -14,6 +14,7 @@ pub mod matrix;
 pub mod slack;
 pub mod split;
 pub mod telegram;
+pub mod touch;
 pub mod webhook;
 
 use crate::binder::binding_event;
@@ -30,11 +31,12 @@ use adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, Thread
 use credentials::Credentials;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use threadline_schemas::{
     BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, PostDelivered,
     PostFailed, Reconciliation, Stage, SCHEMA_VERSION,
 };
+use touch::TouchCoalescer;
 
 /// Capabilities of a channel as configured in this deployment; `None` when it has no
 /// adapter here.
@@ -69,6 +71,8 @@ pub struct Deliverer<A: Adapter> {
     credentials: Arc<Credentials>,
     /// Author ids already recorded as ours, so each is written to Redis once per process.
     own_authors: Mutex<HashSet<String>>,
+    /// Which bindings this instance refreshed lately (`touch_interval_ms`).
+    touches: TouchCoalescer,
 }
 
 /// How far back read-back looks for an earlier attempt's post.
@@ -102,9 +106,10 @@ impl<A: Adapter> Deliverer<A> {
     pub fn new(adapter: A, credentials: Arc<Credentials>, plumbing: Plumbing) -> Self {
         Deliverer {
             adapter,
-            plumbing,
             credentials,
             own_authors: Mutex::new(HashSet::new()),
+            touches: TouchCoalescer::new(Duration::from_millis(plumbing.config.touch_interval_ms)),
+            plumbing,
         }
     }
 
@@ -475,13 +480,21 @@ impl<A: Adapter> Deliverer<A> {
                     Ok::<(), WorkError>(())
                 };
                 let touch = async {
-                    if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
-                        self.plumbing
-                            .store
-                            .touch_binding(session_key, binding_id)
-                            .await?;
+                    let (Some(session_key), Some(binding_id)) = (session_key, binding_id) else {
+                        return Ok(());
+                    };
+                    if !self.touches.due(binding_id, Instant::now()) {
+                        return Ok(());
                     }
-                    Ok(())
+                    let touched = self
+                        .plumbing
+                        .store
+                        .touch_binding(session_key, binding_id)
+                        .await;
+                    if touched.is_err() {
+                        self.touches.forget(binding_id);
+                    }
+                    touched.map(drop)
                 };
                 futures::try_join!(settle, touch, self.plumbing.publisher.send(delivered))?;
                 return Ok(());

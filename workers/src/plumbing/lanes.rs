@@ -27,7 +27,7 @@ use super::Plumbing;
 use crate::store::lanes::Holding;
 use async_nats::jetstream::{consumer::PullConsumer, AckKind, Message};
 use futures::StreamExt;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use threadline_schemas::DecodeError;
@@ -315,6 +315,8 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
     let batch = config.lane_batch.clamp(1, 1_024) as usize;
     let ack_wait = config.ack_wait();
     let mut held: BTreeMap<u64, Held<H::Event>> = BTreeMap::new();
+    // The same messages by conversation, and which conversations may start one now.
+    let mut queues = Queues::default();
     let mut running: HashSet<String> = HashSet::new();
     let mut running_seqs: HashMap<u64, Option<String>> = HashMap::new();
     // Task → its message, so a panicked task's conversation is known.
@@ -345,6 +347,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
             // JetStream redelivers them after `ack_wait`: what follows them waits as long.
             for (seq, key) in running_seqs.drain() {
                 if let Some(key) = key {
+                    queues.changed(&key);
                     waiting.insert(key, (seq, Instant::now() + ack_wait));
                 }
             }
@@ -358,17 +361,17 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
             let keep = now < *due + ack_wait + Duration::from_secs(5);
             if !keep {
                 tracing::warn!(group = %owner.group, lane = owner.lane, seq, key, "a deferred message did not come back; no longer holding its conversation");
+                queues.changed(key);
             }
             keep
         });
         if accepting {
-            let ready = startable(
-                held.iter().map(|(&seq, h)| (seq, h.key.as_deref())),
-                &running,
-                |key| waiting.get(key).map(|(seq, _)| *seq),
-            );
+            let ready = queues.startable(&running, |key| waiting.get(key).map(|(seq, _)| *seq));
             for seq in ready {
                 let Some(h) = held.remove(&seq) else { continue };
+                if let Some(key) = &h.key {
+                    queues.remove(seq, key);
+                }
                 if let Some(key) = &h.key {
                     running.insert(key.clone());
                 }
@@ -425,6 +428,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                         running_seqs.remove(&seq);
                         if let Some(key) = key {
                             running.remove(&key);
+                            queues.changed(&key);
                             waiting.insert(key, (seq, Instant::now() + ack_wait));
                         }
                         continue;
@@ -433,6 +437,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                 running_seqs.remove(&done.seq);
                 if let Some(key) = done.key {
                     running.remove(&key);
+                    queues.changed(&key);
                     match done.settled {
                         Settled::Done => {
                             if waiting.get(&key).is_some_and(|(seq, _)| *seq == done.seq) {
@@ -465,6 +470,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                     }
                     let decoded = runloop::decode_message::<H>(&message, &owner.plumbing);
                     let key = decoded.as_ref().ok().and_then(|e| handler.order_key(e));
+                    queues.add(seq, key.as_deref());
                     held.insert(seq, Held { message, decoded, key });
                 }
                 Some(Err(error)) => {
@@ -486,31 +492,71 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
     }
 }
 
-/// Sequences of held messages that may start now, in stream order: a message starts when
-/// nothing of its conversation runs, no earlier message of it is held, and the message its
-/// conversation waits for (if any) is this one.
-/// `held`: (sequence, key) in stream order; `waits_for`: the message a key waits for.
-fn startable<'a>(
-    held: impl IntoIterator<Item = (u64, Option<&'a str>)>,
-    running: &HashSet<String>,
-    waits_for: impl Fn(&str) -> Option<u64>,
-) -> Vec<u64> {
-    let mut seen = HashSet::new();
-    let mut ready = Vec::new();
-    for (seq, key) in held {
+/// The held messages by conversation, and which conversations changed since the last look:
+/// only those can start something, so a look costs what changed, not what is held.
+#[derive(Default)]
+struct Queues {
+    by_key: HashMap<String, BTreeSet<u64>>,
+    /// Messages without a key: never held back.
+    free: Vec<u64>,
+    changed: HashSet<String>,
+}
+
+impl Queues {
+    fn add(&mut self, seq: u64, key: Option<&str>) {
         let Some(key) = key else {
-            ready.push(seq);
-            continue;
+            self.free.push(seq);
+            return;
         };
-        if !seen.insert(key) || running.contains(key) {
-            continue;
+        match self.by_key.get_mut(key) {
+            Some(queue) => {
+                queue.insert(seq);
+            }
+            None => {
+                self.by_key.insert(key.to_owned(), BTreeSet::from([seq]));
+            }
         }
-        if waits_for(key).is_some_and(|wanted| wanted != seq) {
-            continue;
-        }
-        ready.push(seq);
+        self.changed(key);
     }
-    ready
+
+    /// A message of `key` started (or left).
+    fn remove(&mut self, seq: u64, key: &str) {
+        if let Some(queue) = self.by_key.get_mut(key) {
+            queue.remove(&seq);
+            if queue.is_empty() {
+                self.by_key.remove(key);
+            }
+        }
+    }
+
+    /// Something about `key` changed (a post ended, a wait lapsed): look at it again.
+    fn changed(&mut self, key: &str) {
+        if !self.changed.contains(key) {
+            self.changed.insert(key.to_owned());
+        }
+    }
+
+    /// Sequences that may start now, in stream order: a message starts when nothing of its
+    /// conversation runs, no earlier message of it is held, and the message its
+    /// conversation waits for (if any) is this one. `waits_for`: the message a key waits for.
+    fn startable(
+        &mut self,
+        running: &HashSet<String>,
+        waits_for: impl Fn(&str) -> Option<u64>,
+    ) -> Vec<u64> {
+        let mut ready = std::mem::take(&mut self.free);
+        for key in self.changed.drain() {
+            let Some(&head) = self.by_key.get(&key).and_then(|q| q.first()) else {
+                continue;
+            };
+            if running.contains(&key) || waits_for(&key).is_some_and(|wanted| wanted != head) {
+                continue;
+            }
+            ready.push(head);
+        }
+        ready.sort_unstable();
+        ready
+    }
 }
 
 /// Gives held messages back to JetStream in stream order, each no earlier than the message
@@ -545,7 +591,11 @@ mod tests {
     fn ready(held: &[(u64, Option<&str>)], running: &[&str], waiting: &[(&str, u64)]) -> Vec<u64> {
         let running = running.iter().map(|k| k.to_string()).collect();
         let waiting: HashMap<&str, u64> = waiting.iter().copied().collect();
-        startable(held.iter().copied(), &running, |k| waiting.get(k).copied())
+        let mut queues = Queues::default();
+        for &(seq, key) in held {
+            queues.add(seq, key);
+        }
+        queues.startable(&running, |k| waiting.get(k).copied())
     }
 
     #[test]
@@ -576,6 +626,29 @@ mod tests {
             ready(&[(7, Some("a")), (9, Some("a"))], &[], &[("a", 7)]),
             [7]
         );
+    }
+
+    #[test]
+    fn the_next_message_of_a_conversation_starts_once_the_one_before_it_ends() {
+        let mut queues = Queues::default();
+        let mut running = HashSet::new();
+        let none = |_: &str| None;
+        queues.add(1, Some("a"));
+        queues.add(2, Some("a"));
+        assert_eq!(queues.startable(&running, none), [1]);
+        queues.remove(1, "a");
+        running.insert("a".to_owned());
+        queues.add(3, Some("b"));
+        assert_eq!(
+            queues.startable(&running, none),
+            [3],
+            "b does not wait for a"
+        );
+        queues.remove(3, "b");
+        assert!(queues.startable(&running, none).is_empty());
+        running.remove("a");
+        queues.changed("a");
+        assert_eq!(queues.startable(&running, none), [2]);
     }
 
     #[test]

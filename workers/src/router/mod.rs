@@ -107,6 +107,13 @@ impl Router {
     }
 }
 
+/// The decision an earlier attempt stored: this attempt follows it.
+fn replayed(stored: &[u8]) -> Result<RouteDecision, WorkError> {
+    metrics::counter!(m::DEDUP_HITS, "kind" => "route_replay").increment(1);
+    rmp_serde::from_slice(stored)
+        .map_err(|e| WorkError::Corrupt(format!("stored routing decision: {e}")))
+}
+
 impl Handler for Router {
     type Event = CompletionReported;
 
@@ -120,47 +127,45 @@ impl Handler for Router {
         attempt: Attempt,
     ) -> Result<(), WorkError> {
         let store = &self.plumbing.store;
-        let (stored, state) = store
-            .load_route_and_session(&completion.event_id, &completion.session_key)
-            .await?;
-        let decision: RouteDecision = match stored {
-            Some(blob) => {
-                metrics::counter!(m::DEDUP_HITS, "kind" => "route_replay").increment(1);
-                rmp_serde::from_slice(&blob)
-                    .map_err(|e| WorkError::Corrupt(format!("stored routing decision: {e}")))?
+        let state = store.load_session(&completion.session_key).await?;
+        let now = now_ms();
+        let ctx = RouteContext {
+            now_ms: now,
+            pending_timeout_ms: self.plumbing.config.pending_timeout_ms,
+            event_age_ms: now.saturating_sub(attempt.published_ms),
+            unknown_session_grace_ms: self.plumbing.config.unknown_session_grace_ms,
+            channels: &self.channels,
+        };
+        // Rule 5 needs the requesting session, but only when no binding can win.
+        let parent = match &state {
+            Some(s) if !s.bindings.iter().any(|b| b.status == BindingStatus::Active) => {
+                store.load_session(&s.session.requester.session_key).await?
             }
-            None => {
-                let now = now_ms();
-                let ctx = RouteContext {
-                    now_ms: now,
-                    pending_timeout_ms: self.plumbing.config.pending_timeout_ms,
-                    event_age_ms: now.saturating_sub(attempt.published_ms),
-                    unknown_session_grace_ms: self.plumbing.config.unknown_session_grace_ms,
-                    channels: &self.channels,
-                };
-                // Rule 5 needs the requesting session, but only when no binding can win.
-                let parent = match &state {
-                    Some(s) if !s.bindings.iter().any(|b| b.status == BindingStatus::Active) => {
-                        store.load_session(&s.session.requester.session_key).await?
-                    }
-                    Some(_) | None => None,
-                };
-                match decide::decide(completion, state.as_ref(), parent.as_ref(), ctx) {
-                    Route::Wait { retry_after } => {
-                        return Err(WorkError::NotYet {
-                            reason: "the session is unknown yet, or its binding is pending".into(),
-                            after: retry_after,
-                        })
-                    }
-                    Route::Decided(decision) => {
-                        let blob = rmp_serde::to_vec_named(&decision)
-                            .map_err(|e| WorkError::Corrupt(e.to_string()))?;
-                        let winner = store.store_route(&completion.event_id, blob).await?;
-                        let stored: RouteDecision =
-                            rmp_serde::from_slice(&winner).map_err(|e| {
-                                WorkError::Corrupt(format!("stored routing decision: {e}"))
-                            })?;
-                        if let RouteDecision::Post { posts } = &stored {
+            Some(_) | None => None,
+        };
+        // Decide first and store with `NX`: the first decision stored for an event is the
+        // one every later attempt follows, whatever the bindings say by then. Deciding
+        // before looking saves a round trip on every first attempt; a redelivery only
+        // decides once more in vain.
+        let decision = match decide::decide(completion, state.as_ref(), parent.as_ref(), ctx) {
+            // Nothing to decide yet — unless an earlier attempt decided (the session may
+            // have expired since).
+            Route::Wait { retry_after } => match store.load_route(&completion.event_id).await? {
+                Some(stored) => replayed(&stored)?,
+                None => {
+                    return Err(WorkError::NotYet {
+                        reason: "the session is unknown yet, or its binding is pending".into(),
+                        after: retry_after,
+                    })
+                }
+            },
+            Route::Decided(decision) => {
+                let blob = rmp_serde::to_vec_named(&decision)
+                    .map_err(|e| WorkError::Corrupt(e.to_string()))?;
+                match store.store_route(&completion.event_id, &blob).await? {
+                    Some(stored) => replayed(&stored)?,
+                    None => {
+                        if let RouteDecision::Post { posts } = &decision {
                             for post in posts
                                 .iter()
                                 .filter(|p| p.mode == threadline_schemas::DeliveryMode::Fallback)
@@ -169,8 +174,8 @@ impl Handler for Router {
                                     .increment(1);
                             }
                         }
-                        tracing::info!(event_id = %completion.event_id, session_key = %completion.session_key, decision = ?stored, "completion routed");
-                        stored
+                        tracing::info!(event_id = %completion.event_id, session_key = %completion.session_key, ?decision, "completion routed");
+                        decision
                     }
                 }
             }

@@ -709,43 +709,27 @@ impl Store {
 
     // ---- routing decisions ----------------------------------------------------------
 
-    /// The stored decision of an event together with the session, in one round trip.
-    pub async fn load_route_and_session(
-        &self,
-        event_id: &str,
-        session_key: &str,
-    ) -> Result<(Option<Vec<u8>>, Option<SessionState>), WorkError> {
-        // Both requests in flight at once on the multiplexed connection: one round trip.
-        let mut conn = self.conn.clone();
-        let route = async {
-            let route: Option<Vec<u8>> = conn.get(self.keys.route(event_id)).await?;
-            Ok::<_, WorkError>(route)
-        };
-        let (route, session) = tokio::join!(route, self.load_session(session_key));
-        Ok((route?, session?))
+    /// The decision stored for an event, if any.
+    pub async fn load_route(&self, event_id: &str) -> Result<Option<Vec<u8>>, WorkError> {
+        Ok(self.conn.clone().get(self.keys.route(event_id)).await?)
     }
 
-    /// Stores a decision unless one exists; returns the decision that is now stored (ours,
-    /// or the one another instance stored first).
+    /// Stores a decision unless one exists, in one round trip (`SET … NX GET`, Redis 7.0+):
+    /// `None` when ours is stored now, `Some(theirs)` when another attempt stored one first.
     pub async fn store_route(
         &self,
         event_id: &str,
-        decision: Vec<u8>,
-    ) -> Result<Vec<u8>, WorkError> {
-        let key = self.keys.route(event_id);
+        decision: &[u8],
+    ) -> Result<Option<Vec<u8>>, WorkError> {
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::NX)
+            .get(true)
             .with_expiration(SetExpiry::PX(self.dedup_ttl_ms));
-        let set: Option<String> = self
+        Ok(self
             .conn
             .clone()
-            .set_options(&key, decision.as_slice(), options)
-            .await?;
-        if set.is_some() {
-            return Ok(decision);
-        }
-        let existing: Option<Vec<u8>> = self.conn.clone().get(&key).await?;
-        existing.ok_or_else(|| corrupt("routing decision vanished right after a conflicting write"))
+            .set_options(self.keys.route(event_id), decision, options)
+            .await?)
     }
 
     // ---- post claims ----------------------------------------------------------------
@@ -757,8 +741,20 @@ impl Store {
         part: usize,
         lease_ms: u64,
     ) -> Result<Claim, WorkError> {
+        let key = self.keys.post(delivery_id);
+        // Nearly every claim is the first one: a plain `HSETNX` (with the record's expiry in
+        // the same round trip) costs Redis a fraction of a script call. Only a part claimed
+        // before goes through the script, which reads what the earlier attempt left.
+        let (fresh, _): (bool, bool) = redis::pipe()
+            .hset_nx(&key, part, format!("c|{}|1", now_ms()))
+            .pexpire(&key, self.dedup_ttl_ms as i64)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        if fresh {
+            return Ok(Claim::Fresh(1));
+        }
         let (kind, value): (String, String) = scripts::CLAIM_PART
-            .key(self.keys.post(delivery_id))
+            .key(&key)
             .arg(part)
             .arg(now_ms())
             .arg(lease_ms)
