@@ -32,6 +32,9 @@ pub struct Webhook {
     channel: String,
     http: reqwest::Client,
     config: WebhookConfig,
+    /// `config.url`, parsed once rather than on every post (`None`: unparseable, and
+    /// every call reports it).
+    url: Option<reqwest::Url>,
     credentials: Arc<Credentials>,
 }
 
@@ -69,17 +72,18 @@ impl Webhook {
         Webhook {
             channel: format!("webhook:{name}"),
             http: client(timeout),
+            url: reqwest::Url::parse(&config.url).ok(),
             config,
             credentials,
         }
     }
 
     async fn call(&self, key: &str, body: serde_json::Value) -> Result<Answer, PlatformError> {
-        let mut request = self
-            .http
-            .post(&self.config.url)
-            .header("Idempotency-Key", key)
-            .json(&body);
+        let request = match &self.url {
+            Some(url) => self.http.post(url.clone()),
+            None => self.http.post(&self.config.url),
+        };
+        let mut request = request.header("Idempotency-Key", key).json(&body);
         let token = self.credentials.current();
         if !token.is_empty() {
             // `bearer_auth` marks the header sensitive: it prints as `Sensitive` in `Debug`.

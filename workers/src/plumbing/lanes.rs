@@ -314,7 +314,9 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
     let config = &owner.plumbing.config;
     let batch = config.lane_batch.clamp(1, 1_024) as usize;
     let ack_wait = config.ack_wait();
-    let mut held: BTreeMap<u64, Held<H::Event>> = BTreeMap::new();
+    // Boxed: a pulled message with its decoded event is large, and a B-tree node shifts
+    // its neighbours on every insert and removal.
+    let mut held: BTreeMap<u64, Box<Held<H::Event>>> = BTreeMap::new();
     // The same messages by conversation, and which conversations may start one now.
     let mut queues = Queues::default();
     let mut running: HashSet<String> = HashSet::new();
@@ -471,7 +473,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                     let decoded = runloop::decode_message::<H>(&message, &owner.plumbing);
                     let key = decoded.as_ref().ok().and_then(|e| handler.order_key(e));
                     queues.add(seq, key.as_deref());
-                    held.insert(seq, Held { message, decoded, key });
+                    held.insert(seq, Box::new(Held { message, decoded, key }));
                 }
                 Some(Err(error)) => {
                     tracing::debug!(group = %owner.group, lane = owner.lane, %error, "pull batch ended early");
@@ -563,7 +565,7 @@ impl Queues {
 /// its conversation waits for, so the next owner receives them in order.
 async fn hand_back<E>(
     owner: &Owner,
-    held: BTreeMap<u64, Held<E>>,
+    held: BTreeMap<u64, Box<Held<E>>>,
     waiting: &HashMap<String, (u64, Instant)>,
 ) {
     let now = Instant::now();

@@ -305,15 +305,17 @@ async fn process<H: Handler>(
         Ok(event) => {
             trace::set_event_id(event.event_id());
             let result = with_progress(&message, plumbing.config.ack_wait(), async {
-                handler.handle(&event, attempt).await
+                // Boxed: a handler's future is large, and without the box every spawned
+                // task's future would hold it inline, copied whole when spawned.
+                Box::pin(handler.handle(&event, attempt)).await
             })
             .await;
             match result {
                 Ok(()) => (AckKind::Ack, "ack"),
                 Err(error) => {
-                    settle_error(
+                    Box::pin(settle_error(
                         handler, &event, error, attempt, &message, stream_seq, plumbing,
-                    )
+                    ))
                     .await
                 }
             }
