@@ -244,6 +244,50 @@ async fn the_same_completion_published_three_times_is_posted_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_redelivered_after_its_session_is_gone_follows_the_stored_decision() {
+    let p = Pipeline::start().await;
+    let parent = Pipeline::discord_channel(PARENT);
+    let s = spawn(&parent, Placement::Child, SessionMode::Session);
+    let (session_key, thread) = p.spawn_in_thread(&s).await;
+    let c = completion(&session_key, "decided while the session existed");
+    p.publish(p.subjects.in_completion(), &new_id(), &c).await;
+    p.wait_delivered(&c.event_id, 1).await;
+
+    // The session expires (its record leaves its bucket); then the publisher retries.
+    let store = p.store().await;
+    let mut conn = redis::Client::open(p.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(store.keys().session(&session_key))
+        .arg(&session_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the session record was there to remove");
+    p.publish(p.subjects.in_completion(), &new_id(), &c).await;
+    // Decided afresh, an unknown session falls back to the requester's conversation (after
+    // the grace): the stored decision must win instead, so nothing reaches the parent.
+    p.settle(Duration::from_secs(2)).await;
+    let posts = p.discord.messages_in(&thread.conversation_id);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let in_parent = p.discord.messages_in(PARENT);
+    assert!(
+        in_parent.iter().all(|m| m.content.starts_with("🧵")),
+        "only the thread's starter message in the parent: {in_parent:?}"
+    );
+    assert!(p.failed().iter().all(|f| f.event_id != c.event_id));
+    let reports = p.delivered();
+    let reports: Vec<_> = reports
+        .iter()
+        .filter(|d| d.event_id == c.event_id)
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_ended_between_two_deliveries_of_a_completion_keeps_one_destination() {
     let p = Pipeline::start().await;
     let parent = Pipeline::discord_channel(PARENT);
