@@ -256,16 +256,16 @@ async fn a_completion_redelivered_after_its_session_is_gone_follows_the_stored_d
     // The session expires (its record leaves its bucket); then the publisher retries.
     let store = p.store().await;
     let mut conn = redis::Client::open(p.redis.url())
-        .unwrap()
+        .expect("redis url")
         .get_multiplexed_async_connection()
         .await
-        .unwrap();
+        .expect("redis connection");
     let removed: i64 = redis::cmd("HDEL")
         .arg(store.keys().session(&session_key))
         .arg(&session_key)
         .query_async(&mut conn)
         .await
-        .unwrap();
+        .expect("HDEL");
     assert_eq!(removed, 1, "the session record was there to remove");
     p.publish(p.subjects.in_completion(), &new_id(), &c).await;
     // Decided afresh, an unknown session falls back to the requester's conversation (after
