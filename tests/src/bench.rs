@@ -590,7 +590,9 @@ impl Deployment {
     }
 }
 
-/// Spawns `sessions` sessions without placement, each in its own conversation.
+/// Spawns `count` sessions bound to their own conversations (`Placement::Current`: the
+/// webhook has no threads), and waits until every binding is active, so the completions
+/// measured take the bound path the issue names, not the unbound fallback.
 async fn sessions(js: &jetstream::Context, d: &Deployment, count: usize) -> Vec<String> {
     let subjects = d.subjects();
     let mut keys = Vec::new();
@@ -602,11 +604,33 @@ async fn sessions(js: &jetstream::Context, d: &Deployment, count: usize) -> Vec<
             conversation_id: format!("conversation-{i}"),
             parent_conversation_id: None,
         };
-        let s = crate::events::spawn(&conversation, Placement::None, SessionMode::Session);
+        let s = crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
         keys.push(threadline::ids::session_key(&s.agent_id, &s.event_id));
         payloads.push((s.event_id.clone(), threadline_schemas::encode(&s)));
     }
     publish_all(js, &subjects.in_spawn(), payloads, None).await;
+    let conn = redis::Client::open(d.config.redis_url.as_str())
+        .expect("redis")
+        .get_connection_manager()
+        .await
+        .expect("redis");
+    let store = threadline::store::Store::new(conn, &d.config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for key in &keys {
+        loop {
+            let state = store.load_session(key).await.expect("load session");
+            let bound = state.is_some_and(|s| {
+                s.bindings
+                    .iter()
+                    .any(|b| b.status == threadline_schemas::BindingStatus::Active)
+            });
+            if bound {
+                break;
+            }
+            assert!(Instant::now() < deadline, "session {key} was never bound");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     keys
 }
 
