@@ -2,7 +2,9 @@
 //! completions reach exactly their destination — the bound thread, or explicitly and
 //! observably the requester's conversation — once, whatever is redelivered.
 
+use async_nats::jetstream::consumer::PullConsumer;
 use std::time::{Duration, Instant};
+use threadline::plumbing::nats::StreamKind;
 use threadline::store::SessionStatus;
 use threadline_schemas::{DeliveryMode, DeliveryPolicy, Placement, SessionMode};
 use threadline_tests::events::{completion, new_id, spawn};
@@ -245,7 +247,14 @@ async fn the_same_completion_published_three_times_is_posted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_redelivered_after_its_session_is_gone_follows_the_stored_decision() {
-    let p = Pipeline::start().await;
+    // A grace far past the test: a router that only waited for the session to appear
+    // would hold the retry unacknowledged, where one that reads the stored decision
+    // settles it at once.
+    let p = Pipeline::start_with(Options {
+        tune: |c| c.unknown_session_grace_ms = 600_000,
+        ..Options::default()
+    })
+    .await;
     let parent = Pipeline::discord_channel(PARENT);
     let s = spawn(&parent, Placement::Child, SessionMode::Session);
     let (session_key, thread) = p.spawn_in_thread(&s).await;
@@ -285,6 +294,27 @@ async fn a_completion_redelivered_after_its_session_is_gone_follows_the_stored_d
         .filter(|d| d.event_id == c.event_id)
         .collect();
     assert_eq!(reports.len(), 1, "{reports:?}");
+    let mut router: PullConsumer =
+        p.js.get_stream(StreamKind::Inbound.name(&p.subjects))
+            .await
+            .expect("inbound stream")
+            .get_consumer("router-completion")
+            .await
+            .expect("router consumer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = router.info().await.expect("consumer info");
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retry was never settled: {} pending, {} unacknowledged",
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
