@@ -12,7 +12,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use threadline::app::{self, Role};
 use threadline::config::{Config, WebhookConfig};
 use threadline_schemas::{ConversationRef, Placement, SessionMode};
 use tokio::sync::Semaphore;
@@ -242,7 +241,7 @@ impl CpuProbe {
 }
 
 /// The processes every run shares: the servers, and this one (the publisher, the platform
-/// fake, and — for the floor and `run all` — the relay or the workers themselves).
+/// fake, and — for the floor — the relay itself).
 fn shared_processes(nats: &NatsServer, redis: &RedisServer) -> Vec<(String, u32)> {
     let mut pids = vec![("bench process".to_owned(), std::process::id())];
     pids.extend(nats.pid().map(|pid| ("nats-server".to_owned(), pid)));
@@ -481,21 +480,43 @@ async fn floor(
 
 // ---- Threadline -------------------------------------------------------------------------------
 
-/// The worker processes of the process-per-worker deployment, in start order.
-const WORKER_NAMES: [&str; 3] = ["binder", "router", "deliver webhook:bench"];
+/// How the workers run: `threadline run all` (every worker in one OS process), or one
+/// `threadline run …` process per worker. Both as deployed: their own processes, with their
+/// own runtimes, apart from the publisher and the platform fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    AllInOne,
+    PerWorker,
+}
+
+impl Layout {
+    /// (name in the report, `threadline` arguments) of each process, in start order.
+    fn processes(self) -> &'static [(&'static str, &'static [&'static str])] {
+        match self {
+            Layout::AllInOne => &[("run all", &["run", "all"])],
+            Layout::PerWorker => &[
+                ("binder", &["run", "binder"]),
+                ("router", &["run", "router"]),
+                (
+                    "deliver webhook:bench",
+                    &["run", "deliver", "webhook:bench"],
+                ),
+            ],
+        }
+    }
+}
 
 struct Deployment {
     config: Config,
     fake: FakeWebhook,
-    in_process: Option<(CancellationToken, app::Running)>,
-    processes: Vec<tokio::process::Child>,
+    processes: Vec<(&'static str, tokio::process::Child)>,
     _dir: tempfile::TempDir,
 }
 
 async fn deploy(
     nats: &NatsServer,
     redis: &RedisServer,
-    processes: bool,
+    layout: Layout,
     prefix: &str,
     partitions: Option<u32>,
 ) -> Deployment {
@@ -524,40 +545,42 @@ async fn deploy(
         },
     );
     let dir = tempfile::tempdir().expect("dir");
-    let mut deployment = Deployment {
+    let file = dir.path().join("threadline.toml");
+    std::fs::write(&file, toml::to_string(&config).expect("toml")).expect("config");
+    let mut processes = Vec::new();
+    for (name, args) in layout.processes() {
+        let child = tokio::process::Command::new(crate::pipeline::threadline_bin())
+            .args(*args)
+            .env("THREADLINE_CONFIG", &file)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("worker process");
+        processes.push((*name, child));
+    }
+    // The workers create the streams as they start; what is published before the consumers
+    // exist waits in the stream (the sessions and the warm-up come first, unmeasured).
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while js
+        .get_stream(format!("{}_IN", prefix.to_uppercase()))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the workers never created their streams"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Deployment {
         config,
         fake,
-        in_process: None,
-        processes: Vec::new(),
+        processes,
         _dir: dir,
-    };
-    if processes {
-        let file = deployment._dir.path().join("threadline.toml");
-        std::fs::write(&file, toml::to_string(&deployment.config).expect("toml")).expect("config");
-        for args in [
-            vec!["run", "binder"],
-            vec!["run", "router"],
-            vec!["run", "deliver", "webhook:bench"],
-        ] {
-            let child = tokio::process::Command::new(crate::pipeline::threadline_bin())
-                .args(&args)
-                .env("THREADLINE_CONFIG", &file)
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("worker process");
-            deployment.processes.push(child);
-        }
-    } else {
-        let shutdown = CancellationToken::new();
-        let running = app::start(deployment.config.clone(), Role::All, shutdown.clone())
-            .await
-            .expect("run all");
-        deployment.in_process = Some((shutdown, running));
     }
-    deployment
 }
 
 impl Deployment {
@@ -565,9 +588,10 @@ impl Deployment {
         threadline_schemas::Subjects::new(self.config.subject_prefix.clone())
     }
 
+    /// Stops the workers; answers each one's peak RSS (MiB).
     async fn stop(mut self) -> BTreeMap<String, f64> {
         let mut rss = BTreeMap::new();
-        for (child, name) in self.processes.iter_mut().zip(WORKER_NAMES) {
+        for (name, child) in &mut self.processes {
             if let Some(pid) = child.id() {
                 if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
                     if let Some(kb) = status
@@ -575,16 +599,12 @@ impl Deployment {
                         .find_map(|l| l.strip_prefix("VmHWM:"))
                         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
                     {
-                        rss.insert(name.to_owned(), kb / 1024.0);
+                        rss.insert((*name).to_owned(), kb / 1024.0);
                     }
                 }
             }
             let _ = child.start_kill();
             let _ = child.wait().await;
-        }
-        if let Some((shutdown, running)) = self.in_process.take() {
-            shutdown.cancel();
-            running.wait().await;
         }
         rss
     }
@@ -660,7 +680,7 @@ async fn measure_threadline(
     nats: &NatsServer,
     redis: &RedisServer,
     config: &BenchConfig,
-    processes: bool,
+    layout: Layout,
     prefix: &str,
 ) -> (
     Summary,
@@ -668,25 +688,14 @@ async fn measure_threadline(
     BTreeMap<String, f64>,
     BTreeMap<String, f64>,
 ) {
-    let d = deploy(nats, redis, processes, prefix, config.partitions).await;
+    let d = deploy(nats, redis, layout, prefix, config.partitions).await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client);
-    // The streams exist once a worker started; wait for them.
-    for _ in 0..100 {
-        if js
-            .get_stream(format!("{}_IN", prefix.to_uppercase()))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let keys = sessions(&js, &d, config.sessions).await;
     completions(&js, &d, &keys, "warmup", config.warmup, None).await;
     let mut pids = shared_processes(nats, redis);
-    for (child, name) in d.processes.iter().zip(WORKER_NAMES) {
-        pids.extend(child.id().map(|pid| (name.to_owned(), pid)));
+    for (name, child) in &d.processes {
+        pids.extend(child.id().map(|pid| ((*name).to_owned(), pid)));
     }
     let probe = CpuProbe::start(pids);
     let mut full = Vec::new();
@@ -839,7 +848,9 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     report.floor_half = Summary::of(&floor_half);
 
     // 2. Threadline in one process, and with a process per worker.
-    let (full, half, _, cpu) = measure_threadline(&nats, &redis, &config, false, "bench").await;
+    let (full, half, rss, cpu) =
+        measure_threadline(&nats, &redis, &config, Layout::AllInOne, "bench").await;
+    report.peak_rss_mib = rss;
     report.threadline_full = full;
     report.threadline_half = half;
     report
@@ -847,10 +858,10 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         .insert("threadline run all".into(), cpu);
     if config.processes {
         let (full, half, rss, cpu) =
-            measure_threadline(&nats, &redis, &config, true, "benchp").await;
+            measure_threadline(&nats, &redis, &config, Layout::PerWorker, "benchp").await;
         report.processes_full = Some(full);
         report.processes_half = Some(half);
-        report.peak_rss_mib = rss;
+        report.peak_rss_mib.extend(rss);
         report
             .cpu_us_per_message
             .insert("threadline process per worker".into(), cpu);
@@ -862,7 +873,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         report.threadline_half.p99_ms.median / report.floor_half.p99_ms.median.max(1e-9);
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
-    let d = deploy(&nats, &redis, false, "state", config.partitions).await;
+    let d = deploy(&nats, &redis, Layout::AllInOne, "state", config.partitions).await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client);
     let conn = redis::Client::open(redis.url())

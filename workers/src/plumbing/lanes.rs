@@ -76,6 +76,7 @@ pub async fn run_owned<H: Handler>(
         lanes_done.clone(),
     ));
     let mut tasks = JoinSet::new();
+    let shared = Arc::new(plumbing.clone());
     for (lane, consumer) in lanes.into_iter().enumerate() {
         tokio::spawn(runloop::watch_pending(
             consumer.clone(),
@@ -91,7 +92,7 @@ pub async fn run_owned<H: Handler>(
                 lane: lane as u32,
                 grants: grants.subscribe(),
                 consumer,
-                plumbing: plumbing.clone(),
+                plumbing: shared.clone(),
             },
         ));
     }
@@ -185,7 +186,8 @@ struct Owner {
     lane: u32,
     grants: watch::Receiver<Grants>,
     consumer: PullConsumer,
-    plumbing: Plumbing,
+    /// Shared: every spawned post holds it, and a `Plumbing` clone is many (Arc, String)s.
+    plumbing: Arc<Plumbing>,
 }
 
 impl Owner {

@@ -94,6 +94,8 @@ pub async fn run<H: Handler>(
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let shutdown = plumbing.shutdown.clone();
+    // Shared by the spawned events: a `Plumbing` clone is many (Arc, String)s.
+    let shared = Arc::new(plumbing.clone());
     tracing::info!(stage = %stage.name(), concurrency, "worker started");
     tokio::spawn(watch_pending(
         consumer.clone(),
@@ -154,7 +156,7 @@ pub async fn run<H: Handler>(
                         break 'pull;
                     };
                     let handler = handler.clone();
-                    let plumbing = plumbing.clone();
+                    let plumbing = shared.clone();
                     tasks.spawn(async move {
                         let decoded = decode_message::<H>(&message, &plumbing);
                         traced_process(&*handler, message, decoded, &plumbing).await;
@@ -264,9 +266,15 @@ pub(crate) async fn traced_process<H: Handler>(
     let stage = handler.stage().name();
     plumbing
         .telemetry
-        .in_event_span(&stage, &subject, headers.as_ref(), published_ms, async {
-            process(handler, message, decoded, plumbing).await
-        })
+        .in_event_span(
+            &stage,
+            &subject,
+            headers.as_ref(),
+            published_ms,
+            // Boxed: a future passed down is kept by value at every level (argument, then
+            // awaited), so the unboxed one made each spawned task ~10 KiB, copied whole.
+            Box::pin(process(handler, message, decoded, plumbing)),
+        )
         .await
 }
 
@@ -294,7 +302,11 @@ async fn process<H: Handler>(
     };
     let (ack, outcome) = match decoded {
         Err(error) => {
-            match reject_bad_input(&stage, &message, stream_seq, &error, plumbing).await {
+            match Box::pin(reject_bad_input(
+                &stage, &message, stream_seq, &error, plumbing,
+            ))
+            .await
+            {
                 Ok(()) => (AckKind::Term, "dead_letter"),
                 Err(publish_error) => {
                     tracing::warn!(stage = %stage.name(), %publish_error, "could not dead-letter bad input yet; will retry");

@@ -103,9 +103,11 @@ impl Keys {
         format!("{}:{{e:{event_id}}}:route", self.ns)
     }
 
-    /// HASH part → claim state: the platform-boundary dedup record of one delivery.
-    pub fn post(&self, delivery_id: &str) -> String {
-        format!("{}:{{d:{delivery_id}}}", self.ns)
+    /// STRING claim state of one part of one delivery: the platform-boundary dedup record.
+    /// (A string per part, not a hash per delivery: a claim is then one `SET … NX PX GET`,
+    /// where a hash field needed `HSETNX` and a `PEXPIRE`.)
+    pub fn post_part(&self, delivery_id: &str, part: usize) -> String {
+        format!("{}:{{d:{delivery_id}}}:{part}", self.ns)
     }
 
     /// SET of author ids that are Threadline itself on `channel` (echo suppression).

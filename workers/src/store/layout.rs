@@ -332,12 +332,12 @@ fn parse_binding(
 pub fn parse_loaded(
     session_key: &str,
     reply: Vec<Option<Vec<u8>>>,
-) -> Result<Option<SessionState>, WorkError> {
+) -> Result<Option<(SessionState, Vec<String>)>, WorkError> {
     let mut items = reply.into_iter();
     let Some(Some(value)) = items.next() else {
         return Ok(None);
     };
-    let (session, _) = parse_session_value(session_key, &value)?;
+    let (session, ids) = parse_session_value(session_key, &value)?;
     let mut bindings = Vec::new();
     while let (Some(id), Some(v), Some(why)) = (items.next(), items.next(), items.next()) {
         let (Some(id), Some(v)) = (id, v) else {
@@ -346,7 +346,60 @@ pub fn parse_loaded(
         let id = String::from_utf8_lossy(&id).into_owned();
         bindings.push(parse_binding(&session, &id, &v, why)?);
     }
-    Ok(Some(finish(session, bindings)))
+    Ok(Some((finish(session, bindings), ids)))
+}
+
+/// The fields that read a session whose binding ids are known, in one `HMGET` of its
+/// bucket: the session's own field, then each binding's field and its `:why`.
+pub fn fetch_fields(session_key: &str, ids: &[String]) -> Vec<String> {
+    let mut fields = Vec::with_capacity(1 + 2 * ids.len());
+    fields.push(session_key.to_owned());
+    for id in ids {
+        let f = binding_field(id);
+        fields.push(format!("{f}:why"));
+        fields.insert(fields.len() - 1, f);
+    }
+    fields
+}
+
+/// What an `HMGET` of [`fetch_fields`] found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The session as it is (`None`: it does not exist).
+    Current(Option<SessionState>),
+    /// The session lists other bindings than the ones asked for: read it whole.
+    Changed,
+}
+
+/// Reads the answer to an `HMGET` of [`fetch_fields`]`(session_key, ids)`. One command
+/// reads the session value and the binding values together, so when the value still lists
+/// exactly `ids`, what was read is the session with all its bindings.
+pub fn parse_fetched(
+    session_key: &str,
+    ids: &[String],
+    reply: Vec<Option<Vec<u8>>>,
+) -> Result<Fetched, WorkError> {
+    let mut items = reply.into_iter();
+    let Some(Some(value)) = items.next() else {
+        return Ok(Fetched::Current(None));
+    };
+    let (session, listed) = parse_session_value(session_key, &value)?;
+    if listed != ids {
+        return Ok(Fetched::Changed);
+    }
+    let mut bindings = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (Some(v), Some(why)) = (items.next(), items.next()) else {
+            return Err(corrupt(format!(
+                "session {session_key}: short answer reading its bindings"
+            )));
+        };
+        let Some(v) = v else {
+            continue; // as in `parse_loaded`
+        };
+        bindings.push(parse_binding(&session, id, &v, why)?);
+    }
+    Ok(Fetched::Current(Some(finish(session, bindings))))
 }
 
 fn finish(session: SessionRecord, mut bindings: Vec<BindingRecord>) -> SessionState {
@@ -490,10 +543,53 @@ mod tests {
                 None,
                 None,
             ];
-            let state = parse_loaded(&s.session_key, reply).unwrap().unwrap();
+            let state = parse_loaded(&s.session_key, reply).unwrap().unwrap().0;
             assert_eq!(state.session, s);
             assert_eq!(state.bindings, vec![b]);
         }
+    }
+
+    #[test]
+    fn a_fetch_by_known_binding_ids_reads_the_session_only_while_they_are_current() {
+        let s = session();
+        let value = session_value(&s, Some(7), &["b-1", "b-2"]).unwrap();
+        let b = binding(s.requester.conversation.clone());
+        let ids = vec!["b-1".to_owned(), "b-2".to_owned()];
+        assert_eq!(
+            fetch_fields(&s.session_key, &ids),
+            vec![
+                s.session_key.clone(),
+                "\x1fb-1".to_owned(),
+                "\x1fb-1:why".to_owned(),
+                "\x1fb-2".to_owned(),
+                "\x1fb-2:why".to_owned(),
+            ]
+        );
+        let reply = vec![
+            Some(value.clone()),
+            Some(binding_value(&b, Relative::to(&s)).unwrap()),
+            Some(b"idle_timeout".to_vec()), // the fixture's binding is ending
+            None,                           // b-2 listed but gone: tolerated, as by the script
+            None,
+        ];
+        match parse_fetched(&s.session_key, &ids, reply.clone()).unwrap() {
+            Fetched::Current(Some(state)) => {
+                assert_eq!(state.session, s);
+                assert_eq!(state.bindings, vec![b]);
+            }
+            other => panic!("expected the session, got {other:?}"),
+        }
+        // The session lists other bindings now (one added, or one pruned): not current.
+        let fewer = vec!["b-1".to_owned()];
+        assert!(matches!(
+            parse_fetched(&s.session_key, &fewer, reply[..3].to_vec()).unwrap(),
+            Fetched::Changed
+        ));
+        // Gone is an answer too.
+        assert!(matches!(
+            parse_fetched(&s.session_key, &ids, vec![None, None, None, None, None]).unwrap(),
+            Fetched::Current(None)
+        ));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use keys::Keys;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 use threadline_schemas::{
     now_ms, BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Placement, Requester,
     SessionMode,
@@ -136,6 +137,9 @@ pub enum PartOutcome {
     Unknown(u32),
 }
 
+/// Sessions whose binding ids this process has read lately (at most this many).
+const KNOWN_SESSIONS: usize = 16_384;
+
 /// Handle to the Redis state. Cheap to clone (a multiplexed connection).
 #[derive(Clone)]
 pub struct Store {
@@ -143,6 +147,10 @@ pub struct Store {
     keys: Keys,
     dedup_ttl_ms: u64,
     ended_ttl_ms: u64,
+    /// Session key → its binding ids when last read. Only a hint for the next read (which
+    /// checks it), so a session bound to a thread reads as one plain `HMGET` per
+    /// completion instead of a script: a script call costs Redis several times as much.
+    known: Arc<quick_cache::sync::Cache<String, Arc<Vec<String>>>>,
 }
 
 fn corrupt(what: impl std::fmt::Display) -> WorkError {
@@ -156,6 +164,7 @@ impl Store {
             keys: Keys::new(config.subject_prefix.clone()),
             dedup_ttl_ms: config.dedup_ttl_ms,
             ended_ttl_ms: config.ended_ttl_ms,
+            known: Arc::new(quick_cache::sync::Cache::new(KNOWN_SESSIONS)),
         }
     }
 
@@ -191,12 +200,39 @@ impl Store {
 
     /// The session and all its bindings, in one round trip.
     pub async fn load_session(&self, session_key: &str) -> Result<Option<SessionState>, WorkError> {
+        let bucket = self.keys.session(session_key);
+        // Known binding ids: one `HMGET` reads the session and those bindings together, and
+        // is the answer when the session still lists exactly them.
+        if let Some(ids) = self.known.get(session_key) {
+            let reply: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&bucket)
+                .arg(layout::fetch_fields(session_key, &ids))
+                .query_async(&mut self.conn.clone())
+                .await?;
+            match layout::parse_fetched(session_key, &ids, reply)? {
+                layout::Fetched::Current(None) => {
+                    self.known.remove(session_key);
+                    return Ok(None);
+                }
+                layout::Fetched::Current(Some(state)) => return Ok(Some(state)),
+                layout::Fetched::Changed => {}
+            }
+        }
         let reply: Vec<Option<Vec<u8>>> = scripts::LOAD_SESSION
-            .key(self.keys.session(session_key))
+            .key(bucket)
             .arg(session_key)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        layout::parse_loaded(session_key, reply)
+        Ok(match layout::parse_loaded(session_key, reply)? {
+            Some((state, ids)) => {
+                self.known.insert(session_key.to_owned(), Arc::new(ids));
+                Some(state)
+            }
+            None => {
+                self.known.remove(session_key);
+                None
+            }
+        })
     }
 
     /// Marks a session `completed` or `ended`: it stays readable for `ended_ttl_ms` (late
@@ -741,21 +777,24 @@ impl Store {
         part: usize,
         lease_ms: u64,
     ) -> Result<Claim, WorkError> {
-        let key = self.keys.post(delivery_id);
-        // Nearly every claim is the first one: a plain `HSETNX` (with the record's expiry in
-        // the same round trip) costs Redis a fraction of a script call. Only a part claimed
-        // before goes through the script, which reads what the earlier attempt left.
-        let (fresh, _): (bool, bool) = redis::pipe()
-            .hset_nx(&key, part, format!("c|{}|1", now_ms()))
-            .pexpire(&key, self.dedup_ttl_ms as i64)
-            .query_async(&mut self.conn.clone())
+        let key = self.keys.post_part(delivery_id, part);
+        // Nearly every claim is the first one: one plain `SET … NX PX … GET` (a fraction of
+        // a script call for Redis) takes it. Only a part claimed before goes through the
+        // script, which reads what the earlier attempt left.
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .get(true)
+            .with_expiration(SetExpiry::PX(self.dedup_ttl_ms));
+        let earlier: Option<String> = self
+            .conn
+            .clone()
+            .set_options(&key, format!("c|{}|1", now_ms()), options)
             .await?;
-        if fresh {
+        if earlier.is_none() {
             return Ok(Claim::Fresh(1));
         }
         let (kind, value): (String, String) = scripts::CLAIM_PART
             .key(&key)
-            .arg(part)
             .arg(now_ms())
             .arg(lease_ms)
             .arg(self.dedup_ttl_ms)
@@ -785,10 +824,15 @@ impl Store {
             PartOutcome::NotPosted(n) => format!("r|{n}"),
             PartOutcome::Unknown(n) => format!("d|{n}"),
         };
+        // The record outlives the claim by the dedup window, like the claim itself.
         let _: () = self
             .conn
             .clone()
-            .hset(self.keys.post(delivery_id), part, state)
+            .pset_ex(
+                self.keys.post_part(delivery_id, part),
+                state,
+                self.dedup_ttl_ms,
+            )
             .await?;
         Ok(())
     }

@@ -47,18 +47,28 @@ return 'created'
 /// Reads a session with its bindings in one round trip. → `{}` when it does not exist,
 /// else `{session value, binding id, binding value, end reason or nil, …}`.
 /// ARGV: session key.
+///
+/// Every completion runs this, so it is lean: no prelude, and the end reason is read only
+/// for a binding that is ending or ended (only those have one).
 pub static LOAD_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    with_prelude(
+    Script::new(
         r#"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return {} end
 local out = {v}
-local _, _, bids = sparse(v)
+local bids = string.match(v, '^%a|%d*|([^|]*)|')
 for id in string.gmatch(bids or '', '[^,]+') do
   local f = '\31' .. id
+  local b = redis.call('HGET', KEYS[1], f)
+  local why = false
+  if b then
+    local st = string.byte(b, 1)
+    -- `n` (ending) and `x` (ended) carry `:why`; `p` and `a` never do.
+    if st == 110 or st == 120 then why = redis.call('HGET', KEYS[1], f .. ':why') end
+  end
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', KEYS[1], f)
-  out[#out + 1] = redis.call('HGET', KEYS[1], f .. ':why')
+  out[#out + 1] = b
+  out[#out + 1] = why
 end
 return out
 "#,
@@ -308,21 +318,21 @@ return holder
     )
 });
 
-/// Claims one part of a delivery before calling the platform. States in the field:
+/// Claims one part of a delivery before calling the platform, when a plain `SET … NX`
+/// found it claimed before. States in the part's key:
 /// `c|<claimed_at>|<n>` claimed (attempt n in flight), `s|<message id>` sent,
 /// `f|<code>` failed for good, `r|<n>` released (attempt n certainly did not post),
 /// `d|<n>` in doubt (attempt n may have posted).
 /// → {`claimed`, n} | {`in_doubt`, n} | {`busy`, ms left on another attempt's lease} |
 ///   {`sent`, message id} | {`failed`, code}.
-/// ARGV: part field, now, lease ms, ttl ms.
+/// KEYS: the part's key. ARGV: now, lease ms, ttl ms.
 pub static CLAIM_PART: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-local now = tonumber(ARGV[2])
+local v = redis.call('GET', KEYS[1])
+local now = tonumber(ARGV[1])
 local function take(n, answer)
-  redis.call('HSET', KEYS[1], ARGV[1], 'c|' .. ARGV[2] .. '|' .. n)
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('SET', KEYS[1], 'c|' .. ARGV[1] .. '|' .. n, 'PX', ARGV[3])
   return {answer, tostring(n)}
 end
 if not v then return take(1, 'claimed') end
@@ -335,7 +345,7 @@ if kind == 'd' then return take(tonumber(rest) + 1, 'in_doubt') end
 local sep = string.find(rest, '|', 1, true)
 local at = tonumber(string.sub(rest, 1, sep - 1))
 local n = tonumber(string.sub(rest, sep + 1))
-local lease = tonumber(ARGV[3])
+local lease = tonumber(ARGV[2])
 if now - at < lease then return {'busy', tostring(at + lease - now)} end
 return take(n + 1, 'in_doubt')
 "#,
