@@ -560,3 +560,68 @@ async fn sigterm_during_a_hanging_platform_call_exits_zero_within_the_drain_dead
         "nothing was reported for the unfinished post"
     );
 }
+
+/// The runtime threads a `threadline run …` process reports when it is up.
+async fn reported_worker_threads(p: &Pipeline, args: &[&str], threads: Option<&str>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = p.command(args);
+    command
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped());
+    if let Some(threads) = threads {
+        command.env("THREADLINE_WORKER_THREADS", threads);
+    }
+    let mut child = command.spawn().expect("start the worker");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if line.contains("threadline running") {
+                return line;
+            }
+        }
+        panic!("{args:?} exited before it was running");
+    })
+    .await
+    .expect("the worker started within 30 s");
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("worker_threads="))
+        .unwrap_or_else(|| panic!("no worker_threads in {line:?}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_worker_process_runs_one_runtime_thread_and_run_all_one_per_core() {
+    let p = Pipeline::start_with(Options {
+        in_process: false,
+        ..Options::default()
+    })
+    .await;
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .to_string();
+    assert_eq!(
+        reported_worker_threads(&p, &["run", "router"], None).await,
+        "1"
+    );
+    assert_eq!(
+        reported_worker_threads(&p, &["run", "deliver", "discord"], None).await,
+        "1"
+    );
+    assert_eq!(
+        reported_worker_threads(&p, &["run", "all"], None).await,
+        cores
+    );
+    // The setting overrides both defaults.
+    assert_eq!(
+        reported_worker_threads(&p, &["run", "router"], Some("3")).await,
+        "3"
+    );
+    assert_eq!(
+        reported_worker_threads(&p, &["run", "all"], Some("1")).await,
+        "1"
+    );
+}

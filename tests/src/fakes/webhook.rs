@@ -70,11 +70,21 @@ impl FakeWebhook {
 
     /// Accepted deliveries with the instant each arrived.
     pub fn deliveries_with_times(&self) -> Vec<(WebhookDelivery, std::time::Instant)> {
+        self.deliveries_with_times_since(0)
+    }
+
+    /// Like [`deliveries_with_times`](Self::deliveries_with_times), from the `from`-th
+    /// accepted delivery on: a caller that measures in rounds copies only its round.
+    pub fn deliveries_with_times_since(
+        &self,
+        from: usize,
+    ) -> Vec<(WebhookDelivery, std::time::Instant)> {
         let st = lock(&self.shared);
         st.deliveries
             .iter()
             .cloned()
             .zip(st.arrived.iter().copied())
+            .skip(from)
             .collect()
     }
 

@@ -49,10 +49,23 @@ enum Worker {
     Deliver { channel: String },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let threads = match (config.worker_threads, &cli.command) {
+        (0, Command::Run { worker }) if !matches!(worker, Worker::All) => 1,
+        (0, _) => std::thread::available_parallelism().map_or(1, usize::from),
+        (n, _) => n as usize,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli, config))
+}
+
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     // Operator commands print to stdout; their stderr carries only warnings.
     let operator = matches!(cli.command, Command::Operator(_));
     init_logging_with(config.log_format, if operator { "warn" } else { "info" });
@@ -84,7 +97,8 @@ async fn main() -> anyhow::Result<()> {
     let running = app::start(config, role.clone(), shutdown.clone())
         .await
         .with_context(|| format!("starting {role:?}"))?;
-    tracing::info!(?role, health = ?running.health_addr, "threadline running");
+    let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(?role, health = ?running.health_addr, worker_threads, "threadline running");
     let _ = signal.await;
     tracing::info!("shutting down: draining in-flight work");
     shutdown.cancel();

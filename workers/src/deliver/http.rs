@@ -45,9 +45,9 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<Answered, Platform
         }
     }
     let answered = async {
-        let response = client.execute(request).await.map_err(transport_error)?;
+        let mut response = client.execute(request).await.map_err(transport_error)?;
         let status = response.status();
-        let headers = response.headers().clone();
+        let headers = std::mem::take(response.headers_mut());
         let body = response.bytes().await.map_err(transport_error)?;
         Ok(Answered {
             status,

@@ -257,48 +257,59 @@ pub(crate) async fn traced_process<H: Handler>(
     decoded: Result<H::Event, DecodeError>,
     plumbing: &Plumbing,
 ) -> Settled {
-    let published_ms = message
-        .info()
-        .map(|info| (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
-        .unwrap_or_else(|_| threadline_schemas::now_ms());
-    let headers = message.headers.clone();
-    let subject = message.subject.clone();
-    let stage = handler.stage().name();
-    plumbing
-        .telemetry
-        .in_event_span(
-            &stage,
-            &subject,
-            headers.as_ref(),
-            published_ms,
-            // Boxed: a future passed down is kept by value at every level (argument, then
-            // awaited), so the unboxed one made each spawned task ~10 KiB, copied whole.
-            Box::pin(process(handler, message, decoded, plumbing)),
-        )
-        .await
+    // The reply subject's metadata, parsed once for everything below.
+    let delivery = match message.info() {
+        Ok(info) => Delivery {
+            attempt: info.delivered.max(1) as u32,
+            stream_seq: info.stream_sequence,
+            published_ms: (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+        },
+        Err(_) => Delivery {
+            attempt: 1,
+            stream_seq: 0,
+            published_ms: threadline_schemas::now_ms(),
+        },
+    };
+    let cx = plumbing.telemetry.event_context(
+        &handler.stage().name(),
+        &message.subject,
+        message.headers.as_ref(),
+        delivery.published_ms,
+    );
+    // Boxed: a future passed down is kept by value at every level (argument, then awaited),
+    // so the unboxed one made each spawned task ~10 KiB, copied whole.
+    trace::Telemetry::run_in(
+        cx,
+        Box::pin(process(handler, message, delivery, decoded, plumbing)),
+    )
+    .await
+}
+
+/// Where a message stands, from its JetStream metadata.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    /// 1 for the first delivery.
+    attempt: u32,
+    stream_seq: u64,
+    /// When it was stored (Unix ms).
+    published_ms: u64,
 }
 
 /// One delivery of one message, settled exactly once.
 async fn process<H: Handler>(
     handler: &H,
     message: Message,
+    delivery: Delivery,
     decoded: Result<H::Event, DecodeError>,
     plumbing: &Plumbing,
 ) -> Settled {
     let stage = handler.stage();
     let started = Instant::now();
-    let (attempt_number, stream_seq, published_ms) = match message.info() {
-        Ok(info) => (
-            info.delivered.max(1) as u32,
-            info.stream_sequence,
-            (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
-        ),
-        Err(_) => (1, 0, threadline_schemas::now_ms()),
-    };
+    let stream_seq = delivery.stream_seq;
     let attempt = Attempt {
-        number: attempt_number,
+        number: delivery.attempt,
         max: plumbing.config.max_attempts.max(1),
-        published_ms,
+        published_ms: delivery.published_ms,
     };
     let (ack, outcome) = match decoded {
         Err(error) => {

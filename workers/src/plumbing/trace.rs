@@ -108,6 +108,19 @@ impl Telemetry {
         published_ms: u64,
         work: impl Future<Output = T>,
     ) -> T {
+        let cx = self.event_context(stage, subject, headers, published_ms);
+        Self::run_in(cx, work).await
+    }
+
+    /// The context [`in_event_span`](Self::in_event_span) runs its work in. Apart, so a
+    /// caller can read the message's headers before it gives the message away.
+    pub fn event_context(
+        &self,
+        stage: &str,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        published_ms: u64,
+    ) -> Context {
         let parent = headers
             .map(|h| TraceContextPropagator::new().extract_with_context(&Context::new(), &Nats(h)))
             .unwrap_or_default();
@@ -116,13 +129,12 @@ impl Telemetry {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(published_ms);
         if !self.exporting {
-            let cx = parent
+            return parent
                 .with_remote_span_context(child_of(&parent))
                 .with_value(Event {
                     origin,
                     tracer: None,
                 });
-            return work.with_context(cx).await;
         }
         let span = self
             .tracer
@@ -134,10 +146,15 @@ impl Telemetry {
                 KeyValue::new("messaging.destination.name", subject.to_owned()),
             ])
             .start_with_context(&self.tracer, &parent);
-        let cx = parent.with_span(span).with_value(Event {
+        parent.with_span(span).with_value(Event {
             origin,
             tracer: Some(self.tracer.clone()),
-        });
+        })
+    }
+
+    /// Runs `work` in `cx` (from [`event_context`](Self::event_context)), then ends its span
+    /// (a no-op for the span context of a hop that exports nothing).
+    pub async fn run_in<T>(cx: Context, work: impl Future<Output = T>) -> T {
         let result = work.with_context(cx.clone()).await;
         cx.span().end();
         result

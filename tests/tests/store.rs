@@ -1,0 +1,189 @@
+//! The store against a real redis-server: reads of a session this process has read before
+//! go through its known binding ids (one `HMGET`), and must still see every change.
+
+use threadline::config::Config;
+use threadline::store::{SessionRecord, SessionState, SessionStatus, Store};
+use threadline_schemas::{
+    now_ms, BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Placement, Requester,
+    SessionMode,
+};
+use threadline_tests::servers::RedisServer;
+
+fn conversation(id: &str) -> ConversationRef {
+    ConversationRef {
+        channel: "discord".into(),
+        account_id: "acct".into(),
+        conversation_id: id.into(),
+        parent_conversation_id: None,
+    }
+}
+
+fn binding(session_key: &str, id: &str, status: BindingStatus) -> BindingRecord {
+    let now = now_ms();
+    BindingRecord {
+        binding_id: id.into(),
+        target_session_key: session_key.into(),
+        conversation: conversation(&format!("thread-{id}")),
+        status,
+        bound_at: now,
+        last_activity_at: now,
+        idle_timeout_ms: 3_600_000,
+        max_age_ms: None,
+        delivery: DeliveryPolicy::BoundOnly,
+        end_reason: None,
+        metadata: Default::default(),
+    }
+}
+
+/// A store of its own (as another process would have).
+async fn store(redis: &RedisServer, config: &Config) -> Store {
+    Store::new(
+        redis::Client::open(redis.url())
+            .expect("redis url")
+            .get_connection_manager()
+            .await
+            .expect("redis"),
+        config,
+    )
+}
+
+/// `HMGET` calls Redis has served so far.
+async fn hmgets(redis: &RedisServer) -> u64 {
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hmget:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_known_session_is_read_in_one_command_and_every_change_is_seen() {
+    let redis = RedisServer::start().await;
+    let config = Config {
+        redis_url: redis.url(),
+        ..Config::default()
+    };
+    let store = store(&redis, &config).await;
+    let key = "agent:larry:thread:known".to_owned();
+    let session = SessionRecord {
+        session_key: key.clone(),
+        agent_id: "larry".into(),
+        mode: SessionMode::Session,
+        placement: Placement::Child,
+        label: None,
+        requester: Requester {
+            session_key: "agent:larry:main".into(),
+            conversation: conversation("parent"),
+        },
+        delivery: DeliveryPolicy::BoundOnly,
+        fail_closed: false,
+        created_at: now_ms(),
+        spawn_event_id: "spawn-known".into(),
+        status: SessionStatus::Active,
+    };
+    store.create_session(&session).await.expect("create");
+    assert!(store
+        .add_binding(&binding(&key, "b-1", BindingStatus::Pending))
+        .await
+        .expect("bind"));
+    let statuses = |s: &SessionState| -> Vec<(String, BindingStatus)> {
+        s.bindings
+            .iter()
+            .map(|b| (b.binding_id.clone(), b.status))
+            .collect()
+    };
+
+    // First read: the script, which teaches this store the session's binding ids.
+    let first = store
+        .load_session(&key)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(statuses(&first), [("b-1".into(), BindingStatus::Pending)]);
+    let before = hmgets(&redis).await;
+
+    // Same binding ids, a changed binding: the one-command read sees it.
+    let thread = conversation("thread-b-1");
+    store
+        .activate_binding(&key, "b-1", &thread)
+        .await
+        .expect("activate");
+    let active = store
+        .load_session(&key)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(statuses(&active), [("b-1".into(), BindingStatus::Active)]);
+    assert_eq!(active.bindings[0].conversation, thread);
+    assert!(
+        hmgets(&redis).await > before,
+        "a known session is read with HMGET, not the script"
+    );
+
+    // A binding added elsewhere changes the ids: the read notices and reads it whole.
+    assert!(store
+        .add_binding(&binding(&key, "b-2", BindingStatus::Active))
+        .await
+        .expect("bind another"));
+    let two = store
+        .load_session(&key)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(
+        statuses(&two),
+        [
+            ("b-1".into(), BindingStatus::Active),
+            ("b-2".into(), BindingStatus::Active)
+        ]
+    );
+
+    // An ended binding reads with its reason.
+    store
+        .end_binding(&key, "b-1", "idle_timeout")
+        .await
+        .expect("end")
+        .expect("this call ended it");
+    let ended = store
+        .load_session(&key)
+        .await
+        .expect("load")
+        .expect("exists");
+    let b1 = ended
+        .bindings
+        .iter()
+        .find(|b| b.binding_id == "b-1")
+        .expect("b-1");
+    assert_eq!(b1.status, BindingStatus::Ended);
+    assert_eq!(b1.end_reason.as_deref(), Some("idle_timeout"));
+
+    // Another store (another process) that never read it sees the same.
+    let other = store(&redis, &config).await;
+    let fresh = other
+        .load_session(&key)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(statuses(&fresh), statuses(&ended));
+    assert_eq!(fresh.session, ended.session);
+
+    // Gone is gone, through the known ids too.
+    let mut conn = store.connection();
+    let _: () = redis::cmd("HDEL")
+        .arg(store.keys().session(&key))
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("delete the session field");
+    assert!(store.load_session(&key).await.expect("load").is_none());
+}
