@@ -36,7 +36,7 @@ fn binding(session_key: &str, id: &str, status: BindingStatus) -> BindingRecord 
 }
 
 /// A store of its own (as another process would have).
-async fn store(redis: &RedisServer, config: &Config) -> Store {
+async fn open_store(redis: &RedisServer, config: &Config) -> Store {
     Store::new(
         redis::Client::open(redis.url())
             .expect("redis url")
@@ -73,7 +73,7 @@ async fn a_known_session_is_read_in_one_command_and_every_change_is_seen() {
         redis_url: redis.url(),
         ..Config::default()
     };
-    let store = store(&redis, &config).await;
+    let store = open_store(&redis, &config).await;
     let key = "agent:larry:thread:known".to_owned();
     let session = SessionRecord {
         session_key: key.clone(),
@@ -168,7 +168,7 @@ async fn a_known_session_is_read_in_one_command_and_every_change_is_seen() {
     assert_eq!(b1.end_reason.as_deref(), Some("idle_timeout"));
 
     // Another store (another process) that never read it sees the same.
-    let other = store(&redis, &config).await;
+    let other = open_store(&redis, &config).await;
     let fresh = other
         .load_session(&key)
         .await
