@@ -48,8 +48,10 @@ return 'created'
 /// else `{session value, binding id, binding value, end reason or nil, …}`.
 /// ARGV: session key.
 ///
-/// Every completion runs this, so it is lean: no prelude, and the end reason is read only
-/// for a binding that is ending or ended (only those have one).
+/// A session's first read in a process, and every read after its bindings changed, runs
+/// this (later reads are one `HMGET`: `Store::load_session`). Lean all the same: no
+/// prelude, and the end reason is read only for a binding that is ending or ended (only
+/// those have one).
 pub static LOAD_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
