@@ -625,3 +625,35 @@ async fn a_single_worker_process_runs_one_runtime_thread_and_run_all_one_per_cor
         "1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_nats_is_down_exits_within_the_drain_deadline() {
+    let (mut p, mut child, _addr) = separate_process(|c| c.drain_timeout_ms = 2_000).await;
+    // Work in flight when the broker goes: a session and a completion.
+    let session_key = session(&p).await;
+    let c = completion(&session_key, "posted before the broker went away");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.nats.kill().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pid = child.id().expect("pid");
+    let sent = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    // Acks it could not flush are redelivered later; waiting for a broker that is gone
+    // must not keep an orchestrator's stop from finishing. (Before the flush was bounded it
+    // never exited.) Here: the 2 s drain, lane pulls ending without a broker, a 2 s flush.
+    let exit = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("exits although NATS is unreachable")
+        .expect("reap");
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        sent.elapsed()
+    );
+}

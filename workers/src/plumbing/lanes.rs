@@ -105,7 +105,7 @@ pub async fn run_owned<H: Handler>(
     lanes_done.cancel();
     let _ = heartbeat.await;
     // Plain acks are only queued in the client (PITFALLS 7).
-    if let Err(error) = plumbing.nats.flush().await {
+    if let Err(error) = super::nats::flush_queued(&plumbing.nats).await {
         tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
     }
     tracing::info!(%group, %instance, "lane worker stopped");
@@ -582,7 +582,7 @@ async fn hand_back<E>(
             tracing::debug!(%error, "handing a message back failed; it is redelivered after ack_wait");
         }
     }
-    if let Err(error) = owner.plumbing.nats.flush().await {
+    if let Err(error) = super::nats::flush_queued(&owner.plumbing.nats).await {
         tracing::warn!(%error, "flushing handed-back messages failed; they are redelivered after ack_wait");
     }
     tracing::info!(group = %owner.group, lane = owner.lane, handed_back = count, "lane drained");

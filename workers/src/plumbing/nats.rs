@@ -265,6 +265,21 @@ pub async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptio
 }
 
 /// A JetStream context with a timeout that rides out a short broker restart.
+/// How long a stopping worker (or a lane handed back) waits for its last acks to reach the
+/// broker. Plain acks are only queued in the client (PITFALLS 7), so they are flushed; but a
+/// broker that is gone would hold the flush, and the process, forever. What misses the
+/// flush is redelivered after `ack_wait`.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// Flushes what `client` has queued, giving up after [`FINAL_FLUSH`].
+pub async fn flush_queued(client: &async_nats::Client) -> Result<(), String> {
+    match tokio::time::timeout(FINAL_FLUSH, client.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("NATS did not answer within {FINAL_FLUSH:?}")),
+    }
+}
+
 pub fn jetstream(client: &async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(10))

@@ -178,7 +178,7 @@ pub async fn run<H: Handler>(
         tasks.abort_all();
     }
     // Plain acks are only queued in the client (PITFALLS 7).
-    if let Err(error) = plumbing.nats.flush().await {
+    if let Err(error) = super::nats::flush_queued(&plumbing.nats).await {
         tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
     }
     tracing::info!(stage = %stage.name(), "worker stopped");
