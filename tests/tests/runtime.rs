@@ -487,6 +487,18 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
     let _ = child.wait().await;
 }
 
+/// Sends SIGTERM to `child` (started by this test); → when.
+fn sigterm(child: &tokio::process::Child) -> Instant {
+    let pid = child.id().expect("pid");
+    let sent = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    sent
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_hanging_platform_call_exits_zero_within_the_drain_deadline() {
     let (p, mut child, addr) = separate_process(|c| {
@@ -516,13 +528,7 @@ async fn sigterm_during_a_hanging_platform_call_exits_zero_within_the_drain_dead
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let pid = child.id().expect("pid");
-    let sent = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
+    let sent = sigterm(&child);
     // Draining: alive, not ready.
     let get = |path: &'static str| async move {
         reqwest::get(format!("http://{addr}{path}"))
@@ -636,13 +642,7 @@ async fn sigterm_while_nats_is_down_exits_within_the_drain_deadline() {
     p.nats.kill().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let pid = child.id().expect("pid");
-    let sent = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
+    let sent = sigterm(&child);
     // Acks it could not flush are redelivered later; waiting for a broker that is gone
     // must not keep an orchestrator's stop from finishing. (Before the flush was bounded it
     // never exited.) Here: the 2 s drain, lane pulls ending without a broker, a 2 s flush.
