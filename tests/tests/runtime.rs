@@ -8,10 +8,11 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message as _;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use threadline::plumbing::nats::StreamKind;
 use threadline_schemas::{Placement, SessionMode};
 use threadline_tests::events::{completion, new_id, spawn};
 use threadline_tests::fakes::Fault;
@@ -567,8 +568,13 @@ async fn sigterm_during_a_hanging_platform_call_exits_zero_within_the_drain_dead
     );
 }
 
-/// The runtime threads a `threadline run …` process reports when it is up.
-async fn reported_worker_threads(p: &Pipeline, args: &[&str], threads: Option<&str>) -> String {
+/// What a `threadline run …` process reports when it is up: the fields of its
+/// "threadline running" line, and the names of its threads at that moment.
+async fn running_report(
+    p: &Pipeline,
+    args: &[&str],
+    threads: Option<&str>,
+) -> (BTreeMap<String, String>, BTreeSet<String>) {
     use tokio::io::AsyncBufReadExt;
     let mut command = p.command(args);
     command
@@ -590,46 +596,123 @@ async fn reported_worker_threads(p: &Pipeline, args: &[&str], threads: Option<&s
     })
     .await
     .expect("the worker started within 30 s");
+    let pid = child.id().expect("pid");
+    let names = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's threads")
+        .filter_map(|task| {
+            let task = task.ok()?;
+            std::fs::read_to_string(task.path().join("comm")).ok()
+        })
+        .map(|name| name.trim().to_owned())
+        .collect();
     let _ = child.start_kill();
     let _ = child.wait().await;
-    line.split_whitespace()
-        .find_map(|field| field.strip_prefix("worker_threads="))
-        .unwrap_or_else(|| panic!("no worker_threads in {line:?}"))
-        .to_owned()
+    let fields = line
+        .split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (fields, names)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_single_worker_process_runs_one_runtime_thread_and_run_all_one_per_core() {
+async fn every_worker_runs_on_a_one_thread_runtime_and_run_all_gives_each_its_own() {
     let p = Pipeline::start_with(Options {
         in_process: false,
         ..Options::default()
     })
     .await;
-    let cores = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
-        .to_string();
+    let threads = |report: &(BTreeMap<String, String>, BTreeSet<String>)| {
+        report.0.get("worker_threads").cloned().unwrap_or_default()
+    };
     assert_eq!(
-        reported_worker_threads(&p, &["run", "router"], None).await,
+        threads(&running_report(&p, &["run", "router"], None).await),
         "1"
     );
     assert_eq!(
-        reported_worker_threads(&p, &["run", "deliver", "discord"], None).await,
+        threads(&running_report(&p, &["run", "deliver", "discord"], None).await),
         "1"
     );
+    // `run all`: the binder, the router and a deliverer per channel, each on a runtime of
+    // its own (its threads named after the worker), each runtime one thread.
+    let all = running_report(&p, &["run", "all"], None).await;
+    let channels = p.config.channels();
+    assert_eq!(threads(&all), "1", "{:?}", all.0);
     assert_eq!(
-        reported_worker_threads(&p, &["run", "all"], None).await,
-        cores
+        all.0.get("workers"),
+        Some(&(2 + channels.len()).to_string()),
+        "{:?}",
+        all.0
     );
-    // The setting overrides both defaults.
+    let expected: BTreeSet<String> = ["tl-binder".to_owned(), "tl-router".to_owned()]
+        .into_iter()
+        .chain(channels.iter().map(|c| {
+            // Linux keeps 15 bytes of a thread's name.
+            format!("tl-{c}").chars().take(15).collect()
+        }))
+        .collect();
+    let workers: BTreeSet<String> = all
+        .1
+        .iter()
+        .filter(|name| name.starts_with("tl-"))
+        .cloned()
+        .collect();
+    assert_eq!(workers, expected, "threads: {:?}", all.1);
+    // The setting overrides the default, for each worker's runtime.
     assert_eq!(
-        reported_worker_threads(&p, &["run", "router"], Some("3")).await,
+        threads(&running_report(&p, &["run", "router"], Some("3")).await),
         "3"
     );
+    let all = running_report(&p, &["run", "all"], Some("2")).await;
+    assert_eq!(threads(&all), "2", "{:?}", all.0);
+}
+
+/// `run all` is ready only when every worker in it is: a deliverer's lane consumer deleted
+/// under it (its runtime and connections apart from the others') makes the process unready,
+/// and `/readyz` names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_is_ready_only_while_every_worker_in_it_is() {
+    let (p, mut child, addr) = separate_process(|c| c.pending_poll_ms = 100).await;
+    let get = |path: &'static str| async move {
+        let response = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .expect("GET");
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    };
+    assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
+    // Work still flows through every worker of the process.
+    let session_key = session(&p).await;
+    let c = completion(&session_key, "through every worker");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.wait_delivered(&c.event_id, 1).await;
+
+    p.js.get_stream(StreamKind::Deliver.name(&p.subjects))
+        .await
+        .expect("stream")
+        .delete_consumer("deliver-discord-p3")
+        .await
+        .expect("delete the consumer");
+    let mut answer = (0, String::new());
+    for _ in 0..100 {
+        answer = get("/readyz").await;
+        if answer.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
-        reported_worker_threads(&p, &["run", "all"], Some("1")).await,
-        "1"
+        answer,
+        (
+            503,
+            "not ready: consumer deliver-discord-p3 deleted; restart to recreate\n".to_owned()
+        )
     );
+    assert_eq!(get("/healthz").await.0, 200);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

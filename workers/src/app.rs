@@ -11,8 +11,10 @@ use crate::deliver::slack::Slack;
 use crate::deliver::telegram::Telegram;
 use crate::deliver::webhook::Webhook;
 use crate::deliver::Deliverer;
-use crate::plumbing::nats::{jetstream, ConsumerSpec};
+use crate::plumbing::health::Health;
+use crate::plumbing::nats::{jetstream, ConsumerSpec, TopologyError};
 use crate::plumbing::runloop::{run, Handler};
+use crate::plumbing::trace::Telemetry;
 use crate::plumbing::{health, lanes, Plumbing};
 use crate::router::inbound::Inbound;
 use crate::router::send::Sender;
@@ -47,6 +49,10 @@ pub enum StartError {
     },
     #[error("cannot subscribe to control broadcasts: {0}")]
     Subscribe(String),
+    #[error("cannot start a worker runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{role:?}: {source}")]
+    Worker { role: Role, source: Box<StartError> },
     #[error("cannot serve health endpoints on {addr}: {source}")]
     Health {
         addr: String,
@@ -61,7 +67,7 @@ pub struct Running {
     tasks: JoinSet<()>,
     /// Stops the health server when the process is done (dropped), not at SIGTERM: while
     /// draining it must keep answering `/readyz` with 503 and `/healthz` with 200.
-    _health_stop: tokio_util::sync::DropGuard,
+    _health_stop: Option<tokio_util::sync::DropGuard>,
 }
 
 impl Running {
@@ -74,40 +80,183 @@ impl Running {
     }
 }
 
-/// Connects, creates the topology, and starts the workers of `role`.
+/// Connects, creates the topology, and starts the workers of `role` on the current runtime,
+/// with the health endpoints (`health_addr`).
 pub async fn start(
     config: Config,
     role: Role,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
     let config = Arc::new(config);
+    let telemetry = Telemetry::new(&config).map_err(TopologyError::from)?;
+    let health = Health::default();
+    let (health_addr, health_stop) = serve_health(&config, vec![health.clone()]).await?;
+    let mut running = start_workers(config, role, shutdown, health, telemetry).await?;
+    running.health_addr = health_addr;
+    running._health_stop = Some(health_stop);
+    Ok(running)
+}
+
+/// `run all` as deployed: every worker (the binder, the router, a deliverer per configured
+/// channel) on an OS thread of its own, with its own `threads`-thread runtime and its own
+/// NATS and Redis connections — what a process per worker gets, in one process. One runtime
+/// shared by all of them hands work between its threads: futex wake-ups and context
+/// switches were ~15% of its samples, ~20 µs per message (README "Benchmark"). One health
+/// server answers for all of them, ready only when every worker is.
+pub async fn start_threaded(
+    config: Config,
+    threads: usize,
+    shutdown: CancellationToken,
+) -> Result<Threaded, StartError> {
+    let config = Arc::new(config);
+    let telemetry = Telemetry::new(&config).map_err(TopologyError::from)?;
+    let roles: Vec<Role> = [Role::Binder, Role::Router]
+        .into_iter()
+        .chain(config.channels().into_iter().map(Role::Deliver))
+        .collect();
+    let healths: Vec<Health> = roles.iter().map(|_| Health::default()).collect();
+    let (health_addr, health_stop) = serve_health(&config, healths.clone()).await?;
+    let mut workers = Vec::new();
+    let mut started = Vec::new();
+    for (role, health) in roles.into_iter().zip(healths) {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let (config, shutdown, telemetry) = (config.clone(), shutdown.clone(), telemetry.clone());
+        let name = match &role {
+            Role::Deliver(channel) => format!("tl-{channel}"),
+            other => format!("tl-{other:?}").to_lowercase(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(name.clone())
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let running =
+                        start_workers(config, role.clone(), shutdown, health, telemetry).await;
+                    match running {
+                        Ok(running) => {
+                            let threads = tokio::runtime::Handle::current().metrics().num_workers();
+                            let _ = tell.send(Ok(threads));
+                            running.wait().await;
+                        }
+                        Err(error) => {
+                            let _ = tell.send(Err((role, error)));
+                        }
+                    }
+                })
+            })
+            .map_err(StartError::Runtime)?;
+        workers.push(thread);
+        started.push(told);
+    }
+    let mut worker_threads = 0;
+    for told in started {
+        match told.await {
+            Ok(Ok(threads)) => worker_threads = threads,
+            // The workers already started drain, and the process exits with the error.
+            Ok(Err((role, error))) => {
+                shutdown.cancel();
+                return Err(StartError::Worker {
+                    role,
+                    source: Box::new(error),
+                });
+            }
+            Err(_) => {
+                shutdown.cancel();
+                return Err(StartError::Runtime(std::io::Error::other(
+                    "a worker thread stopped while starting",
+                )));
+            }
+        }
+    }
+    Ok(Threaded {
+        health_addr,
+        worker_threads,
+        workers,
+        telemetry,
+        _health_stop: health_stop,
+    })
+}
+
+/// The workers [`start_threaded`] started.
+pub struct Threaded {
+    pub health_addr: Option<std::net::SocketAddr>,
+    /// Tokio worker threads of each worker's runtime.
+    pub worker_threads: usize,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    telemetry: Telemetry,
+    /// As in [`Running`]: answers until every worker has drained.
+    _health_stop: tokio_util::sync::DropGuard,
+}
+
+impl Threaded {
+    /// How many workers run, each on its own runtime.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Waits until every worker has drained after `shutdown`.
+    pub async fn wait(self) {
+        let Threaded {
+            workers,
+            telemetry,
+            _health_stop: health_stop,
+            ..
+        } = self;
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                if worker.join().is_err() {
+                    tracing::error!("a worker thread panicked; its messages will be redelivered");
+                }
+            }
+            telemetry.flush();
+        })
+        .await;
+        drop(health_stop);
+    }
+}
+
+/// The health server on `health_addr` (none when it is empty), answering for `parts`, until
+/// the guard is dropped.
+async fn serve_health(
+    config: &Config,
+    parts: Vec<Health>,
+) -> Result<(Option<std::net::SocketAddr>, tokio_util::sync::DropGuard), StartError> {
+    let stop = CancellationToken::new();
+    let guard = stop.clone().drop_guard();
+    if config.health_addr.is_empty() {
+        return Ok((None, guard));
+    }
+    health::prometheus();
+    let addr = health::serve(&config.health_addr, parts, stop)
+        .await
+        .map_err(|source| StartError::Health {
+            addr: config.health_addr.clone(),
+            source,
+        })?;
+    Ok((Some(addr), guard))
+}
+
+/// [`start`] without the health server: readiness goes to `health`.
+async fn start_workers(
+    config: Arc<Config>,
+    role: Role,
+    shutdown: CancellationToken,
+    health: Health,
+    telemetry: Telemetry,
+) -> Result<Running, StartError> {
     let channels = match &role {
         Role::All => config.channels(),
         Role::Deliver(channel) if config.channels().contains(channel) => vec![channel.clone()],
         Role::Deliver(channel) => return Err(StartError::UnknownChannel(channel.clone())),
         Role::Binder | Role::Router => Vec::new(),
     };
-    let plumbing = Plumbing::connect(config.clone(), shutdown.clone()).await?;
-    let health_stop = CancellationToken::new();
-    // Also stops it when start-up fails below.
-    let health_stop_guard = health_stop.clone().drop_guard();
-    let health_addr = if config.health_addr.is_empty() {
-        None
-    } else {
-        health::prometheus();
-        Some(
-            health::serve(
-                &config.health_addr,
-                plumbing.health.clone(),
-                health_stop.clone(),
-            )
-            .await
-            .map_err(|source| StartError::Health {
-                addr: config.health_addr.clone(),
-                source,
-            })?,
-        )
-    };
+    let plumbing =
+        Plumbing::connect_with(config.clone(), shutdown.clone(), health, telemetry).await?;
     let js = jetstream(&plumbing.nats);
     let subjects = &plumbing.subjects;
     let mut tasks = JoinSet::new();
@@ -212,10 +361,10 @@ pub async fn start(
         ready.set_ready(false);
     });
     Ok(Running {
-        health_addr,
+        health_addr: None,
         plumbing,
         tasks,
-        _health_stop: health_stop_guard,
+        _health_stop: None,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use futures::FutureExt;
 use std::path::PathBuf;
 use threadline::app::{self, Role};
 use threadline::config::{Config, LogFormat};
@@ -52,20 +53,32 @@ enum Worker {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    // Workers get one thread each unless configured (see `worker_threads`); the operator
+    // commands may use every core.
     let threads = match (config.worker_threads, &cli.command) {
-        (0, Command::Run { worker }) if !matches!(worker, Worker::All) => 1,
+        (0, Command::Run { .. }) => 1,
         (0, _) => std::thread::available_parallelism().map_or(1, usize::from),
         (n, _) => n as usize,
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
+    let runtime = match &cli.command {
+        // Each worker runs on a runtime of its own (`app::start_threaded`); this one only
+        // starts them, waits for a signal and serves the health endpoints.
+        Command::Run {
+            worker: Worker::All,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build(),
+    };
+    runtime
         .context("starting the async runtime")?
-        .block_on(run(cli, config))
+        .block_on(run(cli, config, threads))
 }
 
-async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+async fn run(cli: Cli, config: Config, threads: usize) -> anyhow::Result<()> {
     // Operator commands print to stdout; their stderr carries only warnings.
     let operator = matches!(cli.command, Command::Operator(_));
     init_logging_with(config.log_format, if operator { "warn" } else { "info" });
@@ -94,15 +107,24 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     // Listen before starting: a SIGTERM during start-up must drain, not kill.
     let signal = tokio::spawn(wait_for_signal());
-    let running = app::start(config, role.clone(), shutdown.clone())
-        .await
-        .with_context(|| format!("starting {role:?}"))?;
-    let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
-    tracing::info!(?role, health = ?running.health_addr, worker_threads, "threadline running");
+    let drained = if role == Role::All {
+        let running = app::start_threaded(config, threads, shutdown.clone())
+            .await
+            .context("starting run all")?;
+        tracing::info!(?role, health = ?running.health_addr, workers = running.workers(), worker_threads = running.worker_threads, "threadline running");
+        running.wait().boxed_local()
+    } else {
+        let running = app::start(config, role.clone(), shutdown.clone())
+            .await
+            .with_context(|| format!("starting {role:?}"))?;
+        let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(?role, health = ?running.health_addr, worker_threads, "threadline running");
+        running.wait().boxed_local()
+    };
     let _ = signal.await;
     tracing::info!("shutting down: draining in-flight work");
     shutdown.cancel();
-    running.wait().await;
+    drained.await;
     Ok(())
 }
 

@@ -108,10 +108,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Serves the endpoints on `addr` until `shutdown`; returns the bound address.
+/// Serves the endpoints on `addr` until `shutdown`; returns the bound address. The process
+/// is ready when every one of `parts` is (`run all` runs each worker on a runtime of its own,
+/// with its own connections and readiness).
 pub async fn serve(
     addr: &str,
-    health: Health,
+    parts: Vec<Health>,
     shutdown: CancellationToken,
 ) -> std::io::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -120,7 +122,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { prometheus().render() }))
-        .with_state(health);
+        .with_state(Arc::<[Health]>::from(parts));
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -132,12 +134,14 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
-    match health.check().await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        ),
+async fn readyz(State(parts): State<Arc<[Health]>>) -> (StatusCode, String) {
+    for part in parts.iter() {
+        if let Err(why) = part.check().await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            );
+        }
     }
+    (StatusCode::OK, "ready\n".to_owned())
 }

@@ -46,6 +46,18 @@ impl Plumbing {
         config: Arc<Config>,
         shutdown: CancellationToken,
     ) -> Result<Plumbing, nats::TopologyError> {
+        let telemetry = trace::Telemetry::new(&config)?;
+        Plumbing::connect_with(config, shutdown, health::Health::default(), telemetry).await
+    }
+
+    /// [`Plumbing::connect`] reporting readiness to `health` and tracing through
+    /// `telemetry`, which may be shared with workers on other runtimes of the process.
+    pub async fn connect_with(
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+        health: health::Health,
+        telemetry: trace::Telemetry,
+    ) -> Result<Plumbing, nats::TopologyError> {
         let subjects = Subjects::new(config.subject_prefix.clone());
         let nats = nats::connect(&config).await?;
         let js = nats::jetstream(&nats);
@@ -56,7 +68,6 @@ impl Plumbing {
                 .map_err(|e| nats::TopologyError::Redis(e.to_string()))?,
             &config,
         );
-        let telemetry = trace::Telemetry::new(&config)?;
         Ok(Plumbing {
             telemetry,
             publisher: nats::Publisher::new(js),
@@ -64,7 +75,7 @@ impl Plumbing {
             nats,
             store,
             shutdown,
-            health: health::Health::default(),
+            health,
             config,
         })
     }
