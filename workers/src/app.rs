@@ -123,7 +123,9 @@ pub async fn start_threaded(
         let (config, shutdown, telemetry) = (config.clone(), shutdown.clone(), telemetry.clone());
         let name = match &role {
             Role::Deliver(channel) => format!("tl-{channel}"),
-            other => format!("tl-{other:?}").to_lowercase(),
+            Role::Binder => "tl-binder".to_owned(),
+            Role::Router => "tl-router".to_owned(),
+            Role::All => "tl-all".to_owned(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))

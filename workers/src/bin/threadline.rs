@@ -68,10 +68,12 @@ fn main() -> anyhow::Result<()> {
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build(),
+        Command::Run { .. } | Command::Config | Command::Operator(_) => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+        }
     };
     runtime
         .context("starting the async runtime")?
