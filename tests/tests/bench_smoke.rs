@@ -20,7 +20,21 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         );
         assert!(summary.p99_ms.median > 0.0, "{name}");
     }
-    assert!(report.processes_full.is_some());
+    let processes = report
+        .processes_full
+        .as_ref()
+        .zip(report.processes_half.as_ref());
+    let (full, half) = processes.expect("the process-per-worker runs");
+    assert!(full.throughput_per_s.median > 0.0 && half.p99_ms.median > 0.0);
+    // Both layouts are compared with the floor.
+    for ratio in [
+        Some(report.throughput_ratio),
+        Some(report.p99_ratio_half_load),
+        report.processes_throughput_ratio,
+        report.processes_p99_ratio_half_load,
+    ] {
+        assert!(ratio.is_some_and(|r| r.is_finite() && r > 0.0), "{ratio:?}");
+    }
     assert_eq!(report.state_latency.len(), 2);
     assert!(report.redis_bytes_per_binding > 0.0);
     // Both deployments run the real binary: `run all`, and one process per worker.

@@ -32,6 +32,9 @@ async fn main() -> anyhow::Result<()> {
             "--json" => json = Some(args.next().context("--json needs a file")?),
             "--messages" => config.messages = args.next().context("--messages needs a number")?.parse()?,
             "--runs" => config.runs = args.next().context("--runs needs a number")?.parse()?,
+            "--half-load-seconds" => {
+                config.half_load_seconds = args.next().context("--half-load-seconds needs a number")?.parse()?
+            }
             "--partitions" => {
                 config.partitions = Some(args.next().context("--partitions needs a number")?.parse()?)
             }
@@ -39,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
                 let max: usize = args.next().context("--max-bindings needs a number")?.parse()?;
                 config.state_sizes.retain(|n| *n <= max);
             }
-            other => bail!("unknown argument {other}; use --smoke, --only memory, --json FILE, --messages N, --runs N, --max-bindings N, --partitions N, --appendfsync always|everysec"),
+            other => bail!("unknown argument {other}; use --smoke, --only memory, --json FILE, --messages N, --runs N, --half-load-seconds S, --max-bindings N, --partitions N, --appendfsync always|everysec"),
         }
     }
     if only_memory {
