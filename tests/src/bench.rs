@@ -86,6 +86,9 @@ pub struct Figures {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
+    /// Redis AOF rewrites running at any time during the run: a rewrite (a fork writing the
+    /// whole dataset to the same disk) slows every fsync of `appendfsync always`.
+    pub aof_rewrites: u64,
 }
 
 /// Median, min and max of one figure over the runs.
@@ -114,6 +117,8 @@ pub struct Summary {
     pub p50_ms: Stat,
     pub p99_ms: Stat,
     pub p999_ms: Stat,
+    /// Over all runs.
+    pub aof_rewrites: u64,
 }
 
 impl Summary {
@@ -124,6 +129,7 @@ impl Summary {
             p50_ms: pick(|f| f.p50_ms),
             p99_ms: pick(|f| f.p99_ms),
             p999_ms: pick(|f| f.p999_ms),
+            aof_rewrites: runs.iter().map(|f| f.aof_rewrites).sum(),
         }
     }
 }
@@ -157,20 +163,24 @@ pub struct BenchReport {
     /// CPU time (µs, user + system, all cores) per message at full speed, by run and by
     /// process: where the work goes, floor against Threadline.
     pub cpu_us_per_message: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Bytes Redis appended to its AOF per message at full speed, by run: what each
+    /// `appendfsync always` fsync writes (`None` when a rewrite ran meanwhile).
+    pub aof_bytes_per_message: BTreeMap<String, Option<f64>>,
 }
 
 impl BenchReport {
     pub fn table(&self) -> String {
         let s = |x: &Stat| format!("{:.1} (min {:.1}, max {:.1})", x.median, x.min, x.max);
         let mut out = format!("cores: {}\n\n", self.cores);
-        out += "| run | throughput /s | p50 ms | p99 ms | p99.9 ms |\n| --- | --- | --- | --- | --- |\n";
+        out += "| run | throughput /s | p50 ms | p99 ms | p99.9 ms | AOF rewrites |\n| --- | --- | --- | --- | --- | --- |\n";
         let mut row = |name: &str, m: &Summary| {
             out += &format!(
-                "| {name} | {} | {} | {} | {} |\n",
+                "| {name} | {} | {} | {} | {} | {} |\n",
                 s(&m.throughput_per_s),
                 s(&m.p50_ms),
                 s(&m.p99_ms),
-                s(&m.p999_ms)
+                s(&m.p999_ms),
+                m.aof_rewrites
             );
         };
         row("floor (bare relay), full speed", &self.floor_full);
@@ -229,6 +239,12 @@ impl BenchReport {
                 "CPU µs per message, {run}: {total:.0} = {}\n",
                 parts.join(" + ")
             );
+        }
+        for (run, bytes) in &self.aof_bytes_per_message {
+            match bytes {
+                Some(bytes) => out += &format!("Redis AOF bytes per message, {run}: {bytes:.0}\n"),
+                None => out += &format!("Redis AOF bytes per message, {run}: (a rewrite ran)\n"),
+            }
         }
         out
     }
@@ -315,6 +331,7 @@ fn figures(published: &[Instant], arrivals: &[(usize, Instant)]) -> Figures {
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         p999_ms: percentile(&latencies, 0.999),
+        aof_rewrites: 0,
     }
 }
 
@@ -416,6 +433,7 @@ async fn floor(
         .create_consumer(hop("hop2", "floor.mid"))
         .await
         .expect("hop2");
+    let redis_url = redis.url();
     let redis = redis::Client::open(redis.url())
         .expect("redis")
         .get_multiplexed_async_connection()
@@ -501,14 +519,19 @@ async fn floor(
             (format!("floor-in:{i}"), threadline_schemas::encode(&c))
         })
         .collect();
+    let rewrites = aof_rewrites(&redis_url).await;
     let published = publish_all(&js, "floor.in", payloads, rate).await;
     let got = arrivals(&fake, "floor", 0, messages).await;
+    let rewrites = rewrites_during(rewrites, aof_rewrites(&redis_url).await);
     stop.cancel();
     for relay in relays {
         relay.abort();
     }
     let _ = js.delete_stream("FLOOR").await;
-    figures(&published, &got)
+    Figures {
+        aof_rewrites: rewrites,
+        ..figures(&published, &got)
+    }
 }
 
 // ---- Threadline -------------------------------------------------------------------------------
@@ -703,9 +726,25 @@ async fn completions(
             (c.event_id.clone(), threadline_schemas::encode(&c))
         })
         .collect();
+    let rewrites = aof_rewrites(&d.config.redis_url).await;
     let published = publish_all(js, &d.subjects().in_completion(), payloads, rate).await;
     let got = arrivals(&d.fake, &format!("{tag} "), before, messages).await;
-    figures(&published, &got)
+    Figures {
+        aof_rewrites: rewrites_during(rewrites, aof_rewrites(&d.config.redis_url).await),
+        ..figures(&published, &got)
+    }
+}
+
+/// What [`measure_threadline`] measured of one layout.
+struct Measured {
+    full: Summary,
+    half: Summary,
+    /// Peak RSS (MiB) per worker process.
+    rss: BTreeMap<String, f64>,
+    /// CPU µs per message at full speed, per process.
+    cpu: BTreeMap<String, f64>,
+    /// AOF bytes Redis wrote per message at full speed (`None` when a rewrite ran).
+    aof_bytes: Option<f64>,
 }
 
 /// Full speed, then half that speed; `runs` times each; warm-up first.
@@ -715,12 +754,7 @@ async fn measure_threadline(
     config: &BenchConfig,
     layout: Layout,
     prefix: &str,
-) -> (
-    Summary,
-    Summary,
-    BTreeMap<String, f64>,
-    BTreeMap<String, f64>,
-) {
+) -> Measured {
     let d = deploy(nats, redis, layout, prefix, config.partitions).await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client);
@@ -731,11 +765,13 @@ async fn measure_threadline(
         pids.extend(child.id().map(|pid| ((*name).to_owned(), pid)));
     }
     let probe = CpuProbe::start(pids);
+    let aof = AofProbe::start(&redis.url()).await;
     let mut full = Vec::new();
     for run in 0..config.runs {
         full.push(completions(&js, &d, &keys, &format!("full{run}"), config.messages, None).await);
     }
     let cpu = probe.per_message(config.runs * config.messages);
+    let aof_bytes = aof.per_message(config.runs * config.messages).await;
     let full = Summary::of(&full);
     let rate = (full.throughput_per_s.median / 2.0).max(1.0);
     let mut half = Vec::new();
@@ -753,7 +789,13 @@ async fn measure_threadline(
         );
     }
     let rss = d.stop().await;
-    (full, Summary::of(&half), rss, cpu)
+    Measured {
+        full,
+        half: Summary::of(&half),
+        rss,
+        cpu,
+        aof_bytes,
+    }
 }
 
 /// Preloads bindings (with their sessions) straight into the store, `concurrency` at a time.
@@ -809,7 +851,11 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
 
 /// One `INFO` section of the benchmark's Redis.
 async fn redis_info(redis: &RedisServer, section: &str) -> String {
-    let mut conn = redis::Client::open(redis.url())
+    redis_info_at(&redis.url(), section).await
+}
+
+async fn redis_info_at(redis_url: &str, section: &str) -> String {
+    let mut conn = redis::Client::open(redis_url)
         .expect("redis")
         .get_multiplexed_async_connection()
         .await
@@ -819,6 +865,72 @@ async fn redis_info(redis: &RedisServer, section: &str) -> String {
         .query_async(&mut conn)
         .await
         .expect("info")
+}
+
+/// A numeric field of `INFO persistence` (0 when absent).
+async fn persistence(redis_url: &str, names: &[&str]) -> Vec<u64> {
+    let info = redis_info_at(redis_url, "persistence").await;
+    names
+        .iter()
+        .map(|name| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Redis's AOF rewrites: (finished so far, running now).
+async fn aof_rewrites(redis_url: &str) -> (u64, u64) {
+    match persistence(redis_url, &["aof_rewrites", "aof_rewrite_in_progress"])
+        .await
+        .as_slice()
+    {
+        [done, running] => (*done, *running),
+        _ => (0, 0),
+    }
+}
+
+/// Redis's AOF size at the start of a measurement.
+struct AofProbe {
+    url: String,
+    size: u64,
+    rewrites: (u64, u64),
+}
+
+impl AofProbe {
+    async fn start(url: &str) -> AofProbe {
+        AofProbe {
+            url: url.to_owned(),
+            size: aof_size(url).await,
+            rewrites: aof_rewrites(url).await,
+        }
+    }
+
+    /// AOF bytes per message since the start; `None` when a rewrite (which shrinks the file)
+    /// overlapped.
+    async fn per_message(&self, messages: usize) -> Option<f64> {
+        let size = aof_size(&self.url).await;
+        if rewrites_during(self.rewrites, aof_rewrites(&self.url).await) > 0 {
+            return None;
+        }
+        Some(size.saturating_sub(self.size) as f64 / messages.max(1) as f64)
+    }
+}
+
+async fn aof_size(redis_url: &str) -> u64 {
+    persistence(redis_url, &["aof_current_size"])
+        .await
+        .first()
+        .copied()
+        .unwrap_or(0)
+}
+
+/// How many rewrites overlapped a run, from [`aof_rewrites`] at its start and its end: those
+/// finished or running at the end, less those finished before it began.
+fn rewrites_during(start: (u64, u64), end: (u64, u64)) -> u64 {
+    (end.0 + end.1).saturating_sub(start.0)
 }
 
 /// Waits (up to 5 minutes) until Redis has no AOF rewrite running or scheduled.
@@ -861,6 +973,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     // 1. The floor, full speed and half load.
     floor(&nats, &redis, config.warmup, None).await;
     let probe = CpuProbe::start(shared_processes(&nats, &redis));
+    let aof = AofProbe::start(&redis.url()).await;
     let floor_full: Vec<Figures> = {
         let mut v = Vec::new();
         for _ in 0..config.runs {
@@ -871,6 +984,10 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     report.cpu_us_per_message.insert(
         "floor".into(),
         probe.per_message(config.runs * config.messages),
+    );
+    report.aof_bytes_per_message.insert(
+        "floor".into(),
+        aof.per_message(config.runs * config.messages).await,
     );
     report.floor_full = Summary::of(&floor_full);
     let floor_rate = (report.floor_full.throughput_per_s.median / 2.0).max(1.0);
@@ -889,23 +1006,25 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     report.floor_half = Summary::of(&floor_half);
 
     // 2. Threadline in one process, and with a process per worker.
-    let (full, half, rss, cpu) =
-        measure_threadline(&nats, &redis, &config, Layout::AllInOne, "bench").await;
-    report.peak_rss_mib = rss;
-    report.threadline_full = full;
-    report.threadline_half = half;
+    let all = measure_threadline(&nats, &redis, &config, Layout::AllInOne, "bench").await;
+    report.peak_rss_mib = all.rss;
+    report.threadline_full = all.full;
+    report.threadline_half = all.half;
+    let name = "threadline run all";
+    report.cpu_us_per_message.insert(name.into(), all.cpu);
     report
-        .cpu_us_per_message
-        .insert("threadline run all".into(), cpu);
+        .aof_bytes_per_message
+        .insert(name.into(), all.aof_bytes);
     if config.processes {
-        let (full, half, rss, cpu) =
-            measure_threadline(&nats, &redis, &config, Layout::PerWorker, "benchp").await;
-        report.processes_full = Some(full);
-        report.processes_half = Some(half);
-        report.peak_rss_mib.extend(rss);
+        let each = measure_threadline(&nats, &redis, &config, Layout::PerWorker, "benchp").await;
+        report.processes_full = Some(each.full);
+        report.processes_half = Some(each.half);
+        report.peak_rss_mib.extend(each.rss);
+        let name = "threadline process per worker";
+        report.cpu_us_per_message.insert(name.into(), each.cpu);
         report
-            .cpu_us_per_message
-            .insert("threadline process per worker".into(), cpu);
+            .aof_bytes_per_message
+            .insert(name.into(), each.aof_bytes);
     }
     // 3. Ratios (half load compared at each one's own half load).
     let throughput = |s: &Summary| {
