@@ -136,6 +136,9 @@ pub async fn start_threaded(
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
+                // However the worker ends (drained, or a panic), the process stops being
+                // ready with it: `/readyz` must not answer for a worker that is gone.
+                let _unready = Unready(health.clone());
                 runtime.block_on(async move {
                     let running =
                         start_workers(config, role.clone(), shutdown, health, telemetry).await;
@@ -182,6 +185,15 @@ pub async fn start_threaded(
         telemetry,
         _health_stop: health_stop,
     })
+}
+
+/// Marks a worker not ready when dropped.
+struct Unready(Health);
+
+impl Drop for Unready {
+    fn drop(&mut self) {
+        self.0.set_ready(false);
+    }
 }
 
 /// The workers [`start_threaded`] started.

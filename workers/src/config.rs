@@ -144,10 +144,11 @@ pub struct Config {
     pub stream_max_age_ms: u64,
     /// Grace period for in-flight work on SIGTERM.
     pub drain_timeout_ms: u64,
-    /// Tokio worker threads of a `threadline` process. 0 (the default): one for a process
-    /// running one worker (`run binder|router|deliver …`: scaled by running more of them),
-    /// one per core for `run all` and the operator commands. One thread spends less CPU per
-    /// event than two: no work-stealing wake-ups between threads (see README "Benchmark").
+    /// Tokio worker threads of each worker's runtime. 0 (the default): one. A `run binder`,
+    /// `run router` or `run deliver …` process runs one worker (scaled by running more of
+    /// them); `run all` runs each of its workers on a runtime of its own; the operator
+    /// commands use one thread per core. One thread spends less CPU per event than two: no
+    /// work-stealing wake-ups between threads (see README "Benchmark").
     pub worker_threads: u32,
     pub discord: PlatformConfig,
     pub slack: PlatformConfig,
