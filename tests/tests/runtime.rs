@@ -667,12 +667,12 @@ async fn every_worker_runs_on_a_one_thread_runtime_and_run_all_gives_each_its_ow
     assert_eq!(threads(&all), "2", "{:?}", all.0);
 }
 
-/// `run all` is ready only when every worker in it is: a deliverer's lane consumer deleted
-/// under it (its runtime and connections apart from the others') makes the process unready,
-/// and `/readyz` names it.
+/// `run all` is ready only when every worker in it is (each on a runtime of its own, with
+/// its own connections): Redis lost and back, then a deliverer's lane consumer deleted
+/// under it, which `/readyz` names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_all_is_ready_only_while_every_worker_in_it_is() {
-    let (p, mut child, addr) = separate_process(|c| c.pending_poll_ms = 100).await;
+    let (mut p, mut child, addr) = separate_process(|c| c.pending_poll_ms = 100).await;
     let get = |path: &'static str| async move {
         let response = reqwest::get(format!("http://{addr}{path}"))
             .await
@@ -683,7 +683,26 @@ async fn run_all_is_ready_only_while_every_worker_in_it_is() {
         )
     };
     assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
-    // Work still flows through every worker of the process.
+    p.redis.kill().await;
+    assert_eq!(
+        get("/readyz").await,
+        (503, "not ready: Redis does not answer\n".to_owned())
+    );
+    p.redis.start_again().await;
+    let mut ready = (0, String::new());
+    for _ in 0..100 {
+        ready = get("/readyz").await;
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        ready,
+        (200, "ready\n".to_owned()),
+        "ready again with Redis back"
+    );
+    // Every worker's own connections came back: work flows through all of them.
     let session_key = session(&p).await;
     let c = completion(&session_key, "through every worker");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;

@@ -28,6 +28,10 @@ pub struct Health {
 struct Dependencies {
     nats: async_nats::Client,
     store: Store,
+    /// The worker's runtime: the Redis check runs there, so a reconnect it starts drives the
+    /// worker's connection from the worker's runtime, not from the health server's (`run
+    /// all` serves health on a thread of its own).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Health {
@@ -38,9 +42,14 @@ impl Health {
         self.ready.load(Ordering::SeqCst)
     }
     /// The connections `/readyz` checks from now on (consumers were created at start-up,
-    /// before the worker was marked ready).
+    /// before the worker was marked ready). Called on the worker's runtime.
     pub fn watch(&self, nats: async_nats::Client, store: Store) {
-        let _ = self.deps.set(Dependencies { nats, store });
+        let runtime = tokio::runtime::Handle::current();
+        let _ = self.deps.set(Dependencies {
+            nats,
+            store,
+            runtime,
+        });
     }
 
     pub fn consumer_missing(&self, durable: &str) {
@@ -77,11 +86,14 @@ impl Health {
             return Err("NATS is not connected".into());
         }
         let mut conn = deps.store.connection();
-        let ping = redis::cmd("PING");
-        let ping = ping.query_async::<()>(&mut conn);
-        match tokio::time::timeout(Duration::from_millis(1_000), ping).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err("Redis does not answer".into()),
+        let ping = async move {
+            let ping = redis::cmd("PING");
+            let ping = ping.query_async::<()>(&mut conn);
+            tokio::time::timeout(Duration::from_millis(1_000), ping).await
+        };
+        match deps.runtime.spawn(ping).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(_)) | Err(_)) | Err(_) => Err("Redis does not answer".into()),
         }
     }
 }
