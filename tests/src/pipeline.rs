@@ -721,3 +721,28 @@ fn init_tracing() {
             .try_init();
     });
 }
+
+/// `GET http://{addr}{path}` → (status, body).
+pub async fn get_health(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("GET");
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+/// Polls `/readyz` on `addr` until it answers `status` (10 s at most); → the last answer.
+pub async fn readyz_until(addr: std::net::SocketAddr, status: u16) -> (u16, String) {
+    let mut answer = (0, String::new());
+    for _ in 0..100 {
+        answer = get_health(addr, "/readyz").await;
+        if answer.0 == status {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    answer
+}

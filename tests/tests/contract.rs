@@ -11,7 +11,7 @@ use threadline_schemas::SendTarget;
 use threadline_schemas::{BindingChange, BindingChanged, Placement, SessionMode, Subjects};
 use threadline_tests::contract::Schemas;
 use threadline_tests::events::{completion, message, send, spawn, unbind_session};
-use threadline_tests::pipeline::Pipeline;
+use threadline_tests::pipeline::{get_health, readyz_until, Pipeline};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,17 +243,7 @@ async fn health_readiness_and_metrics_are_served() {
     );
     p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
     p.wait_spawned(&s.event_id).await;
-    let get = |path: &str| {
-        let url = format!("http://{addr}{path}");
-        async move {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let response = reqwest::get(url).await.expect("GET");
-            (
-                response.status().as_u16(),
-                response.text().await.unwrap_or_default(),
-            )
-        }
-    };
+    let get = |path: &'static str| get_health(addr, path);
     assert_eq!(get("/healthz").await.0, 200);
     assert_eq!(get("/readyz").await.0, 200);
     // Readiness is checked live: a lost Redis makes the worker unready (alive all along),
@@ -266,15 +256,11 @@ async fn health_readiness_and_metrics_are_served() {
     );
     assert_eq!(get("/healthz").await.0, 200);
     p.redis.start_again().await;
-    let mut ready = 0;
-    for _ in 0..100 {
-        ready = get("/readyz").await.0;
-        if ready == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(ready, 200, "ready again after Redis came back");
+    assert_eq!(
+        readyz_until(addr, 200).await.0,
+        200,
+        "ready again after Redis came back"
+    );
     // A consumer deleted under the running workers: their pulls would fail quietly, so
     // `/readyz` names it (a restart recreates it).
     p.js.get_stream(StreamKind::Inbound.name(&p.subjects))
@@ -283,14 +269,7 @@ async fn health_readiness_and_metrics_are_served() {
         .delete_consumer("binder-control")
         .await
         .expect("delete the consumer");
-    let mut answer = (0, String::new());
-    for _ in 0..100 {
-        answer = get("/readyz").await;
-        if answer.0 == 503 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let answer = readyz_until(addr, 503).await;
     assert_eq!(
         (answer.0, answer.1.as_str()),
         (

@@ -16,7 +16,7 @@ use threadline::plumbing::nats::StreamKind;
 use threadline_schemas::{Placement, SessionMode};
 use threadline_tests::events::{completion, new_id, spawn};
 use threadline_tests::fakes::Fault;
-use threadline_tests::pipeline::{Options, Pipeline};
+use threadline_tests::pipeline::{get_health, readyz_until, Options, Pipeline};
 use threadline_tests::servers::free_port;
 
 const PARENT: &str = "100000000000000001";
@@ -673,32 +673,15 @@ async fn every_worker_runs_on_a_one_thread_runtime_and_run_all_gives_each_its_ow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_all_is_ready_only_while_every_worker_in_it_is() {
     let (mut p, mut child, addr) = separate_process(|c| c.pending_poll_ms = 100).await;
-    let get = |path: &'static str| async move {
-        let response = reqwest::get(format!("http://{addr}{path}"))
-            .await
-            .expect("GET");
-        (
-            response.status().as_u16(),
-            response.text().await.unwrap_or_default(),
-        )
-    };
-    assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
+    assert_eq!(readyz_until(addr, 200).await, (200, "ready\n".to_owned()));
     p.redis.kill().await;
     assert_eq!(
-        get("/readyz").await,
+        get_health(addr, "/readyz").await,
         (503, "not ready: Redis does not answer\n".to_owned())
     );
     p.redis.start_again().await;
-    let mut ready = (0, String::new());
-    for _ in 0..100 {
-        ready = get("/readyz").await;
-        if ready.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(
-        ready,
+        readyz_until(addr, 200).await,
         (200, "ready\n".to_owned()),
         "ready again with Redis back"
     );
@@ -714,22 +697,14 @@ async fn run_all_is_ready_only_while_every_worker_in_it_is() {
         .delete_consumer("deliver-discord-p3")
         .await
         .expect("delete the consumer");
-    let mut answer = (0, String::new());
-    for _ in 0..100 {
-        answer = get("/readyz").await;
-        if answer.0 == 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(
-        answer,
+        readyz_until(addr, 503).await,
         (
             503,
             "not ready: consumer deliver-discord-p3 deleted; restart to recreate\n".to_owned()
         )
     );
-    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get_health(addr, "/healthz").await.0, 200);
     let _ = child.start_kill();
     let _ = child.wait().await;
 }
