@@ -709,6 +709,42 @@ async fn run_all_is_ready_only_while_every_worker_in_it_is() {
     let _ = child.wait().await;
 }
 
+/// A worker of `run all` that cannot start (here the Discord deliverer, its token file
+/// missing) stops the whole process with the reason and the worker's name, although the
+/// other workers started on their own runtimes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_exits_with_the_reason_when_one_of_its_workers_cannot_start() {
+    let p = Pipeline::start_with(Options {
+        in_process: false,
+        ..Options::default()
+    })
+    .await;
+    let missing = tempfile::tempdir().expect("dir");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        p.command(&["run", "all"])
+            .env("NO_COLOR", "1")
+            .env(
+                "THREADLINE_DISCORD_TOKEN_FILE",
+                missing.path().join("no-such-token"),
+            )
+            .stderr(std::process::Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("exits instead of running without its Discord deliverer")
+    .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("starting run all")
+            && stderr.contains("Deliver(\"discord\")")
+            && stderr.contains("cannot read the credentials of discord"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("threadline running"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_nats_is_down_exits_within_the_drain_deadline() {
     let (mut p, mut child, _addr) = separate_process(|c| c.drain_timeout_ms = 2_000).await;
