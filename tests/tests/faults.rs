@@ -371,6 +371,38 @@ async fn a_webhook_post_with_unknown_outcome_is_resent_with_its_idempotency_key_
     assert_eq!(hooks[0].body["text"], "did it land?");
 }
 
+/// A receiver that redirects (an endpoint that moved, HTTP redirected to HTTPS) is a
+/// misconfigured URL: the post fails at once on `tl.out.failed`, named as such. Following
+/// the redirect would re-send the POST as a GET without its body, and a 2xx to that would
+/// report a post nobody received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_receiver_fails_the_post_visibly_instead_of_following_it() {
+    let p = Pipeline::start().await;
+    let requester = Pipeline::webhook_conversation("plain", "chat-moved");
+    let s = spawn(&requester, Placement::None, SessionMode::Session);
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    let before = p.webhook.request_count();
+    p.webhook.push_fault(Fault::Redirect {
+        status: 302,
+        location: p.webhook.url("plain"),
+    });
+    let c = completion(&session_key, "where did it go?");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let failed = p.wait_failed(&c.event_id).await;
+    assert_eq!(failed.code, "redirected", "{failed:?}");
+    assert!(
+        failed.message.contains("302") && failed.message.contains(&p.webhook.base_url()),
+        "{failed:?}"
+    );
+    assert_eq!(failed.destination.as_ref(), Some(&requester));
+    p.settle(Duration::from_millis(300)).await;
+    // One request: the redirect was not followed (a followed 302 is a second request).
+    assert_eq!(p.webhook.request_count() - before, 1);
+    assert!(p.webhook.deliveries().is_empty());
+    assert!(p.delivered().is_empty());
+}
+
 /// A handler that is told to wait `waits` times (a pending binding, another instance's
 /// claim), then fails with an error that may pass, every time.
 struct WaitsThenFails {

@@ -59,6 +59,9 @@ pub enum Fault {
     /// Store/apply the request exactly as a success would, then never answer
     /// (hold the connection open for `hold_ms`, then drop it without a response).
     AcceptThenHang { hold_ms: u64 },
+    /// Answer `status` (a 3xx) with `Location: location`, storing nothing: an endpoint
+    /// that moved, or a plain-HTTP URL redirected to HTTPS.
+    Redirect { status: u16, location: String },
 }
 
 /// Random faults for chaos runs: each message-creating request, when the scripted queue
@@ -140,14 +143,14 @@ impl Faults {
             Some(Fault::RateLimited { .. }) => self.counts.rate_limited += 1,
             Some(Fault::Slow { .. }) => self.counts.slow += 1,
             Some(Fault::AcceptThenHang { .. }) => self.counts.accept_then_hang += 1,
-            None => {}
+            Some(Fault::Redirect { .. }) | None => {}
         }
         fault
     }
 }
 
 /// What a handler must do about the fault it drew, after any `Slow` delay was served.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Plan {
     Proceed,
     RateLimited {
@@ -157,6 +160,10 @@ enum Plan {
     /// Handle normally, then hold the connection for this many ms and drop it.
     HangAfter {
         hold_ms: u64,
+    },
+    Redirect {
+        status: u16,
+        location: String,
     },
 }
 
@@ -174,6 +181,7 @@ impl Plan {
                 Plan::Proceed
             }
             Some(Fault::AcceptThenHang { hold_ms }) => Plan::HangAfter { hold_ms },
+            Some(Fault::Redirect { status, location }) => Plan::Redirect { status, location },
         }
     }
 }
@@ -302,9 +310,13 @@ pub(crate) async fn faulted<S: Platform>(
 ) -> Response {
     let fault = with_common(shared, |c| c.faults.next());
     let plan = Plan::from_fault(fault).await;
-    match plan {
-        Plan::RateLimited { retry_after_ms } => return S::rate_limited(retry_after_ms),
+    match &plan {
+        Plan::RateLimited { retry_after_ms } => return S::rate_limited(*retry_after_ms),
         Plan::ServerError => return S::server_error(),
+        Plan::Redirect { status, location } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND);
+            return (status, [(header::LOCATION, location.clone())]).into_response();
+        }
         Plan::Proceed | Plan::HangAfter { .. } => {}
     }
     let response = handle(&mut lock(shared));

@@ -16,6 +16,10 @@ pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
+        // A followed 301/302/303 re-sends a POST as a GET without its body: whatever the
+        // new location answers, the post was not made, and a 2xx would report it made.
+        // A redirect is a misconfigured URL; `classify` says so.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("threadline/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
@@ -84,8 +88,18 @@ pub fn classify(
             code: permanent_code(),
             message: format!("{status}: {message}"),
         },
-        // 1xx/2xx never reach here; 3xx means a misconfigured base URL.
-        100..=399 | 600..=u16::MAX => PlatformError::Permanent {
+        // Redirects are not followed (see `client`): the configured URL is not the one the
+        // platform answers at. Only the new location's origin is named: a webhook's path
+        // may hold a secret.
+        300..=399 => PlatformError::Permanent {
+            code: "redirected".into(),
+            message: format!(
+                "{status}: the platform redirects to {}; configure the URL it answers at",
+                redirect_origin(headers)
+            ),
+        },
+        // 1xx/2xx never reach here.
+        100..=299 | 600..=u16::MAX => PlatformError::Permanent {
             code: "unexpected_status".into(),
             message: format!("{status}: {message}"),
         },
@@ -93,6 +107,18 @@ pub fn classify(
             code: "unexpected_status".into(),
             message: format!("{status}: {message}"),
         },
+    }
+}
+
+/// The scheme, host and port of a redirect's `Location` (relative: "the same host").
+fn redirect_origin(headers: &HeaderMap) -> String {
+    let location = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok());
+    match location.map(reqwest::Url::parse) {
+        Some(Ok(url)) => url.origin().ascii_serialization(),
+        Some(Err(_)) => "another path on the same host".into(),
+        None => "an unnamed location".into(),
     }
 }
 
@@ -150,5 +176,36 @@ mod tests {
             classify(StatusCode::FORBIDDEN, &h, None, String::new(), code),
             PlatformError::Permanent { code, .. } if code == "bad_request"
         ));
+    }
+
+    #[test]
+    fn a_redirect_is_a_misconfigured_url_named_by_its_origin_only() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "location",
+            "https://hooks.example.com:8443/secret-path?t=1"
+                .parse()
+                .unwrap(),
+        );
+        let error = classify(StatusCode::FOUND, &h, None, String::new(), code);
+        let PlatformError::Permanent {
+            code: named,
+            message,
+        } = error
+        else {
+            panic!("{error:?}");
+        };
+        assert_eq!(named, "redirected");
+        assert!(
+            message.contains("https://hooks.example.com:8443") && !message.contains("secret"),
+            "{message}"
+        );
+        h.insert("location", "/elsewhere".parse().unwrap());
+        let error = classify(StatusCode::MOVED_PERMANENTLY, &h, None, String::new(), code);
+        assert!(
+            matches!(&error, PlatformError::Permanent { code: named, message }
+                if named == "redirected" && message.contains("same host")),
+            "{error:?}"
+        );
     }
 }
