@@ -1090,6 +1090,25 @@ async fn redis_cluster_ok(url: &str) -> bool {
         Ok(Some(info)) if info.lines().any(|line| line.trim() == "cluster_state:ok"))
 }
 
+/// Runs `work` (a benchmark or chaos run) until it finishes, or until SIGINT or SIGTERM
+/// arrives: then `work` is dropped, and with it every server and worker process it started
+/// (they stop on drop), so an interrupted run leaves nothing behind. → `None` when
+/// interrupted.
+pub async fn until_interrupted<F: std::future::Future>(work: F) -> Option<F::Output> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return Some(work.await);
+    };
+    tokio::select! {
+        done = work => Some(done),
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

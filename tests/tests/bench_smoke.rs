@@ -71,3 +71,98 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         "{cpu:?}"
     );
 }
+
+/// The processes `pid` started that are still alive (children of any of its threads), with
+/// their command lines.
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .map(|child| (child, command_line(child)))
+        .collect()
+}
+
+fn command_line(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// A process that exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            // The state follows the parenthesised command name.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Interrupting the benchmark (SIGTERM, or Ctrl-C) stops the servers and worker processes
+/// it started, instead of leaving them running on their ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_benchmark_leaves_no_servers_or_workers_behind() {
+    let mut bench = tokio::process::Command::new(env!("CARGO_BIN_EXE_threadline-bench"))
+        // Long enough to be caught with its workers running.
+        .args(["--smoke", "--messages", "20000"])
+        .env(
+            "THREADLINE_BIN",
+            threadline_tests::pipeline::threadline_bin(),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the benchmark");
+    let pid = bench.id().expect("pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let started = loop {
+        let now = children(pid);
+        let has = |what: &str| now.iter().any(|(_, command)| command.contains(what));
+        if has("nats-server") && has("redis-server") && has("threadline run") {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the benchmark never had its servers and workers up: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), bench.wait())
+        .await
+        .expect("the benchmark stops on SIGTERM")
+        .expect("reap");
+    assert!(!exit.success(), "an interrupted run reports failure");
+    // Their parent is gone: what was killed is reaped by init at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let left = loop {
+        let left: Vec<_> = started.iter().filter(|(child, _)| alive(*child)).collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            break left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // On failure, stop them here (by PID: the benchmark this test started started them).
+    for (child, _) in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &child.to_string()])
+            .status();
+    }
+    assert!(
+        left.is_empty(),
+        "still running after the benchmark stopped: {left:?}"
+    );
+}

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use threadline_tests::bench::{memory, run, BenchConfig};
+use threadline_tests::servers::until_interrupted;
 
 // The same allocator as the `threadline` binary: the floor's relays and `run all` run here.
 #[global_allocator]
@@ -54,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
             .filter(|n| *n <= 100_000)
             .max()
             .unwrap_or(100_000);
-        let report = memory(n).await;
+        let Some(report) = until_interrupted(memory(n)).await else {
+            bail!("bench: interrupted; its Redis server is stopped");
+        };
         println!("{}", report.table());
         if let Some(path) = json {
             std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
@@ -67,7 +70,9 @@ async fn main() -> anyhow::Result<()> {
         "redis appendfsync: {}",
         fsync.as_deref().unwrap_or("always")
     );
-    let report = run(config).await;
+    let Some(report) = until_interrupted(run(config)).await else {
+        bail!("bench: interrupted; its servers and workers are stopped");
+    };
     println!("{}", report.table());
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context};
 use threadline_tests::chaos::{run, ChaosConfig};
+use threadline_tests::servers::until_interrupted;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,7 +30,9 @@ async fn main() -> anyhow::Result<()> {
         config.sessions = sessions;
     }
     eprintln!("chaos: {config:?}");
-    let report = run(config).await;
+    let Some(report) = until_interrupted(run(config)).await else {
+        bail!("chaos: interrupted; its servers and workers are stopped");
+    };
     println!("{}", report.table());
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
