@@ -97,6 +97,69 @@ async fn a_post_told_to_wait_holds_back_only_its_own_conversation() {
     assert_eq!(p.posted(&b), ["B1"]);
 }
 
+/// A post told to wait comes back while later posts of its conversation fill the lane: the
+/// lane pulls for it although half its batch is held. (It used to pull only with half the
+/// batch free, so the deferred post could not return until it was given up on after
+/// `ack_wait`, and the held posts then went out before it: found by the chaos test, where a
+/// lane taken over with 47 unacknowledged posts stalled for minutes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_post_comes_back_while_its_conversation_fills_the_lane() {
+    let p = Pipeline::start_with(Options {
+        tune: |c| {
+            c.lane_batch = 4;
+            // Longer than `wait_delivered` waits: a post given up on cannot pass in time.
+            c.ack_wait_ms = 40_000;
+        },
+        ..Options::default()
+    })
+    .await;
+    let a = discord_conversation(200_000_000_000_000_001);
+    let key = session_in(&p, &a).await;
+    p.discord.push_fault(Fault::RateLimited {
+        retry_after_ms: 2_000,
+    });
+    let first = completion(&key, "A1");
+    p.publish(p.subjects.in_completion(), &first.event_id, &first)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.discord.fault_counts().rate_limited == 0 {
+        assert!(Instant::now() < deadline, "A1 never reached the platform");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While A1 waits: more of A than half the lane's batch, all held behind it.
+    let mut all = vec![first];
+    for n in 2..=5 {
+        let c = completion(&key, &format!("A{n}"));
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        all.push(c);
+    }
+    for c in &all {
+        assert_eq!(p.wait_delivered(&c.event_id, 1).await.len(), 1, "{c:?}");
+    }
+    // In the order the router emitted them (it routes concurrently, so A2…A5 published
+    // back to back may be emitted in any order; A1 was emitted before they were published).
+    let emitted: Vec<String> = read_stream(&p.js, &StreamKind::Deliver.name(&p.subjects))
+        .await
+        .into_iter()
+        .filter_map(|m| rmp_serde::from_slice::<DeliveryCommand>(&m.payload).ok())
+        .filter_map(|d| match d.action {
+            DeliveryAction::Post {
+                content,
+                destination,
+                ..
+            } if destination == a => Some(content),
+            DeliveryAction::Post { .. } | DeliveryAction::CreateThread { .. } => None,
+        })
+        .collect();
+    assert_eq!(emitted.len(), 5, "{emitted:?}");
+    assert_eq!(emitted[0], "A1");
+    assert_eq!(
+        p.posted(&a),
+        emitted,
+        "every post once, in the order emitted"
+    );
+}
+
 /// Lane → owning process id, per Redis (owner ids start with the pid).
 async fn lane_owners(p: &Pipeline) -> BTreeMap<u32, u32> {
     p.store()

@@ -393,13 +393,17 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                 });
                 task_of.insert(task.id(), (seq, key));
             }
-            // Pull again once half the batch is free: one request serves many posts.
+            // Pull again once half the batch is free: one request serves many posts. And
+            // whenever a deferred post is due back: only a pull brings it, and the posts of
+            // its conversation held behind it may fill the batch (the consumer's
+            // `max_ack_pending` still bounds what comes).
             let holding = held.len() + tasks.len() + waiting.len();
-            if pull.is_none() && holding * 2 <= batch && holding < batch {
+            let free = holding * 2 <= batch && holding < batch;
+            if pull.is_none() && (free || !waiting.is_empty()) {
                 match owner
                     .consumer
                     .batch()
-                    .max_messages(batch - holding)
+                    .max_messages(batch.saturating_sub(holding).max(1))
                     .expires(Duration::from_secs(1))
                     .messages()
                     .await
