@@ -44,6 +44,23 @@ fn two_in_one_lane(p: &Pipeline) -> (ConversationRef, ConversationRef) {
     (first, second)
 }
 
+/// The contents of the posts the router emitted to `conversation`, in stream order.
+async fn emitted_to(p: &Pipeline, conversation: &ConversationRef) -> Vec<String> {
+    read_stream(&p.js, &StreamKind::Deliver.name(&p.subjects))
+        .await
+        .into_iter()
+        .filter_map(|m| rmp_serde::from_slice::<DeliveryCommand>(&m.payload).ok())
+        .filter_map(|d| match d.action {
+            DeliveryAction::Post {
+                content,
+                destination,
+                ..
+            } if destination == *conversation => Some(content),
+            DeliveryAction::Post { .. } | DeliveryAction::CreateThread { .. } => None,
+        })
+        .collect()
+}
+
 /// Position of the post with `content` in the fake's global arrival order.
 fn arrival(p: &Pipeline, content: &str) -> usize {
     let all = p.discord.messages();
@@ -138,19 +155,7 @@ async fn a_deferred_post_comes_back_while_its_conversation_fills_the_lane() {
     }
     // In the order the router emitted them (it routes concurrently, so A2…A5 published
     // back to back may be emitted in any order; A1 was emitted before they were published).
-    let emitted: Vec<String> = read_stream(&p.js, &StreamKind::Deliver.name(&p.subjects))
-        .await
-        .into_iter()
-        .filter_map(|m| rmp_serde::from_slice::<DeliveryCommand>(&m.payload).ok())
-        .filter_map(|d| match d.action {
-            DeliveryAction::Post {
-                content,
-                destination,
-                ..
-            } if destination == a => Some(content),
-            DeliveryAction::Post { .. } | DeliveryAction::CreateThread { .. } => None,
-        })
-        .collect();
+    let emitted = emitted_to(&p, &a).await;
     assert_eq!(emitted.len(), 5, "{emitted:?}");
     assert_eq!(emitted[0], "A1");
     assert_eq!(
@@ -280,19 +285,7 @@ async fn lanes_are_shared_when_an_instance_joins_and_taken_over_when_one_is_kill
     for c in &events {
         p.wait_delivered(&c.event_id, 1).await;
     }
-    let emitted: Vec<String> = read_stream(&p.js, &StreamKind::Deliver.name(&p.subjects))
-        .await
-        .into_iter()
-        .filter_map(|m| rmp_serde::from_slice::<DeliveryCommand>(&m.payload).ok())
-        .filter_map(|d| match d.action {
-            DeliveryAction::Post {
-                content,
-                destination,
-                ..
-            } if destination == conversation => Some(content),
-            DeliveryAction::Post { .. } | DeliveryAction::CreateThread { .. } => None,
-        })
-        .collect();
+    let emitted = emitted_to(&p, &conversation).await;
     assert_eq!(emitted.len(), 40);
     let posted = p.posted(&conversation);
     assert_eq!(posted, emitted, "every post once, in the order emitted");
