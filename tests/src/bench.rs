@@ -156,6 +156,9 @@ pub struct BenchReport {
     pub state_latency: BTreeMap<usize, (f64, f64)>,
     /// p99 at the largest state size / p99 at the smallest (target ≤ 1.2).
     pub state_p99_ratio: f64,
+    /// The same for the p50: what state costs a typical completion. The p99 of a light-load
+    /// run is set by the few stalls that happen to fall in it, whatever the state.
+    pub state_p50_ratio: f64,
     /// Redis `used_memory` delta per active binding (with its session; target ≤ 512).
     pub redis_bytes_per_binding: f64,
     /// Peak RSS (MiB) of each worker process under load (target ≤ 64).
@@ -219,8 +222,8 @@ impl BenchReport {
             out += &format!("routing with {n} bindings: p50 {p50:.1} ms, p99 {p99:.1} ms\n");
         }
         out += &format!(
-            "p99 largest/smallest state: {:.2}  (target ≤ 1.2)\n",
-            self.state_p99_ratio
+            "p99 largest/smallest state: {:.2}  (target ≤ 1.2); p50: {:.2}\n",
+            self.state_p99_ratio, self.state_p50_ratio
         );
         out += &format!(
             "Redis bytes per active binding: {:.0}  (target ≤ 512)\n",
@@ -396,22 +399,26 @@ async fn publish_all(
 
 // ---- the floor ------------------------------------------------------------------------------
 
+/// The floor's stream: one for all its runs, as a Threadline deployment keeps its streams
+/// across its runs (see [`run`]).
+const FLOOR_STREAM: &str = "FLOOR";
+
 /// A bare relay with Threadline's hops: publish (msg id) → durable pull consumer → one Redis
 /// call → publish → durable pull consumer → one Redis call → HTTP POST to the platform fake
-/// → publish the outcome. No business logic.
+/// → publish the outcome. No business logic. `tag` makes this run's message ids its own.
 async fn floor(
     nats: &NatsServer,
     redis: &RedisServer,
+    tag: &str,
     messages: usize,
     rate: Option<f64>,
 ) -> Figures {
     let fake = FakeWebhook::start().await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client.clone());
-    let _ = js.delete_stream("FLOOR").await;
     let stream = js
-        .create_stream(stream::Config {
-            name: "FLOOR".into(),
+        .get_or_create_stream(stream::Config {
+            name: FLOOR_STREAM.into(),
             subjects: vec!["floor.>".into()],
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
@@ -491,9 +498,16 @@ async fn floor(
                         } else {
                             "floor.mid"
                         };
+                        let id = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get("Nats-Msg-Id"))
+                            .and_then(|id| id.as_str().split_once(':'))
+                            .map(|(_, run_and_seq)| format!("{next}:{run_and_seq}"))
+                            .unwrap_or_default();
                         let publish = jetstream::message::PublishMessage::build()
                             .payload(message.payload.clone())
-                            .message_id(format!("{next}:{seq}"));
+                            .message_id(id);
                         js.send_publish(next, publish)
                             .await
                             .expect("publish")
@@ -516,18 +530,23 @@ async fn floor(
                 "agent:bench:subagent:00000000-0000-0000-0000-000000000000",
                 &format!("floor {i}"),
             );
-            (format!("floor-in:{i}"), threadline_schemas::encode(&c))
+            (
+                format!("floor-in:{tag}:{i}"),
+                threadline_schemas::encode(&c),
+            )
         })
         .collect();
     let rewrites = aof_rewrites(&redis_url).await;
     let published = publish_all(&js, "floor.in", payloads, rate).await;
     let got = arrivals(&fake, "floor", 0, messages).await;
+    // Its runs share one stream: a message id reused from an earlier run would be dropped
+    // as a duplicate, and the run would count fewer messages than it sent.
+    assert_eq!(got.len(), messages, "the floor's run {tag} lost messages");
     let rewrites = rewrites_during(rewrites, aof_rewrites(&redis_url).await);
     stop.cancel();
     for relay in relays {
         relay.abort();
     }
-    let _ = js.delete_stream("FLOOR").await;
     Figures {
         aof_rewrites: rewrites,
         ..figures(&published, &got)
@@ -729,6 +748,7 @@ async fn completions(
     let rewrites = aof_rewrites(&d.config.redis_url).await;
     let published = publish_all(js, &d.subjects().in_completion(), payloads, rate).await;
     let got = arrivals(&d.fake, &format!("{tag} "), before, messages).await;
+    assert_eq!(got.len(), messages, "Threadline's run {tag} lost posts");
     Figures {
         aof_rewrites: rewrites_during(rewrites, aof_rewrites(&d.config.redis_url).await),
         ..figures(&published, &got)
@@ -788,7 +808,12 @@ async fn measure_threadline(
             .await,
         );
     }
+    let subjects = d.subjects();
     let rss = d.stop().await;
+    // Once measured, its streams go (see [`run`]).
+    for kind in threadline::plumbing::nats::StreamKind::ALL {
+        let _ = js.delete_stream(kind.name(&subjects)).await;
+    }
     Measured {
         full,
         half: Summary::of(&half),
@@ -970,14 +995,21 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         ..BenchReport::default()
     };
 
+    // Each part keeps its streams across its runs and drops them after: the floor's and
+    // Threadline's later runs both carry their earlier runs' messages and message ids (what
+    // nats-server's heap, and so its garbage collections, grow with), and neither carries
+    // the other's. See the README's "Benchmark" section.
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+
     // 1. The floor, full speed and half load.
-    floor(&nats, &redis, config.warmup, None).await;
+    let _ = js.delete_stream(FLOOR_STREAM).await;
+    floor(&nats, &redis, "warmup", config.warmup, None).await;
     let probe = CpuProbe::start(shared_processes(&nats, &redis));
     let aof = AofProbe::start(&redis.url()).await;
     let floor_full: Vec<Figures> = {
         let mut v = Vec::new();
-        for _ in 0..config.runs {
-            v.push(floor(&nats, &redis, config.messages, None).await);
+        for run in 0..config.runs {
+            v.push(floor(&nats, &redis, &format!("full{run}"), config.messages, None).await);
         }
         v
     };
@@ -992,11 +1024,12 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     report.floor_full = Summary::of(&floor_full);
     let floor_rate = (report.floor_full.throughput_per_s.median / 2.0).max(1.0);
     let mut floor_half = Vec::new();
-    for _ in 0..config.runs {
+    for run in 0..config.runs {
         floor_half.push(
             floor(
                 &nats,
                 &redis,
+                &format!("half{run}"),
                 config.half_load_messages(floor_rate),
                 Some(floor_rate),
             )
@@ -1004,6 +1037,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         );
     }
     report.floor_half = Summary::of(&floor_half);
+    let _ = js.delete_stream(FLOOR_STREAM).await;
 
     // 2. Threadline in one process, and with a process per worker.
     let all = measure_threadline(&nats, &redis, &config, Layout::AllInOne, "bench").await;
@@ -1081,13 +1115,16 @@ pub async fn run(config: BenchConfig) -> BenchReport {
             .insert(size, (f.p50_ms.median, f.p99_ms.median));
     }
     d.stop().await;
-    let p99 = |n: Option<&usize>| {
-        n.and_then(|n| report.state_latency.get(n))
-            .map(|v| v.1)
-            .unwrap_or(0.0)
+    let ratio = |pick: fn(&(f64, f64)) -> f64| {
+        let at = |n: Option<&usize>| {
+            n.and_then(|n| report.state_latency.get(n))
+                .map(pick)
+                .unwrap_or(0.0)
+        };
+        at(config.state_sizes.last()) / at(config.state_sizes.first()).max(1e-9)
     };
-    report.state_p99_ratio =
-        p99(config.state_sizes.last()) / p99(config.state_sizes.first()).max(1e-9);
+    report.state_p99_ratio = ratio(|v| v.1);
+    report.state_p50_ratio = ratio(|v| v.0);
     // The largest increment measures best (fixed overheads amortised).
     report.redis_bytes_per_binding = memory.last().copied().unwrap_or(0.0);
     report

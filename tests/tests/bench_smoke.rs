@@ -32,6 +32,8 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         Some(report.p99_ratio_half_load),
         report.processes_throughput_ratio,
         report.processes_p99_ratio_half_load,
+        Some(report.state_p99_ratio),
+        Some(report.state_p50_ratio),
     ] {
         assert!(ratio.is_some_and(|r| r.is_finite() && r > 0.0), "{ratio:?}");
     }
