@@ -35,8 +35,12 @@ pub struct BenchConfig {
     pub sessions: usize,
     /// Binding counts preloaded for the state-scaling figure.
     pub state_sizes: Vec<usize>,
-    /// Completions per state-scaling measurement (paced, light load).
+    /// Completions per state-scaling measurement, paced at `state_rate`.
     pub state_messages: usize,
+    /// Completions per second in the state-scaling runs: a light load (~1/45 of what the
+    /// pipeline does at full speed here). 500/s and 1,000/s gave no steadier p99 ratio,
+    /// only higher p99s (more of nats-server's garbage collections fall in each run).
+    pub state_rate: f64,
     /// Also measure with one OS process per worker.
     pub processes: bool,
     /// Delivery lanes per channel (`delivery_partitions`); `None` keeps the default.
@@ -53,6 +57,7 @@ impl BenchConfig {
             sessions: 64,
             state_sizes: vec![10_000, 100_000, 1_000_000],
             state_messages: 1_000,
+            state_rate: 200.0,
             processes: true,
             partitions: None,
         }
@@ -73,6 +78,7 @@ impl BenchConfig {
             sessions: 8,
             state_sizes: vec![100, 1_000],
             state_messages: 50,
+            state_rate: 200.0,
             processes: true,
             partitions: None,
         }
@@ -729,6 +735,13 @@ async fn sessions(js: &jetstream::Context, d: &Deployment, count: usize) -> Vec<
     keys
 }
 
+/// Deletes a stopped deployment's streams.
+async fn delete_streams(js: &jetstream::Context, subjects: &threadline_schemas::Subjects) {
+    for kind in threadline::plumbing::nats::StreamKind::ALL {
+        let _ = js.delete_stream(kind.name(subjects)).await;
+    }
+}
+
 /// Publishes `messages` completions over `keys` and measures until the fake has them all.
 async fn completions(
     js: &jetstream::Context,
@@ -811,9 +824,7 @@ async fn measure_threadline(
     let subjects = d.subjects();
     let rss = d.stop().await;
     // Once measured, its streams go (see [`run`]).
-    for kind in threadline::plumbing::nats::StreamKind::ALL {
-        let _ = js.delete_stream(kind.name(&subjects)).await;
-    }
+    delete_streams(&js, &subjects).await;
     Measured {
         full,
         half: Summary::of(&half),
@@ -1071,7 +1082,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     report.processes_p99_ratio_half_load = report.processes_half.as_ref().map(p99);
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
-    let d = deploy(&nats, &redis, Layout::AllInOne, "state", config.partitions).await;
+    let mut d = deploy(&nats, &redis, Layout::AllInOne, "state", config.partitions).await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client);
     let conn = redis::Client::open(redis.url())
@@ -1095,6 +1106,24 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         // A bulk load grows the AOF enough to trigger a background rewrite (a fork of the
         // whole dataset): that is the load's cost, not routing's, so measure after it.
         aof_settled(&redis).await;
+        // Every size on fresh streams (the same Redis state): otherwise each size would
+        // carry the earlier sizes' messages, and the largest, measured last, the most
+        // (nats-server's garbage collections grow with what its streams hold).
+        if i > 0 {
+            let subjects = d.subjects();
+            d.stop().await;
+            delete_streams(&js, &subjects).await;
+            d = deploy(&nats, &redis, Layout::AllInOne, "state", config.partitions).await;
+            completions(
+                &js,
+                &d,
+                &keys,
+                &format!("state{i}warm"),
+                config.warmup.min(500),
+                None,
+            )
+            .await;
+        }
         let mut runs = Vec::new();
         for run in 0..config.runs {
             runs.push(
@@ -1104,7 +1133,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
                     &keys,
                     &format!("state{i}r{run}"),
                     config.state_messages,
-                    Some(200.0),
+                    Some(config.state_rate),
                 )
                 .await,
             );
