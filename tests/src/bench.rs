@@ -684,8 +684,21 @@ impl Deployment {
                     }
                 }
             }
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            // SIGTERM, as an orchestrator stops it: the deliverers give their lanes back, so
+            // the next deployment on the same Redis need not wait out their leases.
+            // SIGKILL if it has not drained within the drain timeout.
+            if let Some(pid) = child.id() {
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            let drain =
+                Duration::from_millis(self.config.drain_timeout_ms) + Duration::from_secs(5);
+            if tokio::time::timeout(drain, child.wait()).await.is_err() {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
         }
         rss
     }
