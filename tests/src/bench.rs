@@ -1096,8 +1096,6 @@ pub async fn run(config: BenchConfig) -> BenchReport {
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
     let mut d = deploy(&nats, &redis, Layout::AllInOne, "state", config.partitions).await;
-    let client = async_nats::connect(nats.url()).await.expect("nats");
-    let js = jetstream::new(client);
     let conn = redis::Client::open(redis.url())
         .expect("redis")
         .get_connection_manager()
