@@ -481,13 +481,16 @@ async fn floor(
                     let (js, mut redis, http, url) =
                         (js.clone(), redis.clone(), http.clone(), url.clone());
                     tokio::spawn(async move {
-                        // The payload is a completion's bytes; the sequence rides in the id.
-                        let seq = message
+                        // The payload is a completion's bytes; the run and the sequence ride
+                        // in the id (`<hop>:<run>:<seq>`), and go on in the next hop's.
+                        let id = message
                             .headers
                             .as_ref()
                             .and_then(|h| h.get("Nats-Msg-Id"))
-                            .and_then(|id| id.as_str().rsplit(':').next().map(str::to_owned))
+                            .map(|id| id.as_str().to_owned())
                             .unwrap_or_default();
+                        let run_and_seq = id.split_once(':').map_or("", |(_, rest)| rest);
+                        let seq = run_and_seq.rsplit(':').next().unwrap_or_default();
                         let _: () = redis::cmd("SET")
                             .arg(format!("floor:{seq}:{last}"))
                             .arg(1)
@@ -504,16 +507,9 @@ async fn floor(
                         } else {
                             "floor.mid"
                         };
-                        let id = message
-                            .headers
-                            .as_ref()
-                            .and_then(|h| h.get("Nats-Msg-Id"))
-                            .and_then(|id| id.as_str().split_once(':'))
-                            .map(|(_, run_and_seq)| format!("{next}:{run_and_seq}"))
-                            .unwrap_or_default();
                         let publish = jetstream::message::PublishMessage::build()
                             .payload(message.payload.clone())
-                            .message_id(id);
+                            .message_id(format!("{next}:{run_and_seq}"));
                         js.send_publish(next, publish)
                             .await
                             .expect("publish")

@@ -19,8 +19,8 @@ use threadline::app::{self, Role};
 use threadline::config::{Config, Secret, WebhookConfig};
 use threadline::plumbing::nats::{ensure_streams, StreamKind};
 use threadline_schemas::{
-    BindingChange, BindingChanged, ConversationRef, EventRejected, PostDelivered, PostFailed,
-    SessionInput, SessionSpawned, SpawnRequested, Subjects,
+    BindingChange, BindingChanged, ConversationRef, EventRejected, Placement, PostDelivered,
+    PostFailed, SessionInput, SessionMode, SessionSpawned, SpawnRequested, Subjects,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -448,6 +448,15 @@ impl Pipeline {
             .await
             .expect("redis connection");
         threadline::store::Store::new(conn, &self.config)
+    }
+
+    /// Spawns a session (`mode: session`) from `conversation` with `placement`; → its key
+    /// once `tl.out.spawned` says so.
+    pub async fn session_in(&self, conversation: &ConversationRef, placement: Placement) -> String {
+        let s = crate::events::spawn(conversation, placement, SessionMode::Session);
+        self.publish(self.subjects.in_spawn(), &s.event_id, &s)
+            .await;
+        self.wait_spawned(&s.event_id).await.session_key
     }
 
     /// Waits for the `tl.out.spawned` of `event_id`.

@@ -12,13 +12,8 @@ const PARENT: &str = "100000000000000001";
 
 /// A completion for a session spawned without placement in `PARENT`.
 async fn requester_session(p: &Pipeline) -> String {
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::None,
-        SessionMode::Session,
-    );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await.session_key
+    p.session_in(&Pipeline::discord_channel(PARENT), Placement::None)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,9 +159,7 @@ async fn rate_limits_are_waited_out_and_server_errors_retried_without_duplicates
 async fn permanent_platform_errors_are_not_retried_and_are_reported() {
     let p = Pipeline::start().await;
     let requester = Pipeline::webhook_conversation("plain", "chat-5");
-    let s = spawn(&requester, Placement::None, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    let session_key = p.session_in(&requester, Placement::None).await;
     // The receiver wants a token this deployment does not have: 401, and re-reading the
     // credentials does not change them, so it is permanent.
     p.webhook.require_token(Some("a-token-we-do-not-have"));
@@ -258,13 +251,7 @@ async fn a_deliverer_killed_after_claiming_a_post_posts_it_once_after_restart() 
         .spawn()
         .expect("start deliverer");
 
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::None,
-        SessionMode::Session,
-    );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    let session_key = requester_session(&p).await;
 
     // The platform stores the post but never answers: the deliverer is mid-call, after its
     // claim and before its ack, when it is killed.
@@ -346,9 +333,7 @@ async fn a_webhook_post_with_unknown_outcome_is_resent_with_its_idempotency_key_
     })
     .await;
     let requester = Pipeline::webhook_conversation("plain", "chat-9");
-    let s = spawn(&requester, Placement::None, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    let session_key = p.session_in(&requester, Placement::None).await;
     // Stored by the receiver, but the answer never comes back within the timeout.
     p.webhook
         .push_fault(Fault::AcceptThenHang { hold_ms: 2_000 });
@@ -379,9 +364,7 @@ async fn a_webhook_post_with_unknown_outcome_is_resent_with_its_idempotency_key_
 async fn a_redirecting_receiver_fails_the_post_visibly_instead_of_following_it() {
     let p = Pipeline::start().await;
     let requester = Pipeline::webhook_conversation("plain", "chat-moved");
-    let s = spawn(&requester, Placement::None, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    let session_key = p.session_in(&requester, Placement::None).await;
     let before = p.webhook.request_count();
     p.webhook.push_fault(Fault::Redirect {
         status: 302,

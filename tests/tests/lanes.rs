@@ -7,19 +7,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use threadline::app::{self, Role};
 use threadline::plumbing::nats::StreamKind;
-use threadline_schemas::{
-    ConversationRef, DeliveryAction, DeliveryCommand, Placement, SessionMode,
-};
+use threadline_schemas::{ConversationRef, DeliveryAction, DeliveryCommand, Placement};
 use threadline_tests::chaos::read_stream;
-use threadline_tests::events::{completion, spawn};
+use threadline_tests::events::completion;
 use threadline_tests::fakes::Fault;
 use threadline_tests::pipeline::{Options, Pipeline};
 use tokio_util::sync::CancellationToken;
 
-async fn session_in(p: &Pipeline, conversation: &ConversationRef) -> String {
-    let s = spawn(conversation, Placement::None, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await.session_key
+/// Waits until the Discord fake has refused a post with its queued 429.
+async fn until_refused(p: &Pipeline, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.discord.fault_counts().rate_limited == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never reached the platform"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn discord_conversation(id: u64) -> ConversationRef {
@@ -78,7 +82,10 @@ fn arrival(p: &Pipeline, content: &str) -> usize {
 async fn a_post_told_to_wait_holds_back_only_its_own_conversation() {
     let p = Pipeline::start().await;
     let (a, b) = two_in_one_lane(&p);
-    let (key_a, key_b) = (session_in(&p, &a).await, session_in(&p, &b).await);
+    let (key_a, key_b) = (
+        p.session_in(&a, Placement::None).await,
+        p.session_in(&b, Placement::None).await,
+    );
 
     // The next post is refused with a 429 asking for 3 s: A1 waits that long.
     p.discord.push_fault(Fault::RateLimited {
@@ -87,11 +94,7 @@ async fn a_post_told_to_wait_holds_back_only_its_own_conversation() {
     let a1 = completion(&key_a, "A1");
     p.publish(p.subjects.in_completion(), &a1.event_id, &a1)
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while p.discord.fault_counts().rate_limited == 0 {
-        assert!(Instant::now() < deadline, "A1 never reached the platform");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_refused(&p, "A1").await;
     // Meanwhile: the next post of A, and one of B in the same lane.
     let a2 = completion(&key_a, "A2");
     p.publish(p.subjects.in_completion(), &a2.event_id, &a2)
@@ -131,18 +134,14 @@ async fn a_deferred_post_comes_back_while_its_conversation_fills_the_lane() {
     })
     .await;
     let a = discord_conversation(200_000_000_000_000_001);
-    let key = session_in(&p, &a).await;
+    let key = p.session_in(&a, Placement::None).await;
     p.discord.push_fault(Fault::RateLimited {
         retry_after_ms: 2_000,
     });
     let first = completion(&key, "A1");
     p.publish(p.subjects.in_completion(), &first.event_id, &first)
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while p.discord.fault_counts().rate_limited == 0 {
-        assert!(Instant::now() < deadline, "A1 never reached the platform");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_refused(&p, "A1").await;
     // While A1 waits: more of A than half the lane's batch, all held behind it.
     let mut all = vec![first];
     for n in 2..=5 {
@@ -243,7 +242,7 @@ async fn lanes_are_shared_when_an_instance_joins_and_taken_over_when_one_is_kill
 
     // Posts flow, slowly, to one conversation; its lane's owner is killed mid-stream.
     let conversation = discord_conversation(300_000_000_000_000_001);
-    let key = session_in(&p, &conversation).await;
+    let key = p.session_in(&conversation, Placement::None).await;
     let victim = owners[&lane_of(&p, &conversation)];
     for _ in 0..8 {
         p.discord.push_fault(Fault::Slow { delay_ms: 250 });

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use threadline::plumbing::nats::StreamKind;
-use threadline_schemas::{Placement, SessionMode};
-use threadline_tests::events::{completion, new_id, spawn};
+use threadline_schemas::Placement;
+use threadline_tests::events::{completion, new_id};
 use threadline_tests::fakes::Fault;
 use threadline_tests::pipeline::{get_health, readyz_until, Options, Pipeline};
 use threadline_tests::servers::free_port;
@@ -53,13 +53,8 @@ async fn publish_traced<T: serde::Serialize>(
 
 /// A session without placement whose completions go to the Discord channel `PARENT`.
 async fn session(p: &Pipeline) -> String {
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::None,
-        SessionMode::Session,
-    );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await.session_key
+    p.session_in(&Pipeline::discord_channel(PARENT), Placement::None)
+        .await
 }
 
 /// The `traceparent` header of the `tl.out.delivered` of `event_id`.
