@@ -409,6 +409,95 @@ async fn publish_all(
 /// across its runs (see [`run`]).
 const FLOOR_STREAM: &str = "FLOOR";
 
+/// One hop of the floor, shaped as a Threadline worker runs in `run all`: on an OS thread
+/// of its own, with a single-threaded runtime and its own NATS, Redis and HTTP connections.
+/// Until `stop`: pull → one Redis call → (the last hop: HTTP POST) → publish → ack.
+fn relay(
+    nats_url: &str,
+    redis_url: &str,
+    url: &str,
+    hop: &str,
+    last: bool,
+    stop: CancellationToken,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let client = async_nats::connect(nats_url).await.expect("nats");
+        let js = jetstream::new(client);
+        let consumer: consumer::PullConsumer = js
+            .get_consumer_from_stream(hop, FLOOR_STREAM)
+            .await
+            .expect("floor consumer");
+        let redis = redis::Client::open(redis_url)
+            .expect("redis")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let permits = Arc::new(Semaphore::new(64));
+        while !stop.is_cancelled() {
+            let Ok(mut batch) = consumer
+                .batch()
+                .max_messages(256)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+            else {
+                continue;
+            };
+            while let Some(Ok(message)) = batch.next().await {
+                let permit = permits.clone().acquire_owned().await.expect("permit");
+                let (js, mut redis, http, url) =
+                    (js.clone(), redis.clone(), http.clone(), url.to_owned());
+                tokio::spawn(async move {
+                    // The payload is a completion's bytes; the run and the sequence ride
+                    // in the id (`<hop>:<run>:<seq>`), and go on in the next hop's.
+                    let id = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Msg-Id"))
+                        .map(|id| id.as_str().to_owned())
+                        .unwrap_or_default();
+                    let run_and_seq = id.split_once(':').map_or("", |(_, rest)| rest);
+                    let seq = run_and_seq.rsplit(':').next().unwrap_or_default();
+                    let _: () = redis::cmd("SET")
+                        .arg(format!("floor:{seq}:{last}"))
+                        .arg(1)
+                        .query_async(&mut redis)
+                        .await
+                        .expect("redis");
+                    let next = if last {
+                        http.post(&url)
+                            .json(&serde_json::json!({"text": format!("floor {seq}")}))
+                            .send()
+                            .await
+                            .expect("post");
+                        "floor.out"
+                    } else {
+                        "floor.mid"
+                    };
+                    let publish = jetstream::message::PublishMessage::build()
+                        .payload(message.payload.clone())
+                        .message_id(format!("{next}:{run_and_seq}"));
+                    js.send_publish(next, publish)
+                        .await
+                        .expect("publish")
+                        .await
+                        .expect("ack");
+                    message.ack().await.expect("ack");
+                    drop(permit);
+                });
+            }
+        }
+        // Every message of the run arrived before `stop`; what is still running is acks.
+        let _ = permits.acquire_many(64).await;
+    });
+}
+
 /// A bare relay with Threadline's hops: publish (msg id) → durable pull consumer → one Redis
 /// call → publish → durable pull consumer → one Redis call → HTTP POST to the platform fake
 /// → publish the outcome. No business logic. `tag` makes this run's message ids its own.
@@ -438,92 +527,26 @@ async fn floor(
         max_ack_pending: 1_024,
         ..Default::default()
     };
-    let first: consumer::PullConsumer = stream
+    let _: consumer::PullConsumer = stream
         .create_consumer(hop("hop1", "floor.in"))
         .await
         .expect("hop1");
-    let second: consumer::PullConsumer = stream
+    let _: consumer::PullConsumer = stream
         .create_consumer(hop("hop2", "floor.mid"))
         .await
         .expect("hop2");
     let redis_url = redis.url();
-    let redis = redis::Client::open(redis.url())
-        .expect("redis")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let url = fake.url("floor");
     let stop = CancellationToken::new();
-    let relay = |consumer: consumer::PullConsumer, last: bool| {
-        let (js, mut redis, http, url, stop) = (
-            js.clone(),
-            redis.clone(),
-            http.clone(),
+    let (nats_url, url) = (nats.url(), fake.url("floor"));
+    let relays = [("hop1", false), ("hop2", true)].map(|(hop, last)| {
+        let (nats_url, redis_url, url, stop) = (
+            nats_url.clone(),
+            redis_url.clone(),
             url.clone(),
             stop.clone(),
         );
-        tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(64));
-            while !stop.is_cancelled() {
-                let Ok(mut batch) = consumer
-                    .batch()
-                    .max_messages(256)
-                    .expires(Duration::from_millis(500))
-                    .messages()
-                    .await
-                else {
-                    continue;
-                };
-                while let Some(Ok(message)) = batch.next().await {
-                    let permit = permits.clone().acquire_owned().await.expect("permit");
-                    let (js, mut redis, http, url) =
-                        (js.clone(), redis.clone(), http.clone(), url.clone());
-                    tokio::spawn(async move {
-                        // The payload is a completion's bytes; the run and the sequence ride
-                        // in the id (`<hop>:<run>:<seq>`), and go on in the next hop's.
-                        let id = message
-                            .headers
-                            .as_ref()
-                            .and_then(|h| h.get("Nats-Msg-Id"))
-                            .map(|id| id.as_str().to_owned())
-                            .unwrap_or_default();
-                        let run_and_seq = id.split_once(':').map_or("", |(_, rest)| rest);
-                        let seq = run_and_seq.rsplit(':').next().unwrap_or_default();
-                        let _: () = redis::cmd("SET")
-                            .arg(format!("floor:{seq}:{last}"))
-                            .arg(1)
-                            .query_async(&mut redis)
-                            .await
-                            .expect("redis");
-                        let next = if last {
-                            http.post(&url)
-                                .json(&serde_json::json!({"text": format!("floor {seq}")}))
-                                .send()
-                                .await
-                                .expect("post");
-                            "floor.out"
-                        } else {
-                            "floor.mid"
-                        };
-                        let publish = jetstream::message::PublishMessage::build()
-                            .payload(message.payload.clone())
-                            .message_id(format!("{next}:{run_and_seq}"));
-                        js.send_publish(next, publish)
-                            .await
-                            .expect("publish")
-                            .await
-                            .expect("ack");
-                        message.ack().await.expect("ack");
-                        drop(permit);
-                    });
-                }
-                let _ = &mut redis;
-            }
-        })
-    };
-    let relays = [relay(first, false), relay(second, true)];
+        std::thread::spawn(move || relay(&nats_url, &redis_url, &url, hop, last, stop))
+    });
     // The same bytes a completion carries through Threadline: the floor moves the same
     // traffic, only without the business logic.
     let payloads = (0..messages)
@@ -547,7 +570,11 @@ async fn floor(
     let rewrites = rewrites_during(rewrites, aof_rewrites(&redis_url).await);
     stop.cancel();
     for relay in relays {
-        relay.abort();
+        // It stops within its pull's expiry (500 ms).
+        tokio::task::spawn_blocking(move || relay.join())
+            .await
+            .expect("join")
+            .expect("a floor relay panicked");
     }
     Figures {
         aof_rewrites: rewrites,

@@ -144,11 +144,13 @@ pub struct Config {
     pub stream_max_age_ms: u64,
     /// Grace period for in-flight work on SIGTERM.
     pub drain_timeout_ms: u64,
-    /// Tokio worker threads of each worker's runtime. 0 (the default): one. A `run binder`,
-    /// `run router` or `run deliver …` process runs one worker (scaled by running more of
-    /// them); `run all` runs each of its workers on a runtime of its own; the operator
-    /// commands use one thread per core. One thread spends less CPU per event than two: no
-    /// work-stealing wake-ups between threads (see README "Benchmark").
+    /// Tokio worker threads of each worker's runtime. 0 (the default): one, a current-thread
+    /// runtime. A `run binder`, `run router` or `run deliver …` process runs one worker
+    /// (scaled by running more of them); `run all` runs each of its workers on a runtime of
+    /// its own; the operator commands use one thread per core. One thread spends less CPU
+    /// per event than two, and a current-thread runtime less than a one-thread multi-thread
+    /// one: its connections write many events' commands at once (`app::runtime_builder`,
+    /// README "Benchmark").
     pub worker_threads: u32,
     pub discord: PlatformConfig,
     pub slack: PlatformConfig,

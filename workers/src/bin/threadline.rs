@@ -69,8 +69,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build(),
         Command::Run { .. } | Command::Config | Command::Operator(_) => {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
+            threadline::app::runtime_builder(threads)
                 .enable_all()
                 .build()
         }
