@@ -614,7 +614,7 @@ struct Deployment {
     config: Config,
     fake: FakeWebhook,
     processes: Vec<(&'static str, tokio::process::Child)>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn deploy(
@@ -658,7 +658,8 @@ async fn deploy(
             .env("THREADLINE_CONFIG", &file)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            // Warnings and errors only: kept to explain a deployment that does not work.
+            .stderr(std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log"))
             .kill_on_drop(true)
             .spawn()
             .expect("worker process");
@@ -683,13 +684,30 @@ async fn deploy(
         config,
         fake,
         processes,
-        _dir: dir,
+        dir,
     }
 }
 
 impl Deployment {
     fn subjects(&self) -> threadline_schemas::Subjects {
         threadline_schemas::Subjects::new(self.config.subject_prefix.clone())
+    }
+
+    /// Whether each worker process still runs, and the end of its log: what a failed wait
+    /// reports.
+    fn diagnose(&mut self) -> String {
+        let mut out = String::new();
+        for (name, child) in &mut self.processes {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            out.push_str(&format!(
+                "\n{name}: {:?}; its log ends:\n{}",
+                child.try_wait(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        out
     }
 
     /// Stops the workers; answers each one's peak RSS (MiB).
@@ -730,7 +748,7 @@ impl Deployment {
 /// Spawns `count` sessions bound to their own conversations (`Placement::Current`: the
 /// webhook has no threads), and waits until every binding is active, so the completions
 /// measured take the bound path the issue names, not the unbound fallback.
-async fn sessions(js: &jetstream::Context, d: &Deployment, count: usize) -> Vec<String> {
+async fn sessions(js: &jetstream::Context, d: &mut Deployment, count: usize) -> Vec<String> {
     let subjects = d.subjects();
     let mut keys = Vec::new();
     let mut payloads = Vec::new();
@@ -764,7 +782,11 @@ async fn sessions(js: &jetstream::Context, d: &Deployment, count: usize) -> Vec<
             if bound {
                 break;
             }
-            assert!(Instant::now() < deadline, "session {key} was never bound");
+            assert!(
+                Instant::now() < deadline,
+                "session {key} was never bound{}",
+                d.diagnose()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -824,10 +846,10 @@ async fn measure_threadline(
     layout: Layout,
     prefix: &str,
 ) -> Measured {
-    let d = deploy(nats, redis, layout, prefix, config.partitions).await;
+    let mut d = deploy(nats, redis, layout, prefix, config.partitions).await;
     let client = async_nats::connect(nats.url()).await.expect("nats");
     let js = jetstream::new(client);
-    let keys = sessions(&js, &d, config.sessions).await;
+    let keys = sessions(&js, &mut d, config.sessions).await;
     completions(&js, &d, &keys, "warmup", config.warmup, None).await;
     let mut pids = shared_processes(nats, redis);
     for (name, child) in &d.processes {
@@ -1125,7 +1147,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         .await
         .expect("redis");
     let store = threadline::store::Store::new(conn, &d.config);
-    let keys = sessions(&js, &d, config.sessions).await;
+    let keys = sessions(&js, &mut d, config.sessions).await;
     completions(&js, &d, &keys, "statewarm", config.warmup.min(500), None).await;
     let mut loaded = 0;
     let mut memory = Vec::new();
