@@ -4,14 +4,16 @@
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 use threadline::app::{self, Role};
-use threadline::plumbing::nats::{ensure_streams, StreamKind};
+use threadline::plumbing::nats::{ensure_streams, expected_consumers, StreamKind};
 use threadline_schemas::SendTarget;
 use threadline_schemas::{BindingChange, BindingChanged, Placement, SessionMode, Subjects};
 use threadline_tests::contract::Schemas;
 use threadline_tests::events::{completion, message, send, spawn, unbind_session};
 use threadline_tests::pipeline::{get_health, readyz_until, Pipeline};
+use threadline_tests::servers::NatsServer;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +108,62 @@ async fn a_second_start_reuses_the_topology_and_a_conflicting_one_is_refused_wit
         text.contains("OTHER_IN") && text.contains("THREADLINE_SUBJECT_PREFIX"),
         "{text}"
     );
+}
+
+/// Fresh deployments whose workers all start at once (`run all` starts each worker on its
+/// own thread; a scaled deployment starts its replicas together): every start-up must get
+/// the topology, whichever of them creates a stream or consumer first. nats-server 2.9
+/// answers a create that races another with "subjects overlap with an existing stream".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_starting_together_on_a_fresh_server_all_get_the_topology() {
+    let nats = NatsServer::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut config = threadline::config::Config::default();
+    config.discord.token = threadline::config::Secret::new("token");
+    config.delivery_partitions = 4;
+    // Bounded: 100 fresh prefixes take ~3 s. Before the fix, 40 of them showed the race in
+    // three runs of five.
+    for round in 0..100 {
+        let prefix = format!("race{round}");
+        let subjects = Subjects::new(prefix.clone());
+        config.subject_prefix = prefix;
+        let together = Arc::new(tokio::sync::Barrier::new(6));
+        let starts = (0..6).map(|_| {
+            let (url, subjects, config) = (nats.url(), subjects.clone(), config.clone());
+            let together = together.clone();
+            tokio::spawn(async move {
+                // A connection each, as each worker has: nats-server serves one
+                // connection's API requests one at a time, different connections' at once.
+                let client = async_nats::connect(url).await.expect("connect");
+                let js = async_nats::jetstream::new(client);
+                together.wait().await;
+                ensure_streams(&js, &subjects, &config).await?;
+                for spec in expected_consumers(&subjects, &config) {
+                    spec.ensure(&js, &subjects, &config).await?;
+                }
+                Ok::<_, threadline::plumbing::nats::TopologyError>(())
+            })
+        });
+        for start in futures::future::join_all(starts).await {
+            if let Err(error) = start.expect("start-up task") {
+                panic!("round {round}: a start-up failed: {error}");
+            }
+        }
+        let names: Vec<String> = StreamKind::ALL.iter().map(|k| k.name(&subjects)).collect();
+        for name in &names {
+            let mut stream = js.get_stream(name).await.expect("stream exists");
+            let info = stream.info().await.expect("info");
+            assert_eq!(
+                info.state.consumer_count,
+                expected_consumers(&subjects, &config)
+                    .iter()
+                    .filter(|c| c.stream.name(&subjects) == *name)
+                    .count(),
+                "{name}: every consumer once"
+            );
+        }
+    }
 }
 
 /// `tl.out.<name>` → schema name.

@@ -294,12 +294,22 @@ pub async fn ensure_streams(
 ) -> Result<(), TopologyError> {
     for kind in StreamKind::ALL {
         let wanted = kind.config(subjects, config);
-        let mut stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| {
-            TopologyError::JetStream {
-                what: format!("stream {}", wanted.name),
-                reason: e.to_string(),
+        let mut stream = match js.get_or_create_stream(wanted.clone()).await {
+            Ok(stream) => stream,
+            // Another worker starting at the same moment created it between our lookup and
+            // our create: nats-server 2.9 then answers "subjects overlap with an existing
+            // stream" (or "name already in use"). It is there now, and is checked below as
+            // any existing stream is. A real conflict (a foreign stream owning our
+            // subjects under another name) leaves nothing under our name.
+            Err(create) => {
+                js.get_stream(&wanted.name)
+                    .await
+                    .map_err(|_| TopologyError::JetStream {
+                        what: format!("stream {}", wanted.name),
+                        reason: create.to_string(),
+                    })?
             }
-        })?;
+        };
         let found = stream
             .info()
             .await
@@ -353,13 +363,21 @@ pub async fn ensure_consumer(
             reason: e.to_string(),
         })?;
     let wanted = pull_config(durable, &filter_subject, max_ack_pending, config);
-    let mut consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(durable, wanted.clone())
-        .await
-        .map_err(|e| TopologyError::JetStream {
-            what: format!("consumer {durable} on {stream_name}"),
-            reason: e.to_string(),
-        })?;
+    let mut consumer: consumer::PullConsumer =
+        match stream.get_or_create_consumer(durable, wanted.clone()).await {
+            Ok(consumer) => consumer,
+            // A create racing another instance's may be refused as a stream's is (above);
+            // if the consumer is there now, it is checked below as any existing one is.
+            Err(create) => {
+                stream
+                    .get_consumer(durable)
+                    .await
+                    .map_err(|_| TopologyError::JetStream {
+                        what: format!("consumer {durable} on {stream_name}"),
+                        reason: create.to_string(),
+                    })?
+            }
+        };
     let found = consumer
         .info()
         .await
