@@ -881,8 +881,9 @@ async fn measure_threadline(
     }
     let subjects = d.subjects();
     let rss = d.stop().await;
-    // Once measured, its streams go (see [`run`]).
+    // Once measured, its streams and its Redis keys go (see [`run`]).
     delete_streams(&js, &subjects).await;
+    delete_keys(redis, &format!("{prefix}:*")).await;
     Measured {
         full,
         half: Summary::of(&half),
@@ -944,6 +945,40 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
 }
 
 /// One `INFO` section of the benchmark's Redis.
+/// Deletes every key matching `pattern` (a part's namespace), then waits out any AOF
+/// rewrite the deletions start: the next part starts on the Redis the previous one found.
+async fn delete_keys(redis: &RedisServer, pattern: &str) {
+    let mut conn = redis::Client::open(redis.url())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("unlink");
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    aof_settled(redis).await;
+}
+
 async fn redis_info(redis: &RedisServer, section: &str) -> String {
     redis_info_at(&redis.url(), section).await
 }
@@ -1067,7 +1102,9 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     // Each part keeps its streams across its runs and drops them after: the floor's and
     // Threadline's later runs both carry their earlier runs' messages and message ids (what
     // nats-server's heap, and so its garbage collections, grow with), and neither carries
-    // the other's. See the README's "Benchmark" section.
+    // the other's. Its Redis keys go too: Redis's key table grows with them, and the
+    // process-per-worker layout, measured after `run all`, found all of `run all`'s records
+    // there. See the README's "Benchmark" section.
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
 
     // 1. The floor, full speed and half load.
@@ -1107,6 +1144,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     }
     report.floor_half = Summary::of(&floor_half);
     let _ = js.delete_stream(FLOOR_STREAM).await;
+    delete_keys(&redis, "floor:*").await;
 
     // 2. Threadline in one process, and with a process per worker.
     let all = measure_threadline(&nats, &redis, &config, Layout::AllInOne, "bench").await;
