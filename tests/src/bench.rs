@@ -944,9 +944,8 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// One `INFO` section of the benchmark's Redis.
 /// Deletes every key matching `pattern` (a part's namespace), then waits out any AOF
-/// rewrite the deletions start: the next part starts on the Redis the previous one found.
+/// rewrite the deletions start: the next part finds Redis as the previous one did.
 async fn delete_keys(redis: &RedisServer, pattern: &str) {
     let mut conn = redis::Client::open(redis.url())
         .expect("redis")
@@ -979,6 +978,7 @@ async fn delete_keys(redis: &RedisServer, pattern: &str) {
     aof_settled(redis).await;
 }
 
+/// One `INFO` section of the benchmark's Redis.
 async fn redis_info(redis: &RedisServer, section: &str) -> String {
     redis_info_at(&redis.url(), section).await
 }
