@@ -145,8 +145,12 @@ impl Summary {
 pub struct BenchReport {
     pub cores: usize,
     pub config: Option<BenchConfig>,
+    /// Over all the floor's runs: half of them before Threadline, half after.
     pub floor_full: Summary,
     pub floor_half: Summary,
+    /// The floor's full-speed median before Threadline and after it: how far the machine
+    /// drifted meanwhile.
+    pub floor_throughput_before_after: (f64, f64),
     pub threadline_full: Summary,
     pub threadline_half: Summary,
     pub processes_full: Option<Summary>,
@@ -206,6 +210,10 @@ impl BenchReport {
                 config.messages, config.half_load_seconds
             );
         }
+        let (before, after) = self.floor_throughput_before_after;
+        out += &format!(
+            "floor, full speed: median {before:.0}/s before Threadline, {after:.0}/s after\n"
+        );
         out += &format!(
             "\nthroughput ratio (threadline/floor), `run all`: {:.2}  (target ≥ 0.60)\n",
             self.throughput_ratio
@@ -1087,6 +1095,71 @@ async fn used_memory(redis: &RedisServer) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// One half of the floor's runs: `runs` at full speed, then `runs` at `half_rate` (half
+/// this phase's own full-speed median when `None`), on a fresh stream and warmed up; its
+/// stream and Redis keys are deleted after. The floor is measured before and after
+/// Threadline: this machine's speed drifts over minutes, and a floor measured only first
+/// would set every ratio by how fast the machine was then.
+async fn floor_phase(
+    nats: &NatsServer,
+    redis: &RedisServer,
+    js: &jetstream::Context,
+    config: &BenchConfig,
+    phase: &str,
+    half_rate: Option<f64>,
+) -> FloorPhase {
+    let _ = js.delete_stream(FLOOR_STREAM).await;
+    floor(nats, redis, &format!("{phase}warmup"), config.warmup, None).await;
+    let probe = CpuProbe::start(shared_processes(nats, redis));
+    let aof = AofProbe::start(&redis.url()).await;
+    let mut full = Vec::new();
+    for run in 0..config.runs {
+        full.push(
+            floor(
+                nats,
+                redis,
+                &format!("{phase}full{run}"),
+                config.messages,
+                None,
+            )
+            .await,
+        );
+    }
+    let cpu = probe.per_message(config.runs * config.messages);
+    let aof_bytes = aof.per_message(config.runs * config.messages).await;
+    let rate =
+        half_rate.unwrap_or_else(|| (Summary::of(&full).throughput_per_s.median / 2.0).max(1.0));
+    let mut half = Vec::new();
+    for run in 0..config.runs {
+        half.push(
+            floor(
+                nats,
+                redis,
+                &format!("{phase}half{run}"),
+                config.half_load_messages(rate),
+                Some(rate),
+            )
+            .await,
+        );
+    }
+    let _ = js.delete_stream(FLOOR_STREAM).await;
+    delete_keys(redis, "floor:*").await;
+    FloorPhase {
+        full,
+        half,
+        cpu,
+        aof_bytes,
+    }
+}
+
+/// One half of the floor's runs, kept run by run so both halves make one summary.
+struct FloorPhase {
+    full: Vec<Figures>,
+    half: Vec<Figures>,
+    cpu: BTreeMap<String, f64>,
+    aof_bytes: Option<f64>,
+}
+
 /// Runs the whole benchmark.
 pub async fn run(config: BenchConfig) -> BenchReport {
     let nats = NatsServer::start().await;
@@ -1107,44 +1180,9 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     // there. See the README's "Benchmark" section.
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
 
-    // 1. The floor, full speed and half load.
-    let _ = js.delete_stream(FLOOR_STREAM).await;
-    floor(&nats, &redis, "warmup", config.warmup, None).await;
-    let probe = CpuProbe::start(shared_processes(&nats, &redis));
-    let aof = AofProbe::start(&redis.url()).await;
-    let floor_full: Vec<Figures> = {
-        let mut v = Vec::new();
-        for run in 0..config.runs {
-            v.push(floor(&nats, &redis, &format!("full{run}"), config.messages, None).await);
-        }
-        v
-    };
-    report.cpu_us_per_message.insert(
-        "floor".into(),
-        probe.per_message(config.runs * config.messages),
-    );
-    report.aof_bytes_per_message.insert(
-        "floor".into(),
-        aof.per_message(config.runs * config.messages).await,
-    );
-    report.floor_full = Summary::of(&floor_full);
-    let floor_rate = (report.floor_full.throughput_per_s.median / 2.0).max(1.0);
-    let mut floor_half = Vec::new();
-    for run in 0..config.runs {
-        floor_half.push(
-            floor(
-                &nats,
-                &redis,
-                &format!("half{run}"),
-                config.half_load_messages(floor_rate),
-                Some(floor_rate),
-            )
-            .await,
-        );
-    }
-    report.floor_half = Summary::of(&floor_half);
-    let _ = js.delete_stream(FLOOR_STREAM).await;
-    delete_keys(&redis, "floor:*").await;
+    // 1. The floor, full speed and half load: half its runs before Threadline, half after.
+    let floor_before = floor_phase(&nats, &redis, &js, &config, "a", None).await;
+    let floor_rate = (Summary::of(&floor_before.full).throughput_per_s.median / 2.0).max(1.0);
 
     // 2. Threadline in one process, and with a process per worker.
     let all = measure_threadline(&nats, &redis, &config, Layout::AllInOne, "bench").await;
@@ -1167,6 +1205,30 @@ pub async fn run(config: BenchConfig) -> BenchReport {
             .aof_bytes_per_message
             .insert(name.into(), each.aof_bytes);
     }
+    // The floor's other half, at the same offered half load.
+    let floor_after = floor_phase(&nats, &redis, &js, &config, "b", Some(floor_rate)).await;
+    report.floor_throughput_before_after = (
+        Summary::of(&floor_before.full).throughput_per_s.median,
+        Summary::of(&floor_after.full).throughput_per_s.median,
+    );
+    report.floor_full = Summary::of(&[floor_before.full, floor_after.full].concat());
+    report.floor_half = Summary::of(&[floor_before.half, floor_after.half].concat());
+    let cpu: BTreeMap<String, f64> = floor_before
+        .cpu
+        .iter()
+        .filter_map(|(process, a)| {
+            Some((process.clone(), (a + floor_after.cpu.get(process)?) / 2.0))
+        })
+        .collect();
+    report.cpu_us_per_message.insert("floor".into(), cpu);
+    report.aof_bytes_per_message.insert(
+        "floor".into(),
+        floor_before
+            .aof_bytes
+            .zip(floor_after.aof_bytes)
+            .map(|(a, b)| (a + b) / 2.0),
+    );
+
     // 3. Ratios (half load compared at each one's own half load).
     let throughput = |s: &Summary| {
         s.throughput_per_s.median / report.floor_full.throughput_per_s.median.max(1e-9)

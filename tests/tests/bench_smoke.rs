@@ -20,6 +20,9 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         );
         assert!(summary.p99_ms.median > 0.0, "{name}");
     }
+    // The floor is measured before Threadline and after it, and both halves count.
+    let (before, after) = report.floor_throughput_before_after;
+    assert!(before > 0.0 && after > 0.0, "{before} / {after}");
     let processes = report
         .processes_full
         .as_ref()

@@ -338,7 +338,11 @@ struct NatsOut<'a>(&'a mut HeaderMap);
 
 impl Injector for NatsOut<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key, value.as_str());
+        // The propagator writes `tracestate` even when the trace has none; an empty one
+        // says nothing, and every header costs a parse and allocations at every hop.
+        if !value.is_empty() {
+            self.0.insert(key, value.as_str());
+        }
     }
 }
 
@@ -352,7 +356,10 @@ impl Injector for HttpOut<'_> {
             // The W3C propagator writes only these two.
             _other => return,
         };
-        self.0.push((name, value));
+        // An empty `tracestate` says nothing (as on NATS above).
+        if !value.is_empty() {
+            self.0.push((name, value));
+        }
     }
 }
 
@@ -400,6 +407,11 @@ mod tests {
         assert!(
             started.ends_with("-00"),
             "a new trace is not sampled: {started}"
+        );
+        assert_eq!(
+            header(&fresh, TRACESTATE),
+            None,
+            "an empty state is not sent"
         );
     }
 
