@@ -1152,6 +1152,7 @@ async fn floor_phase(
     FloorPhase {
         full,
         half,
+        half_rate: rate,
         cpu,
         aof_bytes,
     }
@@ -1161,6 +1162,8 @@ async fn floor_phase(
 struct FloorPhase {
     full: Vec<Figures>,
     half: Vec<Figures>,
+    /// The offered rate of its half-load runs.
+    half_rate: f64,
     cpu: BTreeMap<String, f64>,
     aof_bytes: Option<f64>,
 }
@@ -1187,7 +1190,6 @@ pub async fn run(config: BenchConfig) -> BenchReport {
 
     // 1. The floor, full speed and half load: half its runs before Threadline, half after.
     let floor_before = floor_phase(&nats, &redis, &js, &config, "a", None).await;
-    let floor_rate = (Summary::of(&floor_before.full).throughput_per_s.median / 2.0).max(1.0);
 
     // 2. Threadline in one process, and with a process per worker.
     let all = measure_threadline(&nats, &redis, &config, Layout::AllInOne, "bench").await;
@@ -1211,7 +1213,15 @@ pub async fn run(config: BenchConfig) -> BenchReport {
             .insert(name.into(), each.aof_bytes);
     }
     // The floor's other half, at the same offered half load.
-    let floor_after = floor_phase(&nats, &redis, &js, &config, "b", Some(floor_rate)).await;
+    let floor_after = floor_phase(
+        &nats,
+        &redis,
+        &js,
+        &config,
+        "b",
+        Some(floor_before.half_rate),
+    )
+    .await;
     report.floor_throughput_before_after = (
         Summary::of(&floor_before.full).throughput_per_s.median,
         Summary::of(&floor_after.full).throughput_per_s.median,
