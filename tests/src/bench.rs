@@ -140,22 +140,29 @@ impl Summary {
     }
 }
 
+/// The floor's runs interleaved with one layout's.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FloorAlongside {
+    pub full: Summary,
+    pub half: Summary,
+}
+
 /// Everything the benchmark reports.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BenchReport {
     pub cores: usize,
     pub config: Option<BenchConfig>,
-    /// Over all the floor's runs: half of them before Threadline, half after.
+    /// Over all the floor's runs (those alongside each layout).
     pub floor_full: Summary,
     pub floor_half: Summary,
-    /// The floor's full-speed median before Threadline and after it: how far the machine
-    /// drifted meanwhile.
-    pub floor_throughput_before_after: (f64, f64),
+    /// By layout: the floor's runs interleaved with that layout's, which its ratios use.
+    pub floor_alongside: BTreeMap<String, FloorAlongside>,
     pub threadline_full: Summary,
     pub threadline_half: Summary,
     pub processes_full: Option<Summary>,
     pub processes_half: Option<Summary>,
-    /// Threadline (`run all`) / floor throughput at full speed (target ≥ 0.6).
+    /// Threadline (`run all`) / floor throughput at full speed (target ≥ 0.6), each median
+    /// of the runs interleaved with the other's.
     pub throughput_ratio: f64,
     /// Threadline (`run all`) p99 / floor p99 at half load (target ≤ 2).
     pub p99_ratio_half_load: f64,
@@ -179,6 +186,8 @@ pub struct BenchReport {
     /// Bytes Redis appended to its AOF per message at full speed, by run: what each
     /// `appendfsync always` fsync writes (`None` when a rewrite ran meanwhile).
     pub aof_bytes_per_message: BTreeMap<String, Option<f64>>,
+    /// What nats-server and Redis handled per message at full speed, by run.
+    pub traffic_per_message: BTreeMap<String, Traffic>,
 }
 
 impl BenchReport {
@@ -196,24 +205,35 @@ impl BenchReport {
                 m.aof_rewrites
             );
         };
-        row("floor (bare relay), full speed", &self.floor_full);
-        row("floor, half load", &self.floor_half);
+        row("floor (bare relay), full speed, all runs", &self.floor_full);
+        row("floor, half load, all runs", &self.floor_half);
+        let floor = |layout: &str| self.floor_alongside.get(layout);
+        if let Some(f) = floor("threadline run all") {
+            row("floor alongside `run all`, full speed", &f.full);
+        }
         row("threadline `run all`, full speed", &self.threadline_full);
+        if let Some(f) = floor("threadline run all") {
+            row("floor alongside `run all`, half load", &f.half);
+        }
         row("threadline `run all`, half load", &self.threadline_half);
         if let (Some(full), Some(half)) = (&self.processes_full, &self.processes_half) {
+            let alongside = floor("threadline process per worker");
+            if let Some(f) = alongside {
+                row("floor alongside process per worker, full speed", &f.full);
+            }
             row("threadline, process per worker, full speed", full);
+            if let Some(f) = alongside {
+                row("floor alongside process per worker, half load", &f.half);
+            }
             row("threadline, process per worker, half load", half);
         }
         if let Some(config) = &self.config {
             out += &format!(
-                "\nfull speed: {} messages per run; half load: {} s of traffic per run\n",
+                "\nfull speed: {} messages per run; half load: {} s of traffic per run; \
+                 each layout's runs interleaved with the floor's, whose ratios use them\n",
                 config.messages, config.half_load_seconds
             );
         }
-        let (before, after) = self.floor_throughput_before_after;
-        out += &format!(
-            "floor, full speed: median {before:.0}/s before Threadline, {after:.0}/s after\n"
-        );
         out += &format!(
             "\nthroughput ratio (threadline/floor), `run all`: {:.2}  (target ≥ 0.60)\n",
             self.throughput_ratio
@@ -262,6 +282,12 @@ impl BenchReport {
                 Some(bytes) => out += &format!("Redis AOF bytes per message, {run}: {bytes:.0}\n"),
                 None => out += &format!("Redis AOF bytes per message, {run}: (a rewrite ran)\n"),
             }
+        }
+        for (run, t) in &self.traffic_per_message {
+            out += &format!(
+                "per message, {run}: nats-server {:.1} in + {:.1} out, Redis {:.1} commands\n",
+                t.nats_in, t.nats_out, t.redis_commands
+            );
         }
         out
     }
@@ -834,70 +860,178 @@ async fn completions(
     }
 }
 
-/// What [`measure_threadline`] measured of one layout.
-struct Measured {
-    full: Summary,
-    half: Summary,
-    /// Peak RSS (MiB) per worker process.
-    rss: BTreeMap<String, f64>,
-    /// CPU µs per message at full speed, per process.
+/// One full-speed run's cost, located by process and server.
+#[derive(Debug, Clone, Default)]
+struct Cost {
+    /// CPU µs per message, per process.
     cpu: BTreeMap<String, f64>,
-    /// AOF bytes Redis wrote per message at full speed (`None` when a rewrite ran).
+    /// AOF bytes Redis wrote per message (`None` when a rewrite ran).
     aof_bytes: Option<f64>,
+    traffic: Traffic,
 }
 
-/// Full speed, then half that speed; `runs` times each; warm-up first.
-async fn measure_threadline(
+impl Cost {
+    /// The mean over runs of the same number of messages; the AOF figure over the runs no
+    /// rewrite overlapped.
+    fn mean(costs: &[Cost]) -> Cost {
+        let n = costs.len().max(1) as f64;
+        let mut cpu = BTreeMap::<String, f64>::new();
+        for cost in costs {
+            for (process, us) in &cost.cpu {
+                *cpu.entry(process.clone()).or_default() += us / n;
+            }
+        }
+        let aof: Vec<f64> = costs.iter().filter_map(|c| c.aof_bytes).collect();
+        let traffic = |f: fn(&Traffic) -> f64| costs.iter().map(|c| f(&c.traffic)).sum::<f64>() / n;
+        Cost {
+            cpu,
+            aof_bytes: (!aof.is_empty()).then(|| aof.iter().sum::<f64>() / aof.len() as f64),
+            traffic: Traffic {
+                nats_in: traffic(|t| t.nats_in),
+                nats_out: traffic(|t| t.nats_out),
+                redis_commands: traffic(|t| t.redis_commands),
+            },
+        }
+    }
+}
+
+/// Everything a run's cost is read from, taken before it.
+struct CostProbe {
+    cpu: CpuProbe,
+    aof: AofProbe,
+    traffic: Traffic,
+}
+
+impl CostProbe {
+    async fn start(nats: &NatsServer, redis: &RedisServer, pids: Vec<(String, u32)>) -> Self {
+        CostProbe {
+            cpu: CpuProbe::start(pids),
+            aof: AofProbe::start(&redis.url()).await,
+            traffic: Traffic::now(nats, &redis.url()).await,
+        }
+    }
+
+    async fn finish(self, nats: &NatsServer, redis: &RedisServer, messages: usize) -> Cost {
+        Cost {
+            cpu: self.cpu.per_message(messages),
+            aof_bytes: self.aof.per_message(messages).await,
+            traffic: self.traffic.per_message(nats, &redis.url(), messages).await,
+        }
+    }
+}
+
+/// One side of a part: its runs, kept run by run so parts can be summarised together.
+#[derive(Default)]
+struct Side {
+    full: Vec<Figures>,
+    half: Vec<Figures>,
+    /// Per full-speed run.
+    costs: Vec<Cost>,
+}
+
+/// What [`measure_part`] measured: one Threadline layout and the floor alongside it.
+struct Part {
+    threadline: Side,
+    floor: Side,
+    /// The floor's offered half-load rate.
+    floor_half_rate: f64,
+    /// Peak RSS (MiB) per worker process.
+    rss: BTreeMap<String, f64>,
+}
+
+/// Measures one Threadline layout and the floor alongside it, run by run: a floor run, a
+/// Threadline run, a Threadline run, a floor run, … (the order alternates, so a drift within
+/// a pair favours neither), full speed first, then half load. On this shared machine the
+/// speed of everything drifts by several percent over minutes; a floor measured minutes
+/// away from what it is compared with set the ratios as much as Threadline did.
+///
+/// The floor's half-load rate is half its own full-speed median unless `floor_half_rate`
+/// is given (the second part reuses the first's, so the floor's half-load runs all offer
+/// the same load); Threadline's is half its own. Both keep their streams across their
+/// runs, and lose them and their Redis keys once measured (see [`run`]).
+async fn measure_part(
     nats: &NatsServer,
     redis: &RedisServer,
+    js: &jetstream::Context,
     config: &BenchConfig,
     layout: Layout,
     prefix: &str,
-) -> Measured {
+    floor_half_rate: Option<f64>,
+) -> Part {
+    let _ = js.delete_stream(FLOOR_STREAM).await;
+    floor(nats, redis, &format!("{prefix}warmup"), config.warmup, None).await;
     let mut d = deploy(nats, redis, layout, prefix, config.partitions).await;
-    let client = async_nats::connect(nats.url()).await.expect("nats");
-    let js = jetstream::new(client);
-    let keys = sessions(&js, &mut d, config.sessions).await;
-    completions(&js, &d, &keys, "warmup", config.warmup, None).await;
-    let mut pids = shared_processes(nats, redis);
+    let keys = sessions(js, &mut d, config.sessions).await;
+    completions(js, &d, &keys, "warmup", config.warmup, None).await;
+    let floor_pids = shared_processes(nats, redis);
+    let mut pids = floor_pids.clone();
     for (name, child) in &d.processes {
         pids.extend(child.id().map(|pid| ((*name).to_owned(), pid)));
     }
-    let probe = CpuProbe::start(pids);
-    let aof = AofProbe::start(&redis.url()).await;
-    let mut full = Vec::new();
+    // Floor first in even rounds, Threadline first in odd ones.
+    let turns = |run: usize| {
+        if run % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        }
+    };
+    let (mut floor_side, mut threadline) = (Side::default(), Side::default());
     for run in 0..config.runs {
-        full.push(completions(&js, &d, &keys, &format!("full{run}"), config.messages, None).await);
+        for floor_turn in turns(run) {
+            if floor_turn {
+                let probe = CostProbe::start(nats, redis, floor_pids.clone()).await;
+                let tag = format!("{prefix}full{run}");
+                floor_side
+                    .full
+                    .push(floor(nats, redis, &tag, config.messages, None).await);
+                floor_side
+                    .costs
+                    .push(probe.finish(nats, redis, config.messages).await);
+            } else {
+                let probe = CostProbe::start(nats, redis, pids.clone()).await;
+                let tag = format!("full{run}");
+                threadline
+                    .full
+                    .push(completions(js, &d, &keys, &tag, config.messages, None).await);
+                threadline
+                    .costs
+                    .push(probe.finish(nats, redis, config.messages).await);
+            }
+        }
     }
-    let cpu = probe.per_message(config.runs * config.messages);
-    let aof_bytes = aof.per_message(config.runs * config.messages).await;
-    let full = Summary::of(&full);
-    let rate = (full.throughput_per_s.median / 2.0).max(1.0);
-    let mut half = Vec::new();
+    let half_rate = |full: &[Figures]| (Summary::of(full).throughput_per_s.median / 2.0).max(1.0);
+    let floor_rate = floor_half_rate.unwrap_or_else(|| half_rate(&floor_side.full));
+    let rate = half_rate(&threadline.full);
     for run in 0..config.runs {
-        half.push(
-            completions(
-                &js,
-                &d,
-                &keys,
-                &format!("half{run}"),
-                config.half_load_messages(rate),
-                Some(rate),
-            )
-            .await,
-        );
+        for floor_turn in turns(run) {
+            if floor_turn {
+                let (tag, n) = (
+                    format!("{prefix}half{run}"),
+                    config.half_load_messages(floor_rate),
+                );
+                floor_side
+                    .half
+                    .push(floor(nats, redis, &tag, n, Some(floor_rate)).await);
+            } else {
+                let (tag, n) = (format!("half{run}"), config.half_load_messages(rate));
+                threadline
+                    .half
+                    .push(completions(js, &d, &keys, &tag, n, Some(rate)).await);
+            }
+        }
     }
     let subjects = d.subjects();
     let rss = d.stop().await;
-    // Once measured, its streams and its Redis keys go (see [`run`]).
-    delete_streams(&js, &subjects).await;
+    delete_streams(js, &subjects).await;
     delete_keys(redis, &format!("{prefix}:*")).await;
-    Measured {
-        full,
-        half: Summary::of(&half),
+    let _ = js.delete_stream(FLOOR_STREAM).await;
+    delete_keys(redis, "floor:*").await;
+    Part {
+        threadline,
+        floor: floor_side,
+        floor_half_rate: floor_rate,
         rss,
-        cpu,
-        aof_bytes,
     }
 }
 
@@ -1011,7 +1145,12 @@ async fn redis_info_at(redis_url: &str, section: &str) -> String {
 
 /// A numeric field of `INFO persistence` (0 when absent).
 async fn persistence(redis_url: &str, names: &[&str]) -> Vec<u64> {
-    let info = redis_info_at(redis_url, "persistence").await;
+    info_fields(redis_url, "persistence", names).await
+}
+
+/// Numeric fields of one `INFO` section (0 when absent).
+async fn info_fields(redis_url: &str, section: &str, names: &[&str]) -> Vec<u64> {
+    let info = redis_info_at(redis_url, section).await;
     names
         .iter()
         .map(|name| {
@@ -1031,6 +1170,45 @@ async fn aof_rewrites(redis_url: &str) -> (u64, u64) {
     {
         [done, running] => (*done, *running),
         _ => (0, 0),
+    }
+}
+
+/// What the servers handled, counted: messages into and out of nats-server (`/varz`: every
+/// publish, pull request, ack and delivery is one) and Redis commands. Per message, they
+/// show where the servers' CPU goes without a profiler.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Traffic {
+    pub nats_in: f64,
+    pub nats_out: f64,
+    pub redis_commands: f64,
+}
+
+impl Traffic {
+    async fn now(nats: &NatsServer, redis_url: &str) -> Traffic {
+        let varz: serde_json::Value = reqwest::get(format!("{}/varz", nats.monitor_url()))
+            .await
+            .expect("nats /varz")
+            .json()
+            .await
+            .expect("nats /varz JSON");
+        let count = |name: &str| varz[name].as_u64().unwrap_or(0) as f64;
+        let commands = info_fields(redis_url, "stats", &["total_commands_processed"]).await;
+        Traffic {
+            nats_in: count("in_msgs"),
+            nats_out: count("out_msgs"),
+            redis_commands: commands.first().copied().unwrap_or(0) as f64,
+        }
+    }
+
+    /// Per message since `self` (the bench's own few `INFO` calls are lost in thousands).
+    async fn per_message(&self, nats: &NatsServer, redis_url: &str, messages: usize) -> Traffic {
+        let end = Traffic::now(nats, redis_url).await;
+        let n = messages.max(1) as f64;
+        Traffic {
+            nats_in: (end.nats_in - self.nats_in) / n,
+            nats_out: (end.nats_out - self.nats_out) / n,
+            redis_commands: (end.redis_commands - self.redis_commands) / n,
+        }
     }
 }
 
@@ -1100,74 +1278,6 @@ async fn used_memory(redis: &RedisServer) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One half of the floor's runs: `runs` at full speed, then `runs` at `half_rate` (half
-/// this phase's own full-speed median when `None`), on a fresh stream and warmed up; its
-/// stream and Redis keys are deleted after. The floor is measured before and after
-/// Threadline: this machine's speed drifts over minutes, and a floor measured only first
-/// would set every ratio by how fast the machine was then.
-async fn floor_phase(
-    nats: &NatsServer,
-    redis: &RedisServer,
-    js: &jetstream::Context,
-    config: &BenchConfig,
-    phase: &str,
-    half_rate: Option<f64>,
-) -> FloorPhase {
-    let _ = js.delete_stream(FLOOR_STREAM).await;
-    floor(nats, redis, &format!("{phase}warmup"), config.warmup, None).await;
-    let probe = CpuProbe::start(shared_processes(nats, redis));
-    let aof = AofProbe::start(&redis.url()).await;
-    let mut full = Vec::new();
-    for run in 0..config.runs {
-        full.push(
-            floor(
-                nats,
-                redis,
-                &format!("{phase}full{run}"),
-                config.messages,
-                None,
-            )
-            .await,
-        );
-    }
-    let cpu = probe.per_message(config.runs * config.messages);
-    let aof_bytes = aof.per_message(config.runs * config.messages).await;
-    let rate =
-        half_rate.unwrap_or_else(|| (Summary::of(&full).throughput_per_s.median / 2.0).max(1.0));
-    let mut half = Vec::new();
-    for run in 0..config.runs {
-        half.push(
-            floor(
-                nats,
-                redis,
-                &format!("{phase}half{run}"),
-                config.half_load_messages(rate),
-                Some(rate),
-            )
-            .await,
-        );
-    }
-    let _ = js.delete_stream(FLOOR_STREAM).await;
-    delete_keys(redis, "floor:*").await;
-    FloorPhase {
-        full,
-        half,
-        half_rate: rate,
-        cpu,
-        aof_bytes,
-    }
-}
-
-/// One half of the floor's runs, kept run by run so both halves make one summary.
-struct FloorPhase {
-    full: Vec<Figures>,
-    half: Vec<Figures>,
-    /// The offered rate of its half-load runs.
-    half_rate: f64,
-    cpu: BTreeMap<String, f64>,
-    aof_bytes: Option<f64>,
-}
-
 /// Runs the whole benchmark.
 pub async fn run(config: BenchConfig) -> BenchReport {
     let nats = NatsServer::start().await;
@@ -1182,77 +1292,85 @@ pub async fn run(config: BenchConfig) -> BenchReport {
 
     // Each part keeps its streams across its runs and drops them after: the floor's and
     // Threadline's later runs both carry their earlier runs' messages and message ids (what
-    // nats-server's heap, and so its garbage collections, grow with), and neither carries
-    // the other's. Its Redis keys go too: Redis's key table grows with them, and the
-    // process-per-worker layout, measured after `run all`, found all of `run all`'s records
-    // there. See the README's "Benchmark" section.
+    // nats-server's heap, and so its garbage collections, grow with). Its Redis keys go too:
+    // Redis's key table grows with them, and the process-per-worker layout, measured after
+    // `run all`, found all of `run all`'s records there. See the README's "Benchmark".
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
 
-    // 1. The floor, full speed and half load: half its runs before Threadline, half after.
-    let floor_before = floor_phase(&nats, &redis, &js, &config, "a", None).await;
-
-    // 2. Threadline in one process, and with a process per worker.
-    let all = measure_threadline(&nats, &redis, &config, Layout::AllInOne, "bench").await;
-    report.peak_rss_mib = all.rss;
-    report.threadline_full = all.full;
-    report.threadline_half = all.half;
-    let name = "threadline run all";
-    report.cpu_us_per_message.insert(name.into(), all.cpu);
-    report
-        .aof_bytes_per_message
-        .insert(name.into(), all.aof_bytes);
+    // 1 and 2. Each Threadline layout with the floor alongside it, run by run.
+    let mut parts = vec![(
+        "threadline run all",
+        measure_part(&nats, &redis, &js, &config, Layout::AllInOne, "bench", None).await,
+    )];
     if config.processes {
-        let each = measure_threadline(&nats, &redis, &config, Layout::PerWorker, "benchp").await;
-        report.processes_full = Some(each.full);
-        report.processes_half = Some(each.half);
-        report.peak_rss_mib.extend(each.rss);
-        let name = "threadline process per worker";
-        report.cpu_us_per_message.insert(name.into(), each.cpu);
+        // The floor's half-load runs offer the same load in both parts.
+        let rate = parts[0].1.floor_half_rate;
+        parts.push((
+            "threadline process per worker",
+            measure_part(
+                &nats,
+                &redis,
+                &js,
+                &config,
+                Layout::PerWorker,
+                "benchp",
+                Some(rate),
+            )
+            .await,
+        ));
+    }
+
+    // 3. Ratios, each layout against the floor measured alongside it (half load compared
+    // at each one's own half load).
+    let mut floor = Side::default();
+    for (name, part) in parts {
+        let threadline = (
+            Summary::of(&part.threadline.full),
+            Summary::of(&part.threadline.half),
+        );
+        let alongside = (Summary::of(&part.floor.full), Summary::of(&part.floor.half));
+        let throughput =
+            threadline.0.throughput_per_s.median / alongside.0.throughput_per_s.median.max(1e-9);
+        let p99 = threadline.1.p99_ms.median / alongside.1.p99_ms.median.max(1e-9);
+        if name == "threadline run all" {
+            report.threadline_full = threadline.0;
+            report.threadline_half = threadline.1;
+            report.throughput_ratio = throughput;
+            report.p99_ratio_half_load = p99;
+        } else {
+            report.processes_full = Some(threadline.0);
+            report.processes_half = Some(threadline.1);
+            report.processes_throughput_ratio = Some(throughput);
+            report.processes_p99_ratio_half_load = Some(p99);
+        }
+        report.floor_alongside.insert(
+            name.into(),
+            FloorAlongside {
+                full: alongside.0,
+                half: alongside.1,
+            },
+        );
+        report.peak_rss_mib.extend(part.rss);
+        let cost = Cost::mean(&part.threadline.costs);
+        report.cpu_us_per_message.insert(name.into(), cost.cpu);
         report
             .aof_bytes_per_message
-            .insert(name.into(), each.aof_bytes);
+            .insert(name.into(), cost.aof_bytes);
+        report.traffic_per_message.insert(name.into(), cost.traffic);
+        floor.full.extend(part.floor.full);
+        floor.half.extend(part.floor.half);
+        floor.costs.extend(part.floor.costs);
     }
-    // The floor's other half, at the same offered half load.
-    let floor_after = floor_phase(
-        &nats,
-        &redis,
-        &js,
-        &config,
-        "b",
-        Some(floor_before.half_rate),
-    )
-    .await;
-    report.floor_throughput_before_after = (
-        Summary::of(&floor_before.full).throughput_per_s.median,
-        Summary::of(&floor_after.full).throughput_per_s.median,
-    );
-    report.floor_full = Summary::of(&[floor_before.full, floor_after.full].concat());
-    report.floor_half = Summary::of(&[floor_before.half, floor_after.half].concat());
-    let cpu: BTreeMap<String, f64> = floor_before
-        .cpu
-        .iter()
-        .filter_map(|(process, a)| {
-            Some((process.clone(), (a + floor_after.cpu.get(process)?) / 2.0))
-        })
-        .collect();
-    report.cpu_us_per_message.insert("floor".into(), cpu);
-    report.aof_bytes_per_message.insert(
-        "floor".into(),
-        floor_before
-            .aof_bytes
-            .zip(floor_after.aof_bytes)
-            .map(|(a, b)| (a + b) / 2.0),
-    );
-
-    // 3. Ratios (half load compared at each one's own half load).
-    let throughput = |s: &Summary| {
-        s.throughput_per_s.median / report.floor_full.throughput_per_s.median.max(1e-9)
-    };
-    let p99 = |s: &Summary| s.p99_ms.median / report.floor_half.p99_ms.median.max(1e-9);
-    report.throughput_ratio = throughput(&report.threadline_full);
-    report.p99_ratio_half_load = p99(&report.threadline_half);
-    report.processes_throughput_ratio = report.processes_full.as_ref().map(throughput);
-    report.processes_p99_ratio_half_load = report.processes_half.as_ref().map(p99);
+    report.floor_full = Summary::of(&floor.full);
+    report.floor_half = Summary::of(&floor.half);
+    let cost = Cost::mean(&floor.costs);
+    report.cpu_us_per_message.insert("floor".into(), cost.cpu);
+    report
+        .aof_bytes_per_message
+        .insert("floor".into(), cost.aof_bytes);
+    report
+        .traffic_per_message
+        .insert("floor".into(), cost.traffic);
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
     let mut d = deploy(&nats, &redis, Layout::AllInOne, "state", config.partitions).await;

@@ -114,6 +114,11 @@ impl NatsServer {
         self.port
     }
 
+    /// Monitoring endpoint, e.g. `http://127.0.0.1:8222` (`/varz`, `/jsz`, `/healthz`).
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
     /// PID of the running server, `None` while it is killed.
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()

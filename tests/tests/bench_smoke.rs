@@ -20,9 +20,17 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         );
         assert!(summary.p99_ms.median > 0.0, "{name}");
     }
-    // The floor is measured before Threadline and after it, and both halves count.
-    let (before, after) = report.floor_throughput_before_after;
-    assert!(before > 0.0 && after > 0.0, "{before} / {after}");
+    // The floor is measured alongside each layout, which is compared with those runs.
+    assert_eq!(
+        report.floor_alongside.keys().collect::<Vec<_>>(),
+        ["threadline process per worker", "threadline run all"]
+    );
+    for (layout, floor) in &report.floor_alongside {
+        assert!(
+            floor.full.throughput_per_s.median > 0.0 && floor.half.p99_ms.median > 0.0,
+            "{layout}"
+        );
+    }
     let processes = report
         .processes_full
         .as_ref()
@@ -39,6 +47,14 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         Some(report.state_p50_ratio),
     ] {
         assert!(ratio.is_some_and(|r| r.is_finite() && r > 0.0), "{ratio:?}");
+    }
+    // What the servers handled per message, for the floor and both layouts.
+    assert_eq!(report.traffic_per_message.len(), 3);
+    for (run, t) in &report.traffic_per_message {
+        assert!(
+            t.nats_in > 0.0 && t.nats_out > 0.0 && t.redis_commands > 0.0,
+            "{run}: {t:?}"
+        );
     }
     assert_eq!(report.state_latency.len(), 2);
     assert!(report.redis_bytes_per_binding > 0.0);
