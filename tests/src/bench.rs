@@ -161,10 +161,10 @@ pub struct BenchReport {
     pub threadline_half: Summary,
     pub processes_full: Option<Summary>,
     pub processes_half: Option<Summary>,
-    /// Threadline (`run all`) / floor throughput at full speed (target ≥ 0.6), each median
-    /// of the runs interleaved with the other's.
+    /// Threadline (`run all`) / floor throughput at full speed (target ≥ 0.6): the medians
+    /// of its runs and of the floor's runs interleaved with them.
     pub throughput_ratio: f64,
-    /// Threadline (`run all`) p99 / floor p99 at half load (target ≤ 2).
+    /// Threadline (`run all`) p99 / floor p99 at half load (target ≤ 2), the same way.
     pub p99_ratio_half_load: f64,
     /// The same two ratios with a process per worker.
     pub processes_throughput_ratio: Option<f64>,
