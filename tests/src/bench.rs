@@ -358,6 +358,29 @@ fn figures(published: &[Instant], arrivals: &[(usize, Instant)]) -> Figures {
                 .map(|p| at.saturating_duration_since(*p))
         })
         .collect();
+    if std::env::var_os("BENCH_DUMP_SLOW").is_some() {
+        if let Some(start) = published.first() {
+            let slow: Vec<(usize, f64, f64)> = arrivals
+                .iter()
+                .filter_map(|(seq, at)| {
+                    let p = published.get(*seq)?;
+                    let l = at.saturating_duration_since(*p).as_secs_f64();
+                    (l > 0.5).then(|| (*seq, p.duration_since(*start).as_secs_f64(), l))
+                })
+                .collect();
+            if !slow.is_empty() {
+                let firsts: Vec<_> = slow.iter().take(5).collect();
+                let lasts: Vec<_> = slow.iter().rev().take(3).collect();
+                eprintln!(
+                    "SLOW: {} of {} > 0.5 s; first {:?}; last {:?}",
+                    slow.len(),
+                    arrivals.len(),
+                    firsts,
+                    lasts
+                );
+            }
+        }
+    }
     latencies.sort();
     let first = published.first().copied();
     let last = arrivals.iter().map(|(_, at)| *at).max();
@@ -1022,6 +1045,9 @@ async fn measure_part(
         }
     }
     let subjects = d.subjects();
+    if std::env::var_os("BENCH_DUMP_SLOW").is_some() {
+        eprintln!("LOGS: {}", d.diagnose());
+    }
     let rss = d.stop().await;
     delete_streams(js, &subjects).await;
     delete_keys(redis, &format!("{prefix}:*")).await;

@@ -22,11 +22,11 @@
 //! - An owner that cannot renew its lease (Redis unreachable) stops before the lease ends.
 
 use super::metrics as m;
+use super::pulls::Pulls;
 use super::runloop::{self, Handler, Settled};
 use super::Plumbing;
 use crate::store::lanes::Holding;
 use async_nats::jetstream::{consumer::PullConsumer, AckKind, Message};
-use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -296,6 +296,9 @@ async fn take_over(owner: &Owner, holding: Holding) -> bool {
     owner.usable(None).is_some()
 }
 
+/// How long a lane's pull request waits for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
 /// A pulled message not started yet.
 struct Held<E> {
     message: Message,
@@ -328,7 +331,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
     // Key → (the message it waits for, when JetStream is due to redeliver it).
     let mut waiting: HashMap<String, (u64, Instant)> = HashMap::new();
     let mut tasks: JoinSet<Finished> = JoinSet::new();
-    let mut pull = None;
+    let mut pulls = Pulls::default();
     let mut accepting = true;
     // Set on shutdown: what still runs then is abandoned (and redelivered) at this time.
     let mut drain_deadline: Option<Instant> = None;
@@ -399,16 +402,16 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
             // `max_ack_pending` still bounds what comes).
             let holding = held.len() + tasks.len() + waiting.len();
             let free = holding * 2 <= batch && holding < batch;
-            if pull.is_none() && (free || !waiting.is_empty()) {
+            if pulls.can_pull() && (free || !waiting.is_empty()) {
                 match owner
                     .consumer
                     .batch()
                     .max_messages(batch.saturating_sub(holding).max(1))
-                    .expires(Duration::from_secs(1))
+                    .expires(PULL_EXPIRES)
                     .messages()
                     .await
                 {
-                    Ok(b) => pull = Some(b),
+                    Ok(b) => pulls.start(b, PULL_EXPIRES),
                     Err(error) => {
                         tracing::warn!(group = %owner.group, lane = owner.lane, %error, "pull request failed; NATS may be restarting");
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -416,7 +419,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                     }
                 }
             }
-        } else if tasks.is_empty() && pull.is_none() {
+        } else if tasks.is_empty() && !pulls.is_open() {
             hand_back(owner, held, &waiting).await;
             return;
         }
@@ -458,12 +461,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                     }
                 }
             }
-            next = async {
-                match pull.as_mut() {
-                    Some(b) => b.next().await,
-                    None => std::future::pending().await,
-                }
-            } => match next {
+            next = pulls.next() => match next {
                 Some(Ok(message)) => {
                     let seq = match message.info() {
                         Ok(info) => info.stream_sequence,
@@ -483,9 +481,8 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
                 }
                 Some(Err(error)) => {
                     tracing::debug!(group = %owner.group, lane = owner.lane, %error, "pull batch ended early");
-                    pull = None;
                 }
-                None => pull = None,
+                None => {}
             },
             _ = recheck.tick() => {}
             _ = progress.tick() => {

@@ -5,6 +5,7 @@ pub mod health;
 pub mod lanes;
 pub mod metrics;
 pub mod nats;
+pub mod pulls;
 pub mod redis;
 pub mod retry;
 pub mod runloop;

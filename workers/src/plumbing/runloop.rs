@@ -16,13 +16,13 @@
 
 use super::metrics as m;
 use super::nats::Outgoing;
+use super::pulls::Pulls;
 use super::retry;
 use super::trace;
 use super::Plumbing;
 use crate::error::{Settle, WorkError};
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::{consumer::PullConsumer, AckKind, Message};
-use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +31,9 @@ use threadline_schemas::codec::Versioned;
 use threadline_schemas::{decode, DecodeError, Encoding, EventRejected, Stage, Validate};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+/// How long a worker's pull request waits for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
 /// Header names on dead letters.
 pub mod dlq_headers {
@@ -104,6 +107,7 @@ pub async fn run<H: Handler>(
         Duration::from_millis(plumbing.config.pending_poll_ms.max(100)),
     ));
 
+    let mut pulls = Pulls::default();
     'pull: while !shutdown.is_cancelled() {
         while let Some(done) = tasks.try_join_next() {
             if let Err(error) = done {
@@ -120,30 +124,32 @@ pub async fn run<H: Handler>(
                 _ = tasks.join_next() => continue 'pull,
             }
         }
-        let request = consumer
-            .batch()
-            .max_messages(free.min(256))
-            .expires(Duration::from_secs(2))
-            .messages();
-        let mut batch = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break 'pull,
-            batch = request => match batch {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(stage = %stage.name(), %error, "pull request failed; NATS may be restarting");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break 'pull,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'pull,
+        if pulls.can_pull() {
+            let request = consumer
+                .batch()
+                .max_messages(free.min(256))
+                .expires(PULL_EXPIRES)
+                .messages();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'pull,
+                batch = request => match batch {
+                    Ok(batch) => pulls.start(batch, PULL_EXPIRES),
+                    Err(error) => {
+                        tracing::warn!(stage = %stage.name(), %error, "pull request failed; NATS may be restarting");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break 'pull,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'pull,
+                        }
                     }
-                }
-            },
-        };
+                },
+            }
+        }
         loop {
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break 'pull,
-                next = batch.next() => next,
+                next = pulls.next() => next,
             };
             match next {
                 None => break,
