@@ -111,6 +111,21 @@ mod tests {
         mpsc::unbounded()
     }
 
+    /// A request set aside as overdue (its end never came) and a new one made beside it.
+    async fn overdue_and_new() -> (
+        Pulls<mpsc::UnboundedReceiver<Result<u64, String>>>,
+        Sender,
+        Sender,
+    ) {
+        let (old_tx, old) = request();
+        let (new_tx, new) = request();
+        let mut pulls = Pulls::default();
+        pulls.start(old, Duration::from_secs(1));
+        assert_eq!(pulls.next().await, None, "set aside");
+        pulls.start(new, Duration::from_secs(1));
+        (pulls, old_tx, new_tx)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_that_ends_in_time_is_read_to_its_end() {
         let mut pulls = Pulls::default();
@@ -150,12 +165,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_overdue_request_is_read_first_and_until_it_ends() {
-        let (old_tx, old) = request();
-        let (new_tx, new) = request();
-        let mut pulls = Pulls::default();
-        pulls.start(old, Duration::from_secs(1));
-        assert_eq!(pulls.next().await, None);
-        pulls.start(new, Duration::from_secs(1));
+        let (mut pulls, old_tx, new_tx) = overdue_and_new().await;
         // The server delivered 7 to the old request late, then 8 to the new one: both are
         // queued when read, and stream order holds.
         old_tx.unbounded_send(Ok(7)).expect("old");
@@ -174,12 +184,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn only_one_request_is_overdue_at_a_time() {
-        let (_old_tx, old) = request();
-        let (new_tx, new) = request();
-        let mut pulls = Pulls::default();
-        pulls.start(old, Duration::from_secs(1));
-        assert_eq!(pulls.next().await, None);
-        pulls.start(new, Duration::from_secs(1));
+        let (mut pulls, _old_tx, new_tx) = overdue_and_new().await;
         // The new one outlives its expiry too while the old is still open: no third
         // request; the new one is read until it ends.
         let waited = tokio::time::timeout(Duration::from_secs(10), pulls.next()).await;
