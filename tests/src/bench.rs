@@ -37,6 +37,10 @@ pub struct BenchConfig {
     pub state_sizes: Vec<usize>,
     /// Completions per state-scaling measurement, paced at `state_rate`.
     pub state_messages: usize,
+    /// Rounds of the state-scaling runs (each size once per round). More than `runs`: a
+    /// light-load run's p99 is its 10th-slowest completion, so one run's p99 ranged over
+    /// 2× within a size (2.2–4.4 ms), and a median of three left the ratio to chance.
+    pub state_runs: usize,
     /// Completions per second in the state-scaling runs: a light load (~1/45 of what the
     /// pipeline does at full speed here). 500/s and 1,000/s gave no steadier p99 ratio,
     /// only higher p99s (more of nats-server's garbage collections fall in each run).
@@ -57,6 +61,7 @@ impl BenchConfig {
             sessions: 64,
             state_sizes: vec![10_000, 100_000, 1_000_000],
             state_messages: 1_000,
+            state_runs: 5,
             state_rate: 200.0,
             processes: true,
             partitions: None,
@@ -78,6 +83,7 @@ impl BenchConfig {
             sessions: 8,
             state_sizes: vec![100, 1_000],
             state_messages: 50,
+            state_runs: 1,
             state_rate: 200.0,
             processes: true,
             partitions: None,
@@ -169,8 +175,10 @@ pub struct BenchReport {
     /// The same two ratios with a process per worker.
     pub processes_throughput_ratio: Option<f64>,
     pub processes_p99_ratio_half_load: Option<f64>,
-    /// bindings → routing p50/p99 (ms) at light load.
+    /// bindings → routing p50/p99 (ms) at light load: the medians of `state_summaries`.
     pub state_latency: BTreeMap<usize, (f64, f64)>,
+    /// bindings → routing figures at light load, median, min and max over the rounds.
+    pub state_summaries: BTreeMap<usize, Summary>,
     /// p99 at the largest state size / p99 at the smallest (target ≤ 1.2).
     pub state_p99_ratio: f64,
     /// The same for the p50: what state costs a typical completion. The p99 of a light-load
@@ -252,8 +260,12 @@ impl BenchReport {
             out +=
                 &format!("p99 ratio at half load, process per worker: {p99:.2}  (target ≤ 2.0)\n");
         }
-        for (n, (p50, p99)) in &self.state_latency {
-            out += &format!("routing with {n} bindings: p50 {p50:.1} ms, p99 {p99:.1} ms\n");
+        for (n, f) in &self.state_summaries {
+            out += &format!(
+                "routing with {n} bindings: p50 {} ms, p99 {} ms\n",
+                s(&f.p50_ms),
+                s(&f.p99_ms)
+            );
         }
         out += &format!(
             "p99 largest/smallest state: {:.2}  (target ≤ 1.2); p50: {:.2}\n",
@@ -1399,66 +1411,15 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         .insert("floor".into(), cost.traffic);
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
-    let mut d = deploy(&nats, &redis, Layout::AllInOne, "state", config.partitions).await;
-    let conn = redis::Client::open(redis.url())
-        .expect("redis")
-        .get_connection_manager()
-        .await
-        .expect("redis");
-    let store = threadline::store::Store::new(conn, &d.config);
-    let keys = sessions(&js, &mut d, config.sessions).await;
-    completions(&js, &d, &keys, "statewarm", config.warmup.min(500), None).await;
-    let mut loaded = 0;
-    let mut memory = Vec::new();
-    for (i, &size) in config.state_sizes.iter().enumerate() {
-        let before = used_memory(&redis).await;
-        preload(&store, loaded, size).await;
-        let after = used_memory(&redis).await;
-        if size > loaded {
-            memory.push((after - before) / (size - loaded) as f64);
-        }
-        loaded = size;
-        // A bulk load grows the AOF enough to trigger a background rewrite (a fork of the
-        // whole dataset): that is the load's cost, not routing's, so measure after it.
-        aof_settled(&redis).await;
-        // Every size on fresh streams (the same Redis state): otherwise each size would
-        // carry the earlier sizes' messages, and the largest, measured last, the most
-        // (nats-server's garbage collections grow with what its streams hold).
-        if i > 0 {
-            let subjects = d.subjects();
-            d.stop().await;
-            delete_streams(&js, &subjects).await;
-            d = deploy(&nats, &redis, Layout::AllInOne, "state", config.partitions).await;
-            completions(
-                &js,
-                &d,
-                &keys,
-                &format!("state{i}warm"),
-                config.warmup.min(500),
-                None,
-            )
-            .await;
-        }
-        let mut runs = Vec::new();
-        for run in 0..config.runs {
-            runs.push(
-                completions(
-                    &js,
-                    &d,
-                    &keys,
-                    &format!("state{i}r{run}"),
-                    config.state_messages,
-                    Some(config.state_rate),
-                )
-                .await,
-            );
-        }
+    let state = measure_state(&nats, &js, &config).await;
+    report.redis_bytes_per_binding = state.bytes_per_binding;
+    for (size, runs) in state.runs {
         let f = Summary::of(&runs);
         report
             .state_latency
             .insert(size, (f.p50_ms.median, f.p99_ms.median));
+        report.state_summaries.insert(size, f);
     }
-    d.stop().await;
     let ratio = |pick: fn(&(f64, f64)) -> f64| {
         let at = |n: Option<&usize>| {
             n.and_then(|n| report.state_latency.get(n))
@@ -1469,9 +1430,100 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     };
     report.state_p99_ratio = ratio(|v| v.1);
     report.state_p50_ratio = ratio(|v| v.0);
-    // The largest increment measures best (fixed overheads amortised).
-    report.redis_bytes_per_binding = memory.last().copied().unwrap_or(0.0);
     report
+}
+
+/// The state-scaling part's runs and the Redis memory figure.
+struct StateParts {
+    /// Bindings → that size's light-load runs.
+    runs: BTreeMap<usize, Vec<Figures>>,
+    /// `used_memory` delta per binding over the largest size's last preload step (fixed
+    /// overheads amortised).
+    bytes_per_binding: f64,
+}
+
+/// Routing latency with each state size preloaded, each size on a Redis server of its own
+/// and a `run all` deployment of its own, measured in interleaved rounds (10k, 100k, 1M,
+/// then 1M, 100k, 10k, …) as the floor is interleaved with the layouts: measured one after
+/// the other, the sizes met the machine's drift over a minute as a difference between
+/// them. (State only grows, so one Redis cannot go back to a smaller size between rounds.)
+async fn measure_state(
+    nats: &NatsServer,
+    js: &jetstream::Context,
+    config: &BenchConfig,
+) -> StateParts {
+    let mut parts = Vec::new();
+    let mut bytes_per_binding = 0.0;
+    for (i, &size) in config.state_sizes.iter().enumerate() {
+        let redis = RedisServer::start().await;
+        let prefix = format!("state{i}");
+        let store_config = Config {
+            redis_url: redis.url(),
+            subject_prefix: prefix.clone(),
+            ..Config::default()
+        };
+        let conn = redis::Client::open(redis.url())
+            .expect("redis")
+            .get_connection_manager()
+            .await
+            .expect("redis");
+        let store = threadline::store::Store::new(conn, &store_config);
+        // In two steps through the next smaller size, so the figure is the last step's,
+        // as when one Redis grew through every size.
+        let step = if i > 0 { config.state_sizes[i - 1] } else { 0 };
+        preload(&store, 0, step).await;
+        let before = used_memory(&redis).await;
+        preload(&store, step, size).await;
+        let after = used_memory(&redis).await;
+        if size > step {
+            bytes_per_binding = (after - before) / (size - step) as f64;
+        }
+        // A bulk load grows the AOF enough to trigger a background rewrite (a fork of the
+        // whole dataset): that is the load's cost, not routing's, so measure after it.
+        aof_settled(&redis).await;
+        let mut d = deploy(nats, &redis, Layout::AllInOne, &prefix, config.partitions).await;
+        let keys = sessions(js, &mut d, config.sessions).await;
+        completions(
+            js,
+            &d,
+            &keys,
+            &format!("{prefix}warm"),
+            config.warmup.min(500),
+            None,
+        )
+        .await;
+        parts.push((size, redis, d, keys));
+    }
+    let mut runs: BTreeMap<usize, Vec<Figures>> = BTreeMap::new();
+    for round in 0..config.state_runs {
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (size, _, d, keys) = &parts[i];
+            let f = completions(
+                js,
+                d,
+                keys,
+                &format!("state{i}r{round}"),
+                config.state_messages,
+                Some(config.state_rate),
+            )
+            .await;
+            runs.entry(*size).or_default().push(f);
+        }
+    }
+    for (_, redis, d, _) in parts {
+        let subjects = d.subjects();
+        d.stop().await;
+        delete_streams(js, &subjects).await;
+        drop(redis);
+    }
+    StateParts {
+        runs,
+        bytes_per_binding,
+    }
 }
 
 /// Redis memory of the layout, without the rest of the benchmark (`--only memory`).

@@ -57,6 +57,17 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         );
     }
     assert_eq!(report.state_latency.len(), 2);
+    // Each state size was measured on its own Redis, every round, with min and max.
+    assert_eq!(
+        report.state_summaries.keys().collect::<Vec<_>>(),
+        report.state_latency.keys().collect::<Vec<_>>()
+    );
+    for (size, f) in &report.state_summaries {
+        assert!(
+            f.p99_ms.min > 0.0 && f.p99_ms.min <= f.p99_ms.median && f.p99_ms.median <= f.p99_ms.max,
+            "{size}: {f:?}"
+        );
+    }
     assert!(report.redis_bytes_per_binding > 0.0);
     // Both deployments run the real binary: `run all`, and one process per worker.
     assert_eq!(

@@ -32,7 +32,11 @@ async fn main() -> anyhow::Result<()> {
             }
             "--json" => json = Some(args.next().context("--json needs a file")?),
             "--messages" => config.messages = args.next().context("--messages needs a number")?.parse()?,
-            "--runs" => config.runs = args.next().context("--runs needs a number")?.parse()?,
+            // Both kinds of run: a quick run stays quick.
+            "--runs" => {
+                config.runs = args.next().context("--runs needs a number")?.parse()?;
+                config.state_runs = config.runs;
+            }
             "--half-load-seconds" => {
                 config.half_load_seconds = args.next().context("--half-load-seconds needs a number")?.parse()?
             }
