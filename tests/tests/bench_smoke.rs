@@ -64,7 +64,9 @@ async fn the_benchmark_runs_and_reports_every_figure() {
     );
     for (size, f) in &report.state_summaries {
         assert!(
-            f.p99_ms.min > 0.0 && f.p99_ms.min <= f.p99_ms.median && f.p99_ms.median <= f.p99_ms.max,
+            f.p99_ms.min > 0.0
+                && f.p99_ms.min <= f.p99_ms.median
+                && f.p99_ms.median <= f.p99_ms.max,
             "{size}: {f:?}"
         );
     }
