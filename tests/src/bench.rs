@@ -480,7 +480,8 @@ const FLOOR_STREAM: &str = "FLOOR";
 
 /// One hop of the floor, shaped as a Threadline worker runs in `run all`: on an OS thread
 /// of its own, with a single-threaded runtime and its own NATS, Redis and HTTP connections.
-/// Until `stop`: pull → one Redis call → (the last hop: HTTP POST) → publish → ack.
+/// Says `ready` once connected; then, until `stop`: pull → one Redis call → (the last hop:
+/// HTTP POST) → publish → ack.
 fn relay(
     nats_url: &str,
     redis_url: &str,
@@ -488,6 +489,7 @@ fn relay(
     hop: &str,
     last: bool,
     stop: CancellationToken,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -508,17 +510,36 @@ fn relay(
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let permits = Arc::new(Semaphore::new(64));
+        let _ = ready.send(());
+        let expires = Duration::from_millis(500);
         while !stop.is_cancelled() {
             let Ok(mut batch) = consumer
                 .batch()
                 .max_messages(256)
-                .expires(Duration::from_millis(500))
+                .expires(expires)
                 .messages()
                 .await
             else {
                 continue;
             };
-            while let Some(Ok(message)) = batch.next().await {
+            // nats-server 2.9 sometimes never ends an expired pull request, and async-nats
+            // then waits 5 s more (what `threadline::plumbing::pulls` handles in the
+            // workers): a relay idling between runs would stall the next one. A request
+            // still open 200 ms past its expiry is given up and a new one made. (A message
+            // the server still delivered to it would come back after `ack_wait`; the
+            // run would show it.)
+            let overdue = tokio::time::sleep(expires + Duration::from_millis(200));
+            tokio::pin!(overdue);
+            loop {
+                let message = tokio::select! {
+                    // What was delivered first: only a request with nothing left is given up.
+                    biased;
+                    next = batch.next() => match next {
+                        Some(Ok(message)) => message,
+                        Some(Err(_)) | None => break,
+                    },
+                    () = &mut overdue => break,
+                };
                 let permit = permits.clone().acquire_owned().await.expect("permit");
                 let (js, mut redis, http, url) =
                     (js.clone(), redis.clone(), http.clone(), url.to_owned());
@@ -569,85 +590,111 @@ fn relay(
 
 /// A bare relay with Threadline's hops: publish (msg id) → durable pull consumer → one Redis
 /// call → publish → durable pull consumer → one Redis call → HTTP POST to the platform fake
-/// → publish the outcome. No business logic. `tag` makes this run's message ids its own.
-async fn floor(
-    nats: &NatsServer,
-    redis: &RedisServer,
-    tag: &str,
-    messages: usize,
-    rate: Option<f64>,
-) -> Figures {
-    let fake = FakeWebhook::start().await;
-    let client = async_nats::connect(nats.url()).await.expect("nats");
-    let js = jetstream::new(client.clone());
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: FLOOR_STREAM.into(),
-            subjects: vec!["floor.>".into()],
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .expect("floor stream");
-    let hop = |name: &str, subject: &str| consumer::pull::Config {
-        durable_name: Some(name.into()),
-        filter_subject: subject.into(),
-        ack_policy: consumer::AckPolicy::Explicit,
-        max_ack_pending: 1_024,
-        ..Default::default()
-    };
-    let _: consumer::PullConsumer = stream
-        .create_consumer(hop("hop1", "floor.in"))
-        .await
-        .expect("hop1");
-    let _: consumer::PullConsumer = stream
-        .create_consumer(hop("hop2", "floor.mid"))
-        .await
-        .expect("hop2");
-    let redis_url = redis.url();
-    let stop = CancellationToken::new();
-    let (nats_url, url) = (nats.url(), fake.url("floor"));
-    let relays = [("hop1", false), ("hop2", true)].map(|(hop, last)| {
-        let (nats_url, redis_url, url, stop) = (
-            nats_url.clone(),
-            redis_url.clone(),
-            url.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || relay(&nats_url, &redis_url, &url, hop, last, stop))
-    });
-    // The same bytes a completion carries through Threadline: the floor moves the same
-    // traffic, only without the business logic.
-    let payloads = (0..messages)
-        .map(|i| {
-            let c = crate::events::completion(
-                "agent:bench:subagent:00000000-0000-0000-0000-000000000000",
-                &format!("floor {i}"),
-            );
-            (
-                format!("floor-in:{tag}:{i}"),
-                threadline_schemas::encode(&c),
-            )
-        })
-        .collect();
-    let rewrites = aof_rewrites(&redis_url).await;
-    let published = publish_all(&js, "floor.in", payloads, rate).await;
-    let got = arrivals(&fake, "floor", 0, messages).await;
-    // Its runs share one stream: a message id reused from an earlier run would be dropped
-    // as a duplicate, and the run would count fewer messages than it sent.
-    assert_eq!(got.len(), messages, "the floor's run {tag} lost messages");
-    let rewrites = rewrites_during(rewrites, aof_rewrites(&redis_url).await);
-    stop.cancel();
-    for relay in relays {
-        // It stops within its pull's expiry (500 ms).
-        tokio::task::spawn_blocking(move || relay.join())
+/// → publish the outcome. No business logic. Started once per part and kept across its
+/// runs, as a Threadline deployment is: its relays are connected, and their HTTP
+/// connections to the fake open, before a run's clock starts.
+struct Floor {
+    fake: FakeWebhook,
+    redis_url: String,
+    stop: CancellationToken,
+    relays: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Floor {
+    async fn start(nats: &NatsServer, redis: &RedisServer, js: &jetstream::Context) -> Floor {
+        let fake = FakeWebhook::start().await;
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: FLOOR_STREAM.into(),
+                subjects: vec!["floor.>".into()],
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
             .await
-            .expect("join")
-            .expect("a floor relay panicked");
+            .expect("floor stream");
+        let hop = |name: &str, subject: &str| consumer::pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: subject.into(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: 1_024,
+            ..Default::default()
+        };
+        let _: consumer::PullConsumer = stream
+            .create_consumer(hop("hop1", "floor.in"))
+            .await
+            .expect("hop1");
+        let _: consumer::PullConsumer = stream
+            .create_consumer(hop("hop2", "floor.mid"))
+            .await
+            .expect("hop2");
+        let stop = CancellationToken::new();
+        let (nats_url, redis_url, url) = (nats.url(), redis.url(), fake.url("floor"));
+        let mut relays = Vec::new();
+        for (hop, last) in [("hop1", false), ("hop2", true)] {
+            let (nats_url, redis_url, url, stop) = (
+                nats_url.clone(),
+                redis_url.clone(),
+                url.clone(),
+                stop.clone(),
+            );
+            let (ready, connected) = tokio::sync::oneshot::channel();
+            relays.push(std::thread::spawn(move || {
+                relay(&nats_url, &redis_url, &url, hop, last, stop, ready)
+            }));
+            connected.await.expect("a floor relay failed to start");
+        }
+        Floor {
+            fake,
+            redis_url,
+            stop,
+            relays,
+        }
     }
-    Figures {
-        aof_rewrites: rewrites,
-        ..figures(&published, &got)
+
+    /// One run: `messages` completions' bytes, at full speed or paced at `rate`.
+    async fn run(
+        &self,
+        js: &jetstream::Context,
+        tag: &str,
+        messages: usize,
+        rate: Option<f64>,
+    ) -> Figures {
+        let before = self.fake.delivery_count();
+        // The same bytes a completion carries through Threadline: the floor moves the same
+        // traffic, only without the business logic.
+        let payloads = (0..messages)
+            .map(|i| {
+                let c = crate::events::completion(
+                    "agent:bench:subagent:00000000-0000-0000-0000-000000000000",
+                    &format!("floor {i}"),
+                );
+                (
+                    format!("floor-in:{tag}:{i}"),
+                    threadline_schemas::encode(&c),
+                )
+            })
+            .collect();
+        let rewrites = aof_rewrites(&self.redis_url).await;
+        let published = publish_all(js, "floor.in", payloads, rate).await;
+        let got = arrivals(&self.fake, "floor", before, messages).await;
+        // Its runs share one stream: a message id reused from an earlier run would be
+        // dropped as a duplicate, and the run would count fewer messages than it sent.
+        assert_eq!(got.len(), messages, "the floor's run {tag} lost messages");
+        Figures {
+            aof_rewrites: rewrites_during(rewrites, aof_rewrites(&self.redis_url).await),
+            ..figures(&published, &got)
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for relay in self.relays {
+            // It stops within its pull's expiry (500 ms, or 700 ms for one overdue).
+            tokio::task::spawn_blocking(move || relay.join())
+                .await
+                .expect("join")
+                .expect("a floor relay panicked");
+        }
     }
 }
 
@@ -994,7 +1041,10 @@ async fn measure_part(
     floor_half_rate: Option<f64>,
 ) -> Part {
     let _ = js.delete_stream(FLOOR_STREAM).await;
-    floor(nats, redis, &format!("{prefix}warmup"), config.warmup, None).await;
+    let floor = Floor::start(nats, redis, js).await;
+    floor
+        .run(js, &format!("{prefix}warmup"), config.warmup, None)
+        .await;
     let mut d = deploy(nats, redis, layout, prefix, config.partitions).await;
     let keys = sessions(js, &mut d, config.sessions).await;
     completions(js, &d, &keys, "warmup", config.warmup, None).await;
@@ -1019,7 +1069,7 @@ async fn measure_part(
                 let tag = format!("{prefix}full{run}");
                 floor_side
                     .full
-                    .push(floor(nats, redis, &tag, config.messages, None).await);
+                    .push(floor.run(js, &tag, config.messages, None).await);
                 floor_side
                     .costs
                     .push(probe.finish(nats, redis, config.messages).await);
@@ -1047,7 +1097,7 @@ async fn measure_part(
                 );
                 floor_side
                     .half
-                    .push(floor(nats, redis, &tag, n, Some(floor_rate)).await);
+                    .push(floor.run(js, &tag, n, Some(floor_rate)).await);
             } else {
                 let (tag, n) = (format!("half{run}"), config.half_load_messages(rate));
                 threadline
@@ -1061,6 +1111,7 @@ async fn measure_part(
         eprintln!("LOGS: {}", d.diagnose());
     }
     let rss = d.stop().await;
+    floor.stop().await;
     delete_streams(js, &subjects).await;
     delete_keys(redis, &format!("{prefix}:*")).await;
     let _ = js.delete_stream(FLOOR_STREAM).await;
