@@ -659,7 +659,6 @@ impl Floor {
         messages: usize,
         rate: Option<f64>,
     ) -> Figures {
-        let before = self.fake.delivery_count();
         // The same bytes a completion carries through Threadline: the floor moves the same
         // traffic, only without the business logic.
         let payloads = (0..messages)
@@ -674,16 +673,20 @@ impl Floor {
                 )
             })
             .collect();
-        let rewrites = aof_rewrites(&self.redis_url).await;
-        let published = publish_all(js, "floor.in", payloads, rate).await;
-        let got = arrivals(&self.fake, "floor", before, messages).await;
         // Its runs share one stream: a message id reused from an earlier run would be
-        // dropped as a duplicate, and the run would count fewer messages than it sent.
-        assert_eq!(got.len(), messages, "the floor's run {tag} lost messages");
-        Figures {
-            aof_rewrites: rewrites_during(rewrites, aof_rewrites(&self.redis_url).await),
-            ..figures(&published, &got)
-        }
+        // dropped as a duplicate, and the run would count fewer posts than it sent.
+        let run = format!("the floor's run {tag}");
+        measure_run(
+            js,
+            "floor.in",
+            payloads,
+            rate,
+            &self.fake,
+            "floor",
+            &self.redis_url,
+            &run,
+        )
+        .await
     }
 
     async fn stop(self) {
@@ -925,19 +928,48 @@ async fn completions(
     messages: usize,
     rate: Option<f64>,
 ) -> Figures {
-    let before = d.fake.delivery_count();
     let payloads = (0..messages)
         .map(|i| {
             let c = crate::events::completion(&keys[i % keys.len()], &format!("{tag} {i}"));
             (c.event_id.clone(), threadline_schemas::encode(&c))
         })
         .collect();
-    let rewrites = aof_rewrites(&d.config.redis_url).await;
-    let published = publish_all(js, &d.subjects().in_completion(), payloads, rate).await;
-    let got = arrivals(&d.fake, &format!("{tag} "), before, messages).await;
-    assert_eq!(got.len(), messages, "Threadline's run {tag} lost posts");
+    let subject = d.subjects().in_completion();
+    let (prefix, run) = (format!("{tag} "), format!("Threadline's run {tag}"));
+    measure_run(
+        js,
+        &subject,
+        payloads,
+        rate,
+        &d.fake,
+        &prefix,
+        &d.config.redis_url,
+        &run,
+    )
+    .await
+}
+
+/// Publishes `payloads` to `subject`, at full speed or paced at `rate`, and measures until
+/// `fake` has a post for each (those whose text starts with `tag`), failing `run` if any
+/// is missing.
+#[allow(clippy::too_many_arguments)]
+async fn measure_run(
+    js: &jetstream::Context,
+    subject: &str,
+    payloads: Vec<(String, Vec<u8>)>,
+    rate: Option<f64>,
+    fake: &FakeWebhook,
+    tag: &str,
+    redis_url: &str,
+    run: &str,
+) -> Figures {
+    let (before, messages) = (fake.delivery_count(), payloads.len());
+    let rewrites = aof_rewrites(redis_url).await;
+    let published = publish_all(js, subject, payloads, rate).await;
+    let got = arrivals(fake, tag, before, messages).await;
+    assert_eq!(got.len(), messages, "{run} lost posts");
     Figures {
-        aof_rewrites: rewrites_during(rewrites, aof_rewrites(&d.config.redis_url).await),
+        aof_rewrites: rewrites_during(rewrites, aof_rewrites(redis_url).await),
         ..figures(&published, &got)
     }
 }
