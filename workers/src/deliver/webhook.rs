@@ -10,7 +10,7 @@ use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt,
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::config::WebhookConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,21 @@ pub struct Webhook {
     /// every call reports it).
     url: Option<reqwest::Url>,
     credentials: Arc<Credentials>,
+}
+
+/// A post's request body, serialized straight from the borrowed request: on the hot path,
+/// where a `json!` tree would allocate a map and a copy of every string first.
+/// `session_key` is `null` when absent, as it always was.
+#[derive(Serialize)]
+struct PostBody<'a> {
+    action: &'static str,
+    event_id: &'a str,
+    delivery_id: &'a str,
+    part: usize,
+    parts: usize,
+    conversation: &'a ConversationRef,
+    text: &'a str,
+    session_key: Option<&'a str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,12 +93,12 @@ impl Webhook {
         }
     }
 
-    async fn call(&self, key: &str, body: serde_json::Value) -> Result<Answer, PlatformError> {
+    async fn call(&self, key: &str, body: &impl Serialize) -> Result<Answer, PlatformError> {
         let request = match &self.url {
             Some(url) => self.http.post(url.clone()),
             None => self.http.post(&self.config.url),
         };
-        let mut request = request.header("Idempotency-Key", key).json(&body);
+        let mut request = request.header("Idempotency-Key", key).json(body);
         let token = self.credentials.current();
         if !token.is_empty() {
             // `bearer_auth` marks the header sensitive: it prints as `Sensitive` in `Debug`.
@@ -126,16 +141,16 @@ impl Adapter for Webhook {
         let answer = self
             .call(
                 request.idempotency_key,
-                json!({
-                    "action": "post",
-                    "event_id": request.event_id,
-                    "delivery_id": request.delivery_id,
-                    "part": request.part,
-                    "parts": request.parts,
-                    "conversation": request.conversation,
-                    "text": request.text,
-                    "session_key": request.session_key,
-                }),
+                &PostBody {
+                    action: "post",
+                    event_id: request.event_id,
+                    delivery_id: request.delivery_id,
+                    part: request.part,
+                    parts: request.parts,
+                    conversation: request.conversation,
+                    text: request.text,
+                    session_key: request.session_key,
+                },
             )
             .await?;
         // Receivers without ids of their own are fine: the idempotency key identifies the part.
@@ -164,7 +179,7 @@ impl Adapter for Webhook {
         let answer = self
             .call(
                 request.idempotency_key,
-                json!({
+                &json!({
                     "action": "create_thread",
                     "parent": request.parent,
                     "name": request.name,
@@ -186,5 +201,52 @@ impl Adapter for Webhook {
             conversation_id,
             parent_conversation_id: Some(request.parent.conversation_id.clone()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed body is the wire shape receivers were written against: the same keys and
+    /// values the `json!` body had, `session_key` included as `null` when there is none.
+    #[test]
+    fn the_post_body_keeps_its_wire_shape() {
+        let conversation = ConversationRef {
+            channel: "webhook:ops".into(),
+            account_id: "acct".into(),
+            conversation_id: "chat-42".into(),
+            parent_conversation_id: Some("chat-1".into()),
+        };
+        for session_key in [Some("agent:main:child"), None] {
+            let body = PostBody {
+                action: "post",
+                event_id: "ev-1",
+                delivery_id: "dl-1",
+                part: 1,
+                parts: 3,
+                conversation: &conversation,
+                text: "hello \"there\"\n",
+                session_key,
+            };
+            assert_eq!(
+                serde_json::to_value(&body).unwrap(),
+                json!({
+                    "action": "post",
+                    "event_id": "ev-1",
+                    "delivery_id": "dl-1",
+                    "part": 1,
+                    "parts": 3,
+                    "conversation": {
+                        "channel": "webhook:ops",
+                        "account_id": "acct",
+                        "conversation_id": "chat-42",
+                        "parent_conversation_id": "chat-1",
+                    },
+                    "text": "hello \"there\"\n",
+                    "session_key": session_key,
+                })
+            );
+        }
     }
 }
