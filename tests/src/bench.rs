@@ -751,9 +751,7 @@ async fn deploy(
         health_addr: String::new(),
         ..Config::default()
     };
-    if let Some(partitions) = partitions {
-        config.delivery_partitions = partitions;
-    }
+    config.delivery_partitions = partitions;
     config.webhooks.insert(
         "bench".into(),
         WebhookConfig {

@@ -188,7 +188,7 @@ impl Pipeline {
         config.matrix.api_base = matrix.base_url();
         config.matrix.token = Secret::new("syt_test_token");
         // Fewer lanes than production: every lane is a consumer and a pull loop per test.
-        config.delivery_partitions = 4;
+        config.delivery_partitions = Some(4);
         config.webhooks.insert(
             "plain".into(),
             WebhookConfig {

@@ -374,7 +374,7 @@ async fn posts_to_one_conversation_keep_the_routers_order_with_three_deliverer_i
         // The order the router emitted them in: the delivery lane's stream order.
         let lane = p.subjects.deliver_partition(
             channel,
-            threadline::deliver::partition(&conversation, p.config.delivery_partitions),
+            threadline::deliver::partition(&conversation, p.config.lanes()),
         );
         let emitted: Vec<String> = read_stream(&p.js, &StreamKind::Deliver.name(&p.subjects))
             .await

@@ -113,7 +113,7 @@ async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
         unknown_session_grace_ms: 2_000,
         drain_timeout_ms: 3_000,
         // Every lane is an R3 consumer: a RAFT group each on a two-core machine.
-        delivery_partitions: 2,
+        delivery_partitions: Some(2),
         lane_lease_ms: 2_000,
         ..Config::default()
     };

@@ -7,7 +7,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use threadline::app::{self, Role};
+use threadline::config::DEFAULT_DELIVERY_PARTITIONS;
 use threadline::plumbing::nats::{ensure_streams, expected_consumers, StreamKind};
+use threadline::plumbing::Plumbing;
 use threadline_schemas::SendTarget;
 use threadline_schemas::{BindingChange, BindingChanged, Placement, SessionMode, Subjects};
 use threadline_tests::contract::Schemas;
@@ -110,6 +112,167 @@ async fn a_second_start_reuses_the_topology_and_a_conflicting_one_is_refused_wit
     );
 }
 
+/// Processes of one deployment that disagree on `delivery_partitions` map conversations to
+/// lanes differently: the router would publish posts to lanes no deliverer pulls, or one
+/// conversation's posts to two lanes, out of order. The first worker to start records the
+/// count; a worker configured otherwise refuses to start and says which count to use, the
+/// record stays, and `doctor` reports the disagreement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_another_lane_count_is_refused_and_told_the_deployments() {
+    let p = Pipeline::start().await;
+    let lanes = p.config.lanes();
+    let mut other = p.config.clone();
+    other.delivery_partitions = Some(lanes * 2);
+    for role in [Role::Router, Role::Binder, Role::Deliver("discord".into())] {
+        let Err(error) = app::start(other.clone(), role.clone(), CancellationToken::new()).await
+        else {
+            panic!(
+                "{role:?} started with {} lanes on a deployment of {lanes}",
+                lanes * 2
+            );
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("delivery_partitions is {} here", lanes * 2))
+                && text.contains(&format!("set up with {lanes}"))
+                && text.contains(&format!("set delivery_partitions = {lanes}")),
+            "{role:?}: {text}"
+        );
+    }
+
+    // The deployment's own count still starts: the refused starts recorded nothing.
+    let shutdown = CancellationToken::new();
+    let again = app::start(p.config.clone(), Role::Router, shutdown.clone())
+        .await
+        .expect("the recorded lane count starts");
+    shutdown.cancel();
+    again.wait().await;
+
+    let report = threadline::cli::doctor::check(&other).await;
+    assert!(!report.ok, "doctor passes a lane count the workers refuse");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.what.contains(&format!(
+                "delivery_partitions is {} in this configuration",
+                lanes * 2
+            )) && problem
+                .fix
+                .contains(&format!("set delivery_partitions = {lanes}"))),
+        "{:#?}",
+        report.problems
+    );
+    let report = threadline::cli::doctor::check(&p.config).await;
+    assert!(
+        !report
+            .problems
+            .iter()
+            .any(|problem| problem.what.contains("delivery_partitions")),
+        "{:#?}",
+        report.problems
+    );
+
+    // And the deployment still routes and posts.
+    let s = spawn(
+        &Pipeline::discord_channel("100000000000000002"),
+        Placement::None,
+        SessionMode::Run,
+    );
+    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    let spawned = p.wait_spawned(&s.event_id).await;
+    let c = completion(&spawned.session_key, "after the refused starts");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let posts = p
+        .discord
+        .wait_for_messages(1, Duration::from_secs(20))
+        .await;
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(posts[0].channel_id, "100000000000000002");
+    assert_eq!(posts[0].content, "after the refused starts");
+}
+
+/// A worker that leaves `delivery_partitions` unset takes the deployment's recorded count,
+/// so a deployment set up with another default keeps its lanes across an upgrade; the first
+/// worker of a new deployment records the default. `doctor` resolves it the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_a_lane_count_takes_the_deployments() {
+    let p = Pipeline::start().await;
+    let conversation = Pipeline::discord_channel("100000000000000003");
+    // The lane count a worker of `prefix` resolves, and where it sends `conversation`'s posts.
+    let connect = |prefix: &str, lanes: Option<u32>| {
+        let mut config = p.config.clone();
+        config.subject_prefix = prefix.into();
+        config.delivery_partitions = lanes;
+        let conversation = conversation.clone();
+        async move {
+            let plumbing = Plumbing::connect(Arc::new(config), CancellationToken::new())
+                .await
+                .expect("connects");
+            (
+                plumbing.config.lanes(),
+                plumbing.deliver_subject(&conversation),
+            )
+        }
+    };
+    let expected_subject = |prefix: &str, lanes: u32| {
+        Subjects::new(prefix).deliver_partition(
+            &conversation.channel,
+            threadline::deliver::partition(&conversation, lanes),
+        )
+    };
+    // Set up with 16 lanes (an older default), then started with the count unset.
+    assert_eq!(connect("older", Some(16)).await.0, 16);
+    assert_eq!(
+        connect("older", None).await,
+        (16, expected_subject("older", 16))
+    );
+    let mut unset = p.config.clone();
+    unset.subject_prefix = "older".into();
+    unset.delivery_partitions = None;
+    let report = threadline::cli::doctor::check(&unset).await;
+    assert!(
+        !report
+            .problems
+            .iter()
+            .any(|problem| problem.what.contains("delivery_partitions")),
+        "{:#?}",
+        report.problems
+    );
+    assert!(
+        !report.lanes.is_empty() && report.lanes.iter().all(|lanes| lanes.lanes == 16),
+        "{:#?}",
+        report.lanes
+    );
+
+    // A new deployment started without a count records the default, which then holds.
+    assert_eq!(
+        connect("newer", None).await,
+        (
+            DEFAULT_DELIVERY_PARTITIONS,
+            expected_subject("newer", DEFAULT_DELIVERY_PARTITIONS)
+        )
+    );
+    let Err(error) = Plumbing::connect(
+        Arc::new(threadline::config::Config {
+            subject_prefix: "newer".into(),
+            delivery_partitions: Some(DEFAULT_DELIVERY_PARTITIONS + 1),
+            ..p.config.clone()
+        }),
+        CancellationToken::new(),
+    )
+    .await
+    else {
+        panic!("a count other than the recorded default started");
+    };
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("set up with {DEFAULT_DELIVERY_PARTITIONS}")),
+        "{error}"
+    );
+}
+
 /// Fresh deployments whose workers all start at once (`run all` starts each worker on its
 /// own thread; a scaled deployment starts its replicas together): every start-up must get
 /// the topology, whichever of them creates a stream or consumer first. nats-server 2.9
@@ -121,7 +284,7 @@ async fn workers_starting_together_on_a_fresh_server_all_get_the_topology() {
     let js = async_nats::jetstream::new(client);
     let mut config = threadline::config::Config::default();
     config.discord.token = threadline::config::Secret::new("token");
-    config.delivery_partitions = 4;
+    config.delivery_partitions = Some(4);
     // Bounded: 100 fresh prefixes take ~3 s. Before the fix, 40 of them showed the race in
     // three runs of five.
     for round in 0..100 {

@@ -34,7 +34,7 @@ fn discord_conversation(id: u64) -> ConversationRef {
 }
 
 fn lane_of(p: &Pipeline, conversation: &ConversationRef) -> u32 {
-    threadline::deliver::partition(conversation, p.config.delivery_partitions)
+    threadline::deliver::partition(conversation, p.config.lanes())
 }
 
 /// Two Discord conversations that share a delivery lane.
@@ -207,7 +207,7 @@ async fn lanes_are_shared_when_an_instance_joins_and_taken_over_when_one_is_kill
         },
     })
     .await;
-    let lanes = p.config.delivery_partitions;
+    let lanes = p.config.lanes();
     let mut workers = Vec::new();
     for role in [Role::Binder, Role::Router] {
         let shutdown = CancellationToken::new();

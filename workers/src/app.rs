@@ -288,6 +288,8 @@ async fn start_workers(
     };
     let plumbing =
         Plumbing::connect_with(config.clone(), shutdown.clone(), health, telemetry).await?;
+    // With the lane count resolved against the deployment's.
+    let config = plumbing.config.clone();
     let js = jetstream(&plumbing.nats);
     let subjects = &plumbing.subjects;
     let mut tasks = JoinSet::new();
@@ -462,7 +464,7 @@ async fn start_deliverer<A: Adapter>(
 ) -> Result<(), StartError> {
     let deliverer = Arc::new(Deliverer::new(adapter, credentials, plumbing.clone()));
     let mut lanes = Vec::new();
-    for partition in 0..plumbing.config.delivery_partitions.max(1) {
+    for partition in 0..plumbing.config.lanes() {
         let consumer =
             ConsumerSpec::deliver_lane(&plumbing.subjects, channel, partition, &plumbing.config)
                 .ensure(js, &plumbing.subjects, &plumbing.config)

@@ -157,10 +157,12 @@ pub struct Config {
     pub telegram: PlatformConfig,
     /// `api_base` is the homeserver URL (`homeserver` is accepted too).
     pub matrix: PlatformConfig,
-    /// Delivery subjects per channel (`tl.deliver.<channel>.<n>`); each carries one
-    /// in-flight post, so posts to one conversation keep their order across instances and
-    /// throughput grows with this number. The same value everywhere in a deployment.
-    pub delivery_partitions: u32,
+    /// Delivery lanes per channel (`tl.deliver.<channel>.<n>`, a durable consumer each,
+    /// pulled by one deliverer instance at a time): at most this many instances post for a
+    /// channel at once. The same value everywhere in a deployment: the first worker records
+    /// it in Redis, a worker configured otherwise refuses to start, and a worker that leaves
+    /// it unset takes the recorded one (see [`Config::lanes`]).
+    pub delivery_partitions: Option<u32>,
     /// How long a deliverer instance owns a delivery lane without renewing it (renewed every
     /// third of it). One instance pulls each lane, in batches; when it dies, another takes
     /// the lane over after this long (see `plumbing::lanes`).
@@ -306,6 +308,12 @@ impl Default for PlatformConfig {
 }
 
 /// The native platforms, by channel name.
+/// Lanes per channel of a new deployment. Each busy lane is a consumer nats-server serves on
+/// its own: 16 lanes cost it ~8–12 µs more per post than one, and 4 instead of 16 raised the
+/// benchmark's throughput ratio from 0.60 to 0.65–0.67 (README "Benchmark"). Four instances
+/// posting for one channel at once is past what any platform lets one bot post.
+pub const DEFAULT_DELIVERY_PARTITIONS: u32 = 4;
+
 pub const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
 
 /// One generic webhook channel (the bridge to WhatsApp, Signal, Feishu, …).
@@ -368,7 +376,7 @@ impl Default for Config {
             slack: PlatformConfig::with_base("https://slack.com/api"),
             telegram: PlatformConfig::with_base("https://api.telegram.org"),
             matrix: PlatformConfig::with_base("https://matrix.org"),
-            delivery_partitions: 16,
+            delivery_partitions: None,
             lane_lease_ms: 10_000,
             lane_batch: 64,
             touch_interval_ms: 500,
@@ -594,6 +602,15 @@ impl Config {
         )
     }
 
+    /// Delivery lanes per channel: `delivery_partitions`, or [`DEFAULT_DELIVERY_PARTITIONS`]
+    /// when unset. A worker resolves an unset count to the deployment's recorded one before
+    /// it uses it (`Plumbing::connect_with`), as `doctor` does.
+    pub fn lanes(&self) -> u32 {
+        self.delivery_partitions
+            .unwrap_or(DEFAULT_DELIVERY_PARTITIONS)
+            .max(1)
+    }
+
     /// The channels this deployment can deliver to: each native platform with a token, and
     /// `webhook:<name>` for every configured webhook.
     pub fn channels(&self) -> Vec<String> {
@@ -753,5 +770,20 @@ mod tests {
         assert_eq!(c.subject_prefix, "x");
         assert!(c.webhooks["ops"].threads);
         assert!(c.channels().contains(&"webhook:ops".to_owned()));
+        // Left unset, the lane count is the deployment's (resolved at start-up).
+        assert_eq!(c.delivery_partitions, None);
+        assert_eq!(c.lanes(), DEFAULT_DELIVERY_PARTITIONS);
+    }
+
+    #[test]
+    fn a_lane_count_in_the_file_is_kept_as_set() {
+        let dir = std::env::temp_dir().join(format!("tl-config-lanes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "delivery_partitions = 16\n").unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!((c.delivery_partitions, c.lanes()), (Some(16), 16));
+        std::fs::write(&file, "delivery_partitions = 0\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().lanes(), 1);
     }
 }

@@ -153,6 +153,18 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
 
 /// Runs every check; never fails, every failure is a problem in the report.
 pub async fn check(config: &Config) -> Report {
+    // Checked against the lanes the workers use: an unset count is the deployment's.
+    let resolved;
+    let config = match config.delivery_partitions {
+        Some(_) => config,
+        None => {
+            resolved = Config {
+                delivery_partitions: recorded_lanes(config).await,
+                ..config.clone()
+            };
+            &resolved
+        }
+    };
     let mut report = Report::default();
     check_nats(config, &mut report).await;
     if config.redis_cluster {
@@ -558,6 +570,16 @@ async fn check_redis(config: &Config, report: &mut Report) {
     check_old_layout(config, &mut conn, report).await;
 }
 
+/// The deployment's recorded lane count; `None` when no worker has started, or Redis cannot
+/// be read (the Redis checks report why).
+async fn recorded_lanes(config: &Config) -> Option<u32> {
+    let store = tokio::time::timeout(Duration::from_secs(10), super::connect_store(config))
+        .await
+        .ok()?
+        .ok()?;
+    store.recorded_lane_count().await.ok().flatten()
+}
+
 /// Lane ownership per configured channel: a lane without a live owner is pulled by nobody.
 async fn check_lanes(config: &Config, report: &mut Report) {
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -570,7 +592,24 @@ async fn check_lanes(config: &Config, report: &mut Report) {
         return; // reported by the Redis checks
     };
     let store = crate::store::Store::new(conn, config);
-    let lanes = config.delivery_partitions.max(1);
+    let lanes = config.lanes();
+    match store.recorded_lane_count().await {
+        Ok(Some(recorded)) if recorded != lanes => report.error(
+            format!(
+                "delivery_partitions is {lanes} in this configuration, but the deployment's delivery lanes were set up with {recorded}: workers started with it refuse to start"
+            ),
+            format!(
+                "set delivery_partitions = {recorded}; to change the lane count, stop every router, wait until no lane has a backlog, delete the Redis key {} and restart every worker with the new value",
+                store.keys().lane_count()
+            ),
+        ),
+        // Recorded and agreeing, or no worker has started yet.
+        Ok(_) => {}
+        Err(error) => report.warning(
+            format!("Redis: cannot read the deployment's lane count ({error})"),
+            "check the Redis user may run GET",
+        ),
+    }
     for channel in config.channels() {
         let owners = match store.lane_owners(&channel).await {
             Ok(owners) => owners,

@@ -36,7 +36,7 @@ impl Plumbing {
     /// The delivery subject for posts to `conversation`: its channel's partition, so every
     /// post to one conversation goes through one ordered lane.
     pub fn deliver_subject(&self, conversation: &threadline_schemas::ConversationRef) -> String {
-        let partition = crate::deliver::partition(conversation, self.config.delivery_partitions);
+        let partition = crate::deliver::partition(conversation, self.config.lanes());
         self.subjects
             .deliver_partition(&conversation.channel, partition)
     }
@@ -69,6 +69,29 @@ impl Plumbing {
                 .map_err(|e| nats::TopologyError::Redis(e.to_string()))?,
             &config,
         );
+        // Every worker maps conversations to lanes (the binder and router publish to them,
+        // deliverers pull them), so every worker agrees with the deployment: the first one
+        // records its count, one configured otherwise refuses to start, and one that leaves
+        // it unset takes the recorded count (a deployment set up with another default keeps
+        // its lanes across an upgrade).
+        let recorded = store
+            .record_lane_count(config.lanes())
+            .await
+            .map_err(|e| nats::TopologyError::Redis(e.to_string()))?;
+        let config = match config.delivery_partitions {
+            Some(_) if recorded != config.lanes() => {
+                return Err(nats::TopologyError::LaneCount {
+                    configured: config.lanes(),
+                    recorded,
+                    key: store.keys().lane_count(),
+                })
+            }
+            Some(_) => config,
+            None => Arc::new(Config {
+                delivery_partitions: Some(recorded),
+                ..(*config).clone()
+            }),
+        };
         Ok(Plumbing {
             telemetry,
             publisher: nats::Publisher::new(js),

@@ -44,6 +44,21 @@ pub enum TopologyError {
     },
     #[error("cannot connect to Redis: {0}")]
     Redis(String),
+    /// This process's `delivery_partitions` is not the one the deployment's lanes were set
+    /// up with: routers would publish posts to lanes no deliverer pulls, or spread one
+    /// conversation's posts over two lanes, out of order.
+    #[error(
+        "delivery_partitions is {configured} here, but this deployment's delivery lanes were \
+         set up with {recorded} (Redis key {key}); every process must use the same value: set \
+         delivery_partitions = {recorded} (THREADLINE_DELIVERY_PARTITIONS). To change it \
+         deliberately: stop every router, wait until `threadline doctor` shows no backlog on \
+         any lane, delete that key, and restart every worker with the new value"
+    )]
+    LaneCount {
+        configured: u32,
+        recorded: u32,
+        key: String,
+    },
     #[error(transparent)]
     Telemetry(#[from] super::trace::TelemetryError),
     /// The server answered and refused us: credentials or TLS; retrying will not help.
@@ -524,7 +539,7 @@ pub fn expected_consumers(subjects: &Subjects, config: &Config) -> Vec<ConsumerS
         ConsumerSpec::router_send(subjects, config),
     ];
     for channel in config.channels() {
-        for partition in 0..config.delivery_partitions.max(1) {
+        for partition in 0..config.lanes() {
             specs.push(ConsumerSpec::deliver_lane(
                 subjects, &channel, partition, config,
             ));

@@ -132,6 +132,13 @@ impl Keys {
         format!("{}:{{lanes:{group}}}", self.ns)
     }
 
+    /// STRING: the `delivery_partitions` this deployment's lanes were set up with, recorded
+    /// by the first worker that started. Routers and deliverers that disagree on it send
+    /// posts to lanes nobody pulls, or a conversation's posts to two lanes out of order.
+    pub fn lane_count(&self) -> String {
+        format!("{}:{{lanes}}:count", self.ns)
+    }
+
     /// ZSET instance → heartbeat expiry: the live instances sharing a group's lanes. Same
     /// slot as [`Keys::lane_owners`].
     pub fn lane_instances(&self, group: &str) -> String {

@@ -9,7 +9,7 @@
 
 use super::Store;
 use crate::error::WorkError;
-use redis::Script;
+use redis::{AsyncCommands, ExistenceCheck, Script, SetOptions};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
@@ -107,6 +107,29 @@ pub struct LaneShare {
 }
 
 impl Store {
+    /// Records `lanes` as the deployment's lane count unless one is recorded already, and
+    /// returns the recorded count (`lanes` itself when this call recorded it). One `SET … NX
+    /// GET`: workers starting together agree on whichever got there first.
+    pub async fn record_lane_count(&self, lanes: u32) -> Result<u32, WorkError> {
+        let recorded: Option<u32> = self
+            .conn
+            .clone()
+            .set_options(
+                self.keys.lane_count(),
+                lanes,
+                SetOptions::default()
+                    .conditional_set(ExistenceCheck::NX)
+                    .get(true),
+            )
+            .await?;
+        Ok(recorded.unwrap_or(lanes))
+    }
+
+    /// The deployment's recorded lane count, if a worker has started (for the operator).
+    pub async fn recorded_lane_count(&self) -> Result<Option<u32>, WorkError> {
+        Ok(self.conn.clone().get(self.keys.lane_count()).await?)
+    }
+
     /// Heartbeats `instance` in lane group `group` and takes free lanes up to its share.
     /// `leaving`: the instance is shutting down (its share becomes 0; it still holds what it
     /// has until it releases each lane).
@@ -164,7 +187,6 @@ impl Store {
     /// Current owners of a group's lanes whose leases have not lapsed (lane → instance),
     /// for the operator.
     pub async fn lane_owners(&self, group: &str) -> Result<BTreeMap<u32, String>, WorkError> {
-        use redis::AsyncCommands;
         let fields: BTreeMap<String, String> = self
             .conn
             .clone()
