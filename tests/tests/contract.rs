@@ -163,15 +163,7 @@ async fn a_worker_with_another_lane_count_is_refused_and_told_the_deployments() 
         "{:#?}",
         report.problems
     );
-    let report = threadline::cli::doctor::check(&p.config).await;
-    assert!(
-        !report
-            .problems
-            .iter()
-            .any(|problem| problem.what.contains("delivery_partitions")),
-        "{:#?}",
-        report.problems
-    );
+    no_lane_count_problem(&threadline::cli::doctor::check(&p.config).await);
 
     // And the deployment still routes and posts.
     let s = spawn(
@@ -190,6 +182,17 @@ async fn a_worker_with_another_lane_count_is_refused_and_told_the_deployments() 
     assert_eq!(posts.len(), 1, "{posts:#?}");
     assert_eq!(posts[0].channel_id, "100000000000000002");
     assert_eq!(posts[0].content, "after the refused starts");
+}
+
+fn no_lane_count_problem(report: &threadline::cli::doctor::Report) {
+    assert!(
+        !report
+            .problems
+            .iter()
+            .any(|problem| problem.what.contains("delivery_partitions")),
+        "{:#?}",
+        report.problems
+    );
 }
 
 /// A worker that leaves `delivery_partitions` unset takes the deployment's recorded count,
@@ -231,14 +234,7 @@ async fn a_worker_without_a_lane_count_takes_the_deployments() {
     unset.subject_prefix = "older".into();
     unset.delivery_partitions = None;
     let report = threadline::cli::doctor::check(&unset).await;
-    assert!(
-        !report
-            .problems
-            .iter()
-            .any(|problem| problem.what.contains("delivery_partitions")),
-        "{:#?}",
-        report.problems
-    );
+    no_lane_count_problem(&report);
     assert!(
         !report.lanes.is_empty() && report.lanes.iter().all(|lanes| lanes.lanes == 16),
         "{:#?}",

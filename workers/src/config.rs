@@ -307,13 +307,13 @@ impl Default for PlatformConfig {
     }
 }
 
-/// The native platforms, by channel name.
 /// Lanes per channel of a new deployment. Each busy lane is a consumer nats-server serves on
-/// its own: 16 lanes cost it ~8–12 µs more per post than one, and 4 instead of 16 raised the
-/// benchmark's throughput ratio from 0.60 to 0.65–0.67 (README "Benchmark"). Four instances
-/// posting for one channel at once is past what any platform lets one bot post.
+/// its own, so 16 busy lanes cost it more per post than 4 (README "Benchmark": "Four lanes
+/// for a new deployment"). Four instances posting for one channel at once is already past
+/// what any platform lets one bot post.
 pub const DEFAULT_DELIVERY_PARTITIONS: u32 = 4;
 
+/// The native platforms, by channel name.
 pub const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
 
 /// One generic webhook channel (the bridge to WhatsApp, Signal, Feishu, …).
