@@ -24,10 +24,16 @@ pub enum Stage {
 impl Stage {
     /// `binder`, `router`, `deliver.<channel>`.
     pub fn name(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stage::Binder => "binder".into(),
-            Stage::Router => "router".into(),
-            Stage::Deliver(channel) => format!("deliver.{channel}"),
+            Stage::Binder => f.write_str("binder"),
+            Stage::Router => f.write_str("router"),
+            Stage::Deliver(channel) => write!(f, "deliver.{channel}"),
         }
     }
 }

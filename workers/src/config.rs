@@ -162,6 +162,10 @@ pub struct Config {
     /// channel at once. The same value everywhere in a deployment: the first worker records
     /// it in Redis, a worker configured otherwise refuses to start, and a worker that leaves
     /// it unset takes the recorded one (see [`Config::lanes`]).
+    #[debug("{}", match delivery_partitions {
+        Some(n) => n.to_string(),
+        None => format!("unset (the deployment's recorded count; a new deployment gets {DEFAULT_DELIVERY_PARTITIONS})"),
+    })]
     pub delivery_partitions: Option<u32>,
     /// How long a deliverer instance owns a delivery lane without renewing it (renewed every
     /// third of it). One instance pulls each lane, in batches; when it dies, another takes
@@ -783,6 +787,13 @@ mod tests {
         std::fs::write(&file, "delivery_partitions = 16\n").unwrap();
         let c = Config::load(Some(&file)).unwrap();
         assert_eq!((c.delivery_partitions, c.lanes()), (Some(16), 16));
+        // `threadline config` says what an unset count means rather than `None`.
+        assert!(format!("{c:?}").contains("delivery_partitions: 16,"));
+        let unset = format!("{:?}", Config::default());
+        assert!(
+            unset.contains("delivery_partitions: unset (the deployment's recorded count; a new deployment gets 4)"),
+            "{unset}"
+        );
         std::fs::write(&file, "delivery_partitions = 0\n").unwrap();
         assert_eq!(Config::load(Some(&file)).unwrap().lanes(), 1);
     }

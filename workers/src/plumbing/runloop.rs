@@ -277,7 +277,7 @@ pub(crate) async fn traced_process<H: Handler>(
         },
     };
     let cx = plumbing.telemetry.event_context(
-        &handler.stage().name(),
+        &handler.stage(),
         &message.subject,
         message.headers.as_ref(),
         delivery.published_ms,
@@ -362,8 +362,9 @@ async fn process<H: Handler>(
         }
     };
     trace::set_outcome(outcome);
-    metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => outcome).increment(1);
-    metrics::histogram!(m::HANDLE_SECONDS, "stage" => stage.name())
+    let stage = stage.name();
+    metrics::counter!(m::EVENTS, "stage" => stage.clone(), "outcome" => outcome).increment(1);
+    metrics::histogram!(m::HANDLE_SECONDS, "stage" => stage)
         .record(started.elapsed().as_secs_f64());
     settled
 }

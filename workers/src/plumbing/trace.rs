@@ -20,7 +20,7 @@ use super::metrics as m;
 use crate::config::Config;
 use async_nats::header::HeaderMap;
 use opentelemetry::context::FutureExt;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceFlags};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue};
@@ -102,7 +102,7 @@ impl Telemetry {
     /// message was stored: the chain's origin time when the headers do not name an earlier one.
     pub async fn in_event_span<T>(
         &self,
-        stage: &str,
+        stage: &dyn std::fmt::Display,
         subject: &str,
         headers: Option<&HeaderMap>,
         published_ms: u64,
@@ -113,10 +113,11 @@ impl Telemetry {
     }
 
     /// The context [`in_event_span`](Self::in_event_span) runs its work in. Apart, so a
-    /// caller can read the message's headers before it gives the message away.
+    /// caller can read the message's headers before it gives the message away. `stage` is
+    /// formatted only for a span that is exported.
     pub fn event_context(
         &self,
-        stage: &str,
+        stage: &dyn std::fmt::Display,
         subject: &str,
         headers: Option<&HeaderMap>,
         published_ms: u64,
@@ -141,7 +142,7 @@ impl Telemetry {
             .span_builder(format!("threadline {stage}"))
             .with_kind(SpanKind::Consumer)
             .with_attributes([
-                KeyValue::new("threadline.stage", stage.to_owned()),
+                KeyValue::new("threadline.stage", stage.to_string()),
                 KeyValue::new("messaging.system", "nats"),
                 KeyValue::new("messaging.destination.name", subject.to_owned()),
             ])
@@ -234,7 +235,9 @@ pub fn inject_nats(headers: &mut HeaderMap) {
         return;
     }
     let cx = Context::current();
-    TraceContextPropagator::new().inject_context(&cx, &mut NatsOut(headers));
+    for (name, value) in trace_headers(&cx) {
+        headers.insert(name, value.as_str());
+    }
     if let Some(event) = cx.get::<Event>() {
         headers.insert(ORIGIN_MS, event.origin.to_string().as_str());
     }
@@ -269,8 +272,7 @@ impl PlatformCall {
             Some(Event { tracer: None, .. }) => parent.with_remote_span_context(child_of(&parent)),
             None => parent,
         };
-        let mut headers = Vec::new();
-        TraceContextPropagator::new().inject_context(&cx, &mut HttpOut(&mut headers));
+        let headers = trace_headers(&cx).collect();
         PlatformCall { cx, headers }
     }
 
@@ -334,33 +336,43 @@ impl Extractor for Nats<'_> {
     }
 }
 
-struct NatsOut<'a>(&'a mut HeaderMap);
-
-impl Injector for NatsOut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        // The propagator writes `tracestate` even when the trace has none; an empty one
-        // says nothing, and every header costs a parse and allocations at every hop.
-        if !value.is_empty() {
-            self.0.insert(key, value.as_str());
-        }
-    }
+/// The W3C headers of `cx`'s span context, as `TraceContextPropagator::inject_context`
+/// writes them, less an empty `tracestate` (the propagator writes one even when the trace
+/// has no state; it says nothing, and every header costs a parse and allocations at every
+/// hop). Written here because the propagator formats its ids through `format!` with
+/// padded hex, about 2,500 instructions a header, once per hop and once per platform call;
+/// reading headers still goes through it (`extract_with_context`), where a foreign
+/// publisher's header is validated.
+fn trace_headers(cx: &Context) -> impl Iterator<Item = (&'static str, String)> {
+    let span = cx.span();
+    let span_context = span.span_context();
+    let (parent, state) = if span_context.is_valid() {
+        (
+            Some((TRACEPARENT, traceparent(span_context))),
+            Some(span_context.trace_state().header()).filter(|state| !state.is_empty()),
+        )
+    } else {
+        (None, None)
+    };
+    parent
+        .into_iter()
+        .chain(state.map(|state| (TRACESTATE, state)))
 }
 
-struct HttpOut<'a>(&'a mut Vec<(&'static str, String)>);
-
-impl Injector for HttpOut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        let name = match key {
-            TRACEPARENT => TRACEPARENT,
-            TRACESTATE => TRACESTATE,
-            // The W3C propagator writes only these two.
-            _other => return,
-        };
-        // An empty `tracestate` says nothing (as on NATS above).
-        if !value.is_empty() {
-            self.0.push((name, value));
-        }
+/// `00-<trace id>-<span id>-<flags>`: version 00, lower-case hex, only the sampled flag.
+fn traceparent(span_context: &SpanContext) -> String {
+    let mut header = [b'-'; 55];
+    header[..2].copy_from_slice(b"00");
+    let flags = (span_context.trace_flags() & TraceFlags::SAMPLED).to_u8();
+    let fields: [(&[u8], std::ops::Range<usize>); 3] = [
+        (&span_context.trace_id().to_bytes(), 3..35),
+        (&span_context.span_id().to_bytes(), 36..52),
+        (&[flags], 53..55),
+    ];
+    for (bytes, at) in fields {
+        hex::encode_to_slice(bytes, &mut header[at]).expect("two hex digits per byte");
     }
+    String::from_utf8(header.to_vec()).expect("hex and dashes are ASCII")
 }
 
 #[cfg(test)]
@@ -377,7 +389,7 @@ mod tests {
             format!("00-{trace_id}-00f067aa0ba902b7-01").as_str(),
         );
         let (nats, http) = telemetry
-            .in_event_span("router", "tl.in.completion", Some(&inbound), 1, async {
+            .in_event_span(&"router", "tl.in.completion", Some(&inbound), 1, async {
                 let mut out = HeaderMap::new();
                 inject_nats(&mut out);
                 let call = PlatformCall::start("POST", "example.invalid");
@@ -395,7 +407,7 @@ mod tests {
         assert_ne!(http[0].1, forwarded, "the platform call is a child span");
 
         let fresh = telemetry
-            .in_event_span("router", "tl.in.completion", None, 1, async {
+            .in_event_span(&"router", "tl.in.completion", None, 1, async {
                 let mut out = HeaderMap::new();
                 inject_nats(&mut out);
                 out
@@ -415,6 +427,38 @@ mod tests {
         );
     }
 
+    /// The headers written by hand are the ones the SDK's propagator writes (less an empty
+    /// `tracestate`), for sampled and unsampled contexts, with and without state, and none
+    /// for an invalid context.
+    #[test]
+    fn trace_headers_are_the_propagators() {
+        let ids = RandomIdGenerator::default();
+        let states: [opentelemetry::trace::TraceState; 2] =
+            [Default::default(), "vendor=abc,other=x y".parse().unwrap()];
+        for (flags, state) in [TraceFlags::SAMPLED, TraceFlags::default()]
+            .into_iter()
+            .flat_map(|flags| states.iter().map(move |state| (flags, state)))
+        {
+            let context = SpanContext::new(
+                ids.new_trace_id(),
+                ids.new_span_id(),
+                flags,
+                true,
+                state.clone(),
+            );
+            let cx = Context::new().with_remote_span_context(context);
+            let mut expected = std::collections::HashMap::new();
+            TraceContextPropagator::new().inject_context(&cx, &mut expected);
+            expected.retain(|_, value: &mut String| !value.is_empty());
+            let written: std::collections::HashMap<String, String> = trace_headers(&cx)
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect();
+            assert_eq!(written, expected);
+            assert!(written[TRACEPARENT].ends_with(if flags.is_sampled() { "-01" } else { "-00" }));
+        }
+        assert_eq!(trace_headers(&Context::new()).count(), 0);
+    }
+
     #[tokio::test]
     async fn without_an_exporter_an_unsampled_parent_stays_unsampled_and_keeps_its_state() {
         let telemetry = Telemetry::new(&Config::default()).unwrap();
@@ -426,7 +470,7 @@ mod tests {
         );
         inbound.insert(TRACESTATE, "vendor=abc");
         let (first, second, http) = telemetry
-            .in_event_span("deliver", "tl.deliver.x", Some(&inbound), 7, async {
+            .in_event_span(&"deliver", "tl.deliver.x", Some(&inbound), 7, async {
                 let (mut one, mut two) = (HeaderMap::new(), HeaderMap::new());
                 inject_nats(&mut one);
                 inject_nats(&mut two);
