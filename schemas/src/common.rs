@@ -39,10 +39,17 @@ impl ConversationRef {
     /// One stable string naming the conversation; used in Redis keys and dedup ids.
     /// `\u{1f}` (unit separator) cannot appear in validated ids, so the key is unambiguous.
     pub fn key(&self) -> String {
-        format!(
-            "{}\u{1f}{}\u{1f}{}",
-            self.channel, self.account_id, self.conversation_id
-        )
+        // Joined, not `format!`ed: built on every routed completion and post, where the
+        // format machinery cost 4-5x a copy into one exact allocation (callgrind: ~1,160
+        // instructions a call against ~280; README, "Benchmark").
+        [
+            self.channel.as_str(),
+            "\u{1f}",
+            &self.account_id,
+            "\u{1f}",
+            &self.conversation_id,
+        ]
+        .concat()
     }
 
     /// Whether two references name the same platform conversation (parent ids are

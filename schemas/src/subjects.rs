@@ -49,8 +49,10 @@ impl Subjects {
         &self.prefix
     }
 
+    // Joined, not `format!`ed: the workers build a subject or two per event (see
+    // `ConversationRef::key`).
     fn s(&self, rest: &str) -> String {
-        format!("{}.{rest}", self.prefix)
+        [self.prefix.as_str(), ".", rest].concat()
     }
 
     // Inbound (published by other services).
@@ -82,7 +84,15 @@ impl Subjects {
     }
     /// One delivery partition of a channel: `tl.deliver.<channel>.<partition>`.
     pub fn deliver_partition(&self, channel: &str, partition: u32) -> String {
-        self.s(&format!("deliver.{channel}.{partition}"))
+        let mut lane = itoa::Buffer::new();
+        [
+            self.prefix.as_str(),
+            ".deliver.",
+            channel,
+            ".",
+            lane.format(partition),
+        ]
+        .concat()
     }
     pub fn deliver_all(&self) -> String {
         self.s("deliver.>")
@@ -144,6 +154,10 @@ mod tests {
         let s = Subjects::new("prod.tl");
         assert_eq!(s.in_spawn(), "prod.tl.in.spawn");
         assert_eq!(s.deliver("webhook:ops"), "prod.tl.deliver.webhook:ops");
+        assert_eq!(
+            s.deliver_partition("webhook:ops", 13),
+            "prod.tl.deliver.webhook:ops.13"
+        );
         assert_eq!(
             s.dlq(&Stage::Deliver("discord".into())),
             "prod.tl.dlq.deliver.discord"

@@ -29,7 +29,9 @@ pub fn binding_id(spawn_event_id: &str) -> String {
 
 /// One post of one event to one destination: the platform-boundary dedup key.
 pub fn post_delivery_id(event_id: &str, destination: &ConversationRef) -> String {
-    format!("p-{}", v5(&["post", event_id, &destination.key()]).simple())
+    // Built per routed completion: encoded into a buffer, not through `Display`.
+    let id = v5(&["post", event_id, &destination.key()]);
+    ["p-", id.simple().encode_lower(&mut Uuid::encode_buffer())].concat()
 }
 
 /// The one farewell of one binding.
@@ -44,7 +46,12 @@ pub fn thread_delivery_id(binding_id: &str) -> String {
 
 /// Idempotency key of one part of one delivery (Discord nonce ≤ 25 chars, so a hash).
 pub fn part_key(delivery_id: &str, part: usize) -> String {
-    let digest = Sha256::digest(format!("{delivery_id}\u{1f}{part}").as_bytes());
+    // The digest of `<delivery id>\x1f<part>`, fed in pieces (built per post).
+    let digest = Sha256::new()
+        .chain_update(delivery_id)
+        .chain_update("\u{1f}")
+        .chain_update(itoa::Buffer::new().format(part))
+        .finalize();
     // 12 bytes → 24 hex chars: fits Discord's 25-character nonce, 96 bits of uniqueness.
     hex::encode(&digest[..12])
 }
@@ -59,7 +66,7 @@ pub mod msg_id {
         format!("rejected:{stage}:{event_id}")
     }
     pub fn delivered(delivery_id: &str) -> String {
-        format!("delivered:{delivery_id}")
+        ["delivered:", delivery_id].concat()
     }
     pub fn failed(delivery_or_event_id: &str) -> String {
         format!("failed:{delivery_or_event_id}")
@@ -93,5 +100,24 @@ mod tests {
         let nonce = part_key("p-1", 0);
         assert_eq!(nonce.len(), 24);
         assert_ne!(nonce, part_key("p-1", 1));
+    }
+
+    /// The derivations' values, pinned: a running deployment's stored claims and in-flight
+    /// messages carry them, so a rewrite of how one is computed must give the same bytes.
+    #[test]
+    fn derived_ids_are_pinned() {
+        let place = ConversationRef {
+            channel: "discord".into(),
+            account_id: "bot-1".into(),
+            conversation_id: "c-9".into(),
+            parent_conversation_id: None,
+        };
+        assert_eq!(
+            post_delivery_id("e-1", &place),
+            "p-3594e7e5eec25b98a1c57a1e40358e2d"
+        );
+        assert_eq!(part_key("p-1", 0), "9c29a707c8275bf6193840e1");
+        assert_eq!(part_key("p-1", 12), "96453363f5bbbeac4847a2ad");
+        assert_eq!(msg_id::delivered("p-1"), "delivered:p-1");
     }
 }

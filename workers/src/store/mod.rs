@@ -788,7 +788,11 @@ impl Store {
         let earlier: Option<String> = self
             .conn
             .clone()
-            .set_options(&key, format!("c|{}|1", now_ms()), options)
+            .set_options(
+                &key,
+                ["c|", itoa::Buffer::new().format(now_ms()), "|1"].concat(),
+                options,
+            )
             .await?;
         if earlier.is_none() {
             return Ok(Claim::Fresh(1));
@@ -819,7 +823,7 @@ impl Store {
         outcome: &PartOutcome,
     ) -> Result<(), WorkError> {
         let state = match outcome {
-            PartOutcome::Sent(id) => format!("s|{id}"),
+            PartOutcome::Sent(id) => ["s|", id].concat(),
             PartOutcome::Failed(code) => format!("f|{code}"),
             PartOutcome::NotPosted(n) => format!("r|{n}"),
             PartOutcome::Unknown(n) => format!("d|{n}"),
