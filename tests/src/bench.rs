@@ -807,19 +807,9 @@ async fn deploy(
         ..Config::default()
     };
     config.delivery_partitions = partitions;
-    config.webhooks.insert(
-        "bench".into(),
-        WebhookConfig {
-            url: fake.url("bench"),
-            threads: false,
-            token: None,
-            token_file: None,
-            max_message_chars: 4_000,
-            idle_timeout_ms: None,
-            max_age_ms: None,
-            own_author_ids: Vec::new(),
-        },
-    );
+    config
+        .webhooks
+        .insert("bench".into(), bench_webhook(fake.url("bench")));
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("threadline.toml");
     std::fs::write(&file, toml::to_string(&config).expect("toml")).expect("config");
@@ -857,6 +847,20 @@ async fn deploy(
         fake,
         processes,
         dir,
+    }
+}
+
+/// The `webhook:bench` channel the benchmark's completions are posted to, at `url`.
+fn bench_webhook(url: String) -> WebhookConfig {
+    WebhookConfig {
+        url,
+        threads: false,
+        token: None,
+        token_file: None,
+        max_message_chars: 4_000,
+        idle_timeout_ms: None,
+        max_age_ms: None,
+        own_author_ids: Vec::new(),
     }
 }
 
@@ -1230,16 +1234,7 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
                 idle_timeout_ms: 24 * 3_600_000,
                 max_age_ms: None,
             };
-            let caps = threadline::deliver::webhook::capabilities(&WebhookConfig {
-                url: String::new(),
-                threads: false,
-                token: None,
-                token_file: None,
-                max_message_chars: 4_000,
-                idle_timeout_ms: None,
-                max_age_ms: None,
-                own_author_ids: Vec::new(),
-            });
+            let caps = threadline::deliver::webhook::capabilities(&bench_webhook(String::new()));
             let plan = threadline::binder::plan::plan_spawn(
                 &s,
                 Some(caps),
@@ -1798,16 +1793,7 @@ mod tests {
     async fn the_floor_posts_the_request_the_webhook_deliverer_makes() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let fake = FakeWebhook::start().await;
-        let hook = WebhookConfig {
-            url: fake.url("bench"),
-            threads: false,
-            token: None,
-            token_file: None,
-            max_message_chars: 4_000,
-            idle_timeout_ms: None,
-            max_age_ms: None,
-            own_author_ids: Vec::new(),
-        };
+        let hook = bench_webhook(fake.url("bench"));
         let mut config = Config::default();
         config.webhooks.insert("bench".into(), hook.clone());
         let credentials = Credentials::load("webhook:bench", Arc::new(config)).expect("token");
