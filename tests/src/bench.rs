@@ -602,17 +602,20 @@ struct FloorPost<'a> {
     delivery_id: &'a str,
     part: usize,
     parts: usize,
-    conversation: FloorConversation,
+    conversation: &'a ConversationRef,
     text: &'a str,
     session_key: &'static str,
 }
 
-#[derive(Serialize)]
-struct FloorConversation {
-    channel: &'static str,
-    account_id: &'static str,
-    conversation_id: &'static str,
-}
+/// The conversation every floor post names: the schemas' own type, serialized as the
+/// deliverer serializes it, made once rather than per post.
+static FLOOR_CONVERSATION: std::sync::LazyLock<ConversationRef> =
+    std::sync::LazyLock::new(|| ConversationRef {
+        channel: "webhook:bench".into(),
+        account_id: "bench".into(),
+        conversation_id: "conversation-0".into(),
+        parent_conversation_id: None,
+    });
 
 impl FloorPost<'_> {
     /// The request for post `seq` (of `run_and_seq`, unique in the floor's stream): the
@@ -633,11 +636,7 @@ impl FloorPost<'_> {
                 delivery_id: &id,
                 part: 0,
                 parts: 1,
-                conversation: FloorConversation {
-                    channel: "webhook:bench",
-                    account_id: "bench",
-                    conversation_id: "conversation-0",
-                },
+                conversation: &FLOOR_CONVERSATION,
                 text: &format!("floor {seq}"),
                 session_key: "agent:bench:subagent:00000000-0000-0000-0000-000000000000",
             })
