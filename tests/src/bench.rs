@@ -124,6 +124,16 @@ impl Stat {
     }
 }
 
+impl std::fmt::Display for Stat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} (min {:.1}, max {:.1})",
+            self.median, self.min, self.max
+        )
+    }
+}
+
 /// Figures over several runs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -178,17 +188,10 @@ pub struct BenchReport {
     /// The same two ratios with a process per worker.
     pub processes_throughput_ratio: Option<f64>,
     pub processes_p99_ratio_half_load: Option<f64>,
-    /// bindings → routing p50/p99 (ms) at light load: the medians of `state_summaries`.
-    pub state_latency: BTreeMap<usize, (f64, f64)>,
-    /// bindings → routing figures at light load, median, min and max over the rounds.
-    pub state_summaries: BTreeMap<usize, Summary>,
-    /// p99 at the largest state size / p99 at the smallest (target ≤ 1.2).
-    pub state_p99_ratio: f64,
-    /// The same for the p50: what state costs a typical completion. The p99 of a light-load
-    /// run is set by the few stalls that happen to fall in it, whatever the state.
-    pub state_p50_ratio: f64,
-    /// Redis `used_memory` delta per active binding (with its session; target ≤ 512).
-    pub redis_bytes_per_binding: f64,
+    /// Routing latency as bindings grow, and Redis bytes per binding (4 and 5); flattened,
+    /// so the JSON keeps these fields at its top level.
+    #[serde(flatten)]
+    pub routing: RoutingReport,
     /// Peak RSS (MiB) of each worker process under load (target ≤ 64).
     pub peak_rss_mib: BTreeMap<String, f64>,
     /// CPU time (µs, user + system, all cores) per message at full speed, by run and by
@@ -203,17 +206,12 @@ pub struct BenchReport {
 
 impl BenchReport {
     pub fn table(&self) -> String {
-        let s = |x: &Stat| format!("{:.1} (min {:.1}, max {:.1})", x.median, x.min, x.max);
         let mut out = format!("cores: {}\n\n", self.cores);
         out += "| run | throughput /s | p50 ms | p99 ms | p99.9 ms | AOF rewrites |\n| --- | --- | --- | --- | --- | --- |\n";
         let mut row = |name: &str, m: &Summary| {
             out += &format!(
                 "| {name} | {} | {} | {} | {} | {} |\n",
-                s(&m.throughput_per_s),
-                s(&m.p50_ms),
-                s(&m.p99_ms),
-                s(&m.p999_ms),
-                m.aof_rewrites
+                m.throughput_per_s, m.p50_ms, m.p99_ms, m.p999_ms, m.aof_rewrites
             );
         };
         row("floor (bare relay), full speed, all runs", &self.floor_full);
@@ -263,21 +261,7 @@ impl BenchReport {
             out +=
                 &format!("p99 ratio at half load, process per worker: {p99:.2}  (target ≤ 2.0)\n");
         }
-        for (n, f) in &self.state_summaries {
-            out += &format!(
-                "routing with {n} bindings: p50 {} ms, p99 {} ms\n",
-                s(&f.p50_ms),
-                s(&f.p99_ms)
-            );
-        }
-        out += &format!(
-            "p99 largest/smallest state: {:.2}  (target ≤ 1.2); p50: {:.2}\n",
-            self.state_p99_ratio, self.state_p50_ratio
-        );
-        out += &format!(
-            "Redis bytes per active binding: {:.0}  (target ≤ 512)\n",
-            self.redis_bytes_per_binding
-        );
+        out += &self.routing.table();
         for (worker, mib) in &self.peak_rss_mib {
             out += &format!("peak RSS {worker}: {mib:.1} MiB  (target ≤ 64)\n");
         }
@@ -1531,25 +1515,94 @@ pub async fn run(config: BenchConfig) -> BenchReport {
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
     let state = measure_state(&nats, &js, &config).await;
-    report.redis_bytes_per_binding = state.bytes_per_binding;
-    for (size, runs) in state.runs {
-        let f = Summary::of(&runs);
-        report
-            .state_latency
-            .insert(size, (f.p50_ms.median, f.p99_ms.median));
-        report.state_summaries.insert(size, f);
-    }
-    let ratio = |pick: fn(&(f64, f64)) -> f64| {
-        let at = |n: Option<&usize>| {
-            n.and_then(|n| report.state_latency.get(n))
-                .map(pick)
-                .unwrap_or(0.0)
-        };
-        at(config.state_sizes.last()) / at(config.state_sizes.first()).max(1e-9)
-    };
-    report.state_p99_ratio = ratio(|v| v.1);
-    report.state_p50_ratio = ratio(|v| v.0);
+    report.routing = RoutingReport::of(state, &config);
     report
+}
+
+/// Routing latency as bindings grow, and Redis bytes per binding: the whole report of
+/// `--only routing`, and part of the full one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RoutingReport {
+    /// bindings → routing p50/p99 (ms) at light load: the medians of `state_summaries`.
+    pub state_latency: BTreeMap<usize, (f64, f64)>,
+    /// bindings → routing figures at light load, median, min and max over the rounds.
+    pub state_summaries: BTreeMap<usize, Summary>,
+    /// p99 at the largest state size / p99 at the smallest (target ≤ 1.2).
+    pub state_p99_ratio: f64,
+    /// The same for the p50: what state costs a typical completion. The p99 of a light-load
+    /// run is set by the few stalls that happen to fall in it, whatever the state.
+    pub state_p50_ratio: f64,
+    /// Redis `used_memory` delta per active binding (with its session; target ≤ 512).
+    pub redis_bytes_per_binding: f64,
+    /// bindings → command → Redis's own latency for it over the rounds: whether a bigger
+    /// state costs Redis time, apart from what the machine does to the end-to-end tail.
+    pub redis_command_latency: BTreeMap<usize, BTreeMap<String, CommandLatency>>,
+}
+
+impl RoutingReport {
+    fn of(state: StateParts, config: &BenchConfig) -> Self {
+        let mut report = RoutingReport {
+            redis_bytes_per_binding: state.bytes_per_binding,
+            redis_command_latency: state.commands,
+            ..RoutingReport::default()
+        };
+        for (size, runs) in state.runs {
+            let f = Summary::of(&runs);
+            report
+                .state_latency
+                .insert(size, (f.p50_ms.median, f.p99_ms.median));
+            report.state_summaries.insert(size, f);
+        }
+        let ratio = |pick: fn(&(f64, f64)) -> f64| {
+            let at = |n: Option<&usize>| {
+                n.and_then(|n| report.state_latency.get(n))
+                    .map(pick)
+                    .unwrap_or(0.0)
+            };
+            at(config.state_sizes.last()) / at(config.state_sizes.first()).max(1e-9)
+        };
+        report.state_p99_ratio = ratio(|v| v.1);
+        report.state_p50_ratio = ratio(|v| v.0);
+        report
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for (n, f) in &self.state_summaries {
+            out += &format!(
+                "routing with {n} bindings: p50 {} ms, p99 {} ms\n",
+                f.p50_ms, f.p99_ms
+            );
+        }
+        out += &format!(
+            "p99 largest/smallest state: {:.2}  (target ≤ 1.2); p50: {:.2}\n",
+            self.state_p99_ratio, self.state_p50_ratio
+        );
+        for (n, commands) in &self.redis_command_latency {
+            let each: Vec<String> = commands
+                .iter()
+                .map(|(c, l)| format!("{c} {:.0}/{:.0}/{:.0}", l.p50_us, l.p99_us, l.p999_us))
+                .collect();
+            out += &format!(
+                "Redis's own time per command with {n} bindings, µs p50/p99/p99.9: {}\n",
+                each.join(", ")
+            );
+        }
+        out += &format!(
+            "Redis bytes per active binding: {:.0}  (target ≤ 512)\n",
+            self.redis_bytes_per_binding
+        );
+        out
+    }
+}
+
+/// Routing latency and Redis bytes per binding alone (`--only routing`): the state part of
+/// [`run`], on servers of its own.
+pub async fn routing(config: BenchConfig) -> RoutingReport {
+    let nats = NatsServer::start().await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    let state = measure_state(&nats, &js, &config).await;
+    RoutingReport::of(state, &config)
 }
 
 /// The state-scaling part's runs and the Redis memory figure.
@@ -1559,6 +1612,49 @@ struct StateParts {
     /// `used_memory` delta per binding over the largest size's last preload step (fixed
     /// overheads amortised).
     bytes_per_binding: f64,
+    /// Bindings → Redis's own latency per command over that size's rounds.
+    commands: BTreeMap<usize, BTreeMap<String, CommandLatency>>,
+}
+
+/// Redis's own time for one command (µs, from `INFO latencystats`): from reading the
+/// command to its reply being queued, so without the network, the fsync wait and the
+/// queueing in front of it. What the state's size can cost Redis per call.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CommandLatency {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+}
+
+/// Command → its latency percentiles, from `INFO latencystats` (Redis 7's default
+/// `latency-tracking`), leaving out the bench's own `INFO`, `CONFIG` and `SCRIPT` calls.
+fn command_latencies(info: &str) -> BTreeMap<String, CommandLatency> {
+    info.lines()
+        .filter_map(|line| {
+            let (command, values) = line
+                .strip_prefix("latency_percentiles_usec_")?
+                .split_once(':')?;
+            if ["info", "config", "script"]
+                .iter()
+                .any(|own| command.split('|').next() == Some(own))
+            {
+                return None;
+            }
+            let value = |name: &str| {
+                values
+                    .split(',')
+                    .find_map(|v| v.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            };
+            Some((
+                command.to_owned(),
+                CommandLatency {
+                    p50_us: value("p50")?,
+                    p99_us: value("p99")?,
+                    p999_us: value("p99.9")?,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Routing latency with each state size preloaded, each size on a Redis server of its own
@@ -1613,6 +1709,19 @@ async fn measure_state(
         .await;
         parts.push((size, redis, d, keys));
     }
+    // Redis's command latencies from here on cover the rounds only, not the preload.
+    for (_, redis, _, _) in &parts {
+        let mut conn = redis::Client::open(redis.url())
+            .expect("redis")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG RESETSTAT");
+    }
     let mut runs: BTreeMap<usize, Vec<Figures>> = BTreeMap::new();
     for round in 0..config.state_runs {
         let mut order: Vec<usize> = (0..parts.len()).collect();
@@ -1633,6 +1742,11 @@ async fn measure_state(
             runs.entry(*size).or_default().push(f);
         }
     }
+    let mut commands = BTreeMap::new();
+    for (size, redis, ..) in &parts {
+        let info = redis_info_at(&redis.url(), "latencystats").await;
+        commands.insert(*size, command_latencies(&info));
+    }
     for (_, redis, d, _) in parts {
         let subjects = d.subjects();
         d.stop().await;
@@ -1642,6 +1756,7 @@ async fn measure_state(
     StateParts {
         runs,
         bytes_per_binding,
+        commands,
     }
 }
 
@@ -1833,5 +1948,24 @@ mod tests {
             .traceparents_seen()
             .iter()
             .any(|(path, value)| path == "/hook/floor" && value.len() == 55));
+    }
+
+    /// Redis 7.0.15's `INFO latencystats` lines, as the routing part reads them.
+    #[test]
+    fn command_latencies_are_read_from_latencystats_without_the_bench_s_own_calls() {
+        let info = "# Latencystats\r\n\
+            latency_percentiles_usec_hmget:p50=14.015,p99=48.127,p99.9=76.287\r\n\
+            latency_percentiles_usec_info:p50=23.039,p99=27.007,p99.9=27.007\r\n\
+            latency_percentiles_usec_config|resetstat:p50=71.167,p99=71.167,p99.9=71.167\r\n\
+            latency_percentiles_usec_script|load:p50=111.103,p99=111.103,p99.9=111.103\r\n\
+            latency_percentiles_usec_set:p50=7.007,p99=41.215,p99.9=78.335\r\n";
+        let read = command_latencies(info);
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["hmget", "set"]);
+        let hmget = read["hmget"];
+        assert_eq!(
+            (hmget.p50_us, hmget.p99_us, hmget.p999_us),
+            (14.015, 48.127, 76.287)
+        );
+        assert_eq!(read["set"].p999_us, 78.335);
     }
 }

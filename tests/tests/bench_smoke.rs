@@ -43,8 +43,8 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         Some(report.p99_ratio_half_load),
         report.processes_throughput_ratio,
         report.processes_p99_ratio_half_load,
-        Some(report.state_p99_ratio),
-        Some(report.state_p50_ratio),
+        Some(report.routing.state_p99_ratio),
+        Some(report.routing.state_p50_ratio),
     ] {
         assert!(ratio.is_some_and(|r| r.is_finite() && r > 0.0), "{ratio:?}");
     }
@@ -56,13 +56,13 @@ async fn the_benchmark_runs_and_reports_every_figure() {
             "{run}: {t:?}"
         );
     }
-    assert_eq!(report.state_latency.len(), 2);
+    assert_eq!(report.routing.state_latency.len(), 2);
     // Each state size was measured on its own Redis, every round, with min and max.
     assert_eq!(
-        report.state_summaries.keys().collect::<Vec<_>>(),
-        report.state_latency.keys().collect::<Vec<_>>()
+        report.routing.state_summaries.keys().collect::<Vec<_>>(),
+        report.routing.state_latency.keys().collect::<Vec<_>>()
     );
-    for (size, f) in &report.state_summaries {
+    for (size, f) in &report.routing.state_summaries {
         assert!(
             f.p99_ms.min > 0.0
                 && f.p99_ms.min <= f.p99_ms.median
@@ -70,7 +70,28 @@ async fn the_benchmark_runs_and_reports_every_figure() {
             "{size}: {f:?}"
         );
     }
-    assert!(report.redis_bytes_per_binding > 0.0);
+    assert!(report.routing.redis_bytes_per_binding > 0.0);
+    // Redis's own time per command, for each size, over its rounds: the router's session
+    // read (`HMGET`) and its stored decision and the deliverer's claim (`SET`) among them.
+    assert_eq!(
+        report
+            .routing
+            .redis_command_latency
+            .keys()
+            .collect::<Vec<_>>(),
+        report.routing.state_latency.keys().collect::<Vec<_>>()
+    );
+    for (size, commands) in &report.routing.redis_command_latency {
+        for command in ["hmget", "set"] {
+            assert!(
+                commands.get(command).is_some_and(|l| l.p50_us > 0.0
+                    && l.p50_us <= l.p99_us
+                    && l.p99_us <= l.p999_us),
+                "{size}: {commands:?}"
+            );
+        }
+        assert!(!commands.contains_key("info"), "{size}: {commands:?}");
+    }
     // Both deployments run the real binary: `run all`, and one process per worker.
     assert_eq!(
         report.peak_rss_mib.keys().collect::<Vec<_>>(),

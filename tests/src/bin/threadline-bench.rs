@@ -2,18 +2,29 @@
 //! `--json FILE`. `--smoke` runs the tiny version the test suite uses.
 
 use anyhow::{bail, Context};
-use threadline_tests::bench::{memory, run, BenchConfig};
+use threadline_tests::bench::{memory, routing, run, BenchConfig};
 use threadline_tests::servers::until_interrupted;
 
 // The same allocator as the `threadline` binary: the floor's relays and `run all` run here.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// A part of the benchmark run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    /// The Redis memory figure: preloads through the same path, no NATS, no load.
+    Memory,
+    /// Routing latency as bindings grow, and Redis bytes per binding (the full run's parts
+    /// 4 and 5), on servers of its own: what a change to the state layout moves, in a third
+    /// of a full run's time.
+    Routing,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut config, mut json) = (BenchConfig::full(), None);
-    let mut only_memory = false;
+    let mut only = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--smoke" => config = BenchConfig::smoke(),
@@ -22,13 +33,12 @@ async fn main() -> anyhow::Result<()> {
                 let policy = args.next().context("--appendfsync needs always|everysec")?;
                 std::env::set_var(threadline_tests::servers::APPENDFSYNC_ENV, policy);
             }
-            // Only the Redis memory figure: preload through the same path, no NATS, no load.
             "--only" => {
-                let what = args.next().context("--only needs `memory`")?;
-                if what != "memory" {
-                    bail!("--only {what}: only `memory` is supported");
-                }
-                only_memory = true;
+                only = Some(match args.next().context("--only needs `memory` or `routing`")?.as_str() {
+                    "memory" => Only::Memory,
+                    "routing" => Only::Routing,
+                    other => bail!("--only {other}: use `memory` or `routing`"),
+                })
             }
             "--json" => json = Some(args.next().context("--json needs a file")?),
             "--messages" => config.messages = args.next().context("--messages needs a number")?.parse()?,
@@ -47,10 +57,21 @@ async fn main() -> anyhow::Result<()> {
                 let max: usize = args.next().context("--max-bindings needs a number")?.parse()?;
                 config.state_sizes.retain(|n| *n <= max);
             }
-            other => bail!("unknown argument {other}; use --smoke, --only memory, --json FILE, --messages N, --runs N, --half-load-seconds S, --max-bindings N, --partitions N, --appendfsync always|everysec"),
+            other => bail!("unknown argument {other}; use --smoke, --only memory|routing, --json FILE, --messages N, --runs N, --half-load-seconds S, --max-bindings N, --partitions N, --appendfsync always|everysec"),
         }
     }
-    if only_memory {
+    if only == Some(Only::Routing) {
+        eprintln!("bench: {config:?}");
+        let Some(report) = until_interrupted(routing(config)).await else {
+            bail!("bench: interrupted; its servers and workers are stopped");
+        };
+        println!("{}", report.table());
+        if let Some(path) = json {
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
+    if only == Some(Only::Memory) {
         // The full run's largest increment is 100k bindings; --max-bindings changes it.
         let n = config
             .state_sizes
