@@ -1241,11 +1241,7 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
 /// Deletes every key matching `pattern` (a part's namespace) and rewrites the AOF: the next
 /// part finds Redis as the previous one did.
 async fn delete_keys(redis: &RedisServer, pattern: &str) {
-    let mut conn = redis::Client::open(redis.url())
-        .expect("redis")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = redis_connection(&redis.url()).await;
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -1282,12 +1278,17 @@ async fn redis_info(redis: &RedisServer, section: &str) -> String {
     redis_info_at(&redis.url(), section).await
 }
 
-async fn redis_info_at(redis_url: &str, section: &str) -> String {
-    let mut conn = redis::Client::open(redis_url)
+/// A connection for the bench's own calls to a Redis server.
+async fn redis_connection(redis_url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url)
         .expect("redis")
         .get_multiplexed_async_connection()
         .await
-        .expect("redis");
+        .expect("redis")
+}
+
+async fn redis_info_at(redis_url: &str, section: &str) -> String {
+    let mut conn = redis_connection(redis_url).await;
     redis::cmd("INFO")
         .arg(section)
         .query_async(&mut conn)
@@ -1534,16 +1535,17 @@ pub struct RoutingReport {
     pub state_p50_ratio: f64,
     /// Redis `used_memory` delta per active binding (with its session; target ≤ 512).
     pub redis_bytes_per_binding: f64,
-    /// bindings → command → Redis's own latency for it over the rounds: whether a bigger
-    /// state costs Redis time, apart from what the machine does to the end-to-end tail.
-    pub redis_command_latency: BTreeMap<usize, BTreeMap<String, CommandLatency>>,
+    /// bindings → Redis's own time over the rounds, per command and in event-loop stalls:
+    /// whether a bigger state costs Redis time, apart from what the disk and the machine do
+    /// to the end-to-end tail.
+    pub redis_time: BTreeMap<usize, RedisTime>,
 }
 
 impl RoutingReport {
     fn of(state: StateParts, config: &BenchConfig) -> Self {
         let mut report = RoutingReport {
             redis_bytes_per_binding: state.bytes_per_binding,
-            redis_command_latency: state.commands,
+            redis_time: state.redis_time,
             ..RoutingReport::default()
         };
         for (size, runs) in state.runs {
@@ -1578,14 +1580,28 @@ impl RoutingReport {
             "p99 largest/smallest state: {:.2}  (target ≤ 1.2); p50: {:.2}\n",
             self.state_p99_ratio, self.state_p50_ratio
         );
-        for (n, commands) in &self.redis_command_latency {
-            let each: Vec<String> = commands
+        for (n, time) in &self.redis_time {
+            let each: Vec<String> = time
+                .commands
                 .iter()
                 .map(|(c, l)| format!("{c} {:.0}/{:.0}/{:.0}", l.p50_us, l.p99_us, l.p999_us))
                 .collect();
             out += &format!(
                 "Redis's own time per command with {n} bindings, µs p50/p99/p99.9: {}\n",
                 each.join(", ")
+            );
+            let stalls: Vec<String> = time
+                .stalls
+                .iter()
+                .map(|(event, s)| format!("{event} in {} s, longest {} ms", s.seconds, s.max_ms))
+                .collect();
+            out += &format!(
+                "Redis event-loop stalls of ≥ 1 ms with {n} bindings: {}\n",
+                if stalls.is_empty() {
+                    "none".to_owned()
+                } else {
+                    stalls.join(", ")
+                }
             );
         }
         out += &format!(
@@ -1612,8 +1628,74 @@ struct StateParts {
     /// `used_memory` delta per binding over the largest size's last preload step (fixed
     /// overheads amortised).
     bytes_per_binding: f64,
-    /// Bindings → Redis's own latency per command over that size's rounds.
-    commands: BTreeMap<usize, BTreeMap<String, CommandLatency>>,
+    /// Bindings → where Redis's own time went over that size's rounds.
+    redis_time: BTreeMap<usize, RedisTime>,
+}
+
+/// Where one Redis server's own time went over the routing rounds: per command, and its
+/// event loop's stalls. Tells a cost of the state's size (a slower command, an expire cycle)
+/// from the disk's and the machine's.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RedisTime {
+    /// Command → its latency percentiles.
+    pub commands: BTreeMap<String, CommandLatency>,
+    /// Event (`aof-fsync-always`, `command`, `expire-cycle`, …) → the stalls of 1 ms or
+    /// more Redis's latency monitor saw in it.
+    pub stalls: BTreeMap<String, Stalls>,
+}
+
+/// One kind of event-loop stall, as Redis's latency monitor keeps it: the longest per
+/// second.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Stalls {
+    /// Seconds with a stall of 1 ms or more.
+    pub seconds: usize,
+    /// The longest (ms).
+    pub max_ms: u64,
+}
+
+impl RedisTime {
+    /// Starts counting afresh: command statistics reset, and the latency monitor on at 1 ms
+    /// (it is off by default).
+    async fn reset(url: &str) {
+        let mut conn = redis_connection(url).await;
+        redis::pipe()
+            .cmd("CONFIG")
+            .arg("RESETSTAT")
+            .cmd("CONFIG")
+            .arg("SET")
+            .arg("latency-monitor-threshold")
+            .arg(1)
+            .cmd("LATENCY")
+            .arg("RESET")
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("reset Redis's statistics");
+    }
+
+    async fn read(url: &str) -> RedisTime {
+        let commands = command_latencies(&redis_info_at(url, "latencystats").await);
+        let mut conn = redis_connection(url).await;
+        // [event, when, latest ms, longest ms] per event; then each event's history, one
+        // [when, ms] per second with a stall (at most 160).
+        let latest: Vec<(String, u64, u64, u64)> = redis::cmd("LATENCY")
+            .arg("LATEST")
+            .query_async(&mut conn)
+            .await
+            .expect("LATENCY LATEST");
+        let mut stalls = BTreeMap::new();
+        for (event, _, _, max_ms) in latest {
+            let history: Vec<(u64, u64)> = redis::cmd("LATENCY")
+                .arg("HISTORY")
+                .arg(&event)
+                .query_async(&mut conn)
+                .await
+                .expect("LATENCY HISTORY");
+            let seconds = history.len();
+            stalls.insert(event, Stalls { seconds, max_ms });
+        }
+        RedisTime { commands, stalls }
+    }
 }
 
 /// Redis's own time for one command (µs, from `INFO latencystats`): from reading the
@@ -1627,14 +1709,15 @@ pub struct CommandLatency {
 }
 
 /// Command → its latency percentiles, from `INFO latencystats` (Redis 7's default
-/// `latency-tracking`), leaving out the bench's own `INFO`, `CONFIG` and `SCRIPT` calls.
+/// `latency-tracking`), leaving out the bench's own `INFO`, `CONFIG`, `SCRIPT` and
+/// `LATENCY` calls.
 fn command_latencies(info: &str) -> BTreeMap<String, CommandLatency> {
     info.lines()
         .filter_map(|line| {
             let (command, values) = line
                 .strip_prefix("latency_percentiles_usec_")?
                 .split_once(':')?;
-            if ["info", "config", "script"]
+            if ["info", "config", "script", "latency"]
                 .iter()
                 .any(|own| command.split('|').next() == Some(own))
             {
@@ -1709,18 +1792,9 @@ async fn measure_state(
         .await;
         parts.push((size, redis, d, keys));
     }
-    // Redis's command latencies from here on cover the rounds only, not the preload.
+    // Redis's own figures from here on cover the rounds only, not the preload.
     for (_, redis, _, _) in &parts {
-        let mut conn = redis::Client::open(redis.url())
-            .expect("redis")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        let () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut conn)
-            .await
-            .expect("CONFIG RESETSTAT");
+        RedisTime::reset(&redis.url()).await;
     }
     let mut runs: BTreeMap<usize, Vec<Figures>> = BTreeMap::new();
     for round in 0..config.state_runs {
@@ -1742,10 +1816,9 @@ async fn measure_state(
             runs.entry(*size).or_default().push(f);
         }
     }
-    let mut commands = BTreeMap::new();
+    let mut redis_time = BTreeMap::new();
     for (size, redis, ..) in &parts {
-        let info = redis_info_at(&redis.url(), "latencystats").await;
-        commands.insert(*size, command_latencies(&info));
+        redis_time.insert(*size, RedisTime::read(&redis.url()).await);
     }
     for (_, redis, d, _) in parts {
         let subjects = d.subjects();
@@ -1756,7 +1829,7 @@ async fn measure_state(
     StateParts {
         runs,
         bytes_per_binding,
-        commands,
+        redis_time,
     }
 }
 
@@ -1958,6 +2031,7 @@ mod tests {
             latency_percentiles_usec_info:p50=23.039,p99=27.007,p99.9=27.007\r\n\
             latency_percentiles_usec_config|resetstat:p50=71.167,p99=71.167,p99.9=71.167\r\n\
             latency_percentiles_usec_script|load:p50=111.103,p99=111.103,p99.9=111.103\r\n\
+            latency_percentiles_usec_latency|reset:p50=1.003,p99=1.003,p99.9=1.003\r\n\
             latency_percentiles_usec_set:p50=7.007,p99=41.215,p99.9=78.335\r\n";
         let read = command_latencies(info);
         assert_eq!(read.keys().collect::<Vec<_>>(), ["hmget", "set"]);

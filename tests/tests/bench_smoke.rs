@@ -71,17 +71,15 @@ async fn the_benchmark_runs_and_reports_every_figure() {
         );
     }
     assert!(report.routing.redis_bytes_per_binding > 0.0);
-    // Redis's own time per command, for each size, over its rounds: the router's session
-    // read (`HMGET`) and its stored decision and the deliverer's claim (`SET`) among them.
+    // Redis's own time over each size's rounds: per command, the router's session read
+    // (`HMGET`) and its stored decision and the deliverer's claim (`SET`) among them; and
+    // its event loop's stalls, each counted in whole seconds and milliseconds.
     assert_eq!(
-        report
-            .routing
-            .redis_command_latency
-            .keys()
-            .collect::<Vec<_>>(),
+        report.routing.redis_time.keys().collect::<Vec<_>>(),
         report.routing.state_latency.keys().collect::<Vec<_>>()
     );
-    for (size, commands) in &report.routing.redis_command_latency {
+    for (size, time) in &report.routing.redis_time {
+        let commands = &time.commands;
         for command in ["hmget", "set"] {
             assert!(
                 commands.get(command).is_some_and(|l| l.p50_us > 0.0
@@ -91,6 +89,12 @@ async fn the_benchmark_runs_and_reports_every_figure() {
             );
         }
         assert!(!commands.contains_key("info"), "{size}: {commands:?}");
+        for (event, stalls) in &time.stalls {
+            assert!(
+                stalls.seconds >= 1 && stalls.max_ms >= 1,
+                "{size} {event}: {stalls:?}"
+            );
+        }
     }
     // Both deployments run the real binary: `run all`, and one process per worker.
     assert_eq!(
