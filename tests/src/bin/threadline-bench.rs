@@ -60,47 +60,48 @@ async fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other}; use --smoke, --only memory|routing, --json FILE, --messages N, --runs N, --half-load-seconds S, --max-bindings N, --partitions N, --appendfsync always|everysec"),
         }
     }
-    if only == Some(Only::Routing) {
-        eprintln!("bench: {config:?}");
-        let Some(report) = until_interrupted(routing(config)).await else {
-            bail!("bench: interrupted; its servers and workers are stopped");
-        };
-        println!("{}", report.table());
-        if let Some(path) = json {
-            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    match only {
+        Some(Only::Routing) => {
+            eprintln!("bench: {config:?}");
+            let Some(report) = until_interrupted(routing(config)).await else {
+                bail!("bench: interrupted; its servers and workers are stopped");
+            };
+            emit(report.table(), &report, json)
         }
-        return Ok(());
-    }
-    if only == Some(Only::Memory) {
-        // The full run's largest increment is 100k bindings; --max-bindings changes it.
-        let n = config
-            .state_sizes
-            .iter()
-            .copied()
-            .filter(|n| *n <= 100_000)
-            .max()
-            .unwrap_or(100_000);
-        let Some(report) = until_interrupted(memory(n)).await else {
-            bail!("bench: interrupted; its Redis server is stopped");
-        };
-        println!("{}", report.table());
-        if let Some(path) = json {
-            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        Some(Only::Memory) => {
+            // The full run's largest increment is 100k bindings; --max-bindings changes it.
+            let n = config
+                .state_sizes
+                .iter()
+                .copied()
+                .filter(|n| *n <= 100_000)
+                .max()
+                .unwrap_or(100_000);
+            let Some(report) = until_interrupted(memory(n)).await else {
+                bail!("bench: interrupted; its Redis server is stopped");
+            };
+            emit(report.table(), &report, json)
         }
-        return Ok(());
+        None => {
+            eprintln!("bench: {config:?}");
+            let fsync = std::env::var(threadline_tests::servers::APPENDFSYNC_ENV);
+            println!(
+                "redis appendfsync: {}",
+                fsync.as_deref().unwrap_or("always")
+            );
+            let Some(report) = until_interrupted(run(config)).await else {
+                bail!("bench: interrupted; its servers and workers are stopped");
+            };
+            emit(report.table(), &report, json)
+        }
     }
-    eprintln!("bench: {config:?}");
-    let fsync = std::env::var(threadline_tests::servers::APPENDFSYNC_ENV);
-    println!(
-        "redis appendfsync: {}",
-        fsync.as_deref().unwrap_or("always")
-    );
-    let Some(report) = until_interrupted(run(config)).await else {
-        bail!("bench: interrupted; its servers and workers are stopped");
-    };
-    println!("{}", report.table());
+}
+
+/// Prints the table, and writes the JSON report when `--json` asked for it.
+fn emit(table: String, report: &impl serde::Serialize, json: Option<String>) -> anyhow::Result<()> {
+    println!("{table}");
     if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
         eprintln!("bench: JSON report in {path}");
     }
     Ok(())
