@@ -489,11 +489,7 @@ fn relay(
             .get_consumer_from_stream(hop, FLOOR_STREAM)
             .await
             .expect("floor consumer");
-        let redis = redis::Client::open(redis_url)
-            .expect("redis")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
+        let redis = redis_connection(redis_url).await;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let permits = Arc::new(Semaphore::new(64));
@@ -2021,6 +2017,38 @@ mod tests {
             .traceparents_seen()
             .iter()
             .any(|(path, value)| path == "/hook/floor" && value.len() == 55));
+    }
+
+    /// Against a real Redis: a script that keeps Redis busy for 5 ms shows up as a stall of
+    /// its event loop and in its command latencies, and what the reset itself ran does not.
+    #[tokio::test]
+    async fn redis_time_sees_a_busy_script_as_a_stall_and_in_its_latencies() {
+        let redis = RedisServer::start().await;
+        RedisTime::reset(&redis.url()).await;
+        let mut conn = redis_connection(&redis.url()).await;
+        let busy = "local t = redis.call('TIME') \
+            local start = t[1] * 1000000 + t[2] \
+            repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start >= 5000 \
+            return 1";
+        let _: i64 = redis::cmd("EVAL")
+            .arg(busy)
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .expect("busy script");
+        let time = RedisTime::read(&redis.url()).await;
+        let stall = time.stalls.get("command").copied().unwrap_or_default();
+        assert!(stall.seconds == 1 && stall.max_ms >= 5, "{:?}", time.stalls);
+        let eval = time.commands.get("eval").copied().unwrap_or_default();
+        assert!(eval.p50_us >= 5_000.0, "{:?}", time.commands);
+        assert!(
+            !time
+                .commands
+                .keys()
+                .any(|c| c.starts_with("config") || c.starts_with("latency")),
+            "{:?}",
+            time.commands
+        );
     }
 
     /// Redis 7.0.15's `INFO latencystats` lines, as the routing part reads them.
