@@ -1524,6 +1524,9 @@ pub struct RoutingReport {
     pub state_latency: BTreeMap<usize, (f64, f64)>,
     /// bindings → routing figures at light load, median, min and max over the rounds.
     pub state_summaries: BTreeMap<usize, Summary>,
+    /// bindings → each round's figures, in the order run: how far one round's p99 strays
+    /// from the next, which the median of the rounds is there to absorb.
+    pub state_rounds: BTreeMap<usize, Vec<Figures>>,
     /// p99 at the largest state size / p99 at the smallest (target ≤ 1.2).
     pub state_p99_ratio: f64,
     /// The same for the p50: what state costs a typical completion. The p99 of a light-load
@@ -1550,6 +1553,7 @@ impl RoutingReport {
                 .state_latency
                 .insert(size, (f.p50_ms.median, f.p99_ms.median));
             report.state_summaries.insert(size, f);
+            report.state_rounds.insert(size, runs);
         }
         let ratio = |pick: fn(&(f64, f64)) -> f64| {
             let at = |n: Option<&usize>| {

@@ -6,7 +6,8 @@ use threadline_tests::bench::{run, BenchConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_runs_and_reports_every_figure() {
-    let report = run(BenchConfig::smoke()).await;
+    let config = BenchConfig::smoke();
+    let report = run(config.clone()).await;
     println!("{}", report.table());
     for (name, summary) in [
         ("floor", &report.floor_full),
@@ -68,6 +69,16 @@ async fn the_benchmark_runs_and_reports_every_figure() {
                 && f.p99_ms.min <= f.p99_ms.median
                 && f.p99_ms.median <= f.p99_ms.max,
             "{size}: {f:?}"
+        );
+        // Each round is kept as run, and the summary is made of them.
+        let rounds = &report.routing.state_rounds[size];
+        assert_eq!(rounds.len(), config.state_runs, "{size}: {rounds:?}");
+        assert!(
+            rounds.iter().any(|r| r.p99_ms == f.p99_ms.median)
+                && rounds
+                    .iter()
+                    .all(|r| r.p99_ms >= f.p99_ms.min && r.p99_ms <= f.p99_ms.max),
+            "{size}: {rounds:?} against {f:?}"
         );
     }
     assert!(report.routing.redis_bytes_per_binding > 0.0);
