@@ -11,6 +11,30 @@ use serde::Serialize;
 /// 1 MiB: far above any real completion, far below what would hurt a worker.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
+/// The most characters of a reason (`tl.out.rejected.message`, dead-letter headers, logs).
+/// A decode error quotes the offending value, which a hostile event makes as large as the
+/// payload: headers past JetStream's limit would be refused and the event retried forever.
+pub const MAX_REASON_CHARS: usize = 512;
+
+/// The longest event id a rejection echoes back. Longer ones are invalid anyway (ids are at
+/// most 512 bytes); past this size the rejection itself would grow with the attacker's input.
+pub const MAX_ECHOED_ID_BYTES: usize = 4096;
+
+/// `text` cut to at most `max_chars` characters, saying how long it was when cut.
+pub fn bounded(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
+    }
+}
+
+/// The event id a rejection can be correlated by: the publisher's own string, unless it is
+/// absurdly large. (One with control characters is still echoed in the payload; the
+/// `Nats-Msg-Id` built from it is made header-safe where messages are published.)
+fn echoed_id(id: &str) -> Option<String> {
+    (!id.is_empty() && id.len() <= MAX_ECHOED_ID_BYTES).then(|| id.to_owned())
+}
+
 /// How a payload is encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -136,7 +160,7 @@ where
     }
     match from_bytes::<T>(bytes, encoding) {
         Ok(event) => {
-            let event_id = Some(event.event_id().to_owned());
+            let event_id = echoed_id(event.event_id());
             if event.version() != crate::SCHEMA_VERSION {
                 return Err(DecodeError {
                     code: RejectCode::UnsupportedVersion,
@@ -150,7 +174,7 @@ where
             }
             event.validate().map_err(|message| DecodeError {
                 code: RejectCode::InvalidEvent,
-                message,
+                message: bounded(&message, MAX_REASON_CHARS),
                 event_id,
             })?;
             Ok(event)
@@ -169,7 +193,7 @@ fn explain(bytes: &[u8], encoding: Encoding, full_error: String) -> DecodeError 
                 .event_id
                 .as_ref()
                 .and_then(|id| id.as_str())
-                .map(str::to_owned);
+                .and_then(echoed_id);
             match envelope.v.as_ref().and_then(serde_json::Value::as_u64) {
                 Some(v) if v != u64::from(crate::SCHEMA_VERSION) => DecodeError {
                     code: RejectCode::UnsupportedVersion,
@@ -181,14 +205,17 @@ fn explain(bytes: &[u8], encoding: Encoding, full_error: String) -> DecodeError 
                 },
                 Some(_) | None => DecodeError {
                     code: RejectCode::InvalidEvent,
-                    message: full_error,
+                    message: bounded(&full_error, MAX_REASON_CHARS),
                     event_id,
                 },
             }
         }
         Err(_) => DecodeError {
             code: RejectCode::Malformed,
-            message: format!("payload is not a {encoding:?} map: {full_error}"),
+            message: bounded(
+                &format!("payload is not a {encoding:?} map: {full_error}"),
+                MAX_REASON_CHARS,
+            ),
             event_id: None,
         },
     }
@@ -286,6 +313,46 @@ mod tests {
         assert_eq!(err.code, RejectCode::Malformed);
         let err = decode::<CompletionReported>(br#"[1,"e"]"#, Encoding::Json, 1000).unwrap_err();
         assert_eq!(err.code, RejectCode::Malformed);
+    }
+
+    #[test]
+    fn a_huge_value_of_the_wrong_type_is_not_copied_into_the_reason() {
+        let huge = "x".repeat(100_000);
+        let json = serde_json::json!({"v": 1, "event_id": "e-7", "session_key": 5,
+            "status": "ok", "content": "c", "run_id": {"nested": huge}});
+        let mut bytes = json.to_string().into_bytes();
+        let err = decode::<CompletionReported>(&bytes, Encoding::Json, 1 << 20).unwrap_err();
+        assert_eq!(err.code, RejectCode::InvalidEvent);
+        assert!(err.message.chars().count() < MAX_REASON_CHARS + 40, "{}", err.message.len());
+        assert_eq!(err.event_id.as_deref(), Some("e-7"));
+        // The value itself as the wrong type: still bounded.
+        bytes = serde_json::json!({"v": 1, "event_id": "e-8", "session_key": huge,
+            "status": 7, "content": "c"})
+        .to_string()
+        .into_bytes();
+        let err = decode::<CompletionReported>(&bytes, Encoding::Json, 1 << 20).unwrap_err();
+        assert!(err.message.len() < 2 * MAX_REASON_CHARS, "{}", err.message.len());
+    }
+
+    #[test]
+    fn an_id_with_a_line_break_is_invalid_but_still_echoed_and_a_huge_one_is_not() {
+        let json = br#"{"v":1,"event_id":"e-1\r\nX-Evil: 1","session_key":"agent:a:s","status":"ok","content":"c"}"#;
+        let err = decode::<CompletionReported>(json, Encoding::Json, 10_000).unwrap_err();
+        assert_eq!(err.code, RejectCode::InvalidEvent);
+        assert_eq!(err.event_id.as_deref(), Some("e-1\r\nX-Evil: 1"));
+        let id = "i".repeat(MAX_ECHOED_ID_BYTES + 1);
+        let json = format!(r#"{{"v":1,"event_id":"{id}","session_key":"s","status":"ok","content":"c"}}"#);
+        let err = decode::<CompletionReported>(json.as_bytes(), Encoding::Json, 1 << 20).unwrap_err();
+        assert_eq!(err.code, RejectCode::InvalidEvent);
+        assert_eq!(err.event_id, None);
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_character_boundary_and_says_so() {
+        assert_eq!(bounded("short", 10), "short");
+        let cut = bounded("ééééé", 2);
+        assert!(cut.starts_with("éé… ("), "{cut}");
+        assert!(cut.contains("10 bytes"), "{cut}");
     }
 
     #[test]

@@ -12,7 +12,10 @@ pub mod inbound;
 pub mod outbound;
 pub mod subjects;
 
-pub use codec::{decode, encode, DecodeError, Encoding, RejectCode, DEFAULT_MAX_EVENT_BYTES};
+pub use codec::{
+    bounded, decode, encode, DecodeError, Encoding, RejectCode, DEFAULT_MAX_EVENT_BYTES,
+    MAX_REASON_CHARS,
+};
 pub use common::*;
 pub use deliver::*;
 pub use inbound::*;

@@ -189,6 +189,12 @@ async fn lost_threads_end_their_bindings_and_the_output_falls_back_to_the_parent
             reason
         );
         p.settle(Duration::from_millis(300)).await;
+        // One final outcome a publisher can wait on: the fallback, never `failed` too.
+        assert!(
+            p.failed().iter().all(|f| f.event_id != c.event_id),
+            "{channel} {lose}: {:?}",
+            p.failed()
+        );
         let in_parent = p.posted(&parent);
         assert_eq!(
             in_parent.iter().filter(|t| **t == text).count(),

@@ -22,9 +22,10 @@ async fn bad_input_is_dead_lettered_and_rejected_and_the_next_event_still_flows(
     let session_key = requester_session(&p).await;
     let subject = p.subjects.in_completion();
 
-    // 1. Undecodable bytes (no event id to report: dead letter only).
+    // 1. Undecodable bytes: no event id inside, so it is answered by its `Nats-Msg-Id`.
     let garbage = b"\xc1\xc1 definitely not msgpack".to_vec();
-    p.publish_bytes(subject.clone(), Some(&new_id()), garbage.clone(), false)
+    let garbage_id = new_id();
+    p.publish_bytes(subject.clone(), Some(&garbage_id), garbage.clone(), false)
         .await;
     // 2. A missing required field (`content`).
     let missing = serde_json::json!({"v": 1, "event_id": "missing-field", "session_key": session_key, "status": "ok"});
@@ -48,7 +49,7 @@ async fn bad_input_is_dead_lettered_and_rejected_and_the_next_event_still_flows(
     let mut huge = completion(&session_key, &"x".repeat(2 * 1024 * 1024));
     huge.event_id = "too-big".into();
     let huge_bytes = rmp_serde::to_vec_named(&huge).expect("encode");
-    p.publish_bytes(subject.clone(), Some(&new_id()), huge_bytes.clone(), false)
+    p.publish_bytes(subject.clone(), Some("too-big"), huge_bytes.clone(), false)
         .await;
     // 5. A valid event behind them.
     let good = completion(&session_key, "still flowing");
@@ -59,6 +60,9 @@ async fn bad_input_is_dead_lettered_and_rejected_and_the_next_event_still_flows(
     for (event_id, code) in [
         ("missing-field", "invalid_event"),
         ("from-the-future", "unsupported_version"),
+        // Read from `Nats-Msg-Id`, not the payload: an oversize event costs nothing to read.
+        ("too-big", "payload_too_large"),
+        (garbage_id.as_str(), "malformed"),
     ] {
         let rejected = p.wait_rejected(event_id).await;
         assert_eq!(rejected.code, code, "{event_id}");
@@ -106,9 +110,14 @@ async fn bad_input_is_dead_lettered_and_rejected_and_the_next_event_still_flows(
         "the reason names the field"
     );
     by_code("unsupported_version");
-    // The oversize event's id is not read (it costs nothing), so no rejection names it;
-    // malformed bytes have none either.
-    assert!(p.rejected().iter().all(|r| r.event_id != "too-big"));
+    // One answer each.
+    assert_eq!(
+        p.rejected()
+            .iter()
+            .filter(|r| r.event_id == "too-big" || r.event_id == garbage_id)
+            .count(),
+        2
+    );
     assert_eq!(
         p.discord.messages_in(PARENT).len(),
         1,

@@ -413,12 +413,17 @@ async fn an_archived_thread_ends_its_binding_with_a_farewell_and_the_completion_
     assert_eq!(delivered[0].mode, DeliveryMode::Fallback);
     assert_eq!(delivered[0].reason, "thread_archived");
     assert_eq!(delivered[0].destination.conversation_id, PARENT);
-    assert_eq!(p.wait_failed(&c.event_id).await.code, "thread_archived");
     assert_eq!(
         p.wait_binding(&key, BindingChange::Ended).await.reason,
         "thread_archived"
     );
     p.settle(Duration::from_millis(500)).await;
+    // One final outcome: the fallback's delivery, no `failed` beside it.
+    assert!(
+        p.failed().iter().all(|f| f.event_id != c.event_id),
+        "{:?}",
+        p.failed()
+    );
     let parent: Vec<String> = p
         .discord
         .messages_in(PARENT)
@@ -627,6 +632,34 @@ async fn a_completion_waits_for_a_pending_thread_and_falls_back_when_it_takes_to
     assert_eq!(delivered[0].destination.conversation_id, PARENT);
     // The thread still comes, and the binding still turns active.
     p.wait_binding(&slow_key, BindingChange::Bound).await;
+}
+
+/// A rate limit is a wait, not a failure: more 429s in a row than the retry budget allows
+/// still end in one post, with nothing failed or dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_rate_limiting_beyond_the_retry_budget_still_delivers_once() {
+    let p = Pipeline::start_with(Options {
+        tune: |c| c.max_attempts = 3,
+        ..Options::default()
+    })
+    .await;
+    let here = Pipeline::discord_channel(PARENT);
+    let key = p.session_in(&here, Placement::None).await;
+    for _ in 0..6 {
+        p.discord.push_fault(Fault::RateLimited { retry_after_ms: 20 });
+    }
+    let c = completion(&key, "patience");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(delivered[0].destination.conversation_id, PARENT);
+    assert_eq!(p.discord.fault_counts().rate_limited, 6);
+    p.settle(Duration::from_millis(500)).await;
+    assert_eq!(p.posted(&here), vec!["patience".to_owned()]);
+    assert!(p.failed().is_empty(), "{:?}", p.failed());
+    let dead = p
+        .observer
+        .raw(&format!("{}.dlq.", p.subjects.prefix()));
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
 }
 
 // ---- 6. named sessions across a full restart ------------------------------------------------

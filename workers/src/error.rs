@@ -13,7 +13,9 @@ pub enum WorkError {
     /// Redis command failed; the store may be restarting.
     #[error("Redis is unavailable: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The platform asked us to slow down.
+    /// The platform asked us to slow down. A wait, not a failure: it never spends the retry
+    /// budget, so sustained rate limiting delays posts but never dead-letters them or leaves
+    /// a multi-part post half-delivered.
     #[error("platform rate limit; retry after {after:?}")]
     RateLimited { after: Duration },
     /// The platform failed in a way that may pass (5xx, timeout, connection reset).
@@ -51,8 +53,9 @@ impl WorkError {
             WorkError::Nats(_) | WorkError::Redis(_) | WorkError::Transient(_) => {
                 Settle::Retry(None)
             }
-            WorkError::RateLimited { after } => Settle::Retry(Some(*after)),
-            WorkError::NotYet { after, .. } => Settle::Wait(*after),
+            WorkError::RateLimited { after } | WorkError::NotYet { after, .. } => {
+                Settle::Wait(*after)
+            }
             WorkError::Rejected { .. } => Settle::Reject,
             WorkError::Corrupt(_) => Settle::GiveUp,
         }
@@ -90,5 +93,24 @@ impl WorkError {
 impl From<async_nats::Error> for WorkError {
     fn from(e: async_nats::Error) -> Self {
         WorkError::Nats(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_is_a_wait_of_its_retry_after_not_a_failure() {
+        let after = Duration::from_millis(1_250);
+        assert_eq!(
+            WorkError::RateLimited { after }.settle(),
+            Settle::Wait(after)
+        );
+        assert!(WorkError::RateLimited { after }.is_retryable());
+        assert_eq!(
+            WorkError::Transient("502".into()).settle(),
+            Settle::Retry(None)
+        );
     }
 }

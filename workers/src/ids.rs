@@ -59,6 +59,18 @@ pub fn part_key(delivery_id: &str, part: usize) -> String {
 /// `Nats-Msg-Id`s of what the workers publish: JetStream drops a re-publish of the same
 /// logical message within the stream's duplicate window.
 pub mod msg_id {
+    use sha2::{Digest, Sha256};
+
+    /// `id` as a header value: ids built from an event that failed validation may hold line
+    /// breaks (async-nats panics on those) or be huge. Such an id is replaced by its digest,
+    /// still a pure function of the input, so a redelivery dedups the same way.
+    pub fn header_safe(id: String) -> String {
+        if id.len() <= 512 && !id.chars().any(char::is_control) {
+            return id;
+        }
+        ["h:", &hex::encode(Sha256::digest(id.as_bytes()))].concat()
+    }
+
     pub fn spawned(event_id: &str) -> String {
         format!("spawned:{event_id}")
     }
@@ -119,5 +131,14 @@ mod tests {
         assert_eq!(part_key("p-1", 0), "9c29a707c8275bf6193840e1");
         assert_eq!(part_key("p-1", 12), "96453363f5bbbeac4847a2ad");
         assert_eq!(msg_id::delivered("p-1"), "delivered:p-1");
+    }
+
+    #[test]
+    fn a_msg_id_that_cannot_be_a_header_becomes_its_digest() {
+        assert_eq!(msg_id::header_safe("rejected:router:e-1".into()), "rejected:router:e-1");
+        let evil = msg_id::header_safe("rejected:router:e\r\nX: 1".into());
+        assert!(evil.starts_with("h:") && evil.len() == 66, "{evil}");
+        assert_eq!(evil, msg_id::header_safe("rejected:router:e\r\nX: 1".into()));
+        assert!(msg_id::header_safe("x".repeat(600)).starts_with("h:"));
     }
 }

@@ -158,7 +158,7 @@ impl Handler for Spawner {
                             event_id: spawn.event_id.clone(),
                             delivery_id,
                             action: DeliveryAction::CreateThread {
-                                parent: spawn.requester.conversation.clone(),
+                                parent: plan::thread_parent(&spawn.requester.conversation),
                                 name: name.clone(),
                                 session_key: session_key.clone(),
                                 binding_id: binding.binding_id.clone(),
@@ -269,6 +269,13 @@ impl Handler for Control {
                 // Every deliverer instance of the channel listens (core NATS, not a queue
                 // group): each re-reads its token source before its next call.
                 let channel = control.channel.as_deref().unwrap_or_default();
+                if deliver::capabilities(channel, &self.plumbing.config).is_none() {
+                    // Announcing it would reach nobody: say so to whoever rotated.
+                    return Err(WorkError::rejected(
+                        RejectCode::UnknownChannel,
+                        format!("no adapter is configured for channel {channel}"),
+                    ));
+                }
                 let subject = self.plumbing.subjects.ctl_credentials(channel);
                 self.plumbing
                     .nats

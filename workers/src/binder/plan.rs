@@ -50,6 +50,12 @@ pub fn plan_spawn(
             ),
         ));
     }
+    if matches!(spawn.placement, Placement::Current | Placement::Child) {
+        // A binding to a string no platform could have named would never see a post land
+        // or a person write.
+        crate::deliver::conversation_ids::check(requester)
+            .map_err(|message| WorkError::rejected(RejectCode::InvalidEvent, message))?;
+    }
     let session_key = spawn
         .session_key
         .clone()
@@ -98,7 +104,7 @@ pub fn plan_spawn(
                 channel: requester.channel.clone(),
                 account_id: requester.account_id.clone(),
                 conversation_id: format!("pending:{}", ids::binding_id(&spawn.event_id)),
-                parent_conversation_id: Some(requester.conversation_id.clone()),
+                parent_conversation_id: Some(thread_parent(requester).conversation_id),
             };
             let name = spawn
                 .thread_name
@@ -112,6 +118,22 @@ pub fn plan_spawn(
             }
         }
     })
+}
+
+/// Where a child thread of `requester` is created. No platform nests threads: a child asked
+/// for from inside a thread becomes a sibling thread under the same parent (the Discord text
+/// or forum channel, the Slack channel, the Telegram forum chat, the Matrix room), while its
+/// requester — and so every fallback — stays the thread the agent works in.
+pub fn thread_parent(requester: &ConversationRef) -> ConversationRef {
+    match &requester.parent_conversation_id {
+        Some(parent) => ConversationRef {
+            channel: requester.channel.clone(),
+            account_id: requester.account_id.clone(),
+            conversation_id: parent.clone(),
+            parent_conversation_id: None,
+        },
+        None => requester.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -131,7 +153,7 @@ mod tests {
                 conversation: ConversationRef {
                     channel: channel.into(),
                     account_id: "acct".into(),
-                    conversation_id: "chan".into(),
+                    conversation_id: "100000000000000001".into(),
                     parent_conversation_id: None,
                 },
             },
@@ -216,7 +238,7 @@ mod tests {
         assert_eq!(binding.status, BindingStatus::Pending);
         assert_eq!(
             binding.conversation.parent_conversation_id.as_deref(),
-            Some("chan")
+            Some("100000000000000001")
         );
         assert_eq!(binding.idle_timeout_ms, 9);
         assert_eq!(plan.create_thread.as_deref(), Some("budget"));
@@ -233,7 +255,49 @@ mod tests {
         .unwrap();
         let binding = plan.binding.unwrap();
         assert_eq!(binding.status, BindingStatus::Active);
-        assert_eq!(binding.conversation.conversation_id, "chan");
+        assert_eq!(binding.conversation.conversation_id, "100000000000000001");
+    }
+
+    #[test]
+    fn a_child_asked_for_from_inside_a_thread_is_planned_under_the_threads_parent() {
+        let mut s = spawn("discord", Placement::Child);
+        s.requester.conversation.conversation_id = "100000000000000005".into();
+        s.requester.conversation.parent_conversation_id = Some("100000000000000001".into());
+        let plan = plan_spawn(&s, Some(discord::CAPABILITIES), 5, D).unwrap();
+        let binding = plan.binding.unwrap();
+        assert_eq!(
+            binding.conversation.parent_conversation_id.as_deref(),
+            Some("100000000000000001")
+        );
+        // The requester stays the thread: fallbacks go where the agent works.
+        assert_eq!(
+            plan.session.requester.conversation.conversation_id,
+            "100000000000000005"
+        );
+        let parent = thread_parent(&s.requester.conversation);
+        assert_eq!(
+            (parent.conversation_id.as_str(), parent.parent_conversation_id),
+            ("100000000000000001", None)
+        );
+    }
+
+    #[test]
+    fn a_binding_to_an_id_the_platform_could_not_have_is_refused() {
+        for placement in [Placement::Current, Placement::Child] {
+            let mut s = spawn("discord", placement);
+            s.requester.conversation.conversation_id = "general".into();
+            let err = plan_spawn(&s, Some(discord::CAPABILITIES), 5, D).unwrap_err();
+            assert!(
+                matches!(&err, WorkError::Rejected { code: RejectCode::InvalidEvent, message }
+                    if message.contains("general")),
+                "{err:?}"
+            );
+        }
+        // Without a binding the requester's conversation is only posted to: the platform's
+        // own answer reports a bad id there.
+        let mut s = spawn("discord", Placement::None);
+        s.requester.conversation.conversation_id = "general".into();
+        assert!(plan_spawn(&s, Some(discord::CAPABILITIES), 5, D).is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use threadline_schemas::{now_ms, Subjects};
 
 /// Header on a replayed message: the dead-letter stream sequence it came from.
-pub const REPLAY_OF: &str = "Threadline-Replay-Of";
+pub const REPLAY_OF: &str = crate::plumbing::runloop::dlq_headers::REPLAY_OF;
 
 /// How many dead-letter sequences one `list` looks at, at most.
 const MAX_EXAMINED: u64 = 100_000;

@@ -73,6 +73,8 @@ pub fn classify(
     message: String,
     permanent_code: impl FnOnce() -> String,
 ) -> PlatformError {
+    // The platform's words end up in `tl.out.failed`, dead letters and logs: bounded.
+    let message = threadline_schemas::bounded(&message, threadline_schemas::MAX_REASON_CHARS);
     match status.as_u16() {
         429 => PlatformError::RateLimited {
             after: retry_after_body

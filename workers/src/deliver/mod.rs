@@ -7,6 +7,7 @@
 //! reconciled on `tl.out.delivered`.
 
 pub mod adapter;
+pub mod conversation_ids;
 pub mod credentials;
 pub mod discord;
 pub mod http;
@@ -523,9 +524,12 @@ impl<A: Adapter> Deliverer<A> {
             Farewell::None
         };
         lifecycle::end_binding(&self.plumbing, session_key, binding_id, code, farewell).await?;
-        let mut out = vec![failed];
+        let mut out = Vec::with_capacity(1);
         let session = self.plumbing.store.load_session(session_key).await?;
         match session {
+            // The completion's one final outcome is the fallback's (`tl.out.delivered` with
+            // this reason, or `tl.out.failed` if that post fails too): a `tl.out.failed` here
+            // would tell a publisher waiting for the outcome that nobody got it.
             Some(state) if !state.session.fail_closed => {
                 metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
                 let requester = state.session.requester.conversation;
@@ -548,7 +552,7 @@ impl<A: Adapter> Deliverer<A> {
                     },
                 ));
             }
-            Some(_) | None => {}
+            Some(_) | None => out.push(failed),
         }
         self.plumbing.publisher.send_all(out).await
     }

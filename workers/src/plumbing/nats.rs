@@ -617,7 +617,7 @@ impl Publisher {
             let mut message = jetstream::message::PublishMessage::build()
                 .payload(out.payload)
                 .headers(out.headers);
-            message = message.message_id(out.msg_id);
+            message = message.message_id(crate::ids::msg_id::header_safe(out.msg_id));
             let ack = self
                 .js
                 .send_publish(out.subject, message)

@@ -43,6 +43,8 @@ pub mod dlq_headers {
     pub const SUBJECT: &str = "Threadline-Original-Subject";
     pub const SEQUENCE: &str = "Threadline-Original-Sequence";
     pub const ATTEMPTS: &str = "Threadline-Attempts";
+    /// On a dead letter replayed to its subject: the dead letter's sequence.
+    pub const REPLAY_OF: &str = "Threadline-Replay-Of";
 }
 
 /// Which delivery of a message this is.
@@ -254,6 +256,22 @@ pub(crate) fn decode_message<H: Handler>(
         Encoding::from_content_type(content_type.as_deref()),
         plumbing.config.max_event_bytes,
     )
+    .map_err(|mut error| {
+        // An event whose id could not be read (oversize, undecodable bytes, an id of the
+        // wrong type) is still answered by the id its publisher gave JetStream: the contract
+        // has `Nats-Msg-Id` set to the event id.
+        // (A dead letter replayed by the operator carries a fresh `replay:` id instead.)
+        let headers = message.headers.as_ref();
+        let replayed = headers.is_some_and(|h| h.get(dlq_headers::REPLAY_OF).is_some());
+        if error.event_id.is_none() && !replayed {
+            error.event_id = headers
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str())
+                .filter(|id| threadline_schemas::check_id("Nats-Msg-Id", id).is_ok())
+                .map(str::to_owned);
+        }
+        error
+    })
 }
 
 /// [`process`] inside the span of this event, continuing the trace its headers carry.
@@ -514,7 +532,7 @@ fn rejection(stage: &Stage, event_id: &str, code: &str, text: &str, p: &Plumbing
             event_id: event_id.to_owned(),
             stage: stage.name(),
             code: code.to_owned(),
-            message: text.to_owned(),
+            message: threadline_schemas::bounded(text, threadline_schemas::MAX_REASON_CHARS),
         },
     )
 }
@@ -564,8 +582,9 @@ async fn dead_letter(
     let mut headers = HeaderMap::new();
     headers.insert(dlq_headers::STAGE, stage.name().as_str());
     headers.insert(dlq_headers::CODE, code);
-    // Header values cannot hold line breaks.
-    let reason: String = reason
+    // Header values cannot hold line breaks, and all headers together must stay far below
+    // JetStream's limit: a refused dead letter would leave the event retried forever.
+    let reason: String = threadline_schemas::bounded(reason, threadline_schemas::MAX_REASON_CHARS)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
