@@ -566,6 +566,134 @@ mod tests {
         );
     }
 
+    fn waits(route: Route) -> Duration {
+        match route {
+            Route::Wait { retry_after } => retry_after,
+            other @ Route::Decided(_) => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_session_is_waited_for_exactly_until_its_grace_runs_out() {
+        let channels = vec!["discord".to_owned()];
+        let at = |age: u64| RouteContext {
+            event_age_ms: age,
+            ..ctx(&channels)
+        };
+        // 10 s of grace, 9.7 s gone: ask again in the 300 ms left.
+        assert_eq!(
+            waits(decide(&completion(), None, None, at(9_700))),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            waits(decide(&completion(), None, None, at(9_999))),
+            Duration::from_millis(100),
+            "never sooner than 100 ms"
+        );
+        // Grace over: decided, to the requester.
+        assert_eq!(
+            posts(decide(&completion(), None, None, at(10_000))),
+            vec![(
+                "main".into(),
+                DeliveryMode::Fallback,
+                "unknown_session".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_pending_binding_is_waited_for_exactly_until_the_pending_timeout() {
+        let channels = vec!["discord".to_owned()];
+        let s = state(
+            Placement::Child,
+            vec![binding("b1", "", BindingStatus::Pending)],
+        );
+        // Bound 10 ms ago with a 500 ms pending timeout: 490 ms left.
+        let short = RouteContext {
+            pending_timeout_ms: 500,
+            ..ctx(&channels)
+        };
+        assert_eq!(
+            waits(decide(&completion(), Some(&s), None, short)),
+            Duration::from_millis(490)
+        );
+        // At the timeout to the millisecond: decided, explicitly.
+        let due = RouteContext {
+            now_ms: NOW - 10 + 500,
+            ..short
+        };
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), None, due)),
+            vec![(
+                "main".into(),
+                DeliveryMode::Fallback,
+                "binding_pending_timeout".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_binding_on_another_account_or_channel_is_never_the_destination() {
+        let channels = vec!["discord".to_owned(), "slack".to_owned()];
+        let mut other_bot = binding("b1", "t1", BindingStatus::Active);
+        other_bot.conversation.account_id = "another-bot".into();
+        let mut other_channel = binding("b2", "t2", BindingStatus::Active);
+        other_channel.conversation.channel = "slack".into();
+        for b in [other_bot, other_channel] {
+            let s = state(Placement::Child, vec![b.clone()]);
+            assert_eq!(
+                posts(decide(&completion(), Some(&s), None, ctx(&channels))),
+                vec![(
+                    "main".into(),
+                    DeliveryMode::Fallback,
+                    "no_active_binding".into()
+                )],
+                "{:?}",
+                b.conversation
+            );
+        }
+    }
+
+    #[test]
+    fn a_child_session_without_any_binding_falls_back_as_having_none() {
+        let channels = vec!["discord".to_owned()];
+        // Placement asked for, no binding recorded at all: not "no placement", not "ended".
+        let s = state(Placement::Child, vec![]);
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), None, ctx(&channels))),
+            vec![(
+                "main".into(),
+                DeliveryMode::Fallback,
+                "no_active_binding".into()
+            )]
+        );
+        // A session spawned without placement that has a binding (resumed into one) uses it.
+        let resumed = state(
+            Placement::None,
+            vec![binding("b1", "t1", BindingStatus::Active)],
+        );
+        assert_eq!(
+            posts(decide(&completion(), Some(&resumed), None, ctx(&channels))),
+            vec![("t1".into(), DeliveryMode::Bound, "bound".into())]
+        );
+    }
+
+    #[test]
+    fn a_binding_ended_for_a_reason_of_its_own_falls_back_as_binding_ended() {
+        let channels = vec!["discord".to_owned()];
+        let mut ended = binding("b1", "t1", BindingStatus::Ended);
+        ended.end_reason = Some("idle_timeout".into());
+        let s = state(Placement::Child, vec![ended]);
+        assert_eq!(
+            posts(decide(&completion(), Some(&s), None, ctx(&channels))),
+            vec![(
+                "main".into(),
+                DeliveryMode::Fallback,
+                "binding_ended".into()
+            )]
+        );
+    }
+
     #[test]
     fn destination_without_deliverer_fails_instead_of_queueing_forever() {
         let s = state(Placement::None, vec![]);
