@@ -272,6 +272,9 @@ pub struct PlatformConfig {
     /// Discord only: a persona (channel webhook) per parent channel id. Posts to that
     /// channel and its threads go out under the persona; farewells always as the bot.
     pub personas: BTreeMap<String, Persona>,
+    /// Discord only: how long a message nonce is trusted to deduplicate a re-send (Discord
+    /// checks it "in the past few minutes"); an attempt in doubt for longer is read back.
+    pub nonce_window_ms: Option<u64>,
 }
 
 /// A Discord channel webhook Threadline posts through, so output carries an agent's name.
@@ -297,6 +300,7 @@ impl PlatformConfig {
             own_author_ids: Vec::new(),
             unknown_outcome: UnknownOutcome::default(),
             personas: BTreeMap::new(),
+            nonce_window_ms: None,
         }
     }
 
