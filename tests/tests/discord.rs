@@ -317,3 +317,52 @@ async fn a_child_requested_from_inside_a_thread_goes_under_the_threads_parent_ch
     );
     p.discord.assert_no_spec_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_bucket_is_waited_out_before_its_next_request_and_meets_no_429() {
+    let p = Pipeline::start().await;
+    // Two requests per channel per 800 ms: the headers say when the third may go.
+    p.discord.set_route_limit(2, Duration::from_millis(800));
+    let conversation = channel("100000000000001001");
+    let key = p.session_in(&conversation, Placement::None).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let c = completion(&key, &format!("paced post {n}"));
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        ids.push(c.event_id);
+    }
+    for id in &ids {
+        p.wait_delivered(id, 1).await;
+    }
+    let mut posted = p.posted(&conversation);
+    posted.sort();
+    assert_eq!(
+        posted,
+        (0..5).map(|n| format!("paced post {n}")).collect::<Vec<_>>(),
+        "each once"
+    );
+    assert_eq!(p.discord.bucket_refusals(), 0, "the adapter read Remaining: 0 and waited");
+    p.discord.assert_no_spec_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forum_post_in_doubt_is_found_not_created_twice() {
+    let p = Pipeline::start_with(Options {
+        in_process: true,
+        tune: |c| {
+            c.http_timeout_ms = 500;
+            c.claim_lease_ms = 700;
+        },
+    })
+    .await;
+    let forum = channel("100000000000001101");
+    p.discord.add_forum_channel(&forum.conversation_id);
+    // The forum post (thread + first message, no nonce) lands; its answer is lost.
+    p.discord.push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    let (_, thread) = child_of(&p, &forum, "forum once").await;
+    p.settle(Duration::from_millis(500)).await;
+    let threads = p.discord.threads();
+    assert_eq!(threads.len(), 1, "{threads:#?}");
+    assert_eq!(threads[0].id, thread.conversation_id);
+    p.discord.assert_no_spec_violations();
+}

@@ -159,7 +159,11 @@ async fn gate(
         if let Some(until) = st.global_until.filter(|u| *u > Instant::now()) {
             return global_rate_limited(until - Instant::now());
         }
-        if !violations.is_empty() {
+        if violations.is_empty() {
+            if let Err(limited) = st.bucket.take(&method, &path) {
+                return limited;
+            }
+        } else {
             let summary = violations.join("; ");
             st.violations.extend(violations);
             return reply((
@@ -168,8 +172,106 @@ async fn gate(
             ));
         }
     }
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+    let mut response = next
+        .run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    if let Some(headers) = lock(&shared).bucket.headers(&method, &path) {
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    response
+}
+
+/// Discord's per-route limits as the headers describe them (rate-limits.mdx, "Header
+/// Format"): each route and top-level resource (channel, guild, webhook) has a bucket of
+/// `limit` requests per `window`; every answer says what is left (`X-RateLimit-Limit`,
+/// `-Remaining`, `-Reset`, `-Reset-After`, `-Bucket`); a request past the limit answers 429
+/// with scope `user`. Generous by default, so only tests that tighten it meet it.
+struct Buckets {
+    limit: u32,
+    window: Duration,
+    /// `shape:major` → (requests in the window, when the window began).
+    used: HashMap<String, (u32, Instant)>,
+    /// Requests refused because their bucket was empty (a client that read the headers
+    /// never meets one).
+    refused: u64,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            limit: 1_000,
+            window: Duration::from_secs(1),
+            used: HashMap::new(),
+            refused: 0,
+        }
+    }
+}
+
+impl Buckets {
+    /// The route's shape (ids replaced) and its top-level resource.
+    fn key(method: &str, path: &str) -> (String, String) {
+        let mut major = String::new();
+        let mut shape = String::from(method);
+        let segments: Vec<&str> = path.split('/').collect();
+        for (i, segment) in segments.iter().enumerate() {
+            shape.push('/');
+            let top = i == 2 && matches!(segments[1], "channels" | "guilds" | "webhooks");
+            if top {
+                major = (*segment).to_owned();
+            }
+            if i >= 2 && !segment.is_empty() && (segment.bytes().all(|b| b.is_ascii_digit()) || segments[1] == "webhooks") {
+                shape.push_str("{}");
+            } else {
+                shape.push_str(segment);
+            }
+        }
+        (shape, major)
+    }
+
+    fn entry(&mut self, method: &str, path: &str) -> (&mut (u32, Instant), String) {
+        let (shape, major) = Self::key(method, path);
+        let window = self.window;
+        let entry = self
+            .used
+            .entry(format!("{shape}:{major}"))
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= window {
+            *entry = (0, Instant::now());
+        }
+        (entry, shape)
+    }
+
+    /// Counts a request against its bucket, or answers the 429 of an empty one.
+    fn take(&mut self, method: &str, path: &str) -> Result<(), Response> {
+        let (limit, window) = (self.limit, self.window);
+        let (entry, _) = self.entry(method, path);
+        if entry.0 >= limit {
+            let left = window.saturating_sub(entry.1.elapsed());
+            self.refused += 1;
+            return Err(rate_limited(u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)));
+        }
+        entry.0 += 1;
+        Ok(())
+    }
+
+    fn headers(&mut self, method: &str, path: &str) -> Option<Vec<(&'static str, String)>> {
+        let (limit, window) = (self.limit, self.window);
+        let (entry, shape) = self.entry(method, path);
+        let left = window.saturating_sub(entry.1.elapsed()).as_secs_f64();
+        let reset = unix_ms(SystemTime::now()) as f64 / 1000.0 + left;
+        let bucket: String = shape.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))).to_string();
+        Some(vec![
+            ("x-ratelimit-limit", limit.to_string()),
+            ("x-ratelimit-remaining", limit.saturating_sub(entry.0).to_string()),
+            ("x-ratelimit-reset", format!("{reset:.3}")),
+            ("x-ratelimit-reset-after", format!("{left:.3}")),
+            ("x-ratelimit-bucket", bucket),
+        ])
+    }
 }
 
 /// A message-creating request whose text could notify someone: every bot message, webhook
@@ -362,6 +464,18 @@ impl FakeDiscord {
         lock(&self.shared).global_next = Some(ms);
     }
 
+    /// Limits every route and top-level resource to `limit` requests per `window`.
+    pub fn set_route_limit(&self, limit: u32, window: Duration) {
+        let mut st = lock(&self.shared);
+        st.bucket.limit = limit;
+        st.bucket.window = window;
+    }
+
+    /// Requests refused with a 429 because their route's bucket was empty.
+    pub fn bucket_refusals(&self) -> u64 {
+        lock(&self.shared).bucket.refused
+    }
+
     /// `(method, path below /api/v10, when)` of every request, in arrival order.
     pub fn request_log(&self) -> Vec<(String, String, Instant)> {
         lock(&self.shared).log.clone()
@@ -425,6 +539,7 @@ struct DiscordState {
     log: Vec<(String, String, Instant)>,
     global_next: Option<u64>,
     global_until: Option<Instant>,
+    bucket: Buckets,
     /// First message created with a nonce, per (channel, author, nonce).
     nonces: HashMap<NonceKey, (String, Instant)>,
     nonce_window: Duration,
@@ -453,6 +568,7 @@ impl DiscordState {
             log: Vec::new(),
             global_next: None,
             global_until: None,
+            bucket: Buckets::default(),
             nonces: HashMap::new(),
             nonce_window: DEFAULT_NONCE_WINDOW,
             last_snowflake: 0,
