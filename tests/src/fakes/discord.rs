@@ -175,7 +175,9 @@ async fn gate(
     let mut response = next
         .run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await;
-    if let Some(headers) = lock(&shared).bucket.headers(&method, &path) {
+    // A 429 (a fault's, or the global limit's) carries its own rate-limit headers.
+    let limited = response.status() == StatusCode::TOO_MANY_REQUESTS;
+    if let Some(headers) = (!limited).then(|| lock(&shared).bucket.headers(&method, &path)).flatten() {
         for (name, value) in headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(HeaderName::from_static(name), v);
