@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 use threadline::config::{Persona, Secret};
-use threadline_schemas::{BindingChange, ConversationRef, DeliveryMode, Placement, Reconciliation, SessionMode};
+use threadline_schemas::{
+    BindingChange, ConversationRef, DeliveryMode, Placement, Reconciliation, SessionMode,
+};
 use threadline_tests::events::{completion, spawn};
 use threadline_tests::fakes::Fault;
 use threadline_tests::pipeline::{Options, Pipeline};
@@ -44,7 +46,8 @@ async fn a_post_into_an_archived_thread_unarchives_it_and_the_binding_stays() {
 
     // The binding is still there: the next completion goes to the thread too.
     let again = completion(&key, "and again");
-    p.publish(p.subjects.in_completion(), &again.event_id, &again).await;
+    p.publish(p.subjects.in_completion(), &again.event_id, &again)
+        .await;
     let delivered = p.wait_delivered(&again.event_id, 1).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Bound);
     p.settle(Duration::from_millis(300)).await;
@@ -55,7 +58,10 @@ async fn a_post_into_an_archived_thread_unarchives_it_and_the_binding_stays() {
         .filter(|b| b.binding.target_session_key == key && b.change == BindingChange::Ended)
         .count();
     assert_eq!(ended, 0, "the binding stays");
-    assert!(p.posted(&parent).iter().all(|t| !t.starts_with("👋")), "no farewell");
+    assert!(
+        p.posted(&parent).iter().all(|t| !t.starts_with("👋")),
+        "no farewell"
+    );
     p.discord.assert_no_spec_violations();
 }
 
@@ -86,7 +92,11 @@ async fn a_locked_thread_ends_its_binding_with_a_farewell_in_the_parent_and_fall
         );
         p.settle(Duration::from_millis(300)).await;
         assert_eq!(copies(&p, &parent, &text), 1);
-        assert_eq!(copies(&p, &thread, &text), 0, "a locked thread takes no post");
+        assert_eq!(
+            copies(&p, &thread, &text),
+            0,
+            "a locked thread takes no post"
+        );
         let farewells: Vec<String> = p
             .posted(&parent)
             .into_iter()
@@ -130,11 +140,13 @@ async fn an_uncertain_persona_post_is_posted_once_by_an_app_without_message_cont
     p.discord.set_message_content_intent(false);
     let (key, thread) = child_of(&p, &parent, "persona without the intent").await;
     let first = completion(&key, "an earlier post by Larry");
-    p.publish(p.subjects.in_completion(), &first.event_id, &first).await;
+    p.publish(p.subjects.in_completion(), &first.event_id, &first)
+        .await;
     p.wait_delivered(&first.event_id, 1).await;
 
     // Accepted, answer lost: webhook executes take no nonce; the thread is read back.
-    p.discord.push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
     let text = "posted once though the answer was lost";
     let c = completion(&key, text);
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
@@ -145,9 +157,16 @@ async fn an_uncertain_persona_post_is_posted_once_by_an_app_without_message_cont
     let ours: Vec<_> = in_thread.iter().filter(|m| m.content == text).collect();
     assert_eq!(ours.len(), 1, "{in_thread:#?}");
     assert_eq!(ours[0].author_id, webhook_id);
-    assert_eq!(delivered[0].platform_message_id, ours[0].id, "the read-back found it");
+    assert_eq!(
+        delivered[0].platform_message_id, ours[0].id,
+        "the read-back found it"
+    );
     // The earlier post (listed blank as well) was not taken for this one.
-    assert_eq!(in_thread.len(), 2, "the earlier post and this one: {in_thread:#?}");
+    assert_eq!(
+        in_thread.len(),
+        2,
+        "the earlier post and this one: {in_thread:#?}"
+    );
     p.discord.assert_no_spec_violations();
 }
 
@@ -167,7 +186,8 @@ async fn a_re_send_after_discord_forgot_the_nonce_is_settled_by_read_back_not_po
     p.discord.set_nonce_window(Duration::from_millis(300));
     let conversation = channel("100000000000000401");
     let key = p.session_in(&conversation, Placement::None).await;
-    p.discord.push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
     let text = "one copy after the nonce expired";
     let c = completion(&key, text);
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
@@ -195,8 +215,11 @@ async fn a_429_on_a_re_send_keeps_the_first_attempt_in_doubt() {
     // The first attempt lands but its answer is lost; the re-send (inside the nonce window)
     // meets a 429 long enough that the next try is past both windows. Had the 429 released
     // the part, that try would be a fresh post with a forgotten nonce: a second copy.
-    p.discord.push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
-    p.discord.push_fault(Fault::RateLimited { retry_after_ms: 2_500 });
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    p.discord.push_fault(Fault::RateLimited {
+        retry_after_ms: 2_500,
+    });
     let text = "one copy despite the 429 on the re-send";
     let c = completion(&key, text);
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
@@ -222,7 +245,8 @@ async fn a_thread_creation_in_doubt_past_the_nonce_window_makes_one_starter_and_
     p.discord.set_nonce_window(Duration::from_millis(300));
     let parent = channel("100000000000000601");
     // The starter message lands, its answer is lost; by the retry Discord forgot its nonce.
-    p.discord.push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
     let (_, thread) = child_of(&p, &parent, "created once").await;
     p.settle(Duration::from_millis(500)).await;
     let threads = p.discord.threads();
@@ -246,26 +270,33 @@ async fn a_global_429_pauses_every_route_of_the_bot() {
     let key_b = p.session_in(&b, Placement::None).await;
     p.discord.global_rate_limit(1_500);
     let ca = completion(&key_a, "to a, after the global limit");
-    p.publish(p.subjects.in_completion(), &ca.event_id, &ca).await;
+    p.publish(p.subjects.in_completion(), &ca.event_id, &ca)
+        .await;
     // Wait until the first post met the global 429, then post elsewhere.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let limited_at = loop {
         let log = p.discord.request_log();
-        if let Some((_, _, at)) = log.iter().find(|(m, path, _)| m == "POST" && path.ends_with("/messages")) {
+        if let Some((_, _, at)) = log
+            .iter()
+            .find(|(m, path, _)| m == "POST" && path.ends_with("/messages"))
+        {
             break *at;
         }
         assert!(tokio::time::Instant::now() < deadline, "no post arrived");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let cb = completion(&key_b, "to b, another route");
-    p.publish(p.subjects.in_completion(), &cb.event_id, &cb).await;
+    p.publish(p.subjects.in_completion(), &cb.event_id, &cb)
+        .await;
     p.wait_delivered(&ca.event_id, 1).await;
     p.wait_delivered(&cb.event_id, 1).await;
     let to_b: Vec<_> = p
         .discord
         .request_log()
         .into_iter()
-        .filter(|(m, path, _)| m == "POST" && path == &format!("/channels/{}/messages", b.conversation_id))
+        .filter(|(m, path, _)| {
+            m == "POST" && path == &format!("/channels/{}/messages", b.conversation_id)
+        })
         .collect();
     assert_eq!(to_b.len(), 1, "b was not tried during the pause: {to_b:?}");
     assert!(
@@ -283,14 +314,23 @@ async fn a_child_under_a_forum_channel_is_a_forum_post_with_its_first_message() 
     let forum = channel("100000000000000801");
     p.discord.add_forum_channel(&forum.conversation_id);
     let (key, thread) = child_of(&p, &forum, "forum work").await;
-    assert_eq!(thread.parent_conversation_id.as_deref(), Some(forum.conversation_id.as_str()));
+    assert_eq!(
+        thread.parent_conversation_id.as_deref(),
+        Some(forum.conversation_id.as_str())
+    );
     let c = completion(&key, "in the forum post");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
     let delivered = p.wait_delivered(&c.event_id, 1).await;
     assert_eq!(delivered[0].destination, thread);
     let posted = p.posted(&thread);
-    assert_eq!(posted, vec!["🧵 forum work".to_owned(), "in the forum post".to_owned()]);
-    assert!(p.posted(&forum).is_empty(), "nothing is posted into a forum itself");
+    assert_eq!(
+        posted,
+        vec!["🧵 forum work".to_owned(), "in the forum post".to_owned()]
+    );
+    assert!(
+        p.posted(&forum).is_empty(),
+        "nothing is posted into a forum itself"
+    );
     p.discord.assert_no_spec_violations();
 }
 
@@ -307,12 +347,20 @@ async fn a_child_requested_from_inside_a_thread_goes_under_the_threads_parent_ch
     );
     let threads = p.discord.threads();
     assert_eq!(threads.len(), 2, "{threads:#?}");
-    assert!(threads.iter().all(|t| t.parent_id == parent.conversation_id));
+    assert!(threads
+        .iter()
+        .all(|t| t.parent_id == parent.conversation_id));
     // Both starters are in the channel; none was left in the requester's thread.
     let in_thread = p.posted(&requester_thread);
-    assert!(in_thread.iter().all(|t| !t.starts_with("🧵")), "{in_thread:?}");
+    assert!(
+        in_thread.iter().all(|t| !t.starts_with("🧵")),
+        "{in_thread:?}"
+    );
     assert_eq!(
-        p.posted(&parent).iter().filter(|t| t.starts_with("🧵")).count(),
+        p.posted(&parent)
+            .iter()
+            .filter(|t| t.starts_with("🧵"))
+            .count(),
         2
     );
     p.discord.assert_no_spec_violations();
@@ -338,10 +386,16 @@ async fn an_exhausted_bucket_is_waited_out_before_its_next_request_and_meets_no_
     posted.sort();
     assert_eq!(
         posted,
-        (0..5).map(|n| format!("paced post {n}")).collect::<Vec<_>>(),
+        (0..5)
+            .map(|n| format!("paced post {n}"))
+            .collect::<Vec<_>>(),
         "each once"
     );
-    assert_eq!(p.discord.bucket_refusals(), 0, "the adapter read Remaining: 0 and waited");
+    assert_eq!(
+        p.discord.bucket_refusals(),
+        0,
+        "the adapter read Remaining: 0 and waited"
+    );
     p.discord.assert_no_spec_violations();
 }
 
@@ -358,7 +412,8 @@ async fn a_forum_post_in_doubt_is_found_not_created_twice() {
     let forum = channel("100000000000001101");
     p.discord.add_forum_channel(&forum.conversation_id);
     // The forum post (thread + first message, no nonce) lands; its answer is lost.
-    p.discord.push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
     let (_, thread) = child_of(&p, &forum, "forum once").await;
     p.settle(Duration::from_millis(500)).await;
     let threads = p.discord.threads();

@@ -354,10 +354,10 @@ async fn start_workers(
         match channel.as_str() {
             "discord" => {
                 let personas = config.discord.personas.clone();
-                let nonce_window = config
-                    .discord
-                    .nonce_window_ms
-                    .map_or(discord::DEFAULT_NONCE_WINDOW, std::time::Duration::from_millis);
+                let nonce_window = config.discord.nonce_window_ms.map_or(
+                    discord::DEFAULT_NONCE_WINDOW,
+                    std::time::Duration::from_millis,
+                );
                 let adapter = Discord::new(
                     &base("discord"),
                     credentials.clone(),

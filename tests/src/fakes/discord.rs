@@ -120,11 +120,18 @@ async fn gate(
     };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 8 << 20).await else {
-        return reply(discord_error(StatusCode::PAYLOAD_TOO_LARGE, 40005, "Request entity too large"));
+        return reply(discord_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            40005,
+            "Request entity too large",
+        ));
     };
     let method = parts.method.as_str().to_owned();
     let full_path = parts.uri.path().to_owned();
-    let path = full_path.strip_prefix("/api/v10").unwrap_or(&full_path).to_owned();
+    let path = full_path
+        .strip_prefix("/api/v10")
+        .unwrap_or(&full_path)
+        .to_owned();
     let query: Vec<(String, String)> = parts
         .uri
         .query()
@@ -173,14 +180,22 @@ async fn gate(
         }
     }
     let mut response = next
-        .run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .run(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(bytes),
+        ))
         .await;
     // A 429 (a fault's, or the global limit's) carries its own rate-limit headers.
     let limited = response.status() == StatusCode::TOO_MANY_REQUESTS;
-    if let Some(headers) = (!limited).then(|| lock(&shared).bucket.headers(&method, &path)).flatten() {
+    if let Some(headers) = (!limited)
+        .then(|| lock(&shared).bucket.headers(&method, &path))
+        .flatten()
+    {
         for (name, value) in headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(HeaderName::from_static(name), v);
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(name), v);
             }
         }
     }
@@ -225,7 +240,10 @@ impl Buckets {
             if top {
                 major = (*segment).to_owned();
             }
-            if i >= 2 && !segment.is_empty() && (segment.bytes().all(|b| b.is_ascii_digit()) || segments[1] == "webhooks") {
+            if i >= 2
+                && !segment.is_empty()
+                && (segment.bytes().all(|b| b.is_ascii_digit()) || segments[1] == "webhooks")
+            {
                 shape.push_str("{}");
             } else {
                 shape.push_str(segment);
@@ -254,7 +272,9 @@ impl Buckets {
         if entry.0 >= limit {
             let left = window.saturating_sub(entry.1.elapsed());
             self.refused += 1;
-            return Err(rate_limited(u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)));
+            return Err(rate_limited(
+                u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+            ));
         }
         entry.0 += 1;
         Ok(())
@@ -265,10 +285,16 @@ impl Buckets {
         let (entry, shape) = self.entry(method, path);
         let left = window.saturating_sub(entry.1.elapsed()).as_secs_f64();
         let reset = unix_ms(SystemTime::now()) as f64 / 1000.0 + left;
-        let bucket: String = shape.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))).to_string();
+        let bucket: String = shape
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+            .to_string();
         Some(vec![
             ("x-ratelimit-limit", limit.to_string()),
-            ("x-ratelimit-remaining", limit.saturating_sub(entry.0).to_string()),
+            (
+                "x-ratelimit-remaining",
+                limit.saturating_sub(entry.0).to_string(),
+            ),
             ("x-ratelimit-reset", format!("{reset:.3}")),
             ("x-ratelimit-reset-after", format!("{left:.3}")),
             ("x-ratelimit-bucket", bucket),
@@ -300,13 +326,15 @@ fn mention_risk(path: &str, body: &[u8]) -> Option<String> {
     let silent = mentions["parse"].as_array().is_some_and(Vec::is_empty)
         && mentions["users"].as_array().is_none_or(Vec::is_empty)
         && mentions["roles"].as_array().is_none_or(Vec::is_empty);
-    (!silent).then(|| format!("POST {path}: allowed_mentions {mentions} lets the text notify people"))
+    (!silent)
+        .then(|| format!("POST {path}: allowed_mentions {mentions} lets the text notify people"))
 }
 
 /// The 429 of Discord's global limit.
 fn global_rate_limited(left: Duration) -> Response {
     let secs = left.as_secs_f64();
-    let body = json!({"message": "You are being rate limited.", "retry_after": secs, "global": true});
+    let body =
+        json!({"message": "You are being rate limited.", "retry_after": secs, "global": true});
     let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
     let headers = [
         ("retry-after", format!("{}", secs.ceil() as u64)),
@@ -336,7 +364,10 @@ impl FakeDiscord {
                 "/api/v10/channels/{channel_id}/messages/{message_id}/threads",
                 post(create_thread),
             )
-            .route("/api/v10/channels/{channel_id}/threads", post(create_forum_thread))
+            .route(
+                "/api/v10/channels/{channel_id}/threads",
+                post(create_forum_thread),
+            )
             .route("/api/v10/users/@me", get(get_me))
             .route(
                 "/api/v10/guilds/{guild_id}/threads/active",
@@ -457,7 +488,10 @@ impl FakeDiscord {
     /// Panics if any request broke the published contract so far.
     pub fn assert_no_spec_violations(&self) {
         let violations = self.take_spec_violations();
-        assert!(violations.is_empty(), "requests Discord does not allow: {violations:#?}");
+        assert!(
+            violations.is_empty(),
+            "requests Discord does not allow: {violations:#?}"
+        );
     }
 
     /// Makes the next request answer Discord's global 429, and every request for `ms`
@@ -1651,7 +1685,10 @@ mod tests {
         // The nonce and the path broke the OpenAPI document; the rest only Discord's rules.
         let violations = fake.take_spec_violations();
         assert_eq!(violations.len(), 2, "{violations:#?}");
-        assert!(violations[0].contains("nonce") || violations[0].contains("body"), "{violations:#?}");
+        assert!(
+            violations[0].contains("nonce") || violations[0].contains("body"),
+            "{violations:#?}"
+        );
         assert!(violations[1].contains("channel_id"), "{violations:#?}");
     }
 

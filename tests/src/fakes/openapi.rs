@@ -107,13 +107,20 @@ impl OpenApi {
         // The most literal template wins (`/users/@me` over `/users/{user_id}`).
         let literal = |op: &Operation| op.template.iter().filter(|t| !t.starts_with('{')).count();
         let best = fitting.iter().map(|op| literal(op)).max().unwrap_or(0);
-        let fitting: Vec<&Operation> = fitting.into_iter().filter(|op| literal(op) == best).collect();
+        let fitting: Vec<&Operation> = fitting
+            .into_iter()
+            .filter(|op| literal(op) == best)
+            .collect();
         let Some(op) = fitting.iter().find(|op| op.method == request.method) else {
             return vec![format!(
                 "{} {}: the path allows only {}",
                 request.method,
                 request.path,
-                fitting.iter().map(|op| op.method.as_str()).collect::<Vec<_>>().join(", ")
+                fitting
+                    .iter()
+                    .map(|op| op.method.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )];
         };
         let mut out = Vec::new();
@@ -122,14 +129,23 @@ impl OpenApi {
             if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
                 match op.parameters.iter().find(|p| p.0 == name && p.1 == "path") {
                     Some((_, _, _, schema)) => {
-                        out.extend(self.check(&label, &format!("path {name}"), schema, &Value::String((*s).to_owned())));
+                        out.extend(self.check(
+                            &label,
+                            &format!("path {name}"),
+                            schema,
+                            &Value::String((*s).to_owned()),
+                        ));
                     }
                     None => out.push(format!("{label}: path parameter {name} is not described")),
                 }
             }
         }
         for (name, value) in request.query {
-            match op.parameters.iter().find(|p| p.0 == *name && p.1 == "query") {
+            match op
+                .parameters
+                .iter()
+                .find(|p| p.0 == *name && p.1 == "query")
+            {
                 Some((_, _, _, schema)) => {
                     let typed = typed_query(&self.components, schema, value);
                     out.extend(self.check(&label, &format!("query {name}"), schema, &typed));
@@ -143,11 +159,15 @@ impl OpenApi {
             }
         }
         match (&op.body, request.json_body) {
-            (Some((_, schema)), Some(body)) if !body.is_empty() => match serde_json::from_slice::<Value>(body) {
-                Ok(instance) => out.extend(self.check(&label, "body", schema, &instance)),
-                Err(e) => out.push(format!("{label}: body is not JSON: {e}")),
-            },
-            (Some((true, _)), Some(_) | None) => out.push(format!("{label}: request body required")),
+            (Some((_, schema)), Some(body)) if !body.is_empty() => {
+                match serde_json::from_slice::<Value>(body) {
+                    Ok(instance) => out.extend(self.check(&label, "body", schema, &instance)),
+                    Err(e) => out.push(format!("{label}: body is not JSON: {e}")),
+                }
+            }
+            (Some((true, _)), Some(_) | None) => {
+                out.push(format!("{label}: request body required"))
+            }
             (None, Some(body)) if !body.is_empty() => out.push(format!("{label}: takes no body")),
             (Some((false, _)), _) | (None, _) => {}
         }
@@ -164,7 +184,10 @@ impl OpenApi {
                 None => {
                     let mut root = match schema {
                         Value::Object(o) => o.clone(),
-                        other => Map::from_iter([("allOf".to_owned(), Value::Array(vec![other.clone()]))]),
+                        other => Map::from_iter([(
+                            "allOf".to_owned(),
+                            Value::Array(vec![other.clone()]),
+                        )]),
                     };
                     close_objects_in_map(&mut root);
                     root.insert("components".into(), self.components.clone());
@@ -178,7 +201,9 @@ impl OpenApi {
                             cache.insert(key, Arc::clone(&v));
                             v
                         }
-                        Err(e) => return vec![format!("{label}: {what}: schema does not compile: {e}")],
+                        Err(e) => {
+                            return vec![format!("{label}: {what}: schema does not compile: {e}")]
+                        }
                     }
                 }
             }
@@ -200,7 +225,10 @@ fn resolve<'a>(document: &'a Value, value: &'a Value) -> &'a Value {
 
 /// A query string value in the type its schema names (query values arrive as text).
 fn typed_query(components: &Value, schema: &Value, raw: &str) -> Value {
-    let schema = match schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components")) {
+    let schema = match schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components"))
+    {
         Some(pointer) => components.pointer(pointer).unwrap_or(schema),
         None => schema,
     };
@@ -247,5 +275,116 @@ fn close_objects_in_map(map: &mut Map<String, Value>) {
             continue;
         }
         close_objects(child);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn discord() -> OpenApi {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/discord-openapi.json");
+        OpenApi::new(&serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap())
+    }
+
+    fn check(
+        api: &OpenApi,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Vec<String> {
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        let body = body.map(|b| b.to_string().into_bytes());
+        api.violations(&Request {
+            method,
+            path,
+            query: &query,
+            json_body: body.as_deref(),
+        })
+    }
+
+    #[test]
+    fn requests_are_held_to_the_document() {
+        let api = discord();
+        let ok = serde_json::json!({"content": "hi", "nonce": "k", "enforce_nonce": true, "allowed_mentions": {"parse": []}});
+        assert_eq!(
+            check(&api, "POST", "/channels/1/messages", &[], Some(ok)),
+            Vec::<String>::new()
+        );
+        let long_nonce = serde_json::json!({"content": "hi", "nonce": "x".repeat(26)});
+        assert!(!check(&api, "POST", "/channels/1/messages", &[], Some(long_nonce)).is_empty());
+        let unknown_field = serde_json::json!({"content": "hi", "silent": true});
+        assert!(!check(
+            &api,
+            "POST",
+            "/channels/1/messages",
+            &[],
+            Some(unknown_field)
+        )
+        .is_empty());
+        let wrong_type = serde_json::json!({"content": 5});
+        assert!(!check(&api, "POST", "/channels/1/messages", &[], Some(wrong_type)).is_empty());
+        assert!(!check(
+            &api,
+            "POST",
+            "/channels/abc/messages",
+            &[],
+            Some(serde_json::json!({"content": "x"}))
+        )
+        .is_empty());
+        assert!(!check(&api, "PUT", "/channels/1/messages", &[], None).is_empty());
+        assert!(!check(&api, "GET", "/channels/1/nothing", &[], None).is_empty());
+        assert_eq!(
+            check(
+                &api,
+                "GET",
+                "/channels/1/messages",
+                &[("after", "5"), ("limit", "100")],
+                None
+            ),
+            Vec::<String>::new()
+        );
+        assert!(!check(
+            &api,
+            "GET",
+            "/channels/1/messages",
+            &[("limit", "101")],
+            None
+        )
+        .is_empty());
+        assert!(!check(
+            &api,
+            "GET",
+            "/channels/1/messages",
+            &[("newest", "1")],
+            None
+        )
+        .is_empty());
+        assert_eq!(
+            check(&api, "GET", "/users/@me", &[], None),
+            Vec::<String>::new()
+        );
+        let no_name = serde_json::json!({"auto_archive_duration": 60});
+        assert!(!check(
+            &api,
+            "POST",
+            "/channels/1/messages/2/threads",
+            &[],
+            Some(no_name)
+        )
+        .is_empty());
+        let long_name = serde_json::json!({"name": "n".repeat(101)});
+        assert!(!check(
+            &api,
+            "POST",
+            "/channels/1/messages/2/threads",
+            &[],
+            Some(long_name)
+        )
+        .is_empty());
     }
 }

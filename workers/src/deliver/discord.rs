@@ -728,12 +728,11 @@ impl Adapter for Discord {
                     }),
                 )
                 .await?;
-            let thread = serde_json::from_value::<Created>(value).map_err(|e| {
-                PlatformError::Transient {
+            let thread =
+                serde_json::from_value::<Created>(value).map_err(|e| PlatformError::Transient {
                     message: format!("unexpected forum thread body: {e}"),
                     maybe_applied: true,
-                }
-            })?;
+                })?;
             return Ok(Self::thread_ref(request.parent, parent_id, thread.id));
         }
         let starter = self
@@ -809,5 +808,119 @@ impl Adapter for Discord {
         };
         let thread_id = self.thread_from(parent_id, &starter.id, name).await?;
         Ok(Some(Self::thread_ref(request.parent, parent_id, thread_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use reqwest::StatusCode;
+
+    fn answer(status: u16, headers: &[(&'static str, &str)], body: serde_json::Value) -> Answered {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        Answered {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: body.to_string().into(),
+        }
+    }
+
+    fn route(shape: &'static str, major: &str) -> Route {
+        Route {
+            shape,
+            major: major.into(),
+        }
+    }
+
+    #[test]
+    fn discord_error_codes_name_what_threadline_does_about_them() {
+        for (status, code, named) in [
+            (404, Some(10003), "thread_deleted"),
+            (400, Some(160005), "thread_locked"),
+            (400, Some(50083), "thread_locked"),
+            (404, Some(10008), "unknown_message"),
+            (400, Some(160006), "thread_limit"),
+            (400, Some(40058), "wrong_channel_type"),
+            (400, Some(50024), "wrong_channel_type"),
+            (403, Some(50001), "forbidden"),
+            (403, Some(50013), "forbidden"),
+            (401, Some(0), "unauthorized"),
+            (404, Some(0), "not_found"),
+            (400, Some(50035), "rejected"),
+        ] {
+            assert_eq!(permanent_code(status, code), named, "{status} {code:?}");
+        }
+    }
+
+    #[test]
+    fn a_global_429_pauses_every_route_and_a_route_429_only_its_own() {
+        let now = Instant::now();
+        let mut limits = Limits::default();
+        let post = route("POST /channels/{}/messages", "1");
+        let other = route("POST /channels/{}/messages", "2");
+        limits.learn(
+            &post,
+            &answer(
+                429,
+                &[("x-ratelimit-scope", "user")],
+                json!({"retry_after": 2.5, "global": false}),
+            ),
+            now,
+        );
+        assert_eq!(limits.wait(&post, now), Some(Duration::from_millis(2_500)));
+        assert_eq!(
+            limits.wait(&other, now),
+            None,
+            "another channel is another bucket"
+        );
+        limits.learn(
+            &other,
+            &answer(
+                429,
+                &[("x-ratelimit-global", "true")],
+                json!({"retry_after": 4.0, "global": true}),
+            ),
+            now,
+        );
+        let me = route("GET /users/@me", "");
+        assert_eq!(limits.wait(&me, now), Some(Duration::from_secs(4)));
+        assert_eq!(limits.wait(&post, now + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn remaining_zero_waits_for_reset_after_on_the_named_bucket() {
+        let now = Instant::now();
+        let mut limits = Limits::default();
+        let post = route("POST /channels/{}/messages", "1");
+        let headers = [
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset-after", "0.75"),
+            ("x-ratelimit-bucket", "abcd"),
+        ];
+        limits.learn(&post, &answer(200, &headers, json!({})), now);
+        assert_eq!(limits.wait(&post, now), Some(Duration::from_millis(750)));
+        let headers = [
+            ("x-ratelimit-remaining", "3"),
+            ("x-ratelimit-reset-after", "1"),
+        ];
+        let fresh = Limits::default();
+        let mut fresh = fresh;
+        fresh.learn(&post, &answer(200, &headers, json!({})), now);
+        assert_eq!(fresh.wait(&post, now), None, "requests left: no wait");
+    }
+
+    #[test]
+    fn snowflakes_and_names_fit_discord() {
+        let ms = 1_700_000_000_123;
+        assert_eq!((snowflake_at(ms) >> 22) + DISCORD_EPOCH_MS, ms);
+        assert_eq!(thread_name(&"x".repeat(150)).chars().count(), 100);
+        assert_eq!(thread_name("   "), "session");
+        assert_eq!(thread_name("é".repeat(101).as_str()).chars().count(), 100);
+        assert!(snowflake("12/../34").is_err());
+        assert!(snowflake(&"9".repeat(21)).is_err());
     }
 }

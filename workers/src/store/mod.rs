@@ -137,7 +137,10 @@ pub enum PartOutcome {
     NotPosted(u32),
     /// The request may have been applied (timeout, 5xx mid-flight), by this attempt or one
     /// claimed since `since_ms` (Unix ms: when the doubt began).
-    Unknown { attempt: u32, since_ms: u64 },
+    Unknown {
+        attempt: u32,
+        since_ms: u64,
+    },
 }
 
 /// Sessions whose binding ids this process has read lately (at most this many).
