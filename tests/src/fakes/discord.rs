@@ -167,7 +167,7 @@ async fn gate(
             return global_rate_limited(until - Instant::now());
         }
         if violations.is_empty() {
-            if let Err(limited) = st.bucket.take(&method, &path) {
+            if let Some(limited) = st.bucket.take(&method, &path) {
                 return limited;
             }
         } else {
@@ -266,18 +266,18 @@ impl Buckets {
     }
 
     /// Counts a request against its bucket, or answers the 429 of an empty one.
-    fn take(&mut self, method: &str, path: &str) -> Result<(), Response> {
+    fn take(&mut self, method: &str, path: &str) -> Option<Response> {
         let (limit, window) = (self.limit, self.window);
         let (entry, _) = self.entry(method, path);
         if entry.0 >= limit {
             let left = window.saturating_sub(entry.1.elapsed());
             self.refused += 1;
-            return Err(rate_limited(
+            return Some(rate_limited(
                 u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
             ));
         }
         entry.0 += 1;
-        Ok(())
+        None
     }
 
     fn headers(&mut self, method: &str, path: &str) -> Option<Vec<(&'static str, String)>> {
@@ -308,11 +308,11 @@ impl Buckets {
 /// roles and users in the content are notified as the content says).
 fn mention_risk(path: &str, body: &[u8]) -> Option<String> {
     let segments: Vec<&str> = path.split('/').collect();
-    let creates = match segments.as_slice() {
-        ["", "channels", _, "messages"] | ["", "webhooks", _, _] => true,
-        ["", "channels", _, "threads"] => true,
-        _ => false,
-    };
+    let creates = matches!(
+        segments.as_slice(),
+        ["", "channels", _, "messages" | "threads"] | ["", "webhooks", _, _]
+    );
+
     if !creates {
         return None;
     }

@@ -331,7 +331,12 @@ impl<A: Adapter> Deliverer<A> {
                 // Read back and not there: posting again cannot duplicate it.
                 Ok(None) => Ok(Doubt::Resend(Reconciliation::ReadBack)),
                 Err(error) => {
-                    // Could not read: still in doubt; keep it that way and retry later.
+                    // Could not read: still in doubt; keep it that way and retry later
+                    // (with the rotated token, when the read met a 401).
+                    if matches!(&error, PlatformError::Permanent { code, .. } if code == "unauthorized")
+                    {
+                        self.credentials.reload();
+                    }
                     store
                         .settle_part(
                             request.delivery_id,
