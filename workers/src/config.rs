@@ -484,6 +484,7 @@ const PLATFORM_ENV_FIELDS: &[&str] = &[
     // Structured values in one variable: `["123","456"]`, `{"<channel id>"={webhook_id="…",…}}`.
     "own_author_ids",
     "personas",
+    "nonce_window_ms",
 ];
 
 fn env_key(key: &str) -> Option<String> {
@@ -700,6 +701,20 @@ mod tests {
             Some("discord.token_file")
         );
         assert_eq!(env_key("discord_nope"), None);
+        assert_eq!(
+            env_key("DISCORD_NONCE_WINDOW_MS").as_deref(),
+            Some("discord.nonce_window_ms")
+        );
+    }
+
+    #[test]
+    fn the_discord_nonce_window_loads_from_toml() {
+        let dir = tempfile_dir("nonce-window");
+        let path = dir.join("threadline.toml");
+        std::fs::write(&path, "[discord]\nnonce_window_ms = 5000\n").expect("write");
+        let config = Config::load(Some(&path)).expect("loads");
+        assert_eq!(config.discord.nonce_window_ms, Some(5_000));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
