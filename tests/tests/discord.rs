@@ -421,3 +421,87 @@ async fn a_forum_post_in_doubt_is_found_not_created_twice() {
     assert_eq!(threads[0].id, thread.conversation_id);
     p.discord.assert_no_spec_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persona_part_in_doubt_is_not_mistaken_for_the_part_before_it_without_message_content() {
+    let mut p = Pipeline::start_with(Options {
+        in_process: false,
+        tune: |c| {
+            c.http_timeout_ms = 500;
+            c.claim_lease_ms = 700;
+        },
+    })
+    .await;
+    let parent = channel("100000000000001201");
+    let webhook_id = persona_for(&mut p, &parent);
+    p.start_in_process().await;
+    p.discord.set_message_content_intent(false);
+    let (key, thread) = child_of(&p, &parent, "two parts").await;
+    // Two parts: the first goes through (a no-op fault keeps the queue's place), the
+    // second lands but its answer is lost. Both read back blank.
+    p.discord.push_fault(Fault::Slow { delay_ms: 0 });
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    let content = format!("{}\n\n{}", "a".repeat(1_500), "b".repeat(1_500));
+    let c = completion(&key, &content);
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    p.settle(Duration::from_millis(500)).await;
+    let in_thread = p.discord.messages_in(&thread.conversation_id);
+    assert_eq!(in_thread.len(), 2, "each part once: {in_thread:#?}");
+    assert!(in_thread.iter().all(|m| m.author_id == webhook_id));
+    assert!(in_thread[0].content.starts_with('a') && in_thread[1].content.starts_with('b'));
+    let ids: Vec<&str> = in_thread.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        delivered[0].platform_message_ids, ids,
+        "both parts, in order, found"
+    );
+    assert_eq!(delivered[0].reconciled, Some(Reconciliation::ReadBack));
+    p.discord.assert_no_spec_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persona_post_into_a_locked_thread_ends_the_binding_and_the_farewell_is_the_bots() {
+    let mut p = Pipeline::start_with(Options {
+        in_process: false,
+        tune: |_| {},
+    })
+    .await;
+    let parent = channel("100000000000001301");
+    persona_for(&mut p, &parent);
+    p.start_in_process().await;
+    let (key, thread) = child_of(&p, &parent, "persona, locked").await;
+    p.discord.lock_thread(&thread.conversation_id);
+    let c = completion(&key, "said as Larry, but locked");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(
+        (delivered[0].mode, delivered[0].reason.as_str()),
+        (DeliveryMode::Fallback, "thread_locked")
+    );
+    assert_eq!(
+        p.wait_binding(&key, BindingChange::Ended).await.reason,
+        "thread_locked"
+    );
+    p.settle(Duration::from_millis(300)).await;
+    let in_parent = p.discord.messages_in(&parent.conversation_id);
+    let farewell: Vec<_> = in_parent
+        .iter()
+        .filter(|m| m.content.starts_with("👋"))
+        .collect();
+    assert_eq!(farewell.len(), 1, "{in_parent:#?}");
+    assert_eq!(
+        farewell[0].author_id,
+        p.discord.bot_user_id(),
+        "the farewell is the bot's"
+    );
+    assert_eq!(
+        in_parent
+            .iter()
+            .filter(|m| m.content == "said as Larry, but locked")
+            .count(),
+        1
+    );
+    assert!(p.discord.messages_in(&thread.conversation_id).is_empty());
+    p.discord.assert_no_spec_violations();
+}
