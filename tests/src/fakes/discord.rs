@@ -712,13 +712,17 @@ impl DiscordState {
             self.locked.contains(channel_id),
             self.archived.contains(channel_id),
         ) {
+            // A locked thread answers the bot 403 50083 "Thread is archived" (public
+            // reports: discord/discord-api-docs#6884, #7707).
             (true, true) => {
                 return Err(discord_error(
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::FORBIDDEN,
                     50083,
                     "Thread is archived",
                 ))
             }
+            // 160005 "Thread is locked" (opcodes-and-status-codes.mdx, "JSON Error Codes");
+            // its HTTP status is not documented: Threadline names it by the code.
             (true, false) => {
                 return Err(discord_error(
                     StatusCode::BAD_REQUEST,
@@ -1750,7 +1754,7 @@ mod tests {
         assert_eq!((s, b["code"].as_u64()), (400, Some(160005)));
         fake.archive_thread(&msg_id);
         let (s, b) = post_message(&c, &fake, &msg_id, json!({ "content": "closed" })).await;
-        assert_eq!((s, b["code"].as_u64()), (400, Some(50083)));
+        assert_eq!((s, b["code"].as_u64()), (403, Some(50083)));
         assert!(fake.threads()[0].archived && fake.threads()[0].locked);
         assert_eq!(fake.messages_in(&msg_id).len(), 2);
     }
