@@ -505,3 +505,35 @@ async fn a_persona_post_into_a_locked_thread_ends_the_binding_and_the_farewell_i
     assert!(p.discord.messages_in(&thread.conversation_id).is_empty());
     p.discord.assert_no_spec_violations();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_whose_creation_answer_was_lost_is_found_through_160004() {
+    let p = Pipeline::start_with(Options {
+        in_process: true,
+        tune: |c| {
+            c.http_timeout_ms = 500;
+            c.claim_lease_ms = 700;
+        },
+    })
+    .await;
+    let parent = channel("100000000000001401");
+    // The starter goes through; the thread is created but its answer is lost. Starting a
+    // thread on the same message again answers 160004: the thread has the message's id.
+    p.discord.push_fault(Fault::Slow { delay_ms: 0 });
+    p.discord
+        .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
+    let (_, thread) = child_of(&p, &parent, "answer lost").await;
+    p.settle(Duration::from_millis(500)).await;
+    let threads = p.discord.threads();
+    assert_eq!(threads.len(), 1, "{threads:#?}");
+    assert_eq!(threads[0].id, thread.conversation_id);
+    let starters: Vec<_> = p
+        .discord
+        .messages_in(&parent.conversation_id)
+        .into_iter()
+        .filter(|m| m.content.starts_with("🧵"))
+        .collect();
+    assert_eq!(starters.len(), 1);
+    assert_eq!(starters[0].id, thread.conversation_id);
+    p.discord.assert_no_spec_violations();
+}
