@@ -398,7 +398,7 @@ async fn max_age_ends_even_a_busy_binding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_archived_thread_ends_its_binding_with_a_farewell_and_the_completion_falls_back() {
+async fn a_locked_thread_ends_its_binding_with_a_farewell_and_the_completion_falls_back() {
     let p = Pipeline::start().await;
     let s = spawn(
         &Pipeline::discord_channel(PARENT),
@@ -406,16 +406,18 @@ async fn an_archived_thread_ends_its_binding_with_a_farewell_and_the_completion_
         SessionMode::Session,
     );
     let (key, thread) = p.spawn_in_thread(&s).await;
-    p.discord.archive_thread(&thread.conversation_id);
-    let c = completion(&key, "result for an archived thread");
+    // Discord: an archived thread is unarchived by the next post; a moderator's lock is
+    // what closes it (threads.mdx, "Active & Archived Threads").
+    p.discord.lock_thread(&thread.conversation_id);
+    let c = completion(&key, "result for a locked thread");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
     let delivered = p.wait_delivered(&c.event_id, 1).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Fallback);
-    assert_eq!(delivered[0].reason, "thread_archived");
+    assert_eq!(delivered[0].reason, "thread_locked");
     assert_eq!(delivered[0].destination.conversation_id, PARENT);
     assert_eq!(
         p.wait_binding(&key, BindingChange::Ended).await.reason,
-        "thread_archived"
+        "thread_locked"
     );
     p.settle(Duration::from_millis(500)).await;
     // One final outcome: the fallback's delivery, no `failed` beside it.
@@ -438,7 +440,7 @@ async fn an_archived_thread_ends_its_binding_with_a_farewell_and_the_completion_
     assert_eq!(
         parent
             .iter()
-            .filter(|t| *t == "result for an archived thread")
+            .filter(|t| *t == "result for a locked thread")
             .count(),
         1
     );

@@ -2,7 +2,7 @@
 //! go through its known binding ids (one `HMGET`), and must still see every change.
 
 use threadline::config::Config;
-use threadline::store::{SessionRecord, SessionState, SessionStatus, Store};
+use threadline::store::{Claim, PartOutcome, SessionRecord, SessionState, SessionStatus, Store};
 use threadline_schemas::{
     now_ms, BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Placement, Requester,
     SessionMode,
@@ -186,4 +186,89 @@ async fn a_known_session_is_read_in_one_command_and_every_change_is_seen() {
         .await
         .expect("delete the session field");
     assert!(store.load_session(&key).await.expect("load").is_none());
+}
+
+#[tokio::test]
+async fn a_claim_in_doubt_keeps_when_the_doubt_began_until_the_part_is_settled() {
+    let redis = RedisServer::start().await;
+    let config = Config {
+        redis_url: redis.url(),
+        ..Config::default()
+    };
+    let store = open_store(&redis, &config).await;
+    let lease = 200;
+    let before = now_ms();
+    assert_eq!(
+        store.claim_part("d-1", 0, lease).await.expect("claim"),
+        Claim::Fresh(1)
+    );
+    // The first attempt timed out after the request left: in doubt since it was claimed.
+    store
+        .settle_part(
+            "d-1",
+            0,
+            &PartOutcome::Unknown {
+                attempt: 1,
+                since_ms: before,
+            },
+        )
+        .await
+        .expect("settle");
+    let Claim::InDoubt {
+        attempt: 2,
+        since_ms,
+    } = store.claim_part("d-1", 0, lease).await.expect("claim")
+    else {
+        panic!("not in doubt");
+    };
+    assert_eq!(since_ms, before);
+    // The re-send was refused (a 429): the deliverer keeps the doubt and its start.
+    store
+        .settle_part(
+            "d-1",
+            0,
+            &PartOutcome::Unknown {
+                attempt: 2,
+                since_ms,
+            },
+        )
+        .await
+        .expect("settle");
+    // Its re-send crashes: the lapsed claim is in doubt, still since the first attempt.
+    assert!(matches!(
+        store.claim_part("d-1", 0, lease).await.expect("claim"),
+        Claim::InDoubt { attempt: 3, since_ms } if since_ms == before
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(lease + 50)).await;
+    assert!(matches!(
+        store.claim_part("d-1", 0, lease).await.expect("claim"),
+        Claim::InDoubt { attempt: 4, since_ms } if since_ms == before
+    ));
+    // A fresh claim that lapses (a crash mid-call) is in doubt since it was taken.
+    let taken = now_ms();
+    assert_eq!(
+        store.claim_part("d-2", 0, lease).await.expect("claim"),
+        Claim::Fresh(1)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(lease + 50)).await;
+    let Claim::InDoubt {
+        attempt: 2,
+        since_ms,
+    } = store.claim_part("d-2", 0, lease).await.expect("claim")
+    else {
+        panic!("not in doubt");
+    };
+    assert!(
+        since_ms >= taken.saturating_sub(5) && since_ms <= taken + 50,
+        "{since_ms} vs {taken}"
+    );
+    // Certainly not posted: fresh again, the doubt gone.
+    store
+        .settle_part("d-2", 0, &PartOutcome::NotPosted(2))
+        .await
+        .expect("settle");
+    assert_eq!(
+        store.claim_part("d-2", 0, lease).await.expect("claim"),
+        Claim::Fresh(3)
+    );
 }

@@ -5,7 +5,7 @@ use crate::binder::{Control, Spawner};
 use crate::config::Config;
 use crate::deliver::adapter::Adapter;
 use crate::deliver::credentials::Credentials;
-use crate::deliver::discord::Discord;
+use crate::deliver::discord::{self, Discord};
 use crate::deliver::matrix::Matrix;
 use crate::deliver::slack::Slack;
 use crate::deliver::telegram::Telegram;
@@ -354,8 +354,17 @@ async fn start_workers(
         match channel.as_str() {
             "discord" => {
                 let personas = config.discord.personas.clone();
-                let adapter =
-                    Discord::new(&base("discord"), credentials.clone(), timeout, personas);
+                let nonce_window = config.discord.nonce_window_ms.map_or(
+                    discord::DEFAULT_NONCE_WINDOW,
+                    std::time::Duration::from_millis,
+                );
+                let adapter = Discord::new(
+                    &base("discord"),
+                    credentials.clone(),
+                    timeout,
+                    personas,
+                    nonce_window,
+                );
                 start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
             }
             "slack" => {

@@ -272,6 +272,9 @@ pub struct PlatformConfig {
     /// Discord only: a persona (channel webhook) per parent channel id. Posts to that
     /// channel and its threads go out under the persona; farewells always as the bot.
     pub personas: BTreeMap<String, Persona>,
+    /// Discord only: how long a message nonce is trusted to deduplicate a re-send (Discord
+    /// checks it "in the past few minutes"); an attempt in doubt for longer is read back.
+    pub nonce_window_ms: Option<u64>,
 }
 
 /// A Discord channel webhook Threadline posts through, so output carries an agent's name.
@@ -297,6 +300,7 @@ impl PlatformConfig {
             own_author_ids: Vec::new(),
             unknown_outcome: UnknownOutcome::default(),
             personas: BTreeMap::new(),
+            nonce_window_ms: None,
         }
     }
 
@@ -480,6 +484,7 @@ const PLATFORM_ENV_FIELDS: &[&str] = &[
     // Structured values in one variable: `["123","456"]`, `{"<channel id>"={webhook_id="…",…}}`.
     "own_author_ids",
     "personas",
+    "nonce_window_ms",
 ];
 
 fn env_key(key: &str) -> Option<String> {
@@ -696,6 +701,20 @@ mod tests {
             Some("discord.token_file")
         );
         assert_eq!(env_key("discord_nope"), None);
+        assert_eq!(
+            env_key("DISCORD_NONCE_WINDOW_MS").as_deref(),
+            Some("discord.nonce_window_ms")
+        );
+    }
+
+    #[test]
+    fn the_discord_nonce_window_loads_from_toml() {
+        let dir = tempfile_dir("nonce-window");
+        let path = dir.join("threadline.toml");
+        std::fs::write(&path, "[discord]\nnonce_window_ms = 5000\n").expect("write");
+        let config = Config::load(Some(&path)).expect("loads");
+        assert_eq!(config.discord.nonce_window_ms, Some(5_000));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

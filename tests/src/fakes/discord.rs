@@ -8,6 +8,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::{Arc, LazyLock, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -17,6 +18,7 @@ use axum::{
         ConnectInfo, Path, Query, State,
     },
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -24,6 +26,7 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::openapi::{self, OpenApi};
 use super::{
     auth_token, faulted, handle_methods, lock, reply, reply_either, retry_after_header_secs, serve,
     unix_ms, wait_for_len, Common, ConnCtl, Platform, Reply, Server, Tokens,
@@ -42,6 +45,7 @@ const AUTO_ARCHIVE_CHOICES: [u64; 4] = [60, 1440, 4320, 10080];
 const BOT_USERNAME: &str = "threadline";
 const CHANNEL_TYPE_GUILD_TEXT: u8 = 0;
 const CHANNEL_TYPE_PUBLIC_THREAD: u8 = 11;
+const CHANNEL_TYPE_GUILD_FORUM: u8 = 15;
 const MESSAGE_TYPE_DEFAULT: u8 = 0;
 const MESSAGE_TYPE_REPLY: u8 = 19;
 
@@ -63,12 +67,286 @@ pub struct DiscordThread {
     pub parent_id: String,
     pub name: String,
     pub archived: bool,
+    pub locked: bool,
 }
 
-/// Handle to a running fake Discord; dropping it shuts the server down.
+/// Handle to a running fake Discord; dropping it shuts the server down — and fails the
+/// test when any request broke the published contract (see [`FakeDiscord::spec_violations`]).
 pub struct FakeDiscord {
     server: Server,
     shared: Shared,
+}
+
+impl Drop for FakeDiscord {
+    fn drop(&mut self) {
+        let violations = std::mem::take(&mut lock(&self.shared).violations);
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!(
+                "fake Discord received {} request(s) the Discord API does not allow:\n{}",
+                violations.len(),
+                violations.join("\n")
+            );
+        }
+    }
+}
+
+/// Discord's OpenAPI document, vendored at `tests/specs/discord-openapi.json` (see
+/// `tests/specs/SOURCES.md`), read once per test process.
+static SPEC: LazyLock<OpenApi> = LazyLock::new(|| {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/discord-openapi.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let document: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    OpenApi::new(&document)
+});
+
+/// What the gate in front of every route needs: the fake's state, once it exists.
+#[derive(Default)]
+struct Gate {
+    shared: Option<Shared>,
+}
+
+/// In front of every route, before auth: records the request, answers a global rate
+/// limit while one is in force, and checks the request against Discord's OpenAPI
+/// document and the rule that no agent text may notify anyone. A request that breaks
+/// either is recorded (the handle's drop fails the test) and answered as Discord
+/// answers an invalid body: 400, 50035.
+async fn gate(
+    State(gate): State<Arc<Mutex<Gate>>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let Some(shared) = lock(&gate).shared.clone() else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 8 << 20).await else {
+        return reply(discord_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            40005,
+            "Request entity too large",
+        ));
+    };
+    let method = parts.method.as_str().to_owned();
+    let full_path = parts.uri.path().to_owned();
+    let path = full_path
+        .strip_prefix("/api/v10")
+        .unwrap_or(&full_path)
+        .to_owned();
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let has_body = matches!(method.as_str(), "POST" | "PUT" | "PATCH");
+    let mut violations = SPEC.violations(&openapi::Request {
+        method: &method,
+        path: &path,
+        query: &query,
+        json_body: has_body.then_some(&bytes[..]),
+    });
+    if method == "POST" {
+        violations.extend(mention_risk(&path, &bytes));
+    }
+    {
+        let mut st = lock(&shared);
+        st.log.push((method.clone(), path.clone(), Instant::now()));
+        // rate-limits.mdx, "Global Rate Limit": every route of the bot answers 429 while
+        // the global limit holds, with `X-RateLimit-Global` and scope `global`.
+        if let Some(ms) = st.global_next.take() {
+            st.global_until = Some(Instant::now() + Duration::from_millis(ms));
+        }
+        if let Some(until) = st.global_until.filter(|u| *u > Instant::now()) {
+            return global_rate_limited(until - Instant::now());
+        }
+        if violations.is_empty() {
+            if let Some(limited) = st.bucket.take(&method, &path) {
+                return limited;
+            }
+        } else {
+            let summary = violations.join("; ");
+            st.violations.extend(violations);
+            return reply((
+                StatusCode::BAD_REQUEST,
+                json!({"message": "Invalid Form Body", "code": 50035, "errors": {"_errors": [{"code": "SPEC", "message": summary}]}}),
+            ));
+        }
+    }
+    let mut response = next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(bytes),
+        ))
+        .await;
+    // A 429 (a fault's, or the global limit's) carries its own rate-limit headers.
+    let limited = response.status() == StatusCode::TOO_MANY_REQUESTS;
+    if let Some(headers) = (!limited)
+        .then(|| lock(&shared).bucket.headers(&method, &path))
+        .flatten()
+    {
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    response
+}
+
+/// Discord's per-route limits as the headers describe them (rate-limits.mdx, "Header
+/// Format"): each route and top-level resource (channel, guild, webhook) has a bucket of
+/// `limit` requests per `window`; every answer says what is left (`X-RateLimit-Limit`,
+/// `-Remaining`, `-Reset`, `-Reset-After`, `-Bucket`); a request past the limit answers 429
+/// with scope `user`. Generous by default, so only tests that tighten it meet it.
+struct Buckets {
+    limit: u32,
+    window: Duration,
+    /// `shape:major` → (requests in the window, when the window began).
+    used: HashMap<String, (u32, Instant)>,
+    /// Requests refused because their bucket was empty (a client that read the headers
+    /// never meets one).
+    refused: u64,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            limit: 1_000,
+            window: Duration::from_secs(1),
+            used: HashMap::new(),
+            refused: 0,
+        }
+    }
+}
+
+impl Buckets {
+    /// The route's shape (ids replaced) and its top-level resource.
+    fn key(method: &str, path: &str) -> (String, String) {
+        let mut major = String::new();
+        let mut shape = String::from(method);
+        let segments: Vec<&str> = path.split('/').collect();
+        for (i, segment) in segments.iter().enumerate() {
+            shape.push('/');
+            let top = i == 2 && matches!(segments[1], "channels" | "guilds" | "webhooks");
+            if top {
+                major = (*segment).to_owned();
+            }
+            if i >= 2
+                && !segment.is_empty()
+                && (segment.bytes().all(|b| b.is_ascii_digit()) || segments[1] == "webhooks")
+            {
+                shape.push_str("{}");
+            } else {
+                shape.push_str(segment);
+            }
+        }
+        (shape, major)
+    }
+
+    fn entry(&mut self, method: &str, path: &str) -> (&mut (u32, Instant), String) {
+        let (shape, major) = Self::key(method, path);
+        let window = self.window;
+        let entry = self
+            .used
+            .entry(format!("{shape}:{major}"))
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= window {
+            *entry = (0, Instant::now());
+        }
+        (entry, shape)
+    }
+
+    /// Counts a request against its bucket, or answers the 429 of an empty one.
+    fn take(&mut self, method: &str, path: &str) -> Option<Response> {
+        let (limit, window) = (self.limit, self.window);
+        let (entry, _) = self.entry(method, path);
+        if entry.0 >= limit {
+            let left = window.saturating_sub(entry.1.elapsed());
+            self.refused += 1;
+            return Some(rate_limited(
+                u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+            ));
+        }
+        entry.0 += 1;
+        None
+    }
+
+    fn headers(&mut self, method: &str, path: &str) -> Option<Vec<(&'static str, String)>> {
+        let (limit, window) = (self.limit, self.window);
+        let (entry, shape) = self.entry(method, path);
+        let left = window.saturating_sub(entry.1.elapsed()).as_secs_f64();
+        let reset = unix_ms(SystemTime::now()) as f64 / 1000.0 + left;
+        let bucket: String = shape
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+            .to_string();
+        Some(vec![
+            ("x-ratelimit-limit", limit.to_string()),
+            (
+                "x-ratelimit-remaining",
+                limit.saturating_sub(entry.0).to_string(),
+            ),
+            ("x-ratelimit-reset", format!("{reset:.3}")),
+            ("x-ratelimit-reset-after", format!("{left:.3}")),
+            ("x-ratelimit-bucket", bucket),
+        ])
+    }
+}
+
+/// A message-creating request whose text could notify someone: every bot message, webhook
+/// execute and forum post must carry `allowed_mentions` with an empty `parse` and no
+/// `users`/`roles` (message.mdx, "Allowed Mentions Object": without it, `@everyone`,
+/// roles and users in the content are notified as the content says).
+fn mention_risk(path: &str, body: &[u8]) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let creates = matches!(
+        segments.as_slice(),
+        ["", "channels", _, "messages" | "threads"] | ["", "webhooks", _, _]
+    );
+
+    if !creates {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let message = if segments.get(3) == Some(&"threads") {
+        value.get("message")?
+    } else {
+        &value
+    };
+    let mentions = &message["allowed_mentions"];
+    let silent = mentions["parse"].as_array().is_some_and(Vec::is_empty)
+        && mentions["users"].as_array().is_none_or(Vec::is_empty)
+        && mentions["roles"].as_array().is_none_or(Vec::is_empty);
+    (!silent)
+        .then(|| format!("POST {path}: allowed_mentions {mentions} lets the text notify people"))
+}
+
+/// The 429 of Discord's global limit.
+fn global_rate_limited(left: Duration) -> Response {
+    let secs = left.as_secs_f64();
+    let body =
+        json!({"message": "You are being rate limited.", "retry_after": secs, "global": true});
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    let headers = [
+        ("retry-after", format!("{}", secs.ceil() as u64)),
+        ("x-ratelimit-global", "true".to_owned()),
+        ("x-ratelimit-scope", "global".to_owned()),
+    ];
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+    }
+    resp
 }
 
 type Shared = super::Shared<DiscordState>;
@@ -87,12 +365,24 @@ impl FakeDiscord {
                 post(create_thread),
             )
             .route(
+                "/api/v10/channels/{channel_id}/threads",
+                post(create_forum_thread),
+            )
+            .route("/api/v10/users/@me", get(get_me))
+            .route(
+                "/api/v10/guilds/{guild_id}/threads/active",
+                get(active_threads),
+            )
+            .route(
                 "/api/v10/webhooks/{webhook_id}/{token}",
                 post(execute_webhook),
             )
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed);
+        let state = Arc::new(Mutex::new(Gate::default()));
+        let routes = routes.layer(middleware::from_fn_with_state(Arc::clone(&state), gate));
         let (server, shared) = serve(DiscordState::new(), routes).await;
+        lock(&state).shared = Some(Arc::clone(&shared));
         FakeDiscord { server, shared }
     }
 
@@ -137,6 +427,7 @@ impl FakeDiscord {
                 parent_id: t.parent_id.clone(),
                 name: t.name.clone(),
                 archived: st.archived.contains(&t.id),
+                locked: st.locked.contains(&t.id),
             })
             .collect()
     }
@@ -147,15 +438,83 @@ impl FakeDiscord {
         lock(&self.shared).deleted.insert(id.to_owned());
     }
 
-    /// Archives a thread: posting into it answers 400 Thread is archived (50083).
+    /// Archives a thread, as auto-archive or a member would. A post into it (bot message
+    /// or webhook execute) unarchives it and goes through, unless it is also locked
+    /// (discord-api-docs developers/topics/threads.mdx, "Active & Archived Threads":
+    /// "Sending a message will automatically unarchive the thread, unless the thread has
+    /// been locked by a moderator").
     pub fn archive_thread(&self, id: &str) {
         lock(&self.shared).archived.insert(id.to_owned());
+    }
+
+    /// Locks a thread, as a moderator would: the bot (without MANAGE_THREADS) can no longer
+    /// post in it (threads.mdx, "Locked Threads"). A post answers 160005 "Thread is
+    /// locked" while the thread is active, and 50083 (an operation on an archived thread)
+    /// once it is archived too (opcodes-and-status-codes.mdx, "JSON Error Codes").
+    pub fn lock_thread(&self, id: &str) {
+        lock(&self.shared).locked.insert(id.to_owned());
+    }
+
+    /// Models an app without the privileged MESSAGE_CONTENT intent (`false`) or with it
+    /// (`true`, the default): without it, listed messages not sent by the bot user itself
+    /// come with empty `content`, `embeds`, `attachments` and `components`
+    /// (message.mdx, "Message Object", the note on those fields; the bot's own messages
+    /// are exempt, gateway.mdx, "Message Content Intent"). Webhook messages are not the
+    /// bot's: a persona's posts read back blank.
+    pub fn set_message_content_intent(&self, granted: bool) {
+        lock(&self.shared).content_intent = granted;
+    }
+
+    /// Makes a channel a forum (type 15): messages cannot be posted into it directly
+    /// (40058), a thread is created with its first message through
+    /// `POST /channels/{id}/threads` (threads.mdx, "Forums").
+    pub fn add_forum_channel(&self, id: &str) {
+        lock(&self.shared).forums.insert(id.to_owned());
     }
 
     /// Shortens or lengthens how long `enforce_nonce` remembers a nonce
     /// (default five minutes), for tests of retries after the window.
     pub fn set_nonce_window(&self, window: Duration) {
         lock(&self.shared).nonce_window = window;
+    }
+
+    /// Every request the Discord API would not allow, so far (they were answered 400
+    /// 50035). Taking them clears them: a test that sends a bad request on purpose takes
+    /// them, or the handle's drop fails the test.
+    pub fn take_spec_violations(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.shared).violations)
+    }
+
+    /// Panics if any request broke the published contract so far.
+    pub fn assert_no_spec_violations(&self) {
+        let violations = self.take_spec_violations();
+        assert!(
+            violations.is_empty(),
+            "requests Discord does not allow: {violations:#?}"
+        );
+    }
+
+    /// Makes the next request answer Discord's global 429, and every request for `ms`
+    /// after it, whatever its route.
+    pub fn global_rate_limit(&self, ms: u64) {
+        lock(&self.shared).global_next = Some(ms);
+    }
+
+    /// Limits every route and top-level resource to `limit` requests per `window`.
+    pub fn set_route_limit(&self, limit: u32, window: Duration) {
+        let mut st = lock(&self.shared);
+        st.bucket.limit = limit;
+        st.bucket.window = window;
+    }
+
+    /// Requests refused with a 429 because their route's bucket was empty.
+    pub fn bucket_refusals(&self) -> u64 {
+        lock(&self.shared).bucket.refused
+    }
+
+    /// `(method, path below /api/v10, when)` of every request, in arrival order.
+    pub fn request_log(&self) -> Vec<(String, String, Instant)> {
+        lock(&self.shared).log.clone()
     }
 
     /// The snowflake of the bot user every accepted token authenticates as.
@@ -180,6 +539,8 @@ struct StoredMessage {
     reference: Option<Value>,
     /// Set for messages posted through a webhook (a persona).
     webhook_id: Option<String>,
+    /// The author's name as listed: a webhook execute's `username` overrides the webhook's.
+    username: String,
 }
 
 struct ThreadRecord {
@@ -207,6 +568,14 @@ struct DiscordState {
     thread_index: HashMap<String, usize>,
     deleted: HashSet<String>,
     archived: HashSet<String>,
+    locked: HashSet<String>,
+    forums: HashSet<String>,
+    content_intent: bool,
+    violations: Vec<String>,
+    log: Vec<(String, String, Instant)>,
+    global_next: Option<u64>,
+    global_until: Option<Instant>,
+    bucket: Buckets,
     /// First message created with a nonce, per (channel, author, nonce).
     nonces: HashMap<NonceKey, (String, Instant)>,
     nonce_window: Duration,
@@ -228,6 +597,14 @@ impl DiscordState {
             thread_index: HashMap::new(),
             deleted: HashSet::new(),
             archived: HashSet::new(),
+            locked: HashSet::new(),
+            forums: HashSet::new(),
+            content_intent: true,
+            violations: Vec::new(),
+            log: Vec::new(),
+            global_next: None,
+            global_until: None,
+            bucket: Buckets::default(),
             nonces: HashMap::new(),
             nonce_window: DEFAULT_NONCE_WINDOW,
             last_snowflake: 0,
@@ -331,11 +708,35 @@ impl DiscordState {
         webhook_id: Option<&str>,
     ) -> Result<Reply, Reply> {
         self.check_channel(channel_id)?;
-        if self.archived.contains(channel_id) {
+        match (
+            self.locked.contains(channel_id),
+            self.archived.contains(channel_id),
+        ) {
+            // A locked thread answers the bot 403 50083 "Thread is archived" (public
+            // reports: discord/discord-api-docs#6884, #7707).
+            (true, true) => {
+                return Err(discord_error(
+                    StatusCode::FORBIDDEN,
+                    50083,
+                    "Thread is archived",
+                ))
+            }
+            // 160005 "Thread is locked" (opcodes-and-status-codes.mdx, "JSON Error Codes");
+            // its HTTP status is not documented: Threadline names it by the code.
+            (true, false) => {
+                return Err(discord_error(
+                    StatusCode::BAD_REQUEST,
+                    160005,
+                    "Thread is locked",
+                ))
+            }
+            (false, _) => {}
+        }
+        if self.forums.contains(channel_id) {
             return Err(discord_error(
                 StatusCode::BAD_REQUEST,
-                50083,
-                "Thread is archived",
+                40058,
+                "Cannot send a message in a forum channel",
             ));
         }
         let obj = parse_object(body)?;
@@ -435,6 +836,14 @@ impl DiscordState {
             timestamp: rfc3339(SystemTime::now()),
             reference,
             webhook_id: webhook_id.map(str::to_owned),
+            username: match webhook_id {
+                Some(_) => obj
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .unwrap_or("persona")
+                    .to_owned(),
+                None => BOT_USERNAME.to_owned(),
+            },
         };
         if let Some(key) = nonce_key {
             // Every message with a nonce is remembered, enforced or not: Discord
@@ -449,6 +858,8 @@ impl DiscordState {
                 self.nonces.insert(key, (id.clone(), Instant::now()));
             }
         }
+        // The post unarchives its thread (it is not locked: checked above).
+        self.archived.remove(channel_id);
         let body = self.message_json(&stored);
         self.message_index.insert(id, self.messages.len());
         self.messages.push(stored);
@@ -592,13 +1003,93 @@ impl DiscordState {
         Ok((StatusCode::CREATED, body))
     }
 
+    /// `POST /channels/{id}/threads` under a forum: the thread and its first message in one
+    /// request; the thread has the message's id (threads.mdx, "Forums"). No nonce exists
+    /// on this route. Under a text channel the fake models no thread without a message.
+    fn create_forum_thread(&mut self, channel_id: &str, body: &[u8]) -> Result<Reply, Reply> {
+        self.check_channel(channel_id)?;
+        if !self.forums.contains(channel_id) {
+            return Err(discord_error(
+                StatusCode::BAD_REQUEST,
+                50024,
+                "Cannot execute action on this channel type",
+            ));
+        }
+        let obj = parse_object(body)?;
+        let name = match obj.get("name") {
+            Some(Value::String(s)) if (1..=100).contains(&s.chars().count()) => s.clone(),
+            Some(_) | None => {
+                return Err(form_error(
+                    "name",
+                    "BASE_TYPE_BAD_LENGTH",
+                    "Must be between 1 and 100 in length.",
+                ))
+            }
+        };
+        let message = obj.get("message").cloned().unwrap_or(Value::Null);
+        let content = message["content"].as_str().unwrap_or_default().to_owned();
+        if content.trim().is_empty() || content.chars().count() > MAX_CONTENT_CHARS {
+            return Err(form_error(
+                "message.content",
+                "BASE_TYPE_BAD_LENGTH",
+                "Must be between 1 and 2000 in length.",
+            ));
+        }
+        let id = self.next_snowflake();
+        let record = ThreadRecord {
+            id: id.clone(),
+            parent_id: channel_id.to_owned(),
+            name,
+            auto_archive_duration: obj
+                .get("auto_archive_duration")
+                .and_then(Value::as_u64)
+                .unwrap_or(DEFAULT_AUTO_ARCHIVE_MINUTES),
+            created: rfc3339(SystemTime::now()),
+        };
+        self.thread_index.insert(id.clone(), self.threads.len());
+        self.threads.push(record);
+        let stored = StoredMessage {
+            msg: DiscordMessage {
+                id: id.clone(),
+                channel_id: id.clone(),
+                content,
+                nonce: None,
+                author_id: self.bot_user_id.clone(),
+            },
+            nonce_raw: None,
+            timestamp: rfc3339(SystemTime::now()),
+            reference: None,
+            webhook_id: None,
+            username: BOT_USERNAME.to_owned(),
+        };
+        self.message_index.insert(id.clone(), self.messages.len());
+        self.messages.push(stored);
+        let thread = self.thread(&id).map(|t| self.thread_json(t));
+        Ok((StatusCode::CREATED, thread.unwrap_or(Value::Null)))
+    }
+
+    /// `GET /guilds/{id}/threads/active`: every active (unarchived) thread of the guild.
+    fn active_threads(&self, guild_id: &str) -> Result<Reply, Reply> {
+        check_snowflake("guild_id", guild_id)?;
+        if guild_id != self.guild_id {
+            return Err(discord_error(StatusCode::NOT_FOUND, 10004, "Unknown Guild"));
+        }
+        let threads: Vec<Value> = self
+            .threads
+            .iter()
+            .filter(|t| !self.archived.contains(&t.id) && !self.is_deleted(&t.id))
+            .map(|t| self.thread_json(t))
+            .collect();
+        Ok((StatusCode::OK, json!({"threads": threads, "members": []})))
+    }
+
     fn get_channel(&self, channel_id: &str) -> Result<Reply, Reply> {
         self.check_channel(channel_id)?;
         let body = match self.thread(channel_id) {
             Some(t) => self.thread_json(t),
             None => json!({
                 "id": channel_id,
-                "type": CHANNEL_TYPE_GUILD_TEXT,
+                "type": if self.forums.contains(channel_id) { CHANNEL_TYPE_GUILD_FORUM } else { CHANNEL_TYPE_GUILD_TEXT },
                 "guild_id": self.guild_id,
                 "name": format!("channel-{channel_id}"),
                 "position": 0,
@@ -684,7 +1175,20 @@ impl DiscordState {
             older.into_iter().skip(skip).collect()
         };
         page.reverse();
-        let list: Vec<Value> = page.into_iter().map(|m| self.message_json(m)).collect();
+        let list: Vec<Value> = page
+            .into_iter()
+            .map(|m| {
+                let mut v = self.message_json(m);
+                if !self.content_intent && m.msg.author_id != self.bot_user_id {
+                    // message.mdx, "Message Object": empty values without the intent.
+                    v["content"] = json!("");
+                    v["embeds"] = json!([]);
+                    v["attachments"] = json!([]);
+                    v["components"] = json!([]);
+                }
+                v
+            })
+            .collect();
         Ok((StatusCode::OK, Value::Array(list)))
     }
 
@@ -704,7 +1208,7 @@ impl DiscordState {
             "content": m.msg.content,
             "author": {
                 "id": m.msg.author_id,
-                "username": BOT_USERNAME,
+                "username": m.username,
                 "discriminator": "0000",
                 "global_name": null,
                 "avatar": null,
@@ -724,7 +1228,6 @@ impl DiscordState {
         });
         if let Some(webhook_id) = &m.webhook_id {
             v["webhook_id"] = json!(webhook_id);
-            v["author"]["username"] = json!("persona");
         }
         if let Some(obj) = v.as_object_mut() {
             // Discord leaves `nonce` out entirely when none was sent.
@@ -755,7 +1258,7 @@ impl DiscordState {
                 "archived": self.archived.contains(&t.id),
                 "auto_archive_duration": t.auto_archive_duration,
                 "archive_timestamp": t.created,
-                "locked": false,
+                "locked": self.locked.contains(&t.id),
                 "create_timestamp": t.created,
             },
         })
@@ -829,6 +1332,51 @@ async fn execute_webhook(
         reply_either(st.execute_webhook(&webhook_id, &token, thread_id.as_deref(), &body))
     })
     .await
+}
+
+async fn create_forum_thread(
+    State(shared): State<Shared>,
+    ConnectInfo(conn): ConnectInfo<ConnCtl>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return reply(r);
+    }
+    let Ok(Path(channel_id)) = path else {
+        return route_not_found().await;
+    };
+    faulted(&shared, &conn, |st| {
+        reply_either(st.create_forum_thread(&channel_id, &body))
+    })
+    .await
+}
+
+async fn get_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return reply(r);
+    }
+    let id = lock(&shared).bot_user_id.clone();
+    reply((
+        StatusCode::OK,
+        json!({"id": id, "username": BOT_USERNAME, "discriminator": "0000", "global_name": null, "avatar": null, "bot": true}),
+    ))
+}
+
+async fn active_threads(
+    State(shared): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return reply(r);
+    }
+    let Ok(Path(guild_id)) = path else {
+        return route_not_found().await;
+    };
+    let outcome = lock(&shared).active_threads(&guild_id);
+    reply_either(outcome)
 }
 
 async fn get_channel(
@@ -1014,8 +1562,12 @@ mod tests {
         c: &reqwest::Client,
         fake: &FakeDiscord,
         channel: &str,
-        body: Value,
+        mut body: Value,
     ) -> (u16, Value) {
+        if let Some(obj) = body.as_object_mut() {
+            obj.entry("allowed_mentions")
+                .or_insert_with(|| json!({ "parse": [] }));
+        }
         let resp = c
             .post(format!("{}/channels/{channel}/messages", fake.base_url()))
             .header("Authorization", "Bot test-token")
@@ -1134,6 +1686,14 @@ mod tests {
         let (s, b) = post_message(&c, &fake, "not-a-snowflake", json!({ "content": "x" })).await;
         assert_eq!((s, b["code"].as_u64()), (400, Some(50035)));
         assert!(fake.messages().is_empty());
+        // The nonce and the path broke the OpenAPI document; the rest only Discord's rules.
+        let violations = fake.take_spec_violations();
+        assert_eq!(violations.len(), 2, "{violations:#?}");
+        assert!(
+            violations[0].contains("nonce") || violations[0].contains("body"),
+            "{violations:#?}"
+        );
+        assert!(violations[1].contains("channel_id"), "{violations:#?}");
     }
 
     #[tokio::test]
@@ -1164,6 +1724,7 @@ mod tests {
                 parent_id: CHANNEL.to_owned(),
                 name: "child session".to_owned(),
                 archived: false,
+                locked: false,
             }]
         );
 
@@ -1181,10 +1742,21 @@ mod tests {
         let (s, _) = post_message(&c, &fake, &msg_id, json!({ "content": "in thread" })).await;
         assert_eq!(s, 200);
         assert_eq!(fake.messages_in(&msg_id).len(), 1);
+        // Archived: a post unarchives it (threads.mdx, "Active & Archived Threads").
         fake.archive_thread(&msg_id);
-        let (s, b) = post_message(&c, &fake, &msg_id, json!({ "content": "late" })).await;
-        assert_eq!((s, b["code"].as_u64()), (400, Some(50083)));
         assert!(fake.threads()[0].archived);
+        let (s, _) = post_message(&c, &fake, &msg_id, json!({ "content": "late" })).await;
+        assert_eq!(s, 200);
+        assert!(!fake.threads()[0].archived, "the post unarchived it");
+        // Locked: 160005 while active, 50083 once archived as well.
+        fake.lock_thread(&msg_id);
+        let (s, b) = post_message(&c, &fake, &msg_id, json!({ "content": "locked" })).await;
+        assert_eq!((s, b["code"].as_u64()), (400, Some(160005)));
+        fake.archive_thread(&msg_id);
+        let (s, b) = post_message(&c, &fake, &msg_id, json!({ "content": "closed" })).await;
+        assert_eq!((s, b["code"].as_u64()), (403, Some(50083)));
+        assert!(fake.threads()[0].archived && fake.threads()[0].locked);
+        assert_eq!(fake.messages_in(&msg_id).len(), 2);
     }
 
     #[tokio::test]
@@ -1225,7 +1797,7 @@ mod tests {
         let resp = c
             .post(format!("{}/channels/{CHANNEL}/messages", fake.base_url()))
             .header("Authorization", "Bot test-token")
-            .json(&json!({ "content": "hi" }))
+            .json(&json!({ "content": "hi", "allowed_mentions": { "parse": [] } }))
             .send()
             .await
             .expect("send");
@@ -1278,7 +1850,7 @@ mod tests {
             .post(format!("{}/channels/{CHANNEL}/messages", fake.base_url()))
             .header("Authorization", "Bot test-token")
             .timeout(Duration::from_millis(300))
-            .json(&json!({ "content": "maybe", "nonce": "evt-9", "enforce_nonce": true }))
+            .json(&json!({ "content": "maybe", "nonce": "evt-9", "enforce_nonce": true, "allowed_mentions": { "parse": [] } }))
             .send()
             .await
             .expect_err("the fake must not answer");
@@ -1304,7 +1876,7 @@ mod tests {
             .post(format!("{}/channels/{CHANNEL}/messages", fake.base_url()))
             .header("Authorization", "Bot test-token")
             .timeout(Duration::from_secs(5))
-            .json(&json!({ "content": "second" }))
+            .json(&json!({ "content": "second", "allowed_mentions": { "parse": [] } }))
             .send()
             .await
             .expect_err("the fake must drop the connection");
@@ -1320,7 +1892,7 @@ mod tests {
         let resp = c
             .post(&url)
             .header("Authorization", "Bot wrong")
-            .json(&json!({ "content": "hi" }))
+            .json(&json!({ "content": "hi", "allowed_mentions": { "parse": [] } }))
             .send()
             .await
             .expect("send");
@@ -1329,7 +1901,7 @@ mod tests {
         assert_eq!(body, json!({ "message": "401: Unauthorized", "code": 0 }));
         let resp = c
             .post(&url)
-            .json(&json!({ "content": "hi" }))
+            .json(&json!({ "content": "hi", "allowed_mentions": { "parse": [] } }))
             .send()
             .await
             .expect("send");
@@ -1340,7 +1912,7 @@ mod tests {
             let resp = c
                 .post(&url)
                 .header("Authorization", format!("Bot {token}"))
-                .json(&json!({ "content": "hi" }))
+                .json(&json!({ "content": "hi", "allowed_mentions": { "parse": [] } }))
                 .send()
                 .await
                 .expect("send");

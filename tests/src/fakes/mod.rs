@@ -11,6 +11,7 @@
 
 pub mod discord;
 pub mod matrix;
+pub mod openapi;
 pub mod slack;
 pub mod telegram;
 pub mod webhook;

@@ -86,6 +86,13 @@ pub trait Adapter: Send + Sync + 'static {
         self.capabilities().idempotency_key
     }
 
+    /// How long the platform remembers an idempotency key, when only for a while: an attempt
+    /// in doubt older than this is settled by read-back, never by re-sending with the key.
+    /// `None`: the key holds for as long as Threadline's own dedup record.
+    fn key_window(&self) -> Option<Duration> {
+        None
+    }
+
     /// Posts one message part.
     fn post(
         &self,

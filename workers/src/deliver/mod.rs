@@ -87,6 +87,38 @@ enum Doubt {
     Settled(String, Reconciliation),
 }
 
+/// One attempt on a claimed part: its number, when it was claimed, and — when an earlier
+/// attempt may have posted — when that doubt began (Unix ms; 0 when not known).
+#[derive(Debug, Clone, Copy)]
+struct PartTry {
+    number: u32,
+    claimed_at: u64,
+    doubt_since: Option<u64>,
+}
+
+impl PartTry {
+    /// This attempt certainly did not post (429, refused connection, rotated token): the
+    /// part is released, unless an earlier attempt's outcome is still unknown — a refused
+    /// re-send says nothing about the attempt it re-sends.
+    fn not_posted(self) -> PartOutcome {
+        match self.doubt_since {
+            Some(since_ms) => PartOutcome::Unknown {
+                attempt: self.number,
+                since_ms,
+            },
+            None => PartOutcome::NotPosted(self.number),
+        }
+    }
+
+    /// This attempt may have posted: in doubt since the oldest attempt that may have.
+    fn may_have_posted(self) -> PartOutcome {
+        PartOutcome::Unknown {
+            attempt: self.number,
+            since_ms: self.doubt_since.unwrap_or(self.claimed_at),
+        }
+    }
+}
+
 /// What one post attempt came to.
 enum Posted {
     Done {
@@ -168,6 +200,7 @@ impl<A: Adapter> Deliverer<A> {
                 session_key,
                 bot_only: is_farewell,
             };
+            let claimed_at = threadline_schemas::now_ms();
             let attempt = match store
                 .claim_part(&command.delivery_id, index, self.lease_ms())
                 .await?
@@ -190,11 +223,22 @@ impl<A: Adapter> Deliverer<A> {
                         after: Duration::from_millis(ms.max(50)),
                     })
                 }
-                Claim::Fresh(n) => n,
-                Claim::InDoubt(n) => match self.settle_doubt(request, index, n, caps).await? {
+                Claim::Fresh(n) => PartTry {
+                    number: n,
+                    claimed_at,
+                    doubt_since: None,
+                },
+                Claim::InDoubt {
+                    attempt: n,
+                    since_ms,
+                } => match self.settle_doubt(request, index, n, since_ms, caps).await? {
                     Doubt::Resend(how) => {
                         reconciled = Some(how);
-                        n
+                        PartTry {
+                            number: n,
+                            claimed_at,
+                            doubt_since: Some(since_ms),
+                        }
                     }
                     Doubt::Settled(id, how) => {
                         reconciled = Some(how);
@@ -233,22 +277,46 @@ impl<A: Adapter> Deliverer<A> {
         })
     }
 
-    /// An earlier attempt on this part may have posted. With an idempotency key, re-send;
-    /// with read-back, look for it first; with neither, follow `unknown_outcome`.
+    /// Whether re-sending with the platform's key still cannot duplicate what an attempt
+    /// claimed at `since_ms` may have posted: always, unless the platform forgets keys.
+    fn key_still_holds(&self, since_ms: u64) -> bool {
+        match self.adapter.key_window() {
+            None => true,
+            Some(window) => {
+                since_ms > 0
+                    && threadline_schemas::now_ms().saturating_sub(since_ms)
+                        < u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+            }
+        }
+    }
+
+    /// Where read-back starts looking for what an attempt in doubt since `since_ms` posted.
+    fn read_back_since(since_ms: u64) -> u64 {
+        if since_ms > 0 {
+            since_ms
+        } else {
+            threadline_schemas::now_ms().saturating_sub(READ_BACK_WINDOW_MS)
+        }
+    }
+
+    /// An earlier attempt on this part (the oldest claimed at `since_ms`) may have posted.
+    /// With an idempotency key the platform still remembers, re-send; with read-back, look
+    /// for it first; with neither, follow `unknown_outcome`.
     async fn settle_doubt(
         &self,
         request: PostRequest<'_>,
         index: usize,
         attempt: u32,
+        since_ms: u64,
         caps: Capabilities,
     ) -> Result<Doubt, WorkError> {
-        if self.adapter.keyed(&request) {
+        if self.adapter.keyed(&request) && self.key_still_holds(since_ms) {
             metrics::counter!(m::DEDUP_HITS, "kind" => "platform_idempotency").increment(1);
             return Ok(Doubt::Resend(Reconciliation::IdempotencyKey));
         }
         let store = &self.plumbing.store;
         if caps.read_back {
-            let since = threadline_schemas::now_ms().saturating_sub(READ_BACK_WINDOW_MS);
+            let since = Self::read_back_since(since_ms);
             return match self.adapter.find_posted(request, since).await {
                 Ok(Some(receipt)) => {
                     metrics::counter!(m::DEDUP_HITS, "kind" => "read_back").increment(1);
@@ -264,9 +332,18 @@ impl<A: Adapter> Deliverer<A> {
                 // Read back and not there: posting again cannot duplicate it.
                 Ok(None) => Ok(Doubt::Resend(Reconciliation::ReadBack)),
                 Err(error) => {
-                    // Could not read: still in doubt; keep it that way and retry later.
+                    // Could not read: still in doubt; keep it that way and retry later
+                    // (with the rotated token, when the read met a 401).
+                    if matches!(&error, PlatformError::Permanent { code, .. } if code == "unauthorized")
+                    {
+                        self.credentials.reload();
+                    }
                     store
-                        .settle_part(request.delivery_id, index, &PartOutcome::Unknown(attempt))
+                        .settle_part(
+                            request.delivery_id,
+                            index,
+                            &PartOutcome::Unknown { attempt, since_ms },
+                        )
                         .await?;
                     Err(match error {
                         PlatformError::RateLimited { after } => WorkError::RateLimited { after },
@@ -303,7 +380,7 @@ impl<A: Adapter> Deliverer<A> {
         &self,
         command: &DeliveryCommand,
         index: usize,
-        attempt: u32,
+        attempt: PartTry,
         error: PlatformError,
     ) -> Result<Posted, WorkError> {
         let store = &self.plumbing.store;
@@ -313,11 +390,7 @@ impl<A: Adapter> Deliverer<A> {
                 metrics::counter!(m::RATE_LIMITED, "channel" => channel.clone()).increment(1);
                 metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "rate_limited").increment(1);
                 store
-                    .settle_part(
-                        &command.delivery_id,
-                        index,
-                        &PartOutcome::NotPosted(attempt),
-                    )
+                    .settle_part(&command.delivery_id, index, &attempt.not_posted())
                     .await?;
                 Err(WorkError::RateLimited { after })
             }
@@ -327,9 +400,9 @@ impl<A: Adapter> Deliverer<A> {
             } => {
                 metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "transient").increment(1);
                 let outcome = if maybe_applied {
-                    PartOutcome::Unknown(attempt)
+                    attempt.may_have_posted()
                 } else {
-                    PartOutcome::NotPosted(attempt)
+                    attempt.not_posted()
                 };
                 store
                     .settle_part(&command.delivery_id, index, &outcome)
@@ -343,11 +416,7 @@ impl<A: Adapter> Deliverer<A> {
                 // new one rather than give the post up.
                 metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "unauthorized").increment(1);
                 store
-                    .settle_part(
-                        &command.delivery_id,
-                        index,
-                        &PartOutcome::NotPosted(attempt),
-                    )
+                    .settle_part(&command.delivery_id, index, &attempt.not_posted())
                     .await?;
                 Err(WorkError::Transient(format!(
                     "{message}; retrying with the rotated token"
@@ -366,7 +435,7 @@ impl<A: Adapter> Deliverer<A> {
                 Ok(Posted::Failed {
                     code,
                     message,
-                    attempts: attempt,
+                    attempts: attempt.number,
                 })
             }
         }
@@ -434,7 +503,10 @@ impl<A: Adapter> Deliverer<A> {
                 if let (DeliveryMode::Bound, Some(session_key), Some(binding_id)) =
                     (mode, session_key, binding_id)
                 {
-                    if matches!(code.as_str(), "thread_deleted" | "thread_archived") {
+                    if matches!(
+                        code.as_str(),
+                        "thread_deleted" | "thread_archived" | "thread_locked"
+                    ) {
                         return self
                             .thread_lost(command, content, session_key, binding_id, &code, failed)
                             .await;
@@ -518,7 +590,7 @@ impl<A: Adapter> Deliverer<A> {
         code: &str,
         failed: Outgoing,
     ) -> Result<(), WorkError> {
-        let farewell = if code == "thread_archived" {
+        let farewell = if matches!(code, "thread_archived" | "thread_locked") {
             Farewell::InParent
         } else {
             Farewell::None
@@ -566,6 +638,7 @@ impl<A: Adapter> Deliverer<A> {
         binding_id: &str,
     ) -> Result<(), WorkError> {
         let store = &self.plumbing.store;
+        let claimed_at = threadline_schemas::now_ms();
         let thread = match store
             .claim_part(&command.delivery_id, 0, self.lease_ms())
             .await?
@@ -595,11 +668,23 @@ impl<A: Adapter> Deliverer<A> {
                     after: Duration::from_millis(ms.max(50)),
                 })
             }
-            claim @ (Claim::Fresh(_) | Claim::InDoubt(_)) => {
-                let (attempt, in_doubt) = match claim {
-                    Claim::InDoubt(n) => (n, true),
-                    Claim::Fresh(n) => (n, false),
-                    Claim::Sent(_) | Claim::Failed(_) | Claim::Busy(_) => (0, false),
+            claim @ (Claim::Fresh(_) | Claim::InDoubt { .. }) => {
+                let attempt = match claim {
+                    Claim::InDoubt { attempt, since_ms } => PartTry {
+                        number: attempt,
+                        claimed_at,
+                        doubt_since: Some(since_ms),
+                    },
+                    Claim::Fresh(n) => PartTry {
+                        number: n,
+                        claimed_at,
+                        doubt_since: None,
+                    },
+                    Claim::Sent(_) | Claim::Failed(_) | Claim::Busy(_) => PartTry {
+                        number: 0,
+                        claimed_at,
+                        doubt_since: None,
+                    },
                 };
                 let key = ids::part_key(&command.delivery_id, 0);
                 let request = ThreadRequest {
@@ -609,20 +694,23 @@ impl<A: Adapter> Deliverer<A> {
                     session_key,
                 };
                 let caps = self.adapter.capabilities();
-                // Without an idempotency key, an earlier attempt's thread is looked for
-                // first where the platform lets us read (a second thread is a duplicate).
-                let earlier = if in_doubt && !caps.idempotency_key && caps.read_back {
-                    let since = threadline_schemas::now_ms().saturating_sub(READ_BACK_WINDOW_MS);
-                    self.adapter
-                        .find_thread(request, since)
-                        .await
-                        .unwrap_or(None)
-                } else {
-                    None
+                // In doubt, an earlier attempt's thread is looked for first where the
+                // platform lets us read: a second thread is a duplicate, and a key may be
+                // forgotten by now or not cover every way a platform creates threads.
+                // Not being able to look is no answer: the doubt stays, and the attempt
+                // is retried.
+                let earlier = match attempt.doubt_since {
+                    Some(since) if caps.read_back => {
+                        self.adapter
+                            .find_thread(request, Self::read_back_since(since))
+                            .await
+                    }
+                    Some(_) | None => Ok(None),
                 };
                 let created = match earlier {
-                    Some(thread) => Ok(thread),
-                    None => self.adapter.create_thread(request).await,
+                    Ok(Some(thread)) => Ok(thread),
+                    Ok(None) => self.adapter.create_thread(request).await,
+                    Err(error) => Err(error),
                 };
                 match created {
                     Ok(thread) => {

@@ -23,6 +23,8 @@ pub mod reason {
     pub const MAX_AGE: &str = "max_age";
     pub const THREAD_ARCHIVED: &str = "thread_archived";
     pub const THREAD_DELETED: &str = "thread_deleted";
+    /// Closed by a moderator (Discord: a locked thread refuses the bot's posts).
+    pub const THREAD_LOCKED: &str = "thread_locked";
 }
 
 /// When the binding should next be checked for expiry (Unix ms).
@@ -68,6 +70,7 @@ pub fn farewell_text(why: &str) -> String {
         reason::IDLE_TIMEOUT => "it was idle too long",
         reason::MAX_AGE => "it reached its maximum age",
         reason::THREAD_ARCHIVED => "its thread was archived",
+        reason::THREAD_LOCKED => "its thread was locked",
         _other => "it was unbound",
     };
     format!("👋 This session has ended because {because}. Messages here no longer reach it.")

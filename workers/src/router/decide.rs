@@ -255,6 +255,7 @@ fn ended_reason(state: &SessionState) -> &'static str {
     match last_ended.and_then(|b| b.end_reason.as_deref()) {
         Some("thread_deleted") => "thread_deleted",
         Some("thread_archived") => "thread_archived",
+        Some("thread_locked") => "thread_locked",
         Some(_) | None if last_ended.is_some() => reason::BINDING_ENDED,
         Some(_) | None => reason::NO_ACTIVE_BINDING,
     }

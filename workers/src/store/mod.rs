@@ -117,7 +117,9 @@ pub enum Claim {
     /// First attempt, or the previous one certainly did not post. Carries the attempt number.
     Fresh(u32),
     /// A previous attempt may have posted (crash or timeout after the request left).
-    InDoubt(u32),
+    /// `since_ms`: when the oldest attempt that may have posted was claimed (Unix ms; 0 when
+    /// not known), for platform keys that are remembered only for a while.
+    InDoubt { attempt: u32, since_ms: u64 },
     /// Another attempt holds a live lease; retry after this many ms.
     Busy(u64),
     /// Already posted; the platform's message id.
@@ -133,8 +135,12 @@ pub enum PartOutcome {
     Failed(String),
     /// The platform refused before doing anything (429, 4xx, connection refused).
     NotPosted(u32),
-    /// The request may have been applied (timeout, 5xx mid-flight).
-    Unknown(u32),
+    /// The request may have been applied (timeout, 5xx mid-flight), by this attempt or one
+    /// claimed since `since_ms` (Unix ms: when the doubt began).
+    Unknown {
+        attempt: u32,
+        since_ms: u64,
+    },
 }
 
 /// Sessions whose binding ids this process has read lately (at most this many).
@@ -807,7 +813,13 @@ impl Store {
         let number = || value.parse::<u64>().map_err(corrupt);
         Ok(match kind.as_str() {
             "claimed" => Claim::Fresh(number()? as u32),
-            "in_doubt" => Claim::InDoubt(number()? as u32),
+            "in_doubt" => {
+                let (attempt, since) = value.split_once('|').unwrap_or((&value, "0"));
+                Claim::InDoubt {
+                    attempt: attempt.parse::<u32>().map_err(corrupt)?,
+                    since_ms: since.parse::<u64>().map_err(corrupt)?,
+                }
+            }
             "busy" => Claim::Busy(number()?),
             "sent" => Claim::Sent(value),
             "failed" => Claim::Failed(value),
@@ -826,7 +838,7 @@ impl Store {
             PartOutcome::Sent(id) => ["s|", id].concat(),
             PartOutcome::Failed(code) => format!("f|{code}"),
             PartOutcome::NotPosted(n) => format!("r|{n}"),
-            PartOutcome::Unknown(n) => format!("d|{n}"),
+            PartOutcome::Unknown { attempt, since_ms } => format!("d|{attempt}|{since_ms}"),
         };
         // The record outlives the claim by the dedup window, like the claim itself.
         let _: () = self

@@ -322,10 +322,14 @@ return holder
 
 /// Claims one part of a delivery before calling the platform, when a plain `SET … NX`
 /// found it claimed before. States in the part's key:
-/// `c|<claimed_at>|<n>` claimed (attempt n in flight), `s|<message id>` sent,
-/// `f|<code>` failed for good, `r|<n>` released (attempt n certainly did not post),
-/// `d|<n>` in doubt (attempt n may have posted).
-/// → {`claimed`, n} | {`in_doubt`, n} | {`busy`, ms left on another attempt's lease} |
+/// `c|<claimed_at>|<n>[|<since>]` claimed (attempt n in flight; `since` when an earlier
+/// attempt's outcome is still unknown: when the first of those was claimed), `s|<message id>`
+/// sent, `f|<code>` failed for good, `r|<n>` released (attempt n certainly did not post),
+/// `d|<n>[|<since>]` in doubt (attempt n, or one since `since`, may have posted).
+/// A claim taken in doubt keeps the time the doubt began (the oldest attempt that may have
+/// posted), so a platform key remembered only for a while can be judged against it; `0`
+/// when it is not known (a record written before `since` existed).
+/// → {`claimed`, n} | {`in_doubt`, `n|since`} | {`busy`, ms left on another attempt's lease} |
 ///   {`sent`, message id} | {`failed`, code}.
 /// KEYS: the part's key. ARGV: now, lease ms, ttl ms.
 pub static CLAIM_PART: LazyLock<Script> = LazyLock::new(|| {
@@ -333,23 +337,31 @@ pub static CLAIM_PART: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local v = redis.call('GET', KEYS[1])
 local now = tonumber(ARGV[1])
-local function take(n, answer)
-  redis.call('SET', KEYS[1], 'c|' .. ARGV[1] .. '|' .. n, 'PX', ARGV[3])
-  return {answer, tostring(n)}
+local function take(n, answer, since)
+  local record = 'c|' .. ARGV[1] .. '|' .. n
+  local value = tostring(n)
+  if since then
+    record = record .. '|' .. since
+    value = value .. '|' .. since
+  end
+  redis.call('SET', KEYS[1], record, 'PX', ARGV[3])
+  return {answer, value}
 end
 if not v then return take(1, 'claimed') end
 local kind = string.sub(v, 1, 1)
 local rest = string.sub(v, 3)
 if kind == 's' then return {'sent', rest} end
 if kind == 'f' then return {'failed', rest} end
-if kind == 'r' then return take(tonumber(rest) + 1, 'claimed') end
-if kind == 'd' then return take(tonumber(rest) + 1, 'in_doubt') end
-local sep = string.find(rest, '|', 1, true)
-local at = tonumber(string.sub(rest, 1, sep - 1))
-local n = tonumber(string.sub(rest, sep + 1))
+local f = {}
+for x in string.gmatch(rest, '[^|]+') do f[#f + 1] = x end
+if kind == 'r' then return take(tonumber(f[1]) + 1, 'claimed') end
+if kind == 'd' then return take(tonumber(f[1]) + 1, 'in_doubt', f[2] or '0') end
+local at = tonumber(f[1])
+local n = tonumber(f[2])
 local lease = tonumber(ARGV[2])
 if now - at < lease then return {'busy', tostring(at + lease - now)} end
-return take(n + 1, 'in_doubt')
+-- The lapsed attempt (claimed at `at`) may have posted: the doubt began then, or earlier.
+return take(n + 1, 'in_doubt', f[3] or f[1])
 "#,
     )
 });
