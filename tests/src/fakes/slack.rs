@@ -180,6 +180,17 @@ impl FakeSlack {
         }
     }
 
+    /// Answers the next `chat.postMessage` with `ok: false` and `error` (HTTP 200, as Slack
+    /// answers every documented error), storing nothing. Panics for an error
+    /// `chat.postMessage` does not document: the fake answers only what Slack can.
+    pub fn push_post_error(&self, error: &str) {
+        assert!(
+            spec::POST_MESSAGE.documents_error(error),
+            "chat.postMessage does not document `{error}`"
+        );
+        lock(&self.shared).post_errors.push_back(error.to_owned());
+    }
+
     /// Each request that broke the vendored method reference (`method: what`),
     /// taken, so the handle's drop does not fail the test for them.
     pub fn take_spec_violations(&self) -> Vec<String> {
@@ -377,6 +388,8 @@ struct SlackState {
     /// Requests that broke the vendored reference, and errors the fake answered that the
     /// method does not document (a fake bug): `method: what`.
     violations: Vec<String>,
+    /// Scripted `ok: false` answers for the next posts (`push_post_error`).
+    post_errors: std::collections::VecDeque<String>,
 }
 
 /// The `oldest`/`latest`/`inclusive` time window shared by both reads.
@@ -422,6 +435,7 @@ impl SlackState {
             deleted: HashSet::new(),
             last_ts_us: 0,
             violations: Vec::new(),
+            post_errors: std::collections::VecDeque::new(),
         }
     }
 
@@ -902,13 +916,14 @@ async fn post_message(
     if let Err(r) = authorized(&shared, method, &headers) {
         return r;
     }
-    faulted(&shared, &conn, |st| {
-        run_method(
+    faulted(&shared, &conn, |st| match st.post_errors.pop_front() {
+        Some(error) => reply(Ok(json!({ "ok": false, "error": error }))),
+        None => run_method(
             st,
             method,
             (&uri, &headers, &body),
             SlackState::post_message,
-        )
+        ),
     })
     .await
 }
@@ -1433,6 +1448,20 @@ mod tests {
         );
         assert!(fake.messages().is_empty());
         assert!(fake.take_spec_violations().is_empty());
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "broke Slack's method reference")]
+    async fn a_request_the_reference_does_not_allow_fails_the_test_when_the_fake_drops() {
+        let fake = FakeSlack::start().await;
+        let (_, b) = post(
+            &client(),
+            &fake,
+            json!({ "channel": CHANNEL, "text": "x", "as_robot": true }),
+        )
+        .await;
+        assert_eq!(b["error"], "invalid_arg_name");
+        drop(fake);
     }
 
     #[test]

@@ -104,7 +104,11 @@ enum Posted {
     },
     /// A part meant for a thread landed in the thread's parent ([`PlatformError::PostedInParent`]):
     /// the parts' ids so far, the last one the misplaced part's. No later part was posted.
-    InParent { ids: Vec<String>, code: String },
+    InParent {
+        ids: Vec<String>,
+        code: String,
+        reconciled: Option<Reconciliation>,
+    },
 }
 
 /// How a part posted in its destination's parent is recorded in its claim (a `Sent` id, so
@@ -199,6 +203,7 @@ impl<A: Adapter> Deliverer<A> {
                             return Ok(Posted::InParent {
                                 ids: message_ids,
                                 code: code.to_owned(),
+                                reconciled,
                             });
                         }
                         Some((_, id)) => message_ids.push(id.to_owned()),
@@ -235,6 +240,7 @@ impl<A: Adapter> Deliverer<A> {
                         return Ok(Posted::InParent {
                             ids: message_ids,
                             code,
+                            reconciled: Some(Reconciliation::ReadBack),
                         });
                     }
                 },
@@ -277,6 +283,7 @@ impl<A: Adapter> Deliverer<A> {
                     return Ok(Posted::InParent {
                         ids: message_ids,
                         code,
+                        reconciled,
                     });
                 }
                 Err(error) => {
@@ -534,7 +541,11 @@ impl<A: Adapter> Deliverer<A> {
                 }
                 failed
             }
-            Posted::InParent { ids, code } => {
+            Posted::InParent {
+                ids,
+                code,
+                reconciled,
+            } => {
                 return self
                     .posted_in_parent(
                         command,
@@ -542,7 +553,7 @@ impl<A: Adapter> Deliverer<A> {
                         content,
                         session_key,
                         binding_id,
-                        ids,
+                        (ids, reconciled),
                         &code,
                     )
                     .await
@@ -663,7 +674,7 @@ impl<A: Adapter> Deliverer<A> {
         content: &str,
         session_key: Option<&str>,
         binding_id: Option<&str>,
-        ids: Vec<String>,
+        (ids, reconciled_before): (Vec<String>, Option<Reconciliation>),
         code: &str,
     ) -> Result<(), WorkError> {
         let parent = destination.parent();
@@ -754,7 +765,7 @@ impl<A: Adapter> Deliverer<A> {
                     (DeliveryMode::Fallback, code),
                     session_key,
                     None,
-                    (ids, reconciled, unsettled),
+                    (ids, reconciled.or(reconciled_before), unsettled),
                 )
                 .await
             }
