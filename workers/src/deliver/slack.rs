@@ -121,7 +121,11 @@ fn meaning(error: &str, in_thread: bool, posting: bool) -> Meaning {
         | "enterprise_is_restricted" => Permanent("forbidden"),
         // `invalid_auth` is what Slack answers a wrong token with: its common error, listed
         // per method until slack-api-ref 860ab16d (2025-09-06).
-        "invalid_auth" | "not_authed" | "token_revoked" | "token_expired" | "account_inactive"
+        "invalid_auth"
+        | "not_authed"
+        | "token_revoked"
+        | "token_expired"
+        | "account_inactive"
         | "two_factor_setup_required" => Permanent("unauthorized"),
         // `chat.postMessage`'s own rate limit ("Application has posted too many messages")
         // and a free workspace's message quota are answered `ok: false`, status 200: waits.
@@ -444,9 +448,21 @@ mod tests {
             meaning("channel_not_found", false, true),
             Permanent("not_found")
         );
-        assert_eq!(meaning("not_in_channel", false, true), Permanent("forbidden"));
-        for auth in ["invalid_auth", "not_authed", "token_revoked", "token_expired"] {
-            assert_eq!(meaning(auth, false, true), Permanent("unauthorized"), "{auth}");
+        assert_eq!(
+            meaning("not_in_channel", false, true),
+            Permanent("forbidden")
+        );
+        for auth in [
+            "invalid_auth",
+            "not_authed",
+            "token_revoked",
+            "token_expired",
+        ] {
+            assert_eq!(
+                meaning(auth, false, true),
+                Permanent("unauthorized"),
+                "{auth}"
+            );
         }
         assert_eq!(
             meaning("rate_limited", false, true),
