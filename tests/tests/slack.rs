@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 use threadline_schemas::{
-    BindingChange, ConversationRef, DeliveryMode, Placement, Reconciliation, SessionMode,
+    BindingChange, ConversationRef, DeliveryMode, DeliveryPolicy, Placement, Reconciliation,
+    SessionMode,
 };
 use threadline_tests::events::{completion, spawn};
 use threadline_tests::fakes::Fault;
@@ -61,7 +62,7 @@ async fn a_reply_to_a_deleted_slack_root_is_a_fallback_in_the_channel_never_boun
     let in_parent = p.posted(&parent);
     assert_eq!(
         lines(&in_parent),
-        lines(&[content.clone()]),
+        lines(std::slice::from_ref(&content)),
         "{in_parent:?}"
     );
     assert_eq!(in_parent.len(), 2, "both parts in the channel");
@@ -128,6 +129,32 @@ async fn a_fail_closed_slack_session_takes_a_misplaced_reply_back_and_reports_it
             .filter(|f| f.event_id == c.event_id)
             .count(),
         1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_bound_and_requester_a_reply_slack_put_in_the_requesters_channel_is_not_a_second_copy()
+{
+    let p = Pipeline::start().await;
+    let parent = Pipeline::conversation("slack");
+    let mut s = spawn(&parent, Placement::Child, SessionMode::Session);
+    s.delivery = DeliveryPolicy::BoundAndRequester;
+    let (key, thread) = p.spawn_in_thread(&s).await;
+    p.slack.delete_message(&thread.conversation_id);
+
+    let c = completion(&key, "for the thread and the channel");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    assert_eq!(
+        p.wait_binding(&key, BindingChange::Ended).await.reason,
+        "thread_deleted"
+    );
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(delivered[0].destination, parent);
+    p.settle(Duration::from_millis(500)).await;
+    assert_eq!(
+        p.posted(&parent),
+        ["for the thread and the channel"],
+        "the requester's copy, once"
     );
 }
 

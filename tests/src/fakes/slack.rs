@@ -345,7 +345,7 @@ mod spec {
         let types: Vec<&str> = match &arg["type"] {
             Value::String(t) => vec![t.as_str()],
             Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-            _ => vec!["string"],
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::Object(_) => vec!["string"],
         };
         types.iter().any(|t| match (*t, value) {
             // JSON-formatted arguments ("presented as a URL-encoded string"): a JSON
@@ -899,8 +899,11 @@ fn answer(st: &mut SlackState, method: &spec::Method, outcome: Outcome) -> Respo
     reply(outcome)
 }
 
-fn authorized(shared: &Shared, method: &spec::Method, headers: &HeaderMap) -> Result<(), Response> {
-    authorize(shared, headers).map_err(|e| answer(&mut lock(shared), method, Err(e)))
+/// Slack's answer to a request without a valid token, if it has none.
+fn unauthorized(shared: &Shared, method: &spec::Method, headers: &HeaderMap) -> Option<Response> {
+    authorize(shared, headers)
+        .err()
+        .map(|e| answer(&mut lock(shared), method, Err(e)))
 }
 
 /// Auth, then the fault source (a real rate limiter answers before the
@@ -913,7 +916,7 @@ async fn post_message(
     body: Bytes,
 ) -> Response {
     let method = &*spec::POST_MESSAGE;
-    if let Err(r) = authorized(&shared, method, &headers) {
+    if let Some(r) = unauthorized(&shared, method, &headers) {
         return r;
     }
     faulted(&shared, &conn, |st| match st.post_errors.pop_front() {
@@ -936,7 +939,7 @@ async fn chat_delete(
     body: Bytes,
 ) -> Response {
     let method = &*spec::DELETE;
-    if let Err(r) = authorized(&shared, method, &headers) {
+    if let Some(r) = unauthorized(&shared, method, &headers) {
         return r;
     }
     run_method(
@@ -955,7 +958,7 @@ async fn conversations_history(
     body: Bytes,
 ) -> Response {
     let method = &*spec::HISTORY;
-    if let Err(r) = authorized(&shared, method, &headers) {
+    if let Some(r) = unauthorized(&shared, method, &headers) {
         return r;
     }
     run_method(
@@ -973,7 +976,7 @@ async fn conversations_replies(
     body: Bytes,
 ) -> Response {
     let method = &*spec::REPLIES;
-    if let Err(r) = authorized(&shared, method, &headers) {
+    if let Some(r) = unauthorized(&shared, method, &headers) {
         return r;
     }
     run_method(

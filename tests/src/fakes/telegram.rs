@@ -309,7 +309,11 @@ mod spec {
         if let Some(item) = ty.strip_prefix("Array of ") {
             return match value {
                 Value::Array(items) => items.iter().flat_map(|v| fit(item, v, at)).collect(),
-                _ => ok(false),
+                Value::Null
+                | Value::Bool(_)
+                | Value::Number(_)
+                | Value::String(_)
+                | Value::Object(_) => ok(false),
             };
         }
         match (ty, value) {

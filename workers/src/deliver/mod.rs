@@ -33,8 +33,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use threadline_schemas::{
-    BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, PostDelivered,
-    PostFailed, Reconciliation, Stage, SCHEMA_VERSION,
+    BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, DeliveryPolicy,
+    PostDelivered, PostFailed, Reconciliation, Stage, SCHEMA_VERSION,
 };
 use touch::TouchCoalescer;
 
@@ -594,62 +594,54 @@ impl<A: Adapter> Deliverer<A> {
             Option<(usize, String)>,
         ),
     ) -> Result<(), WorkError> {
-        {
-            {
-                metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
-                crate::plumbing::trace::record_delivery_latency(self.adapter.channel());
-                let delivered = Outgoing::event(
-                    self.plumbing.subjects.out_delivered(),
-                    ids::msg_id::delivered(&command.delivery_id),
-                    &PostDelivered {
-                        v: SCHEMA_VERSION,
-                        event_id: command.event_id.clone(),
-                        destination: destination.clone(),
-                        mode,
-                        reason: reason.to_owned(),
-                        platform_message_id: ids.first().cloned().unwrap_or_default(),
-                        platform_message_ids: if ids.len() > 1 { ids } else { Vec::new() },
-                        session_key: session_key.map(str::to_owned),
-                        reconciled,
-                    },
-                );
-                // Recording the post, the touch and the report are independent: one round
-                // trip's wait, not three. (A crash before the record lands leaves the part
-                // in doubt, settled by key or read-back as any crash after the call is.)
-                let settle = async {
-                    if let Some((index, id)) = &unsettled {
-                        self.plumbing
-                            .store
-                            .settle_part(
-                                &command.delivery_id,
-                                *index,
-                                &PartOutcome::Sent(id.clone()),
-                            )
-                            .await?;
-                    }
-                    Ok::<(), WorkError>(())
-                };
-                let touch = async {
-                    let (Some(session_key), Some(binding_id)) = (session_key, binding_id) else {
-                        return Ok(());
-                    };
-                    if !self.touches.due(binding_id, Instant::now()) {
-                        return Ok(());
-                    }
-                    let touched = self
-                        .plumbing
-                        .store
-                        .touch_binding(session_key, binding_id)
-                        .await;
-                    if touched.is_err() {
-                        self.touches.forget(binding_id);
-                    }
-                    touched.map(drop)
-                };
-                futures::try_join!(settle, touch, self.plumbing.publisher.send(delivered))?;
-                Ok(())
+        metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
+        crate::plumbing::trace::record_delivery_latency(self.adapter.channel());
+        let delivered = Outgoing::event(
+            self.plumbing.subjects.out_delivered(),
+            ids::msg_id::delivered(&command.delivery_id),
+            &PostDelivered {
+                v: SCHEMA_VERSION,
+                event_id: command.event_id.clone(),
+                destination: destination.clone(),
+                mode,
+                reason: reason.to_owned(),
+                platform_message_id: ids.first().cloned().unwrap_or_default(),
+                platform_message_ids: if ids.len() > 1 { ids } else { Vec::new() },
+                session_key: session_key.map(str::to_owned),
+                reconciled,
+            },
+        );
+        // Recording the post, the touch and the report are independent: one round
+        // trip's wait, not three. (A crash before the record lands leaves the part
+        // in doubt, settled by key or read-back as any crash after the call is.)
+        let settle = async {
+            if let Some((index, id)) = &unsettled {
+                self.plumbing
+                    .store
+                    .settle_part(&command.delivery_id, *index, &PartOutcome::Sent(id.clone()))
+                    .await?;
             }
-        }
+            Ok::<(), WorkError>(())
+        };
+        let touch = async {
+            let (Some(session_key), Some(binding_id)) = (session_key, binding_id) else {
+                return Ok(());
+            };
+            if !self.touches.due(binding_id, Instant::now()) {
+                return Ok(());
+            }
+            let touched = self
+                .plumbing
+                .store
+                .touch_binding(session_key, binding_id)
+                .await;
+            if touched.is_err() {
+                self.touches.forget(binding_id);
+            }
+            touched.map(drop)
+        };
+        futures::try_join!(settle, touch, self.plumbing.publisher.send(delivered))?;
+        Ok(())
     }
 
     /// A part meant for a thread landed in its parent conversation (Slack posts a reply to a
@@ -662,7 +654,10 @@ impl<A: Adapter> Deliverer<A> {
     ///   thread) the misplaced part is deleted and the post reported as `tl.out.failed`
     ///   with `code`, as a lost thread is on every platform under `fail_closed`. If the
     ///   platform refuses to delete it, it stays where it is, and the post is completed and
-    ///   reported there as by default: `tl.out.failed` must mean nobody got it.
+    ///   reported there as by default: `tl.out.failed` must mean nobody got it;
+    /// - with `bound_and_requester`, when the parent is the requester's conversation (which
+    ///   gets its own copy), the misplaced part is a second copy there: deleted, and the post
+    ///   then ends as any lost thread's does (`thread_lost`).
     ///
     /// Every step is recorded in the parts' claims first, so a redelivery (crash, retry)
     /// takes the same way without posting anything again.
@@ -682,7 +677,6 @@ impl<A: Adapter> Deliverer<A> {
             DeliveryAction::Post { reason, .. } if reason == lifecycle::FAREWELL_REASON);
         tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code,
             thread = %destination.conversation_id, "the platform posted into the parent, not the thread");
-        metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
         if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
             lifecycle::end_binding(
                 &self.plumbing,
@@ -693,16 +687,19 @@ impl<A: Adapter> Deliverer<A> {
             )
             .await?;
         }
-        let fail_closed = match session_key {
-            Some(key) => self
-                .plumbing
-                .store
-                .load_session(key)
-                .await?
-                .is_some_and(|state| state.session.fail_closed),
-            None => false,
+        let session = match session_key {
+            Some(key) => self.plumbing.store.load_session(key).await?,
+            None => None,
         };
-        if fail_closed || is_farewell {
+        let fail_closed = session.as_ref().is_some_and(|s| s.session.fail_closed);
+        // `bound_and_requester` posts a copy to the requester's conversation too: when that
+        // is where the platform put this one, it is the same text a second time there.
+        let requester_has_it = binding_id.is_some()
+            && session.as_ref().is_some_and(|s| {
+                s.session.delivery == DeliveryPolicy::BoundAndRequester
+                    && s.session.requester.conversation.same_place(&parent)
+            });
+        if fail_closed || is_farewell || requester_has_it {
             let index = ids.len().saturating_sub(1);
             let misplaced = ids.last().cloned().unwrap_or_default();
             match self.adapter.delete(&parent, &misplaced).await {
@@ -720,18 +717,30 @@ impl<A: Adapter> Deliverer<A> {
                         "part {index} was posted in {} instead of the thread (its root is gone) and deleted again",
                         parent.conversation_id
                     );
-                    return self
-                        .plumbing
-                        .publisher
-                        .send(self.failed_event(
-                            command,
-                            Some(destination),
-                            session_key,
-                            code,
-                            &message,
-                            1,
-                        ))
-                        .await;
+                    let failed = self.failed_event(
+                        command,
+                        Some(destination),
+                        session_key,
+                        code,
+                        &message,
+                        1,
+                    );
+                    // Now as any lost thread: the same outcome, the same fallback (the
+                    // requester's own copy's delivery id, so it is not posted again).
+                    return match (session_key, binding_id) {
+                        (Some(session_key), Some(binding_id)) => {
+                            self.thread_lost(
+                                command,
+                                content,
+                                session_key,
+                                binding_id,
+                                code,
+                                failed,
+                            )
+                            .await
+                        }
+                        (None, _) | (_, None) => self.plumbing.publisher.send(failed).await,
+                    };
                 }
                 Err(PlatformError::RateLimited { after }) => {
                     return Err(WorkError::RateLimited { after })
@@ -750,6 +759,7 @@ impl<A: Adapter> Deliverer<A> {
                 }
             }
         }
+        metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
         match self
             .post_parts(command, &parent, content, session_key, is_farewell)
             .await?
