@@ -159,6 +159,38 @@ async fn with_bound_and_requester_a_reply_slack_put_in_the_requesters_channel_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misplaced_slack_post_interrupted_by_a_429_resumes_in_the_channel_from_its_claims() {
+    let p = Pipeline::start().await;
+    let parent = Pipeline::conversation("slack");
+    let (key, thread) = thread_session(&p, false).await;
+    p.slack.delete_message(&thread.conversation_id);
+    // The first part goes through (and lands at the top level); the second is refused
+    // once, so the redelivery starts again from the claims: the first part is recorded as
+    // posted in the channel, and only the second is posted, there.
+    p.slack.push_fault(Fault::Slow { delay_ms: 0 });
+    p.slack.push_fault(Fault::RateLimited {
+        retry_after_ms: 300,
+    });
+    let content = two_parts();
+    let c = completion(&key, &content);
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(
+        (
+            delivered[0].mode,
+            delivered[0].reason.as_str(),
+            &delivered[0].destination
+        ),
+        (DeliveryMode::Fallback, "thread_deleted", &parent)
+    );
+    p.settle(Duration::from_millis(500)).await;
+    let in_parent = p.posted(&parent);
+    assert_eq!(in_parent.len(), 2, "{in_parent:?}");
+    assert_eq!(lines(&in_parent), lines(std::slice::from_ref(&content)));
+    assert_eq!(p.slack.fault_counts().rate_limited, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misplaced_slack_reply_whose_answer_was_lost_is_found_at_the_top_level_not_posted_again()
 {
     let p = Pipeline::start_with(Options {
@@ -253,6 +285,7 @@ async fn slack_ok_false_errors_wait_retry_or_fail_with_a_clear_code() {
         ("is_archived", "archived"),
         ("restricted_action_read_only_channel", "forbidden"),
         ("token_revoked", "unauthorized"),
+        ("invalid_auth", "unauthorized"),
         ("account_inactive", "unauthorized"),
         ("no_text", "rejected"),
     ] {

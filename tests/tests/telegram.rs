@@ -74,6 +74,8 @@ async fn telegram_error_answers_wait_or_fail_with_a_clear_code_and_are_not_retri
             "forbidden",
         ),
         (400, "Bad Request: chat not found", None, "not_found"),
+        // A revoked token (the token file unchanged, so nothing to re-read).
+        (401, "Unauthorized", None, "unauthorized"),
     ] {
         p.telegram
             .push_error(status, description, parameters.clone());
