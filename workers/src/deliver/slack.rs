@@ -82,6 +82,24 @@ fn place(conversation: &ConversationRef) -> (&str, Option<&str>) {
     }
 }
 
+/// Whether `ts` can be a Slack message timestamp (`1700000000.000100`): a thread named by
+/// anything else cannot exist, and is refused as `not_found` before a request is made.
+fn is_ts(ts: &str) -> bool {
+    let (secs, micros) = ts.split_once('.').unwrap_or((ts, "0"));
+    let digits = |d: &str| !d.is_empty() && d.len() <= 16 && d.bytes().all(|b| b.is_ascii_digit());
+    digits(secs) && digits(micros)
+}
+
+fn checked(thread_ts: Option<&str>) -> Result<Option<&str>, PlatformError> {
+    match thread_ts {
+        Some(ts) if !is_ts(ts) => Err(PlatformError::Permanent {
+            code: "not_found".into(),
+            message: "slack: a thread is named by its root's ts, and this is none".into(),
+        }),
+        Some(_) | None => Ok(thread_ts),
+    }
+}
+
 /// What an `ok: false` code means for Threadline.
 #[derive(Debug, PartialEq, Eq)]
 enum Meaning {
@@ -223,6 +241,7 @@ impl Slack {
         text: &str,
         key: &str,
     ) -> Result<Receipt, PlatformError> {
+        let thread_ts = checked(thread_ts)?;
         let mut body = json!({
             "channel": channel,
             "text": escape(text),
@@ -276,6 +295,7 @@ impl Slack {
         key: &str,
         since_ms: u64,
     ) -> Result<Option<Receipt>, PlatformError> {
+        let thread_ts = checked(thread_ts)?;
         let oldest = format!("{:.6}", since_ms as f64 / 1000.0);
         let (method, mut query) = match thread_ts {
             Some(ts) => ("conversations.replies", vec![("ts", ts.to_owned())]),
@@ -481,6 +501,14 @@ mod tests {
             }
         );
         assert_eq!(meaning("msg_too_long", false, true), Permanent("rejected"));
+    }
+
+    #[test]
+    fn only_a_slack_ts_names_a_thread() {
+        assert!(is_ts("1700000000.000100") && is_ts("1700000000"));
+        for bad in ["", "abc", "1.2.3", "-1.5", "1.", "1e9"] {
+            assert!(!is_ts(bad), "{bad}");
+        }
     }
 
     #[test]

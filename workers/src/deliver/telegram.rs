@@ -183,7 +183,17 @@ impl Adapter for Telegram {
         match &c.parent_conversation_id {
             Some(chat_id) => {
                 body["chat_id"] = chat(chat_id);
-                body["message_thread_id"] = chat(&c.conversation_id);
+                // A topic is named by an integer; anything else cannot exist.
+                let topic =
+                    c.conversation_id
+                        .parse::<i64>()
+                        .map_err(|_| PlatformError::Permanent {
+                            code: "not_found".into(),
+                            message:
+                                "telegram: a forum topic is named by an integer, and this is none"
+                                    .into(),
+                        })?;
+                body["message_thread_id"] = json!(topic);
             }
             None => body["chat_id"] = chat(&c.conversation_id),
         }
