@@ -148,3 +148,55 @@ async fn a_telegram_child_spawned_from_inside_a_topic_is_a_new_topic_in_the_topi
     assert_eq!(p.posted(&child), ["from the child topic"]);
     assert!(p.posted(&requester_topic).is_empty());
 }
+
+async fn topic_session(p: &Pipeline, fail_closed: bool) -> (String, ConversationRef) {
+    let chat = Pipeline::conversation("telegram");
+    let mut s = spawn(&chat, Placement::Child, SessionMode::Session);
+    s.fail_closed = fail_closed;
+    p.spawn_in_thread(&s).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_post_the_api_put_in_the_main_chat_is_a_fallback_there_never_bound() {
+    let p = Pipeline::start().await;
+    let chat = Pipeline::conversation("telegram");
+    let (key, topic) = topic_session(&p, false).await;
+    p.telegram.unthread_deleted_topics(true);
+    p.telegram.delete_topic(chat_id(&chat), chat_id(&topic));
+    let c = completion(&key, "where the API put it");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    assert_eq!(
+        (
+            delivered[0].mode,
+            delivered[0].reason.as_str(),
+            &delivered[0].destination
+        ),
+        (DeliveryMode::Fallback, "thread_deleted", &chat)
+    );
+    assert_eq!(
+        p.wait_binding(&key, threadline_schemas::BindingChange::Ended)
+            .await
+            .reason,
+        "thread_deleted"
+    );
+    p.settle(Duration::from_millis(300)).await;
+    assert_eq!(p.posted(&chat), ["where the API put it"]);
+    assert!(p.failed().iter().all(|f| f.event_id != c.event_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_closed_telegram_session_deletes_a_post_the_api_put_in_the_main_chat() {
+    let p = Pipeline::start().await;
+    let chat = Pipeline::conversation("telegram");
+    let (key, topic) = topic_session(&p, true).await;
+    p.telegram.unthread_deleted_topics(true);
+    p.telegram.delete_topic(chat_id(&chat), chat_id(&topic));
+    let c = completion(&key, "not outside the topic");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    let failed = p.wait_failed(&c.event_id).await;
+    assert_eq!(failed.code, "thread_deleted");
+    p.settle(Duration::from_millis(300)).await;
+    assert!(p.posted(&chat).is_empty(), "{:?}", p.posted(&chat));
+    assert!(p.delivered().iter().all(|d| d.event_id != c.event_id));
+}

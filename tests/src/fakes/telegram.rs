@@ -154,9 +154,18 @@ impl FakeTelegram {
 
     /// Deletes a topic: posting into it answers 400 `message thread not found`.
     pub fn delete_topic(&self, chat_id: i64, thread: i64) {
-        lock(&self.shared)
-            .topics
+        let mut st = lock(&self.shared);
+        st.topics
             .retain(|t| !(t.chat_id == chat_id && t.message_thread_id == thread));
+        st.deleted_topics.insert((chat_id, thread));
+    }
+
+    /// Posts for a deleted topic go to the chat itself, answered `ok` without
+    /// `message_thread_id`, as the Bot API did for private-chat topics
+    /// (tdlib/telegram-bot-api#854); off, the fake answers 400 "message thread not
+    /// found" as it does in groups.
+    pub fn unthread_deleted_topics(&self, on: bool) {
+        lock(&self.shared).unthread_deleted = on;
     }
 
     /// Deletes a chat (or removes the bot from it): every method for it
@@ -359,6 +368,9 @@ struct TelegramState {
     blocked_chats: HashSet<i64>,
     kicked_chats: HashSet<i64>,
     not_forums: HashSet<i64>,
+    /// Topic ids deleted through `delete_topic`, per chat.
+    deleted_topics: HashSet<(i64, i64)>,
+    unthread_deleted: bool,
     bot_id: i64,
     /// Calls that broke the vendored Bot API description: `method: what`.
     violations: Vec<String>,
@@ -377,6 +389,8 @@ impl TelegramState {
             deleted_chats: HashSet::new(),
             blocked_chats: HashSet::new(),
             kicked_chats: HashSet::new(),
+            deleted_topics: HashSet::new(),
+            unthread_deleted: false,
             not_forums: HashSet::new(),
             bot_id: BOT_ID,
             violations: Vec::new(),
@@ -471,13 +485,20 @@ impl TelegramState {
                     .iter()
                     .find(|t| t.chat_id == chat_id && t.message_thread_id == id)
             });
+            let unthreaded = self.unthread_deleted
+                && thread.is_some_and(|id| self.deleted_topics.contains(&(chat_id, id)));
             match topic {
+                None if unthreaded => {}
                 None => return Err(bad_request("message thread not found")),
                 Some(t) if t.closed => return Err(bad_request("TOPIC_CLOSED")),
                 Some(_) => {}
             }
         }
-        let thread = thread.flatten();
+        let thread = thread.flatten().filter(|id| {
+            self.topics
+                .iter()
+                .any(|t| t.chat_id == chat_id && t.message_thread_id == *id)
+        });
 
         // Telegram strips surrounding whitespace, so blank text is empty text.
         let text = match params.get("text") {
@@ -541,6 +562,26 @@ impl TelegramState {
             "name": name,
             "icon_color": DEFAULT_ICON_COLOR,
         })))
+    }
+
+    fn delete_message(&mut self, body: &[u8]) -> Result<Reply, Reply> {
+        let params = parse_params(body)?;
+        let chat_id = self.check_chat(&params)?;
+        let id = match params.get("message_id") {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+            None | Some(Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_)) => None,
+        };
+        let Some(id) = id else {
+            return Err(bad_request("message identifier is not specified"));
+        };
+        let before = self.messages.len();
+        self.messages
+            .retain(|m| !(m.chat_id == chat_id && m.message_id == id));
+        if self.messages.len() == before {
+            return Err(bad_request("message to delete not found"));
+        }
+        Ok(ok(Value::Bool(true)))
     }
 
     fn message_json(&self, m: &TelegramMessage) -> Value {
@@ -619,6 +660,8 @@ async fn call(
             })
             .await
         }
+        // Deletes are never faulted (only message-creating calls are).
+        "deletemessage" => reply_either(lock(&shared).delete_message(&body)),
         "createforumtopic" => {
             faulted(&shared, &conn, |st| match st.errors.pop_front() {
                 Some(scripted) => reply(scripted),
@@ -1102,6 +1145,38 @@ mod tests {
         )
         .await;
         drop(fake);
+    }
+
+    #[tokio::test]
+    async fn delete_message_and_posts_for_a_deleted_topic() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let thread = create_topic(&c, &fake, "t").await;
+        fake.delete_topic(CHAT, thread);
+        let body = json!({ "chat_id": CHAT, "message_thread_id": thread, "text": "x" });
+        assert_eq!(
+            send(&c, &fake, body.clone()).await,
+            err(400, "Bad Request: message thread not found")
+        );
+        // As the Bot API did for private-chat topics: into the chat, without an error.
+        fake.unthread_deleted_topics(true);
+        let (s, b) = send(&c, &fake, body).await;
+        assert_eq!(s, 200, "{b}");
+        assert!(b["result"].get("message_thread_id").is_none(), "{b}");
+        let id = b["result"]["message_id"].as_i64().expect("id");
+        assert_eq!(fake.messages_in(CHAT, None).len(), 1);
+
+        let delete = json!({ "chat_id": CHAT, "message_id": id });
+        assert_eq!(
+            call(&c, &fake, "deleteMessage", delete.clone()).await,
+            (200, json!({ "ok": true, "result": true }))
+        );
+        assert_eq!(
+            call(&c, &fake, "deleteMessage", delete).await,
+            err(400, "Bad Request: message to delete not found")
+        );
+        assert!(fake.messages().is_empty());
+        assert!(fake.take_spec_violations().is_empty());
     }
 
     #[test]

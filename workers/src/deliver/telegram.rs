@@ -10,6 +10,12 @@
 //! formatted and never holds a `text_mention`; but Telegram detects `@username` mentions
 //! (MessageEntity "mention") in any text and notifies the user, so a word joiner (U+2060,
 //! invisible) is put after every `@` that would start one: agent text notifies nobody.
+//!
+//! A post into a topic is checked against the answer's `message_thread_id`: the Bot API has
+//! put messages for a deleted topic into the main chat without an error (private-chat topics,
+//! tdlib/telegram-bot-api#854; groups answer "message thread not found"). Such a post is
+//! reported as [`PlatformError::PostedInParent`] — never as posted in the topic — and can be
+//! taken back with `deleteMessage`.
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
@@ -176,6 +182,7 @@ impl Adapter for Telegram {
 
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
         let c = request.conversation;
+        let mut topic = None;
         let mut body = json!({
             "text": without_mentions(request.text),
             "link_preview_options": {"is_disabled": true},
@@ -184,7 +191,7 @@ impl Adapter for Telegram {
             Some(chat_id) => {
                 body["chat_id"] = chat(chat_id);
                 // A topic is named by an integer; anything else cannot exist.
-                let topic =
+                let topic_id =
                     c.conversation_id
                         .parse::<i64>()
                         .map_err(|_| PlatformError::Permanent {
@@ -193,7 +200,8 @@ impl Adapter for Telegram {
                                 "telegram: a forum topic is named by an integer, and this is none"
                                     .into(),
                         })?;
-                body["message_thread_id"] = json!(topic);
+                body["message_thread_id"] = json!(topic_id);
+                topic = Some(topic_id);
             }
             None => body["chat_id"] = chat(&c.conversation_id),
         }
@@ -204,10 +212,53 @@ impl Adapter for Telegram {
                 message: "telegram answered ok without a message_id".into(),
                 maybe_applied: true,
             })?;
-        Ok(Receipt {
+        let receipt = Receipt {
             message_id: message_id.to_string(),
             author_id: result["from"]["id"].as_i64().map(|id| id.to_string()),
-        })
+        };
+        match topic {
+            Some(topic) if result["message_thread_id"].as_i64() != Some(topic) => {
+                Err(PlatformError::PostedInParent {
+                    code: "thread_deleted".into(),
+                    receipt,
+                })
+            }
+            Some(_) | None => Ok(receipt),
+        }
+    }
+
+    /// `deleteMessage` (bots may delete their own messages in groups and supergroups); a
+    /// message already gone ("message to delete not found") counts as deleted.
+    async fn delete(
+        &self,
+        conversation: &ConversationRef,
+        message_id: &str,
+    ) -> Result<(), PlatformError> {
+        let chat_id = conversation
+            .parent_conversation_id
+            .as_deref()
+            .unwrap_or(&conversation.conversation_id);
+        let message_id = message_id
+            .parse::<i64>()
+            .map_err(|_| PlatformError::Permanent {
+                code: "not_found".into(),
+                message: "telegram: a message is named by an integer, and this is none".into(),
+            })?;
+        match self
+            .call(
+                "deleteMessage",
+                json!({"chat_id": chat(chat_id), "message_id": message_id}),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(PlatformError::Permanent { message, .. })
+                if message.contains("message to delete not found") =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// A forum topic holds no topics: a child of a topic is a new topic in the topic's
