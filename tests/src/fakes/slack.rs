@@ -11,6 +11,22 @@
 //! Slack reports almost every failure as HTTP 200 with `{"ok":false,"error"}`,
 //! so a client that only looks at the status code would count them as
 //! delivered; the fake answers the same way to catch exactly that bug.
+//!
+//! Every request is checked against Slack's published method reference,
+//! vendored in `tests/specs/slack-<method>.json` (slack-ruby/slack-api-ref):
+//! each argument must be one the method documents, of its documented type,
+//! and the required ones present; every error the fake answers must be one the
+//! method documents. A request that breaks the reference is answered with an
+//! error and recorded as a spec violation, and the fake's handle panics when
+//! dropped with violations nobody took (`take_spec_violations`), so the test
+//! that sent it fails.
+//!
+//! A reply to a thread whose root was deleted is what real Slack does with it:
+//! `chat.postMessage` answers `ok: true` and posts it at the channel's top level,
+//! without `thread_ts` in the answer's `message` (slack-go/slack#1571: "Slack
+//! does not fail the request — it silently un-threads the reply into a
+//! top-level channel message"). `thread_not_found` is no `chat.postMessage`
+//! error (it is `conversations.replies`'s).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,7 +55,7 @@ const BOT_ID: &str = "B0THREADLN";
 const APP_ID: &str = "A0THREADLN";
 const TEAM_ID: &str = "T0THREADLN";
 const DEFAULT_TOKEN: &str = "xoxb-test";
-/// Slack's documented ceiling for `text`; past it the API answers `msg_too_long`.
+/// Slack's documented ceiling for `text`; past it Slack truncates.
 const MAX_TEXT_CHARS: usize = 40_000;
 /// Slack's default and maximum `limit` for the conversations reads.
 const DEFAULT_LIMIT: usize = 100;
@@ -60,6 +76,30 @@ pub struct SlackMessage {
     pub user: String,
 }
 
+impl SlackMessage {
+    /// Who this message would notify on Slack: the special mentions `<!here>`,
+    /// `<!channel>`, `<!everyone>`, user mentions `<@U…>` and user-group
+    /// mentions `<!subteam^…>` in its text (Slack's formatting reference,
+    /// "Mentioning users" / "Special mentions"; `&lt;…&gt;` is plain text).
+    pub fn mentions(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut rest = self.text.as_str();
+        while let Some(start) = rest.find('<') {
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('>') else { break };
+            let inner = after[..end].split('|').next().unwrap_or_default();
+            let notifies = matches!(inner, "!here" | "!channel" | "!everyone")
+                || inner.starts_with("!subteam^")
+                || (inner.starts_with('@') && inner.len() > 1);
+            if notifies {
+                found.push(inner.to_owned());
+            }
+            rest = &after[end + 1..];
+        }
+        found
+    }
+}
+
 /// Handle to a running fake Slack; dropping it shuts the server down.
 pub struct FakeSlack {
     server: Server,
@@ -75,6 +115,7 @@ impl FakeSlack {
     pub async fn start() -> FakeSlack {
         let routes = Router::new()
             .route("/api/chat.postMessage", post(post_message))
+            .route("/api/chat.delete", post(chat_delete))
             // Slack SDKs commonly POST reads as forms, so both verbs work.
             .route(
                 "/api/conversations.history",
@@ -98,7 +139,10 @@ impl FakeSlack {
     /// All stored messages (top-level and replies), in creation order.
     pub fn messages(&self) -> Vec<SlackMessage> {
         let st = lock(&self.shared);
-        st.messages.iter().map(|m| m.msg.clone()).collect()
+        (0..st.messages.len())
+            .filter(|&i| st.live(i))
+            .filter_map(|i| st.messages.get(i).map(|m| m.msg.clone()))
+            .collect()
     }
 
     /// Stored messages of one channel in creation order: top-level ones for
@@ -107,8 +151,11 @@ impl FakeSlack {
         let st = lock(&self.shared);
         st.messages
             .iter()
-            .filter(|m| m.msg.channel == channel && m.msg.thread_ts.as_deref() == thread_ts)
-            .map(|m| m.msg.clone())
+            .enumerate()
+            .filter(|(i, m)| {
+                st.live(*i) && m.msg.channel == channel && m.msg.thread_ts.as_deref() == thread_ts
+            })
+            .map(|(_, m)| m.msg.clone())
             .collect()
     }
 
@@ -121,6 +168,33 @@ impl FakeSlack {
     /// Deletes a channel: every method answers `channel_not_found` for it.
     pub fn delete_channel(&self, id: &str) {
         lock(&self.shared).deleted.insert(id.to_owned());
+    }
+
+    /// Deletes a message as a person would (a thread's root: the thread goes with
+    /// it). Later replies to it land at the channel's top level, answered `ok`
+    /// without `thread_ts`; `conversations.replies` answers `thread_not_found`.
+    pub fn delete_message(&self, ts: &str) {
+        let mut st = lock(&self.shared);
+        if let Some(us) = parse_ts(ts) {
+            st.remove(us);
+        }
+    }
+
+    /// Answers the next `chat.postMessage` with `ok: false` and `error` (HTTP 200, as Slack
+    /// answers every documented error), storing nothing. Panics for an error
+    /// `chat.postMessage` does not document: the fake answers only what Slack can.
+    pub fn push_post_error(&self, error: &str) {
+        assert!(
+            spec::POST_MESSAGE.documents_error(error),
+            "chat.postMessage does not document `{error}`"
+        );
+        lock(&self.shared).post_errors.push_back(error.to_owned());
+    }
+
+    /// Each request that broke the vendored method reference (`method: what`),
+    /// taken, so the handle's drop does not fail the test for them.
+    pub fn take_spec_violations(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.shared).violations)
     }
 
     /// The user id every message posted through the fake is attributed to.
@@ -136,6 +210,163 @@ impl FakeSlack {
 }
 
 handle_methods!(FakeSlack, faults: "`chat.postMessage`", tokens);
+
+impl Drop for FakeSlack {
+    /// A request the published reference does not allow fails the test that sent it.
+    fn drop(&mut self) {
+        let violations = std::mem::take(&mut lock(&self.shared).violations);
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!("requests to the Slack fake broke Slack's method reference: {violations:#?}");
+        }
+    }
+}
+
+/// Slack's published method references (`tests/specs/slack-<method>.json`) and
+/// the check of one request's arguments against them.
+mod spec {
+    use serde_json::{Map, Value};
+    use std::sync::LazyLock;
+
+    pub(super) struct Method {
+        pub(super) name: &'static str,
+        args: Map<String, Value>,
+        errors: Map<String, Value>,
+    }
+
+    fn load(name: &'static str, text: &str) -> Method {
+        let doc: Value = serde_json::from_str(text).expect("vendored Slack spec is JSON");
+        let field = |key: &str| doc[key].as_object().cloned().unwrap_or_default();
+        Method {
+            name,
+            args: field("args"),
+            errors: field("errors"),
+        }
+    }
+
+    pub(super) static POST_MESSAGE: LazyLock<Method> = LazyLock::new(|| {
+        load(
+            "chat.postMessage",
+            include_str!("../../specs/slack-chat.postMessage.json"),
+        )
+    });
+    pub(super) static DELETE: LazyLock<Method> = LazyLock::new(|| {
+        load(
+            "chat.delete",
+            include_str!("../../specs/slack-chat.delete.json"),
+        )
+    });
+    pub(super) static HISTORY: LazyLock<Method> = LazyLock::new(|| {
+        load(
+            "conversations.history",
+            include_str!("../../specs/slack-conversations.history.json"),
+        )
+    });
+    pub(super) static REPLIES: LazyLock<Method> = LazyLock::new(|| {
+        load(
+            "conversations.replies",
+            include_str!("../../specs/slack-conversations.replies.json"),
+        )
+    });
+
+    /// Errors every method answers though the per-method lists no longer name
+    /// them: `invalid_auth` (a wrong token; listed per method until slack-api-ref
+    /// 860ab16d, 2025-09-06) and `invalid_arguments` (arguments of the wrong
+    /// shape, as Slack answers them, e.g. sgratzl/slack-cleaner#73).
+    /// So are `invalid_json` and `json_not_object`, Slack's answers to a JSON body it
+    /// cannot read (docs.slack.dev, "Web API", "JSON-encoded bodies").
+    const COMMON_ERRORS: [&str; 4] = [
+        "invalid_auth",
+        "invalid_arguments",
+        "invalid_json",
+        "json_not_object",
+    ];
+
+    impl Method {
+        pub(super) fn documents_error(&self, error: &str) -> bool {
+            self.errors.contains_key(error) || COMMON_ERRORS.contains(&error)
+        }
+
+        /// What is wrong with `params` by the reference, and the documented
+        /// error Slack would answer it with.
+        pub(super) fn check(
+            &self,
+            params: &Map<String, Value>,
+        ) -> Result<(), (String, &'static str)> {
+            for (name, value) in params {
+                // The token may come as a POST argument instead of the header.
+                if name == "token" {
+                    continue;
+                }
+                let Some(arg) = self.args.get(name) else {
+                    return Err((format!("unknown argument `{name}`"), "invalid_arg_name"));
+                };
+                if value.is_array() && !takes_json(arg) {
+                    return Err((format!("`{name}` is an array"), "invalid_array_arg"));
+                }
+                if !type_matches(arg, value) {
+                    // The method's own error for a bad timestamp, where it documents one.
+                    let error = match name.as_str() {
+                        "oldest" if self.errors.contains_key("invalid_ts_oldest") => {
+                            "invalid_ts_oldest"
+                        }
+                        "latest" if self.errors.contains_key("invalid_ts_latest") => {
+                            "invalid_ts_latest"
+                        }
+                        _ => "invalid_arguments",
+                    };
+                    return Err((
+                        format!("`{name}` = {value} is not of type {}", arg["type"]),
+                        error,
+                    ));
+                }
+            }
+            for (name, arg) in &self.args {
+                if arg["required"] == true && !params.contains_key(name) {
+                    let error = match name.as_str() {
+                        "channel" => "channel_not_found",
+                        "ts" if self.name == "chat.delete" => "message_not_found",
+                        "ts" => "thread_not_found",
+                        _ => "invalid_arguments",
+                    };
+                    return Err((format!("required argument `{name}` missing"), error));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn takes_json(arg: &Value) -> bool {
+        arg["format"] == "json"
+    }
+
+    /// A value of one of the documented types. Forms and queries carry every
+    /// value as a string, so a string spelling of the type counts too.
+    fn type_matches(arg: &Value, value: &Value) -> bool {
+        let types: Vec<&str> = match &arg["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::Object(_) => vec!["string"],
+        };
+        types.iter().any(|t| match (*t, value) {
+            // JSON-formatted arguments ("presented as a URL-encoded string"): a JSON
+            // body may carry them as JSON itself.
+            (_, Value::Object(_) | Value::Array(_)) => takes_json(arg),
+            (_, Value::String(s)) if takes_json(arg) && *t == "string" => {
+                serde_json::from_str::<Value>(s).is_ok()
+            }
+            ("boolean", Value::Bool(_)) => true,
+            ("boolean", Value::String(s)) => matches!(s.as_str(), "true" | "false" | "1" | "0"),
+            ("number", Value::Number(_)) => true,
+            ("number", Value::String(s)) => s.parse::<f64>().is_ok(),
+            ("timestamp", Value::String(s)) => {
+                s.is_empty() || super::parse_ts(s).is_some() || s == "now"
+            }
+            ("timestamp", Value::Number(_)) => true,
+            ("string" | "channel", Value::String(_)) => true,
+            _ => false,
+        })
+    }
+}
 
 struct StoredMessage {
     msg: SlackMessage,
@@ -154,6 +385,11 @@ struct SlackState {
     archived: HashSet<String>,
     deleted: HashSet<String>,
     last_ts_us: u64,
+    /// Requests that broke the vendored reference, and errors the fake answered that the
+    /// method does not document (a fake bug): `method: what`.
+    violations: Vec<String>,
+    /// Scripted `ok: false` answers for the next posts (`push_post_error`).
+    post_errors: std::collections::VecDeque<String>,
 }
 
 /// The `oldest`/`latest`/`inclusive` time window shared by both reads.
@@ -198,6 +434,8 @@ impl SlackState {
             archived: HashSet::new(),
             deleted: HashSet::new(),
             last_ts_us: 0,
+            violations: Vec::new(),
+            post_errors: std::collections::VecDeque::new(),
         }
     }
 
@@ -231,6 +469,54 @@ impl SlackState {
         self.messages.get(i).map(|m| (i, m))
     }
 
+    /// Removes a message (a root with its replies, which Slack's clients no longer
+    /// show either). Indexes stay valid: removed entries are only unlinked.
+    fn remove(&mut self, ts_us: u64) -> bool {
+        let Some(i) = self.by_ts.remove(&ts_us) else {
+            return false;
+        };
+        let Some(removed) = self.messages.get(i) else {
+            return false;
+        };
+        let replies: Vec<u64> = removed
+            .replies
+            .iter()
+            .filter_map(|&r| self.messages.get(r).map(|m| m.ts_us))
+            .collect();
+        for r in replies {
+            self.by_ts.remove(&r);
+        }
+        let root = removed
+            .msg
+            .thread_ts
+            .as_deref()
+            .and_then(parse_ts)
+            .and_then(|us| self.by_ts.get(&us).copied());
+        if let Some(root_msg) = root.and_then(|r| self.messages.get_mut(r)) {
+            root_msg.replies.retain(|&r| r != i);
+        }
+        true
+    }
+
+    /// Whether the message at index `i` still exists.
+    fn live(&self, i: usize) -> bool {
+        self.messages
+            .get(i)
+            .is_some_and(|m| self.by_ts.get(&m.ts_us) == Some(&i))
+    }
+
+    fn delete(&mut self, p: &Map<String, Value>) -> Outcome {
+        let channel = str_param(p, "channel").ok_or("channel_not_found")?;
+        self.check_channel(&channel, false)?;
+        let ts = str_param(p, "ts").ok_or("message_not_found")?;
+        let us = parse_ts(&ts).ok_or("message_not_found")?;
+        let in_channel = self.get(us).is_some_and(|(_, m)| m.msg.channel == channel);
+        if !in_channel || !self.remove(us) {
+            return Err("message_not_found");
+        }
+        Ok(json!({ "ok": true, "channel": channel, "ts": ts }))
+    }
+
     fn post_message(&mut self, p: &Map<String, Value>) -> Outcome {
         let channel = match p.get("channel") {
             None | Some(Value::Null) => return Err("channel_not_found"),
@@ -246,22 +532,26 @@ impl SlackState {
         if text.is_empty() {
             return Err("no_text");
         }
-        if text.chars().count() > MAX_TEXT_CHARS {
-            return Err("msg_too_long");
-        }
+        // No error for long text: "Slack will truncate messages containing more than
+        // 40,000 characters" (docs.slack.dev chat.postMessage, "Truncating content").
+        let text: String = text.chars().take(MAX_TEXT_CHARS).collect();
         let root = match p.get("thread_ts") {
             None | Some(Value::Null) => None,
             // Clients often send "" for "not in a thread"; Slack posts top-level.
             Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => {
-                // Only a top-level message of this channel can start a thread:
-                // replying to a reply's ts is the bug this error exposes.
-                let root = parse_ts(s)
-                    .and_then(|us| self.get(us))
-                    .filter(|(_, m)| m.msg.channel == channel && m.msg.thread_ts.is_none())
-                    .map(|(i, _)| i);
-                Some(root.ok_or("thread_not_found")?)
-            }
+            // A ts naming no message of this channel (a deleted root) is no error: the
+            // post lands at the top level, answered `ok` (see the module comment). A
+            // reply's ts threads under its root ("avoid using a reply's ts value; use its
+            // parent instead" — advice, not an error).
+            Some(Value::String(s)) => parse_ts(s)
+                .and_then(|us| self.get(us))
+                .filter(|(_, m)| m.msg.channel == channel)
+                .and_then(
+                    |(i, m)| match m.msg.thread_ts.as_deref().and_then(parse_ts) {
+                        Some(root) => self.get(root).map(|(r, _)| r),
+                        None => Some(i),
+                    },
+                ),
             Some(_) => return Err("invalid_arguments"),
         };
         let metadata = parse_metadata(p.get("metadata"))?;
@@ -271,7 +561,7 @@ impl SlackState {
         let index = self.messages.len();
         let thread_ts = match root {
             Some(r) => {
-                let root_msg = self.messages.get_mut(r).ok_or("internal_error")?;
+                let root_msg = self.messages.get_mut(r).ok_or("fatal_error")?;
                 root_msg.replies.push(index);
                 Some(root_msg.msg.ts.clone())
             }
@@ -292,7 +582,7 @@ impl SlackState {
         self.by_ts.insert(ts_us, index);
         self.messages.push(stored);
         let Some(stored) = self.messages.get(index) else {
-            return Err("internal_error");
+            return Err("fatal_error");
         };
         Ok(json!({
             "ok": true,
@@ -314,7 +604,10 @@ impl SlackState {
         let mut page: Vec<&StoredMessage> = self
             .messages
             .iter()
+            .enumerate()
             .rev()
+            .filter(|(i, _)| self.live(*i))
+            .map(|(_, m)| m)
             .filter(|m| m.msg.channel == channel && m.msg.thread_ts.is_none())
             .filter(|m| window.contains(m.ts_us) && cursor.is_none_or(|c| m.ts_us < c))
             .take(limit + 1)
@@ -354,6 +647,7 @@ impl SlackState {
         let mut page: Vec<&StoredMessage> = root
             .replies
             .iter()
+            .filter(|&&i| self.live(i))
             .filter_map(|&i| self.messages.get(i))
             .filter(|m| window.contains(m.ts_us) && cursor.is_none_or(|c| m.ts_us > c))
             .take(limit + 1)
@@ -562,13 +856,54 @@ fn request_params(
 
 /// Checks `Authorization: Bearer <token>` against the accepted set and
 /// records the token, so token-rotation tests can see which one each request
-/// used. (Real Slack says `not_authed` when no token is sent at all; the fake
-/// answers `invalid_auth` for both, which clients treat alike.)
+/// used. No token at all is `not_authed` ("No authentication token provided").
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), &'static str> {
     match auth_token(headers, "Bearer ") {
         Some(t) if lock(shared).tokens.check(t) => Ok(()),
-        _ => Err("invalid_auth"),
+        Some(_) => Err("invalid_auth"),
+        None => Err("not_authed"),
     }
+}
+
+/// One method's request: its arguments read and checked against the method's
+/// reference, then `run`. Every answer's error is checked to be one the method
+/// documents.
+fn run_method(
+    st: &mut SlackState,
+    method: &spec::Method,
+    request: (&Uri, &HeaderMap, &[u8]),
+    run: fn(&mut SlackState, &Map<String, Value>) -> Outcome,
+) -> Response {
+    let (uri, headers, body) = request;
+    let outcome = request_params(uri, headers, body).and_then(|params| {
+        if let Err((what, error)) = method.check(&params) {
+            st.violations.push(format!("{}: {what}", method.name));
+            return Err(error);
+        }
+        run(st, &params)
+    });
+    answer(st, method, outcome)
+}
+
+/// Slack answers errors with HTTP 200 and `ok:false`; one the method does not
+/// document is a fake bug, recorded like a client's violation.
+fn answer(st: &mut SlackState, method: &spec::Method, outcome: Outcome) -> Response {
+    if let Err(error) = &outcome {
+        if !method.documents_error(error) {
+            st.violations.push(format!(
+                "{}: the fake answered undocumented error `{error}`",
+                method.name
+            ));
+        }
+    }
+    reply(outcome)
+}
+
+/// Slack's answer to a request without a valid token, if it has none.
+fn unauthorized(shared: &Shared, method: &spec::Method, headers: &HeaderMap) -> Option<Response> {
+    authorize(shared, headers)
+        .err()
+        .map(|e| answer(&mut lock(shared), method, Err(e)))
 }
 
 /// Auth, then the fault source (a real rate limiter answers before the
@@ -580,13 +915,39 @@ async fn post_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = authorize(&shared, &headers) {
-        return reply(Err(e));
+    let method = &*spec::POST_MESSAGE;
+    if let Some(r) = unauthorized(&shared, method, &headers) {
+        return r;
     }
-    faulted(&shared, &conn, |st| {
-        reply(request_params(&uri, &headers, &body).and_then(|params| st.post_message(&params)))
+    faulted(&shared, &conn, |st| match st.post_errors.pop_front() {
+        Some(error) => reply(Ok(json!({ "ok": false, "error": error }))),
+        None => run_method(
+            st,
+            method,
+            (&uri, &headers, &body),
+            SlackState::post_message,
+        ),
     })
     .await
+}
+
+/// Deletes are never faulted (only message-creating requests are).
+async fn chat_delete(
+    State(shared): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let method = &*spec::DELETE;
+    if let Some(r) = unauthorized(&shared, method, &headers) {
+        return r;
+    }
+    run_method(
+        &mut lock(&shared),
+        method,
+        (&uri, &headers, &body),
+        SlackState::delete,
+    )
 }
 
 /// Reads are never faulted, so tests can always read state back.
@@ -596,12 +957,16 @@ async fn conversations_history(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = authorize(&shared, &headers) {
-        return reply(Err(e));
+    let method = &*spec::HISTORY;
+    if let Some(r) = unauthorized(&shared, method, &headers) {
+        return r;
     }
-    let outcome =
-        request_params(&uri, &headers, &body).and_then(|params| lock(&shared).history(&params));
-    reply(outcome)
+    run_method(
+        &mut lock(&shared),
+        method,
+        (&uri, &headers, &body),
+        |st, p| st.history(p),
+    )
 }
 
 async fn conversations_replies(
@@ -610,12 +975,16 @@ async fn conversations_replies(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = authorize(&shared, &headers) {
-        return reply(Err(e));
+    let method = &*spec::REPLIES;
+    if let Some(r) = unauthorized(&shared, method, &headers) {
+        return r;
     }
-    let outcome =
-        request_params(&uri, &headers, &body).and_then(|params| lock(&shared).replies(&params));
-    reply(outcome)
+    run_method(
+        &mut lock(&shared),
+        method,
+        (&uri, &headers, &body),
+        |st, p| st.replies(p),
+    )
 }
 
 /// Slack's answer for a method name it does not know.
@@ -657,7 +1026,9 @@ impl Platform for SlackState {
 
     /// A real 500 status, not Slack's usual HTTP-200 `ok:false`.
     fn server_error() -> Response {
-        let body = json!({ "ok": false, "error": "internal_error" });
+        // `fatal_error` is documented by every method the fake serves ("it's possible
+        // some aspect of the operation succeeded").
+        let body = json!({ "ok": false, "error": "fatal_error" });
         (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
     }
 }
@@ -868,7 +1239,7 @@ mod tests {
             .await
             .expect("send");
         let b: Value = resp.json().await.expect("json");
-        assert_eq!(error_of(&b).as_deref(), Some("invalid_auth"));
+        assert_eq!(error_of(&b).as_deref(), Some("not_authed"));
         assert!(fake.tokens_seen().is_empty());
 
         let root_ts = post_ts(&c, &fake, json!({ "channel": CHANNEL, "text": "root" })).await;
@@ -883,27 +1254,8 @@ mod tests {
             (json!({ "channel": CHANNEL, "text": "" }), "no_text"),
             (json!({ "channel": CHANNEL }), "no_text"),
             (
-                json!({ "channel": CHANNEL, "text": "x".repeat(40_001) }),
-                "msg_too_long",
-            ),
-            (
                 json!({ "channel": "D0NOTCHAN", "text": "x" }),
                 "channel_not_found",
-            ),
-            (json!({ "text": "x" }), "channel_not_found"),
-            (
-                json!({ "channel": CHANNEL, "text": "x", "thread_ts": "1.000001" }),
-                "thread_not_found",
-            ),
-            // A reply cannot start a thread.
-            (
-                json!({ "channel": CHANNEL, "text": "x", "thread_ts": reply_ts }),
-                "thread_not_found",
-            ),
-            // The root exists, but in another channel.
-            (
-                json!({ "channel": "C0OTHER", "text": "x", "thread_ts": root_ts }),
-                "thread_not_found",
             ),
             (
                 json!({ "channel": CHANNEL, "text": "x", "metadata": { "event_type": "e" } }),
@@ -919,14 +1271,72 @@ mod tests {
             );
             assert_eq!(b["ok"], false);
         }
+        assert!(fake.take_spec_violations().is_empty());
+        // Requests the reference does not allow are refused and recorded.
+        let broken = [
+            (json!({ "text": "x" }), "channel_not_found"),
+            (
+                json!({ "channel": CHANNEL, "text": "x", "colour": "red" }),
+                "invalid_arg_name",
+            ),
+            (
+                json!({ "channel": CHANNEL, "text": "x", "unfurl_links": "maybe" }),
+                "invalid_arguments",
+            ),
+            (
+                json!({ "channel": CHANNEL, "text": ["x"] }),
+                "invalid_array_arg",
+            ),
+        ];
+        for (body, want) in broken {
+            let (_, b) = post(&c, &fake, body.clone()).await;
+            assert_eq!(error_of(&b).as_deref(), Some(want), "{body}");
+        }
+        let violations = fake.take_spec_violations();
+        assert_eq!(violations.len(), 4, "{violations:?}");
+        assert!(violations[1].contains("unknown argument `colour`"));
         assert_eq!(fake.messages().len(), 2);
-        // Exactly the limit is fine.
-        post_ts(
+
+        // Past 40,000 characters Slack truncates; it has no error for long text.
+        let (_, b) = post(
             &c,
             &fake,
-            json!({ "channel": CHANNEL, "text": "é".repeat(40_000) }),
+            json!({ "channel": CHANNEL, "text": "é".repeat(40_001) }),
         )
         .await;
+        assert_eq!(b["ok"], true);
+        assert_eq!(
+            b["message"]["text"].as_str().map(|t| t.chars().count()),
+            Some(40_000)
+        );
+
+        // A `thread_ts` naming no message of the channel is no error: the post lands
+        // at the top level and the answer's message has no `thread_ts`.
+        for (channel, thread_ts) in [(CHANNEL, "1.000001"), ("C0OTHER", root_ts.as_str())] {
+            let (_, b) = post(
+                &c,
+                &fake,
+                json!({ "channel": channel, "text": "orphan", "thread_ts": thread_ts }),
+            )
+            .await;
+            assert_eq!(b["ok"], true, "{b}");
+            assert!(b["message"].get("thread_ts").is_none(), "{b}");
+            assert_eq!(
+                fake.messages_in(channel, None)
+                    .last()
+                    .map(|m| m.text.as_str()),
+                Some("orphan")
+            );
+        }
+        // A reply's ts threads under its root.
+        let (_, b) = post(
+            &c,
+            &fake,
+            json!({ "channel": CHANNEL, "text": "via reply", "thread_ts": reply_ts }),
+        )
+        .await;
+        assert_eq!(b["message"]["thread_ts"], root_ts.as_str());
+        assert_eq!(fake.messages().len(), 6);
 
         let r = read(
             &c,
@@ -973,7 +1383,107 @@ mod tests {
         )
         .await;
         assert_eq!(error_of(&r).as_deref(), Some("channel_not_found"));
-        assert_eq!(fake.messages().len(), 3);
+        assert_eq!(fake.messages().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_a_deleted_root_lands_at_the_top_level_answered_ok_without_thread_ts() {
+        let fake = FakeSlack::start().await;
+        let c = client();
+        let root = post_ts(&c, &fake, json!({ "channel": CHANNEL, "text": "root" })).await;
+        let (_, b) = post(
+            &c,
+            &fake,
+            json!({ "channel": CHANNEL, "text": "in", "thread_ts": root }),
+        )
+        .await;
+        assert_eq!(b["message"]["thread_ts"], root.as_str());
+        fake.delete_message(&root);
+
+        let (s, b) = post(
+            &c,
+            &fake,
+            json!({ "channel": CHANNEL, "text": "out", "thread_ts": root }),
+        )
+        .await;
+        assert_eq!((s, &b["ok"]), (200, &json!(true)), "{b}");
+        assert!(b["message"].get("thread_ts").is_none(), "{b}");
+        let out_ts = b["ts"].as_str().expect("ts").to_owned();
+        assert_eq!(
+            fake.messages_in(CHANNEL, None)
+                .iter()
+                .map(|m| m.text.as_str())
+                .collect::<Vec<_>>(),
+            ["out"]
+        );
+        let r = read(
+            &c,
+            &fake,
+            "conversations.replies",
+            &format!("channel={CHANNEL}&ts={root}"),
+        )
+        .await;
+        assert_eq!(r, json!({ "ok": false, "error": "thread_not_found" }));
+
+        // chat.delete takes the post back; a second delete finds nothing.
+        let url = format!("{}/chat.delete", fake.base_url());
+        let delete = |ts: String| {
+            let req = c
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&json!({ "channel": CHANNEL, "ts": ts }));
+            async move {
+                req.send()
+                    .await
+                    .expect("send")
+                    .json::<Value>()
+                    .await
+                    .expect("json")
+            }
+        };
+        assert_eq!(
+            delete(out_ts.clone()).await,
+            json!({ "ok": true, "channel": CHANNEL, "ts": out_ts })
+        );
+        assert_eq!(
+            delete(out_ts.clone()).await,
+            json!({ "ok": false, "error": "message_not_found" })
+        );
+        assert!(fake.messages().is_empty());
+        assert!(fake.take_spec_violations().is_empty());
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "broke Slack's method reference")]
+    async fn a_request_the_reference_does_not_allow_fails_the_test_when_the_fake_drops() {
+        let fake = FakeSlack::start().await;
+        let (_, b) = post(
+            &client(),
+            &fake,
+            json!({ "channel": CHANNEL, "text": "x", "as_robot": true }),
+        )
+        .await;
+        assert_eq!(b["error"], "invalid_arg_name");
+        drop(fake);
+    }
+
+    #[test]
+    fn mentions_are_the_control_sequences_not_their_escaped_text() {
+        let m = |text: &str| SlackMessage {
+            channel: CHANNEL.into(),
+            ts: "1.000001".into(),
+            thread_ts: None,
+            text: text.into(),
+            metadata: None,
+            user: BOT_USER_ID.into(),
+        };
+        assert_eq!(
+            m("<!channel> hi <@U123|bob> <!subteam^S1> <#C1> <https://x|y>").mentions(),
+            ["!channel", "@U123", "!subteam^S1"]
+        );
+        assert!(m("&lt;!channel&gt; &lt;@U123&gt; @here")
+            .mentions()
+            .is_empty());
     }
 
     #[tokio::test]
@@ -1079,7 +1589,7 @@ mod tests {
         fake.push_fault(Fault::ServerError);
         let (s, b) = post(&c, &fake, json!({ "channel": CHANNEL, "text": "hi" })).await;
         assert_eq!(s, 500);
-        assert_eq!(b, json!({ "ok": false, "error": "internal_error" }));
+        assert_eq!(b, json!({ "ok": false, "error": "fatal_error" }));
         assert!(fake.messages().is_empty());
 
         // Reads never consume a fault.
@@ -1227,6 +1737,7 @@ mod tests {
         )
         .await;
         assert_eq!(h["error"], "invalid_ts_oldest");
+        assert_eq!(fake.take_spec_violations().len(), 1);
 
         // Paging: newest first, then onwards with the cursor.
         let h = read(

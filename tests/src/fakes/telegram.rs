@@ -11,6 +11,15 @@
 //!
 //! Only what Threadline's adapter sends is modelled: POST with a JSON body
 //! (an empty body counts as no parameters, as for a bare `getMe`).
+//!
+//! Every call is checked against the Bot API's machine-readable description,
+//! vendored in `tests/specs/telegram-api.json` (PaulSonOfLars/telegram-bot-api-spec):
+//! the method must exist, every parameter be one it documents and of a documented
+//! type (objects field by field, recursively), and the required ones present. A
+//! call that breaks it is recorded as a spec violation — answered as Telegram
+//! answers it (which ignores unknown parameters, and names a missing one in a
+//! 400) — and the fake's handle panics when dropped with violations nobody took
+//! (`take_spec_violations`), so the test that sent it fails.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -53,6 +62,29 @@ pub struct TelegramMessage {
     /// The forum topic it was posted into; `None` for the chat itself.
     pub message_thread_id: Option<i64>,
     pub text: String,
+}
+
+impl TelegramMessage {
+    /// The `@username` mentions Telegram would find in this text and notify
+    /// (MessageEntity type "mention", detected in any text, with or without
+    /// `parse_mode`): `@` not after a username character, then 1–32 of
+    /// `[A-Za-z0-9_]`.
+    pub fn mentions(&self) -> Vec<String> {
+        let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let chars: Vec<char> = self.text.chars().collect();
+        let mut found = Vec::new();
+        for (i, &c) in chars.iter().enumerate() {
+            let starts = c == '@' && (i == 0 || !is_name(chars[i - 1]));
+            if !starts {
+                continue;
+            }
+            let name: String = chars[i + 1..].iter().take_while(|c| is_name(**c)).collect();
+            if (1..=32).contains(&name.len()) {
+                found.push(format!("@{name}"));
+            }
+        }
+        found
+    }
 }
 
 /// A forum topic created through the fake (deleted ones are not listed).
@@ -122,15 +154,30 @@ impl FakeTelegram {
 
     /// Deletes a topic: posting into it answers 400 `message thread not found`.
     pub fn delete_topic(&self, chat_id: i64, thread: i64) {
-        lock(&self.shared)
-            .topics
+        let mut st = lock(&self.shared);
+        st.topics
             .retain(|t| !(t.chat_id == chat_id && t.message_thread_id == thread));
+        st.deleted_topics.insert((chat_id, thread));
+    }
+
+    /// Posts for a deleted topic go to the chat itself, answered `ok` without
+    /// `message_thread_id`, as the Bot API did for private-chat topics
+    /// (tdlib/telegram-bot-api#854); off, the fake answers 400 "message thread not
+    /// found" as it does in groups.
+    pub fn unthread_deleted_topics(&self, on: bool) {
+        lock(&self.shared).unthread_deleted = on;
     }
 
     /// Deletes a chat (or removes the bot from it): every method for it
     /// answers 400 `chat not found`.
     pub fn delete_chat(&self, chat_id: i64) {
         lock(&self.shared).deleted_chats.insert(chat_id);
+    }
+
+    /// Removes the bot from a group: every method for it answers 403
+    /// `Forbidden: bot was kicked from the supergroup chat`.
+    pub fn kick_bot(&self, chat_id: i64) {
+        lock(&self.shared).kicked_chats.insert(chat_id);
     }
 
     /// Makes every method for the chat answer 403 `bot was blocked by the user`.
@@ -163,6 +210,152 @@ impl FakeTelegram {
 
 handle_methods!(FakeTelegram, faults: "`sendMessage` or `createForumTopic`", tokens);
 
+impl FakeTelegram {
+    /// Answers the next `sendMessage` or `createForumTopic` with Telegram's error
+    /// envelope: `status`, `description` and, when given, `parameters` (as a group
+    /// upgraded to a supergroup answers with `migrate_to_chat_id`). Stores nothing.
+    pub fn push_error(&self, status: u16, description: &str, parameters: Option<Value>) {
+        let mut body = json!({ "ok": false, "error_code": status, "description": description });
+        if let (Some(obj), Some(p)) = (body.as_object_mut(), parameters) {
+            obj.insert("parameters".into(), p);
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        lock(&self.shared).errors.push_back((status, body));
+    }
+
+    /// Each call that broke the vendored Bot API description (`method: what`),
+    /// taken, so the handle's drop does not fail the test for them.
+    pub fn take_spec_violations(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.shared).violations)
+    }
+}
+
+impl Drop for FakeTelegram {
+    /// A call the published API does not allow fails the test that made it.
+    fn drop(&mut self) {
+        let violations = std::mem::take(&mut lock(&self.shared).violations);
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!("calls to the Telegram fake broke the Bot API description: {violations:#?}");
+        }
+    }
+}
+
+/// The Bot API description (`tests/specs/telegram-api.json`) and the check of
+/// one call's parameters against it.
+mod spec {
+    use serde_json::{Map, Value};
+    use std::sync::LazyLock;
+
+    static API: LazyLock<Value> = LazyLock::new(|| {
+        serde_json::from_str(include_str!("../../specs/telegram-api.json"))
+            .expect("vendored Bot API description is JSON")
+    });
+
+    /// The method's description; names are case-insensitive in the Bot API.
+    pub(super) fn method(name: &str) -> Option<&'static Value> {
+        API["methods"]
+            .as_object()?
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, m)| m)
+    }
+
+    /// What is wrong with `params` for `method`, each as a sentence.
+    pub(super) fn check(method: &Value, params: &Map<String, Value>) -> Vec<String> {
+        check_fields(
+            method["fields"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            params,
+            "",
+        )
+    }
+
+    fn check_fields(fields: &[Value], params: &Map<String, Value>, at: &str) -> Vec<String> {
+        let mut wrong = Vec::new();
+        for (name, value) in params {
+            match fields.iter().find(|f| f["name"] == name.as_str()) {
+                None => wrong.push(format!("unknown parameter `{at}{name}`")),
+                Some(field) => {
+                    let types: Vec<&str> = field["types"]
+                        .as_array()
+                        .map(|ts| ts.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    let path = format!("{at}{name}.");
+                    let fits: Vec<Vec<String>> =
+                        types.iter().map(|t| fit(t, value, &path)).collect();
+                    if !fits.iter().any(Vec::is_empty) {
+                        wrong.push(format!(
+                            "`{at}{name}` = {value} is not {}: {:?}",
+                            types.join(" or "),
+                            fits.concat()
+                        ));
+                    }
+                }
+            }
+        }
+        for field in fields {
+            let name = field["name"].as_str().unwrap_or_default();
+            if field["required"] == true && !params.contains_key(name) {
+                wrong.push(format!("required parameter `{at}{name}` missing"));
+            }
+        }
+        wrong
+    }
+
+    /// What keeps `value` from being of type `ty` (empty: it is). Parameters may
+    /// come form-encoded, so numbers and booleans spelled as strings are accepted,
+    /// as the Bot API accepts them.
+    fn fit(ty: &str, value: &Value, at: &str) -> Vec<String> {
+        let ok = |b: bool| {
+            if b {
+                Vec::new()
+            } else {
+                vec![format!("{value} is no {ty}")]
+            }
+        };
+        if let Some(item) = ty.strip_prefix("Array of ") {
+            return match value {
+                Value::Array(items) => items.iter().flat_map(|v| fit(item, v, at)).collect(),
+                Value::Null
+                | Value::Bool(_)
+                | Value::Number(_)
+                | Value::String(_)
+                | Value::Object(_) => ok(false),
+            };
+        }
+        match (ty, value) {
+            ("Integer", Value::Number(n)) => ok(n.is_i64()),
+            ("Integer", Value::String(s)) => ok(s.trim().parse::<i64>().is_ok()),
+            ("Float", Value::Number(_)) => ok(true),
+            ("Float", Value::String(s)) => ok(s.trim().parse::<f64>().is_ok()),
+            ("String" | "InputFile", Value::String(_)) => ok(true),
+            ("Boolean", Value::Bool(_)) => ok(true),
+            ("Boolean", Value::String(s)) => ok(matches!(s.as_str(), "true" | "false")),
+            ("True", v) => ok(*v == Value::Bool(true) || *v == "true"),
+            (object, Value::Object(fields)) => match API["types"].get(object) {
+                Some(t) => match t["subtypes"].as_array() {
+                    Some(subtypes) => ok(subtypes
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .any(|s| fit(s, value, at).is_empty())),
+                    None => check_fields(
+                        t["fields"]
+                            .as_array()
+                            .map(Vec::as_slice)
+                            .unwrap_or_default(),
+                        fields,
+                        at,
+                    ),
+                },
+                None => ok(false),
+            },
+            _ => ok(false),
+        }
+    }
+}
+
 struct TelegramState {
     common: Common,
     tokens: Tokens,
@@ -173,8 +366,16 @@ struct TelegramState {
     last_message_id: HashMap<i64, i64>,
     deleted_chats: HashSet<i64>,
     blocked_chats: HashSet<i64>,
+    kicked_chats: HashSet<i64>,
     not_forums: HashSet<i64>,
+    /// Topic ids deleted through `delete_topic`, per chat.
+    deleted_topics: HashSet<(i64, i64)>,
+    unthread_deleted: bool,
     bot_id: i64,
+    /// Calls that broke the vendored Bot API description: `method: what`.
+    violations: Vec<String>,
+    /// Scripted error answers for the next message-creating calls (`push_error`).
+    errors: std::collections::VecDeque<Reply>,
 }
 
 impl TelegramState {
@@ -187,8 +388,13 @@ impl TelegramState {
             last_message_id: HashMap::new(),
             deleted_chats: HashSet::new(),
             blocked_chats: HashSet::new(),
+            kicked_chats: HashSet::new(),
+            deleted_topics: HashSet::new(),
+            unthread_deleted: false,
             not_forums: HashSet::new(),
             bot_id: BOT_ID,
+            violations: Vec::new(),
+            errors: std::collections::VecDeque::new(),
         }
     }
 
@@ -229,6 +435,12 @@ impl TelegramState {
         };
         if self.deleted_chats.contains(&chat_id) {
             return Err(bad_request("chat not found"));
+        }
+        if self.kicked_chats.contains(&chat_id) {
+            return Err(telegram_error(
+                StatusCode::FORBIDDEN,
+                "Forbidden: bot was kicked from the supergroup chat",
+            ));
         }
         if self.blocked_chats.contains(&chat_id) {
             return Err(telegram_error(
@@ -273,13 +485,20 @@ impl TelegramState {
                     .iter()
                     .find(|t| t.chat_id == chat_id && t.message_thread_id == id)
             });
+            let unthreaded = self.unthread_deleted
+                && thread.is_some_and(|id| self.deleted_topics.contains(&(chat_id, id)));
             match topic {
+                None if unthreaded => {}
                 None => return Err(bad_request("message thread not found")),
                 Some(t) if t.closed => return Err(bad_request("TOPIC_CLOSED")),
                 Some(_) => {}
             }
         }
-        let thread = thread.flatten();
+        let thread = thread.flatten().filter(|id| {
+            self.topics
+                .iter()
+                .any(|t| t.chat_id == chat_id && t.message_thread_id == *id)
+        });
 
         // Telegram strips surrounding whitespace, so blank text is empty text.
         let text = match params.get("text") {
@@ -345,6 +564,26 @@ impl TelegramState {
         })))
     }
 
+    fn delete_message(&mut self, body: &[u8]) -> Result<Reply, Reply> {
+        let params = parse_params(body)?;
+        let chat_id = self.check_chat(&params)?;
+        let id = match params.get("message_id") {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+            None | Some(Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_)) => None,
+        };
+        let Some(id) = id else {
+            return Err(bad_request("message identifier is not specified"));
+        };
+        let before = self.messages.len();
+        self.messages
+            .retain(|m| !(m.chat_id == chat_id && m.message_id == id));
+        if self.messages.len() == before {
+            return Err(bad_request("message to delete not found"));
+        }
+        Ok(ok(Value::Bool(true)))
+    }
+
     fn message_json(&self, m: &TelegramMessage) -> Value {
         let mut v = json!({
             "message_id": m.message_id,
@@ -399,17 +638,43 @@ async fn call(
     if let Err(r) = authorize(&shared, token) {
         return reply(r);
     }
+    let Some(described) = spec::method(&method) else {
+        lock(&shared)
+            .violations
+            .push(format!("{method}: no such Bot API method"));
+        return not_found().await;
+    };
+    if let Ok(params) = parse_params(&body) {
+        let wrong = spec::check(described, &params);
+        lock(&shared)
+            .violations
+            .extend(wrong.into_iter().map(|w| format!("{method}: {w}")));
+    }
     // Bot API method names are case-insensitive.
     match method.to_ascii_lowercase().as_str() {
         "getme" => reply(lock(&shared).get_me()),
-        "sendmessage" => faulted(&shared, &conn, |st| reply_either(st.send_message(&body))).await,
-        "createforumtopic" => {
-            faulted(&shared, &conn, |st| {
-                reply_either(st.create_forum_topic(&body))
+        "sendmessage" => {
+            faulted(&shared, &conn, |st| match st.errors.pop_front() {
+                Some(scripted) => reply(scripted),
+                None => reply_either(st.send_message(&body)),
             })
             .await
         }
-        _ => not_found().await,
+        // Deletes are never faulted (only message-creating calls are).
+        "deletemessage" => reply_either(lock(&shared).delete_message(&body)),
+        "createforumtopic" => {
+            faulted(&shared, &conn, |st| match st.errors.pop_front() {
+                Some(scripted) => reply(scripted),
+                None => reply_either(st.create_forum_topic(&body)),
+            })
+            .await
+        }
+        _other => {
+            lock(&shared)
+                .violations
+                .push(format!("{method}: not modelled by the fake"));
+            not_found().await
+        }
     }
 }
 
@@ -584,7 +849,7 @@ mod tests {
         let (s, b) = send(
             &c,
             &fake,
-            json!({ "chat_id": CHAT, "text": "hello", "disable_web_page_preview": true }),
+            json!({ "chat_id": CHAT, "text": "hello", "link_preview_options": { "is_disabled": true } }),
         )
         .await;
         assert_eq!(s, 200, "{b}");
@@ -819,6 +1084,114 @@ mod tests {
             .expect("send");
         assert_eq!(resp.status().as_u16(), 400);
         assert_eq!(fake.messages().len(), 2);
+        // Telegram answers a missing parameter with its own 400s; they are still calls
+        // the description does not allow.
+        assert_eq!(
+            fake.take_spec_violations(),
+            [
+                "sendMessage: required parameter `chat_id` missing",
+                "sendMessage: required parameter `text` missing",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_are_checked_against_the_bot_api_description() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let (s, _) = send(
+            &c,
+            &fake,
+            json!({
+                "chat_id": CHAT,
+                "text": "x",
+                "disable_web_page_preview": true,
+                "message_thread_id": "not a number",
+                "link_preview_options": { "is_disabled": "yes", "colour": 1 },
+                "reply_parameters": { "message_id": 1 },
+            }),
+        )
+        .await;
+        // Telegram itself answers this one (the thread id is no topic); the call is recorded.
+        assert_eq!(s, 400);
+        let wrong = fake.take_spec_violations();
+        assert_eq!(wrong.len(), 3, "{wrong:#?}");
+        assert!(wrong[0].contains("unknown parameter `disable_web_page_preview`"));
+        assert!(wrong
+            .iter()
+            .any(|w| w.contains("`link_preview_options`")
+                && w.contains("link_preview_options.colour")));
+        assert!(wrong.iter().any(|w| w.contains("`message_thread_id`")));
+        // A well-formed call leaves nothing behind.
+        let (s, _) = send(
+            &c,
+            &fake,
+            json!({ "chat_id": CHAT, "text": "fine",
+            "link_preview_options": { "is_disabled": true } }),
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert!(fake.take_spec_violations().is_empty());
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "broke the Bot API description")]
+    async fn a_call_the_description_does_not_allow_fails_the_test_when_the_fake_drops() {
+        let fake = FakeTelegram::start().await;
+        send(
+            &client(),
+            &fake,
+            json!({ "chat_id": CHAT, "text": "x", "parse_mood": "HTML" }),
+        )
+        .await;
+        drop(fake);
+    }
+
+    #[tokio::test]
+    async fn delete_message_and_posts_for_a_deleted_topic() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let thread = create_topic(&c, &fake, "t").await;
+        fake.delete_topic(CHAT, thread);
+        let body = json!({ "chat_id": CHAT, "message_thread_id": thread, "text": "x" });
+        assert_eq!(
+            send(&c, &fake, body.clone()).await,
+            err(400, "Bad Request: message thread not found")
+        );
+        // As the Bot API did for private-chat topics: into the chat, without an error.
+        fake.unthread_deleted_topics(true);
+        let (s, b) = send(&c, &fake, body).await;
+        assert_eq!(s, 200, "{b}");
+        assert!(b["result"].get("message_thread_id").is_none(), "{b}");
+        let id = b["result"]["message_id"].as_i64().expect("id");
+        assert_eq!(fake.messages_in(CHAT, None).len(), 1);
+
+        let delete = json!({ "chat_id": CHAT, "message_id": id });
+        assert_eq!(
+            call(&c, &fake, "deleteMessage", delete.clone()).await,
+            (200, json!({ "ok": true, "result": true }))
+        );
+        assert_eq!(
+            call(&c, &fake, "deleteMessage", delete).await,
+            err(400, "Bad Request: message to delete not found")
+        );
+        assert!(fake.messages().is_empty());
+        assert!(fake.take_spec_violations().is_empty());
+    }
+
+    #[test]
+    fn mentions_are_at_usernames_not_mail_addresses_or_joined_ats() {
+        let m = |text: &str| TelegramMessage {
+            chat_id: CHAT,
+            message_id: 1,
+            message_thread_id: None,
+            text: text.into(),
+        };
+        assert_eq!(
+            m("hi @alice and @bob_2, mail x@y.z").mentions(),
+            ["@alice", "@bob_2"]
+        );
+        assert!(m("hi @\u{2060}alice").mentions().is_empty());
     }
 
     #[tokio::test]
@@ -855,6 +1228,10 @@ mod tests {
             err(400, "Bad Request: chat not found")
         );
         assert_eq!(fake.topics().len(), 2);
+        assert_eq!(
+            fake.take_spec_violations(),
+            ["createForumTopic: required parameter `name` missing"]
+        );
     }
 
     #[tokio::test]
@@ -1048,6 +1425,10 @@ mod tests {
             .expect("send");
         assert_eq!(resp.status().as_u16(), 404);
         assert_eq!(fake.request_count(), 7);
+        assert_eq!(
+            fake.take_spec_violations(),
+            ["getChatHistory: no such Bot API method"]
+        );
     }
 
     #[tokio::test]

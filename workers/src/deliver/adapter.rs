@@ -71,6 +71,12 @@ pub enum PlatformError {
     /// (`thread_deleted`, `thread_archived`, `forbidden`, …).
     #[error("{code}: {message}")]
     Permanent { code: String, message: String },
+    /// The platform took the post but put it in the destination's parent conversation, not
+    /// in the thread asked for: Slack answers `ok` to a reply whose thread root was deleted
+    /// and posts it at the channel's top level. The post exists (`receipt`); `code` says why
+    /// the thread could not hold it (`thread_deleted`).
+    #[error("{code}: posted in the parent conversation as {}", receipt.message_id)]
+    PostedInParent { code: String, receipt: Receipt },
 }
 
 /// One chat platform.
@@ -113,6 +119,23 @@ pub trait Adapter: Send + Sync + 'static {
         _since_ms: u64,
     ) -> impl Future<Output = Result<Option<Receipt>, PlatformError>> + Send {
         async { Ok(None) }
+    }
+
+    /// Deletes a message this adapter posted (`message_id` from its [`Receipt`]) in
+    /// `conversation`: how a post the platform placed where the session forbids
+    /// ([`PlatformError::PostedInParent`] under `fail_closed`) is taken back. A message
+    /// already gone counts as deleted.
+    fn delete(
+        &self,
+        _conversation: &ConversationRef,
+        _message_id: &str,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send {
+        async {
+            Err(PlatformError::Permanent {
+                code: "capability_unsupported".into(),
+                message: "this adapter cannot delete its posts".into(),
+            })
+        }
     }
 
     /// Platforms with read-back: finds the thread an earlier attempt created.

@@ -34,8 +34,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use threadline_schemas::{
-    BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, PostDelivered,
-    PostFailed, Reconciliation, Stage, SCHEMA_VERSION,
+    BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, DeliveryPolicy,
+    PostDelivered, PostFailed, Reconciliation, Stage, SCHEMA_VERSION,
 };
 use touch::TouchCoalescer;
 
@@ -85,6 +85,8 @@ enum Doubt {
     Resend(Reconciliation),
     /// Already there (found by read-back), or not to be re-sent (`unknown_outcome = skip`).
     Settled(String, Reconciliation),
+    /// Found by read-back, but in the destination's parent (see [`Posted::InParent`]).
+    InParent(String, String),
 }
 
 /// One attempt on a claimed part: its number, when it was claimed, and — when an earlier
@@ -133,6 +135,26 @@ enum Posted {
         message: String,
         attempts: u32,
     },
+    /// A part meant for a thread landed in the thread's parent ([`PlatformError::PostedInParent`]):
+    /// the parts' ids so far, the last one the misplaced part's. No later part was posted.
+    InParent {
+        ids: Vec<String>,
+        code: String,
+        reconciled: Option<Reconciliation>,
+    },
+}
+
+/// How a part posted in its destination's parent is recorded in its claim (a `Sent` id, so
+/// the store needs no new state): a redelivery must know where it went, never post it again.
+const IN_PARENT: &str = "in_parent|";
+
+fn in_parent_record(code: &str, message_id: &str) -> String {
+    [IN_PARENT, code, "|", message_id].concat()
+}
+
+/// `(code, message_id)` of a part recorded by [`in_parent_record`].
+fn in_parent_part(record: &str) -> Option<(&str, &str)> {
+    record.strip_prefix(IN_PARENT)?.split_once('|')
 }
 
 impl<A: Adapter> Deliverer<A> {
@@ -207,7 +229,20 @@ impl<A: Adapter> Deliverer<A> {
             {
                 Claim::Sent(id) => {
                     metrics::counter!(m::DEDUP_HITS, "kind" => "post_already_sent").increment(1);
-                    message_ids.push(id);
+                    match in_parent_part(&id) {
+                        // Posted in the parent by an earlier attempt: in the thread it is
+                        // still misplaced; once the rest goes to the parent it is a part.
+                        Some((code, id)) if destination.parent_conversation_id.is_some() => {
+                            message_ids.push(id.to_owned());
+                            return Ok(Posted::InParent {
+                                ids: message_ids,
+                                code: code.to_owned(),
+                                reconciled,
+                            });
+                        }
+                        Some((_, id)) => message_ids.push(id.to_owned()),
+                        None => message_ids.push(id),
+                    }
                     continue;
                 }
                 Claim::Failed(code) => {
@@ -245,9 +280,26 @@ impl<A: Adapter> Deliverer<A> {
                         message_ids.push(id);
                         continue;
                     }
+                    Doubt::InParent(id, code) => {
+                        message_ids.push(id);
+                        return Ok(Posted::InParent {
+                            ids: message_ids,
+                            code,
+                            reconciled: Some(Reconciliation::ReadBack),
+                        });
+                    }
                 },
             };
-            match self.adapter.post(request).await {
+            let posted = match self.adapter.post(request).await {
+                // A top-level destination is its own parent: nothing was misplaced.
+                Err(PlatformError::PostedInParent { receipt, .. })
+                    if destination.parent_conversation_id.is_none() =>
+                {
+                    Ok(receipt)
+                }
+                other => other,
+            };
+            match posted {
                 Ok(receipt) => {
                     self.learn_author(&receipt).await?;
                     if index + 1 == parts.len() {
@@ -262,6 +314,22 @@ impl<A: Adapter> Deliverer<A> {
                             .await?;
                     }
                     message_ids.push(receipt.message_id);
+                }
+                Err(PlatformError::PostedInParent { code, receipt }) => {
+                    self.learn_author(&receipt).await?;
+                    store
+                        .settle_part(
+                            &command.delivery_id,
+                            index,
+                            &PartOutcome::Sent(in_parent_record(&code, &receipt.message_id)),
+                        )
+                        .await?;
+                    message_ids.push(receipt.message_id);
+                    return Ok(Posted::InParent {
+                        ids: message_ids,
+                        code,
+                        reconciled,
+                    });
                 }
                 Err(error) => {
                     return self
@@ -331,6 +399,18 @@ impl<A: Adapter> Deliverer<A> {
                 }
                 // Read back and not there: posting again cannot duplicate it.
                 Ok(None) => Ok(Doubt::Resend(Reconciliation::ReadBack)),
+                // There, but where the platform put it rather than in the thread.
+                Err(PlatformError::PostedInParent { code, receipt }) => {
+                    metrics::counter!(m::DEDUP_HITS, "kind" => "read_back").increment(1);
+                    store
+                        .settle_part(
+                            request.delivery_id,
+                            index,
+                            &PartOutcome::Sent(in_parent_record(&code, &receipt.message_id)),
+                        )
+                        .await?;
+                    Ok(Doubt::InParent(receipt.message_id, code))
+                }
                 Err(error) => {
                     // Could not read: still in doubt; keep it that way and retry later
                     // (with the rotated token, when the read met a 401).
@@ -350,6 +430,10 @@ impl<A: Adapter> Deliverer<A> {
                         PlatformError::Transient { message, .. }
                         | PlatformError::Permanent { message, .. } => WorkError::Transient(
                             format!("reading back an unknown outcome: {message}"),
+                        ),
+                        // Answered above; kept so the match stays exhaustive.
+                        error @ PlatformError::PostedInParent { .. } => WorkError::Transient(
+                            format!("reading back an unknown outcome: {error}"),
                         ),
                     })
                 }
@@ -421,6 +505,22 @@ impl<A: Adapter> Deliverer<A> {
                 Err(WorkError::Transient(format!(
                     "{message}; retrying with the rotated token"
                 )))
+            }
+            // Posts answer this in `post_parts`; a thread's creation never posts in a thread.
+            error @ PlatformError::PostedInParent { .. } => {
+                let code = "unexpected_placement".to_owned();
+                store
+                    .settle_part(
+                        &command.delivery_id,
+                        index,
+                        &PartOutcome::Failed(code.clone()),
+                    )
+                    .await?;
+                Ok(Posted::Failed {
+                    code,
+                    message: error.to_string(),
+                    attempts: attempt,
+                })
             }
             PlatformError::Permanent { code, message } => {
                 store
@@ -514,66 +614,266 @@ impl<A: Adapter> Deliverer<A> {
                 }
                 failed
             }
+            Posted::InParent {
+                ids,
+                code,
+                reconciled,
+            } => {
+                return self
+                    .posted_in_parent(
+                        command,
+                        destination,
+                        content,
+                        session_key,
+                        binding_id,
+                        (ids, reconciled),
+                        &code,
+                    )
+                    .await
+            }
             Posted::Done {
                 ids,
                 reconciled,
                 unsettled,
             } => {
-                metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
-                crate::plumbing::trace::record_delivery_latency(self.adapter.channel());
-                let delivered = Outgoing::event(
-                    self.plumbing.subjects.out_delivered(),
-                    ids::msg_id::delivered(&command.delivery_id),
-                    &PostDelivered {
-                        v: SCHEMA_VERSION,
-                        event_id: command.event_id.clone(),
-                        destination: destination.clone(),
-                        mode,
-                        reason: reason.to_owned(),
-                        platform_message_id: ids.first().cloned().unwrap_or_default(),
-                        platform_message_ids: if ids.len() > 1 { ids } else { Vec::new() },
-                        session_key: session_key.map(str::to_owned),
-                        reconciled,
-                    },
-                );
-                // Recording the post, the touch and the report are independent: one round
-                // trip's wait, not three. (A crash before the record lands leaves the part
-                // in doubt, settled by key or read-back as any crash after the call is.)
-                let settle = async {
-                    if let Some((index, id)) = &unsettled {
-                        self.plumbing
-                            .store
-                            .settle_part(
-                                &command.delivery_id,
-                                *index,
-                                &PartOutcome::Sent(id.clone()),
-                            )
-                            .await?;
-                    }
-                    Ok::<(), WorkError>(())
-                };
-                let touch = async {
-                    let (Some(session_key), Some(binding_id)) = (session_key, binding_id) else {
-                        return Ok(());
-                    };
-                    if !self.touches.due(binding_id, Instant::now()) {
-                        return Ok(());
-                    }
-                    let touched = self
-                        .plumbing
-                        .store
-                        .touch_binding(session_key, binding_id)
-                        .await;
-                    if touched.is_err() {
-                        self.touches.forget(binding_id);
-                    }
-                    touched.map(drop)
-                };
-                futures::try_join!(settle, touch, self.plumbing.publisher.send(delivered))?;
-                return Ok(());
+                return self
+                    .report_delivered(
+                        command,
+                        destination,
+                        (mode, reason),
+                        session_key,
+                        binding_id,
+                        (ids, reconciled, unsettled),
+                    )
+                    .await
             }
         };
         self.plumbing.publisher.send(out).await
+    }
+
+    /// Reports a post whose every part is on the platform: records its last part, touches
+    /// its binding (when due) and publishes `tl.out.delivered`.
+    #[allow(clippy::type_complexity)]
+    async fn report_delivered(
+        &self,
+        command: &DeliveryCommand,
+        destination: &ConversationRef,
+        (mode, reason): (DeliveryMode, &str),
+        session_key: Option<&str>,
+        binding_id: Option<&str>,
+        (ids, reconciled, unsettled): (
+            Vec<String>,
+            Option<Reconciliation>,
+            Option<(usize, String)>,
+        ),
+    ) -> Result<(), WorkError> {
+        metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
+        crate::plumbing::trace::record_delivery_latency(self.adapter.channel());
+        let delivered = Outgoing::event(
+            self.plumbing.subjects.out_delivered(),
+            ids::msg_id::delivered(&command.delivery_id),
+            &PostDelivered {
+                v: SCHEMA_VERSION,
+                event_id: command.event_id.clone(),
+                destination: destination.clone(),
+                mode,
+                reason: reason.to_owned(),
+                platform_message_id: ids.first().cloned().unwrap_or_default(),
+                platform_message_ids: if ids.len() > 1 { ids } else { Vec::new() },
+                session_key: session_key.map(str::to_owned),
+                reconciled,
+            },
+        );
+        // Recording the post, the touch and the report are independent: one round
+        // trip's wait, not three. (A crash before the record lands leaves the part
+        // in doubt, settled by key or read-back as any crash after the call is.)
+        let settle = async {
+            if let Some((index, id)) = &unsettled {
+                self.plumbing
+                    .store
+                    .settle_part(&command.delivery_id, *index, &PartOutcome::Sent(id.clone()))
+                    .await?;
+            }
+            Ok::<(), WorkError>(())
+        };
+        let touch = async {
+            let (Some(session_key), Some(binding_id)) = (session_key, binding_id) else {
+                return Ok(());
+            };
+            if !self.touches.due(binding_id, Instant::now()) {
+                return Ok(());
+            }
+            let touched = self
+                .plumbing
+                .store
+                .touch_binding(session_key, binding_id)
+                .await;
+            if touched.is_err() {
+                self.touches.forget(binding_id);
+            }
+            touched.map(drop)
+        };
+        futures::try_join!(settle, touch, self.plumbing.publisher.send(delivered))?;
+        Ok(())
+    }
+
+    /// A part meant for a thread landed in its parent conversation (Slack posts a reply to a
+    /// deleted root at the channel's top level and answers `ok`). The thread is gone: its
+    /// binding ends without a farewell (`code`). What was posted is reported for what it
+    /// was, never as `bound`, and no text is posted twice:
+    /// - by default the rest of the post follows into the parent, where the misplaced part
+    ///   is, and the whole is reported as a `fallback` there (`reason` = `code`);
+    /// - with the session's `fail_closed` (and for a farewell, which speaks of the gone
+    ///   thread) the misplaced part is deleted and the post reported as `tl.out.failed`
+    ///   with `code`, as a lost thread is on every platform under `fail_closed`. If the
+    ///   platform refuses to delete it, it stays where it is, and the post is completed and
+    ///   reported there as by default: `tl.out.failed` must mean nobody got it;
+    /// - with `bound_and_requester`, when the parent is the requester's conversation (which
+    ///   gets its own copy), the misplaced part is a second copy there: deleted, and the post
+    ///   then ends as any lost thread's does (`thread_lost`).
+    ///
+    /// Every step is recorded in the parts' claims first, so a redelivery (crash, retry)
+    /// takes the same way without posting anything again.
+    #[allow(clippy::too_many_arguments)]
+    async fn posted_in_parent(
+        &self,
+        command: &DeliveryCommand,
+        destination: &ConversationRef,
+        content: &str,
+        session_key: Option<&str>,
+        binding_id: Option<&str>,
+        (ids, reconciled_before): (Vec<String>, Option<Reconciliation>),
+        code: &str,
+    ) -> Result<(), WorkError> {
+        let parent = destination.parent();
+        let is_farewell = matches!(&command.action,
+            DeliveryAction::Post { reason, .. } if reason == lifecycle::FAREWELL_REASON);
+        tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code,
+            thread = %destination.conversation_id, "the platform posted into the parent, not the thread");
+        if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
+            lifecycle::end_binding(
+                &self.plumbing,
+                session_key,
+                binding_id,
+                code,
+                Farewell::None,
+            )
+            .await?;
+        }
+        let session = match session_key {
+            Some(key) => self.plumbing.store.load_session(key).await?,
+            None => None,
+        };
+        let fail_closed = session.as_ref().is_some_and(|s| s.session.fail_closed);
+        // `bound_and_requester` posts a copy to the requester's conversation too: when that
+        // is where the platform put this one, it is the same text a second time there.
+        let requester_has_it = binding_id.is_some()
+            && session.as_ref().is_some_and(|s| {
+                s.session.delivery == DeliveryPolicy::BoundAndRequester
+                    && s.session.requester.conversation.same_place(&parent)
+            });
+        if fail_closed || is_farewell || requester_has_it {
+            let index = ids.len().saturating_sub(1);
+            let misplaced = ids.last().cloned().unwrap_or_default();
+            match self.adapter.delete(&parent, &misplaced).await {
+                Ok(()) => {
+                    self.plumbing
+                        .store
+                        .settle_part(
+                            &command.delivery_id,
+                            index,
+                            &PartOutcome::Failed(code.to_owned()),
+                        )
+                        .await?;
+                    metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "failed").increment(1);
+                    let message = format!(
+                        "part {index} was posted in {} instead of the thread (its root is gone) and deleted again",
+                        parent.conversation_id
+                    );
+                    let failed = self.failed_event(
+                        command,
+                        Some(destination),
+                        session_key,
+                        code,
+                        &message,
+                        1,
+                    );
+                    // Now as any lost thread: the same outcome, the same fallback (the
+                    // requester's own copy's delivery id, so it is not posted again).
+                    return match (session_key, binding_id) {
+                        (Some(session_key), Some(binding_id)) => {
+                            self.thread_lost(
+                                command,
+                                content,
+                                session_key,
+                                binding_id,
+                                code,
+                                failed,
+                            )
+                            .await
+                        }
+                        (None, _) | (_, None) => self.plumbing.publisher.send(failed).await,
+                    };
+                }
+                Err(PlatformError::RateLimited { after }) => {
+                    return Err(WorkError::RateLimited { after })
+                }
+                Err(PlatformError::Transient { message, .. }) => {
+                    return Err(WorkError::Transient(format!(
+                        "deleting a post misplaced in the parent: {message}"
+                    )))
+                }
+                Err(
+                    error
+                    @ (PlatformError::Permanent { .. } | PlatformError::PostedInParent { .. }),
+                ) => {
+                    tracing::warn!(event_id = %command.event_id, %error,
+                        "the misplaced part cannot be deleted; completing the post where it is");
+                }
+            }
+        }
+        metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
+        match self
+            .post_parts(command, &parent, content, session_key, is_farewell)
+            .await?
+        {
+            Posted::Done {
+                ids,
+                reconciled,
+                unsettled,
+            } => {
+                self.report_delivered(
+                    command,
+                    &parent,
+                    (DeliveryMode::Fallback, code),
+                    session_key,
+                    None,
+                    (ids, reconciled.or(reconciled_before), unsettled),
+                )
+                .await
+            }
+            Posted::Failed {
+                code,
+                message,
+                attempts,
+            } => {
+                self.plumbing
+                    .publisher
+                    .send(self.failed_event(
+                        command,
+                        Some(&parent),
+                        session_key,
+                        &code,
+                        &message,
+                        attempts,
+                    ))
+                    .await
+            }
+            // The parent is top-level: nothing posted there can land in a parent of its own.
+            Posted::InParent { .. } => Err(WorkError::Corrupt(
+                "a top-level conversation reported a post in its parent".into(),
+            )),
+        }
     }
 
     /// The bound thread is gone (deleted) or closed (archived): end its binding — with a
@@ -741,7 +1041,7 @@ impl<A: Adapter> Deliverer<A> {
                                 )
                                 .await
                             }
-                            Posted::Done { .. } => Ok(()),
+                            Posted::Done { .. } | Posted::InParent { .. } => Ok(()),
                         }
                     }
                 }

@@ -2,11 +2,23 @@
 //! idempotency key, but it has read-back: every post carries message `metadata` with the
 //! part's key, and an attempt whose outcome is unknown is settled by finding that key in
 //! `conversations.replies` / `conversations.history` before anything is posted again.
-//! Errors come as HTTP 200 with `ok: false` and a code; rate limits as 429 + `Retry-After`.
+//! Errors come as HTTP 200 with `ok: false` and a code; rate limits as 429 + `Retry-After`
+//! (and, for posting too fast, as an `ok: false` `rate_limited`).
+//!
+//! A reply whose thread root was deleted is not refused: `chat.postMessage` answers `ok` and
+//! posts it at the channel's top level, and only the missing `message.thread_ts` in the answer
+//! tells (slack-go/slack#1571; `thread_not_found` is no `chat.postMessage` error, see
+//! `tests/specs/slack-chat.postMessage.json`). Every post into a thread checks the answer's
+//! `thread_ts` and reports such a post as [`PlatformError::PostedInParent`], never as posted.
+//!
+//! Text is escaped as Slack's formatting reference asks ("Escaping text": `&`, `<` and `>`
+//! become `&amp;`, `&lt;`, `&gt;`, nothing else), so agent output cannot form `<!channel>`,
+//! `<!here>`, `<@U…>` or `<!subteam^…>` and notify anyone. Without `link_names` (never sent),
+//! a bare `@here` is plain text.
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
-use super::http::{classify, client, send, Answered};
+use super::http::{classify, client, retry_after_header, send, Answered};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -52,6 +64,10 @@ struct Answer {
 struct Message {
     #[serde(default)]
     ts: String,
+    /// The root's `ts` for a thread reply (and for a root with replies); absent for a
+    /// top-level message.
+    #[serde(default)]
+    thread_ts: Option<String>,
     #[serde(default)]
     user: Option<String>,
     #[serde(default)]
@@ -66,22 +82,97 @@ fn place(conversation: &ConversationRef) -> (&str, Option<&str>) {
     }
 }
 
-/// Slack's error codes, named the way Threadline reports them. `Ok(())` means retryable.
-fn permanent_code(error: &str, in_thread: bool) -> Result<String, ()> {
-    Ok(match error {
-        "thread_not_found" | "message_not_found" => "thread_deleted",
-        "channel_not_found" if in_thread => "thread_deleted",
-        "is_archived" if in_thread => "thread_archived",
-        "channel_not_found" => "not_found",
-        "is_archived" => "archived",
-        "not_in_channel" | "restricted_action" | "missing_scope" => "forbidden",
-        "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => "unauthorized",
-        "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
-            return Err(())
-        }
-        _other => "rejected",
+/// Whether `ts` can be a Slack message timestamp (`1700000000.000100`): a thread named by
+/// anything else cannot exist, and is refused as `not_found` before a request is made.
+fn is_ts(ts: &str) -> bool {
+    let (secs, micros) = ts.split_once('.').unwrap_or((ts, "0"));
+    let digits = |d: &str| !d.is_empty() && d.len() <= 16 && d.bytes().all(|b| b.is_ascii_digit());
+    digits(secs) && digits(micros)
+}
+
+fn checked(thread_ts: Option<&str>) -> Result<Option<&str>, PlatformError> {
+    match thread_ts {
+        Some(ts) if !is_ts(ts) => Err(PlatformError::Permanent {
+            code: "not_found".into(),
+            message: "slack: a thread is named by its root's ts, and this is none".into(),
+        }),
+        Some(_) | None => Ok(thread_ts),
     }
-    .to_owned())
+}
+
+/// What an `ok: false` code means for Threadline.
+#[derive(Debug, PartialEq, Eq)]
+enum Meaning {
+    /// Never worth retrying; Threadline's name for it.
+    Permanent(&'static str),
+    /// May pass; `maybe_applied` when Slack may have acted before failing.
+    Transient { maybe_applied: bool },
+    /// Wait: posting too fast. The default wait when no `Retry-After` came with it.
+    Wait(Duration),
+}
+
+/// Slack's error codes (as `tests/specs/slack-*.json` list them), named the way Threadline
+/// reports them. `posting`: the call creates a message.
+fn meaning(error: &str, in_thread: bool, posting: bool) -> Meaning {
+    use Meaning::{Permanent, Transient, Wait};
+    match error {
+        // `conversations.replies`: the root's ts names no message (any more).
+        "thread_not_found" => Permanent("thread_deleted"),
+        "channel_not_found" if in_thread => Permanent("thread_deleted"),
+        "channel_not_found" => Permanent("not_found"),
+        "is_archived" if in_thread => Permanent("thread_archived"),
+        "is_archived" => Permanent("archived"),
+        // A thread locked by admins takes no replies: the thread is closed, as archived is.
+        "restricted_action_thread_locked" => Permanent("thread_archived"),
+        "not_in_channel"
+        | "restricted_action"
+        | "restricted_action_read_only_channel"
+        | "restricted_action_thread_only_channel"
+        | "restricted_action_non_threadable_channel"
+        | "cannot_reply_to_message"
+        | "ekm_access_denied"
+        | "no_permission"
+        | "missing_scope"
+        | "access_denied"
+        | "app_access_restricted"
+        | "not_allowed_token_type"
+        | "enterprise_is_restricted" => Permanent("forbidden"),
+        // `invalid_auth` is what Slack answers a wrong token with: its common error, listed
+        // per method until slack-api-ref 860ab16d (2025-09-06).
+        "invalid_auth"
+        | "not_authed"
+        | "token_revoked"
+        | "token_expired"
+        | "account_inactive"
+        | "two_factor_setup_required" => Permanent("unauthorized"),
+        // `chat.postMessage`'s own rate limit ("Application has posted too many messages")
+        // and a free workspace's message quota are answered `ok: false`, status 200: waits.
+        "ratelimited" | "rate_limited" => Wait(Duration::from_secs(1)),
+        "message_limit_exceeded" => Wait(Duration::from_secs(60)),
+        // "It's possible some aspect of the operation succeeded before the error was raised."
+        "fatal_error" | "internal_error" | "service_unavailable" => Transient {
+            maybe_applied: posting,
+        },
+        // The POST arrived truncated, or the workspace is migrating: nothing was done.
+        "request_timeout" | "team_added_to_org" | "org_login_required" => Transient {
+            maybe_applied: false,
+        },
+        _other => Permanent("rejected"),
+    }
+}
+
+/// Slack's control characters as entities: `&` first, so no entity is escaped twice.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Slack {
@@ -106,6 +197,13 @@ impl Slack {
         } = send(request.bearer_auth(self.credentials.current().expose())).await?;
         let answer: Answer = serde_json::from_slice(&bytes).unwrap_or_default();
         if !status.is_success() {
+            if status.is_server_error() && answer.error.as_deref() == Some("request_timeout") {
+                // Documented as "the POST data was either missing or truncated".
+                return Err(PlatformError::Transient {
+                    message: format!("slack: {status} request_timeout"),
+                    maybe_applied: false,
+                });
+            }
             return Err(classify(
                 status,
                 &headers,
@@ -121,14 +219,17 @@ impl Slack {
             .error
             .clone()
             .unwrap_or_else(|| "unknown_error".into());
-        Err(match permanent_code(&error, in_thread) {
-            Ok(code) => PlatformError::Permanent {
-                code,
+        Err(match meaning(&error, in_thread, posting) {
+            Meaning::Permanent(code) => PlatformError::Permanent {
+                code: code.to_owned(),
                 message: format!("slack: {error}"),
             },
-            Err(()) => PlatformError::Transient {
+            Meaning::Transient { maybe_applied } => PlatformError::Transient {
                 message: format!("slack: {error}"),
-                maybe_applied: posting,
+                maybe_applied,
+            },
+            Meaning::Wait(default) => PlatformError::RateLimited {
+                after: retry_after_header(&headers).unwrap_or(default),
             },
         })
     }
@@ -140,9 +241,10 @@ impl Slack {
         text: &str,
         key: &str,
     ) -> Result<Receipt, PlatformError> {
+        let thread_ts = checked(thread_ts)?;
         let mut body = json!({
             "channel": channel,
-            "text": text,
+            "text": escape(text),
             "unfurl_links": false,
             "metadata": {"event_type": EVENT_TYPE, "event_payload": {"key": key}},
         });
@@ -163,10 +265,26 @@ impl Slack {
                 message: "slack answered ok without a ts".into(),
                 maybe_applied: true,
             })?;
-        Ok(Receipt {
+        let Some(message) = answer.message else {
+            // Where it went cannot be told: the part is in doubt, and read-back finds it.
+            return Err(PlatformError::Transient {
+                message: "slack answered ok without the message".into(),
+                maybe_applied: true,
+            });
+        };
+        let receipt = Receipt {
             message_id: ts,
-            author_id: answer.message.and_then(|m| m.user),
-        })
+            author_id: message.user,
+        };
+        match thread_ts {
+            Some(root) if message.thread_ts.as_deref() != Some(root) => {
+                Err(PlatformError::PostedInParent {
+                    code: "thread_deleted".into(),
+                    receipt,
+                })
+            }
+            Some(_) | None => Ok(receipt),
+        }
     }
 
     /// Our message carrying `key` in `channel` (or its thread) since `since_ms`.
@@ -177,6 +295,7 @@ impl Slack {
         key: &str,
         since_ms: u64,
     ) -> Result<Option<Receipt>, PlatformError> {
+        let thread_ts = checked(thread_ts)?;
         let oldest = format!("{:.6}", since_ms as f64 / 1000.0);
         let (method, mut query) = match thread_ts {
             Some(ts) => ("conversations.replies", vec![("ts", ts.to_owned())]),
@@ -192,7 +311,16 @@ impl Slack {
             .http
             .get(format!("{}/{method}", self.api_base))
             .query(&query);
-        let answer = self.call(request, thread_ts.is_some(), false).await?;
+        let answer = match self.call(request, thread_ts.is_some(), false).await {
+            Ok(answer) => answer,
+            // The root is gone, and its replies with it: nothing of ours is left there.
+            Err(PlatformError::Permanent { code, .. })
+                if thread_ts.is_some() && code == "thread_deleted" =>
+            {
+                Answer::default()
+            }
+            Err(error) => return Err(error),
+        };
         Ok(answer
             .messages
             .into_iter()
@@ -227,11 +355,14 @@ impl Adapter for Slack {
             .await
     }
 
+    /// A Slack thread is a root message with replies, and a reply cannot be a root: a child
+    /// of a thread is a new root in the thread's channel (the binder hands over top-level
+    /// parents; a thread given anyway is taken for its channel).
     async fn create_thread(
         &self,
         request: ThreadRequest<'_>,
     ) -> Result<ConversationRef, PlatformError> {
-        let channel = &request.parent.conversation_id;
+        let (channel, _) = place(request.parent);
         let root = self
             .post_message(
                 channel,
@@ -243,14 +374,27 @@ impl Adapter for Slack {
         Ok(thread_of(request.parent, root.message_id))
     }
 
+    /// In a thread, an earlier attempt's post may also be at the channel's top level, where
+    /// Slack puts a reply to a deleted root: found there, it is reported as
+    /// [`PlatformError::PostedInParent`], as the post itself would have been.
     async fn find_posted(
         &self,
         request: PostRequest<'_>,
         since_ms: u64,
     ) -> Result<Option<Receipt>, PlatformError> {
+        let key = request.idempotency_key;
         let (channel, thread_ts) = place(request.conversation);
-        self.find(channel, thread_ts, request.idempotency_key, since_ms)
-            .await
+        let found = self.find(channel, thread_ts, key, since_ms).await?;
+        if found.is_some() || thread_ts.is_none() {
+            return Ok(found);
+        }
+        match self.find(channel, None, key, since_ms).await? {
+            Some(receipt) => Err(PlatformError::PostedInParent {
+                code: "thread_deleted".into(),
+                receipt,
+            }),
+            None => Ok(None),
+        }
     }
 
     async fn find_thread(
@@ -258,24 +402,46 @@ impl Adapter for Slack {
         request: ThreadRequest<'_>,
         since_ms: u64,
     ) -> Result<Option<ConversationRef>, PlatformError> {
+        let (channel, _) = place(request.parent);
         let found = self
-            .find(
-                &request.parent.conversation_id,
-                None,
-                request.idempotency_key,
-                since_ms,
-            )
+            .find(channel, None, request.idempotency_key, since_ms)
             .await?;
         Ok(found.map(|root| thread_of(request.parent, root.message_id)))
     }
+
+    /// `chat.delete` (a bot token deletes only the bot's own posts, which is all Threadline
+    /// deletes). Its arguments and errors: `tests/specs/slack-chat.delete.json`.
+    async fn delete(
+        &self,
+        conversation: &ConversationRef,
+        message_id: &str,
+    ) -> Result<(), PlatformError> {
+        let (channel, _) = place(conversation);
+        let request = self
+            .http
+            .post(format!("{}/chat.delete", self.api_base))
+            .json(&json!({"channel": channel, "ts": message_id}));
+        match self.call(request, false, false).await {
+            Ok(_) => Ok(()),
+            Err(PlatformError::Permanent { message, .. })
+                if message == "slack: message_not_found" =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
 }
 
+/// The thread rooted at `ts` in the parent's channel (the parent's own channel when the
+/// parent is itself a thread).
 fn thread_of(parent: &ConversationRef, ts: String) -> ConversationRef {
+    let (channel, _) = place(parent);
     ConversationRef {
         channel: "slack".into(),
         account_id: parent.account_id.clone(),
         conversation_id: ts,
-        parent_conversation_id: Some(parent.conversation_id.clone()),
+        parent_conversation_id: Some(channel.to_owned()),
     }
 }
 
@@ -284,23 +450,85 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slack_errors_name_the_lost_thread_and_keep_transients_retryable() {
+    fn slack_errors_name_the_lost_thread_wait_out_rate_limits_and_keep_transients_retryable() {
+        use Meaning::{Permanent, Transient, Wait};
         assert_eq!(
-            permanent_code("thread_not_found", true).unwrap(),
-            "thread_deleted"
+            meaning("thread_not_found", true, false),
+            Permanent("thread_deleted")
         );
         assert_eq!(
-            permanent_code("is_archived", true).unwrap(),
-            "thread_archived"
+            meaning("is_archived", true, true),
+            Permanent("thread_archived")
         );
         assert_eq!(
-            permanent_code("channel_not_found", false).unwrap(),
-            "not_found"
+            meaning("restricted_action_thread_locked", true, true),
+            Permanent("thread_archived")
         );
         assert_eq!(
-            permanent_code("invalid_auth", false).unwrap(),
-            "unauthorized"
+            meaning("channel_not_found", false, true),
+            Permanent("not_found")
         );
-        assert!(permanent_code("internal_error", false).is_err());
+        assert_eq!(
+            meaning("not_in_channel", false, true),
+            Permanent("forbidden")
+        );
+        for auth in [
+            "invalid_auth",
+            "not_authed",
+            "token_revoked",
+            "token_expired",
+        ] {
+            assert_eq!(
+                meaning(auth, false, true),
+                Permanent("unauthorized"),
+                "{auth}"
+            );
+        }
+        assert_eq!(
+            meaning("rate_limited", false, true),
+            Wait(Duration::from_secs(1))
+        );
+        assert_eq!(
+            meaning("fatal_error", false, true),
+            Transient {
+                maybe_applied: true
+            }
+        );
+        assert_eq!(
+            meaning("request_timeout", false, true),
+            Transient {
+                maybe_applied: false
+            }
+        );
+        assert_eq!(meaning("msg_too_long", false, true), Permanent("rejected"));
+    }
+
+    #[test]
+    fn only_a_slack_ts_names_a_thread() {
+        assert!(is_ts("1700000000.000100") && is_ts("1700000000"));
+        for bad in ["", "abc", "1.2.3", "-1.5", "1.", "1e9"] {
+            assert!(!is_ts(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slack_text_escapes_only_its_control_characters() {
+        assert_eq!(
+            escape("<!channel> & <@U123> said a > b &amp; *bold*"),
+            "&lt;!channel&gt; &amp; &lt;@U123&gt; said a &gt; b &amp;amp; *bold*"
+        );
+    }
+
+    #[test]
+    fn a_child_of_a_thread_is_rooted_in_the_threads_channel() {
+        let thread = ConversationRef {
+            channel: "slack".into(),
+            account_id: "T1".into(),
+            conversation_id: "1700000000.000100".into(),
+            parent_conversation_id: Some("C1".into()),
+        };
+        let child = thread_of(&thread, "1700000001.000200".into());
+        assert_eq!(child.parent_conversation_id.as_deref(), Some("C1"));
+        assert_eq!(place(&child), ("C1", Some("1700000001.000200")));
     }
 }

@@ -3,6 +3,19 @@
 //! outcome is unknown cannot be settled: it is re-posted or not according to
 //! `[telegram] unknown_outcome`, and reported as `reconciled: "unknown_outcome"` either way.
 //! The token is part of the URL path, so no URL is ever logged (see `http::transport_error`).
+//!
+//! Requests follow the Bot API as `tests/specs/telegram-api.json` describes it (link previews
+//! are turned off with `link_preview_options`; `disable_web_page_preview` is no longer a
+//! `sendMessage` parameter). Text is sent without `parse_mode` or `entities`, so it is never
+//! formatted and never holds a `text_mention`; but Telegram detects `@username` mentions
+//! (MessageEntity "mention") in any text and notifies the user, so a word joiner (U+2060,
+//! invisible) is put after every `@` that would start one: agent text notifies nobody.
+//!
+//! A post into a topic is checked against the answer's `message_thread_id`: the Bot API has
+//! put messages for a deleted topic into the main chat without an error (private-chat topics,
+//! tdlib/telegram-bot-api#854; groups answer "message thread not found"). Such a post is
+//! reported as [`PlatformError::PostedInParent`] — never as posted in the topic — and can be
+//! taken back with `deleteMessage`.
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
@@ -46,18 +59,31 @@ struct Answer {
 struct Parameters {
     #[serde(default)]
     retry_after: Option<u64>,
+    /// "The group has been migrated to a supergroup with the specified identifier"
+    /// (ResponseParameters).
+    #[serde(default)]
+    migrate_to_chat_id: Option<i64>,
 }
 
 /// Telegram's error descriptions, named the way Threadline reports them.
-fn permanent_code(status: u16, description: &str) -> String {
+fn permanent_code(status: u16, description: &str, migrated: bool) -> String {
     let d = description.to_ascii_lowercase();
-    if d.contains("message thread not found") {
+    if d.contains("message thread not found") || d.contains("topic_deleted") {
         "thread_deleted"
     } else if d.contains("topic_closed") {
         "thread_archived"
+    } else if migrated || d.contains("upgraded to a supergroup") {
+        // The chat has a new id: posting to the old one can never work.
+        "chat_migrated"
     } else if d.contains("chat not found") {
         "not_found"
-    } else if d.contains("bot was blocked") || d.contains("bot was kicked") || status == 403 {
+    } else if status == 403
+        || d.contains("not enough rights")
+        || d.contains("have no rights")
+        || d.contains("chat_write_forbidden")
+    {
+        // "bot was kicked from the supergroup chat", "bot is not a member of the
+        // supergroup chat", "bot was blocked by the user": all 403.
         "forbidden"
     } else if status == 401 {
         "unauthorized"
@@ -67,6 +93,26 @@ fn permanent_code(status: u16, description: &str) -> String {
         "rejected"
     }
     .to_owned()
+}
+
+/// Puts a word joiner after each `@` that would start a mention Telegram detects and
+/// notifies (`@` not after a username character, followed by one); the text reads the same.
+pub fn without_mentions(text: &str) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut previous: Option<char> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        let starts = c == '@'
+            && !previous.is_some_and(is_name)
+            && chars.peek().copied().is_some_and(is_name);
+        if starts {
+            out.push('\u{2060}');
+        }
+        previous = Some(c);
+    }
+    out
 }
 
 /// A chat id as Telegram wants it: a number when it is one, else the `@username` string.
@@ -101,6 +147,14 @@ impl Telegram {
             (true, Some(result)) => Ok(result),
             (true, None) | (false, _) => {
                 let description = answer.description.clone().unwrap_or_default();
+                let migrated = answer
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.migrate_to_chat_id);
+                let description = match migrated {
+                    Some(to) => format!("{description} (migrated to chat {to})"),
+                    None => description,
+                };
                 Err(classify(
                     status,
                     &headers,
@@ -110,7 +164,7 @@ impl Telegram {
                         .and_then(|p| p.retry_after)
                         .map(Duration::from_secs),
                     description.clone(),
-                    || permanent_code(status.as_u16(), &description),
+                    || permanent_code(status.as_u16(), &description, migrated.is_some()),
                 ))
             }
         }
@@ -128,11 +182,26 @@ impl Adapter for Telegram {
 
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
         let c = request.conversation;
-        let mut body = json!({"text": request.text, "disable_web_page_preview": true});
+        let mut topic = None;
+        let mut body = json!({
+            "text": without_mentions(request.text),
+            "link_preview_options": {"is_disabled": true},
+        });
         match &c.parent_conversation_id {
             Some(chat_id) => {
                 body["chat_id"] = chat(chat_id);
-                body["message_thread_id"] = chat(&c.conversation_id);
+                // A topic is named by an integer; anything else cannot exist.
+                let topic_id =
+                    c.conversation_id
+                        .parse::<i64>()
+                        .map_err(|_| PlatformError::Permanent {
+                            code: "not_found".into(),
+                            message:
+                                "telegram: a forum topic is named by an integer, and this is none"
+                                    .into(),
+                        })?;
+                body["message_thread_id"] = json!(topic_id);
+                topic = Some(topic_id);
             }
             None => body["chat_id"] = chat(&c.conversation_id),
         }
@@ -143,21 +212,72 @@ impl Adapter for Telegram {
                 message: "telegram answered ok without a message_id".into(),
                 maybe_applied: true,
             })?;
-        Ok(Receipt {
+        let receipt = Receipt {
             message_id: message_id.to_string(),
             author_id: result["from"]["id"].as_i64().map(|id| id.to_string()),
-        })
+        };
+        match topic {
+            Some(topic) if result["message_thread_id"].as_i64() != Some(topic) => {
+                Err(PlatformError::PostedInParent {
+                    code: "thread_deleted".into(),
+                    receipt,
+                })
+            }
+            Some(_) | None => Ok(receipt),
+        }
     }
 
+    /// `deleteMessage` (bots may delete their own messages in groups and supergroups); a
+    /// message already gone ("message to delete not found") counts as deleted.
+    async fn delete(
+        &self,
+        conversation: &ConversationRef,
+        message_id: &str,
+    ) -> Result<(), PlatformError> {
+        let chat_id = conversation
+            .parent_conversation_id
+            .as_deref()
+            .unwrap_or(&conversation.conversation_id);
+        let message_id = message_id
+            .parse::<i64>()
+            .map_err(|_| PlatformError::Permanent {
+                code: "not_found".into(),
+                message: "telegram: a message is named by an integer, and this is none".into(),
+            })?;
+        match self
+            .call(
+                "deleteMessage",
+                json!({"chat_id": chat(chat_id), "message_id": message_id}),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(PlatformError::Permanent { message, .. })
+                if message.contains("message to delete not found") =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A forum topic holds no topics: a child of a topic is a new topic in the topic's
+    /// chat (the binder hands over top-level parents; a topic given anyway is taken for
+    /// its chat).
     async fn create_thread(
         &self,
         request: ThreadRequest<'_>,
     ) -> Result<ConversationRef, PlatformError> {
-        let name: String = request.name.chars().take(128).collect();
+        let parent = request.parent;
+        let chat_id = parent
+            .parent_conversation_id
+            .as_deref()
+            .unwrap_or(&parent.conversation_id);
+        let name: String = without_mentions(request.name).chars().take(128).collect();
         let result = self
             .call(
                 "createForumTopic",
-                json!({"chat_id": chat(&request.parent.conversation_id), "name": name}),
+                json!({"chat_id": chat(chat_id), "name": name}),
             )
             .await?;
         let thread =
@@ -171,7 +291,7 @@ impl Adapter for Telegram {
             channel: "telegram".into(),
             account_id: request.parent.account_id.clone(),
             conversation_id: thread.to_string(),
-            parent_conversation_id: Some(request.parent.conversation_id.clone()),
+            parent_conversation_id: Some(chat_id.to_owned()),
         })
     }
 }
@@ -183,22 +303,46 @@ mod tests {
     #[test]
     fn telegram_descriptions_map_to_clear_outcomes() {
         assert_eq!(
-            permanent_code(400, "Bad Request: message thread not found"),
+            permanent_code(400, "Bad Request: message thread not found", false),
             "thread_deleted"
         );
         assert_eq!(
-            permanent_code(400, "Bad Request: TOPIC_CLOSED"),
+            permanent_code(400, "Bad Request: TOPIC_CLOSED", false),
             "thread_archived"
         );
         assert_eq!(
-            permanent_code(400, "Bad Request: chat not found"),
+            permanent_code(400, "Bad Request: chat not found", false),
             "not_found"
         );
+        for forbidden in [
+            "Forbidden: bot was blocked by the user",
+            "Forbidden: bot was kicked from the supergroup chat",
+            "Forbidden: bot is not a member of the supergroup chat",
+        ] {
+            assert_eq!(permanent_code(403, forbidden, false), "forbidden");
+        }
         assert_eq!(
-            permanent_code(403, "Forbidden: bot was blocked by the user"),
-            "forbidden"
+            permanent_code(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                true
+            ),
+            "chat_migrated"
+        );
+        assert_eq!(permanent_code(401, "Unauthorized", false), "unauthorized");
+        assert_eq!(
+            permanent_code(400, "Bad Request: message is too long", false),
+            "rejected"
         );
         assert_eq!(chat("-100123"), json!(-100123));
         assert_eq!(chat("@news"), json!("@news"));
+    }
+
+    #[test]
+    fn only_an_at_that_starts_a_mention_gets_a_word_joiner() {
+        assert_eq!(
+            without_mentions("ask @alice, mail bob@example.com, @ alone, @_x"),
+            "ask @\u{2060}alice, mail bob@example.com, @ alone, @\u{2060}_x"
+        );
     }
 }
