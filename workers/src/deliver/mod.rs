@@ -519,7 +519,7 @@ impl<A: Adapter> Deliverer<A> {
                 Ok(Posted::Failed {
                     code,
                     message: error.to_string(),
-                    attempts: attempt,
+                    attempts: attempt.number,
                 })
             }
             PlatformError::Permanent { code, message } => {
