@@ -51,7 +51,8 @@ impl WorkError {
             WorkError::Nats(_) | WorkError::Redis(_) | WorkError::Transient(_) => {
                 Settle::Retry(None)
             }
-            WorkError::RateLimited { after } => Settle::Retry(Some(*after)),
+            // A platform's "slow down" is no failure: waiting it out spends no retry budget.
+            WorkError::RateLimited { after } => Settle::Wait(*after),
             WorkError::NotYet { after, .. } => Settle::Wait(*after),
             WorkError::Rejected { .. } => Settle::Reject,
             WorkError::Corrupt(_) => Settle::GiveUp,
