@@ -23,6 +23,8 @@ pub mod reason {
     pub const MAX_AGE: &str = "max_age";
     pub const THREAD_ARCHIVED: &str = "thread_archived";
     pub const THREAD_DELETED: &str = "thread_deleted";
+    /// The bot was removed from the bound conversation (Matrix: kicked or banned).
+    pub const BOT_REMOVED: &str = "bot_removed";
 }
 
 /// When the binding should next be checked for expiry (Unix ms).
