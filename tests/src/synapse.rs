@@ -79,8 +79,9 @@ pub fn synapse_python() -> Option<PathBuf> {
             venv.is_file().then_some(venv)
         });
     let problem = match &candidate {
-        None => "THREADLINE_SYNAPSE_PYTHON is not set and target/synapse-venv does not exist"
-            .to_owned(),
+        None => {
+            "THREADLINE_SYNAPSE_PYTHON is not set and target/synapse-venv does not exist".to_owned()
+        }
         Some(python) => match std::process::Command::new(python)
             .args(["-c", "import synapse.app.homeserver"])
             .output()
@@ -275,7 +276,11 @@ impl SynapseServer {
         self.child = Some(child);
         let versions = format!("{}/_matrix/client/versions", self.url());
         while started.elapsed() < READY_TIMEOUT {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 return Err(format!("exited during start-up ({status})"));
             }
@@ -351,7 +356,13 @@ impl SynapseServer {
     }
 
     /// Lifts (0) or sets `user`'s message limit (`admin` must be a server admin).
-    pub async fn override_ratelimit(&self, admin: &MatrixUser, user: &MatrixUser, per_second: u32, burst: u32) {
+    pub async fn override_ratelimit(
+        &self,
+        admin: &MatrixUser,
+        user: &MatrixUser,
+        per_second: u32,
+        burst: u32,
+    ) {
         let url = format!(
             "{}/_synapse/admin/v1/users/{}/override_ratelimit",
             self.url(),
@@ -359,7 +370,11 @@ impl SynapseServer {
         );
         let body = json!({"messages_per_second": per_second, "burst_count": burst});
         let _: Value = self
-            .ok(self.http.post(url).bearer_auth(&admin.access_token).json(&body))
+            .ok(self
+                .http
+                .post(url)
+                .bearer_auth(&admin.access_token)
+                .json(&body))
             .await;
     }
 
@@ -392,7 +407,11 @@ impl SynapseServer {
         let txn = uuid::Uuid::new_v4();
         let url = self.client_url(&format!("rooms/{}/send/m.room.message/{txn}", enc(room)));
         let answer: Value = self
-            .ok(self.http.put(url).bearer_auth(&user.access_token).json(&content))
+            .ok(self
+                .http
+                .put(url)
+                .bearer_auth(&user.access_token)
+                .json(&content))
             .await;
         answer["event_id"].as_str().expect("event_id").to_owned()
     }
@@ -425,7 +444,12 @@ impl SynapseServer {
             uuid::Uuid::new_v4()
         );
         let (status, body) = self
-            .call(user, reqwest::Method::PUT, &path, Some(json!({"reason": "test"})))
+            .call(
+                user,
+                reqwest::Method::PUT,
+                &path,
+                Some(json!({"reason": "test"})),
+            )
             .await;
         assert_eq!(status, 200, "redact: {body}");
     }
@@ -444,7 +468,13 @@ impl SynapseServer {
     }
 
     /// Sets `target`'s power level in `room` (as the room's owner).
-    pub async fn set_power_level(&self, owner: &MatrixUser, room: &str, target: &MatrixUser, level: u32) {
+    pub async fn set_power_level(
+        &self,
+        owner: &MatrixUser,
+        room: &str,
+        target: &MatrixUser,
+        level: u32,
+    ) {
         let path = format!("rooms/{}/state/m.room.power_levels", enc(room));
         let (status, mut levels) = self.call(owner, reqwest::Method::GET, &path, None).await;
         assert_eq!(status, 200, "power levels: {levels}");
@@ -480,7 +510,12 @@ impl SynapseServer {
 
     /// The `m.room.message` events of `room`, oldest first: those in the thread of `root`,
     /// or with `None` those outside every thread (the room's own timeline).
-    pub async fn messages_in(&self, reader: &MatrixUser, room: &str, root: Option<&str>) -> Vec<Value> {
+    pub async fn messages_in(
+        &self,
+        reader: &MatrixUser,
+        room: &str,
+        root: Option<&str>,
+    ) -> Vec<Value> {
         self.timeline(reader, room)
             .await
             .into_iter()
@@ -496,7 +531,12 @@ impl SynapseServer {
     }
 
     /// The bodies of [`messages_in`](Self::messages_in) (redacted events have none).
-    pub async fn bodies_in(&self, reader: &MatrixUser, room: &str, root: Option<&str>) -> Vec<String> {
+    pub async fn bodies_in(
+        &self,
+        reader: &MatrixUser,
+        room: &str,
+        root: Option<&str>,
+    ) -> Vec<String> {
         self.messages_in(reader, room, root)
             .await
             .into_iter()
@@ -513,7 +553,10 @@ impl SynapseServer {
         };
         let (status, body) = self.call(user, reqwest::Method::GET, path, None).await;
         assert_eq!(status, 200, "notifications: {body}");
-        body["notifications"].as_array().cloned().unwrap_or_default()
+        body["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn client_url(&self, path: &str) -> String {
@@ -571,4 +614,139 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+/// A loopback HTTP proxy in front of a homeserver that can make one send's outcome
+/// unknown: the request reaches the server (which stores the event), the answer is held
+/// back until [`release`](HoldingProxy::release) and then dropped, so the client times out
+/// not knowing. It also records the access token of every request.
+pub struct HoldingProxy {
+    server: crate::fakes::Server,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    hold_next_send: std::sync::atomic::AtomicBool,
+    release: tokio::sync::Notify,
+    held: std::sync::atomic::AtomicUsize,
+    tokens: std::sync::Mutex<Vec<String>>,
+}
+
+impl HoldingProxy {
+    /// Forwards to `upstream` (`http://127.0.0.1:PORT`).
+    pub async fn start(upstream: &str) -> HoldingProxy {
+        let state = std::sync::Arc::new(ProxyState {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("HTTP client"),
+            hold_next_send: std::sync::atomic::AtomicBool::new(false),
+            release: tokio::sync::Notify::new(),
+            held: std::sync::atomic::AtomicUsize::new(0),
+            tokens: std::sync::Mutex::new(Vec::new()),
+        });
+        let router = axum::Router::new()
+            .fallback(forward)
+            .with_state(std::sync::Arc::clone(&state));
+        let server = crate::fakes::Server::start(router).await;
+        HoldingProxy { server, state }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url("")
+    }
+
+    /// The next event send is forwarded, and its answer held back.
+    pub fn hold_next_send(&self) {
+        self.state
+            .hold_next_send
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Ends every held answer (the connection closes without one).
+    pub fn release(&self) {
+        self.state.release.notify_waiters();
+    }
+
+    /// How many answers were held back so far.
+    pub fn held(&self) -> usize {
+        self.state.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The access token of every request so far, in order.
+    pub fn tokens_seen(&self) -> Vec<String> {
+        self.state
+            .tokens
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+}
+
+async fn forward(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<ProxyState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 24)
+        .await
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    if let Some(token) = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        if let Ok(mut tokens) = state.tokens.lock() {
+            tokens.push(token.to_owned());
+        }
+    }
+    let is_send = parts.method == axum::http::Method::PUT && path.contains("/send/");
+    let mut upstream = state
+        .http
+        .request(parts.method.clone(), format!("{}{path}", state.upstream))
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let answered = upstream.send().await;
+    if is_send && state.hold_next_send.swap(false, Ordering::SeqCst) {
+        state.held.fetch_add(1, Ordering::SeqCst);
+        state.release.notified().await;
+        // Dropped without an answer: the client cannot tell whether the send took.
+        return axum::http::StatusCode::from_u16(599)
+            .unwrap_or(axum::http::StatusCode::BAD_GATEWAY)
+            .into_response();
+    }
+    match answered {
+        Ok(response) => {
+            let status = axum::http::StatusCode::from_u16(response.status().as_u16())
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.unwrap_or_default();
+            let mut answer = (status, bytes).into_response();
+            for name in ["content-type", "retry-after"] {
+                if let Some(value) = headers.get(name) {
+                    if let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+                        answer.headers_mut().insert(name, value);
+                    }
+                }
+            }
+            answer
+        }
+        // The homeserver is down (restarting): what a reverse proxy says then.
+        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+    }
 }

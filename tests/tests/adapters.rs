@@ -152,7 +152,11 @@ async fn permanent_errors_are_reported_with_a_clear_code_and_not_retried() {
         p.settle(Duration::from_millis(500)).await;
         // Matrix reads who it is and its membership after the 403, to name it.
         let calls = if channel == "matrix" { 3 } else { 1 };
-        assert_eq!(requests(&p, channel) - before, calls, "{channel}: not retried");
+        assert_eq!(
+            requests(&p, channel) - before,
+            calls,
+            "{channel}: not retried"
+        );
     }
 }
 

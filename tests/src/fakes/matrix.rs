@@ -31,9 +31,9 @@ use axum::{
     routing::{get, put},
     Json, Router,
 };
-use std::sync::OnceLock;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use std::sync::OnceLock;
 
 use super::{
     auth_token, faulted, handle_methods, lock, reply, reply_either, retry_after_header_secs, serve,
@@ -262,7 +262,10 @@ fn send_spec() -> &'static SendSpec {
                 (name, compile(&p["schema"]))
             })
             .collect();
-        assert_eq!(put["requestBody"]["required"], true, "room_send.yaml: body required");
+        assert_eq!(
+            put["requestBody"]["required"], true,
+            "room_send.yaml: body required"
+        );
         let body = compile(&put["requestBody"]["content"]["application/json"]["schema"]);
         SendSpec { params, body }
     })
@@ -281,7 +284,9 @@ fn send_violations(room_id: &str, event_type: &str, txn_id: &str, content: &Valu
             "eventType" => event_type,
             "txnId" => txn_id,
             other => {
-                found.push(format!("room_send.yaml names a path parameter the fake does not know: {other}"));
+                found.push(format!(
+                    "room_send.yaml names a path parameter the fake does not know: {other}"
+                ));
                 continue;
             }
         };
@@ -307,8 +312,13 @@ fn send_violations(room_id: &str, event_type: &str, txn_id: &str, content: &Valu
         found.push("'m.relates_to' must be an object".into());
     }
     if rel["rel_type"] == THREAD_REL_TYPE {
-        if !rel["event_id"].as_str().is_some_and(|id| id.starts_with('$')) {
-            found.push(format!("m.thread relation needs the root's event_id: {rel}"));
+        if !rel["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with('$'))
+        {
+            found.push(format!(
+                "m.thread relation needs the root's event_id: {rel}"
+            ));
         }
         if !rel["is_falling_back"].is_null() && !rel["is_falling_back"].is_boolean() {
             found.push("'is_falling_back' must be a boolean".into());
@@ -324,7 +334,10 @@ fn send_violations(room_id: &str, event_type: &str, txn_id: &str, content: &Valu
             || mentions["user_ids"]
                 .as_array()
                 .is_some_and(|ids| ids.iter().all(Value::is_string));
-        if !mentions.is_object() || !users_ok || !(mentions["room"].is_null() || mentions["room"].is_boolean()) {
+        if !mentions.is_object()
+            || !users_ok
+            || !(mentions["room"].is_null() || mentions["room"].is_boolean())
+        {
             found.push(format!("'m.mentions' is not a mentions object: {mentions}"));
         }
     }
@@ -456,7 +469,9 @@ impl MatrixState {
         }
         let parsed = parse_content(body);
         let violations = match &parsed {
-            Ok(content) => send_violations(room_id, event_type, txn_id, &Value::Object(content.clone())),
+            Ok(content) => {
+                send_violations(room_id, event_type, txn_id, &Value::Object(content.clone()))
+            }
             Err(_) => vec!["request body is not a JSON object".to_owned()],
         };
         if let Some(first) = violations.first() {
@@ -761,7 +776,11 @@ async fn room_event(
     }
     match st.event(&event_id).filter(|e| e.event.room_id == room_id) {
         Some(e) => reply((StatusCode::OK, st.event_json(e, &token))),
-        None => reply(matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "Event not found.")),
+        None => reply(matrix_error(
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+            "Event not found.",
+        )),
     }
 }
 
@@ -806,7 +825,10 @@ fn unknown_relation_target() -> Reply {
 
 /// A route the fake does not serve: the adapter called something outside the
 /// API it is tested against — recorded, so the test sees it.
-async fn unrecognized_route(State(shared): State<Shared>, request: axum::extract::Request) -> Response {
+async fn unrecognized_route(
+    State(shared): State<Shared>,
+    request: axum::extract::Request,
+) -> Response {
     lock(&shared).violations.push(format!(
         "{} {}: a route the Matrix fake does not serve",
         request.method(),
@@ -1071,9 +1093,18 @@ mod tests {
         fake.assert_no_spec_violations();
         // Each of these is not.
         for (txn, content) in [
-            ("v1", json!({"msgtype": "m.text", "body": "x", "m.relates_to": {"rel_type": "m.thread"}})),
-            ("v2", json!({"msgtype": "m.text", "body": "x", "m.mentions": {"room": "yes"}})),
-            ("v3", json!({"msgtype": "m.text", "body": "x", "m.mentions": []})),
+            (
+                "v1",
+                json!({"msgtype": "m.text", "body": "x", "m.relates_to": {"rel_type": "m.thread"}}),
+            ),
+            (
+                "v2",
+                json!({"msgtype": "m.text", "body": "x", "m.mentions": {"room": "yes"}}),
+            ),
+            (
+                "v3",
+                json!({"msgtype": "m.text", "body": "x", "m.mentions": []}),
+            ),
             ("v4", json!(["not", "an", "object"])),
         ] {
             let (s, b) = send(&c, &fake, ROOM, txn, content).await;

@@ -34,9 +34,11 @@ pub const KEY_FIELD: &str = "org.threadline.key";
 const READ_BACK_PAGES: usize = 10;
 const READ_BACK_PAGE: usize = 100;
 
-/// A paced post waits in the adapter this long at most; a longer wait goes back to the run
-/// loop as a rate limit (a wait, not a failure), holding its slot.
-const MAX_PACED_SLEEP: Duration = Duration::from_secs(5);
+/// A post waits for its slot (and retries its 429s) inside the call this long at most; a
+/// longer wait goes back to the run loop as a rate limit (a wait, not a failure), keeping
+/// its slot. Waiting in the call keeps a conversation's posts in order: a post handed back
+/// to the run loop lets the conversation's next post overtake it.
+const MAX_WAIT_IN_CALL: Duration = Duration::from_secs(120);
 
 pub const CAPABILITIES: Capabilities = Capabilities {
     threads: true,
@@ -132,7 +134,8 @@ impl Pacer {
         }
         let slot = st.next_free.map_or(now, |free| free.max(now));
         st.next_free = Some(slot + st.interval);
-        st.slots.retain(|_, at| now.saturating_duration_since(*at) < PACER_SLOT_TTL);
+        st.slots
+            .retain(|_, at| now.saturating_duration_since(*at) < PACER_SLOT_TTL);
         st.slots.insert(key.to_owned(), slot);
         slot.saturating_duration_since(now)
     }
@@ -221,7 +224,10 @@ impl Matrix {
         request: reqwest::RequestBuilder,
         in_thread: bool,
     ) -> Result<Answer, PlatformError> {
-        let bytes = self.call_raw(request, in_thread).await.map_err(|(e, _)| e)?;
+        let bytes = self
+            .call_raw(request, in_thread)
+            .await
+            .map_err(|(e, _)| e)?;
         Ok(serde_json::from_slice(&bytes).unwrap_or_default())
     }
 
@@ -244,33 +250,39 @@ impl Matrix {
         txn: &str,
         in_thread: bool,
     ) -> Result<Receipt, PlatformError> {
-        let wait = self.pacer.reserve(txn, Instant::now());
-        if wait > MAX_PACED_SLEEP {
-            return Err(PlatformError::RateLimited { after: wait });
-        }
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        let url = self.url(&["rooms", room, "send", "m.room.message", txn])?;
-        let answer = match self
-            .call_raw(self.http.put(url).json(&content), in_thread)
-            .await
-        {
-            Ok(bytes) => serde_json::from_slice::<Answer>(&bytes).unwrap_or_default(),
-            Err((PlatformError::RateLimited { after }, _)) => {
-                let after = self.pacer.limited(txn, after, Instant::now());
-                return Err(PlatformError::RateLimited { after });
+        let started = Instant::now();
+        let mut wait = self.pacer.reserve(txn, started);
+        let answer = loop {
+            if started.elapsed() + wait > MAX_WAIT_IN_CALL {
+                return Err(PlatformError::RateLimited { after: wait });
             }
-            Err((PlatformError::Permanent { code, message }, _)) if code == "forbidden" => {
-                self.pacer.sent(txn);
-                return Err(PlatformError::Permanent {
-                    code: self.why_forbidden(room).await.to_owned(),
-                    message,
-                });
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
-            Err((error, _)) => {
-                self.pacer.sent(txn);
-                return Err(error);
+            let url = self.url(&["rooms", room, "send", "m.room.message", txn])?;
+            match self
+                .call_raw(self.http.put(url).json(&content), in_thread)
+                .await
+            {
+                Ok(bytes) => break serde_json::from_slice::<Answer>(&bytes).unwrap_or_default(),
+                // Refused before anything was stored: wait for the next slot and send again.
+                Err((PlatformError::RateLimited { after }, _)) => {
+                    wait = self.pacer.limited(txn, after, Instant::now());
+                    metrics::counter!(crate::plumbing::metrics::RATE_LIMITED, "channel" => "matrix")
+                        .increment(1);
+                    continue;
+                }
+                Err((PlatformError::Permanent { code, message }, _)) if code == "forbidden" => {
+                    self.pacer.sent(txn);
+                    return Err(PlatformError::Permanent {
+                        code: self.why_forbidden(room).await.to_owned(),
+                        message,
+                    });
+                }
+                Err((error, _)) => {
+                    self.pacer.sent(txn);
+                    return Err(error);
+                }
             }
         };
         self.pacer.sent(txn);
@@ -335,10 +347,13 @@ impl Matrix {
         key: &str,
         since_ms: u64,
     ) -> Result<Option<String>, PlatformError> {
-        let me = self.whoami().await.ok_or_else(|| PlatformError::Transient {
-            message: "matrix whoami failed; cannot read back".into(),
-            maybe_applied: false,
-        })?;
+        let me = self
+            .whoami()
+            .await
+            .ok_or_else(|| PlatformError::Transient {
+                message: "matrix whoami failed; cannot read back".into(),
+                maybe_applied: false,
+            })?;
         let mut from: Option<String> = None;
         for _ in 0..READ_BACK_PAGES {
             let mut url = self.url(&["rooms", room, "messages"])?;
@@ -423,7 +438,12 @@ impl Adapter for Matrix {
         &self,
         request: ThreadRequest<'_>,
     ) -> Result<ConversationRef, PlatformError> {
-        let room = &request.parent.conversation_id;
+        // Matrix threads do not nest: a child of a thread is a new thread in its room.
+        let room = request
+            .parent
+            .parent_conversation_id
+            .as_ref()
+            .unwrap_or(&request.parent.conversation_id);
         let content = json!({"msgtype": "m.notice", "body": format!("🧵 {}", request.name)});
         let root = self
             .send(
@@ -447,7 +467,10 @@ impl Adapter for Matrix {
         since_ms: u64,
     ) -> Result<Option<Receipt>, PlatformError> {
         let c = request.conversation;
-        let room = c.parent_conversation_id.as_ref().unwrap_or(&c.conversation_id);
+        let room = c
+            .parent_conversation_id
+            .as_ref()
+            .unwrap_or(&c.conversation_id);
         Ok(self
             .find_by_key(room, request.idempotency_key, since_ms)
             .await?
@@ -462,7 +485,11 @@ impl Adapter for Matrix {
         request: ThreadRequest<'_>,
         since_ms: u64,
     ) -> Result<Option<ConversationRef>, PlatformError> {
-        let room = &request.parent.conversation_id;
+        let room = request
+            .parent
+            .parent_conversation_id
+            .as_ref()
+            .unwrap_or(&request.parent.conversation_id);
         Ok(self
             .find_by_key(room, request.idempotency_key, since_ms)
             .await?
@@ -497,11 +524,21 @@ mod tests {
     #[test]
     fn matrix_errors_name_the_lost_thread() {
         assert_eq!(
-            permanent_code(400, "M_UNKNOWN", "Can't send relation to unknown event", true),
+            permanent_code(
+                400,
+                "M_UNKNOWN",
+                "Can't send relation to unknown event",
+                true
+            ),
             "thread_deleted"
         );
         assert_eq!(
-            permanent_code(400, "M_UNKNOWN", "Can't send relation to unknown event", false),
+            permanent_code(
+                400,
+                "M_UNKNOWN",
+                "Can't send relation to unknown event",
+                false
+            ),
             "rejected"
         );
         assert_eq!(
