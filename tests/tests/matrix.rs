@@ -320,7 +320,7 @@ async fn synapse_an_uncertain_post_then_a_token_from_a_fresh_login_and_a_server_
     let delivered = p.wait_delivered(&c.event_id, 1).await;
     p.settle(Duration::from_secs(1)).await;
     let copies = w.hs.bodies_in(&w.person, &w.room, Some(&root)).await;
-    assert_eq!(copies, [text.clone()], "one event");
+    assert_eq!(copies, std::slice::from_ref(&text), "one event");
     // Settled by reading back the part's key, with the new device's token.
     assert_eq!(delivered[0].reconciled, Some(Reconciliation::ReadBack));
     assert_eq!(proxy.tokens_seen().last(), Some(&fresh.access_token));

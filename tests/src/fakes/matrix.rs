@@ -557,7 +557,7 @@ impl MatrixState {
                 "'m.relates_to.event_id' must be a string",
             ));
         };
-        if !self.event(root).is_some_and(|e| e.event.room_id == room_id) {
+        if self.event(root).is_none_or(|e| e.event.room_id != room_id) {
             return Err(unknown_relation_target());
         }
         Ok(Some(root.to_owned()))
