@@ -92,7 +92,8 @@ fn permanent_code(status: u16, errcode: &str, error: &str, in_thread: bool) -> S
 }
 
 /// Paces one account's sends by what the homeserver said about its limit: after a 429,
-/// sends get slots `retry_after` apart instead of all retrying at the same instant. A
+/// the sends that queue up get slots `retry_after` apart instead of all retrying at the same
+/// instant; once the queue is through, sends go straight out again until the next 429. A
 /// post keeps its slot (by its key) when it goes back to the run loop to wait.
 #[derive(Default)]
 struct Pacer {
@@ -101,16 +102,14 @@ struct Pacer {
 
 #[derive(Default)]
 struct PacerState {
-    /// Learned from the last 429; zero: no limit met yet (or not lately).
+    /// The last 429's `retry_after`: the time one more send needs.
     interval: Duration,
+    /// The first free slot while a queue is waiting; past: no queue.
     next_free: Option<Instant>,
-    last_limited: Option<Instant>,
     /// Part key → its slot.
     slots: HashMap<String, Instant>,
 }
 
-/// Pacing is forgotten after this many quiet intervals: the limit's bucket has refilled.
-const PACER_QUIET_INTERVALS: u32 = 20;
 /// Slots of posts that never came back are dropped after this long.
 const PACER_SLOT_TTL: Duration = Duration::from_secs(600);
 
@@ -125,27 +124,21 @@ impl Pacer {
         if let Some(slot) = st.slots.get(key) {
             return slot.saturating_duration_since(now);
         }
-        let quiet = st
-            .last_limited
-            .is_none_or(|at| now.duration_since(at) > st.interval * PACER_QUIET_INTERVALS);
-        if st.interval.is_zero() || quiet {
-            st.interval = Duration::ZERO;
+        let Some(free) = st.next_free.filter(|free| *free > now) else {
             return Duration::ZERO;
-        }
-        let slot = st.next_free.map_or(now, |free| free.max(now));
-        st.next_free = Some(slot + st.interval);
+        };
+        st.next_free = Some(free + st.interval);
         st.slots
             .retain(|_, at| now.saturating_duration_since(*at) < PACER_SLOT_TTL);
-        st.slots.insert(key.to_owned(), slot);
-        slot.saturating_duration_since(now)
+        st.slots.insert(key.to_owned(), free);
+        free.saturating_duration_since(now)
     }
 
     /// The homeserver refused `key` for `retry_after`: learn the interval, give the post a
     /// new slot, and say how long it waits.
     fn limited(&self, key: &str, retry_after: Duration, now: Instant) -> Duration {
         let mut st = self.lock();
-        st.interval = st.interval.max(retry_after);
-        st.last_limited = Some(now);
+        st.interval = retry_after;
         let earliest = now + retry_after;
         let slot = st.next_free.map_or(earliest, |free| free.max(earliest));
         st.next_free = Some(slot + st.interval);
@@ -565,7 +558,8 @@ mod tests {
         // A post that comes back keeps its slot.
         assert_eq!(pacer.reserve("b", t0 + step), step);
         pacer.sent("b");
-        // Long quiet: the bucket has refilled, pacing is off again.
+        // Once the queue is through, sends go straight out again.
         assert_eq!(pacer.reserve("d", t0 + step * 100), Duration::ZERO);
+        assert_eq!(pacer.reserve("e", t0 + step * 100), Duration::ZERO);
     }
 }
