@@ -815,6 +815,17 @@ async fn cases(
         })
         .await
         .expect("thread");
+    let request = ThreadRequest {
+        parent: &top,
+        name: "t",
+        idempotency_key: "k-root",
+        session_key: "s",
+    };
+    let found = m
+        .find_thread(request, 0)
+        .await
+        .map(|t| t == Some(thread.clone()));
+    seen.push(("thread read back".into(), format!("{found:?}")));
     seen.push((
         "thread post".into(),
         outcome(&m.post(post(&thread, "in", "k-in")).await),
@@ -879,6 +890,7 @@ async fn the_matrix_fake_answers_the_adapters_cases_as_synapse_does() {
         [
             "posted",
             "posted same_event=true stored=1",
+            "Ok(true)",
             "posted",
             "thread_deleted",
             "thread_deleted",
