@@ -752,7 +752,13 @@ async fn room_messages(
     let Ok(Query(query)) = query else {
         return reply(invalid_param("Malformed query string"));
     };
-    let outcome = lock(&shared).messages(&token, &room_id, &query);
+    let mut st = lock(&shared);
+    let outcome = st.messages(&token, &room_id, &query);
+    // A parameter the spec requires or does not allow is the client's bug: recorded.
+    if let Err((StatusCode::BAD_REQUEST, body)) = &outcome {
+        st.violations
+            .push(format!("GET /rooms/{room_id}/messages: {}", body["error"]));
+    }
     reply_either(outcome)
 }
 
@@ -1492,6 +1498,7 @@ mod tests {
         // `dir` is required by the spec.
         let (s, b) = messages(&c, &fake, ROOM, "limit=2").await;
         assert_eq!((s, b["errcode"].as_str()), (400, Some("M_MISSING_PARAM")));
+        assert_eq!(fake.take_spec_violations().len(), 1);
     }
 
     #[tokio::test]
