@@ -12,6 +12,9 @@
 #   ensure_python_env  a venv at target/py-venv with tests/python/requirements.txt
 #                     (apt-installs python3-venv if needed; falls back to
 #                     pip install --user); exports THREADLINE_PYTHON for the tests
+#   ensure_synapse_env  a venv at target/synapse-venv with tests/python/synapse-requirements.txt
+#                     (Synapse, the Matrix homeserver the Matrix tests start); exports
+#                     THREADLINE_SYNAPSE_PYTHON for the tests
 
 # Repository root, whatever the caller's working directory.
 THREADLINE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -130,6 +133,31 @@ ensure_python_env() {
   fi
   export THREADLINE_PYTHON="$venv/bin/python"
   log "Python publisher environment: $THREADLINE_PYTHON"
+}
+
+# Synapse for the Matrix adapter's tests (tests/src/synapse.rs): its own venv, so its
+# pinned dependencies never meet the publisher's. No --user fallback: Synapse's dependency
+# set would overwrite a user's own packages.
+ensure_synapse_env() {
+  local venv="$THREADLINE_ROOT/target/synapse-venv"
+  local requirements="tests/python/synapse-requirements.txt"
+  local stamp="$venv/.requirements.sha256"
+  command -v python3 >/dev/null 2>&1 || _apt_install python3 python3-venv
+  if [[ ! -x "$venv/bin/pip" ]]; then
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      rm -rf "$venv"
+      _apt_install python3-venv
+      python3 -m venv "$venv" || fail "cannot create the Synapse venv at $venv"
+    fi
+  fi
+  if ! (cd "$THREADLINE_ROOT" && sha256sum --status -c "$stamp" 2>/dev/null); then
+    log "installing $requirements into ${venv#"$THREADLINE_ROOT/"}"
+    "$venv/bin/pip" install --disable-pip-version-check -q -r "$THREADLINE_ROOT/$requirements"
+    (cd "$THREADLINE_ROOT" && sha256sum "$requirements" >"$stamp")
+  fi
+  export THREADLINE_SYNAPSE_PYTHON="$venv/bin/python"
+  log "Synapse environment: $THREADLINE_SYNAPSE_PYTHON ($("$venv/bin/python" -c 'import synapse; print(synapse.__version__)'))"
 }
 
 # Succeeds if something accepts TCP connections on 127.0.0.1:$1.

@@ -13,6 +13,8 @@ ensure_cargo
 ensure_packages
 # The Python publisher's end-to-end test (tests/tests/python.rs) runs with THREADLINE_PYTHON.
 ensure_python_env
+# The Matrix adapter's tests (tests/tests/matrix.rs) start Synapse from THREADLINE_SYNAPSE_PYTHON.
+ensure_synapse_env
 
 # Binaries first: end-to-end tests run the real `threadline` binary.
 log "cargo build --workspace --bins"

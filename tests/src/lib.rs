@@ -7,3 +7,4 @@ pub mod events;
 pub mod fakes;
 pub mod pipeline;
 pub mod servers;
+pub mod synapse;

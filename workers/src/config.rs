@@ -258,8 +258,13 @@ pub enum UnknownOutcome {
 #[serde(deny_unknown_fields, default)]
 pub struct PlatformConfig {
     /// The API base URL (Matrix: the homeserver). Tests point it at a loopback fake.
-    #[serde(alias = "homeserver")]
     pub api_base: String,
+    /// `[matrix] homeserver` / `THREADLINE_MATRIX_HOMESERVER`: the documented Matrix name of
+    /// `api_base`, which it replaces when set ([`Config::load`]). A field of its own, not a
+    /// serde alias: the defaults always carry `api_base`, and an alias of a key already
+    /// present is a duplicate field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub homeserver: Option<String>,
     pub token: Secret,
     /// A file holding the token (a mounted secret); takes precedence over `token` and is
     /// re-read on rotation.
@@ -293,6 +298,7 @@ impl PlatformConfig {
     fn with_base(api_base: &str) -> Self {
         PlatformConfig {
             api_base: api_base.into(),
+            homeserver: None,
             token: Secret::default(),
             token_file: None,
             idle_timeout_ms: None,
@@ -517,11 +523,25 @@ impl Config {
                     .filter_map(|key| env_key(&key.as_str().to_ascii_lowercase()).map(Into::into)),
             )
             .extract::<Config>()
-            .map(|mut config| {
-                config.source_file = file.map(Path::to_path_buf);
-                config
-            })
             .map_err(Box::new)
+            .and_then(|mut config| {
+                config.source_file = file.map(Path::to_path_buf);
+                if let Some(homeserver) = config.matrix.homeserver.take() {
+                    config.matrix.api_base = homeserver;
+                }
+                for (name, platform) in [
+                    ("discord", &config.discord),
+                    ("slack", &config.slack),
+                    ("telegram", &config.telegram),
+                ] {
+                    if platform.homeserver.is_some() {
+                        return Err(Box::new(figment::Error::from(format!(
+                            "[{name}] has no `homeserver` (a Matrix setting); use `api_base`"
+                        ))));
+                    }
+                }
+                Ok(config)
+            })
     }
 
     pub fn ack_wait(&self) -> Duration {
@@ -715,6 +735,48 @@ mod tests {
         let config = Config::load(Some(&path)).expect("loads");
         assert_eq!(config.discord.nonce_window_ms, Some(5_000));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn every_documented_matrix_setting_loads_from_toml() {
+        let dir = std::env::temp_dir().join(format!("threadline-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("threadline.toml");
+        let token_file = dir.join("matrix-token");
+        std::fs::write(
+            &path,
+            format!(
+                "[matrix]\nhomeserver = \"https://hs.example\"\ntoken = \"syt_x\"\n\
+                 token_file = {token_file:?}\nidle_timeout_ms = 60000\nmax_age_ms = 120000\n\
+                 own_author_ids = [\"@bot:hs.example\"]\n"
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).expect("the README's [matrix] settings load");
+        assert_eq!(c.matrix.api_base, "https://hs.example");
+        assert_eq!(c.matrix.homeserver, None);
+        assert_eq!(c.matrix.token.expose(), "syt_x");
+        assert_eq!(c.matrix.token_file.as_deref(), Some(token_file.as_path()));
+        assert_eq!(
+            (c.matrix.idle_timeout_ms, c.matrix.max_age_ms),
+            (Some(60_000), Some(120_000))
+        );
+        assert_eq!(c.matrix.own_author_ids, ["@bot:hs.example"]);
+        assert!(c.channels().contains(&"matrix".to_owned()));
+
+        // `api_base` still works, and `homeserver` is no Discord setting.
+        std::fs::write(&path, "[matrix]\napi_base = \"https://other.example\"\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&path)).unwrap().matrix.api_base,
+            "https://other.example"
+        );
+        std::fs::write(&path, "[discord]\nhomeserver = \"https://x\"\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err());
+        assert_eq!(
+            env_key("MATRIX_HOMESERVER").as_deref(),
+            Some("matrix.homeserver")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

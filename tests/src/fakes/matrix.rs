@@ -1,11 +1,20 @@
 //! Loopback fake of a Matrix homeserver's client-server API (v3): bearer auth,
 //! `whoami`, event send with transaction-id idempotency, `m.thread` replies,
-//! room history via `/messages`, and the spec's `errcode` error shapes.
+//! room history via `/messages`, single events, the bot's membership, and the
+//! spec's `errcode` error shapes — answering as Synapse does where the spec
+//! leaves it open (cited per case; `tests/tests/matrix.rs` runs the same cases
+//! against a real Synapse and checks both give the same outcomes).
+//!
+//! Every send is validated against the vendored spec
+//! (`tests/specs/matrix-client-server-room_send.yaml`: path parameters, body;
+//! the threading and mentions modules for `m.relates_to` and `m.mentions`). A
+//! request the spec does not allow is answered as a homeserver would (400) and
+//! recorded; dropping a fake that recorded one panics, so the test that sent
+//! it fails (tests of the fake itself take them with `take_spec_violations`).
 //!
 //! Every syntactically valid room id (`!local:server`) is implicitly a room the
-//! bot has joined, so tests need no set-up; `leave_room` and `redact` produce
-//! the two permanent errors a deliverer must recognise (403 M_FORBIDDEN, and
-//! 400 "Thread root not found" for a thread whose root is gone).
+//! bot has joined, so tests need no set-up; `leave_room` (a kick) and `redact`
+//! produce what a deliverer must recognise.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -24,6 +33,7 @@ use axum::{
 };
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use std::sync::OnceLock;
 
 use super::{
     auth_token, faulted, handle_methods, lock, reply, reply_either, retry_after_header_secs, serve,
@@ -82,7 +92,15 @@ impl FakeMatrix {
                 "/_matrix/client/v3/rooms/{room_id}/messages",
                 get(room_messages),
             )
-            .fallback(unrecognized)
+            .route(
+                "/_matrix/client/v3/rooms/{room_id}/event/{event_id}",
+                get(room_event),
+            )
+            .route(
+                "/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{user_id}",
+                get(room_member),
+            )
+            .fallback(unrecognized_route)
             .method_not_allowed_fallback(method_not_allowed);
         let (server, shared) = serve(MatrixState::new(), routes).await;
         FakeMatrix { server, shared }
@@ -116,15 +134,46 @@ impl FakeMatrix {
         lock(&self.shared).txn_repeats
     }
 
-    /// Makes the bot leave a room: sends and reads there answer 403 M_FORBIDDEN.
+    /// Kicks the bot from a room: sends there answer 403 M_FORBIDDEN, its
+    /// membership reads `leave`; what it saw before stays readable (Synapse).
     pub fn leave_room(&self, room_id: &str) {
         lock(&self.shared).left.insert(room_id.to_owned());
     }
 
-    /// Redacts an event: `/messages` shows it with empty content, and thread
-    /// replies naming it as root answer 400 "Thread root not found".
+    /// Redacts an event: it is read back with empty content and
+    /// `unsigned.redacted_because`; thread replies under it are still accepted,
+    /// as Synapse accepts them (the spec only requires refusing roots that
+    /// themselves have a relation: threading module, "Server behaviour").
     pub fn redact(&self, event_id: &str) {
         lock(&self.shared).redacted.insert(event_id.to_owned());
+    }
+
+    /// A per-user message limit like Synapse's `rc_message` (all rooms together):
+    /// `burst` sends at once, then `per_second`; beyond it 429 M_LIMIT_EXCEEDED
+    /// with `retry_after_ms` (matrix-errors-rate_limited.yaml).
+    pub fn set_message_limit(&self, per_second: f64, burst: u32) {
+        lock(&self.shared).limit = Some(Bucket {
+            per_second,
+            burst: f64::from(burst),
+            level: 0.0,
+            at: std::time::Instant::now(),
+        });
+    }
+
+    /// Requests the vendored spec does not allow, as recorded so far; taking
+    /// them clears the record (dropping the fake with any left panics).
+    pub fn take_spec_violations(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.shared).violations)
+    }
+
+    /// Panics with every recorded spec violation.
+    pub fn assert_no_spec_violations(&self) {
+        let violations = self.take_spec_violations();
+        assert!(
+            violations.is_empty(),
+            "requests to the Matrix fake broke the spec:\n{}",
+            violations.join("\n")
+        );
     }
 
     /// The user id every accepted token authenticates as.
@@ -140,6 +189,160 @@ impl FakeMatrix {
 }
 
 handle_methods!(FakeMatrix, faults: "event send", tokens);
+
+impl Drop for FakeMatrix {
+    /// A spec violation nobody took fails the test that caused it (unless it is
+    /// failing already: a panic while panicking would abort the report).
+    fn drop(&mut self) {
+        let violations = self.take_spec_violations();
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!(
+                "requests to the Matrix fake broke the spec:\n{}",
+                violations.join("\n")
+            );
+        }
+    }
+}
+
+/// Synapse's `Ratelimiter`: a leaky bucket per user, draining at `per_second`.
+struct Bucket {
+    per_second: f64,
+    burst: f64,
+    level: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    /// Takes one action, or says how long until one is allowed.
+    fn take(&mut self) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let drained = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        self.level = (self.level - drained).max(0.0);
+        self.at = now;
+        if self.level + 1.0 > self.burst {
+            let wait = (self.level + 1.0 - self.burst) / self.per_second;
+            return Err((wait * 1000.0).ceil() as u64);
+        }
+        self.level += 1.0;
+        Ok(())
+    }
+}
+
+/// The send endpoint of the vendored spec: validators for its path parameters
+/// and its request body, read from the OpenAPI file itself.
+struct SendSpec {
+    params: Vec<(String, jsonschema::Validator)>,
+    body: jsonschema::Validator,
+}
+
+const SEND_PATH: &str = "/rooms/{roomId}/send/{eventType}/{txnId}";
+
+fn send_spec() -> &'static SendSpec {
+    static SPEC: OnceLock<SendSpec> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/specs/matrix-client-server-room_send.yaml"
+        );
+        let text = std::fs::read_to_string(path).expect("vendored Matrix spec");
+        let doc: Value = serde_norway::from_str(&text).expect("room_send.yaml is YAML");
+        let put = &doc["paths"][SEND_PATH]["put"];
+        let compile = |schema: &Value| {
+            jsonschema::options()
+                .build(schema)
+                .unwrap_or_else(|e| panic!("room_send.yaml schema: {e}"))
+        };
+        let params = put["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter(|p| p["in"] == "path" && p["required"] == true)
+            .map(|p| {
+                let name = p["name"].as_str().expect("name").to_owned();
+                (name, compile(&p["schema"]))
+            })
+            .collect();
+        assert_eq!(
+            put["requestBody"]["required"], true,
+            "room_send.yaml: body required"
+        );
+        let body = compile(&put["requestBody"]["content"]["application/json"]["schema"]);
+        SendSpec { params, body }
+    })
+}
+
+/// What the spec says about a send: the path parameters and body of
+/// room_send.yaml; for `m.room.message`, a string `msgtype` and `body` (the
+/// m.room.message event, client-server API); `m.relates_to` of a thread as the
+/// threading module defines it; `m.mentions` as the mentions module defines it.
+fn send_violations(room_id: &str, event_type: &str, txn_id: &str, content: &Value) -> Vec<String> {
+    let spec = send_spec();
+    let mut found = Vec::new();
+    for (name, validator) in &spec.params {
+        let value = match name.as_str() {
+            "roomId" => room_id,
+            "eventType" => event_type,
+            "txnId" => txn_id,
+            other => {
+                found.push(format!(
+                    "room_send.yaml names a path parameter the fake does not know: {other}"
+                ));
+                continue;
+            }
+        };
+        if value.is_empty() {
+            found.push(format!("path parameter {name} is required"));
+        }
+        for error in validator.iter_errors(&json!(value)) {
+            found.push(format!("path parameter {name}={value:?}: {error}"));
+        }
+    }
+    for error in spec.body.iter_errors(content) {
+        found.push(format!("request body: {error}"));
+    }
+    if event_type == "m.room.message" {
+        for field in ["msgtype", "body"] {
+            if !content.get(field).is_some_and(Value::is_string) {
+                found.push(format!("m.room.message content needs a string '{field}'"));
+            }
+        }
+    }
+    let rel = &content["m.relates_to"];
+    if !rel.is_null() && !rel.is_object() {
+        found.push("'m.relates_to' must be an object".into());
+    }
+    if rel["rel_type"] == THREAD_REL_TYPE {
+        if !rel["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with('$'))
+        {
+            found.push(format!(
+                "m.thread relation needs the root's event_id: {rel}"
+            ));
+        }
+        if !rel["is_falling_back"].is_null() && !rel["is_falling_back"].is_boolean() {
+            found.push("'is_falling_back' must be a boolean".into());
+        }
+        let reply = &rel["m.in_reply_to"];
+        if !reply.is_null() && !reply["event_id"].is_string() {
+            found.push("'m.in_reply_to' needs an event_id".into());
+        }
+    }
+    let mentions = &content["m.mentions"];
+    if !mentions.is_null() {
+        let users_ok = mentions["user_ids"].is_null()
+            || mentions["user_ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().all(Value::is_string));
+        if !mentions.is_object()
+            || !users_ok
+            || !(mentions["room"].is_null() || mentions["room"].is_boolean())
+        {
+            found.push(format!("'m.mentions' is not a mentions object: {mentions}"));
+        }
+    }
+    found
+}
 
 struct StoredEvent {
     event: MatrixEvent,
@@ -172,6 +375,9 @@ struct MatrixState {
     left: HashSet<String>,
     redacted: HashSet<String>,
     last_ts: u64,
+    limit: Option<Bucket>,
+    /// Requests the vendored spec does not allow.
+    violations: Vec<String>,
 }
 
 /// Which way `/messages` pages.
@@ -193,6 +399,8 @@ impl MatrixState {
             left: HashSet::new(),
             redacted: HashSet::new(),
             last_ts: 0,
+            limit: None,
+            violations: Vec::new(),
         }
     }
 
@@ -259,6 +467,23 @@ impl MatrixState {
             self.txn_repeats += 1;
             return Ok((StatusCode::OK, body));
         }
+        let parsed = parse_content(body);
+        let violations = match &parsed {
+            Ok(content) => {
+                send_violations(room_id, event_type, txn_id, &Value::Object(content.clone()))
+            }
+            Err(_) => vec!["request body is not a JSON object".to_owned()],
+        };
+        if let Some(first) = violations.first() {
+            let answer = matrix_error(StatusCode::BAD_REQUEST, "M_BAD_JSON", first);
+            self.violations.extend(
+                violations
+                    .iter()
+                    .map(|v| format!("PUT /rooms/{room_id}/send/{event_type}/{txn_id}: {v}")),
+            );
+            check_room_id(room_id)?;
+            return Err(parsed.err().unwrap_or(answer));
+        }
         self.check_joined(room_id)?;
         if body.len() > MAX_CONTENT_BYTES {
             return Err(matrix_error(
@@ -267,19 +492,20 @@ impl MatrixState {
                 "event too large",
             ));
         }
-        let content = parse_content(body)?;
-        if event_type == "m.room.message" {
-            for field in ["msgtype", "body"] {
-                if !content.get(field).is_some_and(Value::is_string) {
-                    return Err(matrix_error(
-                        StatusCode::BAD_REQUEST,
-                        "M_BAD_JSON",
-                        &format!("m.room.message content needs a string '{field}'"),
-                    ));
-                }
+        let content = parsed?;
+        let thread_root = self.thread_root(room_id, &content)?;
+        if let Some(limit) = &mut self.limit {
+            if let Err(retry_after_ms) = limit.take() {
+                return Err((
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({
+                        "errcode": "M_LIMIT_EXCEEDED",
+                        "error": "Too Many Requests",
+                        "retry_after_ms": retry_after_ms,
+                    }),
+                ));
             }
         }
-        let thread_root = self.thread_root(room_id, &content)?;
 
         let event_id = self.new_event_id();
         let origin_server_ts = self.next_ts();
@@ -301,9 +527,9 @@ impl MatrixState {
         Ok((StatusCode::OK, json!({ "event_id": event_id })))
     }
 
-    /// The thread root named by an `m.thread` relation, which must be a live
-    /// event of this room. Real servers accept unknown roots; the fake refuses
-    /// them so a deliverer gets a crisp "thread is gone" signal to test against.
+    /// The thread root named by an `m.thread` relation, which must be an event
+    /// of this room. Synapse refuses an unknown one with 400 M_UNKNOWN "Can't
+    /// send relation to unknown event" and accepts a redacted one.
     fn thread_root(
         &self,
         room_id: &str,
@@ -331,14 +557,8 @@ impl MatrixState {
                 "'m.relates_to.event_id' must be a string",
             ));
         };
-        let live = self.event(root).is_some_and(|e| e.event.room_id == room_id)
-            && !self.redacted.contains(root);
-        if !live {
-            return Err(matrix_error(
-                StatusCode::BAD_REQUEST,
-                "M_UNKNOWN",
-                "Thread root not found",
-            ));
+        if self.event(root).is_none_or(|e| e.event.room_id != room_id) {
+            return Err(unknown_relation_target());
         }
         Ok(Some(root.to_owned()))
     }
@@ -351,7 +571,8 @@ impl MatrixState {
         room_id: &str,
         query: &HashMap<String, String>,
     ) -> Result<Reply, Reply> {
-        self.check_joined(room_id)?;
+        // A kicked bot still reads what it saw (Synapse), so only the id is checked.
+        check_room_id(room_id)?;
         let dir = match query.get("dir").map(String::as_str) {
             Some("b") => Dir::Backward,
             Some("f") => Dir::Forward,
@@ -531,8 +752,95 @@ async fn room_messages(
     let Ok(Query(query)) = query else {
         return reply(invalid_param("Malformed query string"));
     };
-    let outcome = lock(&shared).messages(&token, &room_id, &query);
+    let mut st = lock(&shared);
+    let outcome = st.messages(&token, &room_id, &query);
+    // A parameter the spec requires or does not allow is the client's bug: recorded.
+    if let Err((StatusCode::BAD_REQUEST, body)) = &outcome {
+        st.violations
+            .push(format!("GET /rooms/{room_id}/messages: {}", body["error"]));
+    }
     reply_either(outcome)
+}
+
+/// `GET /rooms/{roomId}/event/{eventId}`: the event as `/messages` shows it,
+/// or 404 M_NOT_FOUND "Event not found." (Synapse's words).
+async fn room_event(
+    State(shared): State<Shared>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match authorize(&shared, &headers) {
+        Ok(t) => t,
+        Err(r) => return reply(r),
+    };
+    let Ok(Path((room_id, event_id))) = path else {
+        return unrecognized().await;
+    };
+    let st = lock(&shared);
+    if let Err(r) = check_room_id(&room_id) {
+        return reply(r);
+    }
+    match st.event(&event_id).filter(|e| e.event.room_id == room_id) {
+        Some(e) => reply((StatusCode::OK, st.event_json(e, &token))),
+        None => reply(matrix_error(
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+            "Event not found.",
+        )),
+    }
+}
+
+/// `GET /rooms/{roomId}/state/m.room.member/{userId}`: the bot's membership,
+/// `join` or (after `leave_room`) `leave`, as Synapse shows it to a kicked user.
+async fn room_member(
+    State(shared): State<Shared>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return reply(r);
+    }
+    let Ok(Path((room_id, user_id))) = path else {
+        return unrecognized().await;
+    };
+    if let Err(r) = check_room_id(&room_id) {
+        return reply(r);
+    }
+    if user_id != USER_ID {
+        return reply(matrix_error(
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+            "Event not found.",
+        ));
+    }
+    let membership = if lock(&shared).left.contains(&room_id) {
+        "leave"
+    } else {
+        "join"
+    };
+    reply((StatusCode::OK, json!({ "membership": membership })))
+}
+
+fn unknown_relation_target() -> Reply {
+    matrix_error(
+        StatusCode::BAD_REQUEST,
+        "M_UNKNOWN",
+        "Can't send relation to unknown event",
+    )
+}
+
+/// A route the fake does not serve: the adapter called something outside the
+/// API it is tested against — recorded, so the test sees it.
+async fn unrecognized_route(
+    State(shared): State<Shared>,
+    request: axum::extract::Request,
+) -> Response {
+    lock(&shared).violations.push(format!(
+        "{} {}: a route the Matrix fake does not serve",
+        request.method(),
+        request.uri().path()
+    ));
+    unrecognized().await
 }
 
 async fn unrecognized() -> Response {
@@ -770,6 +1078,47 @@ mod tests {
         let (s, b) = send(&c, &fake, "%21abc%3Afake", "txn-2", text("x")).await;
         assert_eq!((s, b["errcode"].as_str()), (400, Some("M_INVALID_PARAM")));
         assert_eq!(fake.events().len(), 1);
+        let violations = fake.take_spec_violations();
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(violations[0].contains("roomId"), "{violations:?}");
+    }
+
+    #[tokio::test]
+    async fn sends_are_checked_against_the_vendored_spec() {
+        let fake = FakeMatrix::start().await;
+        let c = client();
+        // What the adapter sends is within the spec.
+        let root = event_id_of(&c, &fake, ROOM, "root").await;
+        let ok = json!({
+            "msgtype": "m.text", "body": "x", "m.mentions": {},
+            "m.relates_to": {"rel_type": "m.thread", "event_id": root,
+                "is_falling_back": true, "m.in_reply_to": {"event_id": root}},
+        });
+        let (s, _) = send(&c, &fake, ROOM, "ok", ok).await;
+        assert_eq!(s, 200);
+        fake.assert_no_spec_violations();
+        // Each of these is not.
+        for (txn, content) in [
+            (
+                "v1",
+                json!({"msgtype": "m.text", "body": "x", "m.relates_to": {"rel_type": "m.thread"}}),
+            ),
+            (
+                "v2",
+                json!({"msgtype": "m.text", "body": "x", "m.mentions": {"room": "yes"}}),
+            ),
+            (
+                "v3",
+                json!({"msgtype": "m.text", "body": "x", "m.mentions": []}),
+            ),
+            ("v4", json!(["not", "an", "object"])),
+        ] {
+            let (s, b) = send(&c, &fake, ROOM, txn, content).await;
+            assert_eq!(s, 400, "{txn}: {b}");
+            let violations = fake.take_spec_violations();
+            assert_eq!(violations.len(), 1, "{txn}: {violations:?}");
+        }
+        assert_eq!(fake.events().len(), 2);
     }
 
     #[tokio::test]
@@ -791,6 +1140,7 @@ mod tests {
         let b: Value = resp.json().await.expect("json");
         assert_eq!(b["errcode"], "M_NOT_JSON");
         assert!(fake.events().is_empty());
+        assert_eq!(fake.take_spec_violations().len(), 3);
 
         // A failed send is not cached: the same txn id may be retried fixed.
         let (s, _) = send(&c, &fake, ROOM, "t1", text("fixed")).await;
@@ -851,25 +1201,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn thread_root_must_exist_in_room_and_be_live() {
+    async fn thread_root_must_exist_in_room_and_may_be_redacted() {
         let fake = FakeMatrix::start().await;
         let c = client();
-        let gone = json!({ "errcode": "M_UNKNOWN", "error": "Thread root not found" });
+        let unknown =
+            json!({ "errcode": "M_UNKNOWN", "error": "Can't send relation to unknown event" });
         let (s, b) = send(&c, &fake, ROOM, "r1", thread_reply("x", "$nope")).await;
-        assert_eq!((s, &b), (400, &gone));
+        assert_eq!((s, &b), (400, &unknown));
 
         let elsewhere = event_id_of(&c, &fake, "!other:fake", "root-other").await;
         let (s, b) = send(&c, &fake, ROOM, "r2", thread_reply("x", &elsewhere)).await;
-        assert_eq!((s, &b), (400, &gone));
+        assert_eq!((s, &b), (400, &unknown));
 
         let root = event_id_of(&c, &fake, ROOM, "root").await;
         let (s, _) = send(&c, &fake, ROOM, "r3", thread_reply("x", &root)).await;
         assert_eq!(s, 200);
+        // Synapse files replies under a redacted root all the same.
         fake.redact(&root);
-        let (s, b) = send(&c, &fake, ROOM, "r4", thread_reply("x", &root)).await;
-        assert_eq!((s, &b), (400, &gone));
-        assert_eq!(fake.events_in(ROOM, Some(&root)).len(), 1);
-        assert_eq!(fake.events().len(), 3);
+        let (s, _) = send(&c, &fake, ROOM, "r4", thread_reply("x", &root)).await;
+        assert_eq!(s, 200);
+        assert_eq!(fake.events_in(ROOM, Some(&root)).len(), 2);
+        // The root read back says it was redacted.
+        let resp = c
+            .get(format!(
+                "{}/_matrix/client/v3/rooms/{}/event/{}",
+                fake.base_url(),
+                enc(ROOM),
+                root.replace('$', "%24")
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        let event: Value = resp.json().await.expect("json");
+        assert!(event["unsigned"]["redacted_because"].is_object(), "{event}");
+        assert_eq!(event["content"], json!({}));
     }
 
     #[tokio::test]
@@ -883,8 +1249,24 @@ mod tests {
             b,
             json!({ "errcode": "M_FORBIDDEN", "error": "User @threadline:fake not in room !x:fake" })
         );
-        let (s, b) = messages(&c, &fake, "!x:fake", "dir=b").await;
-        assert_eq!((s, b["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
+        // What it saw before stays readable, and its membership says why.
+        let (s, _) = messages(&c, &fake, "!x:fake", "dir=b").await;
+        assert_eq!(s, 200);
+        let member: Value = c
+            .get(format!(
+                "{}/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                fake.base_url(),
+                enc("!x:fake"),
+                "@threadline:fake".replace('@', "%40").replace(':', "%3A")
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(member, json!({ "membership": "leave" }));
         // Other rooms are unaffected.
         let (s, _) = send(&c, &fake, ROOM, "t1", text("hi")).await;
         assert_eq!(s, 200);
@@ -1116,6 +1498,7 @@ mod tests {
         // `dir` is required by the spec.
         let (s, b) = messages(&c, &fake, ROOM, "limit=2").await;
         assert_eq!((s, b["errcode"].as_str()), (400, Some("M_MISSING_PARAM")));
+        assert_eq!(fake.take_spec_violations().len(), 1);
     }
 
     #[tokio::test]
@@ -1141,6 +1524,7 @@ mod tests {
         let b: Value = resp.json().await.expect("json");
         assert_eq!(b["errcode"], "M_UNRECOGNIZED");
         assert_eq!(fake.request_count(), 1);
+        assert_eq!(fake.take_spec_violations().len(), 1);
     }
 
     #[tokio::test]

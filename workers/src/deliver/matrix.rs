@@ -1,23 +1,51 @@
 //! Matrix client-server API. A thread is its root event in a room (`m.thread` relation).
-//! Every send carries the part's key as the transaction id, which the homeserver treats as
-//! idempotent per access token: a re-sent part returns the first event instead of a second.
+//!
+//! Every send carries the part's key twice: as the transaction id, which the homeserver
+//! treats as idempotent per *device* (access token), and in the content
+//! ([`KEY_FIELD`]), where read-back finds it whichever device sent it. A token from a new
+//! login is a new device, so a re-send after a rotation is not deduplicated by the server:
+//! a part in doubt is read back first (spec `_index.md`, "Transaction identifiers").
+//!
+//! What Synapse does, and the spec does not say: a thread reply under a *redacted* root is
+//! accepted (so the root is read back before a bound post, `unsigned.redacted_because`); an
+//! unknown root answers 400 `M_UNKNOWN` "Can't send relation to unknown event"; a bot that
+//! was kicked gets 403 `M_FORBIDDEN` (its membership, read back, says `leave`); and its
+//! `rc_message` limit counts a user's events across all rooms, so posts are paced per
+//! account ([`Pacer`]).
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use threadline_schemas::ConversationRef;
 
 /// Events are limited to 64 KiB of JSON; this leaves room for escaping and the envelope.
 pub const MAX_MESSAGE_CHARS: usize = 12_000;
 
+/// The content field holding the part's key, for read-back (a namespaced custom field:
+/// room_send.yaml lets `m.room.message` content carry any further properties).
+pub const KEY_FIELD: &str = "org.threadline.key";
+
+/// How many `/messages` pages read-back looks through before it calls a part not posted.
+const READ_BACK_PAGES: usize = 10;
+const READ_BACK_PAGE: usize = 100;
+
+/// A post waits for its slot (and retries its 429s) inside the call this long at most; a
+/// longer wait goes back to the run loop as a rate limit (a wait, not a failure), keeping
+/// its slot. Waiting in the call keeps a conversation's posts in order: a post handed back
+/// to the run loop lets the conversation's next post overtake it.
+const MAX_WAIT_IN_CALL: Duration = Duration::from_secs(120);
+
 pub const CAPABILITIES: Capabilities = Capabilities {
     threads: true,
     child_creation: true,
-    idempotency_key: true,
+    // A txn id is scoped to the device: after a rotation to a fresh login's token, a re-send
+    // with the same txn id is a second event. Doubts are settled by read-back instead.
+    idempotency_key: false,
     read_back: true,
     max_message_chars: MAX_MESSAGE_CHARS,
 };
@@ -27,8 +55,10 @@ pub struct Matrix {
     http: reqwest::Client,
     homeserver: String,
     credentials: Arc<Credentials>,
-    /// Our user id, learned once (`whoami`) for echo suppression.
+    /// Our user id, learned once (`whoami`) for echo suppression and read-back.
     user_id: OnceLock<String>,
+    /// The adapter's one token is one account: its sends share one message limit.
+    pacer: Pacer,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,12 +81,74 @@ fn permanent_code(status: u16, errcode: &str, error: &str, in_thread: bool) -> S
         "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN" => "unauthorized",
         "M_FORBIDDEN" => "forbidden",
         "M_NOT_FOUND" if in_thread => "thread_deleted",
-        _ if in_thread && error.to_ascii_lowercase().contains("thread root") => "thread_deleted",
+        // Synapse's answer to a relation whose target it does not know (a root that never
+        // existed here, or was purged).
+        "M_UNKNOWN" if in_thread && error.contains("unknown event") => "thread_deleted",
         "M_TOO_LARGE" => "too_large",
         _ if status == 404 => "not_found",
         _ => "rejected",
     }
     .to_owned()
+}
+
+/// Paces one account's sends by what the homeserver said about its limit: after a 429,
+/// the sends that queue up get slots `retry_after` apart instead of all retrying at the same
+/// instant; once the queue is through, sends go straight out again until the next 429. A
+/// post keeps its slot (by its key) when it goes back to the run loop to wait.
+#[derive(Default)]
+struct Pacer {
+    state: Mutex<PacerState>,
+}
+
+#[derive(Default)]
+struct PacerState {
+    /// The last 429's `retry_after`: the time one more send needs.
+    interval: Duration,
+    /// The first free slot while a queue is waiting; past: no queue.
+    next_free: Option<Instant>,
+    /// Part key → its slot.
+    slots: HashMap<String, Instant>,
+}
+
+/// Slots of posts that never came back are dropped after this long.
+const PACER_SLOT_TTL: Duration = Duration::from_secs(600);
+
+impl Pacer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the post with `key` must wait before it is sent.
+    fn reserve(&self, key: &str, now: Instant) -> Duration {
+        let mut st = self.lock();
+        if let Some(slot) = st.slots.get(key) {
+            return slot.saturating_duration_since(now);
+        }
+        let Some(free) = st.next_free.filter(|free| *free > now) else {
+            return Duration::ZERO;
+        };
+        st.next_free = Some(free + st.interval);
+        st.slots
+            .retain(|_, at| now.saturating_duration_since(*at) < PACER_SLOT_TTL);
+        st.slots.insert(key.to_owned(), free);
+        free.saturating_duration_since(now)
+    }
+
+    /// The homeserver refused `key` for `retry_after`: learn the interval, give the post a
+    /// new slot, and say how long it waits.
+    fn limited(&self, key: &str, retry_after: Duration, now: Instant) -> Duration {
+        let mut st = self.lock();
+        st.interval = retry_after;
+        let earliest = now + retry_after;
+        let slot = st.next_free.map_or(earliest, |free| free.max(earliest));
+        st.next_free = Some(slot + st.interval);
+        st.slots.insert(key.to_owned(), slot);
+        slot.saturating_duration_since(now)
+    }
+
+    fn sent(&self, key: &str) {
+        self.lock().slots.remove(key);
+    }
 }
 
 impl Matrix {
@@ -66,6 +158,7 @@ impl Matrix {
             homeserver: homeserver.trim_end_matches('/').to_owned(),
             credentials,
             user_id: OnceLock::new(),
+            pacer: Pacer::default(),
         }
     }
 
@@ -88,31 +181,61 @@ impl Matrix {
         Ok(url)
     }
 
+    /// One call; a non-2xx answer is classified (`raw` keeps the body of a 2xx).
+    async fn call_raw(
+        &self,
+        request: reqwest::RequestBuilder,
+        in_thread: bool,
+    ) -> Result<bytes::Bytes, (PlatformError, Answer)> {
+        let Answered {
+            status,
+            headers,
+            body: bytes,
+        } = send(request.bearer_auth(self.credentials.current().expose()))
+            .await
+            .map_err(|e| (e, Answer::default()))?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let answer: Answer = serde_json::from_slice(&bytes).unwrap_or_default();
+        let errcode = answer.errcode.clone().unwrap_or_default();
+        let error = answer.error.clone().unwrap_or_default();
+        Err((
+            classify(
+                status,
+                &headers,
+                answer.retry_after_ms.map(Duration::from_millis),
+                format!("{errcode}: {error}"),
+                || permanent_code(status.as_u16(), &errcode, &error, in_thread),
+            ),
+            answer,
+        ))
+    }
+
     async fn call(
         &self,
         request: reqwest::RequestBuilder,
         in_thread: bool,
     ) -> Result<Answer, PlatformError> {
-        let Answered {
-            status,
-            headers,
-            body: bytes,
-        } = send(request.bearer_auth(self.credentials.current().expose())).await?;
-        let answer: Answer = serde_json::from_slice(&bytes).unwrap_or_default();
-        if status.is_success() {
-            return Ok(answer);
-        }
-        let errcode = answer.errcode.clone().unwrap_or_default();
-        let error = answer.error.clone().unwrap_or_default();
-        Err(classify(
-            status,
-            &headers,
-            answer.retry_after_ms.map(Duration::from_millis),
-            format!("{errcode}: {error}"),
-            || permanent_code(status.as_u16(), &errcode, &error, in_thread),
-        ))
+        let bytes = self
+            .call_raw(request, in_thread)
+            .await
+            .map_err(|(e, _)| e)?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or_default())
     }
 
+    async fn get_json(&self, url: reqwest::Url) -> Result<Value, PlatformError> {
+        let bytes = self
+            .call_raw(self.http.get(url), false)
+            .await
+            .map_err(|(e, _)| e)?;
+        serde_json::from_slice(&bytes).map_err(|e| PlatformError::Transient {
+            message: format!("matrix answered with unreadable JSON: {e}"),
+            maybe_applied: false,
+        })
+    }
+
+    /// Sends one event, paced by the account's limit.
     async fn send(
         &self,
         room: &str,
@@ -120,10 +243,42 @@ impl Matrix {
         txn: &str,
         in_thread: bool,
     ) -> Result<Receipt, PlatformError> {
-        let url = self.url(&["rooms", room, "send", "m.room.message", txn])?;
-        let answer = self
-            .call(self.http.put(url).json(&content), in_thread)
-            .await?;
+        let started = Instant::now();
+        let mut wait = self.pacer.reserve(txn, started);
+        let answer = loop {
+            if started.elapsed() + wait > MAX_WAIT_IN_CALL {
+                return Err(PlatformError::RateLimited { after: wait });
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let url = self.url(&["rooms", room, "send", "m.room.message", txn])?;
+            match self
+                .call_raw(self.http.put(url).json(&content), in_thread)
+                .await
+            {
+                Ok(bytes) => break serde_json::from_slice::<Answer>(&bytes).unwrap_or_default(),
+                // Refused before anything was stored: wait for the next slot and send again.
+                Err((PlatformError::RateLimited { after }, _)) => {
+                    wait = self.pacer.limited(txn, after, Instant::now());
+                    metrics::counter!(crate::plumbing::metrics::RATE_LIMITED, "channel" => "matrix")
+                        .increment(1);
+                    continue;
+                }
+                Err((PlatformError::Permanent { code, message }, _)) if code == "forbidden" => {
+                    self.pacer.sent(txn);
+                    return Err(PlatformError::Permanent {
+                        code: self.why_forbidden(room).await.to_owned(),
+                        message,
+                    });
+                }
+                Err((error, _)) => {
+                    self.pacer.sent(txn);
+                    return Err(error);
+                }
+            }
+        };
+        self.pacer.sent(txn);
         let event_id = answer.event_id.ok_or_else(|| PlatformError::Transient {
             message: "matrix answered without an event_id".into(),
             maybe_applied: true,
@@ -132,6 +287,37 @@ impl Matrix {
             message_id: event_id,
             author_id: self.whoami().await,
         })
+    }
+
+    /// A 403 on a send: `bot_removed` when our membership reads `leave` or `ban` (kicked,
+    /// banned, or left: nothing can be posted there until someone invites us back), else
+    /// `forbidden` (e.g. a power level too low to post).
+    async fn why_forbidden(&self, room: &str) -> &'static str {
+        let Some(me) = self.whoami().await else {
+            return "forbidden";
+        };
+        let Ok(url) = self.url(&["rooms", room, "state", "m.room.member", &me]) else {
+            return "forbidden";
+        };
+        match self.get_json(url).await {
+            Ok(member) => match member["membership"].as_str() {
+                Some("leave" | "ban") => "bot_removed",
+                Some(_) | None => "forbidden",
+            },
+            Err(_) => "forbidden",
+        }
+    }
+
+    /// Whether the thread root was redacted (Synapse still accepts replies under it, so the
+    /// send alone would never tell). A root that cannot be read is left to the send to judge.
+    async fn root_redacted(&self, room: &str, root: &str) -> bool {
+        let Ok(url) = self.url(&["rooms", room, "event", root]) else {
+            return false;
+        };
+        match self.get_json(url).await {
+            Ok(event) => event["unsigned"]["redacted_because"].is_object(),
+            Err(_) => false,
+        }
     }
 
     /// Our user id; `None` until the homeserver told us (echo suppression then relies on
@@ -145,6 +331,58 @@ impl Matrix {
         let id = answer.user_id?;
         Some(self.user_id.get_or_init(|| id).clone())
     }
+
+    /// Our event in `room` carrying `key` (see [`KEY_FIELD`]), newest first, back to
+    /// `since_ms` or [`READ_BACK_PAGES`] pages.
+    async fn find_by_key(
+        &self,
+        room: &str,
+        key: &str,
+        since_ms: u64,
+    ) -> Result<Option<String>, PlatformError> {
+        let me = self
+            .whoami()
+            .await
+            .ok_or_else(|| PlatformError::Transient {
+                message: "matrix whoami failed; cannot read back".into(),
+                maybe_applied: false,
+            })?;
+        let mut from: Option<String> = None;
+        for _ in 0..READ_BACK_PAGES {
+            let mut url = self.url(&["rooms", room, "messages"])?;
+            url.query_pairs_mut()
+                .append_pair("dir", "b")
+                .append_pair("limit", &READ_BACK_PAGE.to_string());
+            if let Some(from) = &from {
+                url.query_pairs_mut().append_pair("from", from);
+            }
+            let page = self.get_json(url).await?;
+            let chunk = page["chunk"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            for event in chunk {
+                if event["sender"] == me.as_str() && event["content"][KEY_FIELD] == key {
+                    return Ok(event["event_id"].as_str().map(str::to_owned));
+                }
+            }
+            let older = chunk
+                .last()
+                .and_then(|e| e["origin_server_ts"].as_u64())
+                .is_some_and(|ts| ts < since_ms);
+            match page["end"].as_str() {
+                Some(end) if !older && !chunk.is_empty() => from = Some(end.to_owned()),
+                Some(_) | None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `content` with what every event Threadline sends carries: no mentions (agent text with
+/// `@room` or a user id must not notify anyone: mentions module, "it is recommended that
+/// clients still include a `m.mentions` property on each event"), and the part's key.
+fn with_envelope(mut content: Value, key: &str) -> Value {
+    content["m.mentions"] = json!({});
+    content[KEY_FIELD] = json!(key);
+    content
 }
 
 impl Adapter for Matrix {
@@ -161,6 +399,14 @@ impl Adapter for Matrix {
         let mut content = json!({"msgtype": "m.text", "body": request.text});
         let room = match &c.parent_conversation_id {
             Some(room) => {
+                // Once per post, before its first part: a redacted root ends the binding and
+                // the text goes to the fallback instead, once.
+                if request.part == 0 && self.root_redacted(room, &c.conversation_id).await {
+                    return Err(PlatformError::Permanent {
+                        code: "thread_deleted".into(),
+                        message: format!("thread root {} was redacted", c.conversation_id),
+                    });
+                }
                 content["m.relates_to"] = json!({
                     "rel_type": "m.thread",
                     "event_id": c.conversation_id,
@@ -174,7 +420,7 @@ impl Adapter for Matrix {
         };
         self.send(
             room,
-            content,
+            with_envelope(content, request.idempotency_key),
             request.idempotency_key,
             c.parent_conversation_id.is_some(),
         )
@@ -185,11 +431,17 @@ impl Adapter for Matrix {
         &self,
         request: ThreadRequest<'_>,
     ) -> Result<ConversationRef, PlatformError> {
-        let room = &request.parent.conversation_id;
+        // Matrix threads do not nest: a child of a thread is a new thread in its room.
+        let room = request
+            .parent
+            .parent_conversation_id
+            .as_ref()
+            .unwrap_or(&request.parent.conversation_id);
+        let content = json!({"msgtype": "m.notice", "body": format!("🧵 {}", request.name)});
         let root = self
             .send(
                 room,
-                json!({"msgtype": "m.notice", "body": format!("🧵 {}", request.name)}),
+                with_envelope(content, request.idempotency_key),
                 request.idempotency_key,
                 false,
             )
@@ -200,6 +452,46 @@ impl Adapter for Matrix {
             conversation_id: root.message_id,
             parent_conversation_id: Some(room.clone()),
         })
+    }
+
+    async fn find_posted(
+        &self,
+        request: PostRequest<'_>,
+        since_ms: u64,
+    ) -> Result<Option<Receipt>, PlatformError> {
+        let c = request.conversation;
+        let room = c
+            .parent_conversation_id
+            .as_ref()
+            .unwrap_or(&c.conversation_id);
+        Ok(self
+            .find_by_key(room, request.idempotency_key, since_ms)
+            .await?
+            .map(|message_id| Receipt {
+                message_id,
+                author_id: self.user_id.get().cloned(),
+            }))
+    }
+
+    async fn find_thread(
+        &self,
+        request: ThreadRequest<'_>,
+        since_ms: u64,
+    ) -> Result<Option<ConversationRef>, PlatformError> {
+        let room = request
+            .parent
+            .parent_conversation_id
+            .as_ref()
+            .unwrap_or(&request.parent.conversation_id);
+        Ok(self
+            .find_by_key(room, request.idempotency_key, since_ms)
+            .await?
+            .map(|root| ConversationRef {
+                channel: "matrix".into(),
+                account_id: request.parent.account_id.clone(),
+                conversation_id: root,
+                parent_conversation_id: Some(room.clone()),
+            }))
     }
 }
 
@@ -225,8 +517,22 @@ mod tests {
     #[test]
     fn matrix_errors_name_the_lost_thread() {
         assert_eq!(
-            permanent_code(400, "M_UNKNOWN", "Thread root not found", true),
+            permanent_code(
+                400,
+                "M_UNKNOWN",
+                "Can't send relation to unknown event",
+                true
+            ),
             "thread_deleted"
+        );
+        assert_eq!(
+            permanent_code(
+                400,
+                "M_UNKNOWN",
+                "Can't send relation to unknown event",
+                false
+            ),
+            "rejected"
         );
         assert_eq!(
             permanent_code(403, "M_FORBIDDEN", "not in room", false),
@@ -236,5 +542,24 @@ mod tests {
             permanent_code(401, "M_UNKNOWN_TOKEN", "", false),
             "unauthorized"
         );
+    }
+
+    #[test]
+    fn pacer_spaces_sends_after_a_limit_and_keeps_each_posts_slot() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        // No limit met yet: nothing waits.
+        assert_eq!(pacer.reserve("a", t0), Duration::ZERO);
+        let step = Duration::from_millis(500);
+        assert_eq!(pacer.limited("a", step, t0), step);
+        // The next ones queue behind it, one interval apart, instead of all at t0 + step.
+        assert_eq!(pacer.reserve("b", t0), step * 2);
+        assert_eq!(pacer.reserve("c", t0), step * 3);
+        // A post that comes back keeps its slot.
+        assert_eq!(pacer.reserve("b", t0 + step), step);
+        pacer.sent("b");
+        // Once the queue is through, sends go straight out again.
+        assert_eq!(pacer.reserve("d", t0 + step * 100), Duration::ZERO);
+        assert_eq!(pacer.reserve("e", t0 + step * 100), Duration::ZERO);
     }
 }

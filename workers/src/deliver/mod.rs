@@ -603,9 +603,10 @@ impl<A: Adapter> Deliverer<A> {
                 if let (DeliveryMode::Bound, Some(session_key), Some(binding_id)) =
                     (mode, session_key, binding_id)
                 {
+                    // The bound conversation cannot take this post nor any later one.
                     if matches!(
                         code.as_str(),
-                        "thread_deleted" | "thread_archived" | "thread_locked"
+                        "thread_deleted" | "thread_archived" | "thread_locked" | "bot_removed"
                     ) {
                         return self
                             .thread_lost(command, content, session_key, binding_id, &code, failed)
@@ -876,8 +877,9 @@ impl<A: Adapter> Deliverer<A> {
         }
     }
 
-    /// The bound thread is gone (deleted) or closed (archived): end its binding — with a
-    /// farewell in the parent when archived, without one when deleted — and send the
+    /// The bound thread is gone (deleted), closed (archived, locked), or the bot was removed
+    /// from it (`bot_removed`): end its binding — with a farewell in the parent when closed,
+    /// without one otherwise — and send the
     /// completion to the requester's conversation instead, explicitly (`fallback` with the
     /// reason), unless the session is `fail_closed`. The fallback's delivery id is the one
     /// the router would give a requester post, so `bound_and_requester` cannot post twice.

@@ -25,6 +25,8 @@ pub mod reason {
     pub const THREAD_DELETED: &str = "thread_deleted";
     /// Closed by a moderator (Discord: a locked thread refuses the bot's posts).
     pub const THREAD_LOCKED: &str = "thread_locked";
+    /// The bot was removed from the bound conversation (Matrix: kicked or banned).
+    pub const BOT_REMOVED: &str = "bot_removed";
 }
 
 /// When the binding should next be checked for expiry (Unix ms).

@@ -13,6 +13,9 @@ use threadline_schemas::{
     InputSource, MessageReceived, MessageUnbound, SessionInput, Stage, SCHEMA_VERSION,
 };
 
+/// Channels whose platform does not mark bot accounts: every author is looked up.
+const AUTHORS_WITHOUT_BOT_FLAG: &[&str] = &["matrix"];
+
 /// Handles `tl.in.message.>`.
 pub struct Inbound {
     plumbing: Plumbing,
@@ -35,8 +38,10 @@ impl Inbound {
         if configured {
             return Ok(true);
         }
-        // Only bot (or webhook) authors can be us; people are never looked up.
-        if !message.author.is_bot {
+        // Only bot (or webhook) authors can be us; people are never looked up — except on
+        // platforms without a bot flag (Matrix: an account is an account), where a truthful
+        // gateway says `is_bot: false` for our own posts too.
+        if !message.author.is_bot && !AUTHORS_WITHOUT_BOT_FLAG.contains(&channel.as_str()) {
             return Ok(false);
         }
         self.plumbing
