@@ -627,3 +627,46 @@ async fn doctor_names_low_listpack_limits_and_keys_of_the_old_layout() {
     assert!(errors[0].contains("tl:{b:b-from-before}"), "{errors:#?}");
     assert_eq!(report["redis"]["old_layout_keys"], 1);
 }
+
+/// Every `THREADLINE_*` variable the README and the compose files name is a setting the
+/// binary reads: set to a value, it either changes the configuration `threadline config`
+/// prints or is refused with a reason — never silently ignored (the README once documented
+/// `THREADLINE_MATRIX_HOMESERVER` while the service refused to start with it).
+#[test]
+fn every_documented_environment_setting_is_read_not_ignored() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut names = std::collections::BTreeSet::new();
+    for doc in ["README.md", "infra/compose.yaml", "infra/cluster/compose.yaml"] {
+        let text = std::fs::read_to_string(format!("{root}/{doc}")).expect("documentation");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("THREADLINE_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].trim_end_matches('_').to_owned());
+            rest = &tail[end..];
+        }
+    }
+    // Not settings: the config file's path, and the test harness's own variables.
+    for not_a_setting in ["THREADLINE", "THREADLINE_CONFIG", "THREADLINE_PYTHON"] {
+        names.remove(not_a_setting);
+    }
+    assert!(names.len() > 20, "found the documented variables: {names:?}");
+    let config = |var: Option<&str>| {
+        let mut command = std::process::Command::new(threadline_tests::pipeline::threadline_bin());
+        command.arg("config").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        if let Some(var) = var {
+            command.env(var, "not-a-value-42");
+        }
+        let output = command.output().expect("run threadline config");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (ok, baseline) = config(None);
+    assert!(ok, "threadline config runs: {baseline}");
+    let ignored: Vec<&String> = names
+        .iter()
+        .filter(|name| config(Some(name)) == (true, baseline.clone()))
+        .collect();
+    assert!(ignored.is_empty(), "documented but ignored: {ignored:?}");
+}

@@ -7,7 +7,7 @@
 
 use serde_json::json;
 use std::time::Duration;
-use threadline_schemas::{ConversationRef, DeliveryMode, Placement, SessionMode};
+use threadline_schemas::{BindingChange, ConversationRef, DeliveryMode, Placement, SessionMode};
 use threadline_tests::events::{completion, spawn};
 use threadline_tests::fakes::Fault;
 use threadline_tests::pipeline::Pipeline;
@@ -71,7 +71,7 @@ async fn telegram_error_answers_wait_or_fail_with_a_clear_code_and_are_not_retri
             403,
             "Forbidden: bot is not a member of the supergroup chat",
             None,
-            "forbidden",
+            "bot_removed",
         ),
         (400, "Bad Request: chat not found", None, "not_found"),
         // A revoked token (the token file unchanged, so nothing to re-read).
@@ -99,12 +99,42 @@ async fn telegram_error_answers_wait_or_fail_with_a_clear_code_and_are_not_retri
         );
     }
 
-    // Kicked from the group: every later post is refused 403, named forbidden.
+    // Kicked from the group: every later post is refused 403, named bot_removed.
     p.telegram.kick_bot(chat_id(&chat));
     let c = completion(&key, "after the kick");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    assert_eq!(p.wait_failed(&c.event_id).await.code, "forbidden");
+    assert_eq!(p.wait_failed(&c.event_id).await.code, "bot_removed");
     assert_eq!(p.posted(&chat), ["after retry_after"]);
+}
+
+/// A bot kicked from a forum chat ends its topic bindings at the first refused post, instead
+/// of failing every completion until the idle timeout; the completion is reported failed once
+/// (its fallback into the same chat is refused too), and a later one fails at once as
+/// unbound, without a request to the thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_telegram_bot_ends_its_topic_binding_instead_of_failing_every_post() {
+    let p = Pipeline::start().await;
+    let chat = Pipeline::conversation("telegram");
+    let mut s = spawn(&chat, Placement::Child, SessionMode::Session);
+    s.thread_name = Some("kicked".into());
+    let (key, _topic) = p.spawn_in_thread(&s).await;
+    p.telegram.kick_bot(chat_id(&chat));
+    let c = completion(&key, "after the kick");
+    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    assert_eq!(
+        p.wait_binding(&key, BindingChange::Ended).await.reason,
+        "bot_removed"
+    );
+    let failed = p.wait_failed(&c.event_id).await;
+    assert_eq!(failed.code, "bot_removed");
+    assert_eq!(failed.destination, Some(chat.clone()), "the fallback's outcome");
+    p.settle(Duration::from_millis(300)).await;
+    assert_eq!(
+        p.failed().iter().filter(|f| f.event_id == c.event_id).count(),
+        1,
+        "one final outcome"
+    );
+    assert!(p.delivered().iter().all(|d| d.event_id != c.event_id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

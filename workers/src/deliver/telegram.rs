@@ -78,12 +78,19 @@ fn permanent_code(status: u16, description: &str, migrated: bool) -> String {
     } else if d.contains("chat not found") {
         "not_found"
     } else if status == 403
+        && (d.contains("bot was kicked")
+            || d.contains("bot is not a member")
+            || d.contains("bot was blocked"))
+    {
+        // The bot is out of the chat: no post there can work until someone adds it back,
+        // so a binding there ends (like Matrix's kicked bot) instead of failing every post.
+        "bot_removed"
+    } else if status == 403
         || d.contains("not enough rights")
         || d.contains("have no rights")
         || d.contains("chat_write_forbidden")
     {
-        // "bot was kicked from the supergroup chat", "bot is not a member of the
-        // supergroup chat", "bot was blocked by the user": all 403.
+        // Missing rights in a chat the bot is still in.
         "forbidden"
     } else if status == 401 {
         "unauthorized"
@@ -319,7 +326,7 @@ mod tests {
             "Forbidden: bot was kicked from the supergroup chat",
             "Forbidden: bot is not a member of the supergroup chat",
         ] {
-            assert_eq!(permanent_code(403, forbidden, false), "forbidden");
+            assert_eq!(permanent_code(403, forbidden, false), "bot_removed");
         }
         assert_eq!(
             permanent_code(
