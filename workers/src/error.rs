@@ -113,4 +113,24 @@ mod tests {
             Settle::Retry(None)
         );
     }
+
+    #[test]
+    fn refusals_and_unreadable_state_are_not_retried_and_every_error_has_its_code() {
+        let rejected = WorkError::rejected(RejectCode::UnknownChannel, "no adapter");
+        assert!(!rejected.is_retryable());
+        assert!(!WorkError::Corrupt("bad record".into()).is_retryable());
+        assert_eq!(rejected.code(), "unknown_channel");
+        assert_eq!(
+            WorkError::RateLimited {
+                after: Duration::ZERO
+            }
+            .code(),
+            "rate_limited"
+        );
+        assert_eq!(
+            WorkError::Transient("x".into()).code(),
+            "platform_unavailable"
+        );
+        assert_eq!(WorkError::Corrupt("x".into()).code(), "corrupt_state");
+    }
 }

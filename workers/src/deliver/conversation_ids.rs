@@ -112,6 +112,7 @@ mod tests {
             conv("matrix", "!room:fake", None),
             conv("matrix", "!Abc123opaque", None),
             conv("matrix", "$root", Some("!room:fake")),
+            conv("matrix", "$e", Some("!r")),
             conv("webhook:wa", "any thing at all", None),
         ] {
             assert_eq!(check(&c), Ok(()), "{c:?}");
@@ -132,6 +133,14 @@ mod tests {
             (conv("matrix", "room", None), "room"),
             (conv("matrix", "root", Some("!r")), "root"),
             (conv("matrix", "$x", Some("r")), "`r`"),
+            (conv("matrix", "$x", Some("!")), "`!`"),
+            (conv("matrix", "$", Some("!r")), "`$`"),
+            (conv("matrix", "!", None), "`!`"),
+            (conv("telegram", "42", Some("chat")), "chat"),
+            (conv("telegram", "@ab", None), "@ab"),
+            (conv("telegram", "@bad-name", None), "@bad-name"),
+            (conv("slack", ".5", Some("C1")), ".5"),
+            (conv("slack", "5.", Some("C1")), "5."),
         ] {
             let error = check(&c).unwrap_err();
             assert!(error.contains(named), "{c:?}: {error}");
