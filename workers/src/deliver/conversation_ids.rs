@@ -113,6 +113,7 @@ mod tests {
             conv("matrix", "!Abc123opaque", None),
             conv("matrix", "$root", Some("!room:fake")),
             conv("matrix", "$e", Some("!r")),
+            conv("matrix", "!a", None),
             conv("webhook:wa", "any thing at all", None),
         ] {
             assert_eq!(check(&c), Ok(()), "{c:?}");
