@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The `threadline` image: one binary, CA certificates, a non-root user. Every worker runs
 # from it (`run binder`, `run router`, `run deliver <channel>`, or `run all`), configured
-# by THREADLINE_* environment variables (README: Operating Threadline).
+# by THREADLINE_* environment variables (docs/operating.md).
 #
 #   docker build -t threadline .
 

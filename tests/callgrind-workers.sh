@@ -2,7 +2,7 @@
 # Counts the instructions the per-worker router and deliverer execute, with callgrind:
 # instructions, unlike CPU time, repeat run to run on this shared machine, so a change of a
 # few percent in a worker shows. Used as the benchmark's `threadline` binary; every other
-# command goes to the real binary untouched (`run all` included). See README, "Benchmark".
+# command goes to the real binary untouched (`run all` included). See docs/benchmarks.md, "Profiling".
 #
 #   CARGO_TARGET_DIR=target-prof CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
 #     cargo build --release -p threadline-tests --bins -p threadline --bin threadline

@@ -7,7 +7,7 @@ use crate::inbound::Envelope;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Inbound events larger than this are rejected unread (DESIGN §2 "oversize payload").
+/// Inbound events larger than this are rejected unread (docs/design.md §2 "oversize payload").
 /// 1 MiB: far above any real completion, far below what would hurt a worker.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub type Metadata = BTreeMap<String, serde_json::Value>;
 
 /// A place on a chat platform. When `parent_conversation_id` is set, the conversation is a
-/// thread inside that parent (see DESIGN §2 for what the ids are on each channel).
+/// thread inside that parent (see docs/design.md §2 for what the ids are on each channel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConversationRef {
     /// Adapter name: `discord`, `slack`, `telegram`, `matrix` or `webhook:<name>`.
@@ -41,7 +41,7 @@ impl ConversationRef {
     pub fn key(&self) -> String {
         // Joined, not `format!`ed: built on every routed completion and post, where the
         // format machinery cost 4-5x a copy into one exact allocation (callgrind: ~1,160
-        // instructions a call against ~280; README, "Benchmark").
+        // instructions a call against ~280; commit a18f154).
         [
             self.channel.as_str(),
             "\u{1f}",

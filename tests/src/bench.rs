@@ -31,7 +31,7 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Repetitions; every figure is their median. Five by default: on this shared machine
     /// a median of three full-speed ratios still ranged 0.58–0.73 over one night's six bench
-    /// runs (README "Benchmark").
+    /// runs (commit 56b1156).
     pub runs: usize,
     /// Sessions (each in its own conversation) the completions rotate over.
     pub sessions: usize,
@@ -1098,8 +1098,8 @@ struct Part {
 /// half its own: each at half of what it did minutes before on the same machine. (The
 /// second part used to reuse the first part's floor rate; when the machine's speed changed
 /// between the parts, its floor ran at 32–36% of what it then did, against Threadline's
-/// 50%: the two runs whose process-per-worker half-load p99 ratio was 2.45 and 2.12, README
-/// "Benchmark".) Both keep their streams across their runs, and lose them and their Redis
+/// 50%: the two runs whose process-per-worker half-load p99 ratio was 2.45 and 2.12, commit
+/// 519898c.) Both keep their streams across their runs, and lose them and their Redis
 /// keys once measured (see [`run`]).
 async fn measure_part(
     nats: &NatsServer,
@@ -1443,7 +1443,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
     // Threadline's later runs both carry their earlier runs' messages and message ids (what
     // nats-server's heap, and so its garbage collections, grow with). Its Redis keys go too:
     // Redis's key table grows with them, and the process-per-worker layout, measured after
-    // `run all`, found all of `run all`'s records there. See the README's "Benchmark".
+    // `run all`, found all of `run all`'s records there. See docs/benchmarks.md.
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
 
     // 1 and 2. Each Threadline layout with the floor alongside it, run by run.
@@ -1964,7 +1964,7 @@ mod tests {
 
     /// The floor's platform call stands for Threadline's: the fake must receive the same
     /// body fields, nested alike, and an idempotency key of the same length, or the floor's
-    /// posts cost the shared machine less than Threadline's do (README "Benchmark").
+    /// posts cost the shared machine less than Threadline's do (docs/benchmarks.md).
     #[tokio::test]
     async fn the_floor_posts_the_request_the_webhook_deliverer_makes() {
         let _ = rustls::crypto::ring::default_provider().install_default();

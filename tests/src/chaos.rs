@@ -71,7 +71,7 @@ impl ChaosConfig {
         }
     }
 
-    /// The long run of the README: ≥ 20,000 events, ≥ 50 kills.
+    /// The long run of docs/testing.md: ≥ 20,000 events, ≥ 50 kills.
     pub fn long(seed: u64) -> Self {
         ChaosConfig {
             sessions: 5_600,

@@ -1,4 +1,4 @@
-//! Builders for the events tests publish, with fresh ids and the defaults of DESIGN §2.
+//! Builders for the events tests publish, with fresh ids and the defaults of docs/design.md §2.
 
 use threadline_schemas::{
     Author, CompletionReported, ControlOp, ControlRequested, ConversationRef, MessageReceived,

@@ -871,7 +871,7 @@ impl std::fmt::Debug for NatsCluster {
 }
 
 /// `$JS.API.INFO` answers without an error: JetStream has a meta leader. A raw request,
-/// because async-nats' `query_account()` cannot read 2.9's answer (PITFALLS 5).
+/// because async-nats' `query_account()` cannot read 2.9's answer (docs/pitfalls.md 5).
 async fn jetstream_answers(client: &async_nats::Client) -> bool {
     let request = client.request("$JS.API.INFO", bytes::Bytes::new());
     match tokio::time::timeout(Duration::from_secs(2), request).await {

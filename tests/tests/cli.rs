@@ -480,7 +480,7 @@ async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof
         assert_eq!(distinct.len(), 1, "{channel:#}");
     }
 
-    // The environment overrides the file (DESIGN §4): a Redis nobody listens on.
+    // The environment overrides the file (docs/design.md §4): a Redis nobody listens on.
     let dead_redis = format!("redis://127.0.0.1:{}", free_port());
     let output = p
         .command(&["doctor", "--json"])

@@ -1,4 +1,4 @@
-//! Session semantics of DESIGN §3 end to end: inbound messages, send and fan-out, the
+//! Session semantics of docs/design.md §3 end to end: inbound messages, send and fan-out, the
 //! binding lifecycle (idle, max age, archived and deleted threads, farewells), operator
 //! control including credential rotation, pending bindings, named sessions across a full
 //! restart, nested sessions, and ambiguity — observed on `tl.out.*`, `tl.agent.*` and the

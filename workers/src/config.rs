@@ -1,5 +1,5 @@
 //! Settings: defaults, then a TOML file (`--config` / `THREADLINE_CONFIG`), then environment
-//! variables (`THREADLINE_*`, DESIGN §4). Platform URLs and tokens come only from here —
+//! variables (`THREADLINE_*`, docs/design.md §4). Platform URLs and tokens come only from here —
 //! never from events — so an event cannot point Threadline at another host or identity.
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -138,7 +138,7 @@ pub struct Config {
     pub ended_ttl_ms: u64,
     pub default_idle_timeout_ms: u64,
     pub http_timeout_ms: u64,
-    /// Redis response timeout (redis-rs defaults to 500 ms, too short under load: PITFALLS).
+    /// Redis response timeout (redis-rs defaults to 500 ms, too short under load: docs/pitfalls.md, Redis).
     pub redis_timeout_ms: u64,
     /// How long input, delivery and outbound streams keep messages.
     pub stream_max_age_ms: u64,
@@ -150,7 +150,7 @@ pub struct Config {
     /// its own; the operator commands use one thread per core. One thread spends less CPU
     /// per event than two, and a current-thread runtime less than a one-thread multi-thread
     /// one: its connections write many events' commands at once (`app::runtime_builder`,
-    /// README "Benchmark").
+    /// measured in commit 73880db).
     pub worker_threads: u32,
     pub discord: PlatformConfig,
     pub slack: PlatformConfig,
@@ -190,7 +190,7 @@ pub struct Config {
     pub otlp_endpoint: String,
     /// How often each process reads its consumers' pending counts for `/metrics`.
     pub pending_poll_ms: u64,
-    // Connection security (README "Security"). Each secret may be given inline or as a file
+    // Connection security (docs/security.md). Each secret may be given inline or as a file
     // (`*_file`, a mounted container secret; the file wins). NATS takes at most one of
     // user/password, token, NKey seed and credentials file.
     /// NATS user name (with `nats_password`); not a secret.
@@ -322,8 +322,8 @@ impl Default for PlatformConfig {
 }
 
 /// Lanes per channel of a new deployment. Each busy lane is a consumer nats-server serves on
-/// its own, so 16 busy lanes cost it more per post than 4 (README "Benchmark": "Four lanes
-/// for a new deployment"). Four instances posting for one channel at once is already past
+/// its own, so 16 busy lanes cost it more per post than 4 (measured in commit 2b8f11c,
+/// "Four lanes for a new deployment"). Four instances posting for one channel at once is already past
 /// what any platform lets one bot post.
 pub const DEFAULT_DELIVERY_PARTITIONS: u32 = 4;
 

@@ -41,7 +41,7 @@ pub fn plan_spawn(
         ));
     };
     if spawn.placement == Placement::Child && !caps.child_creation {
-        // Never silently downgraded to another placement (DESIGN §3).
+        // Never silently downgraded to another placement (docs/design.md §3).
         return Err(WorkError::rejected(
             RejectCode::CapabilityUnsupported,
             format!(

@@ -28,7 +28,7 @@ macro_rules! differences {
     }};
 }
 
-/// Oldest server versions Threadline is tested with (DESIGN §4).
+/// Oldest server versions Threadline is tested with (docs/design.md §4).
 const MIN_NATS: (u32, u32, u32) = (2, 9, 0);
 const MIN_REDIS: (u32, u32, u32) = (7, 0, 0);
 

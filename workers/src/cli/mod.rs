@@ -70,7 +70,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<i32> {
 
 /// Connects to NATS once, failing fast: an operator wants an answer, not a retry loop.
 pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client> {
-    // The workers' credentials and TLS settings (README "Security").
+    // The workers' credentials and TLS settings (docs/security.md).
     crate::plumbing::nats::connect_options(config)
         .await?
         .name("threadline-cli")
@@ -87,7 +87,7 @@ pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client>
 
 /// Connects to Redis once, failing fast.
 pub async fn connect_redis(config: &Config) -> anyhow::Result<redis::aio::ConnectionManager> {
-    // The workers' ACL user, password and TLS settings (README "Security").
+    // The workers' ACL user, password and TLS settings (docs/security.md).
     let client = crate::plumbing::redis::redis_client(config)
         .with_context(|| format!("bad Redis settings for {}", redact_url(&config.redis_url)))?;
     let timeout = Duration::from_millis(config.redis_timeout_ms);

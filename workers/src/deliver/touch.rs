@@ -1,7 +1,7 @@
 //! Coalesces the `last_activity_at` refreshes of busy bindings.
 //!
 //! Every successful post to a bound conversation refreshes its binding's activity time
-//! (DESIGN "Bindings"); a thread that receives many posts a second would pay a store write
+//! (docs/design.md §3 "Bindings"); a thread that receives many posts a second would pay a store write
 //! for each, for a time nobody needs finer than `touch_interval_ms`.
 
 use std::collections::HashMap;

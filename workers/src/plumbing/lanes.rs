@@ -104,7 +104,7 @@ pub async fn run_owned<H: Handler>(
     }
     lanes_done.cancel();
     let _ = heartbeat.await;
-    // Plain acks are only queued in the client (PITFALLS 7).
+    // Plain acks are only queued in the client (docs/pitfalls.md 7).
     if let Err(error) = super::nats::flush_queued(&plumbing.nats).await {
         tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
     }

@@ -3,8 +3,8 @@
 //! handler may return (so an input is acked only after what it produced is stored).
 //!
 //! Everything here must be accepted by nats-server 2.9: one `filter_subject` per consumer
-//! (2.9 silently ignores `filter_subjects`, PITFALLS 6), no subject transforms, no consumer
-//! `backoff` (it rewrites `ack_wait`, PITFALLS 2) and no server-side `max_deliver` — the run
+//! (2.9 silently ignores `filter_subjects`, docs/pitfalls.md 6), no subject transforms, no consumer
+//! `backoff` (it rewrites `ack_wait`, docs/pitfalls.md 2) and no server-side `max_deliver` — the run
 //! loop counts attempts itself, so the server never drops a message silently.
 
 use crate::config::Config;
@@ -204,7 +204,7 @@ pub fn server_list(nats_url: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Name, timeouts, credentials and TLS from the configuration (README "Security").
+/// Name, timeouts, credentials and TLS from the configuration (docs/security.md).
 pub async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptions, TopologyError> {
     let invalid = |reason: String| TopologyError::Config(reason);
     let password = config.nats_password().map_err(|e| invalid(e.to_string()))?;
@@ -281,7 +281,7 @@ pub async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptio
 
 /// A JetStream context with a timeout that rides out a short broker restart.
 /// How long a stopping worker (or a lane handed back) waits for its last acks to reach the
-/// broker. Plain acks are only queued in the client (PITFALLS 7), so they are flushed; but a
+/// broker. Plain acks are only queued in the client (docs/pitfalls.md 7), so they are flushed; but a
 /// broker that is gone would hold the flush, and the process, forever. What misses the
 /// flush is redelivered after `ack_wait`.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(2);

@@ -89,7 +89,7 @@ pub async fn connect_cluster(
         .connection_timeout(timeout)
         .response_timeout(timeout)
         .retries(6);
-    // The same ACL credentials as a single server (README "Security"); every node shares them.
+    // The same ACL credentials as a single server (docs/security.md); every node shares them.
     if let Some(user) = &config.redis_username {
         builder = builder.username(user.clone());
     }
@@ -266,7 +266,7 @@ fn refused(error: &redis::RedisError) -> bool {
 }
 
 /// The `redis::Client` for `config`: the URL, plus the ACL user and password and, for
-/// `rediss://`, a custom CA and client certificate (README "Security"). Secrets given
+/// `rediss://`, a custom CA and client certificate (docs/security.md). Secrets given
 /// separately override any in the URL.
 pub fn redis_client(config: &Config) -> Result<redis::Client, redis::RedisError> {
     use redis::IntoConnectionInfo;

@@ -3,7 +3,7 @@
 //! start and hands it to the same decode → handle → settle path here.
 //!
 //! - Pulls with bounded `batch()` requests, never the `messages()` stream, whose client-side
-//!   pending count can stall under CPU pressure (PITFALLS 1).
+//!   pending count can stall under CPU pressure (docs/pitfalls.md 1).
 //! - Bad bytes: the original payload goes to `tl.dlq.<stage>` with the reason, a
 //!   `tl.out.rejected` follows when the event id is readable, then `Term`. If those publishes
 //!   fail, the message is `Nak`ed instead: nothing is dropped without a trace.
@@ -185,7 +185,7 @@ pub async fn run<H: Handler>(
         tracing::warn!(stage = %stage.name(), "drain deadline passed; unfinished events will be redelivered");
         tasks.abort_all();
     }
-    // Plain acks are only queued in the client (PITFALLS 7).
+    // Plain acks are only queued in the client (docs/pitfalls.md 7).
     if let Err(error) = super::nats::flush_queued(&plumbing.nats).await {
         tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
     }

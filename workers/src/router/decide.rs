@@ -1,4 +1,4 @@
-//! Where a completion goes: DESIGN §3 "Routing a completion", rules 2–4, as one pure
+//! Where a completion goes: docs/design.md §3 "Routing a completion", rules 2–4, as one pure
 //! function of the completion, the session's stored state and the clock. Rule 1 (decide once
 //! per event) is the caller's: it stores what this returns and never asks again.
 

@@ -1,5 +1,5 @@
 //! The router: turns `tl.in.completion` into platform work on `tl.deliver.<channel>`.
-//! The decision for an event is made once and stored (DESIGN §3 rule 1); every redelivery
+//! The decision for an event is made once and stored (docs/design.md §3 rule 1); every redelivery
 //! re-publishes the stored decision, so a binding that changes between two attempts can
 //! never send one completion to both a thread and its parent channel.
 

@@ -38,8 +38,8 @@ pub fn bucket_of(s: &str, buckets: u64) -> u64 {
 ///
 /// The keys a post or a completion touches (`session`, `conversation`, `route`,
 /// `post_part`) are joined rather than `format!`ed: they are built on every event, where the
-/// format machinery cost 4-5x a copy into one exact allocation (callgrind, README,
-/// "Benchmark"). The rest keep `format!`.
+/// format machinery cost 4-5x a copy into one exact allocation (callgrind,
+/// commit a18f154). The rest keep `format!`.
 #[derive(Debug, Clone)]
 pub struct Keys {
     ns: String,

@@ -1,5 +1,5 @@
 //! Lua scripts: each touches keys of one slot only, and each is safe to run twice
-//! (Redis Cluster clients re-send on I/O errors: PITFALLS), because its second run finds
+//! (Redis Cluster clients re-send on I/O errors: docs/pitfalls.md, Redis), because its second run finds
 //! the state its first run left and returns the same answer or a harmless one.
 
 use redis::Script;
