@@ -145,7 +145,7 @@ def main():
     redis_command = " ".join(services["redis"]["command"])
     for flag in ("--appendonly yes", "--appendfsync always"):
         if flag not in redis_command:
-            fail(f"redis: {flag} is required (README: Operating Threadline)")
+            fail(f"redis: {flag} is required (docs/operating.md)")
     if not any(str(v).endswith(":/data") for v in services["redis"].get("volumes", [])):
         fail("redis: the AOF directory (/data) must be a volume")
 

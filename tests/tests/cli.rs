@@ -628,7 +628,7 @@ async fn doctor_names_low_listpack_limits_and_keys_of_the_old_layout() {
     assert_eq!(report["redis"]["old_layout_keys"], 1);
 }
 
-/// Every `THREADLINE_*` variable the README and the compose files name is a setting the
+/// Every `THREADLINE_*` variable the README, docs/ and the compose files name is a setting the
 /// binary reads: set to a value, it either changes the configuration `threadline config`
 /// prints or is refused with a reason — never silently ignored (the README once documented
 /// `THREADLINE_MATRIX_HOMESERVER` while the service refused to start with it).
@@ -636,8 +636,18 @@ async fn doctor_names_low_listpack_limits_and_keys_of_the_old_layout() {
 fn every_documented_environment_setting_is_read_not_ignored() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut names = std::collections::BTreeSet::new();
-    for doc in ["README.md", "infra/compose.yaml", "infra/cluster/compose.yaml"] {
-        let text = std::fs::read_to_string(format!("{root}/{doc}")).expect("documentation");
+    let mut docs: Vec<String> = ["README.md", "infra/compose.yaml", "infra/cluster/compose.yaml"]
+        .iter()
+        .map(|doc| format!("{root}/{doc}"))
+        .collect();
+    for entry in std::fs::read_dir(format!("{root}/docs")).expect("docs/") {
+        let path = entry.expect("docs entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(path.display().to_string());
+        }
+    }
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).expect("documentation");
         let mut rest = text.as_str();
         while let Some(at) = rest.find("THREADLINE_") {
             let tail = &rest[at..];

@@ -752,7 +752,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let c = Config::load(Some(&path)).expect("the README's [matrix] settings load");
+        let c = Config::load(Some(&path)).expect("the documented [matrix] settings load");
         assert_eq!(c.matrix.api_base, "https://hs.example");
         assert_eq!(c.matrix.homeserver, None);
         assert_eq!(c.matrix.token.expose(), "syt_x");
