@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use threadline::plumbing::nats::StreamKind;
 use threadline::router::decide::RouteDecision;
@@ -206,19 +206,25 @@ impl ChaosReport {
             ),
             ("settled", self.settled.to_string()),
         ];
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        rows.iter()
-            .map(|(k, v)| format!("| {k:<width$} | {v} |\n"))
-            .collect()
+        render_table(&rows)
     }
 }
 
+/// Rows of a report as a two-column Markdown-style table.
+pub fn render_table(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("| {k:<width$} | {v} |\n"))
+        .collect()
+}
+
 /// One event to publish at a moment of the run.
-struct Step {
-    at: Duration,
-    subject: String,
-    msg_id: String,
-    payload: Vec<u8>,
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub at: Duration,
+    pub subject: String,
+    pub msg_id: String,
+    pub payload: Vec<u8>,
 }
 
 /// What the workload expects, per completion.
@@ -244,11 +250,12 @@ const DISCORD_CHANNELS: [&str; 4] = [
 ];
 
 /// The marker that lets the checker find an event's posts on the platform.
-fn marker(event_id: &str) -> String {
+pub fn marker(event_id: &str) -> String {
     format!("⟦{event_id}⟧")
 }
 
-fn event_of(text: &str) -> Option<&str> {
+/// The event id in a post's [`marker`].
+pub fn event_of(text: &str) -> Option<&str> {
     let start = text.find('⟦')? + '⟦'.len_utf8();
     let end = start + text[start..].find('⟧')?;
     Some(&text[start..end])
@@ -435,10 +442,48 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
 }
 
 /// A worker OS process that can be killed and started again.
-struct WorkerProcess {
-    args: Vec<String>,
+pub struct WorkerProcess {
+    pub args: Vec<String>,
     child: tokio::process::Child,
     log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts `threadline <args>` for `p`, its stderr appended to `log`.
+    pub fn start(p: &Pipeline, args: &[&str], log: PathBuf) -> WorkerProcess {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = start_worker(p, &args, &log);
+        WorkerProcess { args, child, log }
+    }
+
+    /// SIGKILL (this PID only), reap, wait `pause`, start it again.
+    pub async fn kill_and_restart(&mut self, p: &Pipeline, pause: Duration) {
+        self.stop().await;
+        tokio::time::sleep(pause).await;
+        self.child = start_worker(p, &self.args, &self.log);
+    }
+
+    /// SIGKILL (this PID only) and reap.
+    pub async fn stop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// The worker processes of a run: `instances` OS processes per role, each logging to its
+/// own file in `logs`.
+pub fn start_fleet(p: &Pipeline, roles: &[(&[&str], usize)], logs: &Path) -> Vec<WorkerProcess> {
+    let mut fleet = Vec::new();
+    for (role, instances) in roles {
+        for instance in 0..*instances {
+            let log = logs.join(format!(
+                "{}-{instance}.log",
+                role[1..].join("-").replace(':', "_")
+            ));
+            fleet.push(WorkerProcess::start(p, role, log));
+        }
+    }
+    fleet
 }
 
 fn start_worker(p: &Pipeline, args: &[String], log: &PathBuf) -> tokio::process::Child {
@@ -455,9 +500,65 @@ fn start_worker(p: &Pipeline, args: &[String], log: &PathBuf) -> tokio::process:
         .expect("start worker process")
 }
 
+/// What the fault schedule does at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL one worker process and start it again.
+    Kill,
+    NatsRestart,
+    RedisRestart,
+}
+
+/// The seeded fault schedule over `window`: `kills` spread at random, the restarts at
+/// fixed points (broker at 45 %, store at 75 % of each share), in time order.
+pub fn fault_schedule(
+    rng: &mut StdRng,
+    window: Duration,
+    kills: usize,
+    nats_restarts: usize,
+    redis_restarts: usize,
+) -> Vec<(Duration, Fault)> {
+    let mut faults: Vec<(Duration, Fault)> = (0..kills)
+        .map(|_| (window.mul_f64(rng.random_range(0.05..1.0)), Fault::Kill))
+        .collect();
+    for n in 0..nats_restarts {
+        faults.push((
+            window
+                .mul_f64((n as f64 + 0.45) / nats_restarts as f64)
+                .min(window),
+            Fault::NatsRestart,
+        ));
+    }
+    for n in 0..redis_restarts {
+        faults.push((
+            window
+                .mul_f64((n as f64 + 0.75) / redis_restarts as f64)
+                .min(window),
+            Fault::RedisRestart,
+        ));
+    }
+    faults.sort_by_key(|f| f.0);
+    faults
+}
+
+/// Publishes `steps` at their moments from `started` (each until stored); → how long it took.
+pub fn spawn_publisher(
+    js: jetstream::Context,
+    steps: Vec<Step>,
+    started: Instant,
+) -> tokio::task::JoinHandle<Duration> {
+    tokio::spawn(async move {
+        for step in &steps {
+            tokio::time::sleep_until((started + step.at).into()).await;
+            publish_until_stored(&js, step).await;
+        }
+        started.elapsed()
+    })
+}
+
 /// Publishes until the stream acknowledges, riding out a broker restart, as a publisher
 /// that retries with the same `Nats-Msg-Id` would.
-async fn publish_until_stored(js: &jetstream::Context, step: &Step) {
+pub async fn publish_until_stored(js: &jetstream::Context, step: &Step) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let message = jetstream::message::PublishMessage::build()
@@ -524,20 +625,23 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Observed>
 
 /// Outcomes read back from `tl.out.*`.
 #[derive(Default)]
-struct Outcomes {
-    delivered: HashMap<(String, String), PostDelivered>,
-    failed_events: BTreeSet<String>,
-    failed_posts: BTreeSet<(String, String)>,
-    answered_spawns: BTreeSet<String>,
-    fallbacks: BTreeMap<String, usize>,
-    bindings_settled: usize,
+pub struct Outcomes {
+    /// (event, [`destination_key`]) → its delivery report.
+    pub delivered: HashMap<(String, String), PostDelivered>,
+    pub failed_events: BTreeSet<String>,
+    pub failed_posts: BTreeSet<(String, String)>,
+    pub answered_spawns: BTreeSet<String>,
+    pub fallbacks: BTreeMap<String, usize>,
+    pub bindings_settled: usize,
 }
 
-fn destination_key(c: &ConversationRef) -> String {
+/// `channel|conversation_id`: how the checkers name a destination.
+pub fn destination_key(c: &ConversationRef) -> String {
     format!("{}|{}", c.channel, c.conversation_id)
 }
 
-fn outcomes(p: &Pipeline, out: &[Observed]) -> Outcomes {
+/// What `tl.out.*` (read with [`read_stream`]) said.
+pub fn outcomes(p: &Pipeline, out: &[Observed]) -> Outcomes {
     let s = &p.subjects;
     let mut o = Outcomes::default();
     for message in out {
@@ -578,7 +682,7 @@ fn outcomes(p: &Pipeline, out: &[Observed]) -> Outcomes {
 }
 
 /// Stored routing decisions of `event_ids`, pipelined.
-async fn decisions(p: &Pipeline, event_ids: &[String]) -> HashMap<String, RouteDecision> {
+pub async fn decisions(p: &Pipeline, event_ids: &[String]) -> HashMap<String, RouteDecision> {
     let Ok(client) = redis::Client::open(p.redis.url()) else {
         return HashMap::new();
     };
@@ -663,74 +767,33 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let work = workload(&p, &config, &mut rng);
 
     let logs = tempfile::tempdir().expect("log dir");
-    let roles: Vec<Vec<String>> = [
-        vec!["run", "binder"],
-        vec!["run", "router"],
-        vec!["run", "deliver", "discord"],
-        vec!["run", "deliver", "webhook:plain"],
-        vec!["run", "deliver", "webhook:threads"],
-        vec!["run", "deliver", "slack"],
-        vec!["run", "deliver", "telegram"],
-        vec!["run", "deliver", "matrix"],
+    let roles: Vec<(&[&str], usize)> = [
+        &["run", "binder"][..],
+        &["run", "router"],
+        &["run", "deliver", "discord"],
+        &["run", "deliver", "webhook:plain"],
+        &["run", "deliver", "webhook:threads"],
+        &["run", "deliver", "slack"],
+        &["run", "deliver", "telegram"],
+        &["run", "deliver", "matrix"],
     ]
-    .iter()
-    .map(|args| args.iter().map(|a| a.to_string()).collect())
+    .into_iter()
+    .map(|role| (role, config.instances))
     .collect();
-    let mut fleet = Vec::new();
-    for role in &roles {
-        for instance in 0..config.instances {
-            let log = logs.path().join(format!(
-                "{}-{instance}.log",
-                role[1..].join("-").replace(':', "_")
-            ));
-            let child = start_worker(&p, role, &log);
-            fleet.push(WorkerProcess {
-                args: role.clone(),
-                child,
-                log,
-            });
-        }
-    }
+    let mut fleet = start_fleet(&p, &roles, logs.path());
 
     // The fault schedule, seeded: kills spread over the window, restarts at fixed points.
     let window = Duration::from_secs(config.publish_seconds);
-    let mut faults: Vec<(Duration, &str)> = (0..config.kills)
-        .map(|_| (window.mul_f64(rng.random_range(0.05..1.0)), "kill"))
-        .collect();
-    for n in 0..config.nats_restarts {
-        faults.push((
-            window
-                .mul_f64((n as f64 + 0.45) / config.nats_restarts as f64)
-                .min(window),
-            "nats",
-        ));
-    }
-    for n in 0..config.redis_restarts {
-        faults.push((
-            window
-                .mul_f64((n as f64 + 0.75) / config.redis_restarts as f64)
-                .min(window),
-            "redis",
-        ));
-    }
-    faults.sort_by_key(|f| f.0);
+    let faults = fault_schedule(
+        &mut rng,
+        window,
+        config.kills,
+        config.nats_restarts,
+        config.redis_restarts,
+    );
 
     let started = Instant::now();
-    let js = p.js.clone();
-    let steps = work.steps.iter().map(|s| Step {
-        at: s.at,
-        subject: s.subject.clone(),
-        msg_id: s.msg_id.clone(),
-        payload: s.payload.clone(),
-    });
-    let steps: Vec<Step> = steps.collect();
-    let publisher = tokio::spawn(async move {
-        for step in &steps {
-            tokio::time::sleep_until((started + step.at).into()).await;
-            publish_until_stored(&js, step).await;
-        }
-        started.elapsed()
-    });
+    let publisher = spawn_publisher(p.js.clone(), work.steps.clone(), started);
 
     let mut report = ChaosReport {
         seed: config.seed,
@@ -745,20 +808,17 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     for (at, kind) in faults {
         tokio::time::sleep_until((started + at).into()).await;
         match kind {
-            "kill" => {
+            Fault::Kill => {
                 let victim = rng.random_range(0..fleet.len());
-                let worker = &mut fleet[victim];
-                let _ = worker.child.start_kill();
-                let _ = worker.child.wait().await;
-                tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_000))).await;
-                worker.child = start_worker(&p, &worker.args, &worker.log);
+                let pause = Duration::from_millis(rng.random_range(200..1_000));
+                fleet[victim].kill_and_restart(&p, pause).await;
                 report.kills += 1;
             }
-            "nats" => {
+            Fault::NatsRestart => {
                 p.nats.restart().await;
                 report.nats_restarts += 1;
             }
-            _redis => {
+            Fault::RedisRestart => {
                 p.redis.restart().await;
                 report.redis_restarts += 1;
             }
@@ -801,8 +861,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     report.matrix_faults = p.matrix.fault_counts();
 
     for worker in &mut fleet {
-        let _ = worker.child.start_kill();
-        let _ = worker.child.wait().await;
+        worker.stop().await;
     }
     if !report.ok() {
         // Keep the worker logs of a failed run for whoever investigates.
