@@ -332,3 +332,97 @@ async fn lanes_are_shared_when_an_instance_joins_and_taken_over_when_one_is_kill
         running.wait().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owners_posts_come_back_out_of_order_and_are_still_posted_in_order() {
+    let p = Pipeline::start_with(Options {
+        in_process: false,
+        tune: |c| {
+            c.ack_wait_ms = 3_000;
+            c.lane_lease_ms = 1_500;
+        },
+    })
+    .await;
+    let mut workers = Vec::new();
+    for role in [Role::Binder, Role::Router] {
+        let shutdown = CancellationToken::new();
+        let running = app::start(p.config.clone(), role, shutdown.clone())
+            .await
+            .expect("worker");
+        workers.push((shutdown, running));
+    }
+    let conversation = discord_conversation(400_000_000_000_000_001);
+    let key = p.session_in(&conversation, Placement::None).await;
+    // One at a time, so the router emits them in this order.
+    let mut events = Vec::new();
+    for n in 0..3 {
+        let c = completion(&key, &format!("#{n:02}"));
+        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        events.push(c);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while emitted_to(&p, &conversation).await.len() < n + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the router never emitted #{n:02}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(emitted_to(&p, &conversation).await, ["#00", "#01", "#02"]);
+
+    // An owner that holds the lane (its lease, then the three posts) and dies. Its last
+    // progress ack on the first post came after the others', so JetStream redelivers the
+    // second and third before the first: each one when its own `ack_wait` runs out.
+    let store = p.store().await;
+    store
+        .lane_heartbeat("discord", "1-dead-owner", p.config.lanes(), 1_500, false)
+        .await
+        .expect("the dead owner's lease");
+    let lane = lane_of(&p, &conversation);
+    let consumer = threadline::plumbing::nats::ConsumerSpec::deliver_lane(
+        &p.subjects,
+        "discord",
+        lane,
+        &p.config,
+    )
+    .ensure(&p.js, &p.subjects, &p.config)
+    .await
+    .expect("the lane's consumer");
+    let mut batch = consumer
+        .fetch()
+        .max_messages(3)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .expect("pull");
+    let mut held = Vec::new();
+    while let Some(message) = futures::StreamExt::next(&mut batch).await {
+        held.push(message.expect("message"));
+    }
+    assert_eq!(held.len(), 3, "the dead owner holds the three posts");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    held[0]
+        .ack_with(async_nats::jetstream::AckKind::Progress)
+        .await
+        .expect("progress ack");
+    drop(held);
+
+    let mut deliverer = p
+        .command(&["run", "deliver", "discord"])
+        .spawn()
+        .expect("deliverer");
+    for c in &events {
+        p.wait_delivered(&c.event_id, 1).await;
+    }
+    assert_eq!(
+        p.posted(&conversation),
+        ["#00", "#01", "#02"],
+        "posted in the order emitted"
+    );
+    let _ = deliverer.start_kill();
+    let _ = deliverer.wait().await;
+    for (shutdown, running) in workers {
+        shutdown.cancel();
+        running.wait().await;
+    }
+}

@@ -18,7 +18,10 @@
 //! - An owner that dies leaves its messages unacknowledged. Its lease lapses after
 //!   `lane_lease_ms`; the next owner, seeing unacknowledged messages, starts pulling only
 //!   once JetStream is due to redeliver all of them (lease expiry + `ack_wait`, or longer
-//!   when a message was `Nak`ed for longer), so they come back before anything newer.
+//!   when a message was `Nak`ed for longer), so they come back before anything newer. They
+//!   come back in the order their `ack_wait`s ran out, not in stream order (each message's
+//!   last progress ack set its own), so it starts none of them until it holds them all (or
+//!   a bounded wait passed): then each conversation starts from its earliest message.
 //! - An owner that cannot renew its lease (Redis unreachable) stops before the lease ends.
 
 use super::metrics as m;
@@ -227,11 +230,11 @@ async fn own_lane<H: Handler>(handler: Arc<H>, mut owner: Owner) {
             (Holding::Renewed, Some(_)) => Holding::Free,
             (holding, _) => holding,
         };
-        if !take_over(&owner, holding).await {
+        let Some(unacked) = take_over(&owner, holding).await else {
             continue;
-        }
+        };
         tracing::info!(group = %owner.group, lane = owner.lane, ?holding, "lane taken");
-        pull_lane(&handler, &owner).await;
+        pull_lane(&handler, &owner, unacked).await;
         // Everything was handed back in order, so the next owner need not wait. (Only our
         // own lease is deleted: one that lapsed and was taken meanwhile is left alone.)
         match owner
@@ -260,10 +263,11 @@ async fn own_lane<H: Handler>(handler: Arc<H>, mut owner: Owner) {
 
 /// Before pulling a lane taken from an owner that may have died with messages in flight:
 /// waits until JetStream redelivers them, so they are handled before anything newer.
-/// `false` when the lane was lost (or shutdown came) while waiting.
-async fn take_over(owner: &Owner, holding: Holding) -> bool {
+/// → how many messages the dead owner left unacknowledged (to be gathered before any
+/// starts), `None` when the lane was lost (or shutdown came) while waiting.
+async fn take_over(owner: &Owner, holding: Holding) -> Option<usize> {
     let lapsed_at = match holding {
-        Holding::Free => return true,
+        Holding::Free => return Some(0),
         Holding::Lapsed(at) => Some(at),
         // Already ours per Redis, but not per this process (a re-sent heartbeat): undated.
         Holding::Renewed => None,
@@ -276,7 +280,7 @@ async fn take_over(owner: &Owner, holding: Holding) -> bool {
         }
     };
     if unacked == 0 {
-        return true;
+        return Some(0);
     }
     let config = &owner.plumbing.config;
     let now = threadline_schemas::now_ms();
@@ -289,11 +293,11 @@ async fn take_over(owner: &Owner, holding: Holding) -> bool {
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         if owner.plumbing.shutdown.is_cancelled() || owner.usable(None).is_none() {
-            return false;
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
     }
-    owner.usable(None).is_some()
+    owner.usable(None).map(|_| unacked)
 }
 
 /// How long a lane's pull request waits for messages.
@@ -314,8 +318,9 @@ struct Finished {
 }
 
 /// Pulls and handles one owned lane until it is no longer ours (or shutdown), then hands
-/// back what it holds in order.
-async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
+/// back what it holds in order. `redelivered`: messages a dead owner left, which come back
+/// first but in any order; nothing starts before they are all held (or `ack_wait` passed).
+async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner, redelivered: usize) {
     let config = &owner.plumbing.config;
     let batch = config.lane_batch.clamp(1, 1_024) as usize;
     let ack_wait = config.ack_wait();
@@ -339,6 +344,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
     progress.tick().await;
     // Ownership can end while nothing else happens on the lane.
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
+    let mut gathering = (redelivered > 0).then(|| Instant::now() + ack_wait);
 
     loop {
         if accepting && (owner.plumbing.shutdown.is_cancelled() || owner.usable(None).is_none()) {
@@ -372,8 +378,18 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
             }
             keep
         });
+        if gathering.is_some_and(|until| held.len() >= redelivered || Instant::now() >= until) {
+            if held.len() < redelivered {
+                tracing::warn!(group = %owner.group, lane = owner.lane, held = held.len(), redelivered, "not every message of the lane's last owner came back in time; starting with those that did");
+            }
+            gathering = None;
+        }
         if accepting {
-            let ready = queues.startable(&running, |key| waiting.get(key).map(|(seq, _)| *seq));
+            let ready = if gathering.is_some() {
+                Vec::new()
+            } else {
+                queues.startable(&running, |key| waiting.get(key).map(|(seq, _)| *seq))
+            };
             for seq in ready {
                 let Some(h) = held.remove(&seq) else { continue };
                 if let Some(key) = &h.key {
@@ -402,7 +418,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner) {
             // `max_ack_pending` still bounds what comes).
             let holding = held.len() + tasks.len() + waiting.len();
             let free = holding * 2 <= batch && holding < batch;
-            if pulls.can_pull() && (free || !waiting.is_empty()) {
+            if pulls.can_pull() && (free || !waiting.is_empty() || gathering.is_some()) {
                 match owner
                     .consumer
                     .batch()
