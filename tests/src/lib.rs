@@ -2,6 +2,7 @@
 //! fakes of the chat platforms' HTTP APIs, and a whole deployment wired together.
 pub mod bench;
 pub mod chaos;
+pub mod chaos_synapse;
 pub mod contract;
 pub mod events;
 pub mod fakes;

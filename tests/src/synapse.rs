@@ -619,7 +619,8 @@ fn log_tail(path: &Path) -> String {
 /// A loopback HTTP proxy in front of a homeserver that can make one send's outcome
 /// unknown: the request reaches the server (which stores the event), the answer is held
 /// back until [`release`](HoldingProxy::release) and then dropped, so the client times out
-/// not knowing. It also records the access token of every request.
+/// not knowing. It also records the access token of every request, and counts the event
+/// sends and the homeserver's 429 answers it passed on.
 pub struct HoldingProxy {
     server: crate::fakes::Server,
     state: std::sync::Arc<ProxyState>,
@@ -632,6 +633,9 @@ struct ProxyState {
     release: tokio::sync::Notify,
     held: std::sync::atomic::AtomicUsize,
     tokens: std::sync::Mutex<Vec<String>>,
+    sends: std::sync::atomic::AtomicUsize,
+    rate_limited: std::sync::atomic::AtomicUsize,
+    unreachable: std::sync::atomic::AtomicUsize,
 }
 
 impl HoldingProxy {
@@ -647,6 +651,9 @@ impl HoldingProxy {
             release: tokio::sync::Notify::new(),
             held: std::sync::atomic::AtomicUsize::new(0),
             tokens: std::sync::Mutex::new(Vec::new()),
+            sends: std::sync::atomic::AtomicUsize::new(0),
+            rate_limited: std::sync::atomic::AtomicUsize::new(0),
+            unreachable: std::sync::atomic::AtomicUsize::new(0),
         });
         let router = axum::Router::new()
             .fallback(forward)
@@ -674,6 +681,25 @@ impl HoldingProxy {
     /// How many answers were held back so far.
     pub fn held(&self) -> usize {
         self.state.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Event sends (`PUT …/send/…`) forwarded so far, retries included.
+    pub fn sends(&self) -> usize {
+        self.state.sends.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// 429 answers of the homeserver passed on so far.
+    pub fn rate_limited(&self) -> usize {
+        self.state
+            .rate_limited
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests answered 502 because the homeserver could not be reached (it was down).
+    pub fn unreachable(&self) -> usize {
+        self.state
+            .unreachable
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The access token of every request so far, in order.
@@ -712,6 +738,9 @@ async fn forward(
         }
     }
     let is_send = parts.method == axum::http::Method::PUT && path.contains("/send/");
+    if is_send {
+        state.sends.fetch_add(1, Ordering::SeqCst);
+    }
     let mut upstream = state
         .http
         .request(parts.method.clone(), format!("{}{path}", state.upstream))
@@ -732,6 +761,9 @@ async fn forward(
     }
     match answered {
         Ok(response) => {
+            if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                state.rate_limited.fetch_add(1, Ordering::SeqCst);
+            }
             let status = axum::http::StatusCode::from_u16(response.status().as_u16())
                 .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
             let headers = response.headers().clone();
@@ -747,6 +779,9 @@ async fn forward(
             answer
         }
         // The homeserver is down (restarting): what a reverse proxy says then.
-        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+        Err(_) => {
+            state.unreachable.fetch_add(1, Ordering::SeqCst);
+            axum::http::StatusCode::BAD_GATEWAY.into_response()
+        }
     }
 }
