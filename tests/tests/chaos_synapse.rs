@@ -7,6 +7,7 @@
 //! dead-lettered. The seed is fixed so a failure reproduces (`THREADLINE_CHAOS_SEED` picks
 //! another). Without Synapse installed it skips loudly (in CI it fails).
 
+use std::time::Duration;
 use threadline_tests::chaos_synapse::{run, SynapseChaosConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +17,12 @@ async fn chaos_against_synapse_posts_every_completion_once_in_its_thread_in_orde
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261207);
     let config = SynapseChaosConfig::ci(seed);
-    let Some(report) = run(config.clone()).await else {
+    // A backstop: the pass bounds each of its waits, and takes about a minute.
+    let pass = tokio::time::timeout(Duration::from_secs(240), run(config.clone()));
+    let Some(report) = pass
+        .await
+        .expect("the Synapse chaos pass ended within 4 minutes")
+    else {
         return;
     };
     println!("{}", report.table());
