@@ -1,8 +1,8 @@
 //! The chaos pass against a real Matrix homeserver: Synapse ([`crate::synapse`]) is the
 //! Matrix platform, with its per-user `rc_message` limit tight enough that the bot meets
 //! 429s. Threadline runs as OS processes (a binder, routers, Matrix deliverers) fed a seeded
-//! workload of sessions bound to Matrix threads Threadline creates (`placement: child`) and
-//! to rooms (`placement: current`), while deliverers and routers are SIGKILLed and
+//! workload of sessions bound to Matrix threads Threadline creates (`placement: child`), to
+//! rooms and to threads a person started (`placement: current`), while deliverers and routers are SIGKILLed and
 //! restarted, nats-server and redis-server restart, and Synapse itself is SIGKILLed and
 //! started again. What counts is what Synapse stored, read back as a room member sees it
 //! (`/messages`, `m.thread` relations): every completion once, in its session's thread or
@@ -22,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +42,10 @@ pub struct SynapseChaosConfig {
     /// Rooms whose sessions are bound to the room itself (`placement: current`).
     pub current_rooms: usize,
     pub child_sessions: usize,
+    /// Bound to a room (`placement: current` from the room).
     pub current_sessions: usize,
+    /// Bound to a thread a person started in a current room (`placement: current` from it).
+    pub person_thread_sessions: usize,
     /// Completions per session: `min_completions..=max_completions`.
     pub min_completions: usize,
     pub max_completions: usize,
@@ -71,7 +75,8 @@ impl SynapseChaosConfig {
             thread_rooms: 2,
             current_rooms: 2,
             child_sessions: 36,
-            current_sessions: 8,
+            current_sessions: 6,
+            person_thread_sessions: 4,
             min_completions: 4,
             max_completions: 9,
             duplicate_share: 0.1,
@@ -99,6 +104,8 @@ pub struct SynapseChaosReport {
     pub spawns: usize,
     pub completions: usize,
     pub duplicate_publishes: usize,
+    /// Sessions in a thread Threadline made / bound to a room / bound to a person's thread.
+    pub sessions_by_binding: (usize, usize, usize),
     /// Completions found in Synapse where their session is bound.
     pub posts_found: usize,
     /// Events of the bot in Synapse carrying a completion's marker (copies included).
@@ -179,6 +186,15 @@ impl SynapseChaosReport {
             ),
             ("duplicate publishes", self.duplicate_publishes.to_string()),
             (
+                "sessions: child / room / person's thread",
+                format!(
+                    "{} / {} / {}",
+                    self.sessions_by_binding.0,
+                    self.sessions_by_binding.1,
+                    self.sessions_by_binding.2
+                ),
+            ),
+            (
                 "threads expected / created",
                 format!("{} / {}", self.threads_expected, self.threads_created),
             ),
@@ -241,8 +257,10 @@ struct Session {
     spawn_event_id: String,
     session_key: String,
     room: String,
-    /// In a thread of its own (`placement: child`), else bound to `room`.
+    /// In a thread of its own (`placement: child`), else bound to `room` or `thread`.
     child: bool,
+    /// The person's thread (its root) a `placement: current` session was spawned in.
+    thread: Option<String>,
     thread_name: String,
 }
 
@@ -268,6 +286,7 @@ fn workload(
     config: &SynapseChaosConfig,
     thread_rooms: &[String],
     current_rooms: &[String],
+    person_threads: &[(String, String)],
     rng: &mut StdRng,
 ) -> Workload {
     let s = &p.subjects;
@@ -276,20 +295,34 @@ fn workload(
     let mut sessions = Vec::new();
     let mut completions = Vec::new();
     let mut duplicates = 0;
-    let kinds = std::iter::repeat_n(true, config.child_sessions)
-        .chain(std::iter::repeat_n(false, config.current_sessions));
-    for (i, child) in kinds.enumerate() {
-        let room = if child {
-            thread_rooms[i % thread_rooms.len()].clone()
+    let kinds = std::iter::repeat_n((true, false), config.child_sessions)
+        .chain(std::iter::repeat_n((false, false), config.current_sessions))
+        .chain(std::iter::repeat_n(
+            (false, true),
+            config.person_thread_sessions,
+        ));
+    for (i, (child, in_thread)) in kinds.enumerate() {
+        let (room, thread) = if child {
+            (thread_rooms[i % thread_rooms.len()].clone(), None)
+        } else if in_thread {
+            let (room, root) = &person_threads[i % person_threads.len()];
+            (room.clone(), Some(root.clone()))
         } else {
-            current_rooms[i % current_rooms.len()].clone()
+            (current_rooms[i % current_rooms.len()].clone(), None)
         };
         let placement = if child {
             Placement::Child
         } else {
             Placement::Current
         };
-        let mut request = spawn(&room_ref(&room), placement, SessionMode::Session);
+        let requester = match &thread {
+            Some(root) => ConversationRef {
+                parent_conversation_id: Some(room.clone()),
+                ..room_ref(root)
+            },
+            None => room_ref(&room),
+        };
+        let mut request = spawn(&requester, placement, SessionMode::Session);
         let thread_name = format!("chaos-{}-{i}", config.seed);
         request.thread_name = Some(thread_name.clone());
         let session_key = threadline::ids::session_key(&request.agent_id, &request.event_id);
@@ -332,6 +365,7 @@ fn workload(
             session_key,
             room,
             child,
+            thread,
             thread_name,
         });
     }
@@ -375,8 +409,13 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         thread_rooms.push(hs.room(&person, &[&bot]).await);
     }
     let mut current_rooms = Vec::new();
+    let mut person_threads = Vec::new();
     for _ in 0..config.current_rooms {
-        current_rooms.push(hs.room(&person, &[&bot]).await);
+        let room = hs.room(&person, &[&bot]).await;
+        let content = json!({"msgtype": "m.text", "body": "a thread a person started"});
+        let root = hs.send(&person, &room, content).await;
+        person_threads.push((room.clone(), root));
+        current_rooms.push(room);
     }
     // Every request of the deliverers passes here: it counts the 429s, and answers 502
     // while Synapse is down, as a reverse proxy in front of a homeserver does.
@@ -410,7 +449,14 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         },
     )
     .await;
-    let work = workload(&p, &config, &thread_rooms, &current_rooms, &mut rng);
+    let work = workload(
+        &p,
+        &config,
+        &thread_rooms,
+        &current_rooms,
+        &person_threads,
+        &mut rng,
+    );
 
     let logs = tempfile::tempdir().expect("log dir");
     let roles: [(&[&str], usize); 3] = [
@@ -455,6 +501,11 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         spawns: work.sessions.len(),
         completions: work.completions.len(),
         duplicate_publishes: work.duplicates,
+        sessions_by_binding: (
+            config.child_sessions,
+            config.current_sessions,
+            config.person_thread_sessions,
+        ),
         threads_expected: work.sessions.iter().filter(|s| s.child).count(),
         setup_seconds: began.elapsed().as_secs_f64(),
         ..SynapseChaosReport::default()
@@ -677,7 +728,7 @@ fn check(
         .iter()
         .map(|s| {
             if !s.child {
-                return Some(s.room.clone());
+                return Some(s.thread.clone().unwrap_or_else(|| s.room.clone()));
             }
             let thread = threads.get(&s.session_key)?;
             let root = stored.roots.get(&s.thread_name)?;
@@ -714,7 +765,8 @@ fn check(
             .collect();
         if !wrong.is_empty() {
             report.misrouted += 1;
-            if s.child && wrong.iter().any(|(place, _)| *place == s.room) {
+            let in_a_thread = s.child || s.thread.is_some();
+            if in_a_thread && wrong.iter().any(|(place, _)| *place == s.room) {
                 report.in_main_room_though_bound += 1;
             }
         }
@@ -724,7 +776,7 @@ fn check(
         };
         report.posts_found += 1;
         let destination = ConversationRef {
-            parent_conversation_id: s.child.then(|| s.room.clone()),
+            parent_conversation_id: (s.child || s.thread.is_some()).then(|| s.room.clone()),
             ..room_ref(expected)
         };
         let reported = o
