@@ -345,6 +345,8 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner, redelivered: usi
     // Ownership can end while nothing else happens on the lane.
     let mut recheck = tokio::time::interval(Duration::from_secs(1));
     let mut gathering = (redelivered > 0).then(|| Instant::now() + ack_wait);
+    // Redeliveries held so far while gathering (a new message may come in between).
+    let mut came_back = 0;
 
     loop {
         if accepting && (owner.plumbing.shutdown.is_cancelled() || owner.usable(None).is_none()) {
@@ -378,9 +380,9 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner, redelivered: usi
             }
             keep
         });
-        if gathering.is_some_and(|until| held.len() >= redelivered || Instant::now() >= until) {
-            if held.len() < redelivered {
-                tracing::warn!(group = %owner.group, lane = owner.lane, held = held.len(), redelivered, "not every message of the lane's last owner came back in time; starting with those that did");
+        if gathering.is_some_and(|until| came_back >= redelivered || Instant::now() >= until) {
+            if came_back < redelivered {
+                tracing::warn!(group = %owner.group, lane = owner.lane, came_back, redelivered, "not every message of the lane's last owner came back in time; starting with those that did");
             }
             gathering = None;
         }
@@ -480,7 +482,12 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner, redelivered: usi
             next = pulls.next() => match next {
                 Some(Ok(message)) => {
                     let seq = match message.info() {
-                        Ok(info) => info.stream_sequence,
+                        Ok(info) => {
+                            if gathering.is_some() && info.delivered > 1 {
+                                came_back += 1;
+                            }
+                            info.stream_sequence
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "message without JetStream metadata; ignored");
                             continue;
