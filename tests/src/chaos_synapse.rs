@@ -140,6 +140,8 @@ pub struct SynapseChaosReport {
     pub nats_restarts: usize,
     pub redis_restarts: usize,
     pub homeserver_restarts: usize,
+    /// From Synapse's SIGKILL until it answered again, summed over its restarts.
+    pub homeserver_down_seconds: f64,
     /// Event sends that reached the homeserver through the test's proxy, retries included.
     pub sends: usize,
     /// Synapse's 429 `M_LIMIT_EXCEEDED` answers.
@@ -226,8 +228,11 @@ impl SynapseChaosReport {
             ("nats-server restarts", self.nats_restarts.to_string()),
             ("redis-server restarts", self.redis_restarts.to_string()),
             (
-                "Synapse kills + restarts",
-                self.homeserver_restarts.to_string(),
+                "Synapse kills + restarts (down for)",
+                format!(
+                    "{} ({:.1} s)",
+                    self.homeserver_restarts, self.homeserver_down_seconds
+                ),
             ),
             ("sends reaching Synapse", self.sends.to_string()),
             ("429s seen", self.rate_limited_seen.to_string()),
@@ -539,7 +544,9 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
                 report.redis_restarts += 1;
             }
             Chaos::HomeserverRestart => {
+                let down = Instant::now();
                 hs.restart().await;
+                report.homeserver_down_seconds += down.elapsed().as_secs_f64();
                 report.homeserver_restarts += 1;
             }
         }
