@@ -323,7 +323,11 @@ mod tests {
         let mut bytes = json.to_string().into_bytes();
         let err = decode::<CompletionReported>(&bytes, Encoding::Json, 1 << 20).unwrap_err();
         assert_eq!(err.code, RejectCode::InvalidEvent);
-        assert!(err.message.chars().count() < MAX_REASON_CHARS + 40, "{}", err.message.len());
+        assert!(
+            err.message.chars().count() < MAX_REASON_CHARS + 40,
+            "{}",
+            err.message.len()
+        );
         assert_eq!(err.event_id.as_deref(), Some("e-7"));
         // The value itself as the wrong type: still bounded.
         bytes = serde_json::json!({"v": 1, "event_id": "e-8", "session_key": huge,
@@ -331,7 +335,11 @@ mod tests {
         .to_string()
         .into_bytes();
         let err = decode::<CompletionReported>(&bytes, Encoding::Json, 1 << 20).unwrap_err();
-        assert!(err.message.len() < 2 * MAX_REASON_CHARS, "{}", err.message.len());
+        assert!(
+            err.message.len() < 2 * MAX_REASON_CHARS,
+            "{}",
+            err.message.len()
+        );
     }
 
     #[test]
@@ -341,8 +349,10 @@ mod tests {
         assert_eq!(err.code, RejectCode::InvalidEvent);
         assert_eq!(err.event_id.as_deref(), Some("e-1\r\nX-Evil: 1"));
         let id = "i".repeat(MAX_ECHOED_ID_BYTES + 1);
-        let json = format!(r#"{{"v":1,"event_id":"{id}","session_key":"s","status":"ok","content":"c"}}"#);
-        let err = decode::<CompletionReported>(json.as_bytes(), Encoding::Json, 1 << 20).unwrap_err();
+        let json =
+            format!(r#"{{"v":1,"event_id":"{id}","session_key":"s","status":"ok","content":"c"}}"#);
+        let err =
+            decode::<CompletionReported>(json.as_bytes(), Encoding::Json, 1 << 20).unwrap_err();
         assert_eq!(err.code, RejectCode::InvalidEvent);
         assert_eq!(err.event_id, None);
     }

@@ -636,10 +636,14 @@ async fn doctor_names_low_listpack_limits_and_keys_of_the_old_layout() {
 fn every_documented_environment_setting_is_read_not_ignored() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut names = std::collections::BTreeSet::new();
-    let mut docs: Vec<String> = ["README.md", "infra/compose.yaml", "infra/cluster/compose.yaml"]
-        .iter()
-        .map(|doc| format!("{root}/{doc}"))
-        .collect();
+    let mut docs: Vec<String> = [
+        "README.md",
+        "infra/compose.yaml",
+        "infra/cluster/compose.yaml",
+    ]
+    .iter()
+    .map(|doc| format!("{root}/{doc}"))
+    .collect();
     for entry in std::fs::read_dir(format!("{root}/docs")).expect("docs/") {
         let path = entry.expect("docs entry").path();
         if path.extension().is_some_and(|e| e == "md") {
@@ -662,15 +666,24 @@ fn every_documented_environment_setting_is_read_not_ignored() {
     for not_a_setting in ["THREADLINE", "THREADLINE_CONFIG", "THREADLINE_PYTHON"] {
         names.remove(not_a_setting);
     }
-    assert!(names.len() > 20, "found the documented variables: {names:?}");
+    assert!(
+        names.len() > 20,
+        "found the documented variables: {names:?}"
+    );
     let config = |var: Option<&str>| {
         let mut command = std::process::Command::new(threadline_tests::pipeline::threadline_bin());
-        command.arg("config").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        command
+            .arg("config")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         if let Some(var) = var {
             command.env(var, "not-a-value-42");
         }
         let output = command.output().expect("run threadline config");
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
     };
     let (ok, baseline) = config(None);
     assert!(ok, "threadline config runs: {baseline}");

@@ -137,7 +137,12 @@ async fn every_hostile_input_is_answered_within_seconds_with_bounded_reasons_and
                 let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
                 bytes.insert(0, 0xc1);
                 let seq = publish(subject, msg_id.clone(), bytes, rng.random_bool(0.5)).await;
-                Input { seq, answer_id: Some(msg_id), dead_letter: true, what: "random bytes".into() }
+                Input {
+                    seq,
+                    answer_id: Some(msg_id),
+                    dead_letter: true,
+                    what: "random bytes".into(),
+                }
             }
             1 => {
                 // A fixture with one field of the wrong type (sometimes 100 kB of it).
@@ -184,7 +189,12 @@ async fn every_hostile_input_is_answered_within_seconds_with_bounded_reasons_and
                 )
                 .await;
                 let answer = if echoed(&id) { id } else { msg_id };
-                Input { seq, answer_id: Some(answer), dead_letter: true, what: "odd id".into() }
+                Input {
+                    seq,
+                    answer_id: Some(answer),
+                    dead_letter: true,
+                    what: "odd id".into(),
+                }
             }
             3 if n % 25 == 3 => {
                 // Over the size limit: refused unread, answered by its `Nats-Msg-Id`.
@@ -197,7 +207,12 @@ async fn every_hostile_input_is_answered_within_seconds_with_bounded_reasons_and
                     false,
                 )
                 .await;
-                Input { seq, answer_id: Some(msg_id), dead_letter: true, what: "2 MB event".into() }
+                Input {
+                    seq,
+                    answer_id: Some(msg_id),
+                    dead_letter: true,
+                    what: "2 MB event".into(),
+                }
             }
             4 => {
                 // Valid shapes the binder must refuse: a rotation for no configured channel,
@@ -222,7 +237,12 @@ async fn every_hostile_input_is_answered_within_seconds_with_bounded_reasons_and
                     false,
                 )
                 .await;
-                Input { seq, answer_id: Some(msg_id), dead_letter: false, what: "refused".into() }
+                Input {
+                    seq,
+                    answer_id: Some(msg_id),
+                    dead_letter: false,
+                    what: "refused".into(),
+                }
             }
             _ => {
                 // A fixture with bytes flipped: may be anything, even still valid.
@@ -232,7 +252,12 @@ async fn every_hostile_input_is_answered_within_seconds_with_bounded_reasons_and
                     bytes[at] = rng.random();
                 }
                 let seq = publish(subject, msg_id, bytes, false).await;
-                Input { seq, answer_id: None, dead_letter: false, what: "mutated fixture".into() }
+                Input {
+                    seq,
+                    answer_id: None,
+                    dead_letter: false,
+                    what: "mutated fixture".into(),
+                }
             }
         };
         inputs.push(input);
@@ -243,11 +268,10 @@ async fn every_hostile_input_is_answered_within_seconds_with_bounded_reasons_and
     );
 
     // Every input settled: no consumer of the inbound stream still holds or owes one.
-    let stream = p
-        .js
-        .get_stream(StreamKind::Inbound.name(&p.subjects))
-        .await
-        .expect("inbound stream");
+    let stream =
+        p.js.get_stream(StreamKind::Inbound.name(&p.subjects))
+            .await
+            .expect("inbound stream");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let mut busy = Vec::new();

@@ -648,7 +648,8 @@ async fn sustained_rate_limiting_beyond_the_retry_budget_still_delivers_once() {
     let here = Pipeline::discord_channel(PARENT);
     let key = p.session_in(&here, Placement::None).await;
     for _ in 0..6 {
-        p.discord.push_fault(Fault::RateLimited { retry_after_ms: 20 });
+        p.discord
+            .push_fault(Fault::RateLimited { retry_after_ms: 20 });
     }
     let c = completion(&key, "patience");
     p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
@@ -658,9 +659,7 @@ async fn sustained_rate_limiting_beyond_the_retry_budget_still_delivers_once() {
     p.settle(Duration::from_millis(500)).await;
     assert_eq!(p.posted(&here), vec!["patience".to_owned()]);
     assert!(p.failed().is_empty(), "{:?}", p.failed());
-    let dead = p
-        .observer
-        .raw(&format!("{}.dlq.", p.subjects.prefix()));
+    let dead = p.observer.raw(&format!("{}.dlq.", p.subjects.prefix()));
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
 }
 

@@ -127,10 +127,17 @@ async fn a_kicked_telegram_bot_ends_its_topic_binding_instead_of_failing_every_p
     );
     let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "bot_removed");
-    assert_eq!(failed.destination, Some(chat.clone()), "the fallback's outcome");
+    assert_eq!(
+        failed.destination,
+        Some(chat.clone()),
+        "the fallback's outcome"
+    );
     p.settle(Duration::from_millis(300)).await;
     assert_eq!(
-        p.failed().iter().filter(|f| f.event_id == c.event_id).count(),
+        p.failed()
+            .iter()
+            .filter(|f| f.event_id == c.event_id)
+            .count(),
         1,
         "one final outcome"
     );

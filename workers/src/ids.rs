@@ -135,10 +135,16 @@ mod tests {
 
     #[test]
     fn a_msg_id_that_cannot_be_a_header_becomes_its_digest() {
-        assert_eq!(msg_id::header_safe("rejected:router:e-1".into()), "rejected:router:e-1");
+        assert_eq!(
+            msg_id::header_safe("rejected:router:e-1".into()),
+            "rejected:router:e-1"
+        );
         let evil = msg_id::header_safe("rejected:router:e\r\nX: 1".into());
         assert!(evil.starts_with("h:") && evil.len() == 66, "{evil}");
-        assert_eq!(evil, msg_id::header_safe("rejected:router:e\r\nX: 1".into()));
+        assert_eq!(
+            evil,
+            msg_id::header_safe("rejected:router:e\r\nX: 1".into())
+        );
         assert!(msg_id::header_safe("x".repeat(600)).starts_with("h:"));
     }
 }

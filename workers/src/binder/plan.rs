@@ -276,7 +276,10 @@ mod tests {
         );
         let parent = thread_parent(&s.requester.conversation);
         assert_eq!(
-            (parent.conversation_id.as_str(), parent.parent_conversation_id),
+            (
+                parent.conversation_id.as_str(),
+                parent.parent_conversation_id
+            ),
             ("100000000000000001", None)
         );
     }

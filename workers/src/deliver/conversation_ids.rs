@@ -73,7 +73,10 @@ fn is_slack_ts(value: &str) -> bool {
         Some((secs, micros)) => {
             !secs.is_empty()
                 && !micros.is_empty()
-                && secs.bytes().chain(micros.bytes()).all(|b| b.is_ascii_digit())
+                && secs
+                    .bytes()
+                    .chain(micros.bytes())
+                    .all(|b| b.is_ascii_digit())
         }
         None => false,
     }
