@@ -17,7 +17,7 @@ if [ ${#modules[@]} -eq 0 ]; then
   modules=(
     workers/src/router/decide.rs
     workers/src/binder/plan.rs
-    workers/src/deliver/conversation_ids.rs
+    workers/src/model/conversation_ids.rs
     workers/src/error.rs
   )
 fi

@@ -506,7 +506,7 @@ fn relay(
                 continue;
             };
             // nats-server 2.9 sometimes never ends an expired pull request, and async-nats
-            // then waits 5 s more (what `threadline::plumbing::pulls` handles in the
+            // then waits 5 s more (what `threadline::runtime::pulls` handles in the
             // workers): a relay idling between runs would stall the next one. A request
             // still open 200 ms past its expiry is given up and a new one made. (A message
             // the server still delivered to it would come back after `ack_wait`; the
@@ -951,7 +951,7 @@ async fn sessions(js: &jetstream::Context, d: &mut Deployment, count: usize) -> 
 
 /// Deletes a stopped deployment's streams.
 async fn delete_streams(js: &jetstream::Context, subjects: &threadline_schemas::Subjects) {
-    for kind in threadline::plumbing::nats::StreamKind::ALL {
+    for kind in threadline::io::nats::StreamKind::ALL {
         let _ = js.delete_stream(kind.name(subjects)).await;
     }
 }
@@ -1213,7 +1213,7 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
                 idle_timeout_ms: 24 * 3_600_000,
                 max_age_ms: None,
             };
-            let caps = threadline::deliver::webhook::capabilities(&bench_webhook(String::new()));
+            let caps = threadline::model::channels::webhook(&bench_webhook(String::new()));
             let plan = threadline::binder::plan::plan_spawn(
                 &s,
                 Some(caps),

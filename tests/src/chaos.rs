@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use threadline::plumbing::nats::StreamKind;
+use threadline::io::nats::StreamKind;
 use threadline::router::decide::RouteDecision;
 use threadline::store::keys::Keys;
 use threadline_schemas::encode;
@@ -1018,7 +1018,7 @@ fn check(
             let distinct: BTreeSet<&String> = parts.iter().collect();
             if distinct.len() < parts.len() {
                 let channel = destination.split('|').next().unwrap_or_default();
-                let keyed = threadline::deliver::capabilities(channel, &p.config)
+                let keyed = threadline::model::channels::capabilities(channel, &p.config)
                     .is_some_and(|caps| caps.idempotency_key || caps.read_back);
                 if keyed {
                     report.duplicates_keyed += 1;

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use threadline::config::{Config, Secret};
-use threadline::plumbing::nats::StreamKind;
+use threadline::io::nats::StreamKind;
 use threadline_schemas::{
     encode, BindingChange, BindingChanged, ConversationRef, DeliveryAction, DeliveryCommand,
     DeliveryMode, Placement, Reconciliation, SessionMode,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use threadline::app::{self, Role};
 use threadline::config::{Config, Secret, WebhookConfig};
-use threadline::plumbing::nats::{ensure_streams, StreamKind};
+use threadline::io::nats::{ensure_streams, StreamKind};
 use threadline_schemas::{
     BindingChange, BindingChanged, ConversationRef, EventRejected, Placement, PostDelivered,
     PostFailed, SessionInput, SessionMode, SessionSpawned, SpawnRequested, Subjects,
@@ -228,7 +228,7 @@ impl Pipeline {
 
         let subjects = Subjects::new(config.subject_prefix.clone());
         // Threadline's own connect: the configured credentials and TLS apply to the harness.
-        let client = threadline::plumbing::nats::connect(&config)
+        let client = threadline::io::nats::connect(&config)
             .await
             .expect("connect to NATS");
         let js = jetstream::new(client.clone());
@@ -442,7 +442,7 @@ impl Pipeline {
 
     /// Direct access to Threadline's Redis state, for checks events cannot show.
     pub async fn store(&self) -> threadline::store::Store {
-        let conn = threadline::plumbing::redis::redis_client(&self.config)
+        let conn = threadline::io::redis::redis_client(&self.config)
             .expect("redis url")
             .get_connection_manager()
             .await

@@ -7,7 +7,7 @@
 use std::time::Duration;
 use threadline::app::{self, Role};
 use threadline::config::UnknownOutcome;
-use threadline::plumbing::nats::StreamKind;
+use threadline::io::nats::StreamKind;
 use threadline_schemas::{
     BindingChange, ConversationRef, DeliveryCommand, DeliveryMode, Placement, Reconciliation,
     SessionMode,
@@ -390,7 +390,7 @@ async fn posts_to_one_conversation_keep_the_routers_order_with_three_deliverer_i
         // The order the router emitted them in: the delivery lane's stream order.
         let lane = p.subjects.deliver_partition(
             channel,
-            threadline::deliver::partition(&conversation, p.config.lanes()),
+            threadline::model::channels::partition(&conversation, p.config.lanes()),
         );
         let emitted: Vec<String> = read_stream(&p.js, &StreamKind::Deliver.name(&p.subjects))
             .await

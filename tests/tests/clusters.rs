@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use threadline::app::{self, Role};
 use threadline::config::{Config, Secret};
-use threadline::plumbing::nats::{ensure_streams, StreamKind};
-use threadline::plumbing::redis::connect_store;
+use threadline::io::nats::{ensure_streams, StreamKind};
+use threadline::io::redis::connect_store;
 use threadline::store::Store;
 use threadline_schemas::{
     BindingStatus, ConversationRef, MessageUnbound, Placement, SessionMode, Subjects,
@@ -120,7 +120,7 @@ async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
     config.discord.api_base = discord.base_url();
     config.discord.token = Secret::new(DISCORD_TOKEN);
     let subjects = Subjects::new(config.subject_prefix.clone());
-    let client = async_nats::connect(threadline::plumbing::nats::server_list(&nats.urls()))
+    let client = async_nats::connect(threadline::io::nats::server_list(&nats.urls()))
         .await
         .expect("connect to the cluster");
     let js = jetstream::ContextBuilder::new()
@@ -573,9 +573,9 @@ async fn re_sent_link_scripts_leave_one_link() {
 /// a Redis Cluster, where the buckets of one deployment spread over several masters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_in_one_bucket_are_read_swept_and_ended_apart_on_a_cluster() {
+    use threadline::model::session::{SessionRecord, SessionStatus};
     use threadline::store::keys::{bucket_of, SESSION_BUCKETS};
     use threadline::store::layout::DueEntry;
-    use threadline::store::{SessionRecord, SessionStatus};
     use threadline_schemas::{now_ms, BindingRecord, DeliveryPolicy, Requester};
 
     let cluster = RedisCluster::start().await;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use threadline::app::{self, Role};
 use threadline::config::DEFAULT_DELIVERY_PARTITIONS;
-use threadline::plumbing::nats::{ensure_streams, expected_consumers, StreamKind};
-use threadline::plumbing::Plumbing;
+use threadline::io::nats::{ensure_streams, expected_consumers, StreamKind};
+use threadline::runtime::WorkerContext;
 use threadline_schemas::SendTarget;
 use threadline_schemas::{BindingChange, BindingChanged, Placement, SessionMode, Subjects};
 use threadline_tests::contract::Schemas;
@@ -209,19 +209,16 @@ async fn a_worker_without_a_lane_count_takes_the_deployments() {
         config.delivery_partitions = lanes;
         let conversation = conversation.clone();
         async move {
-            let plumbing = Plumbing::connect(Arc::new(config), CancellationToken::new())
+            let ctx = WorkerContext::connect(Arc::new(config), CancellationToken::new())
                 .await
                 .expect("connects");
-            (
-                plumbing.config.lanes(),
-                plumbing.deliver_subject(&conversation),
-            )
+            (ctx.config.lanes(), ctx.deliver_subject(&conversation))
         }
     };
     let expected_subject = |prefix: &str, lanes: u32| {
         Subjects::new(prefix).deliver_partition(
             &conversation.channel,
-            threadline::deliver::partition(&conversation, lanes),
+            threadline::model::channels::partition(&conversation, lanes),
         )
     };
     // Set up with 16 lanes (an older default), then started with the count unset.
@@ -249,7 +246,7 @@ async fn a_worker_without_a_lane_count_takes_the_deployments() {
             expected_subject("newer", DEFAULT_DELIVERY_PARTITIONS)
         )
     );
-    let Err(error) = Plumbing::connect(
+    let Err(error) = WorkerContext::connect(
         Arc::new(threadline::config::Config {
             subject_prefix: "newer".into(),
             delivery_partitions: Some(DEFAULT_DELIVERY_PARTITIONS + 1),
@@ -301,7 +298,7 @@ async fn workers_starting_together_on_a_fresh_server_all_get_the_topology() {
                 for spec in expected_consumers(&subjects, &config) {
                     spec.ensure(&js, &subjects, &config).await?;
                 }
-                Ok::<_, threadline::plumbing::nats::TopologyError>(())
+                Ok::<_, threadline::io::nats::TopologyError>(())
             })
         });
         for start in futures::future::join_all(starts).await {

@@ -403,7 +403,7 @@ struct WaitsThenFails {
     gave_up_after: std::sync::Mutex<Option<u32>>,
 }
 
-impl threadline::plumbing::runloop::Handler for WaitsThenFails {
+impl threadline::runtime::runloop::Handler for WaitsThenFails {
     type Event = threadline_schemas::CompletionReported;
 
     fn stage(&self) -> threadline_schemas::Stage {
@@ -413,7 +413,7 @@ impl threadline::plumbing::runloop::Handler for WaitsThenFails {
     async fn handle(
         &self,
         _event: &Self::Event,
-        _attempt: threadline::plumbing::runloop::Attempt,
+        _attempt: threadline::runtime::runloop::Attempt,
     ) -> Result<(), threadline::error::WorkError> {
         let n = self
             .deliveries
@@ -433,7 +433,7 @@ impl threadline::plumbing::runloop::Handler for WaitsThenFails {
         &self,
         _event: &Self::Event,
         _error: &threadline::error::WorkError,
-        attempt: threadline::plumbing::runloop::Attempt,
+        attempt: threadline::runtime::runloop::Attempt,
     ) -> Result<(), threadline::error::WorkError> {
         *self.gave_up_after.lock().expect("lock") = Some(attempt.number);
         Ok(())
@@ -452,18 +452,18 @@ async fn waiting_does_not_spend_the_retry_budget() {
     })
     .await;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let plumbing = threadline::plumbing::Plumbing::connect(
+    let ctx = threadline::runtime::WorkerContext::connect(
         std::sync::Arc::new(p.config.clone()),
         shutdown.clone(),
     )
     .await
-    .expect("plumbing");
+    .expect("ctx");
     // Its own subject in the input stream, so no real worker sees these events.
     let subject = format!("{}.budget", p.subjects.in_all().trim_end_matches(".>"));
-    let consumer = threadline::plumbing::nats::ensure_consumer(
-        &threadline::plumbing::nats::jetstream(&plumbing.nats),
+    let consumer = threadline::io::nats::ensure_consumer(
+        &threadline::io::nats::jetstream(&ctx.nats),
         &p.subjects,
-        threadline::plumbing::nats::StreamKind::Inbound,
+        threadline::io::nats::StreamKind::Inbound,
         "budget-test",
         subject.clone(),
         8,
@@ -476,10 +476,10 @@ async fn waiting_does_not_spend_the_retry_budget() {
         deliveries: Default::default(),
         gave_up_after: Default::default(),
     });
-    let worker = tokio::spawn(threadline::plumbing::runloop::run(
+    let worker = tokio::spawn(threadline::runtime::runloop::run(
         handler.clone(),
         consumer,
-        plumbing,
+        ctx,
         1,
     ));
     let c = completion("agent:larry:subagent:budget", "waits, then fails");

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use threadline::plumbing::nats::StreamKind;
+use threadline::io::nats::StreamKind;
 use threadline_schemas::{Placement, MAX_REASON_CHARS};
 use threadline_tests::events::{completion, new_id};
 use threadline_tests::pipeline::{Options, Pipeline};

@@ -1,4 +1,4 @@
-//! Delivery lanes owned by one deliverer instance at a time (`plumbing::lanes`): posts of
+//! Delivery lanes owned by one deliverer instance at a time (`runtime::lanes`): posts of
 //! different conversations in one lane do not wait for each other, posts of one conversation
 //! keep the router's order, and lanes move between instances — handed over when one joins,
 //! taken over when one is killed — without losing, repeating or reordering a post.
@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use threadline::app::{self, Role};
-use threadline::plumbing::nats::StreamKind;
+use threadline::io::nats::StreamKind;
 use threadline_schemas::{ConversationRef, DeliveryAction, DeliveryCommand, Placement};
 use threadline_tests::chaos::read_stream;
 use threadline_tests::events::completion;
@@ -34,7 +34,7 @@ fn discord_conversation(id: u64) -> ConversationRef {
 }
 
 fn lane_of(p: &Pipeline, conversation: &ConversationRef) -> u32 {
-    threadline::deliver::partition(conversation, p.config.lanes())
+    threadline::model::channels::partition(conversation, p.config.lanes())
 }
 
 /// Two Discord conversations that share a delivery lane.
@@ -379,15 +379,11 @@ async fn a_dead_owners_posts_come_back_out_of_order_and_are_still_posted_in_orde
         .await
         .expect("the dead owner's lease");
     let lane = lane_of(&p, &conversation);
-    let consumer = threadline::plumbing::nats::ConsumerSpec::deliver_lane(
-        &p.subjects,
-        "discord",
-        lane,
-        &p.config,
-    )
-    .ensure(&p.js, &p.subjects, &p.config)
-    .await
-    .expect("the lane's consumer");
+    let consumer =
+        threadline::io::nats::ConsumerSpec::deliver_lane(&p.subjects, "discord", lane, &p.config)
+            .ensure(&p.js, &p.subjects, &p.config)
+            .await
+            .expect("the lane's consumer");
     let mut batch = consumer
         .fetch()
         .max_messages(3)

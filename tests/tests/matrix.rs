@@ -15,7 +15,7 @@ use threadline::config::{Config, Secret};
 use threadline::deliver::adapter::{Adapter, PlatformError, PostRequest, Receipt, ThreadRequest};
 use threadline::deliver::credentials::Credentials;
 use threadline::deliver::matrix::{Matrix, KEY_FIELD};
-use threadline::plumbing::nats::StreamKind;
+use threadline::io::nats::StreamKind;
 use threadline_schemas::{
     BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, Placement,
     PostDelivered, PostFailed, Reconciliation, SessionMode,
@@ -603,7 +603,7 @@ async fn synapse_rate_limited_bursts_into_one_thread_and_into_25_threads_all_arr
     };
     let lane = p.subjects.deliver_partition(
         "matrix",
-        threadline::deliver::partition(&thread_ref, p.config.lanes()),
+        threadline::model::channels::partition(&thread_ref, p.config.lanes()),
     );
     let emitted: Vec<String> = read_stream(&p.js, &StreamKind::Deliver.name(&p.subjects))
         .await

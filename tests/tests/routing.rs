@@ -4,8 +4,8 @@
 
 use async_nats::jetstream::consumer::PullConsumer;
 use std::time::{Duration, Instant};
-use threadline::plumbing::nats::StreamKind;
-use threadline::store::SessionStatus;
+use threadline::io::nats::StreamKind;
+use threadline::model::session::SessionStatus;
 use threadline_schemas::{DeliveryMode, DeliveryPolicy, Placement, SessionMode};
 use threadline_tests::events::{completion, new_id, spawn};
 use threadline_tests::pipeline::{Options, Pipeline};

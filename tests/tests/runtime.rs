@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use threadline::plumbing::nats::StreamKind;
+use threadline::io::nats::StreamKind;
 use threadline_schemas::Placement;
 use threadline_tests::events::{completion, new_id};
 use threadline_tests::fakes::Fault;

@@ -2,7 +2,8 @@
 //! go through its known binding ids (one `HMGET`), and must still see every change.
 
 use threadline::config::Config;
-use threadline::store::{Claim, PartOutcome, SessionRecord, SessionState, SessionStatus, Store};
+use threadline::model::session::{SessionRecord, SessionState, SessionStatus};
+use threadline::store::{Claim, PartOutcome, Store};
 use threadline_schemas::{
     now_ms, BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Placement, Requester,
     SessionMode,

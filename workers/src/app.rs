@@ -11,14 +11,14 @@ use crate::deliver::slack::Slack;
 use crate::deliver::telegram::Telegram;
 use crate::deliver::webhook::Webhook;
 use crate::deliver::Deliverer;
-use crate::plumbing::health::Health;
-use crate::plumbing::nats::{jetstream, ConsumerSpec, TopologyError};
-use crate::plumbing::runloop::{run, Handler};
-use crate::plumbing::trace::Telemetry;
-use crate::plumbing::{health, lanes, Plumbing};
+use crate::io::nats::{jetstream, ConsumerSpec, TopologyError};
+use crate::io::trace::Telemetry;
 use crate::router::inbound::Inbound;
 use crate::router::send::Sender;
 use crate::router::Router;
+use crate::runtime::health::Health;
+use crate::runtime::runloop::{run, Handler};
+use crate::runtime::{health, lanes, WorkerContext};
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -39,7 +39,7 @@ pub enum Role {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Topology(#[from] crate::plumbing::nats::TopologyError),
+    Topology(#[from] crate::io::nats::TopologyError),
     #[error("channel {0} is not configured (set its token, or add [webhooks.<name>])")]
     UnknownChannel(String),
     #[error("cannot read the credentials of {channel}: {source}")]
@@ -63,7 +63,7 @@ pub enum StartError {
 /// A running process: its workers and where its health endpoints listen.
 pub struct Running {
     pub health_addr: Option<std::net::SocketAddr>,
-    pub plumbing: Plumbing,
+    pub ctx: WorkerContext,
     tasks: JoinSet<()>,
     /// Stops the health server when the process is done (dropped), not at SIGTERM: while
     /// draining it must keep answering `/readyz` with 503 and `/healthz` with 200.
@@ -75,7 +75,7 @@ impl Running {
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
         // Export the spans of the drained events (blocking: the exporter has its own thread).
-        let telemetry = self.plumbing.telemetry.clone();
+        let telemetry = self.ctx.telemetry.clone();
         let _ = tokio::task::spawn_blocking(move || telemetry.flush()).await;
     }
 }
@@ -286,55 +286,40 @@ async fn start_workers(
         Role::Deliver(channel) => return Err(StartError::UnknownChannel(channel.clone())),
         Role::Binder | Role::Router => Vec::new(),
     };
-    let plumbing =
-        Plumbing::connect_with(config.clone(), shutdown.clone(), health, telemetry).await?;
+    let ctx =
+        WorkerContext::connect_with(config.clone(), shutdown.clone(), health, telemetry).await?;
     // With the lane count resolved against the deployment's.
-    let config = plumbing.config.clone();
-    let js = jetstream(&plumbing.nats);
-    let subjects = &plumbing.subjects;
+    let config = ctx.config.clone();
+    let js = jetstream(&ctx.nats);
+    let subjects = &ctx.subjects;
     let mut tasks = JoinSet::new();
 
     if matches!(role, Role::All | Role::Binder) {
         let spawn = ConsumerSpec::binder_spawn(subjects, &config)
             .ensure(&js, subjects, &config)
             .await?;
-        spawn_loop(&mut tasks, Spawner::new(plumbing.clone()), spawn, &plumbing);
+        spawn_loop(&mut tasks, Spawner::new(ctx.clone()), spawn, &ctx);
         let control = ConsumerSpec::binder_control(subjects, &config)
             .ensure(&js, subjects, &config)
             .await?;
-        spawn_loop(
-            &mut tasks,
-            Control::new(plumbing.clone()),
-            control,
-            &plumbing,
-        );
+        spawn_loop(&mut tasks, Control::new(ctx.clone()), control, &ctx);
     }
     if matches!(role, Role::All | Role::Binder) {
-        tasks.spawn(crate::lifecycle::sweeper::run(plumbing.clone()));
+        tasks.spawn(crate::lifecycle::sweeper::run(ctx.clone()));
     }
     if matches!(role, Role::All | Role::Router) {
         let completions = ConsumerSpec::router_completion(subjects, &config)
             .ensure(&js, subjects, &config)
             .await?;
-        spawn_loop(
-            &mut tasks,
-            Router::new(plumbing.clone()),
-            completions,
-            &plumbing,
-        );
+        spawn_loop(&mut tasks, Router::new(ctx.clone()), completions, &ctx);
         let messages = ConsumerSpec::router_message(subjects, &config)
             .ensure(&js, subjects, &config)
             .await?;
-        spawn_loop(
-            &mut tasks,
-            Inbound::new(plumbing.clone()),
-            messages,
-            &plumbing,
-        );
+        spawn_loop(&mut tasks, Inbound::new(ctx.clone()), messages, &ctx);
         let sends = ConsumerSpec::router_send(subjects, &config)
             .ensure(&js, subjects, &config)
             .await?;
-        spawn_loop(&mut tasks, Sender::new(plumbing.clone()), sends, &plumbing);
+        spawn_loop(&mut tasks, Sender::new(ctx.clone()), sends, &ctx);
     }
     for channel in channels {
         let credentials = Credentials::load(&channel, config.clone()).map_err(|source| {
@@ -343,7 +328,7 @@ async fn start_workers(
                 source,
             }
         })?;
-        watch_credentials(&mut tasks, &plumbing, &channel, credentials.clone()).await?;
+        watch_credentials(&mut tasks, &ctx, &channel, credentials.clone()).await?;
         let timeout = config.http_timeout();
         let base = |c: &str| {
             config
@@ -365,19 +350,19 @@ async fn start_workers(
                     personas,
                     nonce_window,
                 );
-                start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
+                start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
             }
             "slack" => {
                 let adapter = Slack::new(&base("slack"), credentials.clone(), timeout);
-                start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
+                start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
             }
             "telegram" => {
                 let adapter = Telegram::new(&base("telegram"), credentials.clone(), timeout);
-                start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
+                start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
             }
             "matrix" => {
                 let adapter = Matrix::new(&base("matrix"), credentials.clone(), timeout);
-                start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials).await?;
+                start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
             }
             _webhook => {
                 if let Some((name, webhook)) = channel
@@ -385,17 +370,14 @@ async fn start_workers(
                     .and_then(|name| config.webhooks.get_key_value(name))
                 {
                     let adapter = Webhook::new(name, webhook.clone(), credentials.clone(), timeout);
-                    start_deliverer(&mut tasks, &js, &plumbing, &channel, adapter, credentials)
-                        .await?;
+                    start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
                 }
             }
         }
     }
-    plumbing
-        .health
-        .watch(plumbing.nats.clone(), plumbing.store.clone());
-    plumbing.health.set_ready(true);
-    let ready = plumbing.health.clone();
+    ctx.health.watch(ctx.nats.clone(), ctx.store.clone());
+    ctx.health.set_ready(true);
+    let ready = ctx.health.clone();
     let stop = shutdown.clone();
     // Not ready while draining: load balancers and orchestrators stop sending work first.
     tokio::spawn(async move {
@@ -404,7 +386,7 @@ async fn start_workers(
     });
     Ok(Running {
         health_addr: None,
-        plumbing,
+        ctx,
         tasks,
         _health_stop: None,
     })
@@ -415,17 +397,17 @@ async fn start_workers(
 /// broadcast, every `credentials_reload_ms`.
 async fn watch_credentials(
     tasks: &mut JoinSet<()>,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
     channel: &str,
     credentials: Arc<Credentials>,
 ) -> Result<(), StartError> {
-    let mut rotated = plumbing
+    let mut rotated = ctx
         .nats
-        .subscribe(plumbing.subjects.ctl_credentials(channel))
+        .subscribe(ctx.subjects.ctl_credentials(channel))
         .await
         .map_err(|e| StartError::Subscribe(e.to_string()))?;
-    let shutdown = plumbing.shutdown.clone();
-    let every = std::time::Duration::from_millis(plumbing.config.credentials_reload_ms.max(100));
+    let shutdown = ctx.shutdown.clone();
+    let every = std::time::Duration::from_millis(ctx.config.credentials_reload_ms.max(100));
     tasks.spawn(async move {
         loop {
             tokio::select! {
@@ -449,42 +431,36 @@ fn spawn_loop<H: Handler>(
     tasks: &mut JoinSet<()>,
     handler: H,
     consumer: async_nats::jetstream::consumer::PullConsumer,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
 ) {
-    let concurrency = plumbing.config.concurrency;
-    tasks.spawn(run(
-        Arc::new(handler),
-        consumer,
-        plumbing.clone(),
-        concurrency,
-    ));
+    let concurrency = ctx.config.concurrency;
+    tasks.spawn(run(Arc::new(handler), consumer, ctx.clone(), concurrency));
 }
 
 /// One deliverer: the delivery lanes of its channel, shared with the channel's other
-/// instances (each lane pulled by one owner at a time, see `plumbing::lanes`), so posts to a
+/// instances (each lane pulled by one owner at a time, see `runtime::lanes`), so posts to a
 /// conversation are made in the order the router emitted them however many instances run.
 async fn start_deliverer<A: Adapter>(
     tasks: &mut JoinSet<()>,
     js: &async_nats::jetstream::Context,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
     channel: &str,
     adapter: A,
     credentials: Arc<Credentials>,
 ) -> Result<(), StartError> {
-    let deliverer = Arc::new(Deliverer::new(adapter, credentials, plumbing.clone()));
+    let deliverer = Arc::new(Deliverer::new(adapter, credentials, ctx.clone()));
     let mut lanes = Vec::new();
-    for partition in 0..plumbing.config.lanes() {
-        let consumer =
-            ConsumerSpec::deliver_lane(&plumbing.subjects, channel, partition, &plumbing.config)
-                .ensure(js, &plumbing.subjects, &plumbing.config)
-                .await?;
+    for partition in 0..ctx.config.lanes() {
+        let consumer = ConsumerSpec::deliver_lane(&ctx.subjects, channel, partition, &ctx.config)
+            .ensure(js, &ctx.subjects, &ctx.config)
+            .await?;
         lanes.push(consumer);
     }
     tasks.spawn(lanes::run_owned(
         deliverer,
         channel.to_owned(),
         lanes,
-        plumbing.clone(),
+        ctx.clone(),
     ));
     Ok(())
 }

@@ -169,7 +169,7 @@ pub struct Config {
     pub delivery_partitions: Option<u32>,
     /// How long a deliverer instance owns a delivery lane without renewing it (renewed every
     /// third of it). One instance pulls each lane, in batches; when it dies, another takes
-    /// the lane over after this long (see `plumbing::lanes`).
+    /// the lane over after this long (see `runtime::lanes`).
     pub lane_lease_ms: u64,
     /// Posts a lane's owner holds at once (the lane consumer's `max_ack_pending`): posts to
     /// different conversations of a lane run concurrently, each conversation in order.
@@ -633,7 +633,7 @@ impl Config {
 
     /// Delivery lanes per channel: `delivery_partitions`, or [`DEFAULT_DELIVERY_PARTITIONS`]
     /// when unset. A worker resolves an unset count to the deployment's recorded one before
-    /// it uses it (`Plumbing::connect_with`), as `doctor` does.
+    /// it uses it (`WorkerContext::connect_with`), as `doctor` does.
     pub fn lanes(&self) -> u32 {
         self.delivery_partitions
             .unwrap_or(DEFAULT_DELIVERY_PARTITIONS)

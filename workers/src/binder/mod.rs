@@ -5,28 +5,30 @@
 
 pub mod plan;
 
-use crate::deliver;
 use crate::error::WorkError;
 use crate::ids;
-use crate::lifecycle::{self, Farewell};
-use crate::plumbing::nats::Outgoing;
-use crate::plumbing::runloop::{Attempt, Handler};
-use crate::plumbing::Plumbing;
-use crate::store::{Created, SessionStatus};
+use crate::io::nats::Outgoing;
+use crate::model::bindings::Farewell;
+use crate::model::channels;
+use crate::model::session::SessionStatus;
+use crate::runtime::ending::end_binding;
+use crate::runtime::outbox::binding_event;
+use crate::runtime::runloop::{Attempt, Handler};
+use crate::runtime::WorkerContext;
+use crate::store::Created;
 use threadline_schemas::{
-    now_ms, BindingChange, BindingChanged, BindingRecord, BindingStatus, ControlOp,
-    ControlRequested, DeliveryAction, DeliveryCommand, RejectCode, SessionSpawned, SpawnRequested,
-    Stage, SCHEMA_VERSION,
+    now_ms, BindingChange, BindingStatus, ControlOp, ControlRequested, DeliveryAction,
+    DeliveryCommand, RejectCode, SessionSpawned, SpawnRequested, Stage, SCHEMA_VERSION,
 };
 
 /// Handles `tl.in.spawn`.
 pub struct Spawner {
-    plumbing: Plumbing,
+    ctx: WorkerContext,
 }
 
 impl Spawner {
-    pub fn new(plumbing: Plumbing) -> Self {
-        Spawner { plumbing }
+    pub fn new(ctx: WorkerContext) -> Self {
+        Spawner { ctx }
     }
 
     /// Takes the label for `session_key`, reclaiming it from a session that is over.
@@ -36,7 +38,7 @@ impl Spawner {
         label: &str,
         session_key: &str,
     ) -> Result<(), WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         let requester = &spawn.requester.session_key;
         let Some(holder) = store
             .claim_label(requester, label, session_key, None)
@@ -63,30 +65,6 @@ impl Spawner {
     }
 }
 
-/// `tl.out.binding` for a change of `binding`.
-pub fn binding_event(
-    plumbing: &Plumbing,
-    binding: BindingRecord,
-    change: BindingChange,
-    reason: &str,
-) -> Outgoing {
-    let change_name = match change {
-        BindingChange::Bound => "bound",
-        BindingChange::Ending => "ending",
-        BindingChange::Ended => "ended",
-    };
-    Outgoing::event(
-        plumbing.subjects.out_binding(),
-        ids::msg_id::binding(&binding.binding_id, change_name),
-        &BindingChanged {
-            v: SCHEMA_VERSION,
-            binding,
-            change,
-            reason: reason.to_owned(),
-        },
-    )
-}
-
 impl Handler for Spawner {
     type Event = SpawnRequested;
 
@@ -95,9 +73,9 @@ impl Handler for Spawner {
     }
 
     async fn handle(&self, spawn: &SpawnRequested, _attempt: Attempt) -> Result<(), WorkError> {
-        let config = &self.plumbing.config;
-        let store = &self.plumbing.store;
-        let caps = deliver::capabilities(&spawn.requester.conversation.channel, config);
+        let config = &self.ctx.config;
+        let store = &self.ctx.store;
+        let caps = channels::capabilities(&spawn.requester.conversation.channel, config);
         let policy = config
             .policy(&spawn.requester.conversation.channel)
             .unwrap_or_default();
@@ -141,7 +119,7 @@ impl Handler for Spawner {
                 store.add_binding(&binding).await?;
                 if binding.status == BindingStatus::Active {
                     out.push(binding_event(
-                        &self.plumbing,
+                        &self.ctx,
                         binding.clone(),
                         BindingChange::Bound,
                         "placement_current",
@@ -151,7 +129,7 @@ impl Handler for Spawner {
                     let delivery_id = ids::thread_delivery_id(&binding.binding_id);
                     out.push(Outgoing::event(
                         // The parent's lane: the thread is created in order with posts there.
-                        self.plumbing.deliver_subject(&spawn.requester.conversation),
+                        self.ctx.deliver_subject(&spawn.requester.conversation),
                         delivery_id.clone(),
                         &DeliveryCommand {
                             v: SCHEMA_VERSION,
@@ -171,7 +149,7 @@ impl Handler for Spawner {
             (None, None) => None,
         };
         out.push(Outgoing::event(
-            self.plumbing.subjects.out_spawned(),
+            self.ctx.subjects.out_spawned(),
             ids::msg_id::spawned(&spawn.event_id),
             &SessionSpawned {
                 v: SCHEMA_VERSION,
@@ -183,7 +161,7 @@ impl Handler for Spawner {
                 binding,
             },
         ));
-        self.plumbing.publisher.send_all(out).await?;
+        self.ctx.publisher.send_all(out).await?;
         tracing::info!(event_id = %spawn.event_id, %session_key, resumed, placement = ?spawn.placement, "spawn accepted");
         Ok(())
     }
@@ -201,12 +179,12 @@ impl Handler for Spawner {
 
 /// Handles `tl.in.control`.
 pub struct Control {
-    plumbing: Plumbing,
+    ctx: WorkerContext,
 }
 
 impl Control {
-    pub fn new(plumbing: Plumbing) -> Self {
-        Control { plumbing }
+    pub fn new(ctx: WorkerContext) -> Self {
+        Control { ctx }
     }
 
     /// The bindings a control event names: one by id, or every live one of a session.
@@ -214,7 +192,7 @@ impl Control {
         &self,
         control: &ControlRequested,
     ) -> Result<Vec<(String, String)>, WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         if let Some(binding_id) = &control.binding_id {
             let owner = store.binding_owner(binding_id).await?.ok_or_else(|| {
                 WorkError::rejected(RejectCode::NotFound, format!("no binding {binding_id}"))
@@ -242,20 +220,14 @@ impl Handler for Control {
     }
 
     async fn handle(&self, control: &ControlRequested, _attempt: Attempt) -> Result<(), WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         match control.op {
             ControlOp::Unbind => {
                 let reason = control.reason.as_deref().unwrap_or("unbound");
                 for (session_key, binding_id) in self.targets(control).await? {
                     // An operator's unbind is not the session's goodbye: no farewell.
-                    lifecycle::end_binding(
-                        &self.plumbing,
-                        &session_key,
-                        &binding_id,
-                        reason,
-                        Farewell::None,
-                    )
-                    .await?;
+                    end_binding(&self.ctx, &session_key, &binding_id, reason, Farewell::None)
+                        .await?;
                 }
                 Ok(())
             }
@@ -269,20 +241,20 @@ impl Handler for Control {
                 // Every deliverer instance of the channel listens (core NATS, not a queue
                 // group): each re-reads its token source before its next call.
                 let channel = control.channel.as_deref().unwrap_or_default();
-                if deliver::capabilities(channel, &self.plumbing.config).is_none() {
+                if channels::capabilities(channel, &self.ctx.config).is_none() {
                     // Announcing it would reach nobody: say so to whoever rotated.
                     return Err(WorkError::rejected(
                         RejectCode::UnknownChannel,
                         format!("no adapter is configured for channel {channel}"),
                     ));
                 }
-                let subject = self.plumbing.subjects.ctl_credentials(channel);
-                self.plumbing
+                let subject = self.ctx.subjects.ctl_credentials(channel);
+                self.ctx
                     .nats
                     .publish(subject, control.event_id.clone().into())
                     .await
                     .map_err(|e| WorkError::Nats(e.to_string()))?;
-                self.plumbing
+                self.ctx
                     .nats
                     .flush()
                     .await

@@ -1,10 +1,10 @@
 //! What a spawn asks for, checked against the channel's capabilities: the session record
 //! and the binding to create. Pure, so every placement rule is unit-tested without Redis.
 
-use crate::deliver::adapter::Capabilities;
 use crate::error::WorkError;
 use crate::ids;
-use crate::store::{SessionRecord, SessionStatus};
+use crate::model::channels::Capabilities;
+use crate::model::session::{SessionRecord, SessionStatus};
 use threadline_schemas::{
     BindingRecord, BindingStatus, ConversationRef, Placement, RejectCode, SpawnRequested,
 };
@@ -53,7 +53,7 @@ pub fn plan_spawn(
     if matches!(spawn.placement, Placement::Current | Placement::Child) {
         // A binding to a string no platform could have named would never see a post land
         // or a person write.
-        crate::deliver::conversation_ids::check(requester)
+        crate::model::conversation_ids::check(requester)
             .map_err(|message| WorkError::rejected(RejectCode::InvalidEvent, message))?;
     }
     let session_key = spawn
@@ -140,7 +140,7 @@ pub fn thread_parent(requester: &ConversationRef) -> ConversationRef {
 mod tests {
     use super::*;
     use crate::config::WebhookConfig;
-    use crate::deliver::{discord, webhook};
+    use crate::model::channels;
     use threadline_schemas::{Requester, SessionMode};
 
     fn spawn(channel: &str, placement: Placement) -> SpawnRequested {
@@ -178,7 +178,7 @@ mod tests {
     };
 
     fn no_threads() -> Capabilities {
-        webhook::capabilities(&WebhookConfig {
+        channels::webhook(&WebhookConfig {
             url: "http://x".into(),
             threads: false,
             token: None,
@@ -229,7 +229,7 @@ mod tests {
     fn child_placement_plans_a_pending_binding_and_a_thread() {
         let plan = plan_spawn(
             &spawn("discord", Placement::Child),
-            Some(discord::CAPABILITIES),
+            Some(channels::DISCORD),
             5,
             D,
         )
@@ -263,7 +263,7 @@ mod tests {
         let mut s = spawn("discord", Placement::Child);
         s.requester.conversation.conversation_id = "100000000000000005".into();
         s.requester.conversation.parent_conversation_id = Some("100000000000000001".into());
-        let plan = plan_spawn(&s, Some(discord::CAPABILITIES), 5, D).unwrap();
+        let plan = plan_spawn(&s, Some(channels::DISCORD), 5, D).unwrap();
         let binding = plan.binding.unwrap();
         assert_eq!(
             binding.conversation.parent_conversation_id.as_deref(),
@@ -289,7 +289,7 @@ mod tests {
         for placement in [Placement::Current, Placement::Child] {
             let mut s = spawn("discord", placement);
             s.requester.conversation.conversation_id = "general".into();
-            let err = plan_spawn(&s, Some(discord::CAPABILITIES), 5, D).unwrap_err();
+            let err = plan_spawn(&s, Some(channels::DISCORD), 5, D).unwrap_err();
             assert!(
                 matches!(&err, WorkError::Rejected { code: RejectCode::InvalidEvent, message }
                     if message.contains("general")),
@@ -300,7 +300,7 @@ mod tests {
         // own answer reports a bad id there.
         let mut s = spawn("discord", Placement::None);
         s.requester.conversation.conversation_id = "general".into();
-        assert!(plan_spawn(&s, Some(discord::CAPABILITIES), 5, D).is_ok());
+        assert!(plan_spawn(&s, Some(channels::DISCORD), 5, D).is_ok());
     }
 
     #[test]

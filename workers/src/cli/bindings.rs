@@ -8,7 +8,7 @@ use super::{
     connect_nats, connect_store, print_json, rfc3339, split_conversation, wire_name, Output,
 };
 use crate::config::Config;
-use crate::plumbing::nats::jetstream;
+use crate::io::nats::jetstream;
 use crate::store::query::BindingFilter;
 use anyhow::Context;
 use futures::StreamExt;

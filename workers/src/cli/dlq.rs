@@ -7,8 +7,8 @@
 
 use super::{connect_nats, connect_store, print_json, rfc3339, Output};
 use crate::config::Config;
-use crate::plumbing::nats::{jetstream, StreamKind};
-use crate::plumbing::runloop::dlq_headers;
+use crate::io::nats::{jetstream, StreamKind};
+use crate::runtime::runloop::dlq_headers;
 use crate::store::replays::Replay;
 use anyhow::Context;
 use async_nats::jetstream::message::StreamMessage;
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use threadline_schemas::{now_ms, Subjects};
 
 /// Header on a replayed message: the dead-letter stream sequence it came from.
-pub const REPLAY_OF: &str = crate::plumbing::runloop::dlq_headers::REPLAY_OF;
+pub const REPLAY_OF: &str = crate::runtime::runloop::dlq_headers::REPLAY_OF;
 
 /// How many dead-letter sequences one `list` looks at, at most.
 const MAX_EXAMINED: u64 = 100_000;

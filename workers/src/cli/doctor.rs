@@ -1,12 +1,13 @@
 //! `threadline doctor`: connects to NATS and Redis and checks what Threadline relies on —
 //! server versions, JetStream, every stream and durable consumer against the configuration
-//! the workers create (`plumbing::nats`, the one definition), backlogs and redeliveries,
+//! the workers create (`io::nats`, the one definition), backlogs and redeliveries,
 //! and Redis persistence (AOF with `appendfsync always`, which the README requires). Each
 //! problem is one line with a fix; the exit code is non-zero when there is an error.
 
 use super::{connect_nats, connect_redis, print_json, Output};
+use crate::config::redact_url;
 use crate::config::Config;
-use crate::plumbing::nats::{expected_consumers, jetstream, redact_url, ConsumerSpec, StreamKind};
+use crate::io::nats::{expected_consumers, jetstream, ConsumerSpec, StreamKind};
 use async_nats::jetstream::consumer;
 use futures::StreamExt;
 use serde::Serialize;
@@ -104,7 +105,7 @@ pub struct ConsumerReport {
     pub num_waiting: Option<usize>,
 }
 
-/// Who owns a channel's delivery lanes (`plumbing::lanes`).
+/// Who owns a channel's delivery lanes (`runtime::lanes`).
 #[derive(Debug, Serialize)]
 pub struct LanesReport {
     pub channel: String,
@@ -585,7 +586,7 @@ async fn check_lanes(config: &Config, report: &mut Report) {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let connected = tokio::time::timeout(
         Duration::from_secs(10),
-        crate::plumbing::redis::connect_store(config, &shutdown),
+        crate::io::redis::connect_store(config, &shutdown),
     )
     .await;
     let Ok(Ok(conn)) = connected else {

@@ -13,8 +13,8 @@ pub mod doctor;
 pub mod publish;
 pub mod sessions;
 
+use crate::config::redact_url;
 use crate::config::Config;
-use crate::plumbing::nats::redact_url;
 use crate::store::Store;
 use anyhow::Context;
 use redis::aio::ConnectionManagerConfig;
@@ -71,16 +71,16 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<i32> {
 /// Connects to NATS once, failing fast: an operator wants an answer, not a retry loop.
 pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client> {
     // The workers' credentials and TLS settings (docs/security.md).
-    crate::plumbing::nats::connect_options(config)
+    crate::io::nats::connect_options(config)
         .await?
         .name("threadline-cli")
         .connection_timeout(Duration::from_secs(5))
-        .connect(crate::plumbing::nats::server_list(&config.nats_url))
+        .connect(crate::io::nats::server_list(&config.nats_url))
         .await
         .with_context(|| {
             format!(
                 "cannot connect to NATS at {}",
-                crate::plumbing::nats::redact_urls(&config.nats_url)
+                crate::config::redact_urls(&config.nats_url)
             )
         })
 }
@@ -88,7 +88,7 @@ pub async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client>
 /// Connects to Redis once, failing fast.
 pub async fn connect_redis(config: &Config) -> anyhow::Result<redis::aio::ConnectionManager> {
     // The workers' ACL user, password and TLS settings (docs/security.md).
-    let client = crate::plumbing::redis::redis_client(config)
+    let client = crate::io::redis::redis_client(config)
         .with_context(|| format!("bad Redis settings for {}", redact_url(&config.redis_url)))?;
     let timeout = Duration::from_millis(config.redis_timeout_ms);
     let manager = ConnectionManagerConfig::new()
@@ -112,12 +112,12 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
         // Already cancelled: one attempt, no retry loop.
         let once = tokio_util::sync::CancellationToken::new();
         once.cancel();
-        let conn = crate::plumbing::redis::connect_cluster(config, &once)
+        let conn = crate::io::redis::connect_cluster(config, &once)
             .await
             .with_context(|| {
                 format!(
                     "cannot connect to Redis Cluster at {}",
-                    crate::plumbing::nats::redact_urls(&config.redis_url)
+                    crate::config::redact_urls(&config.redis_url)
                 )
             })?;
         return Ok(Store::new(conn, config));

@@ -5,7 +5,7 @@
 
 use super::{connect_nats, print_json, ConversationArgs, Output};
 use crate::config::Config;
-use crate::plumbing::nats::jetstream;
+use crate::io::nats::jetstream;
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -2,8 +2,8 @@
 
 use super::{connect_store, print_json, rfc3339, wire_name, Output};
 use crate::config::Config;
+use crate::model::session::{SessionRecord, SessionState, SessionStatus};
 use crate::store::query::SessionFilter;
-use crate::store::{SessionRecord, SessionState, SessionStatus};
 use serde::Serialize;
 use threadline_schemas::{BindingRecord, BindingStatus};
 

@@ -2,24 +2,10 @@
 //! decisions) and two operations, post and create-thread, whose errors say whether trying
 //! again can help.
 
+pub use crate::model::channels::Capabilities;
 use std::future::Future;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
-
-/// What a channel can do. Declared per adapter, so adding a channel means adding an adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capabilities {
-    /// Conversations can contain threads.
-    pub threads: bool,
-    /// Threadline can create a child thread (`placement:"child"`).
-    pub child_creation: bool,
-    /// Re-sending with the same key cannot create a second message.
-    pub idempotency_key: bool,
-    /// Recent messages can be read back to find an earlier attempt's post.
-    pub read_back: bool,
-    /// The most characters one message may hold.
-    pub max_message_chars: usize,
-}
 
 /// One part of one post.
 #[derive(Debug, Clone, Copy)]

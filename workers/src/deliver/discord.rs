@@ -29,6 +29,7 @@ use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt,
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::config::Persona;
+use crate::model::channels;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -36,8 +37,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use threadline_schemas::ConversationRef;
 
-/// Discord's limit for one message's content.
-pub const MAX_MESSAGE_CHARS: usize = 2000;
 /// Discord's limit for a thread's name (developers/resources/channel.mdx, "Start Thread
 /// from Message": 1-100 characters).
 const MAX_THREAD_NAME_CHARS: usize = 100;
@@ -51,15 +50,6 @@ const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 /// Channel types a thread is created in with its first message (threads.mdx, "Forums",
 /// "Media Channels"; channel.mdx, "Channel Types": GUILD_FORUM 15, GUILD_MEDIA 16).
 const FORUM_TYPES: [u64; 2] = [15, 16];
-
-/// The capabilities of the Discord adapter.
-pub const CAPABILITIES: Capabilities = Capabilities {
-    threads: true,
-    child_creation: true,
-    idempotency_key: true,
-    read_back: true,
-    max_message_chars: MAX_MESSAGE_CHARS,
-};
 
 /// Talks to Discord's HTTP API (or a loopback fake at the configured base URL).
 pub struct Discord {
@@ -625,7 +615,7 @@ impl Adapter for Discord {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        channels::DISCORD
     }
 
     fn keyed(&self, request: &PostRequest<'_>) -> bool {

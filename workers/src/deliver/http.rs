@@ -3,7 +3,7 @@
 //! backoff; other 4xx → permanent).
 
 use super::adapter::PlatformError;
-use crate::plumbing::trace::PlatformCall;
+use crate::io::trace::PlatformCall;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use std::time::Duration;

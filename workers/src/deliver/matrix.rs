@@ -16,15 +16,13 @@
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
+use crate::model::channels;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use threadline_schemas::ConversationRef;
-
-/// Events are limited to 64 KiB of JSON; this leaves room for escaping and the envelope.
-pub const MAX_MESSAGE_CHARS: usize = 12_000;
 
 /// The content field holding the part's key, for read-back (a namespaced custom field:
 /// room_send.yaml lets `m.room.message` content carry any further properties).
@@ -39,16 +37,6 @@ const READ_BACK_PAGE: usize = 100;
 /// its slot. Waiting in the call keeps a conversation's posts in order: a post handed back
 /// to the run loop lets the conversation's next post overtake it.
 const MAX_WAIT_IN_CALL: Duration = Duration::from_secs(120);
-
-pub const CAPABILITIES: Capabilities = Capabilities {
-    threads: true,
-    child_creation: true,
-    // A txn id is scoped to the device: after a rotation to a fresh login's token, a re-send
-    // with the same txn id is a second event. Doubts are settled by read-back instead.
-    idempotency_key: false,
-    read_back: true,
-    max_message_chars: MAX_MESSAGE_CHARS,
-};
 
 /// Talks to a Matrix homeserver (or a loopback fake at the configured URL).
 pub struct Matrix {
@@ -261,7 +249,7 @@ impl Matrix {
                 // Refused before anything was stored: wait for the next slot and send again.
                 Err((PlatformError::RateLimited { after }, _)) => {
                     wait = self.pacer.limited(txn, after, Instant::now());
-                    metrics::counter!(crate::plumbing::metrics::RATE_LIMITED, "channel" => "matrix")
+                    metrics::counter!(crate::io::metrics::RATE_LIMITED, "channel" => "matrix")
                         .increment(1);
                     continue;
                 }
@@ -391,7 +379,7 @@ impl Adapter for Matrix {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        channels::MATRIX
     }
 
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {

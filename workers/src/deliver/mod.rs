@@ -7,7 +7,6 @@
 //! reconciled on `tl.out.delivered`.
 
 pub mod adapter;
-pub mod conversation_ids;
 pub mod credentials;
 pub mod discord;
 pub mod http;
@@ -18,15 +17,16 @@ pub mod telegram;
 pub mod touch;
 pub mod webhook;
 
-use crate::binder::binding_event;
-use crate::config::{Config, UnknownOutcome};
+use crate::config::UnknownOutcome;
 use crate::error::WorkError;
 use crate::ids;
-use crate::lifecycle::{self, Farewell};
-use crate::plumbing::metrics as m;
-use crate::plumbing::nats::Outgoing;
-use crate::plumbing::runloop::{Attempt, Handler};
-use crate::plumbing::Plumbing;
+use crate::io::metrics as m;
+use crate::io::nats::Outgoing;
+use crate::model::bindings::{Farewell, FAREWELL_REASON};
+use crate::runtime::ending::end_binding;
+use crate::runtime::outbox::binding_event;
+use crate::runtime::runloop::{Attempt, Handler};
+use crate::runtime::WorkerContext;
 use crate::store::{Activated, Claim, PartOutcome};
 use adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use credentials::Credentials;
@@ -39,35 +39,10 @@ use threadline_schemas::{
 };
 use touch::TouchCoalescer;
 
-/// Capabilities of a channel as configured in this deployment; `None` when it has no
-/// adapter here.
-pub fn capabilities(channel: &str, config: &Config) -> Option<Capabilities> {
-    let enabled = || config.channels().iter().any(|c| c == channel);
-    match channel {
-        "discord" => enabled().then_some(discord::CAPABILITIES),
-        "slack" => enabled().then_some(slack::CAPABILITIES),
-        "telegram" => enabled().then_some(telegram::CAPABILITIES),
-        "matrix" => enabled().then_some(matrix::CAPABILITIES),
-        _webhook => channel
-            .strip_prefix("webhook:")
-            .and_then(|name| config.webhooks.get(name))
-            .map(webhook::capabilities),
-    }
-}
-
-/// The delivery partition of a conversation: a stable hash of it (the same in every process
-/// and version; DO NOT CHANGE while messages are in flight).
-pub fn partition(conversation: &ConversationRef, partitions: u32) -> u32 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(conversation.key().as_bytes());
-    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    n % partitions.max(1)
-}
-
 /// The handler of `tl.deliver.<channel>`.
 pub struct Deliverer<A: Adapter> {
     adapter: A,
-    plumbing: Plumbing,
+    ctx: WorkerContext,
     /// The token the adapter sends; reloaded on a 401.
     credentials: Arc<Credentials>,
     /// Author ids already recorded as ours, so each is written to Redis once per process.
@@ -158,13 +133,13 @@ fn in_parent_part(record: &str) -> Option<(&str, &str)> {
 }
 
 impl<A: Adapter> Deliverer<A> {
-    pub fn new(adapter: A, credentials: Arc<Credentials>, plumbing: Plumbing) -> Self {
+    pub fn new(adapter: A, credentials: Arc<Credentials>, ctx: WorkerContext) -> Self {
         Deliverer {
             adapter,
             credentials,
             own_authors: Mutex::new(HashSet::new()),
-            touches: TouchCoalescer::new(Duration::from_millis(plumbing.config.touch_interval_ms)),
-            plumbing,
+            touches: TouchCoalescer::new(Duration::from_millis(ctx.config.touch_interval_ms)),
+            ctx,
         }
     }
 
@@ -179,7 +154,7 @@ impl<A: Adapter> Deliverer<A> {
             .map(|set| set.contains(author))
             .unwrap_or(false);
         if !known {
-            self.plumbing
+            self.ctx
                 .store
                 .add_own_author(self.adapter.channel(), author)
                 .await?;
@@ -191,7 +166,7 @@ impl<A: Adapter> Deliverer<A> {
     }
 
     fn lease_ms(&self) -> u64 {
-        self.plumbing.config.claim_lease_ms
+        self.ctx.config.claim_lease_ms
     }
 
     /// Posts every part not yet sent, in order.
@@ -203,7 +178,7 @@ impl<A: Adapter> Deliverer<A> {
         session_key: Option<&str>,
         is_farewell: bool,
     ) -> Result<Posted, WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         let caps = self.adapter.capabilities();
         let parts = split::split(content, caps.max_message_chars);
         let mut message_ids = Vec::with_capacity(parts.len());
@@ -382,7 +357,7 @@ impl<A: Adapter> Deliverer<A> {
             metrics::counter!(m::DEDUP_HITS, "kind" => "platform_idempotency").increment(1);
             return Ok(Doubt::Resend(Reconciliation::IdempotencyKey));
         }
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         if caps.read_back {
             let since = Self::read_back_since(since_ms);
             return match self.adapter.find_posted(request, since).await {
@@ -442,7 +417,7 @@ impl<A: Adapter> Deliverer<A> {
         metrics::counter!(m::UNKNOWN_OUTCOMES, "channel" => self.adapter.channel().to_owned())
             .increment(1);
         let policy = self
-            .plumbing
+            .ctx
             .config
             .platform(self.adapter.channel())
             .map(|p| p.unknown_outcome)
@@ -467,7 +442,7 @@ impl<A: Adapter> Deliverer<A> {
         attempt: PartTry,
         error: PlatformError,
     ) -> Result<Posted, WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         let channel = self.adapter.channel().to_owned();
         match error {
             PlatformError::RateLimited { after } => {
@@ -551,7 +526,7 @@ impl<A: Adapter> Deliverer<A> {
         attempts: u32,
     ) -> Outgoing {
         Outgoing::event(
-            self.plumbing.subjects.out_failed(),
+            self.ctx.subjects.out_failed(),
             ids::msg_id::failed(&command.delivery_id),
             &PostFailed {
                 v: SCHEMA_VERSION,
@@ -582,7 +557,7 @@ impl<A: Adapter> Deliverer<A> {
                 destination,
                 content,
                 session_key,
-                reason == lifecycle::FAREWELL_REASON,
+                reason == FAREWELL_REASON,
             )
             .await?
         {
@@ -649,7 +624,7 @@ impl<A: Adapter> Deliverer<A> {
                     .await
             }
         };
-        self.plumbing.publisher.send(out).await
+        self.ctx.publisher.send(out).await
     }
 
     /// Reports a post whose every part is on the platform: records its last part, touches
@@ -669,9 +644,9 @@ impl<A: Adapter> Deliverer<A> {
         ),
     ) -> Result<(), WorkError> {
         metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
-        crate::plumbing::trace::record_delivery_latency(self.adapter.channel());
+        crate::io::trace::record_delivery_latency(self.adapter.channel());
         let delivered = Outgoing::event(
-            self.plumbing.subjects.out_delivered(),
+            self.ctx.subjects.out_delivered(),
             ids::msg_id::delivered(&command.delivery_id),
             &PostDelivered {
                 v: SCHEMA_VERSION,
@@ -690,7 +665,7 @@ impl<A: Adapter> Deliverer<A> {
         // in doubt, settled by key or read-back as any crash after the call is.)
         let settle = async {
             if let Some((index, id)) = &unsettled {
-                self.plumbing
+                self.ctx
                     .store
                     .settle_part(&command.delivery_id, *index, &PartOutcome::Sent(id.clone()))
                     .await?;
@@ -704,17 +679,13 @@ impl<A: Adapter> Deliverer<A> {
             if !self.touches.due(binding_id, Instant::now()) {
                 return Ok(());
             }
-            let touched = self
-                .plumbing
-                .store
-                .touch_binding(session_key, binding_id)
-                .await;
+            let touched = self.ctx.store.touch_binding(session_key, binding_id).await;
             if touched.is_err() {
                 self.touches.forget(binding_id);
             }
             touched.map(drop)
         };
-        futures::try_join!(settle, touch, self.plumbing.publisher.send(delivered))?;
+        futures::try_join!(settle, touch, self.ctx.publisher.send(delivered))?;
         Ok(())
     }
 
@@ -748,21 +719,14 @@ impl<A: Adapter> Deliverer<A> {
     ) -> Result<(), WorkError> {
         let parent = destination.parent();
         let is_farewell = matches!(&command.action,
-            DeliveryAction::Post { reason, .. } if reason == lifecycle::FAREWELL_REASON);
+            DeliveryAction::Post { reason, .. } if reason == FAREWELL_REASON);
         tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code,
             thread = %destination.conversation_id, "the platform posted into the parent, not the thread");
         if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
-            lifecycle::end_binding(
-                &self.plumbing,
-                session_key,
-                binding_id,
-                code,
-                Farewell::None,
-            )
-            .await?;
+            end_binding(&self.ctx, session_key, binding_id, code, Farewell::None).await?;
         }
         let session = match session_key {
-            Some(key) => self.plumbing.store.load_session(key).await?,
+            Some(key) => self.ctx.store.load_session(key).await?,
             None => None,
         };
         let fail_closed = session.as_ref().is_some_and(|s| s.session.fail_closed);
@@ -778,7 +742,7 @@ impl<A: Adapter> Deliverer<A> {
             let misplaced = ids.last().cloned().unwrap_or_default();
             match self.adapter.delete(&parent, &misplaced).await {
                 Ok(()) => {
-                    self.plumbing
+                    self.ctx
                         .store
                         .settle_part(
                             &command.delivery_id,
@@ -813,7 +777,7 @@ impl<A: Adapter> Deliverer<A> {
                             )
                             .await
                         }
-                        (None, _) | (_, None) => self.plumbing.publisher.send(failed).await,
+                        (None, _) | (_, None) => self.ctx.publisher.send(failed).await,
                     };
                 }
                 Err(PlatformError::RateLimited { after }) => {
@@ -858,7 +822,7 @@ impl<A: Adapter> Deliverer<A> {
                 message,
                 attempts,
             } => {
-                self.plumbing
+                self.ctx
                     .publisher
                     .send(self.failed_event(
                         command,
@@ -897,9 +861,9 @@ impl<A: Adapter> Deliverer<A> {
         } else {
             Farewell::None
         };
-        lifecycle::end_binding(&self.plumbing, session_key, binding_id, code, farewell).await?;
+        end_binding(&self.ctx, session_key, binding_id, code, farewell).await?;
         let mut out = Vec::with_capacity(1);
-        let session = self.plumbing.store.load_session(session_key).await?;
+        let session = self.ctx.store.load_session(session_key).await?;
         match session {
             // The completion's one final outcome is the fallback's (`tl.out.delivered` with
             // this reason, or `tl.out.failed` if that post fails too): a `tl.out.failed` here
@@ -909,7 +873,7 @@ impl<A: Adapter> Deliverer<A> {
                 let requester = state.session.requester.conversation;
                 let delivery_id = ids::post_delivery_id(&command.event_id, &requester);
                 out.push(Outgoing::event(
-                    self.plumbing.deliver_subject(&requester),
+                    self.ctx.deliver_subject(&requester),
                     delivery_id.clone(),
                     &DeliveryCommand {
                         v: SCHEMA_VERSION,
@@ -928,7 +892,7 @@ impl<A: Adapter> Deliverer<A> {
             }
             Some(_) | None => out.push(failed),
         }
-        self.plumbing.publisher.send_all(out).await
+        self.ctx.publisher.send_all(out).await
     }
 
     async fn handle_create_thread(
@@ -939,7 +903,7 @@ impl<A: Adapter> Deliverer<A> {
         session_key: &str,
         binding_id: &str,
     ) -> Result<(), WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         let claimed_at = threadline_schemas::now_ms();
         let thread = match store
             .claim_part(&command.delivery_id, 0, self.lease_ms())
@@ -1055,10 +1019,10 @@ impl<A: Adapter> Deliverer<A> {
         match (activated, binding) {
             (Activated::Now | Activated::Already, Some(binding)) => {
                 tracing::info!(session_key, binding_id, thread = %thread.conversation_id, "thread created and bound");
-                self.plumbing
+                self.ctx
                     .publisher
                     .send(binding_event(
-                        &self.plumbing,
+                        &self.ctx,
                         binding,
                         BindingChange::Bound,
                         "thread_created",
@@ -1097,13 +1061,13 @@ impl<A: Adapter> Deliverer<A> {
             attempts,
         )];
         if let Some(binding) = self
-            .plumbing
+            .ctx
             .store
             .end_binding(session_key, binding_id, "thread_create_failed")
             .await?
         {
             out.push(binding_event(
-                &self.plumbing,
+                &self.ctx,
                 binding,
                 BindingChange::Ended,
                 "thread_create_failed",
@@ -1116,7 +1080,7 @@ impl<A: Adapter> Deliverer<A> {
             message,
             "thread creation failed; binding ended"
         );
-        self.plumbing.publisher.send_all(out).await
+        self.ctx.publisher.send_all(out).await
     }
 }
 
@@ -1180,7 +1144,7 @@ impl<A: Adapter> Handler for Deliverer<A> {
                 session_key,
                 ..
             } => {
-                self.plumbing
+                self.ctx
                     .publisher
                     .send(self.failed_event(
                         command,

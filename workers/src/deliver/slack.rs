@@ -19,22 +19,12 @@
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
 use super::http::{classify, client, retry_after_header, send, Answered};
+use crate::model::channels;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
-
-/// Slack accepts 40,000 characters but recommends at most 4,000 per message.
-pub const MAX_MESSAGE_CHARS: usize = 4_000;
-
-pub const CAPABILITIES: Capabilities = Capabilities {
-    threads: true,
-    child_creation: true,
-    idempotency_key: false,
-    read_back: true,
-    max_message_chars: MAX_MESSAGE_CHARS,
-};
 
 /// The metadata event type Threadline marks its posts with.
 const EVENT_TYPE: &str = "threadline_post";
@@ -346,7 +336,7 @@ impl Adapter for Slack {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        channels::SLACK
     }
 
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {

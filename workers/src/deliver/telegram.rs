@@ -20,21 +20,12 @@
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
+use crate::model::channels;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
-
-pub const MAX_MESSAGE_CHARS: usize = 4_096;
-
-pub const CAPABILITIES: Capabilities = Capabilities {
-    threads: true,
-    child_creation: true,
-    idempotency_key: false,
-    read_back: false,
-    max_message_chars: MAX_MESSAGE_CHARS,
-};
 
 /// Talks to the Telegram Bot API (or a loopback fake at the configured base URL).
 pub struct Telegram {
@@ -184,7 +175,7 @@ impl Adapter for Telegram {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        channels::TELEGRAM
     }
 
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {

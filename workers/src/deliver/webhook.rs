@@ -10,22 +10,12 @@ use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt,
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::config::WebhookConfig;
+use crate::model::channels;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
-
-/// Capabilities of a configured webhook.
-pub fn capabilities(config: &WebhookConfig) -> Capabilities {
-    Capabilities {
-        threads: config.threads,
-        child_creation: config.threads,
-        idempotency_key: true,
-        read_back: false,
-        max_message_chars: config.max_message_chars.max(1),
-    }
-}
 
 /// One configured webhook.
 pub struct Webhook {
@@ -134,7 +124,7 @@ impl Adapter for Webhook {
     }
 
     fn capabilities(&self) -> Capabilities {
-        capabilities(&self.config)
+        channels::webhook(&self.config)
     }
 
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {

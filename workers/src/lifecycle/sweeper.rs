@@ -2,9 +2,10 @@
 //! taken by one sweeper at a time (a lease on the shared work list), and ending goes through
 //! `ending`, so several sweepers at once still post exactly one farewell.
 
-use super::{end_binding, expiry, next_check, Farewell};
 use crate::error::WorkError;
-use crate::plumbing::Plumbing;
+use crate::model::bindings::{expiry, next_check, Farewell};
+use crate::runtime::ending::end_binding;
+use crate::runtime::WorkerContext;
 use crate::store::layout::DueEntry;
 use std::time::Duration;
 use threadline_schemas::{now_ms, BindingStatus};
@@ -13,15 +14,15 @@ use threadline_schemas::{now_ms, BindingStatus};
 const BATCH: usize = 256;
 
 /// Sweeps every `sweep_interval_ms` until shutdown.
-pub async fn run(plumbing: Plumbing) {
-    let interval = Duration::from_millis(plumbing.config.sweep_interval_ms.max(10));
+pub async fn run(ctx: WorkerContext) {
+    let interval = Duration::from_millis(ctx.config.sweep_interval_ms.max(10));
     loop {
         tokio::select! {
-            _ = plumbing.shutdown.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         loop {
-            match sweep_once(&plumbing).await {
+            match sweep_once(&ctx).await {
                 Ok(n) if n == BATCH => continue, // more may be due
                 Ok(_) => break,
                 Err(error) => {
@@ -34,11 +35,11 @@ pub async fn run(plumbing: Plumbing) {
 }
 
 /// One pass: ends what is expired, reschedules what is not. Returns how many it took.
-pub async fn sweep_once(plumbing: &Plumbing) -> Result<usize, WorkError> {
-    let store = &plumbing.store;
+pub async fn sweep_once(ctx: &WorkerContext) -> Result<usize, WorkError> {
+    let store = &ctx.store;
     let now = now_ms();
     // A lease longer than one pass: a sweeper that dies mid-pass frees its share after it.
-    let lease = (plumbing.config.sweep_interval_ms * 4).max(5_000);
+    let lease = (ctx.config.sweep_interval_ms * 4).max(5_000);
     let due = store.claim_due_sweeps(now, lease, BATCH).await?;
     for entry in &due {
         let (session_key, binding_id) = match entry {
@@ -63,25 +64,12 @@ pub async fn sweep_once(plumbing: &Plumbing) -> Result<usize, WorkError> {
             Some(b) if b.status == BindingStatus::Ending => {
                 // A crashed pass began it; finish (the farewell is deduplicated).
                 let why = b.end_reason.clone().unwrap_or_else(|| "expired".into());
-                end_binding(
-                    plumbing,
-                    session_key,
-                    binding_id,
-                    &why,
-                    Farewell::InConversation,
-                )
-                .await?;
+                end_binding(ctx, session_key, binding_id, &why, Farewell::InConversation).await?;
             }
             Some(b) if b.status == BindingStatus::Active => match expiry(&b, now) {
                 Some(why) => {
-                    end_binding(
-                        plumbing,
-                        session_key,
-                        binding_id,
-                        why,
-                        Farewell::InConversation,
-                    )
-                    .await?;
+                    end_binding(ctx, session_key, binding_id, why, Farewell::InConversation)
+                        .await?;
                 }
                 // Touched since it was scheduled: check again when it could next expire.
                 None => {

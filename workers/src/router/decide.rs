@@ -2,7 +2,7 @@
 //! function of the completion, the session's stored state and the clock. Rule 1 (decide once
 //! per event) is the caller's: it stores what this returns and never asks again.
 
-use crate::store::{SessionState, SessionStatus};
+use crate::model::session::{SessionState, SessionStatus};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use threadline_schemas::{
@@ -296,7 +296,7 @@ fn post(ctx: RouteContext<'_>, posts: Vec<PlannedPost>) -> RouteDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{SessionRecord, SessionStatus};
+    use crate::model::session::{SessionRecord, SessionStatus};
     use threadline_schemas::{Requester, RunStatus, SessionMode};
 
     const NOW: u64 = 1_000_000;

@@ -5,10 +5,10 @@
 
 use crate::error::WorkError;
 use crate::ids;
-use crate::plumbing::metrics as m;
-use crate::plumbing::nats::Outgoing;
-use crate::plumbing::runloop::{Attempt, Handler};
-use crate::plumbing::Plumbing;
+use crate::io::metrics as m;
+use crate::io::nats::Outgoing;
+use crate::runtime::runloop::{Attempt, Handler};
+use crate::runtime::WorkerContext;
 use threadline_schemas::{
     InputSource, MessageReceived, MessageUnbound, SessionInput, Stage, SCHEMA_VERSION,
 };
@@ -18,12 +18,12 @@ const AUTHORS_WITHOUT_BOT_FLAG: &[&str] = &["matrix"];
 
 /// Handles `tl.in.message.>`.
 pub struct Inbound {
-    plumbing: Plumbing,
+    ctx: WorkerContext,
 }
 
 impl Inbound {
-    pub fn new(plumbing: Plumbing) -> Self {
-        Inbound { plumbing }
+    pub fn new(ctx: WorkerContext) -> Self {
+        Inbound { ctx }
     }
 
     /// Whether Threadline itself wrote the message: a configured own id, or an author id
@@ -31,7 +31,7 @@ impl Inbound {
     async fn is_echo(&self, message: &MessageReceived) -> Result<bool, WorkError> {
         let channel = &message.conversation.channel;
         let configured = self
-            .plumbing
+            .ctx
             .config
             .policy(channel)
             .is_some_and(|p| p.own_author_ids.contains(&message.author.id));
@@ -44,7 +44,7 @@ impl Inbound {
         if !message.author.is_bot && !AUTHORS_WITHOUT_BOT_FLAG.contains(&channel.as_str()) {
             return Ok(false);
         }
-        self.plumbing
+        self.ctx
             .store
             .is_own_author(channel, &message.author.id)
             .await
@@ -65,14 +65,14 @@ impl Handler for Inbound {
             tracing::debug!(event_id = %message.event_id, "our own message; dropped");
             return Ok(());
         }
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         let bound = store.sessions_bound_to(&message.conversation).await?;
         if bound.is_empty() {
             return self
-                .plumbing
+                .ctx
                 .publisher
                 .send(Outgoing::event(
-                    self.plumbing.subjects.out_unbound(),
+                    self.ctx.subjects.out_unbound(),
                     ids::msg_id::unbound(&message.event_id),
                     &MessageUnbound {
                         v: SCHEMA_VERSION,
@@ -89,7 +89,7 @@ impl Handler for Inbound {
             .iter()
             .map(|(session, _)| {
                 Outgoing::event(
-                    self.plumbing.subjects.agent(&session.agent_id),
+                    self.ctx.subjects.agent(&session.agent_id),
                     ids::msg_id::input(&message.event_id, &session.session_key),
                     &SessionInput {
                         v: SCHEMA_VERSION,
@@ -103,7 +103,7 @@ impl Handler for Inbound {
                 )
             })
             .collect();
-        self.plumbing.publisher.send_all(inputs).await?;
+        self.ctx.publisher.send_all(inputs).await?;
         for (session, binding) in &bound {
             store
                 .touch_binding(&session.session_key, &binding.binding_id)

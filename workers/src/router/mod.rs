@@ -9,11 +9,11 @@ pub mod send;
 
 use crate::error::WorkError;
 use crate::ids;
-use crate::plumbing::metrics as m;
-use crate::plumbing::nats::Outgoing;
-use crate::plumbing::runloop::{Attempt, Handler};
-use crate::plumbing::Plumbing;
-use crate::store::SessionStatus;
+use crate::io::metrics as m;
+use crate::io::nats::Outgoing;
+use crate::model::session::SessionStatus;
+use crate::runtime::runloop::{Attempt, Handler};
+use crate::runtime::WorkerContext;
 use decide::{Route, RouteContext, RouteDecision};
 use threadline_schemas::{
     now_ms, BindingStatus, CompletionReported, DeliveryAction, DeliveryCommand, InputSource,
@@ -22,14 +22,14 @@ use threadline_schemas::{
 
 /// Routes completions.
 pub struct Router {
-    plumbing: Plumbing,
+    ctx: WorkerContext,
     channels: Vec<String>,
 }
 
 impl Router {
-    pub fn new(plumbing: Plumbing) -> Self {
-        let channels = plumbing.config.channels();
-        Router { plumbing, channels }
+    pub fn new(ctx: WorkerContext) -> Self {
+        let channels = ctx.config.channels();
+        Router { ctx, channels }
     }
 
     fn failed(
@@ -40,7 +40,7 @@ impl Router {
         attempts: u32,
     ) -> Outgoing {
         Outgoing::event(
-            self.plumbing.subjects.out_failed(),
+            self.ctx.subjects.out_failed(),
             ids::msg_id::failed(&completion.event_id),
             &PostFailed {
                 v: SCHEMA_VERSION,
@@ -67,7 +67,7 @@ impl Router {
                 origin,
                 reason: _,
             } => vec![Outgoing::event(
-                self.plumbing.subjects.agent(agent_id),
+                self.ctx.subjects.agent(agent_id),
                 ids::msg_id::input(&completion.event_id, session_key),
                 &SessionInput {
                     v: SCHEMA_VERSION,
@@ -85,7 +85,7 @@ impl Router {
                     let delivery_id =
                         ids::post_delivery_id(&completion.event_id, &planned.destination);
                     Outgoing::event(
-                        self.plumbing.deliver_subject(&planned.destination),
+                        self.ctx.deliver_subject(&planned.destination),
                         delivery_id.clone(),
                         &DeliveryCommand {
                             v: SCHEMA_VERSION,
@@ -126,14 +126,14 @@ impl Handler for Router {
         completion: &CompletionReported,
         attempt: Attempt,
     ) -> Result<(), WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         let state = store.load_session(&completion.session_key).await?;
         let now = now_ms();
         let ctx = RouteContext {
             now_ms: now,
-            pending_timeout_ms: self.plumbing.config.pending_timeout_ms,
+            pending_timeout_ms: self.ctx.config.pending_timeout_ms,
             event_age_ms: now.saturating_sub(attempt.published_ms),
-            unknown_session_grace_ms: self.plumbing.config.unknown_session_grace_ms,
+            unknown_session_grace_ms: self.ctx.config.unknown_session_grace_ms,
             channels: &self.channels,
         };
         // Rule 5 needs the requesting session, but only when no binding can win.
@@ -180,7 +180,7 @@ impl Handler for Router {
                 }
             }
         };
-        self.plumbing
+        self.ctx
             .publisher
             .send_all(self.effects(&decision, completion))
             .await?;
@@ -202,7 +202,7 @@ impl Handler for Router {
         error: &WorkError,
         attempt: Attempt,
     ) -> Result<(), WorkError> {
-        self.plumbing
+        self.ctx
             .publisher
             .send(self.failed(completion, error.code(), &error.to_string(), attempt.number))
             .await

@@ -5,11 +5,11 @@
 
 use crate::error::WorkError;
 use crate::ids;
-use crate::plumbing::metrics as m;
-use crate::plumbing::nats::Outgoing;
-use crate::plumbing::runloop::{Attempt, Handler};
-use crate::plumbing::Plumbing;
-use crate::store::{SessionRecord, SessionState, SessionStatus};
+use crate::io::metrics as m;
+use crate::io::nats::Outgoing;
+use crate::model::session::{SessionRecord, SessionState, SessionStatus};
+use crate::runtime::runloop::{Attempt, Handler};
+use crate::runtime::WorkerContext;
 use threadline_schemas::{
     BindingStatus, InputSource, SendCompleted, SendOutcome, SendRequested, SendResult, SendTarget,
     SessionInput, Stage, SCHEMA_VERSION,
@@ -17,17 +17,17 @@ use threadline_schemas::{
 
 /// Handles `tl.in.send`.
 pub struct Sender {
-    plumbing: Plumbing,
+    ctx: WorkerContext,
 }
 
 impl Sender {
-    pub fn new(plumbing: Plumbing) -> Self {
-        Sender { plumbing }
+    pub fn new(ctx: WorkerContext) -> Self {
+        Sender { ctx }
     }
 
     /// The sessions a target names; an empty list when it names none.
     async fn resolve(&self, target: &SendTarget) -> Result<Vec<SessionState>, WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         let key = match target {
             SendTarget::SessionKey { session_key } => Some(session_key.clone()),
             SendTarget::Label {
@@ -63,13 +63,13 @@ fn origin_of(state: &SessionState) -> threadline_schemas::ConversationRef {
 }
 
 fn input(
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
     send: &SendRequested,
     session: &SessionRecord,
     origin: threadline_schemas::ConversationRef,
 ) -> Outgoing {
     Outgoing::event(
-        plumbing.subjects.agent(&session.agent_id),
+        ctx.subjects.agent(&session.agent_id),
         ids::msg_id::input(&send.event_id, &session.session_key),
         &SessionInput {
             v: SCHEMA_VERSION,
@@ -91,7 +91,7 @@ impl Handler for Sender {
     }
 
     async fn handle(&self, send: &SendRequested, _attempt: Attempt) -> Result<(), WorkError> {
-        let store = &self.plumbing.store;
+        let store = &self.ctx.store;
         let reached = store.sent_targets(&send.event_id).await?;
         let targets = self.resolve(&send.target).await?;
         let mut results = Vec::with_capacity(targets.len().max(1));
@@ -123,14 +123,9 @@ impl Handler for Sender {
             }
             // Each target is stored before the next, so one failing publish neither loses
             // the ones before it nor repeats them on redelivery.
-            self.plumbing
+            self.ctx
                 .publisher
-                .send(input(
-                    &self.plumbing,
-                    send,
-                    &state.session,
-                    origin_of(state),
-                ))
+                .send(input(&self.ctx, send, &state.session, origin_of(state)))
                 .await?;
             store.record_sent(&send.event_id, key, "delivered").await?;
             metrics::counter!(m::INPUTS, "source" => "send").increment(1);
@@ -140,10 +135,10 @@ impl Handler for Sender {
                 message: None,
             });
         }
-        self.plumbing
+        self.ctx
             .publisher
             .send(Outgoing::event(
-                self.plumbing.subjects.out_sent(),
+                self.ctx.subjects.out_sent(),
                 ids::msg_id::sent(&send.event_id),
                 &SendCompleted {
                     v: SCHEMA_VERSION,

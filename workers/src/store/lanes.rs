@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 /// `-1` when this instance already held it, else the crashed owner's lapsed expiry.
 ///
 /// Safe to run twice: the second run finds the lanes owned (`-1`), which the caller treats
-/// like a takeover it cannot date (see `plumbing::lanes`).
+/// like a takeover it cannot date (see `runtime::lanes`).
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"

@@ -4,8 +4,8 @@
 //! says (the session key, the spawn event id, a binding conversation equal to the
 //! requester's). A later layout adds a version and reads the old one.
 
-use super::{SessionRecord, SessionState, SessionStatus};
 use crate::error::WorkError;
+use crate::model::session::{SessionRecord, SessionState, SessionStatus};
 use serde::{Deserialize, Serialize};
 use threadline_schemas::{
     BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Metadata, Placement, Requester,

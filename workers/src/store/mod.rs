@@ -21,74 +21,13 @@ pub mod scripts;
 
 use crate::config::Config;
 use crate::error::WorkError;
-use crate::plumbing::redis::RedisConnection;
+use crate::io::redis::RedisConnection;
+use crate::model::session::{SessionRecord, SessionState, SessionStatus};
 use keys::Keys;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use threadline_schemas::{
-    now_ms, BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Placement, Requester,
-    SessionMode,
-};
-
-/// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionStatus {
-    Active,
-    /// A `run` session whose completion was routed.
-    Completed,
-    Ended,
-}
-
-impl SessionStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            SessionStatus::Active => "active",
-            SessionStatus::Completed => "completed",
-            SessionStatus::Ended => "ended",
-        }
-    }
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "active" => Some(SessionStatus::Active),
-            "completed" => Some(SessionStatus::Completed),
-            "ended" => Some(SessionStatus::Ended),
-            _other => None,
-        }
-    }
-}
-
-/// A session as spawned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    pub session_key: String,
-    pub agent_id: String,
-    pub mode: SessionMode,
-    pub placement: Placement,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    pub requester: Requester,
-    pub delivery: DeliveryPolicy,
-    pub fail_closed: bool,
-    pub created_at: u64,
-    pub spawn_event_id: String,
-    /// Not part of the stored blob: kept in its own field so it can change atomically.
-    #[serde(skip, default = "active")]
-    pub status: SessionStatus,
-}
-
-fn active() -> SessionStatus {
-    SessionStatus::Active
-}
-
-/// A session with all its bindings (any status), as one read returns them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionState {
-    pub session: SessionRecord,
-    pub bindings: Vec<BindingRecord>,
-}
+use threadline_schemas::{now_ms, BindingRecord, BindingStatus, ConversationRef};
 
 /// Result of creating a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,7 +279,7 @@ impl Store {
         // The directory entry names the owner; it is also the sweeper's work list, where
         // every active binding is from the moment it is active (pending ones never come due).
         let due = if index {
-            crate::lifecycle::next_check(binding) as f64
+            crate::model::bindings::next_check(binding) as f64
         } else {
             f64::INFINITY
         };

@@ -5,8 +5,9 @@
 //!
 //! On Redis Cluster every primary is scanned in turn (`RedisConnection::scan_keys`).
 
-use super::{layout, SessionState, SessionStatus, Store};
+use super::{layout, Store};
 use crate::error::WorkError;
+use crate::model::session::{SessionState, SessionStatus};
 use std::collections::HashMap;
 use std::str::FromStr;
 use threadline_schemas::{BindingRecord, BindingStatus};

@@ -1,5 +1,5 @@
 //! The one run loop every worker uses: pull → decode → handle → settle. Deliverers pull
-//! their ordered lanes with `plumbing::lanes` instead, which decides *when* a message may
+//! their ordered lanes with `runtime::lanes` instead, which decides *when* a message may
 //! start and hands it to the same decode → handle → settle path here.
 //!
 //! - Pulls with bounded `batch()` requests, never the `messages()` stream, whose client-side
@@ -14,13 +14,13 @@
 //!   dead-lettered.
 //! - On shutdown: stop pulling, finish in-flight work within the drain deadline, flush acks.
 
-use super::metrics as m;
-use super::nats::Outgoing;
 use super::pulls::Pulls;
 use super::retry;
-use super::trace;
-use super::Plumbing;
+use super::WorkerContext;
 use crate::error::{Settle, WorkError};
+use crate::io::metrics as m;
+use crate::io::nats::Outgoing;
+use crate::io::trace;
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::{consumer::PullConsumer, AckKind, Message};
 use serde::de::DeserializeOwned;
@@ -71,7 +71,7 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), WorkError>> + Send;
 
     /// Events with the same key are handled one at a time, in stream order, where a worker
-    /// pulls ordered lanes (`plumbing::lanes`); `None` (the default) imposes no order.
+    /// pulls ordered lanes (`runtime::lanes`); `None` (the default) imposes no order.
     fn order_key(&self, _event: &Self::Event) -> Option<String> {
         None
     }
@@ -86,27 +86,27 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), WorkError>> + Send;
 }
 
-/// Pulls from `consumer` and runs `handler` until `plumbing.shutdown` fires, then drains.
+/// Pulls from `consumer` and runs `handler` until `ctx.shutdown` fires, then drains.
 /// `concurrency` bounds the events handled at once from this consumer.
 pub async fn run<H: Handler>(
     handler: Arc<H>,
     consumer: PullConsumer,
-    plumbing: Plumbing,
+    ctx: WorkerContext,
     concurrency: usize,
 ) {
     let stage = handler.stage();
     let concurrency = concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks: JoinSet<()> = JoinSet::new();
-    let shutdown = plumbing.shutdown.clone();
-    // Shared by the spawned events: a `Plumbing` clone is many (Arc, String)s.
-    let shared = Arc::new(plumbing.clone());
+    let shutdown = ctx.shutdown.clone();
+    // Shared by the spawned events: a `WorkerContext` clone is many (Arc, String)s.
+    let shared = Arc::new(ctx.clone());
     tracing::info!(stage = %stage.name(), concurrency, "worker started");
     tokio::spawn(watch_pending(
         consumer.clone(),
-        plumbing.health.clone(),
+        ctx.health.clone(),
         shutdown.clone(),
-        Duration::from_millis(plumbing.config.pending_poll_ms.max(100)),
+        Duration::from_millis(ctx.config.pending_poll_ms.max(100)),
     ));
 
     let mut pulls = Pulls::default();
@@ -164,10 +164,10 @@ pub async fn run<H: Handler>(
                         break 'pull;
                     };
                     let handler = handler.clone();
-                    let plumbing = shared.clone();
+                    let ctx = shared.clone();
                     tasks.spawn(async move {
-                        let decoded = decode_message::<H>(&message, &plumbing);
-                        traced_process(&*handler, message, decoded, &plumbing).await;
+                        let decoded = decode_message::<H>(&message, &ctx);
+                        traced_process(&*handler, message, decoded, &ctx).await;
                         drop(permit);
                     });
                 }
@@ -177,7 +177,7 @@ pub async fn run<H: Handler>(
 
     let in_flight = tasks.len();
     tracing::info!(stage = %stage.name(), in_flight, "draining");
-    let drain = Duration::from_millis(plumbing.config.drain_timeout_ms);
+    let drain = Duration::from_millis(ctx.config.drain_timeout_ms);
     if tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} })
         .await
         .is_err()
@@ -186,7 +186,7 @@ pub async fn run<H: Handler>(
         tasks.abort_all();
     }
     // Plain acks are only queued in the client (docs/pitfalls.md 7).
-    if let Err(error) = super::nats::flush_queued(&plumbing.nats).await {
+    if let Err(error) = crate::io::nats::flush_queued(&ctx.nats).await {
         tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
     }
     tracing::info!(stage = %stage.name(), "worker stopped");
@@ -244,7 +244,7 @@ pub(crate) enum Settled {
 /// The event in a message, per its content type and the size limit.
 pub(crate) fn decode_message<H: Handler>(
     message: &Message,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
 ) -> Result<H::Event, DecodeError> {
     let content_type = message
         .headers
@@ -254,7 +254,7 @@ pub(crate) fn decode_message<H: Handler>(
     decode::<H::Event>(
         &message.payload,
         Encoding::from_content_type(content_type.as_deref()),
-        plumbing.config.max_event_bytes,
+        ctx.config.max_event_bytes,
     )
     .map_err(|mut error| {
         // An event whose id could not be read (oversize, undecodable bytes, an id of the
@@ -279,7 +279,7 @@ pub(crate) async fn traced_process<H: Handler>(
     handler: &H,
     message: Message,
     decoded: Result<H::Event, DecodeError>,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
 ) -> Settled {
     // The reply subject's metadata, parsed once for everything below.
     let delivery = match message.info() {
@@ -294,7 +294,7 @@ pub(crate) async fn traced_process<H: Handler>(
             published_ms: threadline_schemas::now_ms(),
         },
     };
-    let cx = plumbing.telemetry.event_context(
+    let cx = ctx.telemetry.event_context(
         &handler.stage(),
         &message.subject,
         message.headers.as_ref(),
@@ -304,7 +304,7 @@ pub(crate) async fn traced_process<H: Handler>(
     // so the unboxed one made each spawned task ~10 KiB, copied whole.
     trace::Telemetry::run_in(
         cx,
-        Box::pin(process(handler, message, delivery, decoded, plumbing)),
+        Box::pin(process(handler, message, delivery, decoded, ctx)),
     )
     .await
 }
@@ -325,23 +325,19 @@ async fn process<H: Handler>(
     message: Message,
     delivery: Delivery,
     decoded: Result<H::Event, DecodeError>,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
 ) -> Settled {
     let stage = handler.stage();
     let started = Instant::now();
     let stream_seq = delivery.stream_seq;
     let attempt = Attempt {
         number: delivery.attempt,
-        max: plumbing.config.max_attempts.max(1),
+        max: ctx.config.max_attempts.max(1),
         published_ms: delivery.published_ms,
     };
     let (ack, outcome) = match decoded {
         Err(error) => {
-            match Box::pin(reject_bad_input(
-                &stage, &message, stream_seq, &error, plumbing,
-            ))
-            .await
-            {
+            match Box::pin(reject_bad_input(&stage, &message, stream_seq, &error, ctx)).await {
                 Ok(()) => (AckKind::Term, "dead_letter"),
                 Err(publish_error) => {
                     tracing::warn!(stage = %stage.name(), %publish_error, "could not dead-letter bad input yet; will retry");
@@ -351,7 +347,7 @@ async fn process<H: Handler>(
         }
         Ok(event) => {
             trace::set_event_id(event.event_id());
-            let result = with_progress(&message, plumbing.config.ack_wait(), async {
+            let result = with_progress(&message, ctx.config.ack_wait(), async {
                 // Boxed: a handler's future is large, and without the box every spawned
                 // task's future would hold it inline, copied whole when spawned.
                 Box::pin(handler.handle(&event, attempt)).await
@@ -361,7 +357,7 @@ async fn process<H: Handler>(
                 Ok(()) => (AckKind::Ack, "ack"),
                 Err(error) => {
                     Box::pin(settle_error(
-                        handler, &event, error, attempt, &message, stream_seq, plumbing,
+                        handler, &event, error, attempt, &message, stream_seq, ctx,
                     ))
                     .await
                 }
@@ -376,7 +372,7 @@ async fn process<H: Handler>(
         Ok(()) => settled,
         Err(error) => {
             tracing::warn!(stage = %stage.name(), %error, "ack failed; the event will be redelivered");
-            Settled::Deferred(plumbing.config.ack_wait())
+            Settled::Deferred(ctx.config.ack_wait())
         }
     };
     trace::set_outcome(outcome);
@@ -394,14 +390,14 @@ async fn settle_error<H: Handler>(
     attempt: Attempt,
     message: &Message,
     stream_seq: u64,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
 ) -> (AckKind, &'static str) {
     let stage = handler.stage();
-    let config = &plumbing.config;
+    let config = &ctx.config;
     // The retry budget counts failures only; `attempt` from here on says how many.
     let attempt = match error.settle() {
         Settle::Retry(_) => Attempt {
-            number: failures(&stage, event, attempt, plumbing).await,
+            number: failures(&stage, event, attempt, ctx).await,
             ..attempt
         },
         Settle::Wait(_) | Settle::Reject | Settle::GiveUp => attempt,
@@ -434,8 +430,8 @@ async fn settle_error<H: Handler>(
                 | WorkError::Corrupt(_) => error.to_string(),
             };
             let code = error.code();
-            let rejected = rejection(&stage, event.event_id(), code, &text, plumbing);
-            match plumbing.publisher.send(rejected).await {
+            let rejected = rejection(&stage, event.event_id(), code, &text, ctx);
+            match ctx.publisher.send(rejected).await {
                 Ok(()) => {
                     tracing::info!(stage = %stage.name(), event_id = event.event_id(), code, reason = %text, "event rejected");
                     (AckKind::Ack, "reject")
@@ -456,7 +452,7 @@ async fn settle_error<H: Handler>(
                         error.code(),
                         &format!("given up after {} attempts: {error}", attempt.number),
                         attempt.number,
-                        plumbing,
+                        ctx,
                     )
                     .await
                 }
@@ -484,9 +480,9 @@ async fn failures<E: Versioned>(
     stage: &Stage,
     event: &E,
     attempt: Attempt,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
 ) -> u32 {
-    match plumbing
+    match ctx
         .store
         .count_failure(&stage.name(), event.event_id())
         .await
@@ -523,7 +519,7 @@ async fn with_progress<T>(
     }
 }
 
-fn rejection(stage: &Stage, event_id: &str, code: &str, text: &str, p: &Plumbing) -> Outgoing {
+fn rejection(stage: &Stage, event_id: &str, code: &str, text: &str, p: &WorkerContext) -> Outgoing {
     Outgoing::event(
         p.subjects.out_rejected(),
         crate::ids::msg_id::rejected(&stage.name(), event_id),
@@ -542,7 +538,7 @@ async fn reject_bad_input(
     message: &Message,
     stream_seq: u64,
     error: &DecodeError,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
 ) -> Result<(), WorkError> {
     tracing::warn!(stage = %stage.name(), code = %error.code, reason = %error.message, event_id = ?error.event_id, "bad input dead-lettered");
     dead_letter(
@@ -552,18 +548,12 @@ async fn reject_bad_input(
         error.code.as_str(),
         &error.message,
         1,
-        plumbing,
+        ctx,
     )
     .await?;
     if let Some(event_id) = &error.event_id {
-        let rejected = rejection(
-            stage,
-            event_id,
-            error.code.as_str(),
-            &error.message,
-            plumbing,
-        );
-        plumbing.publisher.send(rejected).await?;
+        let rejected = rejection(stage, event_id, error.code.as_str(), &error.message, ctx);
+        ctx.publisher.send(rejected).await?;
     }
     Ok(())
 }
@@ -577,7 +567,7 @@ async fn dead_letter(
     code: &str,
     reason: &str,
     attempts: u32,
-    plumbing: &Plumbing,
+    ctx: &WorkerContext,
 ) -> Result<(), WorkError> {
     let mut headers = HeaderMap::new();
     headers.insert(dlq_headers::STAGE, stage.name().as_str());
@@ -596,14 +586,14 @@ async fn dead_letter(
         headers.insert("Content-Type", content_type.as_str());
     }
     let out = Outgoing {
-        subject: plumbing.subjects.dlq(stage),
+        subject: ctx.subjects.dlq(stage),
         msg_id: crate::ids::msg_id::dead_letter(&stage.name(), stream_seq),
         payload: message.payload.clone(),
         headers,
     };
     metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => "dead_lettered")
         .increment(1);
-    plumbing.publisher.send(out).await?;
+    ctx.publisher.send(out).await?;
     metrics::counter!(m::DEAD_LETTERS, "stage" => stage.name(), "code" => code.to_owned())
         .increment(1);
     Ok(())

@@ -7,6 +7,7 @@
 //! `backoff` (it rewrites `ack_wait`, docs/pitfalls.md 2) and no server-side `max_deliver` — the run
 //! loop counts attempts itself, so the server never drops a message silently.
 
+use crate::config::redact_urls;
 use crate::config::Config;
 use crate::error::WorkError;
 use async_nats::header::HeaderMap;
@@ -483,7 +484,7 @@ impl ConsumerSpec {
         Self::inbound("router-send", subjects.in_send(), config)
     }
     /// One ordered delivery lane of a channel. One instance owns it at a time and holds up
-    /// to `lane_batch` posts from it, ordering them per conversation (`plumbing::lanes`).
+    /// to `lane_batch` posts from it, ordering them per conversation (`runtime::lanes`).
     pub fn deliver_lane(
         subjects: &Subjects,
         channel: &str,
@@ -632,11 +633,10 @@ impl Publisher {
     }
 }
 
-pub use crate::config::{redact_url, redact_urls};
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::redact_url;
 
     #[test]
     fn names_are_nats_safe() {

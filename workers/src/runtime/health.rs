@@ -106,8 +106,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // aggregates across instances.
         let builder = PrometheusBuilder::new();
         let builder = match builder.set_buckets_for_metric(
-            Matcher::Full(super::metrics::DELIVERY_SECONDS.to_owned()),
-            super::metrics::DELIVERY_BUCKETS,
+            Matcher::Full(crate::io::metrics::DELIVERY_SECONDS.to_owned()),
+            crate::io::metrics::DELIVERY_BUCKETS,
         ) {
             Ok(builder) => builder,
             Err(_) => PrometheusBuilder::new(),

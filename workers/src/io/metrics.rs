@@ -38,7 +38,7 @@ pub const CONSUMER_PENDING: &str = "threadline_consumer_pending";
 /// Messages delivered but not yet acknowledged, by `durable`.
 pub const CONSUMER_ACK_PENDING: &str = "threadline_consumer_ack_pending";
 /// Pull requests still open past their expiry, set aside and pulled again beside
-/// (`plumbing::pulls`): nats-server never said they ended.
+/// (`runtime::pulls`): nats-server never said they ended.
 pub const PULLS_OVERDUE: &str = "threadline_pull_requests_overdue_total";
-/// Gauge by `group` (channel): delivery lanes this process owns (`plumbing::lanes`).
+/// Gauge by `group` (channel): delivery lanes this process owns (`runtime::lanes`).
 pub const LANES_OWNED: &str = "threadline_lanes_owned";

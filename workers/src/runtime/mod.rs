@@ -1,25 +1,25 @@
-//! What every worker shares: connections, the JetStream topology, the one run loop,
-//! retry pacing, metrics names, and the health server.
+//! The worker runtime every worker shares: its context (connections, store, publisher,
+//! shutdown), the one run loop, ordered lanes, pull pacing, retry pacing, the outbox every
+//! published event is built in, the binding-ending protocol, and the health server.
 
+pub mod ending;
 pub mod health;
 pub mod lanes;
-pub mod metrics;
-pub mod nats;
+pub mod outbox;
 pub mod pulls;
-pub mod redis;
 pub mod retry;
 pub mod runloop;
-pub mod trace;
 
 use crate::config::Config;
+use crate::io::{nats, redis, trace};
 use crate::store::Store;
 use std::sync::Arc;
 use threadline_schemas::Subjects;
 use tokio_util::sync::CancellationToken;
 
-/// Handles one process's workers share. Cheap to clone.
+/// A worker's context: the handles one process's workers share. Cheap to clone.
 #[derive(Clone)]
-pub struct Plumbing {
+pub struct WorkerContext {
     pub config: Arc<Config>,
     pub subjects: Subjects,
     pub nats: async_nats::Client,
@@ -32,11 +32,11 @@ pub struct Plumbing {
     pub telemetry: trace::Telemetry,
 }
 
-impl Plumbing {
+impl WorkerContext {
     /// The delivery subject for posts to `conversation`: its channel's partition, so every
     /// post to one conversation goes through one ordered lane.
     pub fn deliver_subject(&self, conversation: &threadline_schemas::ConversationRef) -> String {
-        let partition = crate::deliver::partition(conversation, self.config.lanes());
+        let partition = crate::model::channels::partition(conversation, self.config.lanes());
         self.subjects
             .deliver_partition(&conversation.channel, partition)
     }
@@ -46,19 +46,19 @@ impl Plumbing {
     pub async fn connect(
         config: Arc<Config>,
         shutdown: CancellationToken,
-    ) -> Result<Plumbing, nats::TopologyError> {
+    ) -> Result<WorkerContext, nats::TopologyError> {
         let telemetry = trace::Telemetry::new(&config)?;
-        Plumbing::connect_with(config, shutdown, health::Health::default(), telemetry).await
+        WorkerContext::connect_with(config, shutdown, health::Health::default(), telemetry).await
     }
 
-    /// [`Plumbing::connect`] reporting readiness to `health` and tracing through
+    /// [`WorkerContext::connect`] reporting readiness to `health` and tracing through
     /// `telemetry`, which may be shared with workers on other runtimes of the process.
     pub async fn connect_with(
         config: Arc<Config>,
         shutdown: CancellationToken,
         health: health::Health,
         telemetry: trace::Telemetry,
-    ) -> Result<Plumbing, nats::TopologyError> {
+    ) -> Result<WorkerContext, nats::TopologyError> {
         let subjects = Subjects::new(config.subject_prefix.clone());
         let nats = nats::connect(&config).await?;
         let js = nats::jetstream(&nats);
@@ -92,7 +92,7 @@ impl Plumbing {
                 ..(*config).clone()
             }),
         };
-        Ok(Plumbing {
+        Ok(WorkerContext {
             telemetry,
             publisher: nats::Publisher::new(js),
             subjects,
@@ -103,33 +103,4 @@ impl Plumbing {
             config,
         })
     }
-}
-
-/// Whether `error` (or an error it wraps) is a TLS handshake that failed for good: a
-/// certificate we do not trust, a client certificate the server wants, no common protocol.
-/// Retrying will not help, so start-up stops with it instead of waiting.
-pub fn tls_refused(error: &(dyn std::error::Error + 'static)) -> bool {
-    // rustls errors reach us inside an `io::Error` (whose `source()` skips them) or behind
-    // an `Arc` (redis-rs), so besides the type check the message is matched: rustls's
-    // `Display` of the permanent handshake failures.
-    const PERMANENT: [&str; 4] = [
-        "invalid peer certificate",
-        "received fatal alert",
-        "peer is incompatible",
-        "peer misbehaved",
-    ];
-    let mut current = Some(error);
-    while let Some(e) = current {
-        let inner_is_rustls = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .is_some_and(|inner| inner.is::<rustls::Error>());
-        let text = e.to_string();
-        if e.is::<rustls::Error>() || inner_is_rustls || PERMANENT.iter().any(|p| text.contains(p))
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
 }

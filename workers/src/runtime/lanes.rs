@@ -24,10 +24,10 @@
 //!   a bounded wait passed): then each conversation starts from its earliest message.
 //! - An owner that cannot renew its lease (Redis unreachable) stops before the lease ends.
 
-use super::metrics as m;
 use super::pulls::Pulls;
 use super::runloop::{self, Handler, Settled};
-use super::Plumbing;
+use super::WorkerContext;
+use crate::io::metrics as m;
 use crate::store::lanes::Holding;
 use async_nats::jetstream::{consumer::PullConsumer, AckKind, Message};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -60,7 +60,7 @@ pub async fn run_owned<H: Handler>(
     handler: Arc<H>,
     group: String,
     lanes: Vec<PullConsumer>,
-    plumbing: Plumbing,
+    ctx: WorkerContext,
 ) {
     let instance = format!(
         "{}-{}",
@@ -75,17 +75,17 @@ pub async fn run_owned<H: Handler>(
         instance.clone(),
         lanes.len() as u32,
         grants.clone(),
-        plumbing.clone(),
+        ctx.clone(),
         lanes_done.clone(),
     ));
     let mut tasks = JoinSet::new();
-    let shared = Arc::new(plumbing.clone());
+    let shared = Arc::new(ctx.clone());
     for (lane, consumer) in lanes.into_iter().enumerate() {
         tokio::spawn(runloop::watch_pending(
             consumer.clone(),
-            plumbing.health.clone(),
-            plumbing.shutdown.clone(),
-            Duration::from_millis(plumbing.config.pending_poll_ms.max(100)),
+            ctx.health.clone(),
+            ctx.shutdown.clone(),
+            Duration::from_millis(ctx.config.pending_poll_ms.max(100)),
         ));
         tasks.spawn(own_lane(
             handler.clone(),
@@ -95,7 +95,7 @@ pub async fn run_owned<H: Handler>(
                 lane: lane as u32,
                 grants: grants.subscribe(),
                 consumer,
-                plumbing: shared.clone(),
+                ctx: shared.clone(),
             },
         ));
     }
@@ -108,7 +108,7 @@ pub async fn run_owned<H: Handler>(
     lanes_done.cancel();
     let _ = heartbeat.await;
     // Plain acks are only queued in the client (docs/pitfalls.md 7).
-    if let Err(error) = super::nats::flush_queued(&plumbing.nats).await {
+    if let Err(error) = crate::io::nats::flush_queued(&ctx.nats).await {
         tracing::warn!(%error, "flushing acks on shutdown failed; some events will be redelivered");
     }
     tracing::info!(%group, %instance, "lane worker stopped");
@@ -122,17 +122,17 @@ async fn heartbeat(
     instance: String,
     lanes: u32,
     grants: Arc<watch::Sender<Grants>>,
-    plumbing: Plumbing,
+    ctx: WorkerContext,
     lanes_done: tokio_util::sync::CancellationToken,
 ) {
-    let lease_ms = plumbing.config.lane_lease_ms.max(300);
+    let lease_ms = ctx.config.lane_lease_ms.max(300);
     let every = Duration::from_millis(lease_ms / 3);
     // Leases are compared against the clocks of other hosts: stop well before ours ends.
     let usable = Duration::from_millis(lease_ms - lease_ms / 4);
     loop {
-        let leaving = plumbing.shutdown.is_cancelled();
+        let leaving = ctx.shutdown.is_cancelled();
         let sent = Instant::now();
-        match plumbing
+        match ctx
             .store
             .lane_heartbeat(
                 &group,
@@ -189,8 +189,8 @@ struct Owner {
     lane: u32,
     grants: watch::Receiver<Grants>,
     consumer: PullConsumer,
-    /// Shared: every spawned post holds it, and a `Plumbing` clone is many (Arc, String)s.
-    plumbing: Arc<Plumbing>,
+    /// Shared: every spawned post holds it, and a `WorkerContext` clone is many (Arc, String)s.
+    ctx: Arc<WorkerContext>,
 }
 
 impl Owner {
@@ -207,7 +207,7 @@ impl Owner {
 
 /// Waits for the lane, pulls it while owned, gives it back; until shutdown.
 async fn own_lane<H: Handler>(handler: Arc<H>, mut owner: Owner) {
-    let shutdown = owner.plumbing.shutdown.clone();
+    let shutdown = owner.ctx.shutdown.clone();
     let mut released = None;
     loop {
         let grant = loop {
@@ -238,7 +238,7 @@ async fn own_lane<H: Handler>(handler: Arc<H>, mut owner: Owner) {
         // Everything was handed back in order, so the next owner need not wait. (Only our
         // own lease is deleted: one that lapsed and was taken meanwhile is left alone.)
         match owner
-            .plumbing
+            .ctx
             .store
             .release_lane(&owner.group, &owner.instance, owner.lane)
             .await
@@ -282,7 +282,7 @@ async fn take_over(owner: &Owner, holding: Holding) -> Option<usize> {
     if unacked == 0 {
         return Some(0);
     }
-    let config = &owner.plumbing.config;
+    let config = &owner.ctx.config;
     let now = threadline_schemas::now_ms();
     let since = lapsed_at.unwrap_or(now + config.lane_lease_ms);
     // A message the dead owner `Nak`ed is due after its delay, at most `retry_max_ms` for a
@@ -292,7 +292,7 @@ async fn take_over(owner: &Owner, holding: Holding) -> Option<usize> {
     tracing::info!(group = %owner.group, lane = owner.lane, unacked, ?wait, "lane taken from an owner that stopped; waiting for its messages to be redelivered");
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        if owner.plumbing.shutdown.is_cancelled() || owner.usable(None).is_none() {
+        if owner.ctx.shutdown.is_cancelled() || owner.usable(None).is_none() {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
@@ -321,7 +321,7 @@ struct Finished {
 /// back what it holds in order. `redelivered`: messages a dead owner left, which come back
 /// first but in any order; nothing starts before they are all held (or `ack_wait` passed).
 async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner, redelivered: usize) {
-    let config = &owner.plumbing.config;
+    let config = &owner.ctx.config;
     let batch = config.lane_batch.clamp(1, 1_024) as usize;
     let ack_wait = config.ack_wait();
     // Boxed: a pulled message with its decoded event is large, and a B-tree node shifts
@@ -349,10 +349,10 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner, redelivered: usi
     let mut came_back = 0;
 
     loop {
-        if accepting && (owner.plumbing.shutdown.is_cancelled() || owner.usable(None).is_none()) {
+        if accepting && (owner.ctx.shutdown.is_cancelled() || owner.usable(None).is_none()) {
             accepting = false;
         }
-        if owner.plumbing.shutdown.is_cancelled() && drain_deadline.is_none() {
+        if owner.ctx.shutdown.is_cancelled() && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + Duration::from_millis(config.drain_timeout_ms));
         }
         if drain_deadline.is_some_and(|d| Instant::now() >= d) && !tasks.is_empty() {
@@ -401,11 +401,11 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner, redelivered: usi
                     running.insert(key.clone());
                 }
                 running_seqs.insert(seq, h.key.clone());
-                let (handler, plumbing) = (handler.clone(), owner.plumbing.clone());
+                let (handler, ctx) = (handler.clone(), owner.ctx.clone());
                 let key = h.key.clone();
                 let task = tasks.spawn(async move {
                     let settled =
-                        runloop::traced_process(&*handler, h.message, h.decoded, &plumbing).await;
+                        runloop::traced_process(&*handler, h.message, h.decoded, &ctx).await;
                     Finished {
                         seq,
                         key: h.key,
@@ -497,7 +497,7 @@ async fn pull_lane<H: Handler>(handler: &Arc<H>, owner: &Owner, redelivered: usi
                     if running_seqs.contains_key(&seq) {
                         continue;
                     }
-                    let decoded = runloop::decode_message::<H>(&message, &owner.plumbing);
+                    let decoded = runloop::decode_message::<H>(&message, &owner.ctx);
                     let key = decoded.as_ref().ok().and_then(|e| handler.order_key(e));
                     queues.add(seq, key.as_deref());
                     held.insert(seq, Box::new(Held { message, decoded, key }));
@@ -606,7 +606,7 @@ async fn hand_back<E>(
             tracing::debug!(%error, "handing a message back failed; it is redelivered after ack_wait");
         }
     }
-    if let Err(error) = super::nats::flush_queued(&owner.plumbing.nats).await {
+    if let Err(error) = crate::io::nats::flush_queued(&owner.ctx.nats).await {
         tracing::warn!(%error, "flushing handed-back messages failed; they are redelivered after ack_wait");
     }
     tracing::info!(group = %owner.group, lane = owner.lane, handed_back = count, "lane drained");

@@ -5,7 +5,7 @@
 //! around each handled event), not in a `tracing` subscriber layer: workers also run inside
 //! other processes (the tests' in-process pipelines) whose subscriber we do not own, and the
 //! context must reach the publisher and the HTTP client there too. So the publisher and
-//! [`crate::deliver::http::send`] read [`Context::current`] and need no new parameters.
+//! the deliverers' HTTP calls read [`Context::current`] and need no new parameters.
 //!
 //! Spans come from an SDK tracer per process. Without `otlp_endpoint` new traces are not
 //! sampled (their ids still travel, so downstream systems can join them) and nothing is
@@ -81,7 +81,7 @@ impl Telemetry {
                 .with_timeout(Duration::from_millis(config.http_timeout_ms))
                 .build()
                 .map_err(|e| TelemetryError {
-                    endpoint: super::nats::redact_url(endpoint),
+                    endpoint: crate::config::redact_url(endpoint),
                     reason: e.to_string(),
                 })?;
             builder

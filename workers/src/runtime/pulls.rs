@@ -81,7 +81,7 @@ where
                 }
                 _ = tokio::time::sleep_until(due), if set_aside => {
                     tracing::debug!("a pull request outlived its expiry; pulling again beside it");
-                    metrics::counter!(super::metrics::PULLS_OVERDUE).increment(1);
+                    metrics::counter!(crate::io::metrics::PULLS_OVERDUE).increment(1);
                     self.overdue = self.current.take();
                     return None;
                 }

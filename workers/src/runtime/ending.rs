@@ -1,0 +1,93 @@
+//! Ending a binding, the one protocol the sweeper, an unbind and a deliverer that found the
+//! thread gone all share: through `ending`, with at most one farewell posted by the bot.
+
+use crate::error::WorkError;
+use crate::ids;
+use crate::io::nats::Outgoing;
+use crate::model::bindings::{farewell_text, Farewell, FAREWELL_REASON};
+use crate::runtime::outbox::binding_event;
+use crate::runtime::WorkerContext;
+use threadline_schemas::{
+    BindingChange, BindingRecord, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode,
+    SCHEMA_VERSION,
+};
+
+fn farewell_command(
+    binding: &BindingRecord,
+    destination: ConversationRef,
+    mode: DeliveryMode,
+    why: &str,
+) -> DeliveryCommand {
+    DeliveryCommand {
+        v: SCHEMA_VERSION,
+        event_id: format!("farewell:{}", binding.binding_id),
+        delivery_id: ids::farewell_delivery_id(&binding.binding_id),
+        action: DeliveryAction::Post {
+            destination,
+            content: farewell_text(why),
+            mode,
+            reason: FAREWELL_REASON.into(),
+            session_key: Some(binding.target_session_key.clone()),
+            // Not an activity: a farewell must not keep the binding alive.
+            binding_id: None,
+        },
+    }
+}
+
+/// Ends a binding through `ending`: publishes the farewell (at most one is ever posted: its
+/// delivery id is fixed per binding) and `tl.out.binding` `ending`, then marks it ended and
+/// publishes `ended`. A crash anywhere is finished by the next call for the same binding,
+/// so callers (the sweeper, a deliverer that found the thread gone) may simply retry.
+/// Returns whether the binding is ended now (false when it was gone or ended before).
+pub async fn end_binding(
+    ctx: &WorkerContext,
+    session_key: &str,
+    binding_id: &str,
+    why: &str,
+    farewell: Farewell,
+) -> Result<bool, WorkError> {
+    let store = &ctx.store;
+    if !store.begin_ending(session_key, binding_id, why).await? {
+        // Ended already (or unknown): no more expiry checks; the owner link stays
+        // `ended_ttl_ms`, then the sweeper drops it.
+        store.retire_sweep(session_key, binding_id).await?;
+        return Ok(false);
+    }
+    let Some(binding) = store
+        .load_session(session_key)
+        .await?
+        .and_then(|s| s.bindings.into_iter().find(|b| b.binding_id == binding_id))
+    else {
+        return Ok(false);
+    };
+    let mut out = Vec::new();
+    let target = match farewell {
+        Farewell::InConversation => Some((binding.conversation.clone(), DeliveryMode::Bound)),
+        Farewell::InParent => Some((binding.conversation.parent(), DeliveryMode::Requester)),
+        Farewell::None => None,
+    };
+    if let Some((destination, mode)) = target {
+        let command = farewell_command(&binding, destination.clone(), mode, why);
+        out.push(Outgoing::event(
+            ctx.deliver_subject(&destination),
+            command.delivery_id.clone(),
+            &command,
+        ));
+    }
+    out.push(binding_event(ctx, binding, BindingChange::Ending, why));
+    ctx.publisher.send_all(out).await?;
+    if let Some(ended) = store.end_binding(session_key, binding_id, why).await? {
+        ctx.publisher
+            .send(binding_event(ctx, ended, BindingChange::Ended, why))
+            .await?;
+    }
+    store.retire_sweep(session_key, binding_id).await?;
+    tracing::info!(
+        session_key,
+        binding_id,
+        reason = why,
+        ?farewell,
+        "binding ended"
+    );
+    Ok(true)
+}
