@@ -58,45 +58,59 @@ pub fn part_key(delivery_id: &str, part: usize) -> String {
 
 /// `Nats-Msg-Id`s of what the workers publish: JetStream drops a re-publish of the same
 /// logical message within the stream's duplicate window.
-pub mod msg_id {
+pub(crate) mod msg_id {
     use sha2::{Digest, Sha256};
 
     /// `id` as a header value: ids built from an event that failed validation may hold line
     /// breaks (async-nats panics on those) or be huge. Such an id is replaced by its digest,
     /// still a pure function of the input, so a redelivery dedups the same way.
-    pub fn header_safe(id: String) -> String {
+    pub(crate) fn header_safe(id: String) -> String {
         if id.len() <= 512 && !id.chars().any(char::is_control) {
             return id;
         }
         ["h:", &hex::encode(Sha256::digest(id.as_bytes()))].concat()
     }
 
-    pub fn spawned(event_id: &str) -> String {
+    /// `tl.out.spawned` of one spawn.
+    pub(crate) fn spawned(event_id: &str) -> String {
         format!("spawned:{event_id}")
     }
-    pub fn rejected(stage: &str, event_id: &str) -> String {
+    /// `tl.out.rejected` of one event at one stage.
+    pub(crate) fn rejected(stage: &str, event_id: &str) -> String {
         format!("rejected:{stage}:{event_id}")
     }
-    pub fn delivered(delivery_id: &str) -> String {
+    /// `tl.out.delivered` of one delivery.
+    pub(crate) fn delivered(delivery_id: &str) -> String {
         ["delivered:", delivery_id].concat()
     }
-    pub fn failed(delivery_or_event_id: &str) -> String {
+    /// `tl.out.failed` of one delivery (deliverer) or one completion (router).
+    pub(crate) fn failed(delivery_or_event_id: &str) -> String {
         format!("failed:{delivery_or_event_id}")
     }
-    pub fn binding(binding_id: &str, change: &str) -> String {
+    /// `tl.out.binding` of one change of one binding.
+    pub(crate) fn binding(binding_id: &str, change: &str) -> String {
         format!("binding:{binding_id}:{change}")
     }
-    pub fn input(event_id: &str, session_key: &str) -> String {
+    /// `tl.agent.*` input of one event for one session.
+    pub(crate) fn input(event_id: &str, session_key: &str) -> String {
         format!("input:{event_id}:{session_key}")
     }
-    pub fn unbound(event_id: &str) -> String {
+    /// `tl.out.unbound` of one chat message.
+    pub(crate) fn unbound(event_id: &str) -> String {
         format!("unbound:{event_id}")
     }
-    pub fn sent(event_id: &str) -> String {
+    /// `tl.out.sent` of one send.
+    pub(crate) fn sent(event_id: &str) -> String {
         format!("sent:{event_id}")
     }
-    pub fn dead_letter(stage: &str, stream_seq: u64) -> String {
+    /// The dead letter of one stream message at one stage.
+    pub(crate) fn dead_letter(stage: &str, stream_seq: u64) -> String {
         format!("dlq:{stage}:{stream_seq}")
+    }
+    /// An operator's replay of one dead letter: the one id drawn at random, because every
+    /// replay (`--force` included) must be stored, never dropped as a duplicate.
+    pub(crate) fn replay(dead_letter_seq: u64) -> String {
+        format!("replay:{dead_letter_seq}:{}", uuid::Uuid::new_v4())
     }
 }
 

@@ -6,19 +6,17 @@
 pub mod plan;
 
 use crate::error::WorkError;
-use crate::ids;
-use crate::io::nats::Outgoing;
 use crate::model::bindings::Farewell;
 use crate::model::channels;
 use crate::model::session::SessionStatus;
 use crate::runtime::ending::end_binding;
-use crate::runtime::outbox::binding_event;
+use crate::runtime::outbox::ThreadCommand;
 use crate::runtime::runloop::{Attempt, Handler};
 use crate::runtime::WorkerContext;
 use crate::store::Created;
 use threadline_schemas::{
-    now_ms, BindingChange, BindingStatus, ControlOp, ControlRequested, DeliveryAction,
-    DeliveryCommand, RejectCode, SessionSpawned, SpawnRequested, Stage, SCHEMA_VERSION,
+    now_ms, BindingChange, BindingStatus, ControlOp, ControlRequested, RejectCode, SpawnRequested,
+    Stage,
 };
 
 /// Handles `tl.in.spawn`.
@@ -118,49 +116,31 @@ impl Handler for Spawner {
             (None, Some(binding)) => {
                 store.add_binding(&binding).await?;
                 if binding.status == BindingStatus::Active {
-                    out.push(binding_event(
-                        &self.ctx,
+                    out.push(self.ctx.outbox.binding(
                         binding.clone(),
                         BindingChange::Bound,
                         "placement_current",
                     ));
                 }
                 if let Some(name) = &plan.create_thread {
-                    let delivery_id = ids::thread_delivery_id(&binding.binding_id);
-                    out.push(Outgoing::event(
-                        // The parent's lane: the thread is created in order with posts there.
-                        self.ctx.deliver_subject(&spawn.requester.conversation),
-                        delivery_id.clone(),
-                        &DeliveryCommand {
-                            v: SCHEMA_VERSION,
-                            event_id: spawn.event_id.clone(),
-                            delivery_id,
-                            action: DeliveryAction::CreateThread {
-                                parent: plan::thread_parent(&spawn.requester.conversation),
-                                name: name.clone(),
-                                session_key: session_key.clone(),
-                                binding_id: binding.binding_id.clone(),
-                            },
-                        },
-                    ));
+                    out.push(self.ctx.outbox.create_thread(ThreadCommand {
+                        event_id: spawn.event_id.clone(),
+                        lane: spawn.requester.conversation.clone(),
+                        parent: plan::thread_parent(&spawn.requester.conversation),
+                        name: name.clone(),
+                        session_key: session_key.clone(),
+                        binding_id: binding.binding_id.clone(),
+                    }));
                 }
                 Some(binding)
             }
             (None, None) => None,
         };
-        out.push(Outgoing::event(
-            self.ctx.subjects.out_spawned(),
-            ids::msg_id::spawned(&spawn.event_id),
-            &SessionSpawned {
-                v: SCHEMA_VERSION,
-                event_id: spawn.event_id.clone(),
-                session_key: session_key.clone(),
-                label: spawn.label.clone(),
-                mode: spawn.mode,
-                resumed,
-                binding,
-            },
-        ));
+        out.push(
+            self.ctx
+                .outbox
+                .spawned(spawn, &session_key, resumed, binding),
+        );
         self.ctx.publisher.send_all(out).await?;
         tracing::info!(event_id = %spawn.event_id, %session_key, resumed, placement = ?spawn.placement, "spawn accepted");
         Ok(())
@@ -248,10 +228,13 @@ impl Handler for Control {
                         format!("no adapter is configured for channel {channel}"),
                     ));
                 }
-                let subject = self.ctx.subjects.ctl_credentials(channel);
+                let (subject, payload) = self
+                    .ctx
+                    .outbox
+                    .credentials_rotated(channel, &control.event_id);
                 self.ctx
                     .nats
-                    .publish(subject, control.event_id.clone().into())
+                    .publish(subject, payload)
                     .await
                     .map_err(|e| WorkError::Nats(e.to_string()))?;
                 self.ctx

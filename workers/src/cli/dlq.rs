@@ -8,7 +8,7 @@
 use super::{connect_nats, connect_store, print_json, rfc3339, Output};
 use crate::config::Config;
 use crate::io::nats::{jetstream, StreamKind};
-use crate::runtime::runloop::dlq_headers;
+use crate::runtime::outbox::{self, dlq_headers};
 use crate::store::replays::Replay;
 use anyhow::Context;
 use async_nats::jetstream::message::StreamMessage;
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use threadline_schemas::{now_ms, Subjects};
 
 /// Header on a replayed message: the dead-letter stream sequence it came from.
-pub const REPLAY_OF: &str = crate::runtime::runloop::dlq_headers::REPLAY_OF;
+pub const REPLAY_OF: &str = dlq_headers::REPLAY_OF;
 
 /// How many dead-letter sequences one `list` looks at, at most.
 const MAX_EXAMINED: u64 = 100_000;
@@ -345,10 +345,16 @@ async fn replay_one(
             dlq_headers::SUBJECT
         )));
     };
+    let out = outbox::replay(
+        seq,
+        &subject,
+        m.payload.clone(),
+        header(&m, "Content-Type").as_deref(),
+    );
     let mut replay = Replay {
         replayed_at: 0,
         // Fresh on every replay: the stream must store it, not drop it as a duplicate.
-        msg_id: format!("replay:{seq}:{}", uuid::Uuid::new_v4()),
+        msg_id: out.msg_id.clone(),
         subject: subject.clone(),
         stream: None,
         seq: None,
@@ -369,15 +375,10 @@ async fn replay_one(
     if force {
         replay.count = store.replay(seq).await?.map(|r| r.count).unwrap_or(1);
     }
-    let mut headers = async_nats::HeaderMap::new();
-    if let Some(content_type) = header(&m, "Content-Type") {
-        headers.insert("Content-Type", content_type.as_str());
-    }
-    headers.insert(REPLAY_OF, seq.to_string().as_str());
     let message = async_nats::jetstream::message::PublishMessage::build()
-        .payload(m.payload.clone())
-        .headers(headers)
-        .message_id(replay.msg_id.clone());
+        .payload(out.payload)
+        .headers(out.headers)
+        .message_id(out.msg_id);
     let published = match js.send_publish(subject.clone(), message).await {
         Ok(ack) => ack.await.map_err(anyhow::Error::new),
         Err(e) => Err(anyhow::Error::new(e)),

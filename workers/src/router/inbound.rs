@@ -4,14 +4,11 @@
 //! by Threadline itself (its bot, its persona webhooks, its farewells) is dropped.
 
 use crate::error::WorkError;
-use crate::ids;
 use crate::io::metrics as m;
-use crate::io::nats::Outgoing;
+use crate::runtime::outbox::AgentInput;
 use crate::runtime::runloop::{Attempt, Handler};
 use crate::runtime::WorkerContext;
-use threadline_schemas::{
-    InputSource, MessageReceived, MessageUnbound, SessionInput, Stage, SCHEMA_VERSION,
-};
+use threadline_schemas::{InputSource, MessageReceived, Stage};
 
 /// Channels whose platform does not mark bot accounts: every author is looked up.
 const AUTHORS_WITHOUT_BOT_FLAG: &[&str] = &["matrix"];
@@ -71,36 +68,21 @@ impl Handler for Inbound {
             return self
                 .ctx
                 .publisher
-                .send(Outgoing::event(
-                    self.ctx.subjects.out_unbound(),
-                    ids::msg_id::unbound(&message.event_id),
-                    &MessageUnbound {
-                        v: SCHEMA_VERSION,
-                        event_id: message.event_id.clone(),
-                        conversation: message.conversation.clone(),
-                        text: Some(message.text.clone()),
-                        author: Some(message.author.clone()),
-                        message_id: message.message_id.clone(),
-                    },
-                ))
+                .send(self.ctx.outbox.unbound(message))
                 .await;
         }
         let inputs = bound
             .iter()
             .map(|(session, _)| {
-                Outgoing::event(
-                    self.ctx.subjects.agent(&session.agent_id),
-                    ids::msg_id::input(&message.event_id, &session.session_key),
-                    &SessionInput {
-                        v: SCHEMA_VERSION,
-                        event_id: message.event_id.clone(),
-                        session_key: session.session_key.clone(),
-                        text: message.text.clone(),
-                        origin: message.conversation.clone(),
-                        source: InputSource::Message,
-                        from_session_key: None,
-                    },
-                )
+                self.ctx.outbox.agent_input(AgentInput {
+                    event_id: message.event_id.clone(),
+                    agent_id: session.agent_id.clone(),
+                    session_key: session.session_key.clone(),
+                    text: message.text.clone(),
+                    origin: message.conversation.clone(),
+                    source: InputSource::Message,
+                    from_session_key: None,
+                })
             })
             .collect();
         self.ctx.publisher.send_all(inputs).await?;

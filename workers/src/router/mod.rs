@@ -12,12 +12,12 @@ use crate::ids;
 use crate::io::metrics as m;
 use crate::io::nats::Outgoing;
 use crate::model::session::SessionStatus;
+use crate::runtime::outbox::{AgentInput, Failure, PostCommand};
 use crate::runtime::runloop::{Attempt, Handler};
 use crate::runtime::WorkerContext;
 use decide::{Route, RouteContext, RouteDecision};
 use threadline_schemas::{
-    now_ms, BindingStatus, CompletionReported, DeliveryAction, DeliveryCommand, InputSource,
-    PostFailed, SessionInput, SessionMode, Stage, SCHEMA_VERSION,
+    now_ms, BindingStatus, CompletionReported, InputSource, SessionMode, Stage,
 };
 
 /// Routes completions.
@@ -39,12 +39,9 @@ impl Router {
         message: &str,
         attempts: u32,
     ) -> Outgoing {
-        Outgoing::event(
-            self.ctx.subjects.out_failed(),
-            ids::msg_id::failed(&completion.event_id),
-            &PostFailed {
-                v: SCHEMA_VERSION,
-                event_id: completion.event_id.clone(),
+        self.ctx.outbox.completion_failed(
+            completion,
+            Failure {
                 destination: completion.requester.clone(),
                 code: code.to_owned(),
                 message: message.to_owned(),
@@ -66,41 +63,31 @@ impl Router {
                 agent_id,
                 origin,
                 reason: _,
-            } => vec![Outgoing::event(
-                self.ctx.subjects.agent(agent_id),
-                ids::msg_id::input(&completion.event_id, session_key),
-                &SessionInput {
-                    v: SCHEMA_VERSION,
-                    event_id: completion.event_id.clone(),
-                    session_key: session_key.clone(),
-                    text: completion.content.clone(),
-                    origin: origin.clone(),
-                    source: InputSource::Completion,
-                    from_session_key: Some(completion.session_key.clone()),
-                },
-            )],
+            } => vec![self.ctx.outbox.agent_input(AgentInput {
+                event_id: completion.event_id.clone(),
+                agent_id: agent_id.clone(),
+                session_key: session_key.clone(),
+                text: completion.content.clone(),
+                origin: origin.clone(),
+                source: InputSource::Completion,
+                from_session_key: Some(completion.session_key.clone()),
+            })],
             RouteDecision::Post { posts } => posts
                 .iter()
                 .map(|planned| {
-                    let delivery_id =
-                        ids::post_delivery_id(&completion.event_id, &planned.destination);
-                    Outgoing::event(
-                        self.ctx.deliver_subject(&planned.destination),
-                        delivery_id.clone(),
-                        &DeliveryCommand {
-                            v: SCHEMA_VERSION,
-                            event_id: completion.event_id.clone(),
-                            delivery_id,
-                            action: DeliveryAction::Post {
-                                destination: planned.destination.clone(),
-                                content: completion.content.clone(),
-                                mode: planned.mode,
-                                reason: planned.reason.clone(),
-                                session_key: Some(completion.session_key.clone()),
-                                binding_id: planned.binding_id.clone(),
-                            },
-                        },
-                    )
+                    self.ctx.outbox.post(PostCommand {
+                        event_id: completion.event_id.clone(),
+                        delivery_id: ids::post_delivery_id(
+                            &completion.event_id,
+                            &planned.destination,
+                        ),
+                        destination: planned.destination.clone(),
+                        content: completion.content.clone(),
+                        mode: planned.mode,
+                        reason: planned.reason.clone(),
+                        session_key: Some(completion.session_key.clone()),
+                        binding_id: planned.binding_id.clone(),
+                    })
                 })
                 .collect(),
         }

@@ -4,15 +4,14 @@
 //! recorded, so a redelivery completes the others without repeating any.
 
 use crate::error::WorkError;
-use crate::ids;
 use crate::io::metrics as m;
 use crate::io::nats::Outgoing;
 use crate::model::session::{SessionRecord, SessionState, SessionStatus};
+use crate::runtime::outbox::AgentInput;
 use crate::runtime::runloop::{Attempt, Handler};
 use crate::runtime::WorkerContext;
 use threadline_schemas::{
-    BindingStatus, InputSource, SendCompleted, SendOutcome, SendRequested, SendResult, SendTarget,
-    SessionInput, Stage, SCHEMA_VERSION,
+    BindingStatus, InputSource, SendOutcome, SendRequested, SendResult, SendTarget, Stage,
 };
 
 /// Handles `tl.in.send`.
@@ -68,19 +67,15 @@ fn input(
     session: &SessionRecord,
     origin: threadline_schemas::ConversationRef,
 ) -> Outgoing {
-    Outgoing::event(
-        ctx.subjects.agent(&session.agent_id),
-        ids::msg_id::input(&send.event_id, &session.session_key),
-        &SessionInput {
-            v: SCHEMA_VERSION,
-            event_id: send.event_id.clone(),
-            session_key: session.session_key.clone(),
-            text: send.message.clone(),
-            origin,
-            source: InputSource::Send,
-            from_session_key: send.from_session_key.clone(),
-        },
-    )
+    ctx.outbox.agent_input(AgentInput {
+        event_id: send.event_id.clone(),
+        agent_id: session.agent_id.clone(),
+        session_key: session.session_key.clone(),
+        text: send.message.clone(),
+        origin,
+        source: InputSource::Send,
+        from_session_key: send.from_session_key.clone(),
+    })
 }
 
 impl Handler for Sender {
@@ -137,15 +132,7 @@ impl Handler for Sender {
         }
         self.ctx
             .publisher
-            .send(Outgoing::event(
-                self.ctx.subjects.out_sent(),
-                ids::msg_id::sent(&send.event_id),
-                &SendCompleted {
-                    v: SCHEMA_VERSION,
-                    event_id: send.event_id.clone(),
-                    results,
-                },
-            ))
+            .send(self.ctx.outbox.sent(&send.event_id, results))
             .await
     }
 

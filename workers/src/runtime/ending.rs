@@ -3,34 +3,28 @@
 
 use crate::error::WorkError;
 use crate::ids;
-use crate::io::nats::Outgoing;
 use crate::model::bindings::{farewell_text, Farewell, FAREWELL_REASON};
-use crate::runtime::outbox::binding_event;
+use crate::runtime::outbox::PostCommand;
 use crate::runtime::WorkerContext;
-use threadline_schemas::{
-    BindingChange, BindingRecord, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode,
-    SCHEMA_VERSION,
-};
+use threadline_schemas::{BindingChange, BindingRecord, ConversationRef, DeliveryMode};
 
-fn farewell_command(
+/// The farewell of `binding`: one post per binding (its delivery id is fixed by the binding).
+fn farewell_post(
     binding: &BindingRecord,
     destination: ConversationRef,
     mode: DeliveryMode,
     why: &str,
-) -> DeliveryCommand {
-    DeliveryCommand {
-        v: SCHEMA_VERSION,
+) -> PostCommand {
+    PostCommand {
         event_id: format!("farewell:{}", binding.binding_id),
         delivery_id: ids::farewell_delivery_id(&binding.binding_id),
-        action: DeliveryAction::Post {
-            destination,
-            content: farewell_text(why),
-            mode,
-            reason: FAREWELL_REASON.into(),
-            session_key: Some(binding.target_session_key.clone()),
-            // Not an activity: a farewell must not keep the binding alive.
-            binding_id: None,
-        },
+        destination,
+        content: farewell_text(why),
+        mode,
+        reason: FAREWELL_REASON.into(),
+        session_key: Some(binding.target_session_key.clone()),
+        // Not an activity: a farewell must not keep the binding alive.
+        binding_id: None,
     }
 }
 
@@ -67,18 +61,16 @@ pub async fn end_binding(
         Farewell::None => None,
     };
     if let Some((destination, mode)) = target {
-        let command = farewell_command(&binding, destination.clone(), mode, why);
-        out.push(Outgoing::event(
-            ctx.deliver_subject(&destination),
-            command.delivery_id.clone(),
-            &command,
-        ));
+        out.push(
+            ctx.outbox
+                .post(farewell_post(&binding, destination, mode, why)),
+        );
     }
-    out.push(binding_event(ctx, binding, BindingChange::Ending, why));
+    out.push(ctx.outbox.binding(binding, BindingChange::Ending, why));
     ctx.publisher.send_all(out).await?;
     if let Some(ended) = store.end_binding(session_key, binding_id, why).await? {
         ctx.publisher
-            .send(binding_event(ctx, ended, BindingChange::Ended, why))
+            .send(ctx.outbox.binding(ended, BindingChange::Ended, why))
             .await?;
     }
     store.retire_sweep(session_key, binding_id).await?;

@@ -30,15 +30,15 @@ pub struct WorkerContext {
     pub health: health::Health,
     /// Spans and trace context for every handled event; OTLP export when configured.
     pub telemetry: trace::Telemetry,
+    /// Builds every event the workers publish, for this deployment's subjects and lanes.
+    pub(crate) outbox: outbox::Outbox,
 }
 
 impl WorkerContext {
     /// The delivery subject for posts to `conversation`: its channel's partition, so every
     /// post to one conversation goes through one ordered lane.
     pub fn deliver_subject(&self, conversation: &threadline_schemas::ConversationRef) -> String {
-        let partition = crate::model::channels::partition(conversation, self.config.lanes());
-        self.subjects
-            .deliver_partition(&conversation.channel, partition)
+        self.outbox.deliver_subject(conversation)
     }
 
     /// Connects to NATS and Redis (waiting for them, so start-up order does not matter) and
@@ -93,6 +93,7 @@ impl WorkerContext {
             }),
         };
         Ok(WorkerContext {
+            outbox: outbox::Outbox::new(subjects.clone(), config.lanes()),
             telemetry,
             publisher: nats::Publisher::new(js),
             subjects,

@@ -14,38 +14,25 @@
 //!   dead-lettered.
 //! - On shutdown: stop pulling, finish in-flight work within the drain deadline, flush acks.
 
+use super::outbox::{dlq_headers, DeadLetter};
 use super::pulls::Pulls;
 use super::retry;
 use super::WorkerContext;
 use crate::error::{Settle, WorkError};
 use crate::io::metrics as m;
-use crate::io::nats::Outgoing;
 use crate::io::trace;
-use async_nats::header::HeaderMap;
 use async_nats::jetstream::{consumer::PullConsumer, AckKind, Message};
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use threadline_schemas::codec::Versioned;
-use threadline_schemas::{decode, DecodeError, Encoding, EventRejected, Stage, Validate};
+use threadline_schemas::{decode, DecodeError, Encoding, Stage, Validate};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// How long a worker's pull request waits for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
-
-/// Header names on dead letters.
-pub mod dlq_headers {
-    pub const STAGE: &str = "Threadline-Stage";
-    pub const CODE: &str = "Threadline-Error-Code";
-    pub const MESSAGE: &str = "Threadline-Error";
-    pub const SUBJECT: &str = "Threadline-Original-Subject";
-    pub const SEQUENCE: &str = "Threadline-Original-Sequence";
-    pub const ATTEMPTS: &str = "Threadline-Attempts";
-    /// On a dead letter replayed to its subject: the dead letter's sequence.
-    pub const REPLAY_OF: &str = "Threadline-Replay-Of";
-}
 
 /// Which delivery of a message this is.
 #[derive(Debug, Clone, Copy)]
@@ -430,7 +417,7 @@ async fn settle_error<H: Handler>(
                 | WorkError::Corrupt(_) => error.to_string(),
             };
             let code = error.code();
-            let rejected = rejection(&stage, event.event_id(), code, &text, ctx);
+            let rejected = ctx.outbox.rejected(&stage, event.event_id(), code, &text);
             match ctx.publisher.send(rejected).await {
                 Ok(()) => {
                     tracing::info!(stage = %stage.name(), event_id = event.event_id(), code, reason = %text, "event rejected");
@@ -519,20 +506,6 @@ async fn with_progress<T>(
     }
 }
 
-fn rejection(stage: &Stage, event_id: &str, code: &str, text: &str, p: &WorkerContext) -> Outgoing {
-    Outgoing::event(
-        p.subjects.out_rejected(),
-        crate::ids::msg_id::rejected(&stage.name(), event_id),
-        &EventRejected {
-            v: threadline_schemas::SCHEMA_VERSION,
-            event_id: event_id.to_owned(),
-            stage: stage.name(),
-            code: code.to_owned(),
-            message: threadline_schemas::bounded(text, threadline_schemas::MAX_REASON_CHARS),
-        },
-    )
-}
-
 async fn reject_bad_input(
     stage: &Stage,
     message: &Message,
@@ -552,14 +525,16 @@ async fn reject_bad_input(
     )
     .await?;
     if let Some(event_id) = &error.event_id {
-        let rejected = rejection(stage, event_id, error.code.as_str(), &error.message, ctx);
+        let rejected = ctx
+            .outbox
+            .rejected(stage, event_id, error.code.as_str(), &error.message);
         ctx.publisher.send(rejected).await?;
     }
     Ok(())
 }
 
 /// Copies the original bytes (and content type) to `tl.dlq.<stage>` with the reason in
-/// headers, so nothing about the input is lost and it can be replayed as it was.
+/// headers ([`super::outbox::Outbox::dead_letter`]).
 async fn dead_letter(
     stage: &Stage,
     message: &Message,
@@ -569,28 +544,20 @@ async fn dead_letter(
     attempts: u32,
     ctx: &WorkerContext,
 ) -> Result<(), WorkError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(dlq_headers::STAGE, stage.name().as_str());
-    headers.insert(dlq_headers::CODE, code);
-    // Header values cannot hold line breaks, and all headers together must stay far below
-    // JetStream's limit: a refused dead letter would leave the event retried forever.
-    let reason: String = threadline_schemas::bounded(reason, threadline_schemas::MAX_REASON_CHARS)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    headers.insert(dlq_headers::MESSAGE, reason.as_str());
-    headers.insert(dlq_headers::SUBJECT, message.subject.as_str());
-    headers.insert(dlq_headers::SEQUENCE, stream_seq.to_string().as_str());
-    headers.insert(dlq_headers::ATTEMPTS, attempts.to_string().as_str());
-    if let Some(content_type) = message.headers.as_ref().and_then(|h| h.get("Content-Type")) {
-        headers.insert("Content-Type", content_type.as_str());
-    }
-    let out = Outgoing {
-        subject: ctx.subjects.dlq(stage),
-        msg_id: crate::ids::msg_id::dead_letter(&stage.name(), stream_seq),
+    let out = ctx.outbox.dead_letter(DeadLetter {
+        stage,
+        subject: message.subject.as_str(),
+        stream_seq,
         payload: message.payload.clone(),
-        headers,
-    };
+        content_type: message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Content-Type"))
+            .map(|v| v.as_str()),
+        code,
+        reason,
+        attempts,
+    });
     metrics::counter!(m::EVENTS, "stage" => stage.name(), "outcome" => "dead_lettered")
         .increment(1);
     ctx.publisher.send(out).await?;
