@@ -1,10 +1,10 @@
 //! A consumer's pull requests, guarded against an end that never comes.
 //!
 //! async-nats ends a pull request (`batch()`) when nats-server says it expired (a 408
-//! status), or, when that status never arrives, 5 s after the expiry. nats-server 2.9
-//! sometimes sends none: in the benchmark a delivery lane, idle for a moment between
-//! bursts, sat on such a request while its posts queued, and ~6% of a half-load run's posts
-//! (the lane's share) took 4.5–5 s instead of ~10 ms. So a request still open `GRACE` after
+//! status), or, when that status never arrives, only seconds after the expiry. nats-server
+//! 2.9 sometimes sends none: a delivery lane, idle for a moment between bursts, then sits
+//! on such a request while its posts queue, and every post of that lane waits out the
+//! client's timeout instead of going at once. So a request still open `GRACE` after
 //! its expiry is set aside as overdue, and the caller may make a new one. The overdue one is
 //! still read, and read first, until it ends: a message the server delivers to it late is
 //! not lost (dropping it would leave the message to `ack_wait`), and order holds, because

@@ -288,7 +288,7 @@ pub(crate) async fn traced_process<H: Handler>(
         delivery.published_ms,
     );
     // Boxed: a future passed down is kept by value at every level (argument, then awaited),
-    // so the unboxed one made each spawned task ~10 KiB, copied whole.
+    // so unboxed it would make each spawned task as large as the whole chain, copied whole.
     trace::Telemetry::run_in(
         cx,
         Box::pin(process(handler, message, delivery, decoded, ctx)),
