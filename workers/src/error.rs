@@ -17,17 +17,30 @@ pub enum WorkError {
     /// budget, so sustained rate limiting delays posts but never dead-letters them or leaves
     /// a multi-part post half-delivered.
     #[error("platform rate limit; retry after {after:?}")]
-    RateLimited { after: Duration },
+    RateLimited {
+        /// When the platform said to try again.
+        after: Duration,
+    },
     /// The platform failed in a way that may pass (5xx, timeout, connection reset).
     #[error("platform error that may pass: {0}")]
     Transient(String),
     /// Nothing is wrong, the work cannot be done yet (e.g. a binding is still pending,
     /// another instance holds the post's claim). Does not spend the retry budget.
     #[error("not yet: {reason}")]
-    NotYet { reason: String, after: Duration },
+    NotYet {
+        /// What is not ready yet, for logs.
+        reason: String,
+        /// When to look again.
+        after: Duration,
+    },
     /// The event is valid but refused; ends in `tl.out.rejected`.
     #[error("{code}: {message}")]
-    Rejected { code: RejectCode, message: String },
+    Rejected {
+        /// The documented reason code of `tl.out.rejected`.
+        code: RejectCode,
+        /// The reason in words.
+        message: String,
+    },
     /// State in Redis or a stored record cannot be read; retrying cannot help.
     #[error("stored state is unreadable: {0}")]
     Corrupt(String),
@@ -35,7 +48,7 @@ pub enum WorkError {
 
 /// How the run loop settles a message after its handler failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
+pub(crate) enum Settle {
     /// `Nak` with this delay; counts against the retry budget.
     Retry(Option<Duration>),
     /// `Nak` with this delay; does not count against the retry budget.
@@ -48,7 +61,7 @@ pub enum Settle {
 
 impl WorkError {
     /// The run loop's decision for this error.
-    pub fn settle(&self) -> Settle {
+    pub(crate) fn settle(&self) -> Settle {
         match self {
             WorkError::Nats(_) | WorkError::Redis(_) | WorkError::Transient(_) => {
                 Settle::Retry(None)
@@ -70,7 +83,7 @@ impl WorkError {
     }
 
     /// A short machine-readable code for `tl.out.failed` and dead letters.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             WorkError::Nats(_) => "nats_unavailable",
             WorkError::Redis(_) => "redis_unavailable",
@@ -82,7 +95,7 @@ impl WorkError {
         }
     }
 
-    pub fn rejected(code: RejectCode, message: impl Into<String>) -> Self {
+    pub(crate) fn rejected(code: RejectCode, message: impl Into<String>) -> Self {
         WorkError::Rejected {
             code,
             message: message.into(),

@@ -23,24 +23,24 @@ pub fn session_key(agent_id: &str, spawn_event_id: &str) -> String {
 }
 
 /// The binding a spawn creates.
-pub fn binding_id(spawn_event_id: &str) -> String {
+pub(crate) fn binding_id(spawn_event_id: &str) -> String {
     format!("b-{}", v5(&["binding", spawn_event_id]).simple())
 }
 
 /// One post of one event to one destination: the platform-boundary dedup key.
-pub fn post_delivery_id(event_id: &str, destination: &ConversationRef) -> String {
+pub(crate) fn post_delivery_id(event_id: &str, destination: &ConversationRef) -> String {
     // Built per routed completion: encoded into a buffer, not through `Display`.
     let id = v5(&["post", event_id, &destination.key()]);
     ["p-", id.simple().encode_lower(&mut Uuid::encode_buffer())].concat()
 }
 
 /// The one farewell of one binding.
-pub fn farewell_delivery_id(binding_id: &str) -> String {
+pub(crate) fn farewell_delivery_id(binding_id: &str) -> String {
     format!("f-{}", v5(&["farewell", binding_id]).simple())
 }
 
 /// Thread creation for one binding.
-pub fn thread_delivery_id(binding_id: &str) -> String {
+pub(crate) fn thread_delivery_id(binding_id: &str) -> String {
     format!("t-{}", v5(&["thread", binding_id]).simple())
 }
 

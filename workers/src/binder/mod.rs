@@ -20,12 +20,12 @@ use threadline_schemas::{
 };
 
 /// Handles `tl.in.spawn`.
-pub struct Spawner {
+pub(crate) struct Spawner {
     ctx: WorkerContext,
 }
 
 impl Spawner {
-    pub fn new(ctx: WorkerContext) -> Self {
+    pub(crate) fn new(ctx: WorkerContext) -> Self {
         Spawner { ctx }
     }
 
@@ -158,12 +158,12 @@ impl Handler for Spawner {
 }
 
 /// Handles `tl.in.control`.
-pub struct Control {
+pub(crate) struct Control {
     ctx: WorkerContext,
 }
 
 impl Control {
-    pub fn new(ctx: WorkerContext) -> Self {
+    pub(crate) fn new(ctx: WorkerContext) -> Self {
         Control { ctx }
     }
 

@@ -12,6 +12,7 @@ use threadline_schemas::{
 /// The records a spawn creates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpawnPlan {
+    /// The session to create.
     pub session: SessionRecord,
     /// `None` for `placement:"none"`.
     pub binding: Option<BindingRecord>,
@@ -22,7 +23,9 @@ pub struct SpawnPlan {
 /// Binding lifetimes when the spawn names none (per channel, else deployment-wide).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Defaults {
+    /// How long a binding may stay without activity.
     pub idle_timeout_ms: u64,
+    /// How long a binding may live at most, if limited.
     pub max_age_ms: Option<u64>,
 }
 
@@ -124,7 +127,7 @@ pub fn plan_spawn(
 /// for from inside a thread becomes a sibling thread under the same parent (the Discord text
 /// or forum channel, the Slack channel, the Telegram forum chat, the Matrix room), while its
 /// requester — and so every fallback — stays the thread the agent works in.
-pub fn thread_parent(requester: &ConversationRef) -> ConversationRef {
+pub(crate) fn thread_parent(requester: &ConversationRef) -> ConversationRef {
     match &requester.parent_conversation_id {
         Some(parent) => ConversationRef {
             channel: requester.channel.clone(),

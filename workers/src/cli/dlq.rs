@@ -17,12 +17,10 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use threadline_schemas::{now_ms, Subjects};
 
-/// Header on a replayed message: the dead-letter stream sequence it came from.
-pub const REPLAY_OF: &str = dlq_headers::REPLAY_OF;
-
 /// How many dead-letter sequences one `list` looks at, at most.
 const MAX_EXAMINED: u64 = 100_000;
 
+/// `threadline dlq …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Dead letters, newest first: sequence, stage, time, reason code, original subject,
@@ -37,6 +35,7 @@ pub enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// How to print the result.
         #[command(flatten)]
         output: Output,
     },
@@ -45,6 +44,7 @@ pub enum Command {
     Show {
         /// Its sequence in the dead-letter stream.
         seq: u64,
+        /// How to print the result.
         #[command(flatten)]
         output: Output,
     },
@@ -56,6 +56,7 @@ pub enum Command {
         /// Replay even if it was replayed before.
         #[arg(long)]
         force: bool,
+        /// How to print the result.
         #[command(flatten)]
         output: Output,
     },
@@ -63,44 +64,44 @@ pub enum Command {
 
 /// One dead letter as listed.
 #[derive(Debug, Clone, Serialize)]
-pub struct Entry {
-    pub seq: u64,
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
     /// When it was dead-lettered (RFC 3339) and the same in Unix ms.
-    pub time: String,
-    pub time_ms: u64,
-    pub stage: String,
-    pub code: Option<String>,
-    pub reason: Option<String>,
-    pub original_subject: Option<String>,
-    pub original_seq: Option<u64>,
-    pub attempts: Option<u32>,
-    pub bytes: usize,
+    pub(crate) time: String,
+    pub(crate) time_ms: u64,
+    pub(crate) stage: String,
+    pub(crate) code: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) original_subject: Option<String>,
+    pub(crate) original_seq: Option<u64>,
+    pub(crate) attempts: Option<u32>,
+    pub(crate) bytes: usize,
     /// Set once `dlq replay` republished it.
-    pub replayed: Option<Replay>,
+    pub(crate) replayed: Option<Replay>,
 }
 
 /// One dead letter in full.
 #[derive(Debug, Clone, Serialize)]
-pub struct Detail {
+pub(crate) struct Detail {
     #[serde(flatten)]
-    pub entry: Entry,
-    pub subject: String,
-    pub headers: BTreeMap<String, Vec<String>>,
+    pub(crate) entry: Entry,
+    pub(crate) subject: String,
+    pub(crate) headers: BTreeMap<String, Vec<String>>,
     /// `msgpack`, `json` or `undecodable`.
-    pub encoding: &'static str,
+    pub(crate) encoding: &'static str,
     /// The payload as JSON when it decodes.
-    pub payload: Option<serde_json::Value>,
-    pub payload_hex: String,
+    pub(crate) payload: Option<serde_json::Value>,
+    pub(crate) payload_hex: String,
 }
 
 /// What happened to one requested replay.
 #[derive(Debug, Clone, Serialize)]
-pub struct ReplayOutcome {
-    pub seq: u64,
+pub(crate) struct ReplayOutcome {
+    pub(crate) seq: u64,
     /// `replayed`, `refused` (replayed before; `--force`), or `failed`.
-    pub outcome: &'static str,
-    pub replay: Option<Replay>,
-    pub message: Option<String>,
+    pub(crate) outcome: &'static str,
+    pub(crate) replay: Option<Replay>,
+    pub(crate) message: Option<String>,
 }
 
 fn header(m: &StreamMessage, name: &str) -> Option<String> {
@@ -149,7 +150,9 @@ async fn get(stream: &Stream, seq: u64) -> anyhow::Result<Option<StreamMessage>>
     }
 }
 
-pub async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
+/// Runs one `dlq` command; the exit code is 1 when a dead letter was not found or a replay
+/// did not happen.
+pub(crate) async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
     let subjects = Subjects::new(config.subject_prefix.clone());
     let client = connect_nats(config).await?;
     let js = jetstream(&client);

@@ -1,44 +1,44 @@
 //! Metric names, in one place so dashboards and code agree.
 
 /// Events settled by a run loop, by `stage` and `outcome` (ack, retry, wait, reject, dead_letter).
-pub const EVENTS: &str = "threadline_events_total";
+pub(crate) const EVENTS: &str = "threadline_events_total";
 /// Platform posts, by `channel` and `result` (posted, deduplicated, failed).
-pub const POSTS: &str = "threadline_posts_total";
+pub(crate) const POSTS: &str = "threadline_posts_total";
 /// Platform rate-limit answers, by `channel`.
-pub const RATE_LIMITED: &str = "threadline_platform_429_total";
+pub(crate) const RATE_LIMITED: &str = "threadline_platform_429_total";
 /// Fallback deliveries, by `reason`.
-pub const FALLBACKS: &str = "threadline_fallbacks_total";
+pub(crate) const FALLBACKS: &str = "threadline_fallbacks_total";
 /// Seconds from handing an event to a handler to settling it, by `stage`.
-pub const HANDLE_SECONDS: &str = "threadline_handle_seconds";
+pub(crate) const HANDLE_SECONDS: &str = "threadline_handle_seconds";
 /// Inbound messages dropped because Threadline itself wrote them, by `channel`.
-pub const ECHOES: &str = "threadline_echoes_suppressed_total";
+pub(crate) const ECHOES: &str = "threadline_echoes_suppressed_total";
 /// Session inputs published, by `source` (message, send, completion).
-pub const INPUTS: &str = "threadline_session_inputs_total";
+pub(crate) const INPUTS: &str = "threadline_session_inputs_total";
 /// Posts whose earlier attempt's outcome could not be settled (no key, no read-back), by `channel`.
-pub const UNKNOWN_OUTCOMES: &str = "threadline_unknown_outcomes_total";
+pub(crate) const UNKNOWN_OUTCOMES: &str = "threadline_unknown_outcomes_total";
 /// Seconds from the inbound event's publish (the first hop, carried in the
 /// `Threadline-Origin-Ms` header) to the platform accepting the post, by `channel`.
-pub const DELIVERY_SECONDS: &str = "threadline_delivery_latency_seconds";
+pub(crate) const DELIVERY_SECONDS: &str = "threadline_delivery_latency_seconds";
 /// Buckets of [`DELIVERY_SECONDS`]: from a fast local post to a long rate-limit wait.
-pub const DELIVERY_BUCKETS: &[f64] = &[
+pub(crate) const DELIVERY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 /// Work not repeated because it was already done, by `kind`: `route_replay` (a redelivered
 /// completion re-published its stored routing decision), `post_already_sent` (a claimed part
 /// was already posted), `platform_idempotency` (a part in doubt re-sent under the platform's
 /// idempotency key), `read_back` (a part in doubt found already posted).
-pub const DEDUP_HITS: &str = "threadline_dedup_hits_total";
+pub(crate) const DEDUP_HITS: &str = "threadline_dedup_hits_total";
 /// Platform calls to be retried, by `channel` and `reason` (rate_limited, transient, unauthorized).
-pub const PLATFORM_RETRIES: &str = "threadline_platform_retries_total";
+pub(crate) const PLATFORM_RETRIES: &str = "threadline_platform_retries_total";
 /// Messages published to `tl.dlq.<stage>`, by `stage` and `code`.
-pub const DEAD_LETTERS: &str = "threadline_dead_letters_total";
+pub(crate) const DEAD_LETTERS: &str = "threadline_dead_letters_total";
 /// Messages a durable consumer has not delivered yet (JetStream `num_pending`), by `durable`;
 /// read every `pending_poll_ms`.
-pub const CONSUMER_PENDING: &str = "threadline_consumer_pending";
+pub(crate) const CONSUMER_PENDING: &str = "threadline_consumer_pending";
 /// Messages delivered but not yet acknowledged, by `durable`.
-pub const CONSUMER_ACK_PENDING: &str = "threadline_consumer_ack_pending";
+pub(crate) const CONSUMER_ACK_PENDING: &str = "threadline_consumer_ack_pending";
 /// Pull requests still open past their expiry, set aside and pulled again beside
 /// (`runtime::pulls`): nats-server never said they ended.
-pub const PULLS_OVERDUE: &str = "threadline_pull_requests_overdue_total";
+pub(crate) const PULLS_OVERDUE: &str = "threadline_pull_requests_overdue_total";
 /// Gauge by `group` (channel): delivery lanes this process owns (`runtime::lanes`).
-pub const LANES_OWNED: &str = "threadline_lanes_owned";
+pub(crate) const LANES_OWNED: &str = "threadline_lanes_owned";

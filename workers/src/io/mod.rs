@@ -1,7 +1,7 @@
 //! Connections and I/O below the store: NATS (connection, JetStream topology, publishing),
 //! Redis connections, tracing and metric names.
 
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod nats;
 pub mod redis;
 pub mod trace;
@@ -9,7 +9,7 @@ pub mod trace;
 /// Whether `error` (or an error it wraps) is a TLS handshake that failed for good: a
 /// certificate we do not trust, a client certificate the server wants, no common protocol.
 /// Retrying will not help, so start-up stops with it instead of waiting.
-pub fn tls_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn tls_refused(error: &(dyn std::error::Error + 'static)) -> bool {
     // rustls errors reach us inside an `io::Error` (whose `source()` skips them) or behind
     // an `Arc` (redis-rs), so besides the type check the message is matched: rustls's
     // `Display` of the permanent handshake failures.

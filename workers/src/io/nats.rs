@@ -20,29 +20,51 @@ use threadline_schemas::Subjects;
 /// Why a worker cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
+    /// NATS did not answer (start-up waits for it before giving up with this).
     #[error("cannot connect to NATS at {url}: {reason}")]
-    Connect { url: String, reason: String },
+    Connect {
+        /// The server list, without credentials.
+        url: String,
+        /// The client's error.
+        reason: String,
+    },
+    /// A JetStream API request (stream or consumer create, info) failed.
     #[error("JetStream request failed for {what}: {reason}")]
-    JetStream { what: String, reason: String },
+    JetStream {
+        /// The stream or consumer the request was for.
+        what: String,
+        /// The server's or client's error.
+        reason: String,
+    },
+    /// A stream of our name exists with other subjects.
     #[error(
         "stream {stream} exists with subjects {found:?}, expected {expected:?}; \
          another deployment may use the same subject prefix (THREADLINE_SUBJECT_PREFIX)"
     )]
     StreamConflict {
+        /// The stream's name.
         stream: String,
+        /// The subjects this deployment needs.
         expected: Vec<String>,
+        /// The subjects the stream has.
         found: Vec<String>,
     },
+    /// A consumer of our name exists with another filter.
     #[error(
         "consumer {consumer} on {stream} filters {found:?}, expected {expected:?}; \
          delete it or choose another subject prefix"
     )]
     ConsumerConflict {
+        /// The stream the consumer is on.
         stream: String,
+        /// The consumer's durable name.
         consumer: String,
+        /// The filter subject this deployment needs.
         expected: String,
+        /// The filter subject the consumer has.
         found: String,
     },
+    /// Redis did not answer, or answered with an error, while starting.
     #[error("cannot connect to Redis: {0}")]
     Redis(String),
     /// This process's `delivery_partitions` is not the one the deployment's lanes were set
@@ -56,15 +78,24 @@ pub enum TopologyError {
          any lane, delete that key, and restart every worker with the new value"
     )]
     LaneCount {
+        /// This process's `delivery_partitions`.
         configured: u32,
+        /// The count the deployment recorded.
         recorded: u32,
+        /// The Redis key holding the recorded count.
         key: String,
     },
+    /// The tracing exporter cannot be set up.
     #[error(transparent)]
     Telemetry(#[from] super::trace::TelemetryError),
     /// The server answered and refused us: credentials or TLS; retrying will not help.
     #[error("NATS at {url} refused the connection: {reason}; check the NATS credentials and TLS settings")]
-    Refused { url: String, reason: String },
+    Refused {
+        /// The server list, without credentials.
+        url: String,
+        /// What the server or the TLS handshake said.
+        reason: String,
+    },
     /// The security settings are inconsistent or a secret file cannot be read.
     #[error("invalid NATS/Redis security configuration: {0}")]
     Config(String),
@@ -84,6 +115,7 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
+    /// Every stream, in the order they are created.
     pub const ALL: [StreamKind; 4] = [
         StreamKind::Inbound,
         StreamKind::Deliver,
@@ -113,6 +145,7 @@ impl StreamKind {
         format!("{base}_{suffix}")
     }
 
+    /// The subjects the stream holds.
     pub fn subjects(self, subjects: &Subjects) -> Vec<String> {
         match self {
             StreamKind::Inbound => vec![subjects.in_all()],
@@ -206,7 +239,9 @@ pub fn server_list(nats_url: &str) -> Vec<&str> {
 }
 
 /// Name, timeouts, credentials and TLS from the configuration (docs/security.md).
-pub async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptions, TopologyError> {
+pub(crate) async fn connect_options(
+    config: &Config,
+) -> Result<async_nats::ConnectOptions, TopologyError> {
     let invalid = |reason: String| TopologyError::Config(reason);
     let password = config.nats_password().map_err(|e| invalid(e.to_string()))?;
     let token = config.nats_token().map_err(|e| invalid(e.to_string()))?;
@@ -285,10 +320,10 @@ pub async fn connect_options(config: &Config) -> Result<async_nats::ConnectOptio
 /// broker. Plain acks are only queued in the client (docs/pitfalls.md 7), so they are flushed; but a
 /// broker that is gone would hold the flush, and the process, forever. What misses the
 /// flush is redelivered after `ack_wait`.
-pub const FINAL_FLUSH: Duration = Duration::from_secs(2);
+pub(crate) const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 /// Flushes what `client` has queued, giving up after [`FINAL_FLUSH`].
-pub async fn flush_queued(client: &async_nats::Client) -> Result<(), String> {
+pub(crate) async fn flush_queued(client: &async_nats::Client) -> Result<(), String> {
     match tokio::time::timeout(FINAL_FLUSH, client.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
@@ -296,6 +331,7 @@ pub async fn flush_queued(client: &async_nats::Client) -> Result<(), String> {
     }
 }
 
+/// The JetStream context of `client`, with a request timeout that outlasts a busy server.
 pub fn jetstream(client: &async_nats::Client) -> jetstream::Context {
     jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(10))
@@ -429,7 +465,7 @@ pub async fn ensure_consumer(
 
 /// The configuration of one durable pull consumer; the one definition workers create and
 /// `threadline doctor` checks against.
-pub fn pull_config(
+pub(crate) fn pull_config(
     durable: &str,
     filter_subject: &str,
     max_ack_pending: i64,
@@ -453,9 +489,13 @@ pub fn pull_config(
 /// checks a deployment against the same list ([`expected_consumers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerSpec {
+    /// The stream the consumer reads.
     pub stream: StreamKind,
+    /// Its durable name (shared by every instance of the worker).
     pub durable: String,
+    /// The one subject it filters on (nats-server 2.9 honours only one).
     pub filter_subject: String,
+    /// How many messages may be delivered and not yet acknowledged.
     pub max_ack_pending: i64,
 }
 
@@ -468,19 +508,19 @@ impl ConsumerSpec {
             max_ack_pending: (config.concurrency as i64 * 4).max(64),
         }
     }
-    pub fn binder_spawn(subjects: &Subjects, config: &Config) -> Self {
+    pub(crate) fn binder_spawn(subjects: &Subjects, config: &Config) -> Self {
         Self::inbound("binder-spawn", subjects.in_spawn(), config)
     }
-    pub fn binder_control(subjects: &Subjects, config: &Config) -> Self {
+    pub(crate) fn binder_control(subjects: &Subjects, config: &Config) -> Self {
         Self::inbound("binder-control", subjects.in_control(), config)
     }
-    pub fn router_completion(subjects: &Subjects, config: &Config) -> Self {
+    pub(crate) fn router_completion(subjects: &Subjects, config: &Config) -> Self {
         Self::inbound("router-completion", subjects.in_completion(), config)
     }
-    pub fn router_message(subjects: &Subjects, config: &Config) -> Self {
+    pub(crate) fn router_message(subjects: &Subjects, config: &Config) -> Self {
         Self::inbound("router-message", subjects.in_message_any(), config)
     }
-    pub fn router_send(subjects: &Subjects, config: &Config) -> Self {
+    pub(crate) fn router_send(subjects: &Subjects, config: &Config) -> Self {
         Self::inbound("router-send", subjects.in_send(), config)
     }
     /// One ordered delivery lane of a channel. One instance owns it at a time and holds up
@@ -500,7 +540,7 @@ impl ConsumerSpec {
     }
 
     /// The pull consumer configuration of this spec.
-    pub fn config(&self, config: &Config) -> consumer::pull::Config {
+    pub(crate) fn config(&self, config: &Config) -> consumer::pull::Config {
         pull_config(
             &self.durable,
             &self.filter_subject,
@@ -550,7 +590,7 @@ pub fn expected_consumers(subjects: &Subjects, config: &Config) -> Vec<ConsumerS
 }
 
 /// A durable consumer name for a channel: NATS names cannot hold `.`, `*`, `>` or `:`.
-pub fn durable_name(worker: &str, channel: Option<&str>) -> String {
+pub(crate) fn durable_name(worker: &str, channel: Option<&str>) -> String {
     let raw = match channel {
         Some(channel) => format!("{worker}-{channel}"),
         None => worker.to_owned(),
@@ -568,17 +608,17 @@ pub fn durable_name(worker: &str, channel: Option<&str>) -> String {
 
 /// One message to publish: subject, dedup id and payload.
 #[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub subject: String,
+pub(crate) struct Outgoing {
+    pub(crate) subject: String,
     /// `Nats-Msg-Id`: JetStream drops a re-publish within the duplicate window.
-    pub msg_id: String,
-    pub payload: Bytes,
-    pub headers: HeaderMap,
+    pub(crate) msg_id: String,
+    pub(crate) payload: Bytes,
+    pub(crate) headers: HeaderMap,
 }
 
 impl Outgoing {
     /// An event encoded as MessagePack.
-    pub fn event<T: Serialize>(subject: String, msg_id: String, event: &T) -> Outgoing {
+    pub(crate) fn event<T: Serialize>(subject: String, msg_id: String, event: &T) -> Outgoing {
         Outgoing {
             subject,
             msg_id,
@@ -590,27 +630,24 @@ impl Outgoing {
 
 /// Publishes to JetStream and waits for the stream's acknowledgement.
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     js: jetstream::Context,
 }
 
 impl Publisher {
-    pub fn new(js: jetstream::Context) -> Self {
+    /// A publisher on `js`.
+    pub(crate) fn new(js: jetstream::Context) -> Self {
         Publisher { js }
     }
 
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
-    }
-
     /// Publishes one message; returns once the stream stored it.
-    pub async fn send(&self, out: Outgoing) -> Result<(), WorkError> {
+    pub(crate) async fn send(&self, out: Outgoing) -> Result<(), WorkError> {
         self.send_all(vec![out]).await
     }
 
     /// Publishes in order, pipelined: every message is sent before the first
     /// acknowledgement is awaited, and all of them must be stored for success.
-    pub async fn send_all(&self, outs: Vec<Outgoing>) -> Result<(), WorkError> {
+    pub(crate) async fn send_all(&self, outs: Vec<Outgoing>) -> Result<(), WorkError> {
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(outs.len());
         for mut out in outs {
             // The handled event's trace continues in whatever it publishes.

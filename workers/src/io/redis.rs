@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Connects, retrying until Redis answers or `shutdown` fires, so a worker may start
 /// before its Redis does.
-pub async fn connect(
+pub(crate) async fn connect(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> Result<ConnectionManager, redis::RedisError> {
@@ -52,7 +52,9 @@ pub async fn connect(
 /// Cheap to clone; both kinds multiplex one connection per server.
 #[derive(Clone)]
 pub enum RedisConnection {
+    /// One server, reconnecting by itself.
     Single(ConnectionManager),
+    /// A Redis Cluster, following slot redirections by itself.
     Cluster(ClusterConnection),
 }
 
@@ -74,7 +76,7 @@ pub async fn connect_store(
 /// Connects to a Redis Cluster through the comma-separated seed nodes of `redis_url`,
 /// retrying until one answers or `shutdown` fires. The client learns the slot map from
 /// the seeds and follows `MOVED`/`ASK` redirections itself.
-pub async fn connect_cluster(
+pub(crate) async fn connect_cluster(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> Result<ClusterConnection, redis::RedisError> {
@@ -180,7 +182,7 @@ impl RedisConnection {
     /// Every key matching `pattern` whose type is `kind` (`hash`, …), by cursor `SCAN` in
     /// steps of `count` keys (never `KEYS`, which blocks the server). On a cluster a SCAN
     /// covers one node, so every primary is scanned in turn.
-    pub async fn scan_keys(
+    pub(crate) async fn scan_keys(
         &self,
         pattern: &str,
         kind: &str,

@@ -34,12 +34,12 @@ use std::future::Future;
 use std::time::Duration;
 
 /// The W3C header names, lower-case as the recommendation writes them.
-pub const TRACEPARENT: &str = "traceparent";
-pub const TRACESTATE: &str = "tracestate";
+pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACESTATE: &str = "tracestate";
 /// When the inbound event that started this chain was stored (Unix ms), carried from hop to
 /// hop so the deliverer can measure publish → platform accepted. Internal, like
 /// `tl.deliver.*` itself; absent on events from publishers.
-pub const ORIGIN_MS: &str = "Threadline-Origin-Ms";
+pub(crate) const ORIGIN_MS: &str = "Threadline-Origin-Ms";
 
 /// Why OTLP export could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ pub struct TelemetryError {
 
 /// One process's tracer (and exporter, when configured). Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     /// Spans are exported (`otlp_endpoint` is set): only then are SDK spans built.
@@ -59,7 +59,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn new(config: &Config) -> Result<Telemetry, TelemetryError> {
+    pub(crate) fn new(config: &Config) -> Result<Telemetry, TelemetryError> {
         let endpoint = config.otlp_endpoint.trim();
         let builder = SdkTracerProvider::builder()
             .with_resource(Resource::builder().with_service_name("threadline").build());
@@ -100,7 +100,9 @@ impl Telemetry {
     /// Runs `work` (the handling of one message) inside a span that continues the trace of
     /// `headers`, or starts a new trace when they carry none. `published_ms` is when this
     /// message was stored: the chain's origin time when the headers do not name an earlier one.
-    pub async fn in_event_span<T>(
+    /// The run loop does the same in two steps ([`Self::event_context`], [`Self::run_in`]).
+    #[cfg(test)]
+    pub(crate) async fn in_event_span<T>(
         &self,
         stage: &dyn std::fmt::Display,
         subject: &str,
@@ -115,7 +117,7 @@ impl Telemetry {
     /// The context [`in_event_span`](Self::in_event_span) runs its work in. Apart, so a
     /// caller can read the message's headers before it gives the message away. `stage` is
     /// formatted only for a span that is exported.
-    pub fn event_context(
+    pub(crate) fn event_context(
         &self,
         stage: &dyn std::fmt::Display,
         subject: &str,
@@ -155,14 +157,14 @@ impl Telemetry {
 
     /// Runs `work` in `cx` (from [`event_context`](Self::event_context)), then ends its span
     /// (a no-op for the span context of a hop that exports nothing).
-    pub async fn run_in<T>(cx: Context, work: impl Future<Output = T>) -> T {
+    pub(crate) async fn run_in<T>(cx: Context, work: impl Future<Output = T>) -> T {
         let result = work.with_context(cx.clone()).await;
         cx.span().end();
         result
     }
 
     /// Exports what is still buffered (on shutdown).
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         if let Err(error) = self.provider.force_flush() {
             tracing::warn!(%error, "flushing spans failed");
         }
@@ -206,7 +208,7 @@ fn child_of(parent: &Context) -> SpanContext {
 }
 
 /// Names the current event on its span (the id is known only once it is decoded).
-pub fn set_event_id(event_id: &str) {
+pub(crate) fn set_event_id(event_id: &str) {
     let cx = Context::current();
     let span = cx.span();
     if span.is_recording() {
@@ -215,7 +217,7 @@ pub fn set_event_id(event_id: &str) {
 }
 
 /// Records an outcome that is not a success on the current event's span.
-pub fn set_outcome(outcome: &'static str) {
+pub(crate) fn set_outcome(outcome: &'static str) {
     let cx = Context::current();
     let span = cx.span();
     if !span.is_recording() {
@@ -230,7 +232,7 @@ pub fn set_outcome(outcome: &'static str) {
 
 /// Adds the current trace context (and origin time) to an outgoing message, unless it
 /// already carries a `traceparent`.
-pub fn inject_nats(headers: &mut HeaderMap) {
+pub(crate) fn inject_nats(headers: &mut HeaderMap) {
     if header(headers, TRACEPARENT).is_some() {
         return;
     }
@@ -245,13 +247,13 @@ pub fn inject_nats(headers: &mut HeaderMap) {
 
 /// The trace headers of a platform call: a client span, child of the current event's span,
 /// and its context. The span is ended by [`PlatformCall::finish`] (or when dropped).
-pub struct PlatformCall {
+pub(crate) struct PlatformCall {
     cx: Context,
-    pub headers: Vec<(&'static str, String)>,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl PlatformCall {
-    pub fn start(method: &str, host: &str) -> PlatformCall {
+    pub(crate) fn start(method: &str, host: &str) -> PlatformCall {
         let parent = Context::current();
         let cx = match parent.get::<Event>() {
             Some(Event {
@@ -277,7 +279,7 @@ impl PlatformCall {
     }
 
     /// Ends the call's span with the answer's status (`None`: no answer).
-    pub fn finish(self, status: Option<u16>) {
+    pub(crate) fn finish(self, status: Option<u16>) {
         let span = self.cx.span();
         match status {
             Some(code) => {
@@ -294,21 +296,12 @@ impl PlatformCall {
 
 /// Records the delivery latency of a post the platform just accepted, from the origin time
 /// of the current chain.
-pub fn record_delivery_latency(channel: &str) {
+pub(crate) fn record_delivery_latency(channel: &str) {
     if let Some(Event { origin, .. }) = Context::current().get::<Event>() {
         let elapsed_ms = threadline_schemas::now_ms().saturating_sub(*origin);
         metrics::histogram!(m::DELIVERY_SECONDS, "channel" => channel.to_owned())
             .record(elapsed_ms as f64 / 1000.0);
     }
-}
-
-/// The trace id of the current context, for logs (`None` outside an event).
-pub fn current_trace_id() -> Option<String> {
-    let cx = Context::current();
-    let span_context = cx.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
 }
 
 /// A header by name; NATS publishers in other languages may capitalise it.

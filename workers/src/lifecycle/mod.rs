@@ -2,4 +2,4 @@
 //! in every binder instance at once. The expiry rules are in `model::bindings`, the ending
 //! protocol in `runtime::ending`.
 
-pub mod sweeper;
+pub(crate) mod sweeper;

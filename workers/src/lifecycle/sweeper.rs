@@ -14,7 +14,7 @@ use threadline_schemas::{now_ms, BindingStatus};
 const BATCH: usize = 256;
 
 /// Sweeps every `sweep_interval_ms` until shutdown.
-pub async fn run(ctx: WorkerContext) {
+pub(crate) async fn run(ctx: WorkerContext) {
     let interval = Duration::from_millis(ctx.config.sweep_interval_ms.max(10));
     loop {
         tokio::select! {
@@ -35,7 +35,7 @@ pub async fn run(ctx: WorkerContext) {
 }
 
 /// One pass: ends what is expired, reschedules what is not. Returns how many it took.
-pub async fn sweep_once(ctx: &WorkerContext) -> Result<usize, WorkError> {
+pub(crate) async fn sweep_once(ctx: &WorkerContext) -> Result<usize, WorkError> {
     let store = &ctx.store;
     let now = now_ms();
     // A lease longer than one pass: a sweeper that dies mid-pass frees its share after it.

@@ -14,12 +14,12 @@ use threadline_schemas::{InputSource, MessageReceived, Stage};
 const AUTHORS_WITHOUT_BOT_FLAG: &[&str] = &["matrix"];
 
 /// Handles `tl.in.message.>`.
-pub struct Inbound {
+pub(crate) struct Inbound {
     ctx: WorkerContext,
 }
 
 impl Inbound {
-    pub fn new(ctx: WorkerContext) -> Self {
+    pub(crate) fn new(ctx: WorkerContext) -> Self {
         Inbound { ctx }
     }
 

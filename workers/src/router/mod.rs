@@ -4,8 +4,8 @@
 //! never send one completion to both a thread and its parent channel.
 
 pub mod decide;
-pub mod inbound;
-pub mod send;
+pub(crate) mod inbound;
+pub(crate) mod send;
 
 use crate::error::WorkError;
 use crate::ids;
@@ -21,13 +21,13 @@ use threadline_schemas::{
 };
 
 /// Routes completions.
-pub struct Router {
+pub(crate) struct Router {
     ctx: WorkerContext,
     channels: Vec<String>,
 }
 
 impl Router {
-    pub fn new(ctx: WorkerContext) -> Self {
+    pub(crate) fn new(ctx: WorkerContext) -> Self {
         let channels = ctx.config.channels();
         Router { ctx, channels }
     }

@@ -15,12 +15,12 @@ use threadline_schemas::{
 };
 
 /// Handles `tl.in.send`.
-pub struct Sender {
+pub(crate) struct Sender {
     ctx: WorkerContext,
 }
 
 impl Sender {
-    pub fn new(ctx: WorkerContext) -> Self {
+    pub(crate) fn new(ctx: WorkerContext) -> Self {
         Sender { ctx }
     }
 

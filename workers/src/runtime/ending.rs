@@ -33,7 +33,7 @@ fn farewell_post(
 /// publishes `ended`. A crash anywhere is finished by the next call for the same binding,
 /// so callers (the sweeper, a deliverer that found the thread gone) may simply retry.
 /// Returns whether the binding is ended now (false when it was gone or ended before).
-pub async fn end_binding(
+pub(crate) async fn end_binding(
     ctx: &WorkerContext,
     session_key: &str,
     binding_id: &str,

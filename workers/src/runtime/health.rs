@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Readiness as the workers report it, plus the connections `/readyz` checks live.
 #[derive(Clone, Default)]
-pub struct Health {
+pub(crate) struct Health {
     ready: Arc<AtomicBool>,
     deps: Arc<OnceLock<Dependencies>>,
     /// Durables found deleted under this running process (see `runloop::watch_pending`).
@@ -35,15 +35,15 @@ struct Dependencies {
 }
 
 impl Health {
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
     /// The connections `/readyz` checks from now on (consumers were created at start-up,
     /// before the worker was marked ready). Called on the worker's runtime.
-    pub fn watch(&self, nats: async_nats::Client, store: Store) {
+    pub(crate) fn watch(&self, nats: async_nats::Client, store: Store) {
         let runtime = tokio::runtime::Handle::current();
         let _ = self.deps.set(Dependencies {
             nats,
@@ -52,19 +52,19 @@ impl Health {
         });
     }
 
-    pub fn consumer_missing(&self, durable: &str) {
+    pub(crate) fn consumer_missing(&self, durable: &str) {
         if let Ok(mut missing) = self.missing.lock() {
             missing.insert(durable.to_owned());
         }
     }
-    pub fn consumer_found(&self, durable: &str) {
+    pub(crate) fn consumer_found(&self, durable: &str) {
         if let Ok(mut missing) = self.missing.lock() {
             missing.remove(durable);
         }
     }
 
     /// `Ok` when ready; otherwise what is missing, for the `/readyz` body.
-    pub async fn check(&self) -> Result<(), String> {
+    pub(crate) async fn check(&self) -> Result<(), String> {
         if !self.is_ready() {
             return Err("starting or draining".into());
         }
@@ -99,7 +99,7 @@ impl Health {
 }
 
 /// The process-wide Prometheus recorder (one per process, however many workers run in it).
-pub fn prometheus() -> &'static PrometheusHandle {
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         // Delivery latency as a real histogram (buckets), not the default summary, so it
@@ -123,7 +123,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// Serves the endpoints on `addr` until `shutdown`; returns the bound address. The process
 /// is ready when every one of `parts` is (`run all` runs each worker on a runtime of its own,
 /// with its own connections and readiness).
-pub async fn serve(
+pub(crate) async fn serve(
     addr: &str,
     parts: Vec<Health>,
     shutdown: CancellationToken,

@@ -56,7 +56,7 @@ type Grants = BTreeMap<u32, Grant>;
 
 /// Pulls `lanes` (lane number = index) of lane group `group` whenever this instance owns
 /// them, until `plumbing.shutdown`; then drains and releases them.
-pub async fn run_owned<H: Handler>(
+pub(crate) async fn run_owned<H: Handler>(
     handler: Arc<H>,
     group: String,
     lanes: Vec<PullConsumer>,

@@ -2,12 +2,12 @@
 //! shutdown), the one run loop, ordered lanes, pull pacing, retry pacing, the outbox every
 //! published event is built in, the binding-ending protocol, and the health server.
 
-pub mod ending;
-pub mod health;
-pub mod lanes;
-pub mod outbox;
-pub mod pulls;
-pub mod retry;
+pub(crate) mod ending;
+pub(crate) mod health;
+pub(crate) mod lanes;
+pub(crate) mod outbox;
+pub(crate) mod pulls;
+pub(crate) mod retry;
 pub mod runloop;
 
 use crate::config::Config;
@@ -20,16 +20,22 @@ use tokio_util::sync::CancellationToken;
 /// A worker's context: the handles one process's workers share. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkerContext {
+    /// The settings, with the deployment's lane count resolved.
     pub config: Arc<Config>,
-    pub subjects: Subjects,
+    /// The deployment's subjects (its prefix).
+    pub(crate) subjects: Subjects,
+    /// The NATS connection (core NATS: the credentials announcements).
     pub nats: async_nats::Client,
-    pub publisher: nats::Publisher,
-    pub store: Store,
+    /// Publishes to JetStream and waits for the stream to store each message.
+    pub(crate) publisher: nats::Publisher,
+    /// Session and binding state in Redis.
+    pub(crate) store: Store,
     /// Cancelled on SIGTERM: run loops stop pulling and drain.
-    pub shutdown: CancellationToken,
-    pub health: health::Health,
+    pub(crate) shutdown: CancellationToken,
+    /// Readiness and consumer state for the health endpoints.
+    pub(crate) health: health::Health,
     /// Spans and trace context for every handled event; OTLP export when configured.
-    pub telemetry: trace::Telemetry,
+    pub(crate) telemetry: trace::Telemetry,
     /// Builds every event the workers publish, for this deployment's subjects and lanes.
     pub(crate) outbox: outbox::Outbox,
 }
@@ -53,7 +59,7 @@ impl WorkerContext {
 
     /// [`WorkerContext::connect`] reporting readiness to `health` and tracing through
     /// `telemetry`, which may be shared with workers on other runtimes of the process.
-    pub async fn connect_with(
+    pub(crate) async fn connect_with(
         config: Arc<Config>,
         shutdown: CancellationToken,
         health: health::Health,

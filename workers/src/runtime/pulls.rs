@@ -17,10 +17,10 @@ use tokio::time::Instant;
 
 /// How long past its expiry a request may stay open before it is set aside: the 408 comes
 /// at once on loopback; setting aside early only costs one more pull request.
-pub const GRACE: Duration = Duration::from_millis(200);
+pub(crate) const GRACE: Duration = Duration::from_millis(200);
 
 /// The open pull requests of one consumer: at most a current one and an overdue one.
-pub struct Pulls<S> {
+pub(crate) struct Pulls<S> {
     current: Option<S>,
     /// When the current request should have ended.
     due: Instant,
@@ -42,17 +42,17 @@ where
     S: Stream<Item = Result<T, E>> + Unpin,
 {
     /// Whether a new request may be made: no current one is open (an overdue one may be).
-    pub fn can_pull(&self) -> bool {
+    pub(crate) fn can_pull(&self) -> bool {
         self.current.is_none()
     }
 
     /// Whether any request is open, overdue ones included: messages may still arrive.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.current.is_some() || self.overdue.is_some()
     }
 
     /// A new request that expires after `expires`.
-    pub fn start(&mut self, request: S, expires: Duration) {
+    pub(crate) fn start(&mut self, request: S, expires: Duration) {
         self.current = Some(request);
         self.due = Instant::now() + expires + GRACE;
     }
@@ -60,7 +60,7 @@ where
     /// The next message, from the overdue request first. `None` when the current request
     /// ended (or was set aside as overdue); `Some(Err)` when it failed, and it is then
     /// closed. Pending forever while nothing is open.
-    pub async fn next(&mut self) -> Option<Result<T, E>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<T, E>> {
         loop {
             // Only one request is set aside at a time: a second overdue one is waited on
             // until async-nats ends it.

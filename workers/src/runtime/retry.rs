@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Delay before attempt `attempt + 1`, after `attempt` (1-based) failed attempts:
 /// exponential from `base`, capped at `max`, with ±20 % jitter so replicas do not retry
 /// in lockstep after a shared outage.
-pub fn delay_after(attempt: u32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn delay_after(attempt: u32, base: Duration, max: Duration) -> Duration {
     let mut policy = ExponentialBackoff {
         initial_interval: base,
         current_interval: base,

@@ -39,6 +39,7 @@ const PULL_EXPIRES: Duration = Duration::from_secs(2);
 pub struct Attempt {
     /// 1 for the first delivery.
     pub number: u32,
+    /// The attempts an event gets before it is given up (`max_attempts`).
     pub max: u32,
     /// When the event was stored in its stream (Unix ms): its age survives redeliveries.
     pub published_ms: u64,
@@ -46,8 +47,10 @@ pub struct Attempt {
 
 /// A worker's logic. `handle` is called once per delivery of a valid event.
 pub trait Handler: Send + Sync + 'static {
+    /// The event the worker handles, decoded and validated before `handle` sees it.
     type Event: DeserializeOwned + Validate + Versioned + Send + Sync + 'static;
 
+    /// The stage named in rejections, dead letters, metrics and spans.
     fn stage(&self) -> Stage;
 
     /// Does the work. `Ok` only once every effect is durably stored.
