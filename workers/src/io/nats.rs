@@ -606,13 +606,17 @@ pub(crate) fn durable_name(worker: &str, channel: Option<&str>) -> String {
         .collect()
 }
 
-/// One message to publish: subject, dedup id and payload.
+/// One message to publish: subject, dedup id and payload. `runtime::outbox` builds every
+/// one the workers send.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
+    /// Where it goes.
     pub(crate) subject: String,
     /// `Nats-Msg-Id`: JetStream drops a re-publish within the duplicate window.
     pub(crate) msg_id: String,
+    /// The encoded body (or a dead letter's original bytes).
     pub(crate) payload: Bytes,
+    /// Headers besides the message id; the trace context is added when it is sent.
     pub(crate) headers: HeaderMap,
 }
 
