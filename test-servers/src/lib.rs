@@ -5,6 +5,8 @@
 //! the default 4222/6379. `restart()` keeps the port and the data directory, which is what
 //! fault tests need: JetStream streams and Redis AOF data survive a SIGKILL.
 
+pub mod tls;
+
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
@@ -616,8 +618,9 @@ async fn redis_pongs(url: &str) -> bool {
     )
 }
 
-/// Quotes a path as a NATS config string.
-fn nats_quote(path: &Path) -> String {
+/// Quotes a path as a NATS config string (for `tls { cert_file: … }` in
+/// [`NatsOptions::extra_config`]).
+pub fn nats_quote(path: &Path) -> String {
     let escaped = path
         .display()
         .to_string()

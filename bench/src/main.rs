@@ -1,9 +1,9 @@
-//! Runs the benchmark (see `threadline_tests::bench`) and prints a table, and JSON with
+//! Runs the benchmark (see the `threadline_bench` library) and prints a table, and JSON with
 //! `--json FILE`. `--smoke` runs the tiny version the test suite uses.
 
 use anyhow::{bail, Context};
-use threadline_tests::bench::{memory, routing, run, BenchConfig};
-use threadline_tests::servers::until_interrupted;
+use threadline_bench::{memory, routing, run, BenchConfig};
+use threadline_test_servers::until_interrupted;
 
 // The same allocator as the `threadline` binary: the floor's relays and `run all` run here.
 #[global_allocator]
@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
             // The store's durability setting, `always` (what README requires) or `everysec`.
             "--appendfsync" => {
                 let policy = args.next().context("--appendfsync needs always|everysec")?;
-                std::env::set_var(threadline_tests::servers::APPENDFSYNC_ENV, policy);
+                std::env::set_var(threadline_test_servers::APPENDFSYNC_ENV, policy);
             }
             "--only" => {
                 only = Some(match args.next().context("--only needs `memory` or `routing`")?.as_str() {
@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {
             eprintln!("bench: {config:?}");
-            let fsync = std::env::var(threadline_tests::servers::APPENDFSYNC_ENV);
+            let fsync = std::env::var(threadline_test_servers::APPENDFSYNC_ENV);
             println!(
                 "redis appendfsync: {}",
                 fsync.as_deref().unwrap_or("always")

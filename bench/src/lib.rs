@@ -4,8 +4,6 @@
 //! Every figure is the median of `runs` repetitions, with min and max; warm-up is excluded.
 //! Ratios, not absolute numbers, are what carry between machines (this one is shared).
 
-use crate::fakes::FakeWebhook;
-use crate::servers::{NatsServer, RedisServer};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use serde::Serialize;
@@ -14,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use threadline::config::{Config, WebhookConfig};
 use threadline_schemas::{ConversationRef, Placement, SessionMode};
+use threadline_test_servers::{NatsServer, RedisServer};
+use threadline_tests::fakes::FakeWebhook;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -698,7 +698,7 @@ impl Floor {
         // traffic, only without the business logic.
         let payloads = (0..messages)
             .map(|i| {
-                let c = crate::events::completion(
+                let c = threadline_tests::events::completion(
                     "agent:bench:subagent:00000000-0000-0000-0000-000000000000",
                     &format!("floor {i}"),
                 );
@@ -795,7 +795,7 @@ async fn deploy(
     std::fs::write(&file, toml::to_string(&config).expect("toml")).expect("config");
     let mut processes = Vec::new();
     for (name, args) in layout.processes() {
-        let child = tokio::process::Command::new(crate::pipeline::threadline_bin())
+        let child = tokio::process::Command::new(threadline_tests::pipeline::threadline_bin())
             .args(*args)
             .env("THREADLINE_CONFIG", &file)
             .env("RUST_LOG", "warn")
@@ -915,7 +915,11 @@ async fn sessions(js: &jetstream::Context, d: &mut Deployment, count: usize) -> 
             conversation_id: format!("conversation-{i}"),
             parent_conversation_id: None,
         };
-        let s = crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
+        let s = threadline_tests::events::spawn(
+            &conversation,
+            Placement::Current,
+            SessionMode::Session,
+        );
         keys.push(threadline::ids::session_key(&s.agent_id, &s.event_id));
         payloads.push((s.event_id.clone(), threadline_schemas::encode(&s)));
     }
@@ -967,7 +971,8 @@ async fn completions(
 ) -> Figures {
     let payloads = (0..messages)
         .map(|i| {
-            let c = crate::events::completion(&keys[i % keys.len()], &format!("{tag} {i}"));
+            let c =
+                threadline_tests::events::completion(&keys[i % keys.len()], &format!("{tag} {i}"));
             (c.event_id.clone(), threadline_schemas::encode(&c))
         })
         .collect();
@@ -1206,8 +1211,11 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
                 conversation_id: format!("pre-{i}"),
                 parent_conversation_id: None,
             };
-            let mut s =
-                crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
+            let mut s = threadline_tests::events::spawn(
+                &conversation,
+                Placement::Current,
+                SessionMode::Session,
+            );
             s.event_id = format!("preload-{i}");
             let defaults = threadline::binder::plan::Defaults {
                 idle_timeout_ms: 24 * 3_600_000,
@@ -2010,7 +2018,7 @@ mod tests {
             floor.body["text"], "floor 7",
             "the bench finds floor posts by text"
         );
-        let key_len = |post: &crate::fakes::webhook::WebhookDelivery| {
+        let key_len = |post: &threadline_tests::fakes::webhook::WebhookDelivery| {
             post.idempotency_key.as_deref().map(str::len)
         };
         assert_eq!(key_len(floor), key_len(threadline));
