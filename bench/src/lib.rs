@@ -14,6 +14,7 @@ use threadline::config::{Config, WebhookConfig};
 use threadline_schemas::{ConversationRef, Placement, SessionMode};
 use threadline_test_servers::{NatsServer, RedisServer};
 use threadline_tests::fakes::FakeWebhook;
+use threadline_tests::progress::Phase;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -748,6 +749,14 @@ enum Layout {
 }
 
 impl Layout {
+    /// The layout's name in the report and in progress lines.
+    fn name(self) -> &'static str {
+        match self {
+            Layout::AllInOne => "threadline run all",
+            Layout::PerWorker => "threadline process per worker",
+        }
+    }
+
     /// (name in the report, `threadline` arguments) of each process, in start order.
     fn processes(self) -> &'static [(&'static str, &'static [&'static str])] {
         match self {
@@ -1114,6 +1123,11 @@ async fn measure_part(
     layout: Layout,
     prefix: &str,
 ) -> Part {
+    let part = layout.name();
+    let phase = Phase::start(
+        "bench",
+        format!("{part} and its floor: starting, spawning sessions, warm-up"),
+    );
     let _ = js.delete_stream(FLOOR_STREAM).await;
     let floor = Floor::start(nats, redis, js).await;
     floor
@@ -1122,6 +1136,7 @@ async fn measure_part(
     let mut d = deploy(nats, redis, layout, prefix, config.partitions).await;
     let keys = sessions(js, &mut d, config.sessions).await;
     completions(js, &d, &keys, "warmup", config.warmup, None).await;
+    phase.done();
     let floor_pids = shared_processes(nats, redis);
     let mut pids = floor_pids.clone();
     for (name, child) in &d.processes {
@@ -1137,6 +1152,15 @@ async fn measure_part(
     };
     let (mut floor_side, mut threadline) = (Side::default(), Side::default());
     for run in 0..config.runs {
+        let phase = Phase::start(
+            "bench",
+            format!(
+                "{part} and its floor: full speed, run {} of {}, {} messages each",
+                run + 1,
+                config.runs,
+                config.messages
+            ),
+        );
         for floor_turn in turns(run) {
             if floor_turn {
                 let probe = CostProbe::start(nats, redis, floor_pids.clone()).await;
@@ -1158,11 +1182,20 @@ async fn measure_part(
                     .push(probe.finish(nats, redis, config.messages).await);
             }
         }
+        phase.done();
     }
     let half_rate = |full: &[Figures]| (Summary::of(full).throughput_per_s.median / 2.0).max(1.0);
     let floor_rate = half_rate(&floor_side.full);
     let rate = half_rate(&threadline.full);
     for run in 0..config.runs {
+        let phase = Phase::start(
+            "bench",
+            format!(
+                "{part} and its floor: half load ({rate:.0}/s and {floor_rate:.0}/s), run {} of {}",
+                run + 1,
+                config.runs
+            ),
+        );
         for floor_turn in turns(run) {
             if floor_turn {
                 let (tag, n) = (
@@ -1179,17 +1212,23 @@ async fn measure_part(
                     .push(completions(js, &d, &keys, &tag, n, Some(rate)).await);
             }
         }
+        phase.done();
     }
     let subjects = d.subjects();
     if std::env::var_os("BENCH_DUMP_SLOW").is_some() {
         eprintln!("LOGS: {}", d.diagnose());
     }
+    let phase = Phase::start(
+        "bench",
+        format!("{part}: stopping, deleting its streams and keys"),
+    );
     let rss = d.stop().await;
     floor.stop().await;
     delete_streams(js, &subjects).await;
     delete_keys(redis, &format!("{prefix}:*")).await;
     let _ = js.delete_stream(FLOOR_STREAM).await;
     delete_keys(redis, "floor:*").await;
+    phase.done();
     Part {
         threadline,
         floor: floor_side,
@@ -1437,8 +1476,10 @@ async fn used_memory(redis: &RedisServer) -> f64 {
 
 /// Runs the whole benchmark.
 pub async fn run(config: BenchConfig) -> BenchReport {
+    let phase = Phase::start("bench", "starting nats-server and redis-server");
     let nats = NatsServer::start().await;
     let redis = RedisServer::start().await;
+    phase.done();
     let mut report = BenchReport {
         cores: std::thread::available_parallelism()
             .map(usize::from)
@@ -1456,12 +1497,12 @@ pub async fn run(config: BenchConfig) -> BenchReport {
 
     // 1 and 2. Each Threadline layout with the floor alongside it, run by run.
     let mut parts = vec![(
-        "threadline run all",
+        Layout::AllInOne.name(),
         measure_part(&nats, &redis, &js, &config, Layout::AllInOne, "bench").await,
     )];
     if config.processes {
         parts.push((
-            "threadline process per worker",
+            Layout::PerWorker.name(),
             measure_part(&nats, &redis, &js, &config, Layout::PerWorker, "benchp").await,
         ));
     }
@@ -1478,7 +1519,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         let throughput =
             threadline.0.throughput_per_s.median / alongside.0.throughput_per_s.median.max(1e-9);
         let p99 = threadline.1.p99_ms.median / alongside.1.p99_ms.median.max(1e-9);
-        if name == "threadline run all" {
+        if name == Layout::AllInOne.name() {
             report.threadline_full = threadline.0;
             report.threadline_half = threadline.1;
             report.throughput_ratio = throughput;
@@ -1519,7 +1560,12 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         .insert("floor".into(), cost.traffic);
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
+    let phase = Phase::start(
+        "bench",
+        format!("routing with {:?} bindings", config.state_sizes),
+    );
     let state = measure_state(&nats, &js, &config).await;
+    phase.done();
     report.routing = RoutingReport::of(state, &config);
     report
 }
@@ -1623,7 +1669,9 @@ impl RoutingReport {
 /// Routing latency and Redis bytes per binding alone (`--only routing`): the state part of
 /// [`run`], on servers of its own.
 pub async fn routing(config: BenchConfig) -> RoutingReport {
+    let phase = Phase::start("bench", "starting nats-server");
     let nats = NatsServer::start().await;
+    phase.done();
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
     let state = measure_state(&nats, &js, &config).await;
     RoutingReport::of(state, &config)
@@ -1761,6 +1809,10 @@ async fn measure_state(
     let mut parts = Vec::new();
     let mut bytes_per_binding = 0.0;
     for (i, &size) in config.state_sizes.iter().enumerate() {
+        let phase = Phase::start(
+            "bench",
+            format!("routing: preloading {size} bindings into a Redis of their own"),
+        );
         let redis = RedisServer::start().await;
         let prefix = format!("state{i}");
         let store_config = Config {
@@ -1786,6 +1838,11 @@ async fn measure_state(
         }
         // A bulk load grows the AOF enough to trigger a background rewrite (a fork of the
         // whole dataset): that is the load's cost, not routing's, so measure after it.
+        phase.done();
+        let phase = Phase::start(
+            "bench",
+            format!("routing: {size} bindings: AOF rewrite, `run all`, sessions, warm-up"),
+        );
         aof_settled(&redis).await;
         let mut d = deploy(nats, &redis, Layout::AllInOne, &prefix, config.partitions).await;
         let keys = sessions(js, &mut d, config.sessions).await;
@@ -1798,6 +1855,7 @@ async fn measure_state(
             None,
         )
         .await;
+        phase.done();
         parts.push((size, redis, d, keys));
     }
     // Redis's own figures from here on cover the rounds only, not the preload.
@@ -1806,6 +1864,16 @@ async fn measure_state(
     }
     let mut runs: BTreeMap<usize, Vec<Figures>> = BTreeMap::new();
     for round in 0..config.state_runs {
+        let phase = Phase::start(
+            "bench",
+            format!(
+                "routing: round {} of {}, {} completions per size at {}/s",
+                round + 1,
+                config.state_runs,
+                config.state_messages,
+                config.state_rate
+            ),
+        );
         let mut order: Vec<usize> = (0..parts.len()).collect();
         if round % 2 == 1 {
             order.reverse();
@@ -1823,6 +1891,7 @@ async fn measure_state(
             .await;
             runs.entry(*size).or_default().push(f);
         }
+        phase.done();
     }
     let mut redis_time = BTreeMap::new();
     for (size, redis, ..) in &parts {
@@ -1885,11 +1954,13 @@ pub async fn memory(bindings: usize) -> MemoryReport {
         .expect("redis");
     let store = threadline::store::Store::new(conn.clone(), &config);
     let half = bindings / 2;
+    let phase = Phase::start("bench", format!("memory: preloading {bindings} bindings"));
     let start = used_memory(&redis).await;
     preload(&store, 0, half).await;
     let middle = used_memory(&redis).await;
     preload(&store, half, bindings).await;
     let end = used_memory(&redis).await;
+    phase.done();
     let mut report = MemoryReport {
         bindings,
         bytes_per_binding: (end - start) / bindings.max(1) as f64,

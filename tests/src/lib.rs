@@ -8,6 +8,7 @@ pub mod contract;
 pub mod events;
 pub mod fakes;
 pub mod pipeline;
+pub mod progress;
 pub mod synapse;
 
 pub use threadline_test_servers as servers;
