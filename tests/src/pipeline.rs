@@ -19,8 +19,8 @@ use threadline::app::{self, Role};
 use threadline::config::{Config, Secret, WebhookConfig};
 use threadline::io::nats::{ensure_streams, StreamKind};
 use threadline_schemas::{
-    BindingChange, BindingChanged, ConversationRef, EventRejected, Placement, PostDelivered,
-    PostFailed, SessionInput, SessionMode, SessionSpawned, SpawnRequested, Subjects,
+    BindingChange, BindingChanged, CompletionReported, ConversationRef, EventRejected, Placement,
+    PostDelivered, PostFailed, SessionInput, SessionMode, SessionSpawned, SpawnRequested, Subjects,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -533,6 +533,31 @@ impl Pipeline {
             )
             .await
             .unwrap_or_else(|| panic!("no tl.out.failed for {event_id}"))
+    }
+
+    /// Publishes a completion on `tl.in.completion` (its event id as `Nats-Msg-Id`).
+    pub async fn publish_completion(&self, completion: &CompletionReported) {
+        self.publish(
+            self.subjects.in_completion(),
+            &completion.event_id,
+            completion,
+        )
+        .await;
+    }
+
+    /// Publishes a completion and waits until at least one `tl.out.delivered` names it.
+    pub async fn deliver(&self, completion: &CompletionReported) -> Vec<PostDelivered> {
+        self.publish_completion(completion).await;
+        self.wait_delivered(&completion.event_id, 1).await
+    }
+
+    /// How many posts in `conversation` (its thread or channel, as [`Pipeline::posted`]
+    /// reads it) are exactly `text`.
+    pub fn copies(&self, conversation: &ConversationRef, text: &str) -> usize {
+        self.posted(conversation)
+            .iter()
+            .filter(|t| *t == text)
+            .count()
     }
 
     /// Waits for `n` `tl.out.delivered` of `event_id`.

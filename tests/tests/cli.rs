@@ -572,8 +572,7 @@ async fn doctor_names_low_listpack_limits_and_keys_of_the_old_layout() {
     p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
     let session_key = p.wait_spawned(&s.event_id).await.session_key;
     let c = threadline_tests::events::completion(&session_key, "still routed");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         delivered[0].destination.conversation_id,
         "100000000000000555"

@@ -285,8 +285,7 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
     for (key, thread) in &sessions {
         let content = format!("done: {key}");
         let c = completion(key, &content);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         assert_eq!(delivered.len(), 1, "{key}: delivered once");
         assert_eq!(&delivered[0].destination, thread);
         // The same event again under a new Nats-Msg-Id: the stored decision and post

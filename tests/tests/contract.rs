@@ -174,7 +174,7 @@ async fn a_worker_with_another_lane_count_is_refused_and_told_the_deployments() 
     p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
     let spawned = p.wait_spawned(&s.event_id).await;
     let c = completion(&spawned.session_key, "after the refused starts");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let posts = p
         .discord
         .wait_for_messages(1, Duration::from_secs(20))
@@ -360,7 +360,7 @@ async fn everything_threadline_publishes_validates_against_the_published_schemas
         .await
         .expect("bound");
     let c = completion(&spawned.session_key, "done");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     // binding(ended) + failed
     let u = unbind_session(&spawned.session_key, "operator");

@@ -29,8 +29,7 @@ async fn routes_a_completion(p: &Pipeline) {
     );
     let (session_key, thread) = p.spawn_in_thread(&s).await;
     let c = completion(&session_key, "routed through a secured deployment");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered.len(), 1, "the completion was delivered");
     assert_eq!(
         p.posted(&thread),
@@ -313,7 +312,7 @@ async fn completion_in(
     p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
     let spawned = p.wait_spawned(&s.event_id).await;
     let c = completion(&spawned.session_key, text);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     c.event_id
 }
 
@@ -459,7 +458,7 @@ async fn no_secret_reaches_logs_errors_events_or_the_printed_config() {
     let s = spawn(&parent, Placement::Child, SessionMode::Session);
     let (key, thread) = p.spawn_in_thread(&s).await;
     let c = completion(&key, "said as Larry");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     assert_eq!(p.posted(&thread), ["said as Larry"]);
     let to_webhook = completion_in(

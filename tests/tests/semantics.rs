@@ -139,7 +139,7 @@ async fn threadlines_own_messages_and_farewells_are_never_input() {
     );
     let (session_key, thread) = p.spawn_in_thread(&s).await;
     let c = completion(&session_key, "hello from the agent");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     let echo = message(
         &thread,
@@ -363,7 +363,7 @@ async fn webhook_sends_refresh_activity_and_keep_a_busy_binding_alive() {
     for n in 0..4 {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         let c = completion(&spawned.session_key, &format!("update {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         p.wait_delivered(&c.event_id, 1).await;
         let now = binding_last_activity(&p, &spawned.session_key, &binding.binding_id).await;
         assert!(now > last, "post {n} refreshed last_activity_at");
@@ -410,8 +410,7 @@ async fn a_locked_thread_ends_its_binding_with_a_farewell_and_the_completion_fal
     // what closes it (threads.mdx, "Active & Archived Threads").
     p.discord.lock_thread(&thread.conversation_id);
     let c = completion(&key, "result for a locked thread");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Fallback);
     assert_eq!(delivered[0].reason, "thread_locked");
     assert_eq!(delivered[0].destination.conversation_id, PARENT);
@@ -457,8 +456,7 @@ async fn a_deleted_thread_ends_its_binding_without_farewell_and_fail_closed_post
     let (key, thread) = p.spawn_in_thread(&s).await;
     p.discord.delete_channel(&thread.conversation_id);
     let c = completion(&key, "result for a deleted thread");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, delivered[0].reason.as_str()),
         (DeliveryMode::Fallback, "thread_deleted")
@@ -549,7 +547,7 @@ async fn token_rotation_uses_the_latest_token_after_reuse_in_every_deliverer_ins
     let (key, _) = spawned(&p, &Pipeline::discord_channel(PARENT), Placement::None).await;
     for n in 0..4 {
         let c = completion(&key, &format!("before {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         p.wait_delivered(&c.event_id, 1).await;
     }
 
@@ -564,7 +562,7 @@ async fn token_rotation_uses_the_latest_token_after_reuse_in_every_deliverer_ins
     let mut after = Vec::new();
     for n in 0..8 {
         let c = completion(&key, &format!("after {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         after.push(c.event_id);
     }
     for id in &after {
@@ -606,8 +604,7 @@ async fn a_completion_waits_for_a_pending_thread_and_falls_back_when_it_takes_to
     p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
     let key = p.wait_spawned(&s.event_id).await.session_key;
     let c = completion(&key, "worth the wait");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Bound);
 
     // Held back 6 s, beyond the 3 s pending timeout: explicit fallback.
@@ -652,8 +649,7 @@ async fn sustained_rate_limiting_beyond_the_retry_budget_still_delivers_once() {
             .push_fault(Fault::RateLimited { retry_after_ms: 20 });
     }
     let c = completion(&key, "patience");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].destination.conversation_id, PARENT);
     assert_eq!(p.discord.fault_counts().rate_limited, 6);
     p.settle(Duration::from_millis(500)).await;
@@ -706,8 +702,7 @@ async fn a_named_session_resumes_after_every_process_and_redis_restarted() {
         "agent:larry:thread:budget-planning",
         "still here after the restart",
     );
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, &delivered[0].destination),
         (DeliveryMode::Bound, &here)
@@ -818,8 +813,7 @@ async fn several_bindings_without_an_exact_match_fall_back_as_ambiguous_never_gu
     };
     store.add_binding(&other).await.expect("second binding");
     let c = completion(&key, "which thread?");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, delivered[0].reason.as_str()),
         (DeliveryMode::Fallback, "ambiguous_binding")
