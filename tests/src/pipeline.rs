@@ -454,9 +454,19 @@ impl Pipeline {
     /// once `tl.out.spawned` says so.
     pub async fn session_in(&self, conversation: &ConversationRef, placement: Placement) -> String {
         let s = crate::events::spawn(conversation, placement, SessionMode::Session);
-        self.publish(self.subjects.in_spawn(), &s.event_id, &s)
+        self.spawn_session(&s).await.session_key
+    }
+
+    /// Publishes a spawn request on `tl.in.spawn` (its event id as `Nats-Msg-Id`).
+    pub async fn publish_spawn(&self, spawn: &SpawnRequested) {
+        self.publish(self.subjects.in_spawn(), &spawn.event_id, spawn)
             .await;
-        self.wait_spawned(&s.event_id).await.session_key
+    }
+
+    /// Publishes a spawn request and waits for its `tl.out.spawned`.
+    pub async fn spawn_session(&self, spawn: &SpawnRequested) -> SessionSpawned {
+        self.publish_spawn(spawn).await;
+        self.wait_spawned(&spawn.event_id).await
     }
 
     /// Waits for the `tl.out.spawned` of `event_id`.
@@ -491,9 +501,7 @@ impl Pipeline {
     /// Publishes a `placement:"child"` spawn and waits until its thread is bound; returns
     /// the session key and the thread.
     pub async fn spawn_in_thread(&self, spawn: &SpawnRequested) -> (String, ConversationRef) {
-        self.publish(self.subjects.in_spawn(), &spawn.event_id, spawn)
-            .await;
-        let spawned = self.wait_spawned(&spawn.event_id).await;
+        let spawned = self.spawn_session(spawn).await;
         let bound = self
             .wait_binding(&spawned.session_key, BindingChange::Bound)
             .await;
@@ -744,7 +752,8 @@ pub fn threadline_bin() -> PathBuf {
     .clone()
 }
 
-fn init_tracing() {
+/// Logs at `TEST_LOG` (default `warn`) through the test writer, once per process.
+pub fn init_tracing() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")

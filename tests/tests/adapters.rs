@@ -23,8 +23,7 @@ const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
 async fn session_in(p: &Pipeline, conversation: &ConversationRef, placement: Placement) -> String {
     let mut s = spawn(conversation, placement, SessionMode::Session);
     s.thread_name = Some(format!("work on {}", conversation.channel));
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await.session_key
+    p.spawn_session(&s).await.session_key
 }
 
 fn push_fault(p: &Pipeline, channel: &str, fault: Fault) {

@@ -314,8 +314,7 @@ async fn worker_processes_drain_and_exit_cleanly_on_sigterm() {
         Placement::None,
         SessionMode::Session,
     );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await;
+    p.spawn_session(&s).await;
     let pid = all.id().expect("pid");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -97,8 +97,7 @@ async fn session(
         let (key, thread) = p.spawn_in_thread(&s).await;
         return (key, Some(thread));
     }
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    (p.wait_spawned(&s.event_id).await.session_key, None)
+    (p.spawn_session(&s).await.session_key, None)
 }
 
 /// Waits until `check` holds for what Synapse shows, or `timeout` passes.
@@ -627,7 +626,7 @@ async fn synapse_rate_limited_bursts_into_one_thread_and_into_25_threads_all_arr
     for i in 0..25 {
         let mut s = spawn(&room_ref(&w.room), Placement::Child, SessionMode::Session);
         s.thread_name = Some(format!("thread {i}"));
-        p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+        p.publish_spawn(&s).await;
         spawns.push(s);
     }
     let mut threads = Vec::new();

@@ -97,8 +97,7 @@ async fn session_mode_without_placement_on_a_channel_without_threads_posts_to_th
     let p = Pipeline::start().await;
     let requester = Pipeline::webhook_conversation("plain", "chat-42");
     let s = spawn(&requester, Placement::None, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     assert_eq!(spawned.mode, SessionMode::Session);
     assert_eq!(spawned.binding, None);
 
@@ -127,7 +126,7 @@ async fn child_placement_on_a_channel_without_threads_is_rejected_as_unsupported
     let p = Pipeline::start().await;
     let requester = Pipeline::webhook_conversation("plain", "chat-1");
     let s = spawn(&requester, Placement::Child, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.publish_spawn(&s).await;
     let rejected = p.wait_rejected(&s.event_id).await;
     assert_eq!(rejected.code, "capability_unsupported");
     assert_eq!(rejected.stage, "binder");
@@ -143,8 +142,7 @@ async fn current_placement_binds_the_requester_conversation_itself() {
     let p = Pipeline::start().await;
     let requester = Pipeline::webhook_conversation("plain", "chat-7");
     let s = spawn(&requester, Placement::Current, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     let binding = spawned.binding.expect("a binding");
     assert_eq!(binding.conversation, requester);
 
@@ -484,7 +482,7 @@ async fn a_completion_that_overtakes_its_spawn_is_routed_as_the_spawn_says() {
     c.requester = Some(requester.clone());
     p.publish_completion(&c).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.publish_spawn(&s).await;
     let delivered = p.wait_delivered(&c.event_id, 1).await;
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].mode, DeliveryMode::Bound, "{delivered:?}");

@@ -309,8 +309,7 @@ async fn completion_in(
     text: &str,
 ) -> String {
     let s = spawn(&conversation, Placement::None, SessionMode::Run);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     let c = completion(&spawned.session_key, text);
     p.publish_completion(&c).await;
     c.event_id

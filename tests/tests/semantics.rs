@@ -29,8 +29,7 @@ async fn spawned(
     placement: Placement,
 ) -> (String, Option<BindingRecord>) {
     let s = spawn(conversation, placement, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     (spawned.session_key, spawned.binding)
 }
 
@@ -197,8 +196,7 @@ async fn send_reaches_targets_by_key_label_and_conversation_and_reports_each_onc
     let (b, _) = spawned(&p, &here, Placement::Current).await;
     let mut run = spawn(&here, Placement::None, SessionMode::Run);
     run.thread_name = None;
-    p.publish(p.subjects.in_spawn(), &run.event_id, &run).await;
-    let finished = p.wait_spawned(&run.event_id).await.session_key;
+    let finished = p.spawn_session(&run).await.session_key;
     let done = completion(&finished, "done");
     p.publish(p.subjects.in_completion(), &done.event_id, &done)
         .await;
@@ -355,8 +353,7 @@ async fn webhook_sends_refresh_activity_and_keep_a_busy_binding_alive() {
     let here = room("room-4");
     let mut s = spawn(&here, Placement::Current, SessionMode::Session);
     s.idle_timeout_ms = Some(3_000);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     let binding = spawned.binding.expect("bound");
     let mut last = binding.last_activity_at;
     // A post every second, for longer than the idle timeout; each leaves 2 s of margin.
@@ -383,8 +380,7 @@ async fn max_age_ends_even_a_busy_binding() {
     let p = Pipeline::start().await;
     let mut s = spawn(&room("room-5"), Placement::Current, SessionMode::Session);
     s.max_age_ms = Some(1_200);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let key = p.wait_spawned(&s.event_id).await.session_key;
+    let key = p.spawn_session(&s).await.session_key;
     for _ in 0..3 {
         let m = message(&room("room-5"), "user-1", false, "still here");
         p.publish(p.subjects.in_message("webhook:threads"), &m.event_id, &m)
@@ -601,8 +597,7 @@ async fn a_completion_waits_for_a_pending_thread_and_falls_back_when_it_takes_to
         Placement::Child,
         SessionMode::Session,
     );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let key = p.wait_spawned(&s.event_id).await.session_key;
+    let key = p.spawn_session(&s).await.session_key;
     let c = completion(&key, "worth the wait");
     let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Bound);
