@@ -30,9 +30,9 @@ pub struct BenchConfig {
     pub half_load_seconds: f64,
     /// Completions before measuring (excluded).
     pub warmup: usize,
-    /// Repetitions; every figure is their median. Five by default: on this shared machine
-    /// a median of three full-speed ratios still ranged 0.58–0.73 over one night's six bench
-    /// runs (commit 56b1156).
+    /// Repetitions; every figure is their median. Five by default: on this shared machine a
+    /// median of three full-speed ratios still strayed across the target from one bench run
+    /// to the next (commit 56b1156 has the figures).
     pub runs: usize,
     /// Sessions (each in its own conversation) the completions rotate over.
     pub sessions: usize,
@@ -41,12 +41,12 @@ pub struct BenchConfig {
     /// Completions per state-scaling measurement, paced at `state_rate`.
     pub state_messages: usize,
     /// Rounds of the state-scaling runs (each size once per round). More than `runs`: a
-    /// light-load run's p99 is its 10th-slowest completion, so one run's p99 ranged over
-    /// 2× within a size (2.2–4.4 ms), and a median of three left the ratio to chance.
+    /// light-load run's p99 is one of its few slowest completions, so one run's p99 swings
+    /// widely within a size, and a median of three left the ratio to chance.
     pub state_runs: usize,
-    /// Completions per second in the state-scaling runs: a light load (~1/45 of what the
-    /// pipeline does at full speed here). 500/s and 1,000/s gave no steadier p99 ratio,
-    /// only higher p99s (more of nats-server's garbage collections fall in each run).
+    /// Completions per second in the state-scaling runs: a light load, far below what the
+    /// pipeline does at full speed. Higher rates gave no steadier p99 ratio, only higher
+    /// p99s (more of nats-server's garbage collections fall in each run).
     pub state_rate: f64,
     /// Also measure with one OS process per worker.
     pub processes: bool,
@@ -574,8 +574,9 @@ fn relay(
 /// The floor's platform call: the body and headers of the webhook deliverer's post (its
 /// `PostBody`, an `Idempotency-Key`, a `traceparent`), so the platform fake, which shares
 /// the machine, does the same work for a floor post as for a Threadline one (the same
-/// JSON fields to parse, a key to remember, a trace header to note). A smaller request made
-/// the fake's thread take ~11 µs a post for the floor against ~14.5 for Threadline.
+/// JSON fields to parse, a key to remember, a trace header to note). With a smaller request
+/// the fake spent measurably less per floor post than per Threadline post, which the
+/// ratios then counted against Threadline.
 #[derive(Serialize)]
 struct FloorPost<'a> {
     action: &'static str,
@@ -1111,10 +1112,10 @@ struct Part {
 /// The floor's half-load rate is half its full-speed median in this part, as Threadline's is
 /// half its own: each at half of what it did minutes before on the same machine. (The
 /// second part used to reuse the first part's floor rate; when the machine's speed changed
-/// between the parts, its floor ran at 32–36% of what it then did, against Threadline's
-/// 50%: the two runs whose process-per-worker half-load p99 ratio was 2.45 and 2.12, commit
-/// 519898c.) Both keep their streams across their runs, and lose them and their Redis
-/// keys once measured (see [`run`]).
+/// between the parts, its floor ran well below half of what it then did while Threadline
+/// ran at half, and the half-load ratio missed its target for that alone: commit 519898c.)
+/// Both keep their streams across their runs, and lose them and their Redis keys once
+/// measured (see [`run`]).
 async fn measure_part(
     nats: &NatsServer,
     redis: &RedisServer,

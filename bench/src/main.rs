@@ -15,8 +15,8 @@ enum Only {
     /// The Redis memory figure: preloads through the same path, no NATS, no load.
     Memory,
     /// Routing latency as bindings grow, and Redis bytes per binding (the full run's parts
-    /// 4 and 5), on servers of its own: what a change to the state layout moves, in ~3 of a
-    /// full run's ~5 minutes.
+    /// 4 and 5), on servers of its own: what a change to the state layout moves, in a part
+    /// of a full run's time.
     Routing,
 }
 

@@ -162,22 +162,16 @@ impl NatsServer {
         self.process
             .spawn(vec!["-c".into(), config.into_os_string()])
             .map_err(StartFailure::Spawn)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.process.exited() {
-                return Err(StartFailure::Exited(status));
-            }
-            // The monitor comes up before JetStream and the client listener, so both are checked:
-            // once clients are accepted, JetStream state has been recovered.
-            if nats_healthy(self.monitor_port).await && nats_greets(self.port).await {
-                tracing::debug!(pid = ?self.pid(), port = self.port, "nats-server ready");
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(StartFailure::TimedOut);
-            }
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
+        let (port, monitor_port) = (self.port, self.monitor_port);
+        // The monitor comes up before JetStream and the client listener, so both are checked:
+        // once clients are accepted, JetStream state has been recovered.
+        self.process
+            .wait_ready(Instant::now() + READY_TIMEOUT, || async move {
+                nats_healthy(monitor_port).await && nats_greets(port).await
+            })
+            .await?;
+        tracing::debug!(pid = ?self.pid(), port = self.port, "nats-server ready");
+        Ok(())
     }
 
     /// Writes the config for the current ports; the store path never changes.
@@ -398,21 +392,13 @@ impl RedisServer {
         args.extend(self.options.args.iter().map(OsString::from));
         self.process.spawn(args).map_err(StartFailure::Spawn)?;
 
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.process.exited() {
-                return Err(StartFailure::Exited(status));
-            }
-            // PING answers `-LOADING` until the AOF is replayed, so PONG means the data is back.
-            if redis_pongs(&self.url()).await {
-                tracing::debug!(pid = ?self.pid(), port = self.port, "redis-server ready");
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(StartFailure::TimedOut);
-            }
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
+        // PING answers `-LOADING` until the AOF is replayed, so PONG means the data is back.
+        let url = self.url();
+        self.process
+            .wait_ready(Instant::now() + READY_TIMEOUT, || redis_pongs(&url))
+            .await?;
+        tracing::debug!(pid = ?self.pid(), port = self.port, "redis-server ready");
+        Ok(())
     }
 }
 
@@ -532,6 +518,31 @@ impl ServerProcess {
         }
         if let Err(error) = child.wait().await {
             tracing::warn!(server = self.name, %error, "could not reap the server process");
+        }
+    }
+
+    /// Probes `ready` every [`PROBE_INTERVAL`] until it answers true; fails when the child
+    /// exits first (a port race, often) or `deadline` passes.
+    async fn wait_ready<F, Fut>(
+        &mut self,
+        deadline: Instant,
+        mut ready: F,
+    ) -> Result<(), StartFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(StartFailure::Exited(status));
+            }
+            if ready().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartFailure::TimedOut);
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
         }
     }
 
@@ -794,18 +805,11 @@ impl NatsCluster {
         }
         let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
         for (index, node) in self.nodes.iter_mut().enumerate() {
-            loop {
-                if let Some(status) = node.process.exited() {
-                    return Err((index, StartFailure::Exited(status)));
-                }
-                if nats_greets(node.port).await {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err((index, StartFailure::TimedOut));
-                }
-                tokio::time::sleep(PROBE_INTERVAL).await;
-            }
+            let port = node.port;
+            node.process
+                .wait_ready(deadline, || nats_greets(port))
+                .await
+                .map_err(|failure| (index, failure))?;
         }
         // Streams can only be created once the members elected a meta leader; until then
         // `$JS.API.INFO` answers with an error (or not at all).
@@ -1012,18 +1016,10 @@ impl RedisCluster {
         let deadline = Instant::now() + READY_TIMEOUT;
         for (index, node) in self.nodes.iter_mut().enumerate() {
             let url = format!("redis://127.0.0.1:{}", node.port);
-            loop {
-                if let Some(status) = node.process.exited() {
-                    return Err((index, StartFailure::Exited(status)));
-                }
-                if redis_pongs(&url).await {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err((index, StartFailure::TimedOut));
-                }
-                tokio::time::sleep(PROBE_INTERVAL).await;
-            }
+            node.process
+                .wait_ready(deadline, || redis_pongs(&url))
+                .await
+                .map_err(|failure| (index, failure))?;
         }
         Ok(())
     }
