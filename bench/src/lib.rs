@@ -55,6 +55,7 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
+    /// The full run, whose figures docs/benchmarks.md holds.
     pub fn full() -> Self {
         BenchConfig {
             messages: 5_000,
@@ -97,9 +98,13 @@ impl BenchConfig {
 /// One measured run.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Figures {
+    /// Messages per second through to the fake.
     pub throughput_per_s: f64,
+    /// Median latency from publish to the fake (ms).
     pub p50_ms: f64,
+    /// 99th percentile latency from publish to the fake (ms).
     pub p99_ms: f64,
+    /// 99.9th percentile latency from publish to the fake (ms).
     pub p999_ms: f64,
     /// Redis AOF rewrites running at any time during the run: a rewrite (a fork writing the
     /// whole dataset to the same disk) slows every fsync of `appendfsync always`.
@@ -109,8 +114,11 @@ pub struct Figures {
 /// Median, min and max of one figure over the runs.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Stat {
+    /// The median over the runs: the figure reported.
     pub median: f64,
+    /// The lowest run.
     pub min: f64,
+    /// The highest run.
     pub max: f64,
 }
 
@@ -138,9 +146,13 @@ impl std::fmt::Display for Stat {
 /// Figures over several runs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
+    /// [`Figures::throughput_per_s`] over the runs.
     pub throughput_per_s: Stat,
+    /// [`Figures::p50_ms`] over the runs.
     pub p50_ms: Stat,
+    /// [`Figures::p99_ms`] over the runs.
     pub p99_ms: Stat,
+    /// [`Figures::p999_ms`] over the runs.
     pub p999_ms: Stat,
     /// Over all runs.
     pub aof_rewrites: u64,
@@ -162,14 +174,18 @@ impl Summary {
 /// The floor's runs interleaved with one layout's.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FloorAlongside {
+    /// The floor's full-speed runs.
     pub full: Summary,
+    /// The floor's half-load runs.
     pub half: Summary,
 }
 
 /// Everything the benchmark reports.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BenchReport {
+    /// CPU cores the machine offered the run.
     pub cores: usize,
+    /// The run's size.
     pub config: Option<BenchConfig>,
     /// Over all the floor's runs (those alongside each layout).
     pub floor_full: Summary,
@@ -177,17 +193,22 @@ pub struct BenchReport {
     pub floor_half: Summary,
     /// By layout: the floor's runs interleaved with that layout's, which its ratios use.
     pub floor_alongside: BTreeMap<String, FloorAlongside>,
+    /// `run all` at full speed.
     pub threadline_full: Summary,
+    /// `run all` at half load.
     pub threadline_half: Summary,
+    /// One process per worker at full speed (`None` when that layout was not run).
     pub processes_full: Option<Summary>,
+    /// One process per worker at half load.
     pub processes_half: Option<Summary>,
     /// Threadline (`run all`) / floor throughput at full speed (target ≥ 0.6): the medians
     /// of its runs and of the floor's runs interleaved with them.
     pub throughput_ratio: f64,
     /// Threadline (`run all`) p99 / floor p99 at half load (target ≤ 2), the same way.
     pub p99_ratio_half_load: f64,
-    /// The same two ratios with a process per worker.
+    /// The throughput ratio with a process per worker.
     pub processes_throughput_ratio: Option<f64>,
+    /// The half-load p99 ratio with a process per worker.
     pub processes_p99_ratio_half_load: Option<f64>,
     /// Routing latency as bindings grow, and Redis bytes per binding (4 and 5); flattened,
     /// so the JSON keeps these fields at its top level.
@@ -206,6 +227,7 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
+    /// The report as the table `threadline-bench` prints.
     pub fn table(&self) -> String {
         let mut out = format!("cores: {}\n\n", self.cores);
         out += "| run | throughput /s | p50 ms | p99 ms | p99.9 ms | AOF rewrites |\n| --- | --- | --- | --- | --- | --- |\n";
@@ -1192,7 +1214,7 @@ async fn measure_part(
         let phase = Phase::start(
             "bench",
             format!(
-                "{part} and its floor: half load ({rate:.0}/s and {floor_rate:.0}/s), run {} of {}",
+                "{part} and its floor: half load (Threadline at {rate:.0}/s, the floor at {floor_rate:.0}/s), run {} of {}",
                 run + 1,
                 config.runs
             ),
@@ -1375,8 +1397,11 @@ async fn aof_rewrites(redis_url: &str) -> (u64, u64) {
 /// show where the servers' CPU goes without a profiler.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Traffic {
+    /// Messages nats-server took in (`/varz` `in_msgs`).
     pub nats_in: f64,
+    /// Messages nats-server sent out (`/varz` `out_msgs`).
     pub nats_out: f64,
+    /// Commands Redis ran (`total_commands_processed`).
     pub redis_commands: f64,
 }
 
@@ -1623,6 +1648,7 @@ impl RoutingReport {
         report
     }
 
+    /// The routing figures as lines of the printed table.
     pub fn table(&self) -> String {
         let mut out = String::new();
         for (n, f) in &self.state_summaries {
@@ -1760,8 +1786,11 @@ impl RedisTime {
 /// queueing in front of it. What the state's size can cost Redis per call.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct CommandLatency {
+    /// Median (µs).
     pub p50_us: f64,
+    /// 99th percentile (µs).
     pub p99_us: f64,
+    /// 99.9th percentile (µs).
     pub p999_us: f64,
 }
 
@@ -1927,6 +1956,7 @@ pub struct MemoryReport {
 }
 
 impl MemoryReport {
+    /// The memory figures and a Markdown table per key pattern.
     pub fn table(&self) -> String {
         let mut out = format!(
             "Redis bytes per active binding ({} bindings): {:.0} overall, {:.0} over the last half  (target ≤ 512)\n\n| keys | encoding | MEMORY USAGE per binding |\n| --- | --- | --- |\n",

@@ -5,6 +5,7 @@
 //! the default 4222/6379. `restart()` keeps the port and the data directory, which is what
 //! fault tests need: JetStream streams and Redis AOF data survive a SIGKILL.
 
+/// Test CAs and certificates (PEM files) for NATS and Redis TLS.
 pub mod tls;
 
 use std::ffi::OsString;
@@ -235,7 +236,9 @@ pub struct RedisOptions {
 /// PEM files for `--tls-port`.
 #[derive(Debug, Clone)]
 pub struct RedisTls {
+    /// The server's certificate (`--tls-cert-file`).
     pub cert_file: PathBuf,
+    /// Its private key (`--tls-key-file`).
     pub key_file: PathBuf,
     /// The CA clients' certificates are checked against (Redis requires one).
     pub ca_file: PathBuf,

@@ -48,7 +48,7 @@ impl Phase {
 }
 
 /// Elapsed time since `since` for a person: `850 ms`, `12.3 s`, `4 min 05 s`.
-pub fn elapsed(since: Instant) -> String {
+fn elapsed(since: Instant) -> String {
     let took = since.elapsed();
     let secs = took.as_secs_f64();
     if secs < 1.0 {
