@@ -508,6 +508,13 @@ impl Pipeline {
         (spawned.session_key, bound.binding.conversation)
     }
 
+    /// Spawns a `mode: session`, `placement: child` session under `parent` and waits until
+    /// its new thread is bound; → the session key and the thread.
+    pub async fn session_in_thread(&self, parent: &ConversationRef) -> (String, ConversationRef) {
+        let spawn = crate::events::spawn(parent, Placement::Child, SessionMode::Session);
+        self.spawn_in_thread(&spawn).await
+    }
+
     /// Publishes an operator `unbind` of every binding of `session_key` and waits until
     /// the binding ended.
     pub async fn unbind(&self, session_key: &str) {

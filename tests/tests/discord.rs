@@ -23,7 +23,6 @@ async fn child_of(p: &Pipeline, parent: &ConversationRef, name: &str) -> (String
     p.spawn_in_thread(&s).await
 }
 
-/// Occurrences of `text` in `conversation`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_into_an_archived_thread_unarchives_it_and_the_binding_stays() {
     let p = Pipeline::start().await;

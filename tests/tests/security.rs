@@ -22,12 +22,9 @@ const PARENT: &str = "100000000000000001";
 
 /// A spawn in a Discord thread and one completion, delivered there and only there.
 async fn routes_a_completion(p: &Pipeline) {
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (session_key, thread) = p.spawn_in_thread(&s).await;
+    let (session_key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     let c = completion(&session_key, "routed through a secured deployment");
     let delivered = p.deliver(&c).await;
     assert_eq!(delivered.len(), 1, "the completion was delivered");

@@ -131,12 +131,9 @@ async fn threadlines_own_messages_and_farewells_are_never_input() {
     })
     .await;
     // Discord: the bot's id is learned from the platform's answer to our first post.
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (session_key, thread) = p.spawn_in_thread(&s).await;
+    let (session_key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     let c = completion(&session_key, "hello from the agent");
     p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
@@ -396,12 +393,9 @@ async fn max_age_ends_even_a_busy_binding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_thread_ends_its_binding_with_a_farewell_and_the_completion_falls_back() {
     let p = Pipeline::start().await;
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (key, thread) = p.spawn_in_thread(&s).await;
+    let (key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     // Discord: an archived thread is unarchived by the next post; a moderator's lock is
     // what closes it (threads.mdx, "Active & Archived Threads").
     p.discord.lock_thread(&thread.conversation_id);
@@ -444,12 +438,9 @@ async fn a_locked_thread_ends_its_binding_with_a_farewell_and_the_completion_fal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_thread_ends_its_binding_without_farewell_and_fail_closed_posts_nothing() {
     let p = Pipeline::start().await;
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (key, thread) = p.spawn_in_thread(&s).await;
+    let (key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     p.discord.delete_channel(&thread.conversation_id);
     let c = completion(&key, "result for a deleted thread");
     let delivered = p.deliver(&c).await;
@@ -709,12 +700,9 @@ async fn a_named_session_resumes_after_every_process_and_redis_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_completions_go_to_the_parent_as_input_and_keep_the_thread_as_origin() {
     let p = Pipeline::start().await;
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (parent_key, thread) = p.spawn_in_thread(&s).await;
+    let (parent_key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     // The parent, working in its thread, spawns a child; the child spawns a grandchild.
     let mut child = spawn(&thread, Placement::None, SessionMode::Run);
     child.requester = Requester {
@@ -783,12 +771,9 @@ async fn nested_completions_go_to_the_parent_as_input_and_keep_the_thread_as_ori
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_bindings_without_an_exact_match_fall_back_as_ambiguous_never_guess() {
     let p = Pipeline::start().await;
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (key, thread) = p.spawn_in_thread(&s).await;
+    let (key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     // A second active binding of the same session in another thread of the same channel.
     let store = p.store().await;
     let existing = store
