@@ -13,11 +13,11 @@ cd "$THREADLINE_ROOT"
 
 ensure_cargo
 ensure_packages
-ensure_services
 
-# The same build as infra/test.sh (so the demo's own build of the `threadline` binary is a
-# no-op). A first build takes minutes on a small machine: say so before cargo goes quiet
-# on a long crate, and let cargo show its progress whenever there is something to build.
+# The same build as infra/test.sh, before any server is started; the demo is then given
+# the `threadline` binary just built (THREADLINE_BIN) and builds nothing itself. A first
+# build takes minutes on a small machine: say so before cargo goes quiet on a long crate,
+# and let cargo show its progress whenever there is something to build.
 bin_dir="${CARGO_TARGET_DIR:-target}/debug"
 demo_bin="$bin_dir/threadline-demo"
 if [[ ! -x $demo_bin || ! -x $bin_dir/threadline ]]; then
@@ -31,6 +31,8 @@ elif [[ -n $(find Cargo.toml Cargo.lock schemas workers tests test-servers bench
 else
   cargo build --quiet --workspace --bins
 fi
+
+ensure_services
 
 log "running threadline-demo"
 # Not exec: the EXIT trap must stay to stop the servers started above.
