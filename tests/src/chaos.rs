@@ -8,6 +8,7 @@
 use crate::events::{completion, new_id, spawn, unbind_session};
 use crate::fakes::{FaultCounts, FaultMix};
 use crate::pipeline::{Observed, Options, Pipeline};
+use crate::progress::Phase;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use rand::rngs::StdRng;
@@ -730,6 +731,10 @@ fn settled(work: &Workload, decided: &HashMap<String, RouteDecision>, o: &Outcom
 /// Runs one chaos experiment and reports.
 pub async fn run(config: ChaosConfig) -> ChaosReport {
     let mut rng = StdRng::seed_from_u64(config.seed);
+    let phase = Phase::start(
+        "chaos",
+        "starting nats-server, redis-server and the platform fakes",
+    );
     let mut p = Pipeline::start_with(Options {
         in_process: false,
         tune: |c| {
@@ -765,6 +770,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         p.matrix.set_fault_mix(Some(mix(config.seed ^ 0x3a7)));
     }
     let work = workload(&p, &config, &mut rng);
+    phase.done();
 
     let logs = tempfile::tempdir().expect("log dir");
     let roles: Vec<(&[&str], usize)> = [
@@ -780,7 +786,15 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     .into_iter()
     .map(|role| (role, config.instances))
     .collect();
+    let phase = Phase::start(
+        "chaos",
+        format!(
+            "starting {} worker processes",
+            roles.len() * config.instances
+        ),
+    );
     let mut fleet = start_fleet(&p, &roles, logs.path());
+    phase.done();
 
     // The fault schedule, seeded: kills spread over the window, restarts at fixed points.
     let window = Duration::from_secs(config.publish_seconds);
@@ -792,6 +806,17 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         config.redis_restarts,
     );
 
+    let phase = Phase::start(
+        "chaos",
+        format!(
+            "publishing {} events over {} s while {} worker kills, {} nats-server and {} redis-server restarts happen",
+            work.steps.len(),
+            config.publish_seconds,
+            config.kills,
+            config.nats_restarts,
+            config.redis_restarts
+        ),
+    );
     let started = Instant::now();
     let publisher = spawn_publisher(p.js.clone(), work.steps.clone(), started);
 
@@ -826,6 +851,14 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     }
     let publish_took = publisher.await.expect("publisher");
     report.publish_seconds = publish_took.as_secs_f64();
+    phase.done();
+    let phase = Phase::start(
+        "chaos",
+        format!(
+            "waiting for quiescence (at most {} s): every spawn answered, every completion decided and delivered or failed",
+            config.drain_timeout_seconds
+        ),
+    );
     let quiet_from = Instant::now();
 
     // Quiescence: every spawn answered, every completion decided and each decided post
@@ -851,6 +884,11 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     report.drain_seconds = quiet_from.elapsed().as_secs_f64();
+    phase.done_with(if report.settled { "" } else { "; not settled" });
+    let phase = Phase::start(
+        "chaos",
+        "checking what the platforms stored against the decisions",
+    );
     // Let stragglers (a late duplicate would show up now) arrive before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     check(&p, &work, &decided, &o, &mut report);
@@ -863,6 +901,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     for worker in &mut fleet {
         worker.stop().await;
     }
+    phase.done();
     if !report.ok() {
         // Keep the worker logs of a failed run for whoever investigates.
         let kept = logs.keep();

@@ -17,6 +17,7 @@ use crate::chaos::{
 };
 use crate::events::{completion, new_id, spawn};
 use crate::pipeline::{Options, Pipeline, Security, ACCOUNT};
+use crate::progress::Phase;
 use crate::synapse::{HoldingProxy, MatrixUser, SynapseOptions, SynapseServer};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -401,6 +402,7 @@ enum Victim {
 pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     let began = Instant::now();
     let mut rng = StdRng::seed_from_u64(config.seed);
+    let phase = Phase::start("chaos-synapse", "starting Synapse and its rooms");
     let mut hs = SynapseServer::start_with(SynapseOptions {
         messages_per_second: config.messages_per_second,
         message_burst: config.message_burst,
@@ -422,6 +424,7 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         person_threads.push((room.clone(), root));
         current_rooms.push(room);
     }
+    phase.done();
     // Every request of the deliverers passes here: it counts the 429s, and answers 502
     // while Synapse is down, as a reverse proxy in front of a homeserver does.
     let proxy = HoldingProxy::start(&hs.url()).await;
@@ -430,6 +433,10 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         c.matrix.api_base = homeserver.clone();
         c.matrix.token = Secret::new(token.clone());
     };
+    let phase = Phase::start(
+        "chaos-synapse",
+        "starting nats-server, redis-server and the worker processes",
+    );
     let mut p = Pipeline::start_secured(
         Options {
             in_process: false,
@@ -472,6 +479,7 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     let mut fleet = start_fleet(&p, &roles, logs.path());
     let routers: Vec<usize> = (1..1 + config.routers).collect();
     let deliverers: Vec<usize> = (1 + config.routers..fleet.len()).collect();
+    phase.done();
 
     let window = Duration::from_secs(config.publish_seconds);
     let mut schedule: Vec<(Duration, Chaos)> = fault_schedule(
@@ -515,6 +523,14 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         setup_seconds: began.elapsed().as_secs_f64(),
         ..SynapseChaosReport::default()
     };
+    let phase = Phase::start(
+        "chaos-synapse",
+        format!(
+            "publishing {} events over {} s while routers and deliverers are killed and the servers restart",
+            work.steps.len(),
+            config.publish_seconds
+        ),
+    );
     let started = Instant::now();
     let publisher = spawn_publisher(p.js.clone(), work.steps.clone(), started);
     let mut victims = victims.into_iter();
@@ -552,6 +568,14 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         }
     }
     report.publish_seconds = publisher.await.expect("publisher").as_secs_f64();
+    phase.done();
+    let phase = Phase::start(
+        "chaos-synapse",
+        format!(
+            "waiting for quiescence (at most {} s)",
+            config.drain_timeout_seconds
+        ),
+    );
     let quiet_from = Instant::now();
 
     // Quiescence: every spawn answered, every completion delivered or reported failed.
@@ -583,6 +607,11 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     report.drain_seconds = quiet_from.elapsed().as_secs_f64();
+    phase.done_with(if report.settled { "" } else { "; not settled" });
+    let phase = Phase::start(
+        "chaos-synapse",
+        "reading the rooms back from Synapse and checking them",
+    );
     // Let stragglers (a late duplicate would show up now) arrive before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for worker in &mut fleet {
@@ -646,6 +675,7 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     )
     .await;
     check(&work, &threads, &emitted, &o, &stored, &mut report);
+    phase.done();
     report.total_seconds = began.elapsed().as_secs_f64();
     if !report.ok() {
         let kept = logs.keep();

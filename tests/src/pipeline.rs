@@ -19,8 +19,8 @@ use threadline::app::{self, Role};
 use threadline::config::{Config, Secret, WebhookConfig};
 use threadline::io::nats::{ensure_streams, StreamKind};
 use threadline_schemas::{
-    BindingChange, BindingChanged, ConversationRef, EventRejected, Placement, PostDelivered,
-    PostFailed, SessionInput, SessionMode, SessionSpawned, SpawnRequested, Subjects,
+    BindingChange, BindingChanged, CompletionReported, ConversationRef, EventRejected, Placement,
+    PostDelivered, PostFailed, SessionInput, SessionMode, SessionSpawned, SpawnRequested, Subjects,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -454,9 +454,19 @@ impl Pipeline {
     /// once `tl.out.spawned` says so.
     pub async fn session_in(&self, conversation: &ConversationRef, placement: Placement) -> String {
         let s = crate::events::spawn(conversation, placement, SessionMode::Session);
-        self.publish(self.subjects.in_spawn(), &s.event_id, &s)
+        self.spawn_session(&s).await.session_key
+    }
+
+    /// Publishes a spawn request on `tl.in.spawn` (its event id as `Nats-Msg-Id`).
+    pub async fn publish_spawn(&self, spawn: &SpawnRequested) {
+        self.publish(self.subjects.in_spawn(), &spawn.event_id, spawn)
             .await;
-        self.wait_spawned(&s.event_id).await.session_key
+    }
+
+    /// Publishes a spawn request and waits for its `tl.out.spawned`.
+    pub async fn spawn_session(&self, spawn: &SpawnRequested) -> SessionSpawned {
+        self.publish_spawn(spawn).await;
+        self.wait_spawned(&spawn.event_id).await
     }
 
     /// Waits for the `tl.out.spawned` of `event_id`.
@@ -491,13 +501,18 @@ impl Pipeline {
     /// Publishes a `placement:"child"` spawn and waits until its thread is bound; returns
     /// the session key and the thread.
     pub async fn spawn_in_thread(&self, spawn: &SpawnRequested) -> (String, ConversationRef) {
-        self.publish(self.subjects.in_spawn(), &spawn.event_id, spawn)
-            .await;
-        let spawned = self.wait_spawned(&spawn.event_id).await;
+        let spawned = self.spawn_session(spawn).await;
         let bound = self
             .wait_binding(&spawned.session_key, BindingChange::Bound)
             .await;
         (spawned.session_key, bound.binding.conversation)
+    }
+
+    /// Spawns a `mode: session`, `placement: child` session under `parent` and waits until
+    /// its new thread is bound; → the session key and the thread.
+    pub async fn session_in_thread(&self, parent: &ConversationRef) -> (String, ConversationRef) {
+        let spawn = crate::events::spawn(parent, Placement::Child, SessionMode::Session);
+        self.spawn_in_thread(&spawn).await
     }
 
     /// Publishes an operator `unbind` of every binding of `session_key` and waits until
@@ -533,6 +548,31 @@ impl Pipeline {
             )
             .await
             .unwrap_or_else(|| panic!("no tl.out.failed for {event_id}"))
+    }
+
+    /// Publishes a completion on `tl.in.completion` (its event id as `Nats-Msg-Id`).
+    pub async fn publish_completion(&self, completion: &CompletionReported) {
+        self.publish(
+            self.subjects.in_completion(),
+            &completion.event_id,
+            completion,
+        )
+        .await;
+    }
+
+    /// Publishes a completion and waits until at least one `tl.out.delivered` names it.
+    pub async fn deliver(&self, completion: &CompletionReported) -> Vec<PostDelivered> {
+        self.publish_completion(completion).await;
+        self.wait_delivered(&completion.event_id, 1).await
+    }
+
+    /// How many posts in `conversation` (its thread or channel, as [`Pipeline::posted`]
+    /// reads it) are exactly `text`.
+    pub fn copies(&self, conversation: &ConversationRef, text: &str) -> usize {
+        self.posted(conversation)
+            .iter()
+            .filter(|t| *t == text)
+            .count()
     }
 
     /// Waits for `n` `tl.out.delivered` of `event_id`.
@@ -719,7 +759,8 @@ pub fn threadline_bin() -> PathBuf {
     .clone()
 }
 
-fn init_tracing() {
+/// Logs at `TEST_LOG` (default `warn`) through the test writer, once per process.
+pub fn init_tracing() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")

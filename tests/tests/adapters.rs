@@ -23,8 +23,7 @@ const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
 async fn session_in(p: &Pipeline, conversation: &ConversationRef, placement: Placement) -> String {
     let mut s = spawn(conversation, placement, SessionMode::Session);
     s.thread_name = Some(format!("work on {}", conversation.channel));
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await.session_key
+    p.spawn_session(&s).await.session_key
 }
 
 fn push_fault(p: &Pipeline, channel: &str, fault: Fault) {
@@ -62,8 +61,7 @@ async fn every_adapter_creates_a_child_thread_and_posts_bound_output_only_there(
         );
         let text = format!("bound output on {channel}");
         let c = completion(&key, &text);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         assert_eq!(
             (delivered[0].mode, &delivered[0].destination),
             (DeliveryMode::Bound, &thread),
@@ -98,8 +96,7 @@ async fn every_adapter_waits_out_429s_and_retries_5xx_without_posting_twice() {
         let before = requests(&p, channel);
         let text = format!("after a 429 and a 500 on {channel}");
         let c = completion(&key, &text);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         assert_eq!(
             p.posted(&conversation)
                 .iter()
@@ -145,7 +142,7 @@ async fn permanent_errors_are_reported_with_a_clear_code_and_not_retried() {
         }
         let before = requests(&p, channel);
         let c = completion(&key, "refused");
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         let failed = p.wait_failed(&c.event_id).await;
         // Discord reports an unknown channel as 10003, the same code as a deleted thread.
         assert_eq!(failed.code, code, "{channel}");
@@ -186,8 +183,7 @@ async fn lost_threads_end_their_bindings_and_the_output_falls_back_to_the_parent
         }
         let text = format!("{channel} output after {lose}");
         let c = completion(&key, &text);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         assert_eq!(
             (delivered[0].mode, delivered[0].reason.as_str()),
             (DeliveryMode::Fallback, reason),
@@ -240,8 +236,7 @@ async fn accepted_then_timed_out_posts_are_settled_by_key_or_read_back_and_count
         push_fault(&p, channel, Fault::AcceptThenHang { hold_ms: 1_500 });
         let text = format!("did it land on {channel}?");
         let c = completion(&key, &text);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         p.settle(Duration::from_millis(300)).await;
         let copies = p
             .posted(&conversation)
@@ -294,8 +289,7 @@ async fn telegram_can_be_told_to_skip_rather_than_repost_an_unknown_outcome() {
     p.telegram
         .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
     let c = completion(&key, "at most once");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     p.settle(Duration::from_millis(300)).await;
     assert_eq!(p.posted(&conversation), ["at most once"]);
     assert_eq!(
@@ -317,8 +311,7 @@ async fn ten_thousand_characters_are_split_within_each_platforms_limit() {
         let conversation = Pipeline::conversation(channel);
         let key = session_in(&p, &conversation, Placement::None).await;
         let c = completion(&key, &content);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         p.settle(Duration::from_millis(200)).await;
         let parts = p.posted(&conversation);
         assert!(
@@ -381,7 +374,7 @@ async fn posts_to_one_conversation_keep_the_routers_order_with_three_deliverer_i
         let mut events = Vec::new();
         for n in 0..100 {
             let c = completion(&key, &format!("#{n:03} {channel}"));
-            p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+            p.publish_completion(&c).await;
             events.push(c);
         }
         for c in &events {

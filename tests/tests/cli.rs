@@ -151,8 +151,7 @@ async fn sessions_and_bindings_are_listed_as_stored_and_unbind_goes_through_the_
     let mut keys = Vec::new();
     for _ in 0..2 {
         let s = spawn(&room, Placement::Current, SessionMode::Session);
-        p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-        keys.push(p.wait_spawned(&s.event_id).await.session_key);
+        keys.push(p.spawn_session(&s).await.session_key);
     }
     let (code, by_session) = p
         .operator_json(&["bindings", "unbind", "--session", &keys[0]])
@@ -569,11 +568,9 @@ async fn doctor_names_low_listpack_limits_and_keys_of_the_old_layout() {
     }
     let conversation = Pipeline::discord_channel("100000000000000555");
     let s = spawn(&conversation, Placement::Current, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let session_key = p.wait_spawned(&s.event_id).await.session_key;
+    let session_key = p.spawn_session(&s).await.session_key;
     let c = threadline_tests::events::completion(&session_key, "still routed");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         delivered[0].destination.conversation_id,
         "100000000000000555"

@@ -81,19 +81,22 @@ async fn bound_thread(store: &Store, session_key: &str) -> ConversationRef {
     }
 }
 
-/// Logs at `TEST_LOG` (default `warn`), as the Pipeline harness does.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+/// How many keys the Redis server (one node) at `url` holds (`DBSIZE`).
+async fn keys_at(url: &str) -> u64 {
+    let mut conn = redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    redis::cmd("DBSIZE")
+        .query_async(&mut conn)
+        .await
+        .expect("DBSIZE")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_node_killed_mid_run_loses_no_completion_and_posts_none_twice() {
-    init_tracing();
+    threadline_tests::pipeline::init_tracing();
     let mut nats = NatsCluster::start().await;
     let redis = RedisServer::start().await;
     let discord = FakeDiscord::start().await;
@@ -285,8 +288,7 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
     for (key, thread) in &sessions {
         let content = format!("done: {key}");
         let c = completion(key, &content);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         assert_eq!(delivered.len(), 1, "{key}: delivered once");
         assert_eq!(&delivered[0].destination, thread);
         // The same event again under a new Nats-Msg-Id: the stored decision and post
@@ -369,16 +371,7 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
     // the harness also started.
     let mut nodes_with_keys = 0;
     for url in cluster.node_urls() {
-        let mut conn = redis::Client::open(url.as_str())
-            .expect("node url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("node connection");
-        let keys: u64 = redis::cmd("DBSIZE")
-            .query_async(&mut conn)
-            .await
-            .expect("DBSIZE");
-        if keys > 0 {
+        if keys_at(&url).await > 0 {
             nodes_with_keys += 1;
         }
     }
@@ -386,16 +379,11 @@ async fn the_pipeline_keeps_its_state_in_a_redis_cluster_across_several_masters(
         nodes_with_keys >= 2,
         "keys landed on {nodes_with_keys} of {CLUSTER_NODES} masters"
     );
-    let mut lone = redis::Client::open(p.redis.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("lone redis");
-    let lone_keys: u64 = redis::cmd("DBSIZE")
-        .query_async(&mut lone)
-        .await
-        .expect("DBSIZE");
-    assert_eq!(lone_keys, 0, "nothing went to the single server");
+    assert_eq!(
+        keys_at(&p.redis.url()).await,
+        0,
+        "nothing went to the single server"
+    );
 
     // The connection the store uses: a plain pipeline over several slots runs, in order;
     // a MULTI over several slots is refused rather than split.

@@ -65,8 +65,7 @@ async fn topology_is_accepted_by_the_real_server_exactly_as_configured() {
         Placement::None,
         SessionMode::Run,
     );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await;
+    p.spawn_session(&s).await;
     let mut router: PullConsumer = inbound
         .get_consumer("router-completion")
         .await
@@ -171,10 +170,9 @@ async fn a_worker_with_another_lane_count_is_refused_and_told_the_deployments() 
         Placement::None,
         SessionMode::Run,
     );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     let c = completion(&spawned.session_key, "after the refused starts");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let posts = p
         .discord
         .wait_for_messages(1, Duration::from_secs(20))
@@ -349,8 +347,7 @@ async fn everything_threadline_publishes_validates_against_the_published_schemas
     let parent = Pipeline::discord_channel("100000000000000001");
     // spawned + binding(bound) + delivered
     let s = spawn(&parent, Placement::Child, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     p.observer
         .wait_for(
             &p.subjects.out_binding(),
@@ -360,7 +357,7 @@ async fn everything_threadline_publishes_validates_against_the_published_schemas
         .await
         .expect("bound");
     let c = completion(&spawned.session_key, "done");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     // binding(ended) + failed
     let u = unbind_session(&spawned.session_key, "operator");
@@ -371,8 +368,7 @@ async fn everything_threadline_publishes_validates_against_the_published_schemas
     // session input (message), unbound, sent
     let bound_room = Pipeline::webhook_conversation("threads", "room-c");
     let r = spawn(&bound_room, Placement::Current, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &r.event_id, &r).await;
-    let room_session = p.wait_spawned(&r.event_id).await.session_key;
+    let room_session = p.spawn_session(&r).await.session_key;
     let m = message(&bound_room, "user-1", false, "hi");
     p.publish(p.subjects.in_message("webhook:threads"), &m.event_id, &m)
         .await;
@@ -455,8 +451,7 @@ async fn health_readiness_and_metrics_are_served() {
         Placement::None,
         SessionMode::Run,
     );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await;
+    p.spawn_session(&s).await;
     let get = |path: &'static str| get_health(addr, path);
     assert_eq!(get("/healthz").await.0, 200);
     assert_eq!(get("/readyz").await.0, 200);

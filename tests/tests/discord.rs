@@ -23,11 +23,6 @@ async fn child_of(p: &Pipeline, parent: &ConversationRef, name: &str) -> (String
     p.spawn_in_thread(&s).await
 }
 
-/// Occurrences of `text` in `conversation`.
-fn copies(p: &Pipeline, conversation: &ConversationRef, text: &str) -> usize {
-    p.posted(conversation).iter().filter(|t| *t == text).count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_into_an_archived_thread_unarchives_it_and_the_binding_stays() {
     let p = Pipeline::start().await;
@@ -36,11 +31,10 @@ async fn a_post_into_an_archived_thread_unarchives_it_and_the_binding_stays() {
     p.discord.archive_thread(&thread.conversation_id);
 
     let c = completion(&key, "still reaches the thread");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Bound);
     assert_eq!(delivered[0].destination, thread);
-    assert_eq!(copies(&p, &thread, "still reaches the thread"), 1);
+    assert_eq!(p.copies(&thread, "still reaches the thread"), 1);
     let t = &p.discord.threads()[0];
     assert!(!t.archived, "Discord unarchives a thread on a post: {t:?}");
 
@@ -78,8 +72,7 @@ async fn a_locked_thread_ends_its_binding_with_a_farewell_in_the_parent_and_fall
         }
         let text = format!("result for a locked thread {n}");
         let c = completion(&key, &text);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         assert_eq!(
             (delivered[0].mode, delivered[0].reason.as_str()),
             (DeliveryMode::Fallback, "thread_locked"),
@@ -91,12 +84,8 @@ async fn a_locked_thread_ends_its_binding_with_a_farewell_in_the_parent_and_fall
             "thread_locked"
         );
         p.settle(Duration::from_millis(300)).await;
-        assert_eq!(copies(&p, &parent, &text), 1);
-        assert_eq!(
-            copies(&p, &thread, &text),
-            0,
-            "a locked thread takes no post"
-        );
+        assert_eq!(p.copies(&parent, &text), 1);
+        assert_eq!(p.copies(&thread, &text), 0, "a locked thread takes no post");
         let farewells: Vec<String> = p
             .posted(&parent)
             .into_iter()
@@ -149,8 +138,7 @@ async fn an_uncertain_persona_post_is_posted_once_by_an_app_without_message_cont
         .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
     let text = "posted once though the answer was lost";
     let c = completion(&key, text);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     p.settle(Duration::from_millis(500)).await;
     assert_eq!(delivered[0].reconciled, Some(Reconciliation::ReadBack));
     let in_thread = p.discord.messages_in(&thread.conversation_id);
@@ -190,10 +178,9 @@ async fn a_re_send_after_discord_forgot_the_nonce_is_settled_by_read_back_not_po
         .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
     let text = "one copy after the nonce expired";
     let c = completion(&key, text);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     p.settle(Duration::from_millis(500)).await;
-    assert_eq!(copies(&p, &conversation, text), 1);
+    assert_eq!(p.copies(&conversation, text), 1);
     assert_eq!(delivered[0].reconciled, Some(Reconciliation::ReadBack));
     p.discord.assert_no_spec_violations();
 }
@@ -222,10 +209,9 @@ async fn a_429_on_a_re_send_keeps_the_first_attempt_in_doubt() {
     });
     let text = "one copy despite the 429 on the re-send";
     let c = completion(&key, text);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     p.settle(Duration::from_millis(500)).await;
-    assert_eq!(copies(&p, &conversation, text), 1);
+    assert_eq!(p.copies(&conversation, text), 1);
     assert_eq!(delivered[0].reconciled, Some(Reconciliation::ReadBack));
     assert_eq!(p.discord.fault_counts().rate_limited, 1);
     p.discord.assert_no_spec_violations();
@@ -303,8 +289,8 @@ async fn a_global_429_pauses_every_route_of_the_bot() {
         to_b[0].2.duration_since(limited_at) >= Duration::from_millis(1_400),
         "b waited out the global limit"
     );
-    assert_eq!(copies(&p, &a, "to a, after the global limit"), 1);
-    assert_eq!(copies(&p, &b, "to b, another route"), 1);
+    assert_eq!(p.copies(&a, "to a, after the global limit"), 1);
+    assert_eq!(p.copies(&b, "to b, another route"), 1);
     p.discord.assert_no_spec_violations();
 }
 
@@ -319,8 +305,7 @@ async fn a_child_under_a_forum_channel_is_a_forum_post_with_its_first_message() 
         Some(forum.conversation_id.as_str())
     );
     let c = completion(&key, "in the forum post");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].destination, thread);
     let posted = p.posted(&thread);
     assert_eq!(
@@ -376,7 +361,7 @@ async fn an_exhausted_bucket_is_waited_out_before_its_next_request_and_meets_no_
     let mut ids = Vec::new();
     for n in 0..5 {
         let c = completion(&key, &format!("paced post {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         ids.push(c.event_id);
     }
     for id in &ids {
@@ -444,8 +429,7 @@ async fn a_persona_part_in_doubt_is_not_mistaken_for_the_part_before_it_without_
         .push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
     let content = format!("{}\n\n{}", "a".repeat(1_500), "b".repeat(1_500));
     let c = completion(&key, &content);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     p.settle(Duration::from_millis(500)).await;
     let in_thread = p.discord.messages_in(&thread.conversation_id);
     assert_eq!(in_thread.len(), 2, "each part once: {in_thread:#?}");
@@ -473,8 +457,7 @@ async fn a_persona_post_into_a_locked_thread_ends_the_binding_and_the_farewell_i
     let (key, thread) = child_of(&p, &parent, "persona, locked").await;
     p.discord.lock_thread(&thread.conversation_id);
     let c = completion(&key, "said as Larry, but locked");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, delivered[0].reason.as_str()),
         (DeliveryMode::Fallback, "thread_locked")

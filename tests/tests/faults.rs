@@ -151,8 +151,7 @@ async fn rate_limits_are_waited_out_and_server_errors_retried_without_duplicates
     p.discord.push_fault(Fault::ServerError);
     p.discord.push_fault(Fault::ServerError);
     let c = completion(&session_key, "eventually");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered.len(), 1);
     p.settle(Duration::from_millis(500)).await;
     assert_eq!(p.discord.messages_in(PARENT).len(), 1);
@@ -174,7 +173,7 @@ async fn permanent_platform_errors_are_not_retried_and_are_reported() {
     p.webhook.require_token(Some("a-token-we-do-not-have"));
     let before = p.webhook.request_count();
     let c = completion(&session_key, "refused");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "unauthorized");
     assert_eq!(failed.destination.as_ref(), Some(&requester));
@@ -201,7 +200,7 @@ async fn retry_budget_exhaustion_reports_failed_and_dead_letters() {
         p.discord.push_fault(Fault::ServerError);
     }
     let c = completion(&session_key, "never makes it");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "platform_unavailable");
     assert_eq!(failed.attempts, 3);
@@ -222,8 +221,7 @@ async fn ten_thousand_characters_are_split_within_discord_limits_and_reported_on
     let content: String = (0..1000).map(|i| format!("line {i:04}\n")).collect();
     assert_eq!(content.chars().count(), 10_000);
     let c = completion(&session_key, &content);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     p.settle(Duration::from_millis(500)).await;
     let posts = p.discord.messages_in(PARENT);
     assert!(posts.len() >= 5, "{} parts", posts.len());
@@ -267,7 +265,7 @@ async fn a_deliverer_killed_after_claiming_a_post_posts_it_once_after_restart() 
     p.discord
         .push_fault(Fault::AcceptThenHang { hold_ms: 10_000 });
     let c = completion(&session_key, "posted exactly once");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let accepted = p
         .discord
         .wait_for_messages(1, Duration::from_secs(15))
@@ -316,8 +314,7 @@ async fn worker_processes_drain_and_exit_cleanly_on_sigterm() {
         Placement::None,
         SessionMode::Session,
     );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    p.wait_spawned(&s.event_id).await;
+    p.spawn_session(&s).await;
     let pid = all.id().expect("pid");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -347,8 +344,7 @@ async fn a_webhook_post_with_unknown_outcome_is_resent_with_its_idempotency_key_
     p.webhook
         .push_fault(Fault::AcceptThenHang { hold_ms: 2_000 });
     let c = completion(&session_key, "did it land?");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     p.settle(Duration::from_millis(800)).await;
     assert_eq!(delivered.len(), 1);
     assert_eq!(
@@ -380,7 +376,7 @@ async fn a_redirecting_receiver_fails_the_post_visibly_instead_of_following_it()
         location: p.webhook.url("plain"),
     });
     let c = completion(&session_key, "where did it go?");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "redirected", "{failed:?}");
     assert!(

@@ -146,7 +146,7 @@ async fn a_deferred_post_comes_back_while_its_conversation_fills_the_lane() {
     let mut all = vec![first];
     for n in 2..=5 {
         let c = completion(&key, &format!("A{n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         all.push(c);
     }
     for c in &all {
@@ -250,7 +250,7 @@ async fn lanes_are_shared_when_an_instance_joins_and_taken_over_when_one_is_kill
     let mut events = Vec::new();
     for n in 0..30 {
         let c = completion(&key, &format!("#{n:02}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         events.push(c);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -272,7 +272,7 @@ async fn lanes_are_shared_when_an_instance_joins_and_taken_over_when_one_is_kill
     // killed owner held, which come back only when JetStream redelivers them.
     for n in 30..40 {
         let c = completion(&key, &format!("#{n:02}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         events.push(c);
     }
 
@@ -357,7 +357,7 @@ async fn a_dead_owners_posts_come_back_out_of_order_and_are_still_posted_in_orde
     let mut events = Vec::new();
     for n in 0..3 {
         let c = completion(&key, &format!("#{n:02}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         events.push(c);
         let deadline = Instant::now() + Duration::from_secs(15);
         while emitted_to(&p, &conversation).await.len() < n + 1 {

@@ -97,8 +97,7 @@ async fn session(
         let (key, thread) = p.spawn_in_thread(&s).await;
         return (key, Some(thread));
     }
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    (p.wait_spawned(&s.event_id).await.session_key, None)
+    (p.spawn_session(&s).await.session_key, None)
 }
 
 /// Waits until `check` holds for what Synapse shows, or `timeout` passes.
@@ -132,8 +131,7 @@ async fn synapse_child_thread_holds_bound_output_as_an_m_thread_reply_with_no_me
     let root = thread.conversation_id.clone();
 
     let c = completion(&key, "bound output @room");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, &delivered[0].destination),
         (DeliveryMode::Bound, &thread)
@@ -236,7 +234,7 @@ async fn synapse_a_deliverer_killed_mid_post_and_restarted_leaves_one_event() {
     // mid-call, after its claim and before it recorded anything.
     proxy.hold_next_send();
     let c = completion(&key, "posted exactly once");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let stored = eventually(Duration::from_secs(20), || async {
         w.hs.bodies_in(&w.person, &w.room, None)
             .await
@@ -300,7 +298,7 @@ async fn synapse_an_uncertain_post_then_a_token_from_a_fresh_login_and_a_server_
 
     proxy.hold_next_send();
     let c = completion(&key, "one event whatever the device");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let text = "one event whatever the device".to_owned();
     let stored = eventually(Duration::from_secs(10), || async {
         w.hs.bodies_in(&w.person, &w.room, Some(&root))
@@ -335,8 +333,7 @@ async fn synapse_long_content_is_split_into_ordered_thread_replies() {
     let root = thread.expect("thread").conversation_id;
     let content: String = (0..3000).map(|i| format!("line {i:04}\n")).collect();
     let c = completion(&key, &content);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     let parts = w.hs.bodies_in(&w.person, &w.room, Some(&root)).await;
     assert_eq!(
         parts.len(),
@@ -367,8 +364,7 @@ async fn synapse_a_redacted_root_ends_the_binding_and_the_output_falls_back_once
 
     w.hs.redact(&w.person, &w.room, &root).await;
     let c = completion(&key, "after the redaction");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (
             delivered[0].mode,
@@ -404,7 +400,7 @@ async fn synapse_a_kicked_bot_ends_its_binding_instead_of_failing_every_completi
     w.hs.kick(&w.person, &w.room, &w.bot).await;
 
     let c = completion(&key, "after the kick");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let ended = p.wait_binding(&key, BindingChange::Ended).await;
     assert_eq!(ended.reason, "bot_removed");
     // The fallback is the same room, where the bot cannot post either: reported failed,
@@ -482,7 +478,7 @@ async fn synapse_a_child_requested_from_inside_a_thread_is_a_new_thread_in_the_s
         .is_empty());
 
     let c = completion(&key, "in the child");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     assert_eq!(
         w.hs.bodies_in(&w.person, &w.room, Some(&thread.conversation_id))
@@ -498,7 +494,7 @@ async fn synapse_the_bots_own_post_coming_back_inbound_is_no_input() {
     let (key, thread) = session(&p, &room_ref(&w.room), Placement::Child).await;
     let thread = thread.expect("thread");
     let c = completion(&key, "hello from the agent");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     // A truthful gateway: Matrix has no bot flag, so the bot's own event says is_bot false.
     let echo = message(&thread, &w.bot.user_id, false, "hello from the agent");
@@ -523,7 +519,7 @@ async fn synapse_agent_text_with_at_room_notifies_nobody() {
     let p = pipeline(&w.hs.url(), &w.bot.access_token, Options::default(), None).await;
     let (key, _) = session(&p, &room_ref(&w.room), Placement::None).await;
     let c = completion(&key, "@room the build is red");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let ours = p.wait_delivered(&c.event_id, 1).await[0]
         .platform_message_id
         .clone();
@@ -630,7 +626,7 @@ async fn synapse_rate_limited_bursts_into_one_thread_and_into_25_threads_all_arr
     for i in 0..25 {
         let mut s = spawn(&room_ref(&w.room), Placement::Child, SessionMode::Session);
         s.thread_name = Some(format!("thread {i}"));
-        p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+        p.publish_spawn(&s).await;
         spawns.push(s);
     }
     let mut threads = Vec::new();

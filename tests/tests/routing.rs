@@ -25,8 +25,7 @@ async fn completion_for_bound_session_goes_to_thread_only() {
     assert_eq!(threads[0].name, "budget planning");
 
     let c = completion(&session_key, "The budget is balanced.");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     p.settle(Duration::from_millis(500)).await;
 
     let in_thread = p.discord.messages_in(&thread.conversation_id);
@@ -98,14 +97,12 @@ async fn session_mode_without_placement_on_a_channel_without_threads_posts_to_th
     let p = Pipeline::start().await;
     let requester = Pipeline::webhook_conversation("plain", "chat-42");
     let s = spawn(&requester, Placement::None, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     assert_eq!(spawned.mode, SessionMode::Session);
     assert_eq!(spawned.binding, None);
 
     let c = completion(&spawned.session_key, "hello from a persistent session");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].mode, DeliveryMode::Requester);
     assert_eq!(delivered[0].reason, "no_placement");
@@ -129,7 +126,7 @@ async fn child_placement_on_a_channel_without_threads_is_rejected_as_unsupported
     let p = Pipeline::start().await;
     let requester = Pipeline::webhook_conversation("plain", "chat-1");
     let s = spawn(&requester, Placement::Child, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.publish_spawn(&s).await;
     let rejected = p.wait_rejected(&s.event_id).await;
     assert_eq!(rejected.code, "capability_unsupported");
     assert_eq!(rejected.stage, "binder");
@@ -145,14 +142,12 @@ async fn current_placement_binds_the_requester_conversation_itself() {
     let p = Pipeline::start().await;
     let requester = Pipeline::webhook_conversation("plain", "chat-7");
     let s = spawn(&requester, Placement::Current, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     let binding = spawned.binding.expect("a binding");
     assert_eq!(binding.conversation, requester);
 
     let c = completion(&spawned.session_key, "bound here");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Bound);
     assert_eq!(delivered[0].destination, requester);
 }
@@ -162,8 +157,7 @@ async fn unknown_session_with_a_requester_falls_back_explicitly() {
     let p = Pipeline::start().await;
     let mut c = completion("agent:larry:subagent:never-spawned", "orphan result");
     c.requester = Some(Pipeline::discord_channel(PARENT));
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].mode, DeliveryMode::Fallback);
     assert_eq!(delivered[0].reason, "unknown_session");
@@ -191,7 +185,7 @@ async fn fail_closed_session_without_usable_binding_reports_failed_and_posts_not
     p.unbind(&session_key).await;
 
     let c = completion(&session_key, "must not leak to the parent");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "no_bound_destination");
     p.settle(Duration::from_millis(500)).await;
@@ -350,7 +344,7 @@ async fn bound_and_requester_policy_posts_to_both_and_says_why() {
     s.delivery = DeliveryPolicy::BoundAndRequester;
     let (session_key, thread) = p.spawn_in_thread(&s).await;
     let c = completion(&session_key, "both places");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let delivered = p.wait_delivered(&c.event_id, 2).await;
     let mut got: Vec<(String, String)> = delivered
         .iter()
@@ -438,7 +432,7 @@ async fn a_run_session_completes_expires_and_frees_its_label() {
         .await;
     let session_key = p.wait_spawned(&first.event_id).await.session_key;
     let c = completion(&session_key, "ran once");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     p.settle(Duration::from_millis(300)).await;
 
@@ -486,9 +480,9 @@ async fn a_completion_that_overtakes_its_spawn_is_routed_as_the_spawn_says() {
     let session_key = threadline::ids::session_key(&s.agent_id, &s.event_id);
     let mut c = completion(&session_key, "after all");
     c.requester = Some(requester.clone());
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
+    p.publish_spawn(&s).await;
     let delivered = p.wait_delivered(&c.event_id, 1).await;
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].mode, DeliveryMode::Bound, "{delivered:?}");

@@ -321,7 +321,7 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
     let mut completions = Vec::new();
     for n in 0..3 {
         let c = completion(&session_key, &format!("post {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         p.wait_delivered(&c.event_id, 1).await;
         completions.push(c);
     }
@@ -434,7 +434,7 @@ async fn metrics_count_latency_rate_limits_dead_letters_dedup_fallbacks_and_pend
     let mut waiting = Vec::new();
     for n in 0..3 {
         let c = completion(&session_key, &format!("queued {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         waiting.push(c);
     }
     // The lane's owner pulls them at once and holds them behind the slow post, so they
@@ -508,7 +508,7 @@ async fn sigterm_during_a_hanging_platform_call_exits_zero_within_the_drain_dead
     let session_key = session(&p).await;
     p.discord.push_fault(Fault::Slow { delay_ms: 45_000 });
     let c = completion(&session_key, "never answered in time");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let posting = || {
         p.discord
@@ -683,7 +683,7 @@ async fn run_all_is_ready_only_while_every_worker_in_it_is() {
     // Every worker's own connections came back: work flows through all of them.
     let session_key = session(&p).await;
     let c = completion(&session_key, "through every worker");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
 
     p.js.get_stream(StreamKind::Deliver.name(&p.subjects))
@@ -746,7 +746,7 @@ async fn sigterm_while_nats_is_down_exits_within_the_drain_deadline() {
     // Work in flight when the broker goes: a session and a completion.
     let session_key = session(&p).await;
     let c = completion(&session_key, "posted before the broker went away");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.nats.kill().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 

@@ -14,90 +14,19 @@ use threadline::config::{Config, Secret};
 use threadline_schemas::{Placement, SessionMode};
 use threadline_tests::events::{completion, spawn};
 use threadline_tests::pipeline::{Options, Pipeline, Security};
-use threadline_tests::servers::{NatsOptions, RedisOptions, RedisTls};
+use threadline_tests::servers::tls::Pki;
+use threadline_tests::servers::{nats_quote as quoted, NatsOptions, RedisOptions, RedisTls};
 use tokio_util::sync::CancellationToken;
 
 const PARENT: &str = "100000000000000001";
 
-/// A throwaway CA, a server certificate for 127.0.0.1/localhost, a client certificate, and
-/// a second, unrelated CA (what a client that trusts the wrong authority has).
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-    other_ca: PathBuf,
-}
-
-fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair,
-    };
-    let ca_params = |name: &str| {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params
-    };
-    let ca = CertifiedIssuer::self_signed(
-        ca_params("threadline test CA"),
-        KeyPair::generate().expect("CA key"),
-    )
-    .expect("CA");
-    let other = CertifiedIssuer::self_signed(
-        ca_params("someone else's CA"),
-        KeyPair::generate().expect("other CA key"),
-    )
-    .expect("other CA");
-    let leaf = |usage: ExtendedKeyUsagePurpose| {
-        let key = KeyPair::generate().expect("leaf key");
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".into()])
-            .expect("leaf params");
-        params.extended_key_usages = vec![usage];
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "threadline test");
-        let cert = params.signed_by(&key, &ca).expect("sign leaf");
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(ExtendedKeyUsagePurpose::ServerAuth);
-    let (client_cert, client_key) = leaf(ExtendedKeyUsagePurpose::ClientAuth);
-    let dir = tempfile::tempdir().expect("pki dir");
-    let write = |name: &str, pem: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, pem).expect("write pem");
-        path
-    };
-    Pki {
-        ca: write("ca.pem", &ca.pem()),
-        server_cert: write("server.pem", &server_cert),
-        server_key: write("server-key.pem", &server_key),
-        client_cert: write("client.pem", &client_cert),
-        client_key: write("client-key.pem", &client_key),
-        other_ca: write("other-ca.pem", &other.pem()),
-        _dir: dir,
-    }
-}
-
-/// A NATS config string for `path`.
-fn quoted(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
-}
-
 /// A spawn in a Discord thread and one completion, delivered there and only there.
 async fn routes_a_completion(p: &Pipeline) {
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (session_key, thread) = p.spawn_in_thread(&s).await;
+    let (session_key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     let c = completion(&session_key, "routed through a secured deployment");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered.len(), 1, "the completion was delivered");
     assert_eq!(
         p.posted(&thread),
@@ -257,7 +186,7 @@ async fn nats_nkey_seed_routes_and_an_unknown_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_tls_with_a_custom_ca_and_client_certificate_routes_and_untrusted_is_refused() {
-    let pki = Arc::new(pki());
+    let pki = Arc::new(Pki::generate());
     let tls = format!(
         "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 3\n}}\n",
         quoted(&pki.server_cert),
@@ -340,7 +269,7 @@ async fn redis_acl_user_routes_and_a_wrong_or_missing_password_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_tls_with_a_custom_ca_routes_and_an_untrusted_server_is_refused() {
-    let pki = Arc::new(pki());
+    let pki = Arc::new(Pki::generate());
     let files = pki.clone();
     let p = Pipeline::start_secured(
         Options::default(),
@@ -377,10 +306,9 @@ async fn completion_in(
     text: &str,
 ) -> String {
     let s = spawn(&conversation, Placement::None, SessionMode::Run);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     let c = completion(&spawned.session_key, text);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     c.event_id
 }
 
@@ -526,7 +454,7 @@ async fn no_secret_reaches_logs_errors_events_or_the_printed_config() {
     let s = spawn(&parent, Placement::Child, SessionMode::Session);
     let (key, thread) = p.spawn_in_thread(&s).await;
     let c = completion(&key, "said as Larry");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     assert_eq!(p.posted(&thread), ["said as Larry"]);
     let to_webhook = completion_in(

@@ -29,8 +29,7 @@ async fn spawned(
     placement: Placement,
 ) -> (String, Option<BindingRecord>) {
     let s = spawn(conversation, placement, SessionMode::Session);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     (spawned.session_key, spawned.binding)
 }
 
@@ -132,14 +131,11 @@ async fn threadlines_own_messages_and_farewells_are_never_input() {
     })
     .await;
     // Discord: the bot's id is learned from the platform's answer to our first post.
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (session_key, thread) = p.spawn_in_thread(&s).await;
+    let (session_key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     let c = completion(&session_key, "hello from the agent");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     let echo = message(
         &thread,
@@ -197,8 +193,7 @@ async fn send_reaches_targets_by_key_label_and_conversation_and_reports_each_onc
     let (b, _) = spawned(&p, &here, Placement::Current).await;
     let mut run = spawn(&here, Placement::None, SessionMode::Run);
     run.thread_name = None;
-    p.publish(p.subjects.in_spawn(), &run.event_id, &run).await;
-    let finished = p.wait_spawned(&run.event_id).await.session_key;
+    let finished = p.spawn_session(&run).await.session_key;
     let done = completion(&finished, "done");
     p.publish(p.subjects.in_completion(), &done.event_id, &done)
         .await;
@@ -355,15 +350,14 @@ async fn webhook_sends_refresh_activity_and_keep_a_busy_binding_alive() {
     let here = room("room-4");
     let mut s = spawn(&here, Placement::Current, SessionMode::Session);
     s.idle_timeout_ms = Some(3_000);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let spawned = p.wait_spawned(&s.event_id).await;
+    let spawned = p.spawn_session(&s).await;
     let binding = spawned.binding.expect("bound");
     let mut last = binding.last_activity_at;
     // A post every second, for longer than the idle timeout; each leaves 2 s of margin.
     for n in 0..4 {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         let c = completion(&spawned.session_key, &format!("update {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         p.wait_delivered(&c.event_id, 1).await;
         let now = binding_last_activity(&p, &spawned.session_key, &binding.binding_id).await;
         assert!(now > last, "post {n} refreshed last_activity_at");
@@ -383,8 +377,7 @@ async fn max_age_ends_even_a_busy_binding() {
     let p = Pipeline::start().await;
     let mut s = spawn(&room("room-5"), Placement::Current, SessionMode::Session);
     s.max_age_ms = Some(1_200);
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let key = p.wait_spawned(&s.event_id).await.session_key;
+    let key = p.spawn_session(&s).await.session_key;
     for _ in 0..3 {
         let m = message(&room("room-5"), "user-1", false, "still here");
         p.publish(p.subjects.in_message("webhook:threads"), &m.event_id, &m)
@@ -400,18 +393,14 @@ async fn max_age_ends_even_a_busy_binding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_thread_ends_its_binding_with_a_farewell_and_the_completion_falls_back() {
     let p = Pipeline::start().await;
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (key, thread) = p.spawn_in_thread(&s).await;
+    let (key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     // Discord: an archived thread is unarchived by the next post; a moderator's lock is
     // what closes it (threads.mdx, "Active & Archived Threads").
     p.discord.lock_thread(&thread.conversation_id);
     let c = completion(&key, "result for a locked thread");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Fallback);
     assert_eq!(delivered[0].reason, "thread_locked");
     assert_eq!(delivered[0].destination.conversation_id, PARENT);
@@ -449,16 +438,12 @@ async fn a_locked_thread_ends_its_binding_with_a_farewell_and_the_completion_fal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_thread_ends_its_binding_without_farewell_and_fail_closed_posts_nothing() {
     let p = Pipeline::start().await;
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (key, thread) = p.spawn_in_thread(&s).await;
+    let (key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     p.discord.delete_channel(&thread.conversation_id);
     let c = completion(&key, "result for a deleted thread");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, delivered[0].reason.as_str()),
         (DeliveryMode::Fallback, "thread_deleted")
@@ -549,7 +534,7 @@ async fn token_rotation_uses_the_latest_token_after_reuse_in_every_deliverer_ins
     let (key, _) = spawned(&p, &Pipeline::discord_channel(PARENT), Placement::None).await;
     for n in 0..4 {
         let c = completion(&key, &format!("before {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         p.wait_delivered(&c.event_id, 1).await;
     }
 
@@ -564,7 +549,7 @@ async fn token_rotation_uses_the_latest_token_after_reuse_in_every_deliverer_ins
     let mut after = Vec::new();
     for n in 0..8 {
         let c = completion(&key, &format!("after {n}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         after.push(c.event_id);
     }
     for id in &after {
@@ -603,11 +588,9 @@ async fn a_completion_waits_for_a_pending_thread_and_falls_back_when_it_takes_to
         Placement::Child,
         SessionMode::Session,
     );
-    p.publish(p.subjects.in_spawn(), &s.event_id, &s).await;
-    let key = p.wait_spawned(&s.event_id).await.session_key;
+    let key = p.spawn_session(&s).await.session_key;
     let c = completion(&key, "worth the wait");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].mode, DeliveryMode::Bound);
 
     // Held back 6 s, beyond the 3 s pending timeout: explicit fallback.
@@ -652,8 +635,7 @@ async fn sustained_rate_limiting_beyond_the_retry_budget_still_delivers_once() {
             .push_fault(Fault::RateLimited { retry_after_ms: 20 });
     }
     let c = completion(&key, "patience");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].destination.conversation_id, PARENT);
     assert_eq!(p.discord.fault_counts().rate_limited, 6);
     p.settle(Duration::from_millis(500)).await;
@@ -706,8 +688,7 @@ async fn a_named_session_resumes_after_every_process_and_redis_restarted() {
         "agent:larry:thread:budget-planning",
         "still here after the restart",
     );
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, &delivered[0].destination),
         (DeliveryMode::Bound, &here)
@@ -719,12 +700,9 @@ async fn a_named_session_resumes_after_every_process_and_redis_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_completions_go_to_the_parent_as_input_and_keep_the_thread_as_origin() {
     let p = Pipeline::start().await;
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (parent_key, thread) = p.spawn_in_thread(&s).await;
+    let (parent_key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     // The parent, working in its thread, spawns a child; the child spawns a grandchild.
     let mut child = spawn(&thread, Placement::None, SessionMode::Run);
     child.requester = Requester {
@@ -793,12 +771,9 @@ async fn nested_completions_go_to_the_parent_as_input_and_keep_the_thread_as_ori
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_bindings_without_an_exact_match_fall_back_as_ambiguous_never_guess() {
     let p = Pipeline::start().await;
-    let s = spawn(
-        &Pipeline::discord_channel(PARENT),
-        Placement::Child,
-        SessionMode::Session,
-    );
-    let (key, thread) = p.spawn_in_thread(&s).await;
+    let (key, thread) = p
+        .session_in_thread(&Pipeline::discord_channel(PARENT))
+        .await;
     // A second active binding of the same session in another thread of the same channel.
     let store = p.store().await;
     let existing = store
@@ -818,8 +793,7 @@ async fn several_bindings_without_an_exact_match_fall_back_as_ambiguous_never_gu
     };
     store.add_binding(&other).await.expect("second binding");
     let c = completion(&key, "which thread?");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, delivered[0].reason.as_str()),
         (DeliveryMode::Fallback, "ambiguous_binding")

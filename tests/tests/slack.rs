@@ -43,8 +43,7 @@ async fn a_reply_to_a_deleted_slack_root_is_a_fallback_in_the_channel_never_boun
 
     let content = two_parts();
     let c = completion(&key, &content);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (
             delivered[0].mode,
@@ -94,13 +93,7 @@ async fn a_reply_to_a_deleted_slack_root_is_a_fallback_in_the_channel_never_boun
         (DeliveryMode::Fallback, "thread_deleted")
     );
     p.settle(Duration::from_millis(300)).await;
-    assert_eq!(
-        p.posted(&parent)
-            .iter()
-            .filter(|t| *t == "after the thread is gone")
-            .count(),
-        1
-    );
+    assert_eq!(p.copies(&parent, "after the thread is gone"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +104,7 @@ async fn a_fail_closed_slack_session_takes_a_misplaced_reply_back_and_reports_it
     p.slack.delete_message(&thread.conversation_id);
 
     let c = completion(&key, &two_parts());
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "thread_deleted");
     assert_eq!(failed.destination.as_ref(), Some(&thread));
@@ -143,7 +136,7 @@ async fn with_bound_and_requester_a_reply_slack_put_in_the_requesters_channel_is
     p.slack.delete_message(&thread.conversation_id);
 
     let c = completion(&key, "for the thread and the channel");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     assert_eq!(
         p.wait_binding(&key, BindingChange::Ended).await.reason,
         "thread_deleted"
@@ -173,8 +166,7 @@ async fn a_misplaced_slack_post_interrupted_by_a_429_resumes_in_the_channel_from
     });
     let content = two_parts();
     let c = completion(&key, &content);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (
             delivered[0].mode,
@@ -208,8 +200,7 @@ async fn a_misplaced_slack_reply_whose_answer_was_lost_is_found_at_the_top_level
     p.slack.push_fault(Fault::AcceptThenHang { hold_ms: 1_500 });
 
     let c = completion(&key, "did it land, and where?");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (
             delivered[0].mode,
@@ -234,7 +225,7 @@ async fn slack_text_is_escaped_so_agent_output_notifies_nobody() {
     let key = p.session_in(&conversation, Placement::None).await;
     let text = "<!channel> <!here> <!everyone> ping <@U0BOSS> and <!subteam^S0ALL> & a > b";
     let c = completion(&key, text);
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     let stored = p.slack.messages_in(&conversation.conversation_id, None);
     assert_eq!(stored.len(), 1);
@@ -266,8 +257,7 @@ async fn slack_ok_false_errors_wait_retry_or_fail_with_a_clear_code() {
         p.slack.push_post_error(error);
         let text = format!("through {error}");
         let c = completion(&key, &text);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-        let delivered = p.wait_delivered(&c.event_id, 1).await;
+        let delivered = p.deliver(&c).await;
         assert_eq!(delivered[0].reconciled, reconciled, "{error}");
         assert_eq!(
             p.posted(&conversation)
@@ -292,7 +282,7 @@ async fn slack_ok_false_errors_wait_retry_or_fail_with_a_clear_code() {
         p.slack.push_post_error(error);
         let before = p.slack.request_count();
         let c = completion(&key, &format!("refused by {error}"));
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         let failed = p.wait_failed(&c.event_id).await;
         assert_eq!(failed.code, code, "{error}");
         p.settle(Duration::from_millis(300)).await;
@@ -307,8 +297,7 @@ async fn a_locked_slack_thread_ends_its_binding_as_closed_and_falls_back_to_the_
     let (key, _thread) = thread_session(&p, false).await;
     p.slack.push_post_error("restricted_action_thread_locked");
     let c = completion(&key, "after the lock");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (
             delivered[0].mode,
@@ -322,13 +311,7 @@ async fn a_locked_slack_thread_ends_its_binding_as_closed_and_falls_back_to_the_
         "thread_archived"
     );
     p.settle(Duration::from_millis(300)).await;
-    assert_eq!(
-        p.posted(&parent)
-            .iter()
-            .filter(|t| *t == "after the lock")
-            .count(),
-        1
-    );
+    assert_eq!(p.copies(&parent, "after the lock"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,8 +345,7 @@ async fn a_slack_child_spawned_from_inside_a_thread_is_a_new_root_in_the_threads
         .is_empty());
 
     let c = completion(&key, "from the child");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, &delivered[0].destination),
         (DeliveryMode::Bound, &child)

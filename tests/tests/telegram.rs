@@ -22,7 +22,7 @@ async fn telegram_agent_text_mentions_nobody_and_reads_the_same() {
     let chat = Pipeline::conversation("telegram");
     let key = p.session_in(&chat, Placement::None).await;
     let c = completion(&key, "@alice please ask @bob_2; mail ops@example.com");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     p.wait_delivered(&c.event_id, 1).await;
     let stored = p.telegram.messages_in(chat_id(&chat), None);
     assert_eq!(stored.len(), 1);
@@ -49,8 +49,7 @@ async fn telegram_error_answers_wait_or_fail_with_a_clear_code_and_are_not_retri
         retry_after_ms: 1_000,
     });
     let c = completion(&key, "after retry_after");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(delivered[0].reconciled, None, "a 429 posted nothing");
     assert_eq!(p.posted(&chat), ["after retry_after"]);
 
@@ -81,7 +80,7 @@ async fn telegram_error_answers_wait_or_fail_with_a_clear_code_and_are_not_retri
             .push_error(status, description, parameters.clone());
         let before = p.telegram.request_count();
         let c = completion(&key, description);
-        p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+        p.publish_completion(&c).await;
         let failed = p.wait_failed(&c.event_id).await;
         assert_eq!(failed.code, code, "{description}");
         if parameters.is_some() {
@@ -102,7 +101,7 @@ async fn telegram_error_answers_wait_or_fail_with_a_clear_code_and_are_not_retri
     // Kicked from the group: every later post is refused 403, named bot_removed.
     p.telegram.kick_bot(chat_id(&chat));
     let c = completion(&key, "after the kick");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     assert_eq!(p.wait_failed(&c.event_id).await.code, "bot_removed");
     assert_eq!(p.posted(&chat), ["after retry_after"]);
 }
@@ -120,7 +119,7 @@ async fn a_kicked_telegram_bot_ends_its_topic_binding_instead_of_failing_every_p
     let (key, _topic) = p.spawn_in_thread(&s).await;
     p.telegram.kick_bot(chat_id(&chat));
     let c = completion(&key, "after the kick");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     assert_eq!(
         p.wait_binding(&key, BindingChange::Ended).await.reason,
         "bot_removed"
@@ -176,8 +175,7 @@ async fn a_telegram_child_spawned_from_inside_a_topic_is_a_new_topic_in_the_topi
     );
 
     let c = completion(&key, "from the child topic");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (delivered[0].mode, &delivered[0].destination),
         (DeliveryMode::Bound, &child)
@@ -201,8 +199,7 @@ async fn a_telegram_post_the_api_put_in_the_main_chat_is_a_fallback_there_never_
     p.telegram.unthread_deleted_topics(true);
     p.telegram.delete_topic(chat_id(&chat), chat_id(&topic));
     let c = completion(&key, "where the API put it");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
-    let delivered = p.wait_delivered(&c.event_id, 1).await;
+    let delivered = p.deliver(&c).await;
     assert_eq!(
         (
             delivered[0].mode,
@@ -230,7 +227,7 @@ async fn a_fail_closed_telegram_session_deletes_a_post_the_api_put_in_the_main_c
     p.telegram.unthread_deleted_topics(true);
     p.telegram.delete_topic(chat_id(&chat), chat_id(&topic));
     let c = completion(&key, "not outside the topic");
-    p.publish(p.subjects.in_completion(), &c.event_id, &c).await;
+    p.publish_completion(&c).await;
     let failed = p.wait_failed(&c.event_id).await;
     assert_eq!(failed.code, "thread_deleted");
     p.settle(Duration::from_millis(300)).await;

@@ -2,7 +2,7 @@
 //! figure. It asserts that the measurements exist, never how fast anything is — performance
 //! is measured by `threadline-bench`, not by timed tests.
 
-use threadline_tests::bench::{run, BenchConfig};
+use threadline_bench::{run, BenchConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_runs_and_reports_every_figure() {

@@ -1,9 +1,9 @@
-//! Runs the benchmark (see `threadline_tests::bench`) and prints a table, and JSON with
+//! Runs the benchmark (see the `threadline_bench` library) and prints a table, and JSON with
 //! `--json FILE`. `--smoke` runs the tiny version the test suite uses.
 
 use anyhow::{bail, Context};
-use threadline_tests::bench::{memory, routing, run, BenchConfig};
-use threadline_tests::servers::until_interrupted;
+use threadline_bench::{memory, routing, run, BenchConfig};
+use threadline_test_servers::until_interrupted;
 
 // The same allocator as the `threadline` binary: the floor's relays and `run all` run here.
 #[global_allocator]
@@ -15,8 +15,8 @@ enum Only {
     /// The Redis memory figure: preloads through the same path, no NATS, no load.
     Memory,
     /// Routing latency as bindings grow, and Redis bytes per binding (the full run's parts
-    /// 4 and 5), on servers of its own: what a change to the state layout moves, in ~3 of a
-    /// full run's ~5 minutes.
+    /// 4 and 5), on servers of its own: what a change to the state layout moves, in a part
+    /// of a full run's time.
     Routing,
 }
 
@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
             // The store's durability setting, `always` (what README requires) or `everysec`.
             "--appendfsync" => {
                 let policy = args.next().context("--appendfsync needs always|everysec")?;
-                std::env::set_var(threadline_tests::servers::APPENDFSYNC_ENV, policy);
+                std::env::set_var(threadline_test_servers::APPENDFSYNC_ENV, policy);
             }
             "--only" => {
                 only = Some(match args.next().context("--only needs `memory` or `routing`")?.as_str() {
@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {
             eprintln!("bench: {config:?}");
-            let fsync = std::env::var(threadline_tests::servers::APPENDFSYNC_ENV);
+            let fsync = std::env::var(threadline_test_servers::APPENDFSYNC_ENV);
             println!(
                 "redis appendfsync: {}",
                 fsync.as_deref().unwrap_or("always")

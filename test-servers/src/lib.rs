@@ -5,6 +5,9 @@
 //! the default 4222/6379. `restart()` keeps the port and the data directory, which is what
 //! fault tests need: JetStream streams and Redis AOF data survive a SIGKILL.
 
+/// Test CAs and certificates (PEM files) for NATS and Redis TLS.
+pub mod tls;
+
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
@@ -160,22 +163,16 @@ impl NatsServer {
         self.process
             .spawn(vec!["-c".into(), config.into_os_string()])
             .map_err(StartFailure::Spawn)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.process.exited() {
-                return Err(StartFailure::Exited(status));
-            }
-            // The monitor comes up before JetStream and the client listener, so both are checked:
-            // once clients are accepted, JetStream state has been recovered.
-            if nats_healthy(self.monitor_port).await && nats_greets(self.port).await {
-                tracing::debug!(pid = ?self.pid(), port = self.port, "nats-server ready");
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(StartFailure::TimedOut);
-            }
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
+        let (port, monitor_port) = (self.port, self.monitor_port);
+        // The monitor comes up before JetStream and the client listener, so both are checked:
+        // once clients are accepted, JetStream state has been recovered.
+        self.process
+            .wait_ready(Instant::now() + READY_TIMEOUT, || async move {
+                nats_healthy(monitor_port).await && nats_greets(port).await
+            })
+            .await?;
+        tracing::debug!(pid = ?self.pid(), port = self.port, "nats-server ready");
+        Ok(())
     }
 
     /// Writes the config for the current ports; the store path never changes.
@@ -239,7 +236,9 @@ pub struct RedisOptions {
 /// PEM files for `--tls-port`.
 #[derive(Debug, Clone)]
 pub struct RedisTls {
+    /// The server's certificate (`--tls-cert-file`).
     pub cert_file: PathBuf,
+    /// Its private key (`--tls-key-file`).
     pub key_file: PathBuf,
     /// The CA clients' certificates are checked against (Redis requires one).
     pub ca_file: PathBuf,
@@ -396,21 +395,13 @@ impl RedisServer {
         args.extend(self.options.args.iter().map(OsString::from));
         self.process.spawn(args).map_err(StartFailure::Spawn)?;
 
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.process.exited() {
-                return Err(StartFailure::Exited(status));
-            }
-            // PING answers `-LOADING` until the AOF is replayed, so PONG means the data is back.
-            if redis_pongs(&self.url()).await {
-                tracing::debug!(pid = ?self.pid(), port = self.port, "redis-server ready");
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(StartFailure::TimedOut);
-            }
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
+        // PING answers `-LOADING` until the AOF is replayed, so PONG means the data is back.
+        let url = self.url();
+        self.process
+            .wait_ready(Instant::now() + READY_TIMEOUT, || redis_pongs(&url))
+            .await?;
+        tracing::debug!(pid = ?self.pid(), port = self.port, "redis-server ready");
+        Ok(())
     }
 }
 
@@ -533,6 +524,31 @@ impl ServerProcess {
         }
     }
 
+    /// Probes `ready` every [`PROBE_INTERVAL`] until it answers true; fails when the child
+    /// exits first (a port race, often) or `deadline` passes.
+    async fn wait_ready<F, Fut>(
+        &mut self,
+        deadline: Instant,
+        mut ready: F,
+    ) -> Result<(), StartFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(StartFailure::Exited(status));
+            }
+            if ready().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartFailure::TimedOut);
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
     fn give_up(&self, failure: &StartFailure, action: &str) -> ! {
         panic!(
             "{name} failed to {action}: {failure}\nbinary: {binary}\nlast lines of its output:\n{tail}",
@@ -616,8 +632,9 @@ async fn redis_pongs(url: &str) -> bool {
     )
 }
 
-/// Quotes a path as a NATS config string.
-fn nats_quote(path: &Path) -> String {
+/// Quotes a path as a NATS config string (for `tls { cert_file: … }` in
+/// [`NatsOptions::extra_config`]).
+pub fn nats_quote(path: &Path) -> String {
     let escaped = path
         .display()
         .to_string()
@@ -791,18 +808,11 @@ impl NatsCluster {
         }
         let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
         for (index, node) in self.nodes.iter_mut().enumerate() {
-            loop {
-                if let Some(status) = node.process.exited() {
-                    return Err((index, StartFailure::Exited(status)));
-                }
-                if nats_greets(node.port).await {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err((index, StartFailure::TimedOut));
-                }
-                tokio::time::sleep(PROBE_INTERVAL).await;
-            }
+            let port = node.port;
+            node.process
+                .wait_ready(deadline, || nats_greets(port))
+                .await
+                .map_err(|failure| (index, failure))?;
         }
         // Streams can only be created once the members elected a meta leader; until then
         // `$JS.API.INFO` answers with an error (or not at all).
@@ -1009,18 +1019,10 @@ impl RedisCluster {
         let deadline = Instant::now() + READY_TIMEOUT;
         for (index, node) in self.nodes.iter_mut().enumerate() {
             let url = format!("redis://127.0.0.1:{}", node.port);
-            loop {
-                if let Some(status) = node.process.exited() {
-                    return Err((index, StartFailure::Exited(status)));
-                }
-                if redis_pongs(&url).await {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err((index, StartFailure::TimedOut));
-                }
-                tokio::time::sleep(PROBE_INTERVAL).await;
-            }
+            node.process
+                .wait_ready(deadline, || redis_pongs(&url))
+                .await
+                .map_err(|failure| (index, failure))?;
         }
         Ok(())
     }

@@ -2,12 +2,12 @@
 # Counts the instructions the per-worker router and deliverer execute, with callgrind:
 # instructions, unlike CPU time, repeat run to run on this shared machine, so a change of a
 # few percent in a worker shows. Used as the benchmark's `threadline` binary; every other
-# command goes to the real binary untouched (`run all` included). See docs/benchmarks.md, "Profiling".
+# command goes to the real binary untouched (`run all` included). See bench/README.md, "Profiling".
 #
 #   CARGO_TARGET_DIR=target-prof CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-#     cargo build --release -p threadline-tests --bins -p threadline --bin threadline
+#     cargo build --release --workspace --bins
 #   REAL_BIN=$PWD/target-prof/release/threadline CALLGRIND_OUT=/tmp/cg \
-#     THREADLINE_BIN=$PWD/tests/callgrind-workers.sh target-prof/release/threadline-bench \
+#     THREADLINE_BIN=$PWD/bench/callgrind-workers.sh target-prof/release/threadline-bench \
 #     --messages 3000 --runs 1 --max-bindings 10000 --half-load-seconds 2
 #   callgrind_annotate --inclusive=yes /tmp/cg/cg.deliver.<pid>
 #

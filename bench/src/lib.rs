@@ -4,8 +4,6 @@
 //! Every figure is the median of `runs` repetitions, with min and max; warm-up is excluded.
 //! Ratios, not absolute numbers, are what carry between machines (this one is shared).
 
-use crate::fakes::FakeWebhook;
-use crate::servers::{NatsServer, RedisServer};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use serde::Serialize;
@@ -14,6 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use threadline::config::{Config, WebhookConfig};
 use threadline_schemas::{ConversationRef, Placement, SessionMode};
+use threadline_test_servers::{NatsServer, RedisServer};
+use threadline_tests::fakes::FakeWebhook;
+use threadline_tests::progress::Phase;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -29,9 +30,9 @@ pub struct BenchConfig {
     pub half_load_seconds: f64,
     /// Completions before measuring (excluded).
     pub warmup: usize,
-    /// Repetitions; every figure is their median. Five by default: on this shared machine
-    /// a median of three full-speed ratios still ranged 0.58–0.73 over one night's six bench
-    /// runs (commit 56b1156).
+    /// Repetitions; every figure is their median. Five by default: on this shared machine a
+    /// median of three full-speed ratios still strayed across the target from one bench run
+    /// to the next (commit 56b1156 has the figures).
     pub runs: usize,
     /// Sessions (each in its own conversation) the completions rotate over.
     pub sessions: usize,
@@ -40,12 +41,12 @@ pub struct BenchConfig {
     /// Completions per state-scaling measurement, paced at `state_rate`.
     pub state_messages: usize,
     /// Rounds of the state-scaling runs (each size once per round). More than `runs`: a
-    /// light-load run's p99 is its 10th-slowest completion, so one run's p99 ranged over
-    /// 2× within a size (2.2–4.4 ms), and a median of three left the ratio to chance.
+    /// light-load run's p99 is one of its few slowest completions, so one run's p99 swings
+    /// widely within a size, and a median of three left the ratio to chance.
     pub state_runs: usize,
-    /// Completions per second in the state-scaling runs: a light load (~1/45 of what the
-    /// pipeline does at full speed here). 500/s and 1,000/s gave no steadier p99 ratio,
-    /// only higher p99s (more of nats-server's garbage collections fall in each run).
+    /// Completions per second in the state-scaling runs: a light load, far below what the
+    /// pipeline does at full speed. Higher rates gave no steadier p99 ratio, only higher
+    /// p99s (more of nats-server's garbage collections fall in each run).
     pub state_rate: f64,
     /// Also measure with one OS process per worker.
     pub processes: bool,
@@ -54,6 +55,7 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
+    /// The full run, whose figures docs/benchmarks.md holds.
     pub fn full() -> Self {
         BenchConfig {
             messages: 5_000,
@@ -96,9 +98,13 @@ impl BenchConfig {
 /// One measured run.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Figures {
+    /// Messages per second through to the fake.
     pub throughput_per_s: f64,
+    /// Median latency from publish to the fake (ms).
     pub p50_ms: f64,
+    /// 99th percentile latency from publish to the fake (ms).
     pub p99_ms: f64,
+    /// 99.9th percentile latency from publish to the fake (ms).
     pub p999_ms: f64,
     /// Redis AOF rewrites running at any time during the run: a rewrite (a fork writing the
     /// whole dataset to the same disk) slows every fsync of `appendfsync always`.
@@ -108,8 +114,11 @@ pub struct Figures {
 /// Median, min and max of one figure over the runs.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Stat {
+    /// The median over the runs: the figure reported.
     pub median: f64,
+    /// The lowest run.
     pub min: f64,
+    /// The highest run.
     pub max: f64,
 }
 
@@ -137,9 +146,13 @@ impl std::fmt::Display for Stat {
 /// Figures over several runs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
+    /// [`Figures::throughput_per_s`] over the runs.
     pub throughput_per_s: Stat,
+    /// [`Figures::p50_ms`] over the runs.
     pub p50_ms: Stat,
+    /// [`Figures::p99_ms`] over the runs.
     pub p99_ms: Stat,
+    /// [`Figures::p999_ms`] over the runs.
     pub p999_ms: Stat,
     /// Over all runs.
     pub aof_rewrites: u64,
@@ -161,14 +174,18 @@ impl Summary {
 /// The floor's runs interleaved with one layout's.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FloorAlongside {
+    /// The floor's full-speed runs.
     pub full: Summary,
+    /// The floor's half-load runs.
     pub half: Summary,
 }
 
 /// Everything the benchmark reports.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BenchReport {
+    /// CPU cores the machine offered the run.
     pub cores: usize,
+    /// The run's size.
     pub config: Option<BenchConfig>,
     /// Over all the floor's runs (those alongside each layout).
     pub floor_full: Summary,
@@ -176,17 +193,22 @@ pub struct BenchReport {
     pub floor_half: Summary,
     /// By layout: the floor's runs interleaved with that layout's, which its ratios use.
     pub floor_alongside: BTreeMap<String, FloorAlongside>,
+    /// `run all` at full speed.
     pub threadline_full: Summary,
+    /// `run all` at half load.
     pub threadline_half: Summary,
+    /// One process per worker at full speed (`None` when that layout was not run).
     pub processes_full: Option<Summary>,
+    /// One process per worker at half load.
     pub processes_half: Option<Summary>,
     /// Threadline (`run all`) / floor throughput at full speed (target ≥ 0.6): the medians
     /// of its runs and of the floor's runs interleaved with them.
     pub throughput_ratio: f64,
     /// Threadline (`run all`) p99 / floor p99 at half load (target ≤ 2), the same way.
     pub p99_ratio_half_load: f64,
-    /// The same two ratios with a process per worker.
+    /// The throughput ratio with a process per worker.
     pub processes_throughput_ratio: Option<f64>,
+    /// The half-load p99 ratio with a process per worker.
     pub processes_p99_ratio_half_load: Option<f64>,
     /// Routing latency as bindings grow, and Redis bytes per binding (4 and 5); flattened,
     /// so the JSON keeps these fields at its top level.
@@ -205,6 +227,7 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
+    /// The report as the table `threadline-bench` prints.
     pub fn table(&self) -> String {
         let mut out = format!("cores: {}\n\n", self.cores);
         out += "| run | throughput /s | p50 ms | p99 ms | p99.9 ms | AOF rewrites |\n| --- | --- | --- | --- | --- | --- |\n";
@@ -573,8 +596,9 @@ fn relay(
 /// The floor's platform call: the body and headers of the webhook deliverer's post (its
 /// `PostBody`, an `Idempotency-Key`, a `traceparent`), so the platform fake, which shares
 /// the machine, does the same work for a floor post as for a Threadline one (the same
-/// JSON fields to parse, a key to remember, a trace header to note). A smaller request made
-/// the fake's thread take ~11 µs a post for the floor against ~14.5 for Threadline.
+/// JSON fields to parse, a key to remember, a trace header to note). With a smaller request
+/// the fake spent measurably less per floor post than per Threadline post, which the
+/// ratios then counted against Threadline.
 #[derive(Serialize)]
 struct FloorPost<'a> {
     action: &'static str,
@@ -698,7 +722,7 @@ impl Floor {
         // traffic, only without the business logic.
         let payloads = (0..messages)
             .map(|i| {
-                let c = crate::events::completion(
+                let c = threadline_tests::events::completion(
                     "agent:bench:subagent:00000000-0000-0000-0000-000000000000",
                     &format!("floor {i}"),
                 );
@@ -748,6 +772,14 @@ enum Layout {
 }
 
 impl Layout {
+    /// The layout's name in the report and in progress lines.
+    fn name(self) -> &'static str {
+        match self {
+            Layout::AllInOne => "threadline run all",
+            Layout::PerWorker => "threadline process per worker",
+        }
+    }
+
     /// (name in the report, `threadline` arguments) of each process, in start order.
     fn processes(self) -> &'static [(&'static str, &'static [&'static str])] {
         match self {
@@ -795,7 +827,7 @@ async fn deploy(
     std::fs::write(&file, toml::to_string(&config).expect("toml")).expect("config");
     let mut processes = Vec::new();
     for (name, args) in layout.processes() {
-        let child = tokio::process::Command::new(crate::pipeline::threadline_bin())
+        let child = tokio::process::Command::new(threadline_tests::pipeline::threadline_bin())
             .args(*args)
             .env("THREADLINE_CONFIG", &file)
             .env("RUST_LOG", "warn")
@@ -915,7 +947,11 @@ async fn sessions(js: &jetstream::Context, d: &mut Deployment, count: usize) -> 
             conversation_id: format!("conversation-{i}"),
             parent_conversation_id: None,
         };
-        let s = crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
+        let s = threadline_tests::events::spawn(
+            &conversation,
+            Placement::Current,
+            SessionMode::Session,
+        );
         keys.push(threadline::ids::session_key(&s.agent_id, &s.event_id));
         payloads.push((s.event_id.clone(), threadline_schemas::encode(&s)));
     }
@@ -967,7 +1003,8 @@ async fn completions(
 ) -> Figures {
     let payloads = (0..messages)
         .map(|i| {
-            let c = crate::events::completion(&keys[i % keys.len()], &format!("{tag} {i}"));
+            let c =
+                threadline_tests::events::completion(&keys[i % keys.len()], &format!("{tag} {i}"));
             (c.event_id.clone(), threadline_schemas::encode(&c))
         })
         .collect();
@@ -1097,10 +1134,10 @@ struct Part {
 /// The floor's half-load rate is half its full-speed median in this part, as Threadline's is
 /// half its own: each at half of what it did minutes before on the same machine. (The
 /// second part used to reuse the first part's floor rate; when the machine's speed changed
-/// between the parts, its floor ran at 32–36% of what it then did, against Threadline's
-/// 50%: the two runs whose process-per-worker half-load p99 ratio was 2.45 and 2.12, commit
-/// 519898c.) Both keep their streams across their runs, and lose them and their Redis
-/// keys once measured (see [`run`]).
+/// between the parts, its floor ran well below half of what it then did while Threadline
+/// ran at half, and the half-load ratio missed its target for that alone: commit 519898c.)
+/// Both keep their streams across their runs, and lose them and their Redis keys once
+/// measured (see [`run`]).
 async fn measure_part(
     nats: &NatsServer,
     redis: &RedisServer,
@@ -1109,6 +1146,11 @@ async fn measure_part(
     layout: Layout,
     prefix: &str,
 ) -> Part {
+    let part = layout.name();
+    let phase = Phase::start(
+        "bench",
+        format!("{part} and its floor: starting, spawning sessions, warm-up"),
+    );
     let _ = js.delete_stream(FLOOR_STREAM).await;
     let floor = Floor::start(nats, redis, js).await;
     floor
@@ -1117,6 +1159,7 @@ async fn measure_part(
     let mut d = deploy(nats, redis, layout, prefix, config.partitions).await;
     let keys = sessions(js, &mut d, config.sessions).await;
     completions(js, &d, &keys, "warmup", config.warmup, None).await;
+    phase.done();
     let floor_pids = shared_processes(nats, redis);
     let mut pids = floor_pids.clone();
     for (name, child) in &d.processes {
@@ -1132,6 +1175,15 @@ async fn measure_part(
     };
     let (mut floor_side, mut threadline) = (Side::default(), Side::default());
     for run in 0..config.runs {
+        let phase = Phase::start(
+            "bench",
+            format!(
+                "{part} and its floor: full speed, run {} of {}, {} messages each",
+                run + 1,
+                config.runs,
+                config.messages
+            ),
+        );
         for floor_turn in turns(run) {
             if floor_turn {
                 let probe = CostProbe::start(nats, redis, floor_pids.clone()).await;
@@ -1153,11 +1205,20 @@ async fn measure_part(
                     .push(probe.finish(nats, redis, config.messages).await);
             }
         }
+        phase.done();
     }
     let half_rate = |full: &[Figures]| (Summary::of(full).throughput_per_s.median / 2.0).max(1.0);
     let floor_rate = half_rate(&floor_side.full);
     let rate = half_rate(&threadline.full);
     for run in 0..config.runs {
+        let phase = Phase::start(
+            "bench",
+            format!(
+                "{part} and its floor: half load (Threadline at {rate:.0}/s, the floor at {floor_rate:.0}/s), run {} of {}",
+                run + 1,
+                config.runs
+            ),
+        );
         for floor_turn in turns(run) {
             if floor_turn {
                 let (tag, n) = (
@@ -1174,17 +1235,23 @@ async fn measure_part(
                     .push(completions(js, &d, &keys, &tag, n, Some(rate)).await);
             }
         }
+        phase.done();
     }
     let subjects = d.subjects();
     if std::env::var_os("BENCH_DUMP_SLOW").is_some() {
         eprintln!("LOGS: {}", d.diagnose());
     }
+    let phase = Phase::start(
+        "bench",
+        format!("{part}: stopping, deleting its streams and keys"),
+    );
     let rss = d.stop().await;
     floor.stop().await;
     delete_streams(js, &subjects).await;
     delete_keys(redis, &format!("{prefix}:*")).await;
     let _ = js.delete_stream(FLOOR_STREAM).await;
     delete_keys(redis, "floor:*").await;
+    phase.done();
     Part {
         threadline,
         floor: floor_side,
@@ -1206,8 +1273,11 @@ async fn preload(store: &threadline::store::Store, from: usize, to: usize) {
                 conversation_id: format!("pre-{i}"),
                 parent_conversation_id: None,
             };
-            let mut s =
-                crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
+            let mut s = threadline_tests::events::spawn(
+                &conversation,
+                Placement::Current,
+                SessionMode::Session,
+            );
             s.event_id = format!("preload-{i}");
             let defaults = threadline::binder::plan::Defaults {
                 idle_timeout_ms: 24 * 3_600_000,
@@ -1327,8 +1397,11 @@ async fn aof_rewrites(redis_url: &str) -> (u64, u64) {
 /// show where the servers' CPU goes without a profiler.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Traffic {
+    /// Messages nats-server took in (`/varz` `in_msgs`).
     pub nats_in: f64,
+    /// Messages nats-server sent out (`/varz` `out_msgs`).
     pub nats_out: f64,
+    /// Commands Redis ran (`total_commands_processed`).
     pub redis_commands: f64,
 }
 
@@ -1429,8 +1502,10 @@ async fn used_memory(redis: &RedisServer) -> f64 {
 
 /// Runs the whole benchmark.
 pub async fn run(config: BenchConfig) -> BenchReport {
+    let phase = Phase::start("bench", "starting nats-server and redis-server");
     let nats = NatsServer::start().await;
     let redis = RedisServer::start().await;
+    phase.done();
     let mut report = BenchReport {
         cores: std::thread::available_parallelism()
             .map(usize::from)
@@ -1448,12 +1523,12 @@ pub async fn run(config: BenchConfig) -> BenchReport {
 
     // 1 and 2. Each Threadline layout with the floor alongside it, run by run.
     let mut parts = vec![(
-        "threadline run all",
+        Layout::AllInOne.name(),
         measure_part(&nats, &redis, &js, &config, Layout::AllInOne, "bench").await,
     )];
     if config.processes {
         parts.push((
-            "threadline process per worker",
+            Layout::PerWorker.name(),
             measure_part(&nats, &redis, &js, &config, Layout::PerWorker, "benchp").await,
         ));
     }
@@ -1470,7 +1545,7 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         let throughput =
             threadline.0.throughput_per_s.median / alongside.0.throughput_per_s.median.max(1e-9);
         let p99 = threadline.1.p99_ms.median / alongside.1.p99_ms.median.max(1e-9);
-        if name == "threadline run all" {
+        if name == Layout::AllInOne.name() {
             report.threadline_full = threadline.0;
             report.threadline_half = threadline.1;
             report.throughput_ratio = throughput;
@@ -1511,7 +1586,12 @@ pub async fn run(config: BenchConfig) -> BenchReport {
         .insert("floor".into(), cost.traffic);
 
     // 4 and 5. Routing latency as bindings grow; Redis bytes per binding.
+    let phase = Phase::start(
+        "bench",
+        format!("routing with {:?} bindings", config.state_sizes),
+    );
     let state = measure_state(&nats, &js, &config).await;
+    phase.done();
     report.routing = RoutingReport::of(state, &config);
     report
 }
@@ -1568,6 +1648,7 @@ impl RoutingReport {
         report
     }
 
+    /// The routing figures as lines of the printed table.
     pub fn table(&self) -> String {
         let mut out = String::new();
         for (n, f) in &self.state_summaries {
@@ -1615,7 +1696,9 @@ impl RoutingReport {
 /// Routing latency and Redis bytes per binding alone (`--only routing`): the state part of
 /// [`run`], on servers of its own.
 pub async fn routing(config: BenchConfig) -> RoutingReport {
+    let phase = Phase::start("bench", "starting nats-server");
     let nats = NatsServer::start().await;
+    phase.done();
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
     let state = measure_state(&nats, &js, &config).await;
     RoutingReport::of(state, &config)
@@ -1703,8 +1786,11 @@ impl RedisTime {
 /// queueing in front of it. What the state's size can cost Redis per call.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct CommandLatency {
+    /// Median (µs).
     pub p50_us: f64,
+    /// 99th percentile (µs).
     pub p99_us: f64,
+    /// 99.9th percentile (µs).
     pub p999_us: f64,
 }
 
@@ -1753,6 +1839,10 @@ async fn measure_state(
     let mut parts = Vec::new();
     let mut bytes_per_binding = 0.0;
     for (i, &size) in config.state_sizes.iter().enumerate() {
+        let phase = Phase::start(
+            "bench",
+            format!("routing: preloading {size} bindings into a Redis of their own"),
+        );
         let redis = RedisServer::start().await;
         let prefix = format!("state{i}");
         let store_config = Config {
@@ -1778,6 +1868,11 @@ async fn measure_state(
         }
         // A bulk load grows the AOF enough to trigger a background rewrite (a fork of the
         // whole dataset): that is the load's cost, not routing's, so measure after it.
+        phase.done();
+        let phase = Phase::start(
+            "bench",
+            format!("routing: {size} bindings: AOF rewrite, `run all`, sessions, warm-up"),
+        );
         aof_settled(&redis).await;
         let mut d = deploy(nats, &redis, Layout::AllInOne, &prefix, config.partitions).await;
         let keys = sessions(js, &mut d, config.sessions).await;
@@ -1790,6 +1885,7 @@ async fn measure_state(
             None,
         )
         .await;
+        phase.done();
         parts.push((size, redis, d, keys));
     }
     // Redis's own figures from here on cover the rounds only, not the preload.
@@ -1798,6 +1894,16 @@ async fn measure_state(
     }
     let mut runs: BTreeMap<usize, Vec<Figures>> = BTreeMap::new();
     for round in 0..config.state_runs {
+        let phase = Phase::start(
+            "bench",
+            format!(
+                "routing: round {} of {}, {} completions per size at {}/s",
+                round + 1,
+                config.state_runs,
+                config.state_messages,
+                config.state_rate
+            ),
+        );
         let mut order: Vec<usize> = (0..parts.len()).collect();
         if round % 2 == 1 {
             order.reverse();
@@ -1815,6 +1921,7 @@ async fn measure_state(
             .await;
             runs.entry(*size).or_default().push(f);
         }
+        phase.done();
     }
     let mut redis_time = BTreeMap::new();
     for (size, redis, ..) in &parts {
@@ -1849,6 +1956,7 @@ pub struct MemoryReport {
 }
 
 impl MemoryReport {
+    /// The memory figures and a Markdown table per key pattern.
     pub fn table(&self) -> String {
         let mut out = format!(
             "Redis bytes per active binding ({} bindings): {:.0} overall, {:.0} over the last half  (target ≤ 512)\n\n| keys | encoding | MEMORY USAGE per binding |\n| --- | --- | --- |\n",
@@ -1877,11 +1985,13 @@ pub async fn memory(bindings: usize) -> MemoryReport {
         .expect("redis");
     let store = threadline::store::Store::new(conn.clone(), &config);
     let half = bindings / 2;
+    let phase = Phase::start("bench", format!("memory: preloading {bindings} bindings"));
     let start = used_memory(&redis).await;
     preload(&store, 0, half).await;
     let middle = used_memory(&redis).await;
     preload(&store, half, bindings).await;
     let end = used_memory(&redis).await;
+    phase.done();
     let mut report = MemoryReport {
         bindings,
         bytes_per_binding: (end - start) / bindings.max(1) as f64,
@@ -2010,7 +2120,7 @@ mod tests {
             floor.body["text"], "floor 7",
             "the bench finds floor posts by text"
         );
-        let key_len = |post: &crate::fakes::webhook::WebhookDelivery| {
+        let key_len = |post: &threadline_tests::fakes::webhook::WebhookDelivery| {
             post.idempotency_key.as_deref().map(str::len)
         };
         assert_eq!(key_len(floor), key_len(threadline));
