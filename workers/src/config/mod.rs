@@ -26,7 +26,7 @@ pub use channels::{Persona, PlatformConfig};
 pub use delivery::{UnknownOutcome, DEFAULT_DELIVERY_PARTITIONS};
 pub use redact::Secret;
 pub(crate) use redact::{redact_url, redact_urls};
-pub use sources::{env_vars, CONFIG_FILE_ENV, ENV_PREFIX};
+pub use sources::{env_vars, CONFIG_FILE_ENV};
 pub use telemetry::LogFormat;
 pub use webhooks::WebhookConfig;
 

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What every setting's environment variable starts with.
-pub const ENV_PREFIX: &str = "THREADLINE_";
+pub(crate) const ENV_PREFIX: &str = "THREADLINE_";
 
 /// The variable naming the TOML file to load (like `--config`); not a setting itself.
 pub const CONFIG_FILE_ENV: &str = "THREADLINE_CONFIG";
