@@ -625,48 +625,74 @@ async fn doctor_names_low_listpack_limits_and_keys_of_the_old_layout() {
     assert_eq!(report["redis"]["old_layout_keys"], 1);
 }
 
-/// Every `THREADLINE_*` variable the README, docs/ and the compose files name is a setting the
-/// binary reads: set to a value, it either changes the configuration `threadline config`
-/// prints or is refused with a reason — never silently ignored (the README once documented
-/// `THREADLINE_MATRIX_HOMESERVER` while the service refused to start with it).
+/// Every `THREADLINE_*` variable the README, docs/, the compose files, the Dockerfile and the
+/// binary's own messages name is one of the variables Threadline derives from its settings
+/// (`config::env_vars`), and every derived variable is read: set to a value, it either
+/// changes the configuration `threadline config` prints or is refused with a reason — never
+/// silently ignored (the README once documented `THREADLINE_MATRIX_HOMESERVER` while the
+/// service refused to start with it).
 #[test]
 fn every_documented_environment_setting_is_read_not_ignored() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let mut names = std::collections::BTreeSet::new();
-    let mut docs: Vec<String> = [
+    let mut files: Vec<std::path::PathBuf> = [
         "README.md",
+        "Dockerfile",
         "infra/compose.yaml",
         "infra/cluster/compose.yaml",
     ]
     .iter()
-    .map(|doc| format!("{root}/{doc}"))
+    .map(|file| format!("{root}/{file}").into())
     .collect();
-    for entry in std::fs::read_dir(format!("{root}/docs")).expect("docs/") {
-        let path = entry.expect("docs entry").path();
-        if path.extension().is_some_and(|e| e == "md") {
-            docs.push(path.display().to_string());
+    let mut dirs = vec![
+        std::path::PathBuf::from(format!("{root}/docs")),
+        format!("{root}/workers/src").into(),
+    ];
+    // Where the names are derived, and its tests name foreign ones on purpose.
+    let derivation = std::path::PathBuf::from(format!("{root}/workers/src/config"));
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() && path != derivation {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md" || e == "rs") {
+                files.push(path);
+            }
         }
     }
-    for doc in &docs {
-        let text = std::fs::read_to_string(doc).expect("documentation");
+    let mut named = std::collections::BTreeMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable file");
         let mut rest = text.as_str();
         while let Some(at) = rest.find("THREADLINE_") {
             let tail = &rest[at..];
             let end = tail
                 .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
                 .unwrap_or(tail.len());
-            names.insert(tail[..end].trim_end_matches('_').to_owned());
+            named
+                .entry(tail[..end].trim_end_matches('_').to_owned())
+                .or_insert_with(|| file.display().to_string());
             rest = &tail[end..];
         }
     }
-    // Not settings: the config file's path, and the test harness's own variables.
-    for not_a_setting in ["THREADLINE", "THREADLINE_CONFIG", "THREADLINE_PYTHON"] {
-        names.remove(not_a_setting);
+    // Not settings: `THREADLINE_*` itself, the config file's path, the test harness's Python.
+    for not_a_setting in [
+        "THREADLINE",
+        threadline::config::CONFIG_FILE_ENV,
+        "THREADLINE_PYTHON",
+    ] {
+        named.remove(not_a_setting);
     }
+    let derived = threadline::config::env_vars();
     assert!(
-        names.len() > 20,
-        "found the documented variables: {names:?}"
+        named.len() > 20,
+        "found the documented variables: {named:?}"
     );
+    let unknown: Vec<_> = named
+        .iter()
+        .filter(|(name, _)| !derived.contains_key(*name))
+        .collect();
+    assert!(unknown.is_empty(), "named but not settings: {unknown:?}");
+
     let config = |var: Option<&str>| {
         let mut command = std::process::Command::new(threadline_tests::pipeline::threadline_bin());
         command
@@ -684,9 +710,12 @@ fn every_documented_environment_setting_is_read_not_ignored() {
     };
     let (ok, baseline) = config(None);
     assert!(ok, "threadline config runs: {baseline}");
-    let ignored: Vec<&String> = names
-        .iter()
+    let ignored: Vec<&String> = derived
+        .keys()
         .filter(|name| config(Some(name)) == (true, baseline.clone()))
         .collect();
-    assert!(ignored.is_empty(), "documented but ignored: {ignored:?}");
+    assert!(
+        ignored.is_empty(),
+        "settings whose variable is ignored: {ignored:?}"
+    );
 }

@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "threadline", version, about)]
 struct Cli {
     /// TOML configuration file; `THREADLINE_*` environment variables override it.
-    #[arg(long, env = "THREADLINE_CONFIG", global = true)]
+    #[arg(long, env = threadline::config::CONFIG_FILE_ENV, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
