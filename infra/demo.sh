@@ -23,7 +23,7 @@ demo_bin="$bin_dir/threadline-demo"
 if [[ ! -x $demo_bin || ! -x $bin_dir/threadline ]]; then
   log "compiling Threadline (first run: several minutes)…"
   cargo build --workspace --bins
-elif [[ -n $(find Cargo.toml Cargo.lock schemas workers tests test-servers bench \
+elif [[ -n $(find Cargo.toml Cargo.lock schemas workers tests \
   -newer "$demo_bin" \( -name '*.rs' -o -name '*.toml' -o -name '*.lua' -o -name '*.json' \) \
   -print -quit) ]]; then
   log "compiling Threadline (sources changed since the last build)…"
