@@ -23,6 +23,8 @@ use crate::ids;
 use crate::io::metrics as m;
 use crate::io::nats::Outgoing;
 use crate::model::bindings::{Farewell, FAREWELL_REASON};
+use crate::model::fallback::{self, Unbound};
+use crate::model::session::SessionRecord;
 use crate::runtime::ending::end_binding;
 use crate::runtime::outbox::binding_event;
 use crate::runtime::runloop::{Attempt, Handler};
@@ -35,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use threadline_schemas::{
     BindingChange, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, DeliveryPolicy,
-    PostDelivered, PostFailed, Reconciliation, Stage, SCHEMA_VERSION,
+    InputSource, PostDelivered, PostFailed, Reconciliation, SessionInput, Stage, SCHEMA_VERSION,
 };
 use touch::TouchCoalescer;
 
@@ -843,10 +845,12 @@ impl<A: Adapter> Deliverer<A> {
 
     /// The bound thread is gone (deleted), closed (archived, locked), or the bot was removed
     /// from it (`bot_removed`): end its binding — with a farewell in the parent when closed,
-    /// without one otherwise — and send the
-    /// completion to the requester's conversation instead, explicitly (`fallback` with the
-    /// reason), unless the session is `fail_closed`. The fallback's delivery id is the one
-    /// the router would give a requester post, so `bound_and_requester` cannot post twice.
+    /// without one otherwise — and send the completion where the router would have sent it
+    /// had it known ([`fallback::unbound`]): to the spawning session as input when that is
+    /// live, else to the requester's conversation, explicitly (`fallback` with the reason),
+    /// unless the session is `fail_closed`. The fallback's delivery id is the one the router
+    /// would give a requester post, so `bound_and_requester` cannot post twice; the input's
+    /// message id is the one the router would give it.
     async fn thread_lost(
         &self,
         command: &DeliveryCommand,
@@ -862,37 +866,28 @@ impl<A: Adapter> Deliverer<A> {
             Farewell::None
         };
         end_binding(&self.ctx, session_key, binding_id, code, farewell).await?;
-        let mut out = Vec::with_capacity(1);
-        let session = self.ctx.store.load_session(session_key).await?;
-        match session {
-            // The completion's one final outcome is the fallback's (`tl.out.delivered` with
-            // this reason, or `tl.out.failed` if that post fails too): a `tl.out.failed` here
-            // would tell a publisher waiting for the outcome that nobody got it.
-            Some(state) if !state.session.fail_closed => {
-                metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
-                let requester = state.session.requester.conversation;
-                let delivery_id = ids::post_delivery_id(&command.event_id, &requester);
-                out.push(Outgoing::event(
-                    self.ctx.deliver_subject(&requester),
-                    delivery_id.clone(),
-                    &DeliveryCommand {
-                        v: SCHEMA_VERSION,
-                        event_id: command.event_id.clone(),
-                        delivery_id,
-                        action: DeliveryAction::Post {
-                            destination: requester,
-                            content: content.to_owned(),
-                            mode: DeliveryMode::Fallback,
-                            reason: code.to_owned(),
-                            session_key: Some(session_key.to_owned()),
-                            binding_id: None,
-                        },
-                    },
-                ));
+        let store = &self.ctx.store;
+        let Some(state) = store.load_session(session_key).await? else {
+            return self.ctx.publisher.send(failed).await;
+        };
+        let parent = store
+            .load_session(&state.session.requester.session_key)
+            .await?;
+        // The completion's one final outcome is the fallback's (`tl.out.delivered` with this
+        // reason, or `tl.out.failed` if that post fails too; or the parent's input): a
+        // `tl.out.failed` beside it would tell a publisher waiting for the outcome that
+        // nobody got it.
+        let out = match fallback::unbound(&state.session, parent.as_ref()) {
+            Unbound::ToParent { parent, origin } => {
+                parent_input(&self.ctx, command, content, session_key, parent, origin)
             }
-            Some(_) | None => out.push(failed),
-        }
-        self.ctx.publisher.send_all(out).await
+            Unbound::FailClosed => failed,
+            Unbound::ToRequester(requester) => {
+                metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
+                requester_fallback(&self.ctx, command, content, session_key, requester, code)
+            }
+        };
+        self.ctx.publisher.send(out).await
     }
 
     async fn handle_create_thread(
@@ -1082,6 +1077,61 @@ impl<A: Adapter> Deliverer<A> {
         );
         self.ctx.publisher.send_all(out).await
     }
+}
+
+/// A lost thread's completion as the live session that spawned it gets it: the same event
+/// under the same message id as the router's rule 5 input.
+fn parent_input(
+    ctx: &WorkerContext,
+    command: &DeliveryCommand,
+    content: &str,
+    session_key: &str,
+    parent: &SessionRecord,
+    origin: &ConversationRef,
+) -> Outgoing {
+    Outgoing::event(
+        ctx.subjects.agent(&parent.agent_id),
+        ids::msg_id::input(&command.event_id, &parent.session_key),
+        &SessionInput {
+            v: SCHEMA_VERSION,
+            event_id: command.event_id.clone(),
+            session_key: parent.session_key.clone(),
+            text: content.to_owned(),
+            origin: origin.clone(),
+            source: InputSource::Completion,
+            from_session_key: Some(session_key.to_owned()),
+        },
+    )
+}
+
+/// A lost thread's completion posted in the requester's conversation instead, explicitly as
+/// a fallback with the reason `code`, under the delivery id the router gives a requester post.
+fn requester_fallback(
+    ctx: &WorkerContext,
+    command: &DeliveryCommand,
+    content: &str,
+    session_key: &str,
+    requester: &ConversationRef,
+    code: &str,
+) -> Outgoing {
+    let delivery_id = ids::post_delivery_id(&command.event_id, requester);
+    Outgoing::event(
+        ctx.deliver_subject(requester),
+        delivery_id.clone(),
+        &DeliveryCommand {
+            v: SCHEMA_VERSION,
+            event_id: command.event_id.clone(),
+            delivery_id,
+            action: DeliveryAction::Post {
+                destination: requester.clone(),
+                content: content.to_owned(),
+                mode: DeliveryMode::Fallback,
+                reason: code.to_owned(),
+                session_key: Some(session_key.to_owned()),
+                binding_id: None,
+            },
+        },
+    )
 }
 
 impl<A: Adapter> Handler for Deliverer<A> {

@@ -5,4 +5,5 @@
 pub mod bindings;
 pub mod channels;
 pub mod conversation_ids;
+pub mod fallback;
 pub mod session;

@@ -2,7 +2,8 @@
 //! function of the completion, the session's stored state and the clock. Rule 1 (decide once
 //! per event) is the caller's: it stores what this returns and never asks again.
 
-use crate::model::session::{SessionState, SessionStatus};
+use crate::model::fallback::{self, Unbound};
+use crate::model::session::{SessionRecord, SessionState};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use threadline_schemas::{
@@ -112,18 +113,8 @@ pub fn decide(
     let session = &state.session;
     let requester = &session.requester.conversation;
     // Rule 5: where the requester destination is a live session, it gets the output as input.
-    let to_parent = |why: &str| {
-        parent
-            .filter(|p| p.session.status == SessionStatus::Active)
-            .map(|p| {
-                Route::Decided(RouteDecision::Input {
-                    session_key: p.session.session_key.clone(),
-                    agent_id: p.session.agent_id.clone(),
-                    origin: requester.clone(),
-                    reason: why.to_owned(),
-                })
-            })
-    };
+    let to_parent =
+        |why: &str| fallback::live_parent(session, parent).map(|p| input(p, requester, why));
 
     if session.delivery == DeliveryPolicy::RequesterOnly {
         if let Some(route) = to_parent(reason::REQUESTER_ONLY) {
@@ -218,30 +209,30 @@ pub fn decide(
             }
             post(ctx, posts)
         }
-        Err(why) => match to_parent(why) {
-            Some(route) => return route,
-            None => fallback(session.fail_closed, requester, why, ctx),
+        Err(why) => match fallback::unbound(session, parent) {
+            Unbound::ToParent { parent, origin } => return input(parent, origin, why),
+            Unbound::FailClosed => RouteDecision::Fail {
+                code: "no_bound_destination".into(),
+                message: format!(
+                    "no usable bound destination ({why}) and the session is fail_closed"
+                ),
+            },
+            Unbound::ToRequester(requester) => post(
+                ctx,
+                vec![planned(requester, DeliveryMode::Fallback, why, None)],
+            ),
         },
     })
 }
 
-/// Rule 4: no usable bound destination.
-fn fallback(
-    fail_closed: bool,
-    requester: &ConversationRef,
-    why: &str,
-    ctx: RouteContext<'_>,
-) -> RouteDecision {
-    match why {
-        why if fail_closed => RouteDecision::Fail {
-            code: "no_bound_destination".into(),
-            message: format!("no usable bound destination ({why}) and the session is fail_closed"),
-        },
-        why => post(
-            ctx,
-            vec![planned(requester, DeliveryMode::Fallback, why, None)],
-        ),
-    }
+/// Rule 5's decision: the output is `parent`'s input, from `origin`.
+fn input(parent: &SessionRecord, origin: &ConversationRef, why: &str) -> Route {
+    Route::Decided(RouteDecision::Input {
+        session_key: parent.session_key.clone(),
+        agent_id: parent.agent_id.clone(),
+        origin: origin.clone(),
+        reason: why.to_owned(),
+    })
 }
 
 /// The most specific reason the session has no active binding.
