@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod discord;
 pub mod http;
 pub mod matrix;
+pub(crate) mod registry;
 pub mod slack;
 pub mod split;
 pub mod telegram;
