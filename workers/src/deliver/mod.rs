@@ -7,6 +7,7 @@
 //! reconciled on `tl.out.delivered`.
 
 pub mod adapter;
+mod claim;
 pub mod credentials;
 pub mod discord;
 pub mod http;
@@ -30,8 +31,9 @@ use crate::runtime::ending::end_binding;
 use crate::runtime::outbox::binding_event;
 use crate::runtime::runloop::{Attempt, Handler};
 use crate::runtime::WorkerContext;
-use crate::store::{Activated, Claim, PartOutcome};
+use crate::store::Activated;
 use adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
+use claim::{PartClaim, PartState};
 use credentials::Credentials;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -57,62 +59,42 @@ pub struct Deliverer<A: Adapter> {
 /// How far back read-back looks for an earlier attempt's post.
 const READ_BACK_WINDOW_MS: u64 = 3_600_000;
 
+/// Where read-back starts looking for what an attempt in doubt since `since_ms` posted.
+fn read_back_since(since_ms: u64) -> u64 {
+    if since_ms > 0 {
+        since_ms
+    } else {
+        threadline_schemas::now_ms().saturating_sub(READ_BACK_WINDOW_MS)
+    }
+}
+
 /// How a part in doubt is settled.
-enum Doubt {
-    /// Send it (again), reporting how the doubt was handled.
-    Resend(Reconciliation),
+enum Doubt<'a> {
+    /// Send it (again) on this claim, reporting how the doubt was handled.
+    Resend(PartClaim<'a>, Reconciliation),
     /// Already there (found by read-back), or not to be re-sent (`unknown_outcome = skip`).
     Settled(String, Reconciliation),
     /// Found by read-back, but in the destination's parent (see [`Posted::InParent`]).
     InParent(String, String),
 }
 
-/// One attempt on a claimed part: its number, when it was claimed, and — when an earlier
-/// attempt may have posted — when that doubt began (Unix ms; 0 when not known).
-#[derive(Debug, Clone, Copy)]
-struct PartTry {
-    number: u32,
-    claimed_at: u64,
-    doubt_since: Option<u64>,
-}
-
-impl PartTry {
-    /// This attempt certainly did not post (429, refused connection, rotated token): the
-    /// part is released, unless an earlier attempt's outcome is still unknown — a refused
-    /// re-send says nothing about the attempt it re-sends.
-    fn not_posted(self) -> PartOutcome {
-        match self.doubt_since {
-            Some(since_ms) => PartOutcome::Unknown {
-                attempt: self.number,
-                since_ms,
-            },
-            None => PartOutcome::NotPosted(self.number),
-        }
-    }
-
-    /// This attempt may have posted: in doubt since the oldest attempt that may have.
-    fn may_have_posted(self) -> PartOutcome {
-        PartOutcome::Unknown {
-            attempt: self.number,
-            since_ms: self.doubt_since.unwrap_or(self.claimed_at),
-        }
-    }
+/// A post (or thread) that failed for good.
+struct Failure {
+    code: String,
+    message: String,
+    attempts: u32,
 }
 
 /// What one post attempt came to.
-enum Posted {
+enum Posted<'a> {
     Done {
         ids: Vec<String>,
         reconciled: Option<Reconciliation>,
         /// The last part, posted but not yet recorded as sent: the caller records it
         /// together with its other writes (one round trip's wait, not two).
-        unsettled: Option<(usize, String)>,
+        unsettled: Option<(PartClaim<'a>, String)>,
     },
-    Failed {
-        code: String,
-        message: String,
-        attempts: u32,
-    },
+    Failed(Failure),
     /// A part meant for a thread landed in the thread's parent ([`PlatformError::PostedInParent`]):
     /// the parts' ids so far, the last one the misplaced part's. No later part was posted.
     InParent {
@@ -120,19 +102,6 @@ enum Posted {
         code: String,
         reconciled: Option<Reconciliation>,
     },
-}
-
-/// How a part posted in its destination's parent is recorded in its claim (a `Sent` id, so
-/// the store needs no new state): a redelivery must know where it went, never post it again.
-const IN_PARENT: &str = "in_parent|";
-
-fn in_parent_record(code: &str, message_id: &str) -> String {
-    [IN_PARENT, code, "|", message_id].concat()
-}
-
-/// `(code, message_id)` of a part recorded by [`in_parent_record`].
-fn in_parent_part(record: &str) -> Option<(&str, &str)> {
-    record.strip_prefix(IN_PARENT)?.split_once('|')
 }
 
 impl<A: Adapter> Deliverer<A> {
@@ -173,14 +142,14 @@ impl<A: Adapter> Deliverer<A> {
     }
 
     /// Posts every part not yet sent, in order.
-    async fn post_parts(
-        &self,
-        command: &DeliveryCommand,
+    async fn post_parts<'a>(
+        &'a self,
+        command: &'a DeliveryCommand,
         destination: &ConversationRef,
         content: &str,
         session_key: Option<&str>,
         is_farewell: bool,
-    ) -> Result<Posted, WorkError> {
+    ) -> Result<Posted<'a>, WorkError> {
         let store = &self.ctx.store;
         let caps = self.adapter.capabilities();
         let parts = split::split(content, caps.max_message_chars);
@@ -200,14 +169,12 @@ impl<A: Adapter> Deliverer<A> {
                 session_key,
                 bot_only: is_farewell,
             };
-            let claimed_at = threadline_schemas::now_ms();
-            let attempt = match store
-                .claim_part(&command.delivery_id, index, self.lease_ms())
+            let claim = match claim::claim(store, &command.delivery_id, index, self.lease_ms())
                 .await?
             {
-                Claim::Sent(id) => {
+                PartState::Sent(id) => {
                     metrics::counter!(m::DEDUP_HITS, "kind" => "post_already_sent").increment(1);
-                    match in_parent_part(&id) {
+                    match claim::in_parent_part(&id) {
                         // Posted in the parent by an earlier attempt: in the thread it is
                         // still misplaced; once the rest goes to the parent it is a part.
                         Some((code, id)) if destination.parent_conversation_id.is_some() => {
@@ -223,35 +190,24 @@ impl<A: Adapter> Deliverer<A> {
                     }
                     continue;
                 }
-                Claim::Failed(code) => {
-                    return Ok(Posted::Failed {
+                PartState::Failed(code) => {
+                    return Ok(Posted::Failed(Failure {
                         message: format!("part {index} failed earlier with {code}"),
                         code,
                         attempts: 0,
-                    })
+                    }))
                 }
-                Claim::Busy(ms) => {
+                PartState::Busy(ms) => {
                     return Err(WorkError::NotYet {
                         reason: "another instance is posting this delivery".into(),
                         after: Duration::from_millis(ms.max(50)),
                     })
                 }
-                Claim::Fresh(n) => PartTry {
-                    number: n,
-                    claimed_at,
-                    doubt_since: None,
-                },
-                Claim::InDoubt {
-                    attempt: n,
-                    since_ms,
-                } => match self.settle_doubt(request, index, n, since_ms, caps).await? {
-                    Doubt::Resend(how) => {
+                PartState::Claimed(claim) if claim.doubt_since().is_none() => claim,
+                PartState::Claimed(claim) => match self.settle_doubt(request, claim, caps).await? {
+                    Doubt::Resend(claim, how) => {
                         reconciled = Some(how);
-                        PartTry {
-                            number: n,
-                            claimed_at,
-                            doubt_since: Some(since_ms),
-                        }
+                        claim
                     }
                     Doubt::Settled(id, how) => {
                         reconciled = Some(how);
@@ -281,27 +237,15 @@ impl<A: Adapter> Deliverer<A> {
                 Ok(receipt) => {
                     self.learn_author(&receipt).await?;
                     if index + 1 == parts.len() {
-                        unsettled = Some((index, receipt.message_id.clone()));
+                        unsettled = Some((claim, receipt.message_id.clone()));
                     } else {
-                        store
-                            .settle_part(
-                                &command.delivery_id,
-                                index,
-                                &PartOutcome::Sent(receipt.message_id.clone()),
-                            )
-                            .await?;
+                        claim.sent(&receipt.message_id).await?;
                     }
                     message_ids.push(receipt.message_id);
                 }
                 Err(PlatformError::PostedInParent { code, receipt }) => {
                     self.learn_author(&receipt).await?;
-                    store
-                        .settle_part(
-                            &command.delivery_id,
-                            index,
-                            &PartOutcome::Sent(in_parent_record(&code, &receipt.message_id)),
-                        )
-                        .await?;
+                    claim.sent_in_parent(&code, &receipt.message_id).await?;
                     message_ids.push(receipt.message_id);
                     return Ok(Posted::InParent {
                         ids: message_ids,
@@ -311,8 +255,9 @@ impl<A: Adapter> Deliverer<A> {
                 }
                 Err(error) => {
                     return self
-                        .settle_failed_part(command, index, attempt, error)
+                        .settle_failed_part(claim, error)
                         .await
+                        .map(Posted::Failed)
                 }
             }
         }
@@ -336,57 +281,34 @@ impl<A: Adapter> Deliverer<A> {
         }
     }
 
-    /// Where read-back starts looking for what an attempt in doubt since `since_ms` posted.
-    fn read_back_since(since_ms: u64) -> u64 {
-        if since_ms > 0 {
-            since_ms
-        } else {
-            threadline_schemas::now_ms().saturating_sub(READ_BACK_WINDOW_MS)
-        }
-    }
-
     /// An earlier attempt on this part (the oldest claimed at `since_ms`) may have posted.
     /// With an idempotency key the platform still remembers, re-send; with read-back, look
     /// for it first; with neither, follow `unknown_outcome`.
-    async fn settle_doubt(
+    async fn settle_doubt<'a>(
         &self,
         request: PostRequest<'_>,
-        index: usize,
-        attempt: u32,
-        since_ms: u64,
+        claim: PartClaim<'a>,
         caps: Capabilities,
-    ) -> Result<Doubt, WorkError> {
+    ) -> Result<Doubt<'a>, WorkError> {
+        let since_ms = claim.doubt_since().unwrap_or(0);
         if self.adapter.keyed(&request) && self.key_still_holds(since_ms) {
             metrics::counter!(m::DEDUP_HITS, "kind" => "platform_idempotency").increment(1);
-            return Ok(Doubt::Resend(Reconciliation::IdempotencyKey));
+            return Ok(Doubt::Resend(claim, Reconciliation::IdempotencyKey));
         }
-        let store = &self.ctx.store;
         if caps.read_back {
-            let since = Self::read_back_since(since_ms);
+            let since = read_back_since(since_ms);
             return match self.adapter.find_posted(request, since).await {
                 Ok(Some(receipt)) => {
                     metrics::counter!(m::DEDUP_HITS, "kind" => "read_back").increment(1);
-                    store
-                        .settle_part(
-                            request.delivery_id,
-                            index,
-                            &PartOutcome::Sent(receipt.message_id.clone()),
-                        )
-                        .await?;
+                    claim.sent(&receipt.message_id).await?;
                     Ok(Doubt::Settled(receipt.message_id, Reconciliation::ReadBack))
                 }
                 // Read back and not there: posting again cannot duplicate it.
-                Ok(None) => Ok(Doubt::Resend(Reconciliation::ReadBack)),
+                Ok(None) => Ok(Doubt::Resend(claim, Reconciliation::ReadBack)),
                 // There, but where the platform put it rather than in the thread.
                 Err(PlatformError::PostedInParent { code, receipt }) => {
                     metrics::counter!(m::DEDUP_HITS, "kind" => "read_back").increment(1);
-                    store
-                        .settle_part(
-                            request.delivery_id,
-                            index,
-                            &PartOutcome::Sent(in_parent_record(&code, &receipt.message_id)),
-                        )
-                        .await?;
+                    claim.sent_in_parent(&code, &receipt.message_id).await?;
                     Ok(Doubt::InParent(receipt.message_id, code))
                 }
                 Err(error) => {
@@ -396,13 +318,7 @@ impl<A: Adapter> Deliverer<A> {
                     {
                         self.credentials.reload();
                     }
-                    store
-                        .settle_part(
-                            request.delivery_id,
-                            index,
-                            &PartOutcome::Unknown { attempt, since_ms },
-                        )
-                        .await?;
+                    claim.unknown().await?;
                     Err(match error {
                         PlatformError::RateLimited { after } => WorkError::RateLimited { after },
                         PlatformError::Transient { message, .. }
@@ -426,34 +342,29 @@ impl<A: Adapter> Deliverer<A> {
             .map(|p| p.unknown_outcome)
             .unwrap_or_default();
         match policy {
-            UnknownOutcome::Repost => Ok(Doubt::Resend(Reconciliation::UnknownOutcome)),
+            UnknownOutcome::Repost => Ok(Doubt::Resend(claim, Reconciliation::UnknownOutcome)),
             UnknownOutcome::Skip => {
                 let id = format!("unknown:{}", request.idempotency_key);
-                store
-                    .settle_part(request.delivery_id, index, &PartOutcome::Sent(id.clone()))
-                    .await?;
+                claim.sent(&id).await?;
                 Ok(Doubt::Settled(id, Reconciliation::UnknownOutcome))
             }
         }
     }
 
-    /// Records a failed attempt on a part and turns it into the run loop's decision.
+    /// Records a failed attempt on a part and turns it into the run loop's decision: an
+    /// error to retry after, or the failure for good.
     async fn settle_failed_part(
         &self,
-        command: &DeliveryCommand,
-        index: usize,
-        attempt: PartTry,
+        claim: PartClaim<'_>,
         error: PlatformError,
-    ) -> Result<Posted, WorkError> {
-        let store = &self.ctx.store;
+    ) -> Result<Failure, WorkError> {
         let channel = self.adapter.channel().to_owned();
+        let attempts = claim.number();
         match error {
             PlatformError::RateLimited { after } => {
                 metrics::counter!(m::RATE_LIMITED, "channel" => channel.clone()).increment(1);
                 metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "rate_limited").increment(1);
-                store
-                    .settle_part(&command.delivery_id, index, &attempt.not_posted())
-                    .await?;
+                claim.not_posted().await?;
                 Err(WorkError::RateLimited { after })
             }
             PlatformError::Transient {
@@ -461,14 +372,11 @@ impl<A: Adapter> Deliverer<A> {
                 maybe_applied,
             } => {
                 metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "transient").increment(1);
-                let outcome = if maybe_applied {
-                    attempt.may_have_posted()
+                if maybe_applied {
+                    claim.unknown().await?;
                 } else {
-                    attempt.not_posted()
-                };
-                store
-                    .settle_part(&command.delivery_id, index, &outcome)
-                    .await?;
+                    claim.not_posted().await?;
+                }
                 Err(WorkError::Transient(message))
             }
             PlatformError::Permanent { code, message }
@@ -477,9 +385,7 @@ impl<A: Adapter> Deliverer<A> {
                 // The token was rotated under us: nothing was posted, try again with the
                 // new one rather than give the post up.
                 metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "unauthorized").increment(1);
-                store
-                    .settle_part(&command.delivery_id, index, &attempt.not_posted())
-                    .await?;
+                claim.not_posted().await?;
                 Err(WorkError::Transient(format!(
                     "{message}; retrying with the rotated token"
                 )))
@@ -487,33 +393,21 @@ impl<A: Adapter> Deliverer<A> {
             // Posts answer this in `post_parts`; a thread's creation never posts in a thread.
             error @ PlatformError::PostedInParent { .. } => {
                 let code = "unexpected_placement".to_owned();
-                store
-                    .settle_part(
-                        &command.delivery_id,
-                        index,
-                        &PartOutcome::Failed(code.clone()),
-                    )
-                    .await?;
-                Ok(Posted::Failed {
+                claim.failed(&code).await?;
+                Ok(Failure {
                     code,
                     message: error.to_string(),
-                    attempts: attempt.number,
+                    attempts,
                 })
             }
             PlatformError::Permanent { code, message } => {
-                store
-                    .settle_part(
-                        &command.delivery_id,
-                        index,
-                        &PartOutcome::Failed(code.clone()),
-                    )
-                    .await?;
+                claim.failed(&code).await?;
                 metrics::counter!(m::POSTS, "channel" => channel, "result" => "failed")
                     .increment(1);
-                Ok(Posted::Failed {
+                Ok(Failure {
                     code,
                     message,
-                    attempts: attempt.number,
+                    attempts,
                 })
             }
         }
@@ -564,11 +458,11 @@ impl<A: Adapter> Deliverer<A> {
             )
             .await?
         {
-            Posted::Failed {
+            Posted::Failed(Failure {
                 code,
                 message,
                 attempts,
-            } => {
+            }) => {
                 tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code, %message, "post failed for good");
                 let failed = self.failed_event(
                     command,
@@ -643,7 +537,7 @@ impl<A: Adapter> Deliverer<A> {
         (ids, reconciled, unsettled): (
             Vec<String>,
             Option<Reconciliation>,
-            Option<(usize, String)>,
+            Option<(PartClaim<'_>, String)>,
         ),
     ) -> Result<(), WorkError> {
         metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
@@ -667,11 +561,8 @@ impl<A: Adapter> Deliverer<A> {
         // trip's wait, not three. (A crash before the record lands leaves the part
         // in doubt, settled by key or read-back as any crash after the call is.)
         let settle = async {
-            if let Some((index, id)) = &unsettled {
-                self.ctx
-                    .store
-                    .settle_part(&command.delivery_id, *index, &PartOutcome::Sent(id.clone()))
-                    .await?;
+            if let Some((claim, id)) = unsettled {
+                claim.sent(&id).await?;
             }
             Ok::<(), WorkError>(())
         };
@@ -745,13 +636,7 @@ impl<A: Adapter> Deliverer<A> {
             let misplaced = ids.last().cloned().unwrap_or_default();
             match self.adapter.delete(&parent, &misplaced).await {
                 Ok(()) => {
-                    self.ctx
-                        .store
-                        .settle_part(
-                            &command.delivery_id,
-                            index,
-                            &PartOutcome::Failed(code.to_owned()),
-                        )
+                    claim::retract_from_parent(&self.ctx.store, &command.delivery_id, index, code)
                         .await?;
                     metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "failed").increment(1);
                     let message = format!(
@@ -820,11 +705,11 @@ impl<A: Adapter> Deliverer<A> {
                 )
                 .await
             }
-            Posted::Failed {
+            Posted::Failed(Failure {
                 code,
                 message,
                 attempts,
-            } => {
+            }) => {
                 self.ctx
                     .publisher
                     .send(self.failed_event(
@@ -900,54 +785,30 @@ impl<A: Adapter> Deliverer<A> {
         binding_id: &str,
     ) -> Result<(), WorkError> {
         let store = &self.ctx.store;
-        let claimed_at = threadline_schemas::now_ms();
-        let thread = match store
-            .claim_part(&command.delivery_id, 0, self.lease_ms())
-            .await?
-        {
-            Claim::Sent(thread_id) => ConversationRef {
+        let thread = match claim::claim(store, &command.delivery_id, 0, self.lease_ms()).await? {
+            PartState::Sent(thread_id) => ConversationRef {
                 channel: parent.channel.clone(),
                 account_id: parent.account_id.clone(),
                 conversation_id: thread_id,
                 parent_conversation_id: Some(parent.conversation_id.clone()),
             },
-            Claim::Failed(code) => {
+            PartState::Failed(code) => {
+                let failure = Failure {
+                    code,
+                    message: "failed earlier".into(),
+                    attempts: 0,
+                };
                 return self
-                    .thread_failed(
-                        command,
-                        parent,
-                        session_key,
-                        binding_id,
-                        &code,
-                        "failed earlier",
-                        0,
-                    )
-                    .await
+                    .thread_failed(command, parent, session_key, binding_id, failure)
+                    .await;
             }
-            Claim::Busy(ms) => {
+            PartState::Busy(ms) => {
                 return Err(WorkError::NotYet {
                     reason: "another instance is creating this thread".into(),
                     after: Duration::from_millis(ms.max(50)),
                 })
             }
-            claim @ (Claim::Fresh(_) | Claim::InDoubt { .. }) => {
-                let attempt = match claim {
-                    Claim::InDoubt { attempt, since_ms } => PartTry {
-                        number: attempt,
-                        claimed_at,
-                        doubt_since: Some(since_ms),
-                    },
-                    Claim::Fresh(n) => PartTry {
-                        number: n,
-                        claimed_at,
-                        doubt_since: None,
-                    },
-                    Claim::Sent(_) | Claim::Failed(_) | Claim::Busy(_) => PartTry {
-                        number: 0,
-                        claimed_at,
-                        doubt_since: None,
-                    },
-                };
+            PartState::Claimed(claim) => {
                 let key = ids::part_key(&command.delivery_id, 0);
                 let request = ThreadRequest {
                     parent,
@@ -961,10 +822,10 @@ impl<A: Adapter> Deliverer<A> {
                 // forgotten by now or not cover every way a platform creates threads.
                 // Not being able to look is no answer: the doubt stays, and the attempt
                 // is retried.
-                let earlier = match attempt.doubt_since {
+                let earlier = match claim.doubt_since() {
                     Some(since) if caps.read_back => {
                         self.adapter
-                            .find_thread(request, Self::read_back_since(since))
+                            .find_thread(request, read_back_since(since))
                             .await
                     }
                     Some(_) | None => Ok(None),
@@ -976,35 +837,14 @@ impl<A: Adapter> Deliverer<A> {
                 };
                 match created {
                     Ok(thread) => {
-                        store
-                            .settle_part(
-                                &command.delivery_id,
-                                0,
-                                &PartOutcome::Sent(thread.conversation_id.clone()),
-                            )
-                            .await?;
+                        claim.sent(&thread.conversation_id).await?;
                         thread
                     }
                     Err(error) => {
-                        return match self.settle_failed_part(command, 0, attempt, error).await? {
-                            Posted::Failed {
-                                code,
-                                message,
-                                attempts,
-                            } => {
-                                self.thread_failed(
-                                    command,
-                                    parent,
-                                    session_key,
-                                    binding_id,
-                                    &code,
-                                    &message,
-                                    attempts,
-                                )
-                                .await
-                            }
-                            Posted::Done { .. } | Posted::InParent { .. } => Ok(()),
-                        }
+                        let failure = self.settle_failed_part(claim, error).await?;
+                        return self
+                            .thread_failed(command, parent, session_key, binding_id, failure)
+                            .await;
                     }
                 }
             }
@@ -1037,23 +877,27 @@ impl<A: Adapter> Deliverer<A> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The thread could not be created (`failure`): report it, and end the binding that
+    /// waited for it.
     async fn thread_failed(
         &self,
         command: &DeliveryCommand,
         parent: &ConversationRef,
         session_key: &str,
         binding_id: &str,
-        code: &str,
-        message: &str,
-        attempts: u32,
+        failure: Failure,
     ) -> Result<(), WorkError> {
+        let Failure {
+            code,
+            message,
+            attempts,
+        } = failure;
         let mut out = vec![self.failed_event(
             command,
             Some(parent),
             Some(session_key),
-            code,
-            message,
+            &code,
+            &message,
             attempts,
         )];
         if let Some(binding) = self
@@ -1072,8 +916,8 @@ impl<A: Adapter> Deliverer<A> {
         tracing::warn!(
             session_key,
             binding_id,
-            code,
-            message,
+            %code,
+            %message,
             "thread creation failed; binding ended"
         );
         self.ctx.publisher.send_all(out).await
@@ -1213,16 +1057,13 @@ impl<A: Adapter> Handler for Deliverer<A> {
                 binding_id,
                 ..
             } => {
-                self.thread_failed(
-                    command,
-                    parent,
-                    session_key,
-                    binding_id,
-                    error.code(),
-                    &error.to_string(),
-                    attempt.number,
-                )
-                .await
+                let failure = Failure {
+                    code: error.code().to_owned(),
+                    message: error.to_string(),
+                    attempts: attempt.number,
+                };
+                self.thread_failed(command, parent, session_key, binding_id, failure)
+                    .await
             }
         }
     }
