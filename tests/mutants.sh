@@ -19,6 +19,7 @@ if [ ${#modules[@]} -eq 0 ]; then
     workers/src/binder/plan.rs
     workers/src/model/conversation_ids.rs
     workers/src/model/fallback.rs
+    workers/src/model/platform_codes.rs
     workers/src/error.rs
   )
 fi

@@ -3,6 +3,7 @@
 //! again can help.
 
 pub use crate::model::channels::Capabilities;
+use crate::model::platform_codes::PermanentCode;
 use std::future::Future;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
@@ -56,13 +57,23 @@ pub enum PlatformError {
     /// Never worth retrying (other 4xx). `code` is Threadline's name for it
     /// (`thread_deleted`, `thread_archived`, `forbidden`, …).
     #[error("{code}: {message}")]
-    Permanent { code: String, message: String },
+    Permanent {
+        /// Threadline's name for it.
+        code: PermanentCode,
+        /// The platform's own words.
+        message: String,
+    },
     /// The platform took the post but put it in the destination's parent conversation, not
     /// in the thread asked for: Slack answers `ok` to a reply whose thread root was deleted
     /// and posts it at the channel's top level. The post exists (`receipt`); `code` says why
     /// the thread could not hold it (`thread_deleted`).
     #[error("{code}: posted in the parent conversation as {}", receipt.message_id)]
-    PostedInParent { code: String, receipt: Receipt },
+    PostedInParent {
+        /// Why the thread could not hold it.
+        code: PermanentCode,
+        /// The post, where the platform put it.
+        receipt: Receipt,
+    },
 }
 
 /// One chat platform.
@@ -118,7 +129,7 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), PlatformError>> + Send {
         async {
             Err(PlatformError::Permanent {
-                code: "capability_unsupported".into(),
+                code: PermanentCode::CapabilityUnsupported,
                 message: "this adapter cannot delete its posts".into(),
             })
         }

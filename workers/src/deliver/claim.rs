@@ -4,6 +4,7 @@
 //! posted" or "may have posted" means for a part already in doubt is decided here, once.
 
 use crate::error::WorkError;
+use crate::model::platform_codes::PermanentCode;
 use crate::store::{Claim, PartOutcome, Store};
 
 /// What claiming a part found.
@@ -11,7 +12,7 @@ pub(crate) enum PartState<'a> {
     /// Posted by an earlier attempt: the platform's id (or an [`in_parent_record`]).
     Sent(String),
     /// Failed for good earlier, with this code.
-    Failed(String),
+    Failed(PermanentCode),
     /// Another attempt holds a live lease; retry after this many ms.
     Busy(u64),
     /// This attempt's to post, and to settle.
@@ -54,7 +55,7 @@ pub(crate) async fn claim<'a>(
     Ok(
         match store.claim_part(delivery_id, index, lease_ms).await? {
             Claim::Sent(id) => PartState::Sent(id),
-            Claim::Failed(code) => PartState::Failed(code),
+            Claim::Failed(code) => PartState::Failed(PermanentCode::parse(&code)),
             Claim::Busy(ms) => PartState::Busy(ms),
             Claim::Fresh(number) => held(number, None),
             Claim::InDoubt { attempt, since_ms } => held(attempt, Some(since_ms)),
@@ -83,16 +84,20 @@ impl<'a> PartClaim<'a> {
     /// the reason `code`: a redelivery must know where it went, never post it again.
     pub(crate) async fn sent_in_parent(
         self,
-        code: &str,
+        code: &PermanentCode,
         message_id: &str,
     ) -> Result<(), WorkError> {
-        self.settle(PartOutcome::Sent(in_parent_record(code, message_id)))
-            .await
+        self.settle(PartOutcome::Sent(in_parent_record(
+            code.as_str(),
+            message_id,
+        )))
+        .await
     }
 
     /// Failed for good with `code`: no attempt posts it again.
-    pub(crate) async fn failed(self, code: &str) -> Result<(), WorkError> {
-        self.settle(PartOutcome::Failed(code.to_owned())).await
+    pub(crate) async fn failed(self, code: &PermanentCode) -> Result<(), WorkError> {
+        self.settle(PartOutcome::Failed(code.as_str().to_owned()))
+            .await
     }
 
     /// This attempt certainly did not post (429, refused connection, rotated token): the
@@ -133,10 +138,14 @@ pub(crate) async fn retract_from_parent(
     store: &Store,
     delivery_id: &str,
     index: usize,
-    code: &str,
+    code: &PermanentCode,
 ) -> Result<(), WorkError> {
     store
-        .settle_part(delivery_id, index, &PartOutcome::Failed(code.to_owned()))
+        .settle_part(
+            delivery_id,
+            index,
+            &PartOutcome::Failed(code.as_str().to_owned()),
+        )
         .await
 }
 
@@ -149,8 +158,9 @@ fn in_parent_record(code: &str, message_id: &str) -> String {
 }
 
 /// `(code, message_id)` of a part recorded by [`PartClaim::sent_in_parent`].
-pub(crate) fn in_parent_part(record: &str) -> Option<(&str, &str)> {
-    record.strip_prefix(IN_PARENT)?.split_once('|')
+pub(crate) fn in_parent_part(record: &str) -> Option<(PermanentCode, &str)> {
+    let (code, message_id) = record.strip_prefix(IN_PARENT)?.split_once('|')?;
+    Some((PermanentCode::parse(code), message_id))
 }
 
 #[cfg(test)]
@@ -162,7 +172,7 @@ mod tests {
         let record = in_parent_record("thread_deleted", "1700000000.000100");
         assert_eq!(
             in_parent_part(&record),
-            Some(("thread_deleted", "1700000000.000100"))
+            Some((PermanentCode::ThreadDeleted, "1700000000.000100"))
         );
         assert_eq!(in_parent_part("1700000000.000100"), None);
     }

@@ -4,6 +4,7 @@
 
 use super::adapter::PlatformError;
 use crate::io::trace::PlatformCall;
+use crate::model::platform_codes::PermanentCode;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use std::time::Duration;
@@ -71,7 +72,7 @@ pub fn classify(
     headers: &HeaderMap,
     retry_after_body: Option<Duration>,
     message: String,
-    permanent_code: impl FnOnce() -> String,
+    permanent_code: impl FnOnce() -> PermanentCode,
 ) -> PlatformError {
     // The platform's words end up in `tl.out.failed`, dead letters and logs: bounded.
     let message = threadline_schemas::bounded(&message, threadline_schemas::MAX_REASON_CHARS);
@@ -94,7 +95,7 @@ pub fn classify(
         // platform answers at. Only the new location's origin is named: a webhook's path
         // may hold a secret.
         300..=399 => PlatformError::Permanent {
-            code: "redirected".into(),
+            code: PermanentCode::Redirected,
             message: format!(
                 "{status}: the platform redirects to {}; configure the URL it answers at",
                 redirect_origin(headers)
@@ -102,11 +103,11 @@ pub fn classify(
         },
         // 1xx/2xx never reach here.
         100..=299 | 600..=u16::MAX => PlatformError::Permanent {
-            code: "unexpected_status".into(),
+            code: PermanentCode::UnexpectedStatus,
             message: format!("{status}: {message}"),
         },
         0..=99 => PlatformError::Permanent {
-            code: "unexpected_status".into(),
+            code: PermanentCode::UnexpectedStatus,
             message: format!("{status}: {message}"),
         },
     }
@@ -152,8 +153,8 @@ fn without_url(error: reqwest::Error) -> reqwest::Error {
 mod tests {
     use super::*;
 
-    fn code() -> String {
-        "bad_request".into()
+    fn code() -> PermanentCode {
+        PermanentCode::Rejected
     }
 
     #[test]
@@ -176,7 +177,10 @@ mod tests {
         ));
         assert!(matches!(
             classify(StatusCode::FORBIDDEN, &h, None, String::new(), code),
-            PlatformError::Permanent { code, .. } if code == "bad_request"
+            PlatformError::Permanent {
+                code: PermanentCode::Rejected,
+                ..
+            }
         ));
     }
 
@@ -197,7 +201,7 @@ mod tests {
         else {
             panic!("{error:?}");
         };
-        assert_eq!(named, "redirected");
+        assert_eq!(named, PermanentCode::Redirected);
         assert!(
             message.contains("https://hooks.example.com:8443") && !message.contains("secret"),
             "{message}"
@@ -206,7 +210,7 @@ mod tests {
         let error = classify(StatusCode::MOVED_PERMANENTLY, &h, None, String::new(), code);
         assert!(
             matches!(&error, PlatformError::Permanent { code: named, message }
-                if named == "redirected" && message.contains("same host")),
+                if *named == PermanentCode::Redirected && message.contains("same host")),
             "{error:?}"
         );
     }

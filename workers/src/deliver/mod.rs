@@ -29,6 +29,7 @@ pub mod webhook;
 use crate::error::WorkError;
 use crate::ids;
 use crate::io::nats::Outgoing;
+use crate::model::platform_codes::PermanentCode;
 use crate::runtime::runloop::{Attempt, Handler};
 use crate::runtime::WorkerContext;
 use adapter::{Adapter, Receipt};
@@ -67,7 +68,7 @@ fn read_back_since(since_ms: u64) -> u64 {
 
 /// A post (or thread) that failed for good.
 struct Failure {
-    code: String,
+    code: PermanentCode,
     message: String,
     attempts: u32,
 }
@@ -213,7 +214,7 @@ impl<A: Adapter> Handler for Deliverer<A> {
                 ..
             } => {
                 let failure = Failure {
-                    code: error.code().to_owned(),
+                    code: PermanentCode::parse(error.code()),
                     message: error.to_string(),
                     attempts: attempt.number,
                 };

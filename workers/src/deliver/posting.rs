@@ -13,6 +13,7 @@ use crate::io::metrics as m;
 use crate::io::nats::Outgoing;
 use crate::model::bindings::{Farewell, FAREWELL_REASON};
 use crate::model::fallback::{self, Unbound};
+use crate::model::platform_codes::PermanentCode;
 use crate::model::session::SessionRecord;
 use crate::runtime::ending::end_binding;
 use crate::runtime::WorkerContext;
@@ -29,7 +30,7 @@ enum Doubt<'a> {
     /// Already there (found by read-back), or not to be re-sent (`unknown_outcome = skip`).
     Settled(String, Reconciliation),
     /// Found by read-back, but in the destination's parent (see [`Posted::InParent`]).
-    InParent(String, String),
+    InParent(String, PermanentCode),
 }
 
 /// What one post attempt came to.
@@ -46,7 +47,7 @@ enum Posted<'a> {
     /// the parts' ids so far, the last one the misplaced part's. No later part was posted.
     InParent {
         ids: Vec<String>,
-        code: String,
+        code: PermanentCode,
         reconciled: Option<Reconciliation>,
     },
 }
@@ -92,7 +93,7 @@ impl<A: Adapter> Deliverer<A> {
                             message_ids.push(id.to_owned());
                             return Ok(Posted::InParent {
                                 ids: message_ids,
-                                code: code.to_owned(),
+                                code,
                                 reconciled,
                             });
                         }
@@ -225,8 +226,13 @@ impl<A: Adapter> Deliverer<A> {
                 Err(error) => {
                     // Could not read: still in doubt; keep it that way and retry later
                     // (with the rotated token, when the read met a 401).
-                    if matches!(&error, PlatformError::Permanent { code, .. } if code == "unauthorized")
-                    {
+                    if matches!(
+                        &error,
+                        PlatformError::Permanent {
+                            code: PermanentCode::Unauthorized,
+                            ..
+                        }
+                    ) {
                         self.credentials.reload();
                     }
                     claim.unknown().await?;
@@ -290,9 +296,10 @@ impl<A: Adapter> Deliverer<A> {
                 }
                 Err(WorkError::Transient(message))
             }
-            PlatformError::Permanent { code, message }
-                if code == "unauthorized" && self.credentials.reload() =>
-            {
+            PlatformError::Permanent {
+                code: PermanentCode::Unauthorized,
+                message,
+            } if self.credentials.reload() => {
                 // The token was rotated under us: nothing was posted, try again with the
                 // new one rather than give the post up.
                 metrics::counter!(m::PLATFORM_RETRIES, "channel" => channel, "reason" => "unauthorized").increment(1);
@@ -303,7 +310,7 @@ impl<A: Adapter> Deliverer<A> {
             }
             // Posts answer this in `post_parts`; a thread's creation never posts in a thread.
             error @ PlatformError::PostedInParent { .. } => {
-                let code = "unexpected_placement".to_owned();
+                let code = PermanentCode::UnexpectedPlacement;
                 claim.failed(&code).await?;
                 Ok(Failure {
                     code,
@@ -355,7 +362,7 @@ impl<A: Adapter> Deliverer<A> {
                     command,
                     Some(destination),
                     session_key,
-                    &code,
+                    code.as_str(),
                     &message,
                     attempts,
                 );
@@ -363,12 +370,15 @@ impl<A: Adapter> Deliverer<A> {
                     (mode, session_key, binding_id)
                 {
                     // The bound conversation cannot take this post nor any later one.
-                    if matches!(
-                        code.as_str(),
-                        "thread_deleted" | "thread_archived" | "thread_locked" | "bot_removed"
-                    ) {
+                    if let Some(farewell) = code.lost_thread() {
                         return self
-                            .thread_lost(command, content, session_key, binding_id, &code, failed)
+                            .thread_lost(
+                                command,
+                                content,
+                                (session_key, binding_id),
+                                (&code, farewell),
+                                failed,
+                            )
                             .await;
                     }
                 }
@@ -496,7 +506,7 @@ impl<A: Adapter> Deliverer<A> {
         session_key: Option<&str>,
         binding_id: Option<&str>,
         (ids, reconciled_before): (Vec<String>, Option<Reconciliation>),
-        code: &str,
+        code: &PermanentCode,
     ) -> Result<(), WorkError> {
         let parent = destination.parent();
         let is_farewell = matches!(&command.action,
@@ -504,7 +514,14 @@ impl<A: Adapter> Deliverer<A> {
         tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code,
             thread = %destination.conversation_id, "the platform posted into the parent, not the thread");
         if let (Some(session_key), Some(binding_id)) = (session_key, binding_id) {
-            end_binding(&self.ctx, session_key, binding_id, code, Farewell::None).await?;
+            end_binding(
+                &self.ctx,
+                session_key,
+                binding_id,
+                code.as_str(),
+                Farewell::None,
+            )
+            .await?;
         }
         let session = match session_key {
             Some(key) => self.ctx.store.load_session(key).await?,
@@ -534,7 +551,7 @@ impl<A: Adapter> Deliverer<A> {
                         command,
                         Some(destination),
                         session_key,
-                        code,
+                        code.as_str(),
                         &message,
                         1,
                     );
@@ -542,12 +559,12 @@ impl<A: Adapter> Deliverer<A> {
                     // requester's own copy's delivery id, so it is not posted again).
                     return match (session_key, binding_id) {
                         (Some(session_key), Some(binding_id)) => {
+                            // Ended above without a farewell: the thread is gone.
                             self.thread_lost(
                                 command,
                                 content,
-                                session_key,
-                                binding_id,
-                                code,
+                                (session_key, binding_id),
+                                (code, Farewell::None),
                                 failed,
                             )
                             .await
@@ -572,7 +589,7 @@ impl<A: Adapter> Deliverer<A> {
                 }
             }
         }
-        metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
+        metrics::counter!(m::FALLBACKS, "reason" => code.to_string()).increment(1);
         match self
             .post_parts(command, &parent, content, session_key, is_farewell)
             .await?
@@ -585,7 +602,7 @@ impl<A: Adapter> Deliverer<A> {
                 self.report_delivered(
                     command,
                     &parent,
-                    (DeliveryMode::Fallback, code),
+                    (DeliveryMode::Fallback, code.as_str()),
                     session_key,
                     None,
                     (ids, reconciled.or(reconciled_before), unsettled),
@@ -603,7 +620,7 @@ impl<A: Adapter> Deliverer<A> {
                         command,
                         Some(&parent),
                         session_key,
-                        &code,
+                        code.as_str(),
                         &message,
                         attempts,
                     ))
@@ -628,17 +645,11 @@ impl<A: Adapter> Deliverer<A> {
         &self,
         command: &DeliveryCommand,
         content: &str,
-        session_key: &str,
-        binding_id: &str,
-        code: &str,
+        (session_key, binding_id): (&str, &str),
+        (code, farewell): (&PermanentCode, Farewell),
         failed: Outgoing,
     ) -> Result<(), WorkError> {
-        let farewell = if matches!(code, "thread_archived" | "thread_locked") {
-            Farewell::InParent
-        } else {
-            Farewell::None
-        };
-        end_binding(&self.ctx, session_key, binding_id, code, farewell).await?;
+        end_binding(&self.ctx, session_key, binding_id, code.as_str(), farewell).await?;
         let store = &self.ctx.store;
         let Some(state) = store.load_session(session_key).await? else {
             return self.ctx.publisher.send(failed).await;
@@ -656,7 +667,7 @@ impl<A: Adapter> Deliverer<A> {
             }
             Unbound::FailClosed => failed,
             Unbound::ToRequester(requester) => {
-                metrics::counter!(m::FALLBACKS, "reason" => code.to_owned()).increment(1);
+                metrics::counter!(m::FALLBACKS, "reason" => code.to_string()).increment(1);
                 requester_fallback(&self.ctx, command, content, session_key, requester, code)
             }
         };
@@ -697,7 +708,7 @@ fn requester_fallback(
     content: &str,
     session_key: &str,
     requester: &ConversationRef,
-    code: &str,
+    code: &PermanentCode,
 ) -> Outgoing {
     let delivery_id = ids::post_delivery_id(&command.event_id, requester);
     Outgoing::event(
@@ -711,7 +722,7 @@ fn requester_fallback(
                 destination: requester.clone(),
                 content: content.to_owned(),
                 mode: DeliveryMode::Fallback,
-                reason: code.to_owned(),
+                reason: code.to_string(),
                 session_key: Some(session_key.to_owned()),
                 binding_id: None,
             },

@@ -134,7 +134,7 @@ impl<A: Adapter> Deliverer<A> {
             command,
             Some(parent),
             Some(session_key),
-            &code,
+            code.as_str(),
             &message,
             attempts,
         )];

@@ -6,4 +6,5 @@ pub mod bindings;
 pub mod channels;
 pub mod conversation_ids;
 pub mod fallback;
+pub mod platform_codes;
 pub mod session;

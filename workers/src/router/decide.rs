@@ -2,7 +2,9 @@
 //! function of the completion, the session's stored state and the clock. Rule 1 (decide once
 //! per event) is the caller's: it stores what this returns and never asks again.
 
+use crate::model::bindings::reason as ended;
 use crate::model::fallback::{self, Unbound};
+use crate::model::platform_codes::PermanentCode;
 use crate::model::session::{SessionRecord, SessionState};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -243,12 +245,35 @@ fn ended_reason(state: &SessionState) -> &'static str {
         // An ending binding is as good as ended for routing (its farewell is under way).
         .filter(|b| matches!(b.status, BindingStatus::Ended | BindingStatus::Ending))
         .max_by_key(|b| b.last_activity_at);
-    match last_ended.and_then(|b| b.end_reason.as_deref()) {
-        Some("thread_deleted") => "thread_deleted",
-        Some("thread_archived") => "thread_archived",
-        Some("thread_locked") => "thread_locked",
-        Some(_) | None if last_ended.is_some() => reason::BINDING_ENDED,
-        Some(_) | None => reason::NO_ACTIVE_BINDING,
+    let Some(last_ended) = last_ended else {
+        return reason::NO_ACTIVE_BINDING;
+    };
+    // A thread that is gone or closed is named; any other end is just an ended binding.
+    match last_ended.end_reason.as_deref().map(PermanentCode::parse) {
+        Some(PermanentCode::ThreadDeleted) => ended::THREAD_DELETED,
+        Some(PermanentCode::ThreadArchived) => ended::THREAD_ARCHIVED,
+        Some(PermanentCode::ThreadLocked) => ended::THREAD_LOCKED,
+        Some(
+            PermanentCode::BotRemoved
+            | PermanentCode::Forbidden
+            | PermanentCode::Unauthorized
+            | PermanentCode::NotFound
+            | PermanentCode::Archived
+            | PermanentCode::TooLarge
+            | PermanentCode::ChatMigrated
+            | PermanentCode::UnknownMessage
+            | PermanentCode::ThreadLimit
+            | PermanentCode::WrongChannelType
+            | PermanentCode::CapabilityUnsupported
+            | PermanentCode::Rejected
+            | PermanentCode::Redirected
+            | PermanentCode::UnexpectedStatus
+            | PermanentCode::UnexpectedPlacement
+            | PermanentCode::BadConfig
+            | PermanentCode::BadResponse
+            | PermanentCode::Other(_),
+        )
+        | None => reason::BINDING_ENDED,
     }
 }
 
