@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 pub enum Role {
     /// Every worker, and a deliverer for every configured channel.
     All,
+    /// The binder alone (spawns, control, the sweeper).
     Binder,
+    /// The router alone (completions, inbound messages, sends).
     Router,
     /// The deliverer of one channel.
     Deliver(String),
@@ -33,30 +35,48 @@ pub enum Role {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
+    /// NATS topology (streams, consumers) could not be set up.
     Topology(#[from] crate::io::nats::TopologyError),
     #[error("channel {0} is not configured (set its token, or add [webhooks.<name>])")]
+    /// A deliverer was asked for a channel this deployment does not configure.
     UnknownChannel(String),
     #[error("cannot read the credentials of {channel}: {source}")]
+    /// A channel's credentials could not be read.
     Credentials {
+        /// The channel whose credentials failed.
         channel: String,
+        /// Why they could not be read.
         source: std::io::Error,
     },
     #[error("cannot subscribe to control broadcasts: {0}")]
+    /// The control broadcast subscription failed.
     Subscribe(String),
     #[error("cannot start a worker runtime: {0}")]
+    /// A worker's runtime or thread could not be started.
     Runtime(std::io::Error),
     #[error("{role:?}: {source}")]
-    Worker { role: Role, source: Box<StartError> },
+    /// A worker of `run all` could not start.
+    Worker {
+        /// Which worker.
+        role: Role,
+        /// Why it could not.
+        source: Box<StartError>,
+    },
     #[error("cannot serve health endpoints on {addr}: {source}")]
+    /// The health server could not listen.
     Health {
+        /// The address it was to listen on.
         addr: String,
+        /// Why it could not.
         source: std::io::Error,
     },
 }
 
 /// A running process: its workers and where its health endpoints listen.
 pub struct Running {
+    /// Where the health endpoints listen, when they do.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// The workers' shared context (connections, store, publisher).
     pub ctx: WorkerContext,
     tasks: JoinSet<()>,
     /// Stops the health server when the process is done (dropped), not at SIGTERM: while
@@ -208,6 +228,7 @@ impl Drop for Unready {
 
 /// The workers [`start_threaded`] started.
 pub struct Threaded {
+    /// Where the health endpoints listen, when they do.
     pub health_addr: Option<std::net::SocketAddr>,
     /// Tokio worker threads of each worker's runtime.
     pub worker_threads: usize,

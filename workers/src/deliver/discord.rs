@@ -42,7 +42,7 @@ use threadline_schemas::ConversationRef;
 /// from Message": 1-100 characters).
 const MAX_THREAD_NAME_CHARS: usize = 100;
 /// How long a nonce is trusted by default: well inside Discord's "past few minutes".
-pub const DEFAULT_NONCE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_NONCE_WINDOW: Duration = Duration::from_secs(60);
 /// A wait for a rate-limit bucket up to this long is served in place; a longer one is
 /// answered as a 429 without sending, so the claim on the part is not held through it.
 const INLINE_WAIT: Duration = Duration::from_secs(1);
@@ -53,7 +53,7 @@ const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 const FORUM_TYPES: [u64; 2] = [15, 16];
 
 /// Talks to Discord's HTTP API (or a loopback fake at the configured base URL).
-pub struct Discord {
+pub(crate) struct Discord {
     http: reqwest::Client,
     api_base: String,
     credentials: Arc<Credentials>,
@@ -258,7 +258,8 @@ struct ChannelInfo {
 }
 
 impl Discord {
-    pub fn new(
+    /// An adapter posting through `api_base` with `credentials` (and `personas` per channel); a nonce is trusted for `nonce_window`.
+    pub(crate) fn new(
         api_base: &str,
         credentials: Arc<Credentials>,
         timeout: Duration,

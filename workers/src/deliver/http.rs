@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use std::time::Duration;
 
 /// A client for one adapter. Timeouts bound every call so a claim's lease outlives it.
-pub fn client(timeout: Duration) -> reqwest::Client {
+pub(crate) fn client(timeout: Duration) -> reqwest::Client {
     // rustls without a default provider: install ring once (async-nats uses ring too, so no
     // second crypto library is built). Ignored when another caller installed it first.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -27,17 +27,20 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 }
 
 /// A platform's answer, read whole.
-pub struct Answered {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: bytes::Bytes,
+pub(crate) struct Answered {
+    /// The response's status.
+    pub(crate) status: StatusCode,
+    /// The response's headers.
+    pub(crate) headers: HeaderMap,
+    /// The response's body.
+    pub(crate) body: bytes::Bytes,
 }
 
 /// Sends `request` and reads the whole answer; a request that got no answer is a transport
 /// error (see [`transport_error`]).
 ///
 /// The call is a child span of the event being handled, and carries its `traceparent`.
-pub async fn send(request: reqwest::RequestBuilder) -> Result<Answered, PlatformError> {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<Answered, PlatformError> {
     let (client, request) = request.build_split();
     let mut request = request.map_err(transport_error)?;
     let call = PlatformCall::start(
@@ -67,7 +70,7 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<Answered, Platform
 
 /// Classifies a non-success response. `platform_code` and `retry_after_body` come from the
 /// platform's error body, when it has them; `permanent_code` names a permanent error.
-pub fn classify(
+pub(crate) fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     retry_after_body: Option<Duration>,
@@ -126,7 +129,7 @@ fn redirect_origin(headers: &HeaderMap) -> String {
 }
 
 /// `Retry-After` in (possibly fractional) seconds.
-pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -137,7 +140,7 @@ pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
 
 /// A failed request (no response): connection failures happen before anything was sent;
 /// a timeout may come after the platform acted.
-pub fn transport_error(error: reqwest::Error) -> PlatformError {
+pub(crate) fn transport_error(error: reqwest::Error) -> PlatformError {
     PlatformError::Transient {
         maybe_applied: !error.is_connect(),
         message: without_url(error).to_string(),

@@ -140,6 +140,7 @@ impl Pacer {
 }
 
 impl Matrix {
+    /// An adapter for the homeserver at `homeserver`, as the account of `credentials`.
     pub fn new(homeserver: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
         Matrix {
             http: client(timeout),

@@ -14,16 +14,16 @@
 pub mod adapter;
 mod claim;
 pub mod credentials;
-pub mod discord;
-pub mod http;
+pub(crate) mod discord;
+pub(crate) mod http;
 pub mod matrix;
 mod posting;
 pub(crate) mod registry;
-pub mod slack;
-pub mod split;
-pub mod telegram;
+pub(crate) mod slack;
+pub(crate) mod split;
+pub(crate) mod telegram;
 mod thread;
-pub mod touch;
+pub(crate) mod touch;
 pub mod webhook;
 
 use crate::error::WorkError;
@@ -43,7 +43,7 @@ use threadline_schemas::{
 use touch::TouchCoalescer;
 
 /// The handler of `tl.deliver.<channel>`.
-pub struct Deliverer<A: Adapter> {
+pub(crate) struct Deliverer<A: Adapter> {
     adapter: A,
     ctx: WorkerContext,
     /// The token the adapter sends; reloaded on a 401.
@@ -74,7 +74,8 @@ struct Failure {
 }
 
 impl<A: Adapter> Deliverer<A> {
-    pub fn new(adapter: A, credentials: Arc<Credentials>, ctx: WorkerContext) -> Self {
+    /// A deliverer posting through `adapter` with `credentials`.
+    pub(crate) fn new(adapter: A, credentials: Arc<Credentials>, ctx: WorkerContext) -> Self {
         Deliverer {
             adapter,
             credentials,

@@ -31,7 +31,7 @@ use threadline_schemas::ConversationRef;
 const EVENT_TYPE: &str = "threadline_post";
 
 /// Talks to the Slack Web API (or a loopback fake at the configured base URL).
-pub struct Slack {
+pub(crate) struct Slack {
     http: reqwest::Client,
     api_base: String,
     credentials: Arc<Credentials>,
@@ -153,7 +153,7 @@ fn meaning(error: &str, in_thread: bool, posting: bool) -> Meaning {
 }
 
 /// Slack's control characters as entities: `&` first, so no entity is escaped twice.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -167,7 +167,8 @@ pub fn escape(text: &str) -> String {
 }
 
 impl Slack {
-    pub fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
+    /// An adapter calling the Web API at `api_base` with `credentials`.
+    pub(crate) fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
         Slack {
             http: client(timeout),
             api_base: api_base.trim_end_matches('/').to_owned(),

@@ -29,7 +29,7 @@ use std::time::Duration;
 use threadline_schemas::ConversationRef;
 
 /// Talks to the Telegram Bot API (or a loopback fake at the configured base URL).
-pub struct Telegram {
+pub(crate) struct Telegram {
     http: reqwest::Client,
     api_base: String,
     credentials: Arc<Credentials>,
@@ -95,7 +95,7 @@ fn permanent_code(status: u16, description: &str, migrated: bool) -> PermanentCo
 
 /// Puts a word joiner after each `@` that would start a mention Telegram detects and
 /// notifies (`@` not after a username character, followed by one); the text reads the same.
-pub fn without_mentions(text: &str) -> String {
+pub(crate) fn without_mentions(text: &str) -> String {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(text.len());
     let mut previous: Option<char> = None;
@@ -121,7 +121,8 @@ fn chat(id: &str) -> Value {
 }
 
 impl Telegram {
-    pub fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
+    /// An adapter calling the Bot API at `api_base` with `credentials`.
+    pub(crate) fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
         Telegram {
             http: client(timeout),
             api_base: api_base.trim_end_matches('/').to_owned(),

@@ -69,6 +69,7 @@ fn id_string(value: &serde_json::Value) -> Option<String> {
 }
 
 impl Webhook {
+    /// The adapter of webhook channel `webhook:<name>`, as `config` describes it.
     pub fn new(
         name: &str,
         config: WebhookConfig,

@@ -8,7 +8,7 @@ use threadline_schemas::ConversationRef;
 
 /// The outcome of a completion without a usable bound destination.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Unbound<'a> {
+pub(crate) enum Unbound<'a> {
     /// Rule 5: the session was spawned by another session that is still live: the output is
     /// that session's input (`tl.agent.*`), with the requester's conversation as its origin
     /// so a chain of sessions keeps its root thread.
@@ -26,7 +26,7 @@ pub enum Unbound<'a> {
 
 /// Rule 5 alone: the session that spawned `session` (`parent`, looked up by the
 /// requester's session key), when it is still live and can take the output as input.
-pub fn live_parent<'a>(
+pub(crate) fn live_parent<'a>(
     session: &SessionRecord,
     parent: Option<&'a SessionState>,
 ) -> Option<&'a SessionRecord> {
@@ -38,7 +38,10 @@ pub fn live_parent<'a>(
 
 /// Rules 5 then 4: where the output of `session` goes when no binding can take it. `parent`
 /// is the session named as its requester, when that is a Threadline session.
-pub fn unbound<'a>(session: &'a SessionRecord, parent: Option<&'a SessionState>) -> Unbound<'a> {
+pub(crate) fn unbound<'a>(
+    session: &'a SessionRecord,
+    parent: Option<&'a SessionState>,
+) -> Unbound<'a> {
     let origin = &session.requester.conversation;
     match live_parent(session, parent) {
         Some(parent) => Unbound::ToParent { parent, origin },

@@ -5,6 +5,6 @@
 pub mod bindings;
 pub mod channels;
 pub mod conversation_ids;
-pub mod fallback;
+pub(crate) mod fallback;
 pub mod platform_codes;
 pub mod session;

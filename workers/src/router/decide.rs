@@ -16,10 +16,14 @@ use threadline_schemas::{
 /// One post the router decided on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedPost {
+    /// Where to post.
     pub destination: ConversationRef,
+    /// Why it goes there, as the contract names it.
     pub mode: DeliveryMode,
+    /// The reason published on `tl.out.delivered.reason`.
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The binding it goes through, for a bound post.
     pub binding_id: Option<String>,
 }
 
@@ -28,16 +32,28 @@ pub struct PlannedPost {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RouteDecision {
     /// Post to these destinations, in this order.
-    Post { posts: Vec<PlannedPost> },
+    Post {
+        /// The posts, in order.
+        posts: Vec<PlannedPost>,
+    },
     /// Post nothing; report `tl.out.failed` with this code.
-    Fail { code: String, message: String },
+    Fail {
+        /// The code on `tl.out.failed.code`.
+        code: String,
+        /// What went wrong, for people.
+        message: String,
+    },
     /// The session was spawned by another session (rule 5): its output is that session's
     /// input, not a chat post. `origin` is the conversation (and thread) the child was
     /// spawned from, so the chain keeps its root.
     Input {
+        /// The parent session.
         session_key: String,
+        /// The parent session's agent.
         agent_id: String,
+        /// The conversation the chain started in.
         origin: ConversationRef,
+        /// Why no chat post.
         reason: String,
     },
 }
@@ -45,33 +61,47 @@ pub enum RouteDecision {
 /// What the router should do now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route {
+    /// Decided: store it and act on it.
     Decided(RouteDecision),
     /// A binding is still `pending`; ask again later (no decision is stored yet).
     Wait {
+        /// When to ask again.
         retry_after: Duration,
     },
 }
 
 /// Reasons, as published on `tl.out.delivered.reason`.
 pub mod reason {
+    /// The session's bound conversation.
     pub const BOUND: &str = "bound";
+    /// The session has no placement: its requester's conversation.
     pub const NO_PLACEMENT: &str = "no_placement";
+    /// The session's policy is `requester_only`.
     pub const REQUESTER_ONLY: &str = "requester_only";
+    /// The requester's copy under `bound_and_requester`.
     pub const BOUND_AND_REQUESTER: &str = "bound_and_requester";
+    /// The session is unknown (its spawn never arrived).
     pub const UNKNOWN_SESSION: &str = "unknown_session";
+    /// The session has no binding.
     pub const NO_ACTIVE_BINDING: &str = "no_active_binding";
+    /// The session's binding ended.
     pub const BINDING_ENDED: &str = "binding_ended";
+    /// The binding stayed pending too long.
     pub const BINDING_PENDING_TIMEOUT: &str = "binding_pending_timeout";
+    /// Several bindings could take it and none is exact.
     pub const AMBIGUOUS_BINDING: &str = "ambiguous_binding";
 }
 
 /// Inputs besides the event and state.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteContext<'a> {
+    /// The clock (Unix ms).
     pub now_ms: u64,
+    /// How long a pending binding is waited for.
     pub pending_timeout_ms: u64,
     /// How long the event has been in the stream.
     pub event_age_ms: u64,
+    /// How long a completion of an unknown session waits for its spawn.
     pub unknown_session_grace_ms: u64,
     /// Channels this deployment has a deliverer for.
     pub channels: &'a [String],
