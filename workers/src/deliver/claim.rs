@@ -9,7 +9,8 @@ use crate::store::{Claim, PartOutcome, Store};
 
 /// What claiming a part found.
 pub(crate) enum PartState<'a> {
-    /// Posted by an earlier attempt: the platform's id (or an [`in_parent_record`]).
+    /// Posted by an earlier attempt: the platform's id (or, for a part posted in the
+    /// parent, the record [`PartClaim::sent_in_parent`] left; see [`in_parent_part`]).
     Sent(String),
     /// Failed for good earlier, with this code.
     Failed(PermanentCode),
