@@ -18,6 +18,8 @@ if [ ${#modules[@]} -eq 0 ]; then
     workers/src/router/decide.rs
     workers/src/binder/plan.rs
     workers/src/model/conversation_ids.rs
+    workers/src/model/fallback.rs
+    workers/src/model/platform_codes.rs
     workers/src/error.rs
   )
 fi

@@ -706,7 +706,7 @@ async fn documented_matrix_homeserver_variable_loads() {
 fn outcome(result: &Result<Receipt, PlatformError>) -> String {
     match result {
         Ok(_) => "posted".into(),
-        Err(PlatformError::Permanent { code, .. }) => code.clone(),
+        Err(PlatformError::Permanent { code, .. }) => code.to_string(),
         Err(PlatformError::RateLimited { .. }) => "rate_limited".into(),
         Err(PlatformError::Transient { .. }) => "transient".into(),
         Err(PlatformError::PostedInParent { code, .. }) => format!("posted_in_parent:{code}"),

@@ -766,6 +766,75 @@ async fn nested_completions_go_to_the_parent_as_input_and_keep_the_thread_as_ori
         .all(|m| m.content.starts_with("🧵")));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_sessions_lost_thread_sends_its_completion_to_the_parent_as_the_router_would() {
+    let p = Pipeline::start().await;
+    let channel = Pipeline::discord_channel(PARENT);
+    let (parent_key, parent_thread) = p
+        .spawn_in_thread(&spawn(&channel, Placement::Child, SessionMode::Session))
+        .await;
+    // The parent spawns a child with a thread of its own, then that thread is deleted: only
+    // the deliverer, posting the child's completion there, finds out.
+    let mut child = spawn(&channel, Placement::Child, SessionMode::Session);
+    child.requester = Requester {
+        session_key: parent_key.clone(),
+        conversation: channel.clone(),
+    };
+    child.thread_name = Some("child".into());
+    let (child_key, child_thread) = p.spawn_in_thread(&child).await;
+    p.discord.delete_channel(&child_thread.conversation_id);
+
+    let noticed = completion(&child_key, "found by the deliverer");
+    p.publish(p.subjects.in_completion(), &noticed.event_id, &noticed)
+        .await;
+    p.wait_inputs(&noticed.event_id, 1).await;
+    assert_eq!(
+        p.wait_binding(&child_key, BindingChange::Ended)
+            .await
+            .reason,
+        "thread_deleted"
+    );
+    // With the binding ended, the router decides the next completion itself.
+    let decided = completion(&child_key, "decided by the router");
+    p.publish(p.subjects.in_completion(), &decided.event_id, &decided)
+        .await;
+    let by_router = p.wait_inputs(&decided.event_id, 1).await;
+    p.settle(Duration::from_millis(600)).await;
+
+    let by_deliverer: Vec<_> = p
+        .inputs()
+        .into_iter()
+        .filter(|i| i.event_id == noticed.event_id)
+        .collect();
+    assert_eq!(by_deliverer.len(), 1, "one input: {by_deliverer:?}");
+    assert_eq!(by_router.len(), 1, "one input: {by_router:?}");
+    for (input, text) in [
+        (&by_deliverer[0], "found by the deliverer"),
+        (&by_router[0], "decided by the router"),
+    ] {
+        assert_eq!(input.session_key, parent_key);
+        assert_eq!(input.origin, channel);
+        assert_eq!(input.source, InputSource::Completion);
+        assert_eq!(input.from_session_key.as_deref(), Some(child_key.as_str()));
+        assert_eq!(input.text, text);
+    }
+    // Input, not chat posts, and no other outcome beside it.
+    for event_id in [&noticed.event_id, &decided.event_id] {
+        assert!(p.delivered().iter().all(|d| &d.event_id != event_id));
+        assert!(p.failed().iter().all(|f| &f.event_id != event_id));
+    }
+    for conversation in [PARENT, &parent_thread.conversation_id] {
+        assert!(
+            p.discord
+                .messages_in(conversation)
+                .iter()
+                .all(|m| m.content.starts_with("🧵")),
+            "{:?}",
+            p.discord.messages_in(conversation)
+        );
+    }
+}
+
 // ---- 8. ambiguity ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

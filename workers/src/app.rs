@@ -3,14 +3,8 @@
 
 use crate::binder::{Control, Spawner};
 use crate::config::Config;
-use crate::deliver::adapter::Adapter;
 use crate::deliver::credentials::Credentials;
-use crate::deliver::discord::{self, Discord};
-use crate::deliver::matrix::Matrix;
-use crate::deliver::slack::Slack;
-use crate::deliver::telegram::Telegram;
-use crate::deliver::webhook::Webhook;
-use crate::deliver::Deliverer;
+use crate::deliver::registry;
 use crate::io::nats::{jetstream, ConsumerSpec, TopologyError};
 use crate::io::trace::Telemetry;
 use crate::router::inbound::Inbound;
@@ -18,7 +12,7 @@ use crate::router::send::Sender;
 use crate::router::Router;
 use crate::runtime::health::Health;
 use crate::runtime::runloop::{run, Handler};
-use crate::runtime::{health, lanes, WorkerContext};
+use crate::runtime::{health, WorkerContext};
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -29,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 pub enum Role {
     /// Every worker, and a deliverer for every configured channel.
     All,
+    /// The binder alone (spawns, control, the sweeper).
     Binder,
+    /// The router alone (completions, inbound messages, sends).
     Router,
     /// The deliverer of one channel.
     Deliver(String),
@@ -39,30 +35,48 @@ pub enum Role {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
+    /// NATS topology (streams, consumers) could not be set up.
     Topology(#[from] crate::io::nats::TopologyError),
     #[error("channel {0} is not configured (set its token, or add [webhooks.<name>])")]
+    /// A deliverer was asked for a channel this deployment does not configure.
     UnknownChannel(String),
     #[error("cannot read the credentials of {channel}: {source}")]
+    /// A channel's credentials could not be read.
     Credentials {
+        /// The channel whose credentials failed.
         channel: String,
+        /// Why they could not be read.
         source: std::io::Error,
     },
     #[error("cannot subscribe to control broadcasts: {0}")]
+    /// The control broadcast subscription failed.
     Subscribe(String),
     #[error("cannot start a worker runtime: {0}")]
+    /// A worker's runtime or thread could not be started.
     Runtime(std::io::Error),
     #[error("{role:?}: {source}")]
-    Worker { role: Role, source: Box<StartError> },
+    /// A worker of `run all` could not start.
+    Worker {
+        /// Which worker.
+        role: Role,
+        /// Why it could not.
+        source: Box<StartError>,
+    },
     #[error("cannot serve health endpoints on {addr}: {source}")]
+    /// The health server could not listen.
     Health {
+        /// The address it was to listen on.
         addr: String,
+        /// Why it could not.
         source: std::io::Error,
     },
 }
 
 /// A running process: its workers and where its health endpoints listen.
 pub struct Running {
+    /// Where the health endpoints listen, when they do.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// The workers' shared context (connections, store, publisher).
     pub ctx: WorkerContext,
     tasks: JoinSet<()>,
     /// Stops the health server when the process is done (dropped), not at SIGTERM: while
@@ -100,9 +114,9 @@ pub async fn start(
 /// `run all` as deployed: every worker (the binder, the router, a deliverer per configured
 /// channel) on an OS thread of its own, with its own `threads`-thread runtime and its own
 /// NATS and Redis connections — what a process per worker gets, in one process. One runtime
-/// shared by all of them hands work between its threads: futex wake-ups and context
-/// switches were ~15% of its samples, ~20 µs per message (measured in commit 07fd667). One health
-/// server answers for all of them, ready only when every worker is.
+/// shared by all of them would hand work between its threads, and the futex wake-ups and
+/// context switches that costs showed in every message's latency. One health server answers
+/// for all of them, ready only when every worker is.
 pub async fn start_threaded(
     config: Config,
     threads: usize,
@@ -192,8 +206,7 @@ pub async fn start_threaded(
 /// task woken by another is polled straight after it (the scheduler's LIFO slot), so the
 /// NATS and Redis connection tasks ran after every event's handler and wrote its one
 /// command on its own. Here they run after every task already ready, and one write carries
-/// what all of them queued: `run all` made 2.0 `writev` calls per completion instead of
-/// 6.4, and spent ~15% less CPU per completion (measured in commit 73880db).
+/// what all of them queued: fewer `writev` calls and less CPU per completion.
 pub fn runtime_builder(threads: usize) -> tokio::runtime::Builder {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -215,6 +228,7 @@ impl Drop for Unready {
 
 /// The workers [`start_threaded`] started.
 pub struct Threaded {
+    /// Where the health endpoints listen, when they do.
     pub health_addr: Option<std::net::SocketAddr>,
     /// Tokio worker threads of each worker's runtime.
     pub worker_threads: usize,
@@ -329,51 +343,7 @@ async fn start_workers(
             }
         })?;
         watch_credentials(&mut tasks, &ctx, &channel, credentials.clone()).await?;
-        let timeout = config.http_timeout();
-        let base = |c: &str| {
-            config
-                .platform(c)
-                .map(|p| p.api_base.clone())
-                .unwrap_or_default()
-        };
-        match channel.as_str() {
-            "discord" => {
-                let personas = config.discord.personas.clone();
-                let nonce_window = config.discord.nonce_window_ms.map_or(
-                    discord::DEFAULT_NONCE_WINDOW,
-                    std::time::Duration::from_millis,
-                );
-                let adapter = Discord::new(
-                    &base("discord"),
-                    credentials.clone(),
-                    timeout,
-                    personas,
-                    nonce_window,
-                );
-                start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
-            }
-            "slack" => {
-                let adapter = Slack::new(&base("slack"), credentials.clone(), timeout);
-                start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
-            }
-            "telegram" => {
-                let adapter = Telegram::new(&base("telegram"), credentials.clone(), timeout);
-                start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
-            }
-            "matrix" => {
-                let adapter = Matrix::new(&base("matrix"), credentials.clone(), timeout);
-                start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
-            }
-            _webhook => {
-                if let Some((name, webhook)) = channel
-                    .strip_prefix("webhook:")
-                    .and_then(|name| config.webhooks.get_key_value(name))
-                {
-                    let adapter = Webhook::new(name, webhook.clone(), credentials.clone(), timeout);
-                    start_deliverer(&mut tasks, &js, &ctx, &channel, adapter, credentials).await?;
-                }
-            }
-        }
+        start_deliverer(&mut tasks, &js, &ctx, &channel, credentials).await?;
     }
     ctx.health.watch(ctx.nats.clone(), ctx.store.clone());
     ctx.health.set_ready(true);
@@ -437,18 +407,15 @@ fn spawn_loop<H: Handler>(
     tasks.spawn(run(Arc::new(handler), consumer, ctx.clone(), concurrency));
 }
 
-/// One deliverer: the delivery lanes of its channel, shared with the channel's other
-/// instances (each lane pulled by one owner at a time, see `runtime::lanes`), so posts to a
-/// conversation are made in the order the router emitted them however many instances run.
-async fn start_deliverer<A: Adapter>(
+/// The deliverer of `channel` on its delivery lanes (consumers created here when missing),
+/// with the adapter the channel registry builds for it.
+async fn start_deliverer(
     tasks: &mut JoinSet<()>,
     js: &async_nats::jetstream::Context,
     ctx: &WorkerContext,
     channel: &str,
-    adapter: A,
     credentials: Arc<Credentials>,
 ) -> Result<(), StartError> {
-    let deliverer = Arc::new(Deliverer::new(adapter, credentials, ctx.clone()));
     let mut lanes = Vec::new();
     for partition in 0..ctx.config.lanes() {
         let consumer = ConsumerSpec::deliver_lane(&ctx.subjects, channel, partition, &ctx.config)
@@ -456,11 +423,8 @@ async fn start_deliverer<A: Adapter>(
             .await?;
         lanes.push(consumer);
     }
-    tasks.spawn(lanes::run_owned(
-        deliverer,
-        channel.to_owned(),
-        lanes,
-        ctx.clone(),
-    ));
+    let deliverer = registry::deliverer(channel, credentials, lanes, ctx)
+        .ok_or_else(|| StartError::UnknownChannel(channel.to_owned()))?;
+    tasks.spawn(deliverer);
     Ok(())
 }

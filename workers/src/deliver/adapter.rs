@@ -3,6 +3,7 @@
 //! again can help.
 
 pub use crate::model::channels::Capabilities;
+use crate::model::platform_codes::PermanentCode;
 use std::future::Future;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
@@ -10,14 +11,21 @@ use threadline_schemas::ConversationRef;
 /// One part of one post.
 #[derive(Debug, Clone, Copy)]
 pub struct PostRequest<'a> {
+    /// Where the part goes.
     pub conversation: &'a ConversationRef,
+    /// The part's text.
     pub text: &'a str,
     /// Stable per (delivery, part): the platform idempotency key where there is one.
     pub idempotency_key: &'a str,
+    /// The completion (or send) the post belongs to.
     pub event_id: &'a str,
+    /// The delivery the part belongs to: one per (event, destination).
     pub delivery_id: &'a str,
+    /// This part's index.
     pub part: usize,
+    /// How many parts the post has.
     pub parts: usize,
+    /// The session the post speaks for, when there is one.
     pub session_key: Option<&'a str>,
     /// Post as the bot itself, never a persona (farewells: they must not echo as input).
     pub bot_only: bool,
@@ -26,15 +34,20 @@ pub struct PostRequest<'a> {
 /// A thread to create under `parent`.
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadRequest<'a> {
+    /// The conversation the thread is created in.
     pub parent: &'a ConversationRef,
+    /// The thread's name.
     pub name: &'a str,
+    /// Stable per creation: the platform idempotency key where there is one.
     pub idempotency_key: &'a str,
+    /// The session the thread is for.
     pub session_key: &'a str,
 }
 
 /// What the platform answered to a successful post.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
+    /// The platform's id of the message.
     pub message_id: String,
     /// The author the platform recorded (our bot's id): learned for echo suppression.
     pub author_id: Option<String>,
@@ -45,24 +58,39 @@ pub struct Receipt {
 pub enum PlatformError {
     /// 429: wait this long.
     #[error("rate limited for {after:?}")]
-    RateLimited { after: Duration },
+    RateLimited {
+        /// How long to wait.
+        after: Duration,
+    },
     /// Worth retrying (408, 5xx, timeouts, connection failures). `maybe_applied` when the
     /// request may have reached the platform and been acted on.
     #[error("transient platform failure: {message}")]
     Transient {
+        /// What the platform or the transport said.
         message: String,
+        /// Whether the request may have been acted on.
         maybe_applied: bool,
     },
     /// Never worth retrying (other 4xx). `code` is Threadline's name for it
     /// (`thread_deleted`, `thread_archived`, `forbidden`, …).
     #[error("{code}: {message}")]
-    Permanent { code: String, message: String },
+    Permanent {
+        /// Threadline's name for it.
+        code: PermanentCode,
+        /// The platform's own words.
+        message: String,
+    },
     /// The platform took the post but put it in the destination's parent conversation, not
     /// in the thread asked for: Slack answers `ok` to a reply whose thread root was deleted
     /// and posts it at the channel's top level. The post exists (`receipt`); `code` says why
     /// the thread could not hold it (`thread_deleted`).
     #[error("{code}: posted in the parent conversation as {}", receipt.message_id)]
-    PostedInParent { code: String, receipt: Receipt },
+    PostedInParent {
+        /// Why the thread could not hold it.
+        code: PermanentCode,
+        /// The post, where the platform put it.
+        receipt: Receipt,
+    },
 }
 
 /// One chat platform.
@@ -70,6 +98,7 @@ pub trait Adapter: Send + Sync + 'static {
     /// The channel name events use (`discord`, `webhook:<name>`).
     fn channel(&self) -> &str;
 
+    /// What the channel can do (drives the binder's and the router's decisions).
     fn capabilities(&self) -> Capabilities;
 
     /// Whether re-sending this post with its key cannot duplicate it. Per post, because one
@@ -118,7 +147,7 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), PlatformError>> + Send {
         async {
             Err(PlatformError::Permanent {
-                code: "capability_unsupported".into(),
+                code: PermanentCode::CapabilityUnsupported,
                 message: "this adapter cannot delete its posts".into(),
             })
         }

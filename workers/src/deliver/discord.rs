@@ -30,6 +30,7 @@ use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::config::Persona;
 use crate::model::channels;
+use crate::model::platform_codes::PermanentCode;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -41,7 +42,7 @@ use threadline_schemas::ConversationRef;
 /// from Message": 1-100 characters).
 const MAX_THREAD_NAME_CHARS: usize = 100;
 /// How long a nonce is trusted by default: well inside Discord's "past few minutes".
-pub const DEFAULT_NONCE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_NONCE_WINDOW: Duration = Duration::from_secs(60);
 /// A wait for a rate-limit bucket up to this long is served in place; a longer one is
 /// answered as a 429 without sending, so the claim on the part is not held through it.
 const INLINE_WAIT: Duration = Duration::from_secs(1);
@@ -52,7 +53,7 @@ const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 const FORUM_TYPES: [u64; 2] = [15, 16];
 
 /// Talks to Discord's HTTP API (or a loopback fake at the configured base URL).
-pub struct Discord {
+pub(crate) struct Discord {
     http: reqwest::Client,
     api_base: String,
     credentials: Arc<Credentials>,
@@ -215,24 +216,23 @@ fn failure(answer: &Answered) -> PlatformError {
 
 /// Discord's JSON error codes Threadline names (developers/topics/opcodes-and-status-codes.mdx,
 /// "JSON Error Codes").
-fn permanent_code(status: u16, code: Option<i64>) -> String {
+fn permanent_code(status: u16, code: Option<i64>) -> PermanentCode {
     match (status, code) {
         // Unknown Channel: the thread (or channel) was deleted.
-        (_, Some(10003)) => "thread_deleted",
+        (_, Some(10003)) => PermanentCode::ThreadDeleted,
         // Thread is locked; and "operation on an archived thread", which a post meets only
         // when the thread is locked as well (an unlocked one is unarchived by the post).
-        (_, Some(160005)) | (_, Some(50083)) => "thread_locked",
-        (_, Some(10008)) => "unknown_message",
+        (_, Some(160005)) | (_, Some(50083)) => PermanentCode::ThreadLocked,
+        (_, Some(10008)) => PermanentCode::UnknownMessage,
         // Maximum number of active threads reached.
-        (_, Some(160006)) => "thread_limit",
+        (_, Some(160006)) => PermanentCode::ThreadLimit,
         // Cannot send a message in a forum channel / wrong channel type.
-        (_, Some(40058)) | (_, Some(50024)) => "wrong_channel_type",
-        (_, Some(50001)) | (_, Some(50013)) | (403, _) => "forbidden",
-        (401, _) => "unauthorized",
-        (404, _) => "not_found",
-        (_, Some(50035)) | (_, _) => "rejected",
+        (_, Some(40058)) | (_, Some(50024)) => PermanentCode::WrongChannelType,
+        (_, Some(50001)) | (_, Some(50013)) | (403, _) => PermanentCode::Forbidden,
+        (401, _) => PermanentCode::Unauthorized,
+        (404, _) => PermanentCode::NotFound,
+        (_, Some(50035)) | (_, _) => PermanentCode::Rejected,
     }
-    .to_owned()
 }
 
 /// The smallest snowflake made at Unix ms `ms`: `after=` it lists what came since.
@@ -258,7 +258,8 @@ struct ChannelInfo {
 }
 
 impl Discord {
-    pub fn new(
+    /// An adapter posting through `api_base` with `credentials` (and `personas` per channel); a nonce is trusted for `nonce_window`.
+    pub(crate) fn new(
         api_base: &str,
         credentials: Arc<Credentials>,
         timeout: Duration,
@@ -603,7 +604,7 @@ fn snowflake(id: &str) -> Result<&str, PlatformError> {
     } else {
         // `not_found`: no Discord channel has such an id (one name per permanent error).
         Err(PlatformError::Permanent {
-            code: "not_found".into(),
+            code: PermanentCode::NotFound,
             message: "a Discord conversation id must be a snowflake (digits only)".into(),
         })
     }
@@ -842,7 +843,11 @@ mod tests {
             (404, Some(0), "not_found"),
             (400, Some(50035), "rejected"),
         ] {
-            assert_eq!(permanent_code(status, code), named, "{status} {code:?}");
+            assert_eq!(
+                permanent_code(status, code).as_str(),
+                named,
+                "{status} {code:?}"
+            );
         }
     }
 

@@ -4,12 +4,13 @@
 
 use super::adapter::PlatformError;
 use crate::io::trace::PlatformCall;
+use crate::model::platform_codes::PermanentCode;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use std::time::Duration;
 
 /// A client for one adapter. Timeouts bound every call so a claim's lease outlives it.
-pub fn client(timeout: Duration) -> reqwest::Client {
+pub(crate) fn client(timeout: Duration) -> reqwest::Client {
     // rustls without a default provider: install ring once (async-nats uses ring too, so no
     // second crypto library is built). Ignored when another caller installed it first.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -26,17 +27,20 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 }
 
 /// A platform's answer, read whole.
-pub struct Answered {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: bytes::Bytes,
+pub(crate) struct Answered {
+    /// The response's status.
+    pub(crate) status: StatusCode,
+    /// The response's headers.
+    pub(crate) headers: HeaderMap,
+    /// The response's body.
+    pub(crate) body: bytes::Bytes,
 }
 
 /// Sends `request` and reads the whole answer; a request that got no answer is a transport
 /// error (see [`transport_error`]).
 ///
 /// The call is a child span of the event being handled, and carries its `traceparent`.
-pub async fn send(request: reqwest::RequestBuilder) -> Result<Answered, PlatformError> {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<Answered, PlatformError> {
     let (client, request) = request.build_split();
     let mut request = request.map_err(transport_error)?;
     let call = PlatformCall::start(
@@ -66,12 +70,12 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<Answered, Platform
 
 /// Classifies a non-success response. `platform_code` and `retry_after_body` come from the
 /// platform's error body, when it has them; `permanent_code` names a permanent error.
-pub fn classify(
+pub(crate) fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     retry_after_body: Option<Duration>,
     message: String,
-    permanent_code: impl FnOnce() -> String,
+    permanent_code: impl FnOnce() -> PermanentCode,
 ) -> PlatformError {
     // The platform's words end up in `tl.out.failed`, dead letters and logs: bounded.
     let message = threadline_schemas::bounded(&message, threadline_schemas::MAX_REASON_CHARS);
@@ -94,7 +98,7 @@ pub fn classify(
         // platform answers at. Only the new location's origin is named: a webhook's path
         // may hold a secret.
         300..=399 => PlatformError::Permanent {
-            code: "redirected".into(),
+            code: PermanentCode::Redirected,
             message: format!(
                 "{status}: the platform redirects to {}; configure the URL it answers at",
                 redirect_origin(headers)
@@ -102,11 +106,11 @@ pub fn classify(
         },
         // 1xx/2xx never reach here.
         100..=299 | 600..=u16::MAX => PlatformError::Permanent {
-            code: "unexpected_status".into(),
+            code: PermanentCode::UnexpectedStatus,
             message: format!("{status}: {message}"),
         },
         0..=99 => PlatformError::Permanent {
-            code: "unexpected_status".into(),
+            code: PermanentCode::UnexpectedStatus,
             message: format!("{status}: {message}"),
         },
     }
@@ -125,7 +129,7 @@ fn redirect_origin(headers: &HeaderMap) -> String {
 }
 
 /// `Retry-After` in (possibly fractional) seconds.
-pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -136,7 +140,7 @@ pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
 
 /// A failed request (no response): connection failures happen before anything was sent;
 /// a timeout may come after the platform acted.
-pub fn transport_error(error: reqwest::Error) -> PlatformError {
+pub(crate) fn transport_error(error: reqwest::Error) -> PlatformError {
     PlatformError::Transient {
         maybe_applied: !error.is_connect(),
         message: without_url(error).to_string(),
@@ -152,8 +156,8 @@ fn without_url(error: reqwest::Error) -> reqwest::Error {
 mod tests {
     use super::*;
 
-    fn code() -> String {
-        "bad_request".into()
+    fn code() -> PermanentCode {
+        PermanentCode::Rejected
     }
 
     #[test]
@@ -176,7 +180,10 @@ mod tests {
         ));
         assert!(matches!(
             classify(StatusCode::FORBIDDEN, &h, None, String::new(), code),
-            PlatformError::Permanent { code, .. } if code == "bad_request"
+            PlatformError::Permanent {
+                code: PermanentCode::Rejected,
+                ..
+            }
         ));
     }
 
@@ -197,7 +204,7 @@ mod tests {
         else {
             panic!("{error:?}");
         };
-        assert_eq!(named, "redirected");
+        assert_eq!(named, PermanentCode::Redirected);
         assert!(
             message.contains("https://hooks.example.com:8443") && !message.contains("secret"),
             "{message}"
@@ -206,7 +213,7 @@ mod tests {
         let error = classify(StatusCode::MOVED_PERMANENTLY, &h, None, String::new(), code);
         assert!(
             matches!(&error, PlatformError::Permanent { code: named, message }
-                if named == "redirected" && message.contains("same host")),
+                if *named == PermanentCode::Redirected && message.contains("same host")),
             "{error:?}"
         );
     }

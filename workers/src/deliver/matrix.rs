@@ -17,6 +17,7 @@ use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt,
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::model::channels;
+use crate::model::platform_codes::PermanentCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -64,19 +65,18 @@ struct Answer {
 }
 
 /// Matrix error codes, named the way Threadline reports them.
-fn permanent_code(status: u16, errcode: &str, error: &str, in_thread: bool) -> String {
+fn permanent_code(status: u16, errcode: &str, error: &str, in_thread: bool) -> PermanentCode {
     match errcode {
-        "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN" => "unauthorized",
-        "M_FORBIDDEN" => "forbidden",
-        "M_NOT_FOUND" if in_thread => "thread_deleted",
+        "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN" => PermanentCode::Unauthorized,
+        "M_FORBIDDEN" => PermanentCode::Forbidden,
+        "M_NOT_FOUND" if in_thread => PermanentCode::ThreadDeleted,
         // Synapse's answer to a relation whose target it does not know (a root that never
         // existed here, or was purged).
-        "M_UNKNOWN" if in_thread && error.contains("unknown event") => "thread_deleted",
-        "M_TOO_LARGE" => "too_large",
-        _ if status == 404 => "not_found",
-        _ => "rejected",
+        "M_UNKNOWN" if in_thread && error.contains("unknown event") => PermanentCode::ThreadDeleted,
+        "M_TOO_LARGE" => PermanentCode::TooLarge,
+        _ if status == 404 => PermanentCode::NotFound,
+        _ => PermanentCode::Rejected,
     }
-    .to_owned()
 }
 
 /// Paces one account's sends by what the homeserver said about its limit: after a 429,
@@ -140,6 +140,7 @@ impl Pacer {
 }
 
 impl Matrix {
+    /// An adapter for the homeserver at `homeserver`, as the account of `credentials`.
     pub fn new(homeserver: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
         Matrix {
             http: client(timeout),
@@ -155,12 +156,12 @@ impl Matrix {
     fn url(&self, segments: &[&str]) -> Result<reqwest::Url, PlatformError> {
         let mut url =
             reqwest::Url::parse(&self.homeserver).map_err(|e| PlatformError::Permanent {
-                code: "bad_config".into(),
+                code: PermanentCode::BadConfig,
                 message: format!("matrix homeserver URL: {e}"),
             })?;
         url.path_segments_mut()
             .map_err(|()| PlatformError::Permanent {
-                code: "bad_config".into(),
+                code: PermanentCode::BadConfig,
                 message: "matrix homeserver URL cannot take a path".into(),
             })?
             .pop_if_empty()
@@ -253,10 +254,16 @@ impl Matrix {
                         .increment(1);
                     continue;
                 }
-                Err((PlatformError::Permanent { code, message }, _)) if code == "forbidden" => {
+                Err((
+                    PlatformError::Permanent {
+                        code: PermanentCode::Forbidden,
+                        message,
+                    },
+                    _,
+                )) => {
                     self.pacer.sent(txn);
                     return Err(PlatformError::Permanent {
-                        code: self.why_forbidden(room).await.to_owned(),
+                        code: self.why_forbidden(room).await,
                         message,
                     });
                 }
@@ -280,19 +287,19 @@ impl Matrix {
     /// A 403 on a send: `bot_removed` when our membership reads `leave` or `ban` (kicked,
     /// banned, or left: nothing can be posted there until someone invites us back), else
     /// `forbidden` (e.g. a power level too low to post).
-    async fn why_forbidden(&self, room: &str) -> &'static str {
+    async fn why_forbidden(&self, room: &str) -> PermanentCode {
         let Some(me) = self.whoami().await else {
-            return "forbidden";
+            return PermanentCode::Forbidden;
         };
         let Ok(url) = self.url(&["rooms", room, "state", "m.room.member", &me]) else {
-            return "forbidden";
+            return PermanentCode::Forbidden;
         };
         match self.get_json(url).await {
             Ok(member) => match member["membership"].as_str() {
-                Some("leave" | "ban") => "bot_removed",
-                Some(_) | None => "forbidden",
+                Some("leave" | "ban") => PermanentCode::BotRemoved,
+                Some(_) | None => PermanentCode::Forbidden,
             },
-            Err(_) => "forbidden",
+            Err(_) => PermanentCode::Forbidden,
         }
     }
 
@@ -391,7 +398,7 @@ impl Adapter for Matrix {
                 // the text goes to the fallback instead, once.
                 if request.part == 0 && self.root_redacted(room, &c.conversation_id).await {
                     return Err(PlatformError::Permanent {
-                        code: "thread_deleted".into(),
+                        code: PermanentCode::ThreadDeleted,
                         message: format!("thread root {} was redacted", c.conversation_id),
                     });
                 }
@@ -510,7 +517,8 @@ mod tests {
                 "M_UNKNOWN",
                 "Can't send relation to unknown event",
                 true
-            ),
+            )
+            .as_str(),
             "thread_deleted"
         );
         assert_eq!(
@@ -519,15 +527,16 @@ mod tests {
                 "M_UNKNOWN",
                 "Can't send relation to unknown event",
                 false
-            ),
+            )
+            .as_str(),
             "rejected"
         );
         assert_eq!(
-            permanent_code(403, "M_FORBIDDEN", "not in room", false),
+            permanent_code(403, "M_FORBIDDEN", "not in room", false).as_str(),
             "forbidden"
         );
         assert_eq!(
-            permanent_code(401, "M_UNKNOWN_TOKEN", "", false),
+            permanent_code(401, "M_UNKNOWN_TOKEN", "", false).as_str(),
             "unauthorized"
         );
     }

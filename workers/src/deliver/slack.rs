@@ -20,6 +20,7 @@ use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt,
 use super::credentials::Credentials;
 use super::http::{classify, client, retry_after_header, send, Answered};
 use crate::model::channels;
+use crate::model::platform_codes::PermanentCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use threadline_schemas::ConversationRef;
 const EVENT_TYPE: &str = "threadline_post";
 
 /// Talks to the Slack Web API (or a loopback fake at the configured base URL).
-pub struct Slack {
+pub(crate) struct Slack {
     http: reqwest::Client,
     api_base: String,
     credentials: Arc<Credentials>,
@@ -83,7 +84,7 @@ fn is_ts(ts: &str) -> bool {
 fn checked(thread_ts: Option<&str>) -> Result<Option<&str>, PlatformError> {
     match thread_ts {
         Some(ts) if !is_ts(ts) => Err(PlatformError::Permanent {
-            code: "not_found".into(),
+            code: PermanentCode::NotFound,
             message: "slack: a thread is named by its root's ts, and this is none".into(),
         }),
         Some(_) | None => Ok(thread_ts),
@@ -94,7 +95,7 @@ fn checked(thread_ts: Option<&str>) -> Result<Option<&str>, PlatformError> {
 #[derive(Debug, PartialEq, Eq)]
 enum Meaning {
     /// Never worth retrying; Threadline's name for it.
-    Permanent(&'static str),
+    Permanent(PermanentCode),
     /// May pass; `maybe_applied` when Slack may have acted before failing.
     Transient { maybe_applied: bool },
     /// Wait: posting too fast. The default wait when no `Retry-After` came with it.
@@ -107,13 +108,13 @@ fn meaning(error: &str, in_thread: bool, posting: bool) -> Meaning {
     use Meaning::{Permanent, Transient, Wait};
     match error {
         // `conversations.replies`: the root's ts names no message (any more).
-        "thread_not_found" => Permanent("thread_deleted"),
-        "channel_not_found" if in_thread => Permanent("thread_deleted"),
-        "channel_not_found" => Permanent("not_found"),
-        "is_archived" if in_thread => Permanent("thread_archived"),
-        "is_archived" => Permanent("archived"),
+        "thread_not_found" => Permanent(PermanentCode::ThreadDeleted),
+        "channel_not_found" if in_thread => Permanent(PermanentCode::ThreadDeleted),
+        "channel_not_found" => Permanent(PermanentCode::NotFound),
+        "is_archived" if in_thread => Permanent(PermanentCode::ThreadArchived),
+        "is_archived" => Permanent(PermanentCode::Archived),
         // A thread locked by admins takes no replies: the thread is closed, as archived is.
-        "restricted_action_thread_locked" => Permanent("thread_archived"),
+        "restricted_action_thread_locked" => Permanent(PermanentCode::ThreadArchived),
         "not_in_channel"
         | "restricted_action"
         | "restricted_action_read_only_channel"
@@ -126,7 +127,7 @@ fn meaning(error: &str, in_thread: bool, posting: bool) -> Meaning {
         | "access_denied"
         | "app_access_restricted"
         | "not_allowed_token_type"
-        | "enterprise_is_restricted" => Permanent("forbidden"),
+        | "enterprise_is_restricted" => Permanent(PermanentCode::Forbidden),
         // `invalid_auth` is what Slack answers a wrong token with: its common error, listed
         // per method until slack-api-ref 860ab16d (2025-09-06).
         "invalid_auth"
@@ -134,7 +135,7 @@ fn meaning(error: &str, in_thread: bool, posting: bool) -> Meaning {
         | "token_revoked"
         | "token_expired"
         | "account_inactive"
-        | "two_factor_setup_required" => Permanent("unauthorized"),
+        | "two_factor_setup_required" => Permanent(PermanentCode::Unauthorized),
         // `chat.postMessage`'s own rate limit ("Application has posted too many messages")
         // and a free workspace's message quota are answered `ok: false`, status 200: waits.
         "ratelimited" | "rate_limited" => Wait(Duration::from_secs(1)),
@@ -147,12 +148,12 @@ fn meaning(error: &str, in_thread: bool, posting: bool) -> Meaning {
         "request_timeout" | "team_added_to_org" | "org_login_required" => Transient {
             maybe_applied: false,
         },
-        _other => Permanent("rejected"),
+        _other => Permanent(PermanentCode::Rejected),
     }
 }
 
 /// Slack's control characters as entities: `&` first, so no entity is escaped twice.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -166,7 +167,8 @@ pub fn escape(text: &str) -> String {
 }
 
 impl Slack {
-    pub fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
+    /// An adapter calling the Web API at `api_base` with `credentials`.
+    pub(crate) fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
         Slack {
             http: client(timeout),
             api_base: api_base.trim_end_matches('/').to_owned(),
@@ -199,7 +201,7 @@ impl Slack {
                 &headers,
                 None,
                 answer.error.clone().unwrap_or_default(),
-                || "rejected".to_owned(),
+                || PermanentCode::Rejected,
             ));
         }
         if answer.ok {
@@ -211,7 +213,7 @@ impl Slack {
             .unwrap_or_else(|| "unknown_error".into());
         Err(match meaning(&error, in_thread, posting) {
             Meaning::Permanent(code) => PlatformError::Permanent {
-                code: code.to_owned(),
+                code,
                 message: format!("slack: {error}"),
             },
             Meaning::Transient { maybe_applied } => PlatformError::Transient {
@@ -269,7 +271,7 @@ impl Slack {
         match thread_ts {
             Some(root) if message.thread_ts.as_deref() != Some(root) => {
                 Err(PlatformError::PostedInParent {
-                    code: "thread_deleted".into(),
+                    code: PermanentCode::ThreadDeleted,
                     receipt,
                 })
             }
@@ -304,11 +306,10 @@ impl Slack {
         let answer = match self.call(request, thread_ts.is_some(), false).await {
             Ok(answer) => answer,
             // The root is gone, and its replies with it: nothing of ours is left there.
-            Err(PlatformError::Permanent { code, .. })
-                if thread_ts.is_some() && code == "thread_deleted" =>
-            {
-                Answer::default()
-            }
+            Err(PlatformError::Permanent {
+                code: PermanentCode::ThreadDeleted,
+                ..
+            }) if thread_ts.is_some() => Answer::default(),
             Err(error) => return Err(error),
         };
         Ok(answer
@@ -380,7 +381,7 @@ impl Adapter for Slack {
         }
         match self.find(channel, None, key, since_ms).await? {
             Some(receipt) => Err(PlatformError::PostedInParent {
-                code: "thread_deleted".into(),
+                code: PermanentCode::ThreadDeleted,
                 receipt,
             }),
             None => Ok(None),
@@ -444,23 +445,23 @@ mod tests {
         use Meaning::{Permanent, Transient, Wait};
         assert_eq!(
             meaning("thread_not_found", true, false),
-            Permanent("thread_deleted")
+            Permanent(PermanentCode::ThreadDeleted)
         );
         assert_eq!(
             meaning("is_archived", true, true),
-            Permanent("thread_archived")
+            Permanent(PermanentCode::ThreadArchived)
         );
         assert_eq!(
             meaning("restricted_action_thread_locked", true, true),
-            Permanent("thread_archived")
+            Permanent(PermanentCode::ThreadArchived)
         );
         assert_eq!(
             meaning("channel_not_found", false, true),
-            Permanent("not_found")
+            Permanent(PermanentCode::NotFound)
         );
         assert_eq!(
             meaning("not_in_channel", false, true),
-            Permanent("forbidden")
+            Permanent(PermanentCode::Forbidden)
         );
         for auth in [
             "invalid_auth",
@@ -470,7 +471,7 @@ mod tests {
         ] {
             assert_eq!(
                 meaning(auth, false, true),
-                Permanent("unauthorized"),
+                Permanent(PermanentCode::Unauthorized),
                 "{auth}"
             );
         }
@@ -490,7 +491,10 @@ mod tests {
                 maybe_applied: false
             }
         );
-        assert_eq!(meaning("msg_too_long", false, true), Permanent("rejected"));
+        assert_eq!(
+            meaning("msg_too_long", false, true),
+            Permanent(PermanentCode::Rejected)
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! available: paragraph, then line, then word, then (for one huge word) characters.
 
 /// Parts of at most `max_chars` characters each; never empty.
-pub fn split(content: &str, max_chars: usize) -> Vec<String> {
+pub(crate) fn split(content: &str, max_chars: usize) -> Vec<String> {
     let max_chars = max_chars.max(1);
     if content.trim().is_empty() {
         // Platforms refuse empty messages; an empty completion is still an outcome.

@@ -21,6 +21,7 @@ use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt,
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::model::channels;
+use crate::model::platform_codes::PermanentCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use threadline_schemas::ConversationRef;
 
 /// Talks to the Telegram Bot API (or a loopback fake at the configured base URL).
-pub struct Telegram {
+pub(crate) struct Telegram {
     http: reqwest::Client,
     api_base: String,
     credentials: Arc<Credentials>,
@@ -57,17 +58,17 @@ struct Parameters {
 }
 
 /// Telegram's error descriptions, named the way Threadline reports them.
-fn permanent_code(status: u16, description: &str, migrated: bool) -> String {
+fn permanent_code(status: u16, description: &str, migrated: bool) -> PermanentCode {
     let d = description.to_ascii_lowercase();
     if d.contains("message thread not found") || d.contains("topic_deleted") {
-        "thread_deleted"
+        PermanentCode::ThreadDeleted
     } else if d.contains("topic_closed") {
-        "thread_archived"
+        PermanentCode::ThreadArchived
     } else if migrated || d.contains("upgraded to a supergroup") {
         // The chat has a new id: posting to the old one can never work.
-        "chat_migrated"
+        PermanentCode::ChatMigrated
     } else if d.contains("chat not found") {
-        "not_found"
+        PermanentCode::NotFound
     } else if status == 403
         && (d.contains("bot was kicked")
             || d.contains("bot is not a member")
@@ -75,27 +76,26 @@ fn permanent_code(status: u16, description: &str, migrated: bool) -> String {
     {
         // The bot is out of the chat: no post there can work until someone adds it back,
         // so a binding there ends (like Matrix's kicked bot) instead of failing every post.
-        "bot_removed"
+        PermanentCode::BotRemoved
     } else if status == 403
         || d.contains("not enough rights")
         || d.contains("have no rights")
         || d.contains("chat_write_forbidden")
     {
         // Missing rights in a chat the bot is still in.
-        "forbidden"
+        PermanentCode::Forbidden
     } else if status == 401 {
-        "unauthorized"
+        PermanentCode::Unauthorized
     } else if d.contains("not a forum") {
-        "capability_unsupported"
+        PermanentCode::CapabilityUnsupported
     } else {
-        "rejected"
+        PermanentCode::Rejected
     }
-    .to_owned()
 }
 
 /// Puts a word joiner after each `@` that would start a mention Telegram detects and
 /// notifies (`@` not after a username character, followed by one); the text reads the same.
-pub fn without_mentions(text: &str) -> String {
+pub(crate) fn without_mentions(text: &str) -> String {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(text.len());
     let mut previous: Option<char> = None;
@@ -121,7 +121,8 @@ fn chat(id: &str) -> Value {
 }
 
 impl Telegram {
-    pub fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
+    /// An adapter calling the Bot API at `api_base` with `credentials`.
+    pub(crate) fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
         Telegram {
             http: client(timeout),
             api_base: api_base.trim_end_matches('/').to_owned(),
@@ -193,7 +194,7 @@ impl Adapter for Telegram {
                     c.conversation_id
                         .parse::<i64>()
                         .map_err(|_| PlatformError::Permanent {
-                            code: "not_found".into(),
+                            code: PermanentCode::NotFound,
                             message:
                                 "telegram: a forum topic is named by an integer, and this is none"
                                     .into(),
@@ -217,7 +218,7 @@ impl Adapter for Telegram {
         match topic {
             Some(topic) if result["message_thread_id"].as_i64() != Some(topic) => {
                 Err(PlatformError::PostedInParent {
-                    code: "thread_deleted".into(),
+                    code: PermanentCode::ThreadDeleted,
                     receipt,
                 })
             }
@@ -239,7 +240,7 @@ impl Adapter for Telegram {
         let message_id = message_id
             .parse::<i64>()
             .map_err(|_| PlatformError::Permanent {
-                code: "not_found".into(),
+                code: PermanentCode::NotFound,
                 message: "telegram: a message is named by an integer, and this is none".into(),
             })?;
         match self
@@ -301,15 +302,15 @@ mod tests {
     #[test]
     fn telegram_descriptions_map_to_clear_outcomes() {
         assert_eq!(
-            permanent_code(400, "Bad Request: message thread not found", false),
+            permanent_code(400, "Bad Request: message thread not found", false).as_str(),
             "thread_deleted"
         );
         assert_eq!(
-            permanent_code(400, "Bad Request: TOPIC_CLOSED", false),
+            permanent_code(400, "Bad Request: TOPIC_CLOSED", false).as_str(),
             "thread_archived"
         );
         assert_eq!(
-            permanent_code(400, "Bad Request: chat not found", false),
+            permanent_code(400, "Bad Request: chat not found", false).as_str(),
             "not_found"
         );
         for forbidden in [
@@ -317,19 +318,26 @@ mod tests {
             "Forbidden: bot was kicked from the supergroup chat",
             "Forbidden: bot is not a member of the supergroup chat",
         ] {
-            assert_eq!(permanent_code(403, forbidden, false), "bot_removed");
+            assert_eq!(
+                permanent_code(403, forbidden, false).as_str(),
+                "bot_removed"
+            );
         }
         assert_eq!(
             permanent_code(
                 400,
                 "Bad Request: group chat was upgraded to a supergroup chat",
                 true
-            ),
+            )
+            .as_str(),
             "chat_migrated"
         );
-        assert_eq!(permanent_code(401, "Unauthorized", false), "unauthorized");
         assert_eq!(
-            permanent_code(400, "Bad Request: message is too long", false),
+            permanent_code(401, "Unauthorized", false).as_str(),
+            "unauthorized"
+        );
+        assert_eq!(
+            permanent_code(400, "Bad Request: message is too long", false).as_str(),
             "rejected"
         );
         assert_eq!(chat("-100123"), json!(-100123));

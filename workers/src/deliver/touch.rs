@@ -12,13 +12,15 @@ use std::time::{Duration, Instant};
 /// before a new one is added, so the map stays small however many bindings pass through.
 const REMEMBERED: usize = 4_096;
 
-pub struct TouchCoalescer {
+/// Which bindings this instance refreshed lately, so a busy binding is touched at most once per interval.
+pub(crate) struct TouchCoalescer {
     interval: Duration,
     refreshed: Mutex<HashMap<String, Instant>>,
 }
 
 impl TouchCoalescer {
-    pub fn new(interval: Duration) -> Self {
+    /// Coalesces touches of one binding to one per `interval`.
+    pub(crate) fn new(interval: Duration) -> Self {
         TouchCoalescer {
             interval,
             refreshed: Mutex::new(HashMap::new()),
@@ -27,7 +29,7 @@ impl TouchCoalescer {
 
     /// Whether a post at `now` should refresh `binding_id`; when it should, the refresh is
     /// remembered as done (call [`forget`](Self::forget) if it fails).
-    pub fn due(&self, binding_id: &str, now: Instant) -> bool {
+    pub(crate) fn due(&self, binding_id: &str, now: Instant) -> bool {
         if self.interval.is_zero() {
             return true;
         }
@@ -46,7 +48,7 @@ impl TouchCoalescer {
     }
 
     /// A refresh that did not happen: the next post refreshes.
-    pub fn forget(&self, binding_id: &str) {
+    pub(crate) fn forget(&self, binding_id: &str) {
         if let Ok(mut refreshed) = self.refreshed.lock() {
             refreshed.remove(binding_id);
         }

@@ -11,6 +11,7 @@ use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::config::WebhookConfig;
 use crate::model::channels;
+use crate::model::platform_codes::PermanentCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ fn id_string(value: &serde_json::Value) -> Option<String> {
 }
 
 impl Webhook {
+    /// The adapter of webhook channel `webhook:<name>`, as `config` describes it.
     pub fn new(
         name: &str,
         config: WebhookConfig,
@@ -109,10 +111,10 @@ impl Webhook {
             answer.retry_after_ms.map(Duration::from_millis),
             answer.error.clone().unwrap_or_default(),
             || match status.as_u16() {
-                401 => "unauthorized".to_owned(),
-                403 => "forbidden".to_owned(),
-                404 => "not_found".to_owned(),
-                other => format!("http_{other}"),
+                401 => PermanentCode::Unauthorized,
+                403 => PermanentCode::Forbidden,
+                404 => PermanentCode::NotFound,
+                other => PermanentCode::Other(format!("http_{other}")),
             },
         ))
     }
@@ -162,7 +164,7 @@ impl Adapter for Webhook {
     ) -> Result<ConversationRef, PlatformError> {
         if !self.config.threads {
             return Err(PlatformError::Permanent {
-                code: "capability_unsupported".into(),
+                code: PermanentCode::CapabilityUnsupported,
                 message: format!("{} is not configured with threads", self.channel),
             });
         }
@@ -182,7 +184,7 @@ impl Adapter for Webhook {
             .as_ref()
             .and_then(id_string)
             .ok_or_else(|| PlatformError::Permanent {
-                code: "bad_response".into(),
+                code: PermanentCode::BadResponse,
                 message: "create_thread answer has no conversation_id".into(),
             })?;
         Ok(ConversationRef {

@@ -8,9 +8,13 @@ pub const FAREWELL_REASON: &str = "farewell";
 
 /// Why a binding is over, as published on `tl.out.binding.reason`.
 pub mod reason {
+    /// Idle longer than its idle timeout.
     pub const IDLE_TIMEOUT: &str = "idle_timeout";
+    /// Older than its maximum age.
     pub const MAX_AGE: &str = "max_age";
+    /// The bound thread was archived (closed).
     pub const THREAD_ARCHIVED: &str = "thread_archived";
+    /// The bound thread was deleted.
     pub const THREAD_DELETED: &str = "thread_deleted";
     /// Closed by a moderator (Discord: a locked thread refuses the bot's posts).
     pub const THREAD_LOCKED: &str = "thread_locked";

@@ -9,9 +9,13 @@ use threadline_schemas::ConversationRef;
 /// not built in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Platform {
+    /// Discord.
     Discord,
+    /// Slack.
     Slack,
+    /// Telegram.
     Telegram,
+    /// Matrix.
     Matrix,
 }
 

@@ -5,4 +5,6 @@
 pub mod bindings;
 pub mod channels;
 pub mod conversation_ids;
+pub(crate) mod fallback;
+pub mod platform_codes;
 pub mod session;

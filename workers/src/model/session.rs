@@ -7,9 +7,11 @@ use threadline_schemas::{BindingRecord, DeliveryPolicy, Placement, Requester, Se
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
+    /// Live: its bindings route, it takes input.
     Active,
     /// A `run` session whose completion was routed.
     Completed,
+    /// Ended (unbound, expired, or its run is over).
     Ended,
 }
 
@@ -36,16 +38,26 @@ impl SessionStatus {
 /// A session as spawned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
+    /// The session's key (`agent:<agent>:…`).
     pub session_key: String,
+    /// The agent running it.
     pub agent_id: String,
+    /// `run` (one completion) or `session` (lives on).
     pub mode: SessionMode,
+    /// Where its output goes: a thread of its own, the requester's conversation, or none.
     pub placement: Placement,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Its name among the requester's sessions, when named.
     pub label: Option<String>,
+    /// Who spawned it, and from which conversation.
     pub requester: Requester,
+    /// Which destinations get its completions.
     pub delivery: DeliveryPolicy,
+    /// Never fall back to the requester: fail instead.
     pub fail_closed: bool,
+    /// When it was spawned (Unix ms).
     pub created_at: u64,
+    /// The spawn event's id.
     pub spawn_event_id: String,
     /// Not part of the stored blob: kept in its own field so it can change atomically.
     #[serde(skip, default = "active")]
@@ -59,6 +71,8 @@ fn active() -> SessionStatus {
 /// A session with all its bindings (any status), as one read returns them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionState {
+    /// The session.
     pub session: SessionRecord,
+    /// Its bindings, of any status.
     pub bindings: Vec<BindingRecord>,
 }

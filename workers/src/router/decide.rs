@@ -2,7 +2,10 @@
 //! function of the completion, the session's stored state and the clock. Rule 1 (decide once
 //! per event) is the caller's: it stores what this returns and never asks again.
 
-use crate::model::session::{SessionState, SessionStatus};
+use crate::model::bindings::reason as ended;
+use crate::model::fallback::{self, Unbound};
+use crate::model::platform_codes::PermanentCode;
+use crate::model::session::{SessionRecord, SessionState};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use threadline_schemas::{
@@ -13,10 +16,14 @@ use threadline_schemas::{
 /// One post the router decided on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedPost {
+    /// Where to post.
     pub destination: ConversationRef,
+    /// Why it goes there, as the contract names it.
     pub mode: DeliveryMode,
+    /// The reason published on `tl.out.delivered.reason`.
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The binding it goes through, for a bound post.
     pub binding_id: Option<String>,
 }
 
@@ -25,16 +32,28 @@ pub struct PlannedPost {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RouteDecision {
     /// Post to these destinations, in this order.
-    Post { posts: Vec<PlannedPost> },
+    Post {
+        /// The posts, in order.
+        posts: Vec<PlannedPost>,
+    },
     /// Post nothing; report `tl.out.failed` with this code.
-    Fail { code: String, message: String },
+    Fail {
+        /// The code on `tl.out.failed.code`.
+        code: String,
+        /// What went wrong, for people.
+        message: String,
+    },
     /// The session was spawned by another session (rule 5): its output is that session's
     /// input, not a chat post. `origin` is the conversation (and thread) the child was
     /// spawned from, so the chain keeps its root.
     Input {
+        /// The parent session.
         session_key: String,
+        /// The parent session's agent.
         agent_id: String,
+        /// The conversation the chain started in.
         origin: ConversationRef,
+        /// Why no chat post.
         reason: String,
     },
 }
@@ -42,33 +61,47 @@ pub enum RouteDecision {
 /// What the router should do now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route {
+    /// Decided: store it and act on it.
     Decided(RouteDecision),
     /// A binding is still `pending`; ask again later (no decision is stored yet).
     Wait {
+        /// When to ask again.
         retry_after: Duration,
     },
 }
 
 /// Reasons, as published on `tl.out.delivered.reason`.
 pub mod reason {
+    /// The session's bound conversation.
     pub const BOUND: &str = "bound";
+    /// The session has no placement: its requester's conversation.
     pub const NO_PLACEMENT: &str = "no_placement";
+    /// The session's policy is `requester_only`.
     pub const REQUESTER_ONLY: &str = "requester_only";
+    /// The requester's copy under `bound_and_requester`.
     pub const BOUND_AND_REQUESTER: &str = "bound_and_requester";
+    /// The session is unknown (its spawn never arrived).
     pub const UNKNOWN_SESSION: &str = "unknown_session";
+    /// The session has no binding.
     pub const NO_ACTIVE_BINDING: &str = "no_active_binding";
+    /// The session's binding ended.
     pub const BINDING_ENDED: &str = "binding_ended";
+    /// The binding stayed pending too long.
     pub const BINDING_PENDING_TIMEOUT: &str = "binding_pending_timeout";
+    /// Several bindings could take it and none is exact.
     pub const AMBIGUOUS_BINDING: &str = "ambiguous_binding";
 }
 
 /// Inputs besides the event and state.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteContext<'a> {
+    /// The clock (Unix ms).
     pub now_ms: u64,
+    /// How long a pending binding is waited for.
     pub pending_timeout_ms: u64,
     /// How long the event has been in the stream.
     pub event_age_ms: u64,
+    /// How long a completion of an unknown session waits for its spawn.
     pub unknown_session_grace_ms: u64,
     /// Channels this deployment has a deliverer for.
     pub channels: &'a [String],
@@ -112,18 +145,8 @@ pub fn decide(
     let session = &state.session;
     let requester = &session.requester.conversation;
     // Rule 5: where the requester destination is a live session, it gets the output as input.
-    let to_parent = |why: &str| {
-        parent
-            .filter(|p| p.session.status == SessionStatus::Active)
-            .map(|p| {
-                Route::Decided(RouteDecision::Input {
-                    session_key: p.session.session_key.clone(),
-                    agent_id: p.session.agent_id.clone(),
-                    origin: requester.clone(),
-                    reason: why.to_owned(),
-                })
-            })
-    };
+    let to_parent =
+        |why: &str| fallback::live_parent(session, parent).map(|p| input(p, requester, why));
 
     if session.delivery == DeliveryPolicy::RequesterOnly {
         if let Some(route) = to_parent(reason::REQUESTER_ONLY) {
@@ -218,30 +241,30 @@ pub fn decide(
             }
             post(ctx, posts)
         }
-        Err(why) => match to_parent(why) {
-            Some(route) => return route,
-            None => fallback(session.fail_closed, requester, why, ctx),
+        Err(why) => match fallback::unbound(session, parent) {
+            Unbound::ToParent { parent, origin } => return input(parent, origin, why),
+            Unbound::FailClosed => RouteDecision::Fail {
+                code: "no_bound_destination".into(),
+                message: format!(
+                    "no usable bound destination ({why}) and the session is fail_closed"
+                ),
+            },
+            Unbound::ToRequester(requester) => post(
+                ctx,
+                vec![planned(requester, DeliveryMode::Fallback, why, None)],
+            ),
         },
     })
 }
 
-/// Rule 4: no usable bound destination.
-fn fallback(
-    fail_closed: bool,
-    requester: &ConversationRef,
-    why: &str,
-    ctx: RouteContext<'_>,
-) -> RouteDecision {
-    match why {
-        why if fail_closed => RouteDecision::Fail {
-            code: "no_bound_destination".into(),
-            message: format!("no usable bound destination ({why}) and the session is fail_closed"),
-        },
-        why => post(
-            ctx,
-            vec![planned(requester, DeliveryMode::Fallback, why, None)],
-        ),
-    }
+/// Rule 5's decision: the output is `parent`'s input, from `origin`.
+fn input(parent: &SessionRecord, origin: &ConversationRef, why: &str) -> Route {
+    Route::Decided(RouteDecision::Input {
+        session_key: parent.session_key.clone(),
+        agent_id: parent.agent_id.clone(),
+        origin: origin.clone(),
+        reason: why.to_owned(),
+    })
 }
 
 /// The most specific reason the session has no active binding.
@@ -252,12 +275,35 @@ fn ended_reason(state: &SessionState) -> &'static str {
         // An ending binding is as good as ended for routing (its farewell is under way).
         .filter(|b| matches!(b.status, BindingStatus::Ended | BindingStatus::Ending))
         .max_by_key(|b| b.last_activity_at);
-    match last_ended.and_then(|b| b.end_reason.as_deref()) {
-        Some("thread_deleted") => "thread_deleted",
-        Some("thread_archived") => "thread_archived",
-        Some("thread_locked") => "thread_locked",
-        Some(_) | None if last_ended.is_some() => reason::BINDING_ENDED,
-        Some(_) | None => reason::NO_ACTIVE_BINDING,
+    let Some(last_ended) = last_ended else {
+        return reason::NO_ACTIVE_BINDING;
+    };
+    // A thread that is gone or closed is named; any other end is just an ended binding.
+    match last_ended.end_reason.as_deref().map(PermanentCode::parse) {
+        Some(PermanentCode::ThreadDeleted) => ended::THREAD_DELETED,
+        Some(PermanentCode::ThreadArchived) => ended::THREAD_ARCHIVED,
+        Some(PermanentCode::ThreadLocked) => ended::THREAD_LOCKED,
+        Some(
+            PermanentCode::BotRemoved
+            | PermanentCode::Forbidden
+            | PermanentCode::Unauthorized
+            | PermanentCode::NotFound
+            | PermanentCode::Archived
+            | PermanentCode::TooLarge
+            | PermanentCode::ChatMigrated
+            | PermanentCode::UnknownMessage
+            | PermanentCode::ThreadLimit
+            | PermanentCode::WrongChannelType
+            | PermanentCode::CapabilityUnsupported
+            | PermanentCode::Rejected
+            | PermanentCode::Redirected
+            | PermanentCode::UnexpectedStatus
+            | PermanentCode::UnexpectedPlacement
+            | PermanentCode::BadConfig
+            | PermanentCode::BadResponse
+            | PermanentCode::Other(_),
+        )
+        | None => reason::BINDING_ENDED,
     }
 }
 
