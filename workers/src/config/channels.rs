@@ -8,8 +8,56 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// The native platforms, by channel name: each is a section of [`Config`] of the same name.
-pub(crate) const PLATFORMS: [&str; 4] = ["discord", "slack", "telegram", "matrix"];
+/// A platform with a built-in adapter, and a section of [`Config`] of the same name: the one
+/// list of them (`model::channels` adds what each can do, `deliver::registry` its adapter).
+/// Webhook channels (`webhook:<name>`) are configured, not built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// Discord.
+    Discord,
+    /// Slack.
+    Slack,
+    /// Telegram.
+    Telegram,
+    /// Matrix.
+    Matrix,
+}
+
+impl Platform {
+    /// Every built-in platform.
+    pub const ALL: [Platform; 4] = [
+        Platform::Discord,
+        Platform::Slack,
+        Platform::Telegram,
+        Platform::Matrix,
+    ];
+
+    /// The channel name events use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Platform::Discord => "discord",
+            Platform::Slack => "slack",
+            Platform::Telegram => "telegram",
+            Platform::Matrix => "matrix",
+        }
+    }
+
+    /// The platform a channel name names, if built in.
+    pub fn parse(channel: &str) -> Option<Platform> {
+        Platform::ALL.into_iter().find(|p| p.name() == channel)
+    }
+}
+
+/// The native platforms' channel names.
+pub(crate) const PLATFORMS: [&str; Platform::ALL.len()] = {
+    let mut names = [""; Platform::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Platform::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// A native platform adapter (`[discord]`, `[slack]`, `[telegram]`, `[matrix]`); enabled
 /// when it has a `token` or a `token_file`. Every field is also `THREADLINE_<PLATFORM>_<FIELD>`.
@@ -100,13 +148,12 @@ impl Default for PlatformConfig {
 impl Config {
     /// The settings of a native platform channel (`discord`, `slack`, …).
     pub(crate) fn platform(&self, channel: &str) -> Option<&PlatformConfig> {
-        match channel {
-            "discord" => Some(&self.discord),
-            "slack" => Some(&self.slack),
-            "telegram" => Some(&self.telegram),
-            "matrix" => Some(&self.matrix),
-            _other => None,
-        }
+        Platform::parse(channel).map(|platform| match platform {
+            Platform::Discord => &self.discord,
+            Platform::Slack => &self.slack,
+            Platform::Telegram => &self.telegram,
+            Platform::Matrix => &self.matrix,
+        })
     }
 
     /// The token of `channel` as configured now: its token file when it has one, else the

@@ -22,7 +22,7 @@ mod telemetry;
 mod webhooks;
 
 pub(crate) use channels::PLATFORMS;
-pub use channels::{Persona, PlatformConfig};
+pub use channels::{Persona, Platform, PlatformConfig};
 pub use delivery::{UnknownOutcome, DEFAULT_DELIVERY_PARTITIONS};
 pub use redact::Secret;
 pub(crate) use redact::{redact_url, redact_urls};

@@ -1,6 +1,6 @@
 //! The channel registry: the one place that turns a channel's name into its adapter and
 //! runs that channel's deliverer. The built-in platforms come from
-//! [`Platform`](crate::model::channels::Platform), matched exhaustively, so a platform added
+//! [`Platform`](crate::config::Platform), matched exhaustively, so a platform added
 //! there does not compile until it has an adapter here; webhook channels come from the
 //! configuration.
 
@@ -11,7 +11,7 @@ use super::slack::Slack;
 use super::telegram::Telegram;
 use super::webhook::Webhook;
 use super::{Adapter, Deliverer};
-use crate::model::channels::Platform;
+use crate::config::Platform;
 use crate::runtime::{lanes, WorkerContext};
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::future::BoxFuture;

@@ -2,47 +2,10 @@
 //! to delivery lanes. The one place that spells the list; the deliverer's registry builds an
 //! adapter for each, and the binder and router decide from the capabilities here.
 
-use crate::config::{Config, WebhookConfig};
+use crate::config::{Config, Platform, WebhookConfig};
 use threadline_schemas::ConversationRef;
 
-/// A platform with a built-in adapter. Webhook channels (`webhook:<name>`) are configured,
-/// not built in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
-    /// Discord.
-    Discord,
-    /// Slack.
-    Slack,
-    /// Telegram.
-    Telegram,
-    /// Matrix.
-    Matrix,
-}
-
 impl Platform {
-    /// Every built-in platform.
-    pub const ALL: [Platform; 4] = [
-        Platform::Discord,
-        Platform::Slack,
-        Platform::Telegram,
-        Platform::Matrix,
-    ];
-
-    /// The channel name events use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Platform::Discord => "discord",
-            Platform::Slack => "slack",
-            Platform::Telegram => "telegram",
-            Platform::Matrix => "matrix",
-        }
-    }
-
-    /// The platform a channel name names, if built in.
-    pub fn parse(channel: &str) -> Option<Platform> {
-        Platform::ALL.into_iter().find(|p| p.name() == channel)
-    }
-
     /// What its adapter can do.
     pub fn capabilities(self) -> Capabilities {
         match self {
