@@ -22,67 +22,12 @@ use std::sync::LazyLock;
 ///
 /// Safe to run twice: the second run finds the lanes owned (`-1`), which the caller treats
 /// like a takeover it cannot date (see `runtime::lanes`).
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local inst, now, lease, lanes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if ARGV[5] == '1' then
-  redis.call('ZREM', KEYS[2], inst)
-else
-  redis.call('ZADD', KEYS[2], now + lease, inst)
-end
-local live = math.max(redis.call('ZCARD', KEYS[2]), 1)
-local share = math.ceil(lanes / live)
-if ARGV[5] == '1' then share = 0 end
-local held, free = {}, {}
-for lane = 0, lanes - 1 do
-  local v = redis.call('HGET', KEYS[1], 'o:' .. lane)
-  if v then
-    local sep = string.find(v, '|', 1, true)
-    local exp = tonumber(string.sub(v, sep + 1))
-    if string.sub(v, 1, sep - 1) == inst then
-      table.insert(held, lane)
-    elseif exp <= now then
-      table.insert(free, {lane, exp})
-    end
-  else
-    table.insert(free, {lane, 0})
-  end
-end
-local out = {}
-local until_ = inst .. '|' .. (now + lease)
-for _, lane in ipairs(held) do
-  redis.call('HSET', KEYS[1], 'o:' .. lane, until_)
-  table.insert(out, lane)
-  table.insert(out, -1)
-end
-local owned = #held
-for _, f in ipairs(free) do
-  if owned >= share then break end
-  redis.call('HSET', KEYS[1], 'o:' .. f[1], until_)
-  table.insert(out, f[1])
-  table.insert(out, f[2])
-  owned = owned + 1
-end
-return {share, out}
-"#,
-    )
-});
+static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/lane_heartbeat.lua")));
 
 /// Gives a lane back if this instance still owns it. ARGV: lane, instance. → 1 | 0.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local v = redis.call('HGET', KEYS[1], 'o:' .. ARGV[1])
-if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then
-  redis.call('HDEL', KEYS[1], 'o:' .. ARGV[1])
-  return 1
-end
-return 0
-"#,
-    )
-});
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/lane_release.lua")));
 
 /// How this instance came to hold a lane, as of one heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +55,7 @@ impl Store {
     /// Records `lanes` as the deployment's lane count unless one is recorded already, and
     /// returns the recorded count (`lanes` itself when this call recorded it). One `SET … NX
     /// GET`: workers starting together agree on whichever got there first.
-    pub async fn record_lane_count(&self, lanes: u32) -> Result<u32, WorkError> {
+    pub(crate) async fn record_lane_count(&self, lanes: u32) -> Result<u32, WorkError> {
         let recorded: Option<u32> = self
             .conn
             .clone()
@@ -126,7 +71,7 @@ impl Store {
     }
 
     /// The deployment's recorded lane count, if a worker has started (for the operator).
-    pub async fn recorded_lane_count(&self) -> Result<Option<u32>, WorkError> {
+    pub(crate) async fn recorded_lane_count(&self) -> Result<Option<u32>, WorkError> {
         Ok(self.conn.clone().get(self.keys.lane_count()).await?)
     }
 
@@ -169,7 +114,7 @@ impl Store {
     }
 
     /// Gives `lane` back (after its posts in flight are settled). `true` when it was held.
-    pub async fn release_lane(
+    pub(crate) async fn release_lane(
         &self,
         group: &str,
         instance: &str,
