@@ -7,7 +7,7 @@
 //! lanes above its share itself, after draining them (`release_lane`), so a lane is never
 //! pulled by two instances that both believe they own it while their leases are valid.
 
-use super::Store;
+use super::{flag, Store, UnknownAnswer};
 use crate::error::WorkError;
 use redis::{AsyncCommands, ExistenceCheck, Script, SetOptions};
 use std::collections::BTreeMap;
@@ -48,7 +48,20 @@ pub enum Holding {
 pub struct LaneShare {
     /// Lanes this instance should own at most.
     pub share: usize,
+    /// Every lane this instance owns after the heartbeat, and how it came to hold it.
     pub lanes: BTreeMap<u32, Holding>,
+}
+
+impl Holding {
+    /// `HEARTBEAT`'s answer for one lane: the expiry of the lease it replaced.
+    fn parse(replaced: i64) -> Result<Self, UnknownAnswer> {
+        match replaced {
+            -1 => Ok(Holding::Renewed),
+            0 => Ok(Holding::Free),
+            expiry if expiry > 0 => Ok(Holding::Lapsed(expiry as u64)),
+            other => Err(UnknownAnswer::new("HEARTBEAT", other)),
+        }
+    }
 }
 
 impl Store {
@@ -99,14 +112,11 @@ impl Store {
         let lanes = flat
             .chunks_exact(2)
             .map(|pair| {
-                let holding = match pair[1] {
-                    -1 => Holding::Renewed,
-                    0 => Holding::Free,
-                    expiry => Holding::Lapsed(expiry.max(0) as u64),
-                };
-                (pair[0].max(0) as u32, holding)
+                let lane = u32::try_from(pair[0])
+                    .map_err(|_| UnknownAnswer::new("HEARTBEAT", format!("lane {}", pair[0])))?;
+                Ok((lane, Holding::parse(pair[1])?))
             })
-            .collect();
+            .collect::<Result<_, UnknownAnswer>>()?;
         Ok(LaneShare {
             share: share.max(0) as usize,
             lanes,
@@ -126,7 +136,7 @@ impl Store {
             .arg(instance)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(released == 1)
+        Ok(flag("RELEASE", released)?)
     }
 
     /// Current owners of a group's lanes whose leases have not lapsed (lane → instance),
@@ -147,5 +157,18 @@ impl Store {
                 live.then(|| (lane, owner.to_owned()))
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_answers_tell_renewed_free_and_lapsed_lanes_and_refuse_others() {
+        assert_eq!(Holding::parse(-1).unwrap(), Holding::Renewed);
+        assert_eq!(Holding::parse(0).unwrap(), Holding::Free);
+        assert_eq!(Holding::parse(1_700).unwrap(), Holding::Lapsed(1_700));
+        assert!(Holding::parse(-2).is_err());
     }
 }
