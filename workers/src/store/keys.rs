@@ -110,7 +110,7 @@ impl Keys {
     /// STRING claim state of one part of one delivery: the platform-boundary dedup record.
     /// (A string per part, not a hash per delivery: a claim is then one `SET … NX PX GET`,
     /// where a hash field needed `HSETNX` and a `PEXPIRE`.)
-    pub(crate) fn post_part(&self, delivery_id: &str, part: usize) -> String {
+    pub fn post_part(&self, delivery_id: &str, part: usize) -> String {
         let mut n = itoa::Buffer::new();
         [self.ns.as_str(), ":{d:", delivery_id, "}:", n.format(part)].concat()
     }
