@@ -563,7 +563,7 @@ async fn re_sent_link_scripts_leave_one_link() {
 async fn sessions_in_one_bucket_are_read_swept_and_ended_apart_on_a_cluster() {
     use threadline::model::session::{SessionRecord, SessionStatus};
     use threadline::store::keys::{bucket_of, SESSION_BUCKETS};
-    use threadline::store::layout::DueEntry;
+    use threadline::store::DueEntry;
     use threadline_schemas::{now_ms, BindingRecord, DeliveryPolicy, Requester};
 
     let cluster = RedisCluster::start().await;

@@ -273,3 +273,28 @@ async fn a_claim_in_doubt_keeps_when_the_doubt_began_until_the_part_is_settled()
         Claim::Fresh(3)
     );
 }
+
+/// Only what this version writes is read: a claim record without the time its doubt began
+/// (a format no release wrote) is refused as unreadable state (the event gives up), never
+/// answered as a fresh claim that would post the part again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_claim_record_no_version_writes_is_refused_as_corrupt() {
+    let redis = RedisServer::start().await;
+    let config = Config {
+        redis_url: redis.url(),
+        ..Config::default()
+    };
+    let store = open_store(&redis, &config).await;
+    let key = store.keys().post_part("d-old", 0);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("d|2")
+        .query_async(&mut store.connection())
+        .await
+        .expect("SET");
+    let error = store
+        .claim_part("d-old", 0, 200)
+        .await
+        .expect_err("an in-doubt answer without its start");
+    assert_eq!(error.code(), "corrupt_state", "{error}");
+}

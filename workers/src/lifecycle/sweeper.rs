@@ -6,7 +6,7 @@ use crate::error::WorkError;
 use crate::model::bindings::{expiry, next_check, Farewell};
 use crate::runtime::ending::end_binding;
 use crate::runtime::WorkerContext;
-use crate::store::layout::DueEntry;
+use crate::store::DueEntry;
 use std::time::Duration;
 use threadline_schemas::{now_ms, BindingStatus};
 

@@ -2,8 +2,8 @@
 //! script or MULTI) stays in one Redis Cluster slot.
 //!
 //! Per-binding state lives in *buckets*: many small HASHes / ZSETs that Redis stores as
-//! compact listpacks, instead of one key per entity (a key costs ~140 bytes before any
-//! data). A session, its bindings and their extra fields share one session bucket (chosen
+//! compact listpacks, instead of one key per entity (every key carries Redis's own
+//! overhead before any data). A session, its bindings and their extra fields share one session bucket (chosen
 //! by the session key), so every change to them is one script on one key; cross-entity
 //! links (conversation index, the binding directory that is also the sweeper's work list,
 //! labels) are separate keys written in an order that tolerates a crash between steps (see
@@ -13,16 +13,15 @@
 
 use threadline_schemas::ConversationRef;
 
-/// Session buckets: 100k sessions → ~6 per bucket, 1M → ~61 (inside the listpack limits
-/// `threadline doctor` asks for). Measured: a listpack is searched and rewritten linearly,
-/// so with 4096 buckets routing p99 at 1M bindings was 1.55× that at 10k; 65536 kept it
-/// flat but a bucket key (~100 B) shared by few sessions cost 551 B per binding at 100k;
-/// 16384 (with 8192 directory buckets): 1.08× and 484 B.
+/// Session buckets. A listpack is searched and rewritten linearly, so too few buckets make
+/// routing slower as sessions grow; too many leave each bucket key shared by few sessions,
+/// which costs memory per binding. This count keeps a million sessions' buckets inside the
+/// listpack limits `threadline doctor` asks for (docs/benchmarks.md has the figures).
 pub const SESSION_BUCKETS: u64 = 16384;
 /// Conversation-index buckets.
-pub const CONVERSATION_BUCKETS: u64 = 16384;
+pub(crate) const CONVERSATION_BUCKETS: u64 = 16384;
 /// Binding-directory buckets (all in one slot: the sweeper claims due entries atomically).
-pub const DIRECTORY_BUCKETS: u64 = 8192;
+pub(crate) const DIRECTORY_BUCKETS: u64 = 8192;
 
 /// A stable hash (FNV-1a, 64 bit) of `s`, modulo `buckets`. DO NOT CHANGE.
 pub fn bucket_of(s: &str, buckets: u64) -> u64 {
@@ -38,14 +37,15 @@ pub fn bucket_of(s: &str, buckets: u64) -> u64 {
 ///
 /// The keys a post or a completion touches (`session`, `conversation`, `route`,
 /// `post_part`) are joined rather than `format!`ed: they are built on every event, where the
-/// format machinery cost 4-5x a copy into one exact allocation (callgrind,
-/// commit a18f154). The rest keep `format!`.
+/// format machinery costs several times a copy into one exact allocation. The rest keep
+/// `format!`.
 #[derive(Debug, Clone)]
 pub struct Keys {
     ns: String,
 }
 
 impl Keys {
+    /// Keys of the deployment namespace `ns` (its subject prefix).
     pub fn new(ns: impl Into<String>) -> Self {
         Keys { ns: ns.into() }
     }
@@ -59,24 +59,24 @@ impl Keys {
     }
 
     /// What every session bucket's key starts with (for SCAN).
-    pub fn session_bucket_prefix(&self) -> String {
+    pub(crate) fn session_bucket_prefix(&self) -> String {
         format!("{}:{{ss:", self.ns)
     }
 
     /// HASH label → session key, for the children of one requester session.
-    pub fn labels(&self, requester_session_key: &str) -> String {
+    pub(crate) fn labels(&self, requester_session_key: &str) -> String {
         format!("{}:{{s:{requester_session_key}}}:labels", self.ns)
     }
 
     /// ZSET bucket of the binding directory holding `binding_id`: member
     /// `<binding id>\x1f<session key>` (who owns the binding), score = when the sweeper next
     /// looks at it (+inf while pending; `ended_ttl_ms` after its end, when the entry goes).
-    pub fn directory(&self, binding_id: &str) -> String {
+    pub(crate) fn directory(&self, binding_id: &str) -> String {
         self.directory_bucket(bucket_of(binding_id, DIRECTORY_BUCKETS))
     }
 
     /// Directory bucket of a finished session's expiry entry (member `\x1e<session key>`).
-    pub fn directory_for_session(&self, session_key: &str) -> String {
+    pub(crate) fn directory_for_session(&self, session_key: &str) -> String {
         self.directory_bucket(bucket_of(session_key, DIRECTORY_BUCKETS))
     }
 
@@ -85,18 +85,18 @@ impl Keys {
     }
 
     /// What directory bucket keys start with (the bucket number follows).
-    pub fn directory_bucket_prefix(&self) -> String {
+    pub(crate) fn directory_bucket_prefix(&self) -> String {
         format!("{}:{{dir}}:", self.ns)
     }
 
     /// ZSET bucket key → earliest score in that bucket: the sweeper's index of buckets.
-    pub fn directory_index(&self) -> String {
+    pub(crate) fn directory_index(&self) -> String {
         format!("{}:{{dir}}", self.ns)
     }
 
     /// HASH bucket holding the conversation's index entry: field `<conversation key>` →
     /// the ids of its live bindings, comma-separated.
-    pub fn conversation(&self, conversation: &ConversationRef) -> String {
+    pub(crate) fn conversation(&self, conversation: &ConversationRef) -> String {
         let mut n = itoa::Buffer::new();
         let n = n.format(bucket_of(&conversation.key(), CONVERSATION_BUCKETS));
         [self.ns.as_str(), ":{cc:", n, "}"].concat()
@@ -116,43 +116,43 @@ impl Keys {
     }
 
     /// SET of author ids that are Threadline itself on `channel` (echo suppression).
-    pub fn own_authors(&self, channel: &str) -> String {
+    pub(crate) fn own_authors(&self, channel: &str) -> String {
         format!("{}:{{own:{channel}}}", self.ns)
     }
 
     /// STRING counter: failed attempts of one event at one stage (the retry budget), apart
     /// from deliveries that only waited.
-    pub fn failures(&self, stage: &str, event_id: &str) -> String {
+    pub(crate) fn failures(&self, stage: &str, event_id: &str) -> String {
         format!("{}:{{e:{event_id}}}:fails:{stage}", self.ns)
     }
 
     /// HASH session key → outcome: the targets a `tl.in.send` already reached.
-    pub fn sent(&self, event_id: &str) -> String {
+    pub(crate) fn sent(&self, event_id: &str) -> String {
         format!("{}:{{e:{event_id}}}:sent", self.ns)
     }
 
     /// HASH `o:<lane>` → `<instance>|<lease expiry ms>`: who pulls each delivery lane of a
     /// group (a channel).
-    pub fn lane_owners(&self, group: &str) -> String {
+    pub(crate) fn lane_owners(&self, group: &str) -> String {
         format!("{}:{{lanes:{group}}}", self.ns)
     }
 
     /// STRING: the `delivery_partitions` this deployment's lanes were set up with, recorded
     /// by the first worker that started. Routers and deliverers that disagree on it send
     /// posts to lanes nobody pulls, or a conversation's posts to two lanes out of order.
-    pub fn lane_count(&self) -> String {
+    pub(crate) fn lane_count(&self) -> String {
         format!("{}:{{lanes}}:count", self.ns)
     }
 
     /// ZSET instance → heartbeat expiry: the live instances sharing a group's lanes. Same
     /// slot as [`Keys::lane_owners`].
-    pub fn lane_instances(&self, group: &str) -> String {
+    pub(crate) fn lane_instances(&self, group: &str) -> String {
         format!("{}:{{lanes:{group}}}:live", self.ns)
     }
 
     /// HASH dead-letter stream sequence → JSON record of its replay (`threadline dlq
     /// replay`), so a dead letter is replayed once unless the operator insists.
-    pub fn dlq_replays(&self) -> String {
+    pub(crate) fn dlq_replays(&self) -> String {
         format!("{}:{{dlq}}:replays", self.ns)
     }
 }

@@ -7,7 +7,7 @@
 //! lanes above its share itself, after draining them (`release_lane`), so a lane is never
 //! pulled by two instances that both believe they own it while their leases are valid.
 
-use super::Store;
+use super::{flag, Store, UnknownAnswer};
 use crate::error::WorkError;
 use redis::{AsyncCommands, ExistenceCheck, Script, SetOptions};
 use std::collections::BTreeMap;
@@ -22,67 +22,12 @@ use std::sync::LazyLock;
 ///
 /// Safe to run twice: the second run finds the lanes owned (`-1`), which the caller treats
 /// like a takeover it cannot date (see `runtime::lanes`).
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local inst, now, lease, lanes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if ARGV[5] == '1' then
-  redis.call('ZREM', KEYS[2], inst)
-else
-  redis.call('ZADD', KEYS[2], now + lease, inst)
-end
-local live = math.max(redis.call('ZCARD', KEYS[2]), 1)
-local share = math.ceil(lanes / live)
-if ARGV[5] == '1' then share = 0 end
-local held, free = {}, {}
-for lane = 0, lanes - 1 do
-  local v = redis.call('HGET', KEYS[1], 'o:' .. lane)
-  if v then
-    local sep = string.find(v, '|', 1, true)
-    local exp = tonumber(string.sub(v, sep + 1))
-    if string.sub(v, 1, sep - 1) == inst then
-      table.insert(held, lane)
-    elseif exp <= now then
-      table.insert(free, {lane, exp})
-    end
-  else
-    table.insert(free, {lane, 0})
-  end
-end
-local out = {}
-local until_ = inst .. '|' .. (now + lease)
-for _, lane in ipairs(held) do
-  redis.call('HSET', KEYS[1], 'o:' .. lane, until_)
-  table.insert(out, lane)
-  table.insert(out, -1)
-end
-local owned = #held
-for _, f in ipairs(free) do
-  if owned >= share then break end
-  redis.call('HSET', KEYS[1], 'o:' .. f[1], until_)
-  table.insert(out, f[1])
-  table.insert(out, f[2])
-  owned = owned + 1
-end
-return {share, out}
-"#,
-    )
-});
+static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/lane_heartbeat.lua")));
 
 /// Gives a lane back if this instance still owns it. ARGV: lane, instance. → 1 | 0.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local v = redis.call('HGET', KEYS[1], 'o:' .. ARGV[1])
-if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then
-  redis.call('HDEL', KEYS[1], 'o:' .. ARGV[1])
-  return 1
-end
-return 0
-"#,
-    )
-});
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/lane_release.lua")));
 
 /// How this instance came to hold a lane, as of one heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,14 +48,27 @@ pub enum Holding {
 pub struct LaneShare {
     /// Lanes this instance should own at most.
     pub share: usize,
+    /// Every lane this instance owns after the heartbeat, and how it came to hold it.
     pub lanes: BTreeMap<u32, Holding>,
+}
+
+impl Holding {
+    /// `HEARTBEAT`'s answer for one lane: the expiry of the lease it replaced.
+    fn parse(replaced: i64) -> Result<Self, UnknownAnswer> {
+        match replaced {
+            -1 => Ok(Holding::Renewed),
+            0 => Ok(Holding::Free),
+            expiry if expiry > 0 => Ok(Holding::Lapsed(expiry as u64)),
+            other => Err(UnknownAnswer::new("HEARTBEAT", other)),
+        }
+    }
 }
 
 impl Store {
     /// Records `lanes` as the deployment's lane count unless one is recorded already, and
     /// returns the recorded count (`lanes` itself when this call recorded it). One `SET … NX
     /// GET`: workers starting together agree on whichever got there first.
-    pub async fn record_lane_count(&self, lanes: u32) -> Result<u32, WorkError> {
+    pub(crate) async fn record_lane_count(&self, lanes: u32) -> Result<u32, WorkError> {
         let recorded: Option<u32> = self
             .conn
             .clone()
@@ -126,7 +84,7 @@ impl Store {
     }
 
     /// The deployment's recorded lane count, if a worker has started (for the operator).
-    pub async fn recorded_lane_count(&self) -> Result<Option<u32>, WorkError> {
+    pub(crate) async fn recorded_lane_count(&self) -> Result<Option<u32>, WorkError> {
         Ok(self.conn.clone().get(self.keys.lane_count()).await?)
     }
 
@@ -154,14 +112,11 @@ impl Store {
         let lanes = flat
             .chunks_exact(2)
             .map(|pair| {
-                let holding = match pair[1] {
-                    -1 => Holding::Renewed,
-                    0 => Holding::Free,
-                    expiry => Holding::Lapsed(expiry.max(0) as u64),
-                };
-                (pair[0].max(0) as u32, holding)
+                let lane = u32::try_from(pair[0])
+                    .map_err(|_| UnknownAnswer::new("HEARTBEAT", format!("lane {}", pair[0])))?;
+                Ok((lane, Holding::parse(pair[1])?))
             })
-            .collect();
+            .collect::<Result<_, UnknownAnswer>>()?;
         Ok(LaneShare {
             share: share.max(0) as usize,
             lanes,
@@ -169,7 +124,7 @@ impl Store {
     }
 
     /// Gives `lane` back (after its posts in flight are settled). `true` when it was held.
-    pub async fn release_lane(
+    pub(crate) async fn release_lane(
         &self,
         group: &str,
         instance: &str,
@@ -181,7 +136,7 @@ impl Store {
             .arg(instance)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(released == 1)
+        Ok(flag("RELEASE", released)?)
     }
 
     /// Current owners of a group's lanes whose leases have not lapsed (lane → instance),
@@ -202,5 +157,18 @@ impl Store {
                 live.then(|| (lane, owner.to_owned()))
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_answers_tell_renewed_free_and_lapsed_lanes_and_refuse_others() {
+        assert_eq!(Holding::parse(-1).unwrap(), Holding::Renewed);
+        assert_eq!(Holding::parse(0).unwrap(), Holding::Free);
+        assert_eq!(Holding::parse(1_700).unwrap(), Holding::Lapsed(1_700));
+        assert!(Holding::parse(-2).is_err());
     }
 }

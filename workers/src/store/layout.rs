@@ -2,7 +2,7 @@
 //! field grammar the Lua side shares). Records are positional MessagePack behind a version
 //! byte: no field names, enums as small integers, no copy of what the key or field already
 //! says (the session key, the spawn event id, a binding conversation equal to the
-//! requester's). A later layout adds a version and reads the old one.
+//! requester's). There is one layout, `V1`; a later one adds a version and reads this one.
 
 use crate::error::WorkError;
 use crate::model::session::{SessionRecord, SessionState, SessionStatus};
@@ -12,10 +12,10 @@ use threadline_schemas::{
     SessionMode,
 };
 
-/// Redis settings the compact layout relies on to stay small (Redis's defaults are 128
-/// entries and 64-byte values): a session bucket holds a few hundred fields with ~150-byte
-/// values, a directory bucket a few hundred ~95-byte members. Without them every structure
-/// is still correct, only bigger (hashtable / skiplist encodings). Set in infra/ and the test
+/// Redis settings the compact layout relies on to stay small (Redis's defaults are lower):
+/// a session bucket holds a few hundred fields and a directory bucket a few hundred members,
+/// each longer than Redis's default value limit allows. Without them every structure is
+/// still correct, only bigger (hashtable / skiplist encodings). Set in infra/ and the test
 /// harness; `threadline doctor` reports a lower value with the fix.
 pub const REDIS_SETTINGS: &[(&str, u64)] = &[
     ("hash-max-listpack-entries", 1024),
@@ -76,13 +76,16 @@ struct BindingV1(Option<ConversationV1>, i64, u64, Option<u64>, u8, Metadata);
 /// What a binding's record is stored relative to: its session's requester conversation and
 /// creation time.
 #[derive(Debug, Clone, Copy)]
-pub struct Relative<'a> {
-    pub conversation: &'a ConversationRef,
-    pub created_at: u64,
+pub(crate) struct Relative<'a> {
+    /// The session's requester conversation.
+    conversation: &'a ConversationRef,
+    /// When the session was created (Unix ms).
+    created_at: u64,
 }
 
 impl<'a> Relative<'a> {
-    pub fn to(session: &'a SessionRecord) -> Self {
+    /// Relative to `session`.
+    pub(crate) fn to(session: &'a SessionRecord) -> Self {
         Relative {
             conversation: &session.requester.conversation,
             created_at: session.created_at,
@@ -135,7 +138,7 @@ fn delivery_of(c: u8) -> Result<DeliveryPolicy, WorkError> {
 }
 
 /// The letter a session status is stored as.
-pub fn session_status_letter(status: SessionStatus) -> &'static str {
+pub(crate) fn session_status_letter(status: SessionStatus) -> &'static str {
     match status {
         SessionStatus::Active => "a",
         SessionStatus::Completed => "c",
@@ -173,7 +176,7 @@ fn binding_status_of(letter: u8) -> Result<BindingStatus, WorkError> {
 
 /// The session field's value: `<status>|<updated_at>|<binding ids>|<len>:<spawn event id><record>`
 /// (`updated_at` is empty until the status first changes: only expiry reads it).
-pub fn session_value(
+pub(crate) fn session_value(
     s: &SessionRecord,
     updated_at: Option<u64>,
     binding_ids: &[&str],
@@ -257,7 +260,7 @@ fn parse_session_value(
 
 /// A binding's static record (what changes rarely), relative to the requester's
 /// conversation.
-pub fn binding_static(
+pub(crate) fn binding_static(
     b: &BindingRecord,
     to: Relative<'_>,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
@@ -280,7 +283,7 @@ pub fn binding_static(
 }
 
 /// The binding field's value: `<status><last_activity_at>|<static record>`.
-pub fn binding_value(
+pub(crate) fn binding_value(
     b: &BindingRecord,
     to: Relative<'_>,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
@@ -302,7 +305,7 @@ fn parse_binding(
     let last: u64 = std::str::from_utf8(&rest[..bar])
         .ok()
         .and_then(|l| l.parse().ok())
-        .unwrap_or(0);
+        .ok_or_else(bad)?;
     let (version, record) = rest[bar + 1..].split_first().ok_or_else(bad)?;
     if *version != V1 {
         return Err(corrupt(format!(
@@ -329,7 +332,7 @@ fn parse_binding(
 }
 
 /// Rebuilds a session from `LOAD_SESSION`'s answer.
-pub fn parse_loaded(
+pub(crate) fn parse_loaded(
     session_key: &str,
     reply: Vec<Option<Vec<u8>>>,
 ) -> Result<Option<(SessionState, Vec<String>)>, WorkError> {
@@ -353,7 +356,7 @@ pub fn parse_loaded(
 /// bucket: the session's own field, then each binding's field. Not their `:why`: only an
 /// ending or ended binding has one, and a field a listpack does not hold costs a scan of
 /// the whole bucket to miss.
-pub fn fetch_fields(session_key: &str, ids: &[String]) -> Vec<String> {
+pub(crate) fn fetch_fields(session_key: &str, ids: &[String]) -> Vec<String> {
     std::iter::once(session_key.to_owned())
         .chain(ids.iter().map(|id| binding_field(id)))
         .collect()
@@ -363,7 +366,7 @@ pub fn fetch_fields(session_key: &str, ids: &[String]) -> Vec<String> {
 #[derive(Debug)]
 // Returned once and taken apart at once: boxing the session would only add an allocation.
 #[allow(clippy::large_enum_variant)]
-pub enum Fetched {
+pub(crate) enum Fetched {
     /// The session as it is (`None`: it does not exist).
     Current(Option<SessionState>),
     /// The session lists other bindings than the ones asked for, or one of them is ending
@@ -374,7 +377,7 @@ pub enum Fetched {
 /// Reads the answer to an `HMGET` of [`fetch_fields`]`(session_key, ids)`. One command
 /// reads the session value and the binding values together, so when the value still lists
 /// exactly `ids`, what was read is the session with all its bindings.
-pub fn parse_fetched(
+pub(crate) fn parse_fetched(
     session_key: &str,
     ids: &[String],
     reply: Vec<Option<Vec<u8>>>,
@@ -412,7 +415,7 @@ fn finish(session: SessionRecord, mut bindings: Vec<BindingRecord>) -> SessionSt
 }
 
 /// Every session in one session bucket (from HGETALL), for operator listings.
-pub fn parse_bucket(
+pub(crate) fn parse_bucket(
     fields: &std::collections::HashMap<Vec<u8>, Vec<u8>>,
 ) -> Vec<Result<SessionState, (String, WorkError)>> {
     let mut out = Vec::new();
@@ -439,48 +442,11 @@ pub fn parse_bucket(
 }
 
 /// Binding fields (and their extras) start with this byte; session fields never do.
-pub const BINDING_FIELD_MARK: u8 = 0x1f;
+const BINDING_FIELD_MARK: u8 = 0x1f;
 
 /// The field of a binding in its session bucket.
 pub fn binding_field(binding_id: &str) -> String {
     format!("\u{1f}{binding_id}")
-}
-
-/// A binding's directory member: `<binding id>\x1f<session key>`.
-pub fn binding_entry(binding_id: &str, session_key: &str) -> String {
-    format!("{binding_id}\u{1f}{session_key}")
-}
-
-/// A finished session's expiry entry in the directory.
-pub fn session_entry(session_key: &str) -> String {
-    format!("\u{1e}{session_key}")
-}
-
-/// One entry of the directory the sweeper took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DueEntry {
-    /// Check a binding: expired, over, or still live.
-    Binding {
-        binding_id: String,
-        session_key: String,
-    },
-    /// Delete a finished session whose `ended_ttl_ms` passed.
-    Session { session_key: String },
-}
-
-/// Reads a directory member.
-pub fn parse_entry(member: &str) -> Option<DueEntry> {
-    if let Some(session_key) = member.strip_prefix('\u{1e}') {
-        return Some(DueEntry::Session {
-            session_key: session_key.to_owned(),
-        });
-    }
-    member
-        .split_once('\u{1f}')
-        .map(|(binding_id, session_key)| DueEntry::Binding {
-            binding_id: binding_id.to_owned(),
-            session_key: session_key.to_owned(),
-        })
 }
 
 #[cfg(test)]
@@ -620,23 +586,6 @@ mod tests {
             "{} vs {}",
             same.len(),
             full.len()
-        );
-    }
-
-    #[test]
-    fn directory_members_round_trip() {
-        assert_eq!(
-            parse_entry(&binding_entry("b-1", "agent:a:x")),
-            Some(DueEntry::Binding {
-                binding_id: "b-1".into(),
-                session_key: "agent:a:x".into()
-            })
-        );
-        assert_eq!(
-            parse_entry(&session_entry("agent:a:x")),
-            Some(DueEntry::Session {
-                session_key: "agent:a:x".into()
-            })
         );
     }
 }

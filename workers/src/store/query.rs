@@ -26,22 +26,22 @@ impl FromStr for SessionStatus {
 
 impl SessionStatus {
     /// The stored (and printed) name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.as_str()
     }
 }
 
 /// Which sessions a listing keeps. Empty filters keep everything.
 #[derive(Debug, Clone, Default)]
-pub struct SessionFilter {
-    pub agent_id: Option<String>,
-    pub status: Option<SessionStatus>,
+pub(crate) struct SessionFilter {
+    pub(crate) agent_id: Option<String>,
+    pub(crate) status: Option<SessionStatus>,
     /// The requester's channel, or the channel of any of the session's bindings.
-    pub channel: Option<String>,
+    pub(crate) channel: Option<String>,
 }
 
 impl SessionFilter {
-    pub fn keeps(&self, state: &SessionState) -> bool {
+    pub(crate) fn keeps(&self, state: &SessionState) -> bool {
         let s = &state.session;
         self.agent_id.as_ref().is_none_or(|a| &s.agent_id == a)
             && self.status.is_none_or(|st| s.status == st)
@@ -54,16 +54,16 @@ impl SessionFilter {
 
 /// Which bindings a listing keeps. Empty filters keep everything.
 #[derive(Debug, Clone, Default)]
-pub struct BindingFilter {
-    pub session_key: Option<String>,
-    pub channel: Option<String>,
-    pub account_id: Option<String>,
-    pub conversation_id: Option<String>,
-    pub status: Option<BindingStatus>,
+pub(crate) struct BindingFilter {
+    pub(crate) session_key: Option<String>,
+    pub(crate) channel: Option<String>,
+    pub(crate) account_id: Option<String>,
+    pub(crate) conversation_id: Option<String>,
+    pub(crate) status: Option<BindingStatus>,
 }
 
 impl BindingFilter {
-    pub fn keeps(&self, b: &BindingRecord) -> bool {
+    pub(crate) fn keeps(&self, b: &BindingRecord) -> bool {
         let c = &b.conversation;
         self.session_key
             .as_ref()
@@ -86,18 +86,6 @@ impl Store {
         found.sort();
         found.dedup(); // SCAN may return a key twice while the keyspace is rehashed
         Ok(found)
-    }
-
-    /// Every session key of the deployment.
-    pub async fn scan_session_keys(&self) -> Result<Vec<String>, WorkError> {
-        let mut keys: Vec<String> = self
-            .list_sessions(|_| true, usize::MAX)
-            .await?
-            .into_iter()
-            .map(|s| s.session.session_key)
-            .collect();
-        keys.sort();
-        Ok(keys)
     }
 
     /// Sessions (with all their bindings) that `keep` accepts, newest first, at most `limit`.
@@ -138,7 +126,7 @@ impl Store {
 
     /// Bindings `filter` accepts, most recently bound first, at most `limit`. A filter on
     /// one session reads that session only; anything else scans.
-    pub async fn list_bindings(
+    pub(crate) async fn list_bindings(
         &self,
         filter: &BindingFilter,
         limit: usize,
@@ -161,7 +149,10 @@ impl Store {
     }
 
     /// One binding by id, through its owner link.
-    pub async fn find_binding(&self, binding_id: &str) -> Result<Option<BindingRecord>, WorkError> {
+    pub(crate) async fn find_binding(
+        &self,
+        binding_id: &str,
+    ) -> Result<Option<BindingRecord>, WorkError> {
         let Some(owner) = self.binding_owner(binding_id).await? else {
             return Ok(None);
         };

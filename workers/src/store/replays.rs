@@ -17,9 +17,10 @@ pub struct Replay {
     pub msg_id: String,
     /// Where it went: the dead letter's original subject.
     pub subject: String,
-    /// Stream and sequence that stored the republished message.
+    /// The stream that stored the republished message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// Its sequence in that stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// How many times this dead letter was replayed (more than 1 only with `--force`).
@@ -30,7 +31,7 @@ impl Store {
     /// Takes the replay of dead letter `dlq_seq` for `claim`: `Ok(None)` when taken, the
     /// existing record when it was replayed (or is being replayed) already. `force` takes
     /// it regardless, counting on from the existing record.
-    pub async fn claim_replay(
+    pub(crate) async fn claim_replay(
         &self,
         dlq_seq: u64,
         claim: &Replay,
@@ -59,7 +60,11 @@ impl Store {
     }
 
     /// Stores the final record of a replay.
-    pub async fn record_replay(&self, dlq_seq: u64, replay: &Replay) -> Result<(), WorkError> {
+    pub(crate) async fn record_replay(
+        &self,
+        dlq_seq: u64,
+        replay: &Replay,
+    ) -> Result<(), WorkError> {
         let json = serde_json::to_string(replay).map_err(|e| WorkError::Corrupt(e.to_string()))?;
         let _: () = self
             .conn
@@ -70,7 +75,7 @@ impl Store {
     }
 
     /// Gives up a claim whose publish failed, so the replay can be tried again.
-    pub async fn release_replay(&self, dlq_seq: u64) -> Result<(), WorkError> {
+    pub(crate) async fn release_replay(&self, dlq_seq: u64) -> Result<(), WorkError> {
         let _: () = self
             .conn
             .clone()
@@ -79,7 +84,8 @@ impl Store {
         Ok(())
     }
 
-    pub async fn replay(&self, dlq_seq: u64) -> Result<Option<Replay>, WorkError> {
+    /// The replay record of dead letter `dlq_seq`, if it was replayed.
+    pub(crate) async fn replay(&self, dlq_seq: u64) -> Result<Option<Replay>, WorkError> {
         let json: Option<String> = self
             .conn
             .clone()
@@ -90,7 +96,7 @@ impl Store {
     }
 
     /// Every replay record, by dead-letter sequence.
-    pub async fn replays(&self) -> Result<HashMap<u64, Replay>, WorkError> {
+    pub(crate) async fn replays(&self) -> Result<HashMap<u64, Replay>, WorkError> {
         let all: HashMap<u64, String> = self.conn.clone().hgetall(self.keys.dlq_replays()).await?;
         Ok(all
             .into_iter()
