@@ -83,7 +83,7 @@ impl WorkError {
     }
 
     /// A short machine-readable code for `tl.out.failed` and dead letters.
-    pub(crate) fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             WorkError::Nats(_) => "nats_unavailable",
             WorkError::Redis(_) => "redis_unavailable",
