@@ -20,10 +20,12 @@ use threadline_schemas::{
     ConversationRef, EventRejected, Subjects, SCHEMA_VERSION,
 };
 
+/// `threadline bindings …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Bindings, most recently bound first.
     List {
+        /// Which bindings: by session or conversation.
         #[command(flatten)]
         filter: FilterArgs,
         /// Only bindings in this state: pending, active, ending or ended.
@@ -32,12 +34,15 @@ pub enum Command {
         /// At most this many bindings.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// How to print them.
         #[command(flatten)]
         output: Output,
     },
     /// One binding.
     Show {
+        /// The binding's id.
         binding_id: String,
+        /// How to print it.
         #[command(flatten)]
         output: Output,
     },
@@ -48,6 +53,7 @@ pub enum Command {
         /// The binding to end.
         #[arg(long = "binding", conflicts_with_all = ["session", "conversation"], required_unless_present_any = ["session", "conversation"])]
         binding: Option<String>,
+        /// Every binding of this session or conversation.
         #[command(flatten)]
         filter: FilterArgs,
         /// Why (published as the binding's end reason).
@@ -59,6 +65,7 @@ pub enum Command {
         /// How long to wait for the `ended` events.
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+        /// How to print the outcome.
         #[command(flatten)]
         output: Output,
     },
@@ -151,6 +158,7 @@ pub struct UnbindReport {
     pub waiting: Vec<String>,
 }
 
+/// Runs one `bindings` command; returns the process exit code.
 pub async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
     let store = connect_store(config).await?;
     match command {

@@ -33,12 +33,15 @@ macro_rules! differences {
 const MIN_NATS: (u32, u32, u32) = (2, 9, 0);
 const MIN_REDIS: (u32, u32, u32) = (7, 0, 0);
 
+/// `threadline doctor`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// How to print the report.
     #[command(flatten)]
     pub output: Output,
 }
 
+/// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -51,26 +54,41 @@ pub enum Severity {
 /// One thing wrong, and how to fix it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
+    /// How bad it is.
     pub severity: Severity,
+    /// What is wrong.
     pub what: String,
+    /// How to fix it.
     pub fix: String,
 }
 
+/// What NATS answered.
 #[derive(Debug, Default, Serialize)]
 pub struct NatsReport {
+    /// The configured URL, user info redacted.
     pub url: String,
+    /// A connection was made.
     pub connected: bool,
+    /// The server's version, from its INFO.
     pub server_version: Option<String>,
+    /// The server's name, from its INFO.
     pub server_name: Option<String>,
+    /// JetStream answered on this account.
     pub jetstream: bool,
 }
 
+/// What Redis answered.
 #[derive(Debug, Default, Serialize)]
 pub struct RedisReport {
+    /// The configured URL, user info redacted.
     pub url: String,
+    /// A connection was made.
     pub connected: bool,
+    /// The server's version (`INFO server`).
     pub version: Option<String>,
+    /// Whether the append-only file is on (`aof_enabled`).
     pub aof_enabled: Option<bool>,
+    /// The AOF fsync policy (`appendfsync`).
     pub appendfsync: Option<String>,
     /// The listpack limits the compact layout relies on (`store::layout::REDIS_SETTINGS`).
     pub listpack: std::collections::BTreeMap<String, Option<u64>>,
@@ -78,22 +96,31 @@ pub struct RedisReport {
     pub old_layout_keys: Option<u64>,
 }
 
+/// One stream Threadline needs.
 #[derive(Debug, Serialize)]
 pub struct StreamReport {
+    /// The stream's name.
     pub name: String,
+    /// It exists on the server.
     pub present: bool,
+    /// Messages stored in it now.
     pub messages: Option<u64>,
     /// Differences from the expected configuration (empty when it matches).
     pub mismatches: Vec<String>,
 }
 
+/// One durable consumer.
 #[derive(Debug, Serialize)]
 pub struct ConsumerReport {
+    /// The stream it reads.
     pub stream: String,
+    /// Its durable name.
     pub durable: String,
     /// Part of the topology this configuration expects (else found on the server only).
     pub expected: bool,
+    /// It exists on the server.
     pub present: bool,
+    /// Differences from the expected configuration (empty when it matches).
     pub mismatches: Vec<String>,
     /// Messages not yet delivered to any worker.
     pub num_pending: Option<u64>,
@@ -108,20 +135,30 @@ pub struct ConsumerReport {
 /// Who owns a channel's delivery lanes (`runtime::lanes`).
 #[derive(Debug, Serialize)]
 pub struct LanesReport {
+    /// The channel (`discord`, `webhook:<name>`).
     pub channel: String,
+    /// How many lanes the deployment has.
     pub lanes: u32,
     /// Lane → the deliverer instance (`<pid>-<id>`) holding a live lease on it.
     pub owners: std::collections::BTreeMap<u32, String>,
 }
 
+/// Everything `threadline doctor` found.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// No problem of severity error.
     pub ok: bool,
+    /// NATS and JetStream.
     pub nats: NatsReport,
+    /// Redis.
     pub redis: RedisReport,
+    /// The streams Threadline needs.
     pub streams: Vec<StreamReport>,
+    /// The durable consumers, expected and found.
     pub consumers: Vec<ConsumerReport>,
+    /// Who owns each channel's delivery lanes.
     pub lanes: Vec<LanesReport>,
+    /// Everything wrong, errors first.
     pub problems: Vec<Problem>,
 }
 
@@ -142,6 +179,7 @@ impl Report {
     }
 }
 
+/// Runs `threadline doctor`; returns the process exit code (1 on an error).
 pub async fn run(args: Args, config: &Config) -> anyhow::Result<i32> {
     let report = check(config).await;
     if args.output.json {

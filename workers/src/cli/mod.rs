@@ -27,21 +27,25 @@ use threadline_schemas::ConversationRef;
 pub enum Command {
     /// Sessions in Redis: list them with filters, or show one with its bindings.
     Sessions {
+        /// The sessions subcommand.
         #[command(subcommand)]
         command: Box<sessions::Command>,
     },
     /// Bindings: list, show, and unbind (through `tl.in.control`, handled by the binder).
     Bindings {
+        /// The bindings subcommand.
         #[command(subcommand)]
         command: Box<bindings::Command>,
     },
     /// The dead-letter stream (`TL_DLQ`): list, show, and replay dead letters.
     Dlq {
+        /// The dead-letter subcommand.
         #[command(subcommand)]
         command: Box<dlq::Command>,
     },
     /// Publish a v1 event to `tl.in.*`, built from flags or read from a JSON file.
     Publish {
+        /// The event to publish.
         #[command(subcommand)]
         command: Box<publish::Command>,
     },

@@ -16,6 +16,7 @@ use threadline_schemas::{
     SendTarget, SpawnRequested, Subjects, Validate, SCHEMA_VERSION,
 };
 
+/// `threadline publish …`: one input event.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// `tl.in.spawn`: spawn a child session.
@@ -40,10 +41,12 @@ pub struct Common {
     /// The event id (default: the file's, else a fresh UUID).
     #[arg(long)]
     pub event_id: Option<String>,
+    /// How to print what was published.
     #[command(flatten)]
     pub output: Output,
 }
 
+/// `threadline publish spawn`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SpawnArgs {
     /// The agent that runs the child session.
@@ -88,10 +91,12 @@ pub struct SpawnArgs {
     /// The child thread's name.
     #[arg(long)]
     pub thread_name: Option<String>,
+    /// Flags every publish command has.
     #[command(flatten)]
     pub common: Common,
 }
 
+/// `threadline publish completion`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompletionArgs {
     /// The session whose run finished.
@@ -109,10 +114,12 @@ pub struct CompletionArgs {
     /// Where to post when the session is unknown to Threadline (optional).
     #[command(flatten)]
     pub requester: ConversationArgs,
+    /// Flags every publish command has.
     #[command(flatten)]
     pub common: Common,
 }
 
+/// `threadline publish send`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SendArgs {
     /// The text for the session(s).
@@ -133,10 +140,12 @@ pub struct SendArgs {
     /// The sending session, if any.
     #[arg(long)]
     pub from_session: Option<String>,
+    /// Flags every publish command has.
     #[command(flatten)]
     pub common: Common,
 }
 
+/// `threadline publish message`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MessageArgs {
     /// Where it was written (required without --file).
@@ -154,10 +163,12 @@ pub struct MessageArgs {
     /// The platform's id of the message.
     #[arg(long)]
     pub message_id: Option<String>,
+    /// Flags every publish command has.
     #[command(flatten)]
     pub common: Common,
 }
 
+/// `threadline publish control`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControlArgs {
     /// The command.
@@ -178,6 +189,7 @@ pub struct ControlArgs {
     /// credentials_rotated: the account, if one of several.
     #[arg(long = "account")]
     pub account_id: Option<String>,
+    /// Flags every publish command has.
     #[command(flatten)]
     pub common: Common,
 }
@@ -185,9 +197,13 @@ pub struct ControlArgs {
 /// What the stream answered to one publish.
 #[derive(Debug, Clone, Serialize)]
 pub struct Published {
+    /// The event's id (its `Nats-Msg-Id`).
     pub event_id: String,
+    /// The subject it was published to.
     pub subject: String,
+    /// The stream that stored it.
     pub stream: String,
+    /// Its sequence number in that stream.
     pub seq: u64,
     /// JetStream already had a message with this `Nats-Msg-Id` (within its duplicate
     /// window) and did not store this one.
@@ -211,8 +227,11 @@ impl std::fmt::Display for Published {
 /// One encoded event, ready to publish.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The subject to publish to.
     pub subject: String,
+    /// The event's id, sent as its `Nats-Msg-Id`.
     pub event_id: String,
+    /// The encoded event.
     pub payload: Vec<u8>,
 }
 
@@ -323,6 +342,7 @@ fn to_json<T: Serialize>(event: &T) -> anyhow::Result<serde_json::Value> {
 /// An `event_id` placeholder for events built from flags; `source` puts the real one in.
 const LATER: &str = "";
 
+/// Publishes one event; returns the process exit code.
 pub async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
     let subjects = Subjects::new(config.subject_prefix.clone());
     let (event, output) = match command {

@@ -7,6 +7,7 @@ use crate::store::query::SessionFilter;
 use serde::Serialize;
 use threadline_schemas::{BindingRecord, BindingStatus};
 
+/// `threadline sessions …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Sessions, newest first (a SCAN over Redis in bounded steps).
@@ -23,6 +24,7 @@ pub enum Command {
         /// At most this many sessions.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// How to print them.
         #[command(flatten)]
         output: Output,
     },
@@ -30,6 +32,7 @@ pub enum Command {
     Show {
         /// The session key, e.g. `agent:larry:subagent:…`.
         session_key: String,
+        /// How to print it.
         #[command(flatten)]
         output: Output,
     },
@@ -38,13 +41,17 @@ pub enum Command {
 /// A session as printed: the stored record, its status and its bindings.
 #[derive(Debug, Serialize)]
 pub struct SessionView<'a> {
+    /// The stored record.
     #[serde(flatten)]
     pub session: &'a SessionRecord,
+    /// Its status (`active`, `completed`, `ended`).
     pub status: &'static str,
+    /// Its bindings, any status.
     pub bindings: &'a [BindingRecord],
 }
 
 impl<'a> SessionView<'a> {
+    /// The view of a session as loaded from the store.
     pub fn of(state: &'a SessionState) -> Self {
         SessionView {
             session: &state.session,
@@ -54,6 +61,7 @@ impl<'a> SessionView<'a> {
     }
 }
 
+/// Runs one `sessions` command; returns the process exit code.
 pub async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
     let store = connect_store(config).await?;
     match command {
