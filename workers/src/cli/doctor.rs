@@ -681,7 +681,8 @@ async fn check_lanes(config: &Config, report: &mut Report) {
     }
 }
 
-/// The listpack limits: lower ones keep every structure correct but ~3x bigger.
+/// The listpack limits: lower ones keep every structure correct but far bigger (each
+/// session bucket leaves the compact encoding).
 async fn check_listpack(conn: &mut redis::aio::ConnectionManager, report: &mut Report) {
     for (name, wanted) in crate::store::layout::REDIS_SETTINGS {
         let pair: Result<Vec<String>, _> = redis::cmd("CONFIG")

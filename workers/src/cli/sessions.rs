@@ -55,7 +55,7 @@ impl<'a> SessionView<'a> {
     pub fn of(state: &'a SessionState) -> Self {
         SessionView {
             session: &state.session,
-            status: state.session.status.name(),
+            status: state.session.status.as_str(),
             bindings: &state.bindings,
         }
     }
@@ -122,7 +122,7 @@ fn line(state: &SessionState) -> String {
         "{}  agent={} status={} mode={} placement={} requester={}:{} bindings={}/{} created={}",
         s.session_key,
         s.agent_id,
-        s.status.name(),
+        s.status.as_str(),
         wire_name(&s.mode),
         wire_name(&s.placement),
         s.requester.conversation.channel,
@@ -137,7 +137,7 @@ fn show(state: &SessionState) {
     let s = &state.session;
     println!("session      {}", s.session_key);
     println!("agent        {}", s.agent_id);
-    println!("status       {}", s.status.name());
+    println!("status       {}", s.status.as_str());
     println!("mode         {}", wire_name(&s.mode));
     println!("placement    {}", wire_name(&s.placement));
     if let Some(label) = &s.label {

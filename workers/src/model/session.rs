@@ -76,3 +76,12 @@ pub struct SessionState {
     /// Its bindings, of any status.
     pub bindings: Vec<BindingRecord>,
 }
+
+impl std::str::FromStr for SessionStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SessionStatus::parse(s).ok_or_else(|| {
+            format!("unknown session status {s:?} (expected active, completed or ended)")
+        })
+    }
+}

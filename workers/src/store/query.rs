@@ -9,27 +9,10 @@ use super::{layout, Store};
 use crate::error::WorkError;
 use crate::model::session::{SessionState, SessionStatus};
 use std::collections::HashMap;
-use std::str::FromStr;
 use threadline_schemas::{BindingRecord, BindingStatus};
 
 /// Keys asked for per SCAN step: small enough that one step never holds Redis up.
 const SCAN_COUNT: usize = 500;
-
-impl FromStr for SessionStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SessionStatus::parse(s).ok_or_else(|| {
-            format!("unknown session status {s:?} (expected active, completed or ended)")
-        })
-    }
-}
-
-impl SessionStatus {
-    /// The stored (and printed) name.
-    pub(crate) fn name(self) -> &'static str {
-        self.as_str()
-    }
-}
 
 /// Which sessions a listing keeps. Empty filters keep everything.
 #[derive(Debug, Clone, Default)]
