@@ -27,9 +27,8 @@ pub(crate) mod touch;
 pub mod webhook;
 
 use crate::error::WorkError;
-use crate::ids;
-use crate::io::nats::Outgoing;
 use crate::model::platform_codes::PermanentCode;
+use crate::runtime::outbox;
 use crate::runtime::runloop::{Attempt, Handler};
 use crate::runtime::WorkerContext;
 use adapter::{Adapter, Receipt};
@@ -37,9 +36,7 @@ use credentials::Credentials;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use threadline_schemas::{
-    ConversationRef, DeliveryAction, DeliveryCommand, PostFailed, Stage, SCHEMA_VERSION,
-};
+use threadline_schemas::{ConversationRef, DeliveryAction, DeliveryCommand, Stage};
 use touch::TouchCoalescer;
 
 /// The handler of `tl.deliver.<channel>`.
@@ -71,6 +68,20 @@ struct Failure {
     code: PermanentCode,
     message: String,
     attempts: u32,
+}
+
+impl Failure {
+    /// The failure as `tl.out.failed` reports it for a post to (or a thread under)
+    /// `destination` on behalf of `session_key`.
+    fn reported(self, destination: &ConversationRef, session_key: Option<&str>) -> outbox::Failure {
+        outbox::Failure {
+            destination: Some(destination.clone()),
+            code: self.code.as_str().to_owned(),
+            message: self.message,
+            attempts: self.attempts,
+            session_key: session_key.map(str::to_owned),
+        }
+    }
 }
 
 impl<A: Adapter> Deliverer<A> {
@@ -109,30 +120,6 @@ impl<A: Adapter> Deliverer<A> {
 
     fn lease_ms(&self) -> u64 {
         self.ctx.config.claim_lease_ms
-    }
-
-    fn failed_event(
-        &self,
-        command: &DeliveryCommand,
-        destination: Option<&ConversationRef>,
-        session_key: Option<&str>,
-        code: &str,
-        message: &str,
-        attempts: u32,
-    ) -> Outgoing {
-        Outgoing::event(
-            self.ctx.subjects.out_failed(),
-            ids::msg_id::failed(&command.delivery_id),
-            &PostFailed {
-                v: SCHEMA_VERSION,
-                event_id: command.event_id.clone(),
-                destination: destination.cloned(),
-                code: code.to_owned(),
-                message: message.to_owned(),
-                attempts,
-                session_key: session_key.map(str::to_owned),
-            },
-        )
     }
 }
 
@@ -196,16 +183,16 @@ impl<A: Adapter> Handler for Deliverer<A> {
                 session_key,
                 ..
             } => {
+                let failure = outbox::Failure {
+                    destination: Some(destination.clone()),
+                    code: error.code().to_owned(),
+                    message: error.to_string(),
+                    attempts: attempt.number,
+                    session_key: session_key.clone(),
+                };
                 self.ctx
                     .publisher
-                    .send(self.failed_event(
-                        command,
-                        Some(destination),
-                        session_key.as_deref(),
-                        error.code(),
-                        &error.to_string(),
-                        attempt.number,
-                    ))
+                    .send(self.ctx.outbox.delivery_failed(command, failure))
                     .await
             }
             DeliveryAction::CreateThread {

@@ -16,11 +16,12 @@ use crate::model::fallback::{self, Unbound};
 use crate::model::platform_codes::PermanentCode;
 use crate::model::session::SessionRecord;
 use crate::runtime::ending::end_binding;
+use crate::runtime::outbox::{AgentInput, Delivered, PostCommand};
 use crate::runtime::WorkerContext;
 use std::time::{Duration, Instant};
 use threadline_schemas::{
     ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, DeliveryPolicy, InputSource,
-    PostDelivered, Reconciliation, SessionInput, SCHEMA_VERSION,
+    Reconciliation,
 };
 
 /// How a part in doubt is settled.
@@ -352,20 +353,13 @@ impl<A: Adapter> Deliverer<A> {
             )
             .await?
         {
-            Posted::Failed(Failure {
-                code,
-                message,
-                attempts,
-            }) => {
-                tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code, %message, "post failed for good");
-                let failed = self.failed_event(
-                    command,
-                    Some(destination),
-                    session_key,
-                    code.as_str(),
-                    &message,
-                    attempts,
-                );
+            Posted::Failed(failure) => {
+                let code = failure.code.clone();
+                tracing::warn!(event_id = %command.event_id, channel = self.adapter.channel(), %code, message = %failure.message, "post failed for good");
+                let failed = self
+                    .ctx
+                    .outbox
+                    .delivery_failed(command, failure.reported(destination, session_key));
                 if let (DeliveryMode::Bound, Some(session_key), Some(binding_id)) =
                     (mode, session_key, binding_id)
                 {
@@ -439,17 +433,13 @@ impl<A: Adapter> Deliverer<A> {
     ) -> Result<(), WorkError> {
         metrics::counter!(m::POSTS, "channel" => self.adapter.channel().to_owned(), "result" => "posted").increment(1);
         crate::io::trace::record_delivery_latency(self.adapter.channel());
-        let delivered = Outgoing::event(
-            self.ctx.subjects.out_delivered(),
-            ids::msg_id::delivered(&command.delivery_id),
-            &PostDelivered {
-                v: SCHEMA_VERSION,
-                event_id: command.event_id.clone(),
+        let delivered = self.ctx.outbox.delivered(
+            command,
+            Delivered {
                 destination: destination.clone(),
                 mode,
                 reason: reason.to_owned(),
-                platform_message_id: ids.first().cloned().unwrap_or_default(),
-                platform_message_ids: if ids.len() > 1 { ids } else { Vec::new() },
+                platform_message_ids: ids,
                 session_key: session_key.map(str::to_owned),
                 reconciled,
             },
@@ -547,14 +537,15 @@ impl<A: Adapter> Deliverer<A> {
                         "part {index} was posted in {} instead of the thread (its root is gone) and deleted again",
                         parent.conversation_id
                     );
-                    let failed = self.failed_event(
-                        command,
-                        Some(destination),
-                        session_key,
-                        code.as_str(),
-                        &message,
-                        1,
-                    );
+                    let failure = Failure {
+                        code: code.clone(),
+                        message,
+                        attempts: 1,
+                    };
+                    let failed = self
+                        .ctx
+                        .outbox
+                        .delivery_failed(command, failure.reported(destination, session_key));
                     // Now as any lost thread: the same outcome, the same fallback (the
                     // requester's own copy's delivery id, so it is not posted again).
                     return match (session_key, binding_id) {
@@ -609,21 +600,14 @@ impl<A: Adapter> Deliverer<A> {
                 )
                 .await
             }
-            Posted::Failed(Failure {
-                code,
-                message,
-                attempts,
-            }) => {
+            Posted::Failed(failure) => {
                 self.ctx
                     .publisher
-                    .send(self.failed_event(
-                        command,
-                        Some(&parent),
-                        session_key,
-                        code.as_str(),
-                        &message,
-                        attempts,
-                    ))
+                    .send(
+                        self.ctx
+                            .outbox
+                            .delivery_failed(command, failure.reported(&parent, session_key)),
+                    )
                     .await
             }
             // The parent is top-level: nothing posted there can land in a parent of its own.
@@ -685,19 +669,15 @@ fn parent_input(
     parent: &SessionRecord,
     origin: &ConversationRef,
 ) -> Outgoing {
-    Outgoing::event(
-        ctx.subjects.agent(&parent.agent_id),
-        ids::msg_id::input(&command.event_id, &parent.session_key),
-        &SessionInput {
-            v: SCHEMA_VERSION,
-            event_id: command.event_id.clone(),
-            session_key: parent.session_key.clone(),
-            text: content.to_owned(),
-            origin: origin.clone(),
-            source: InputSource::Completion,
-            from_session_key: Some(session_key.to_owned()),
-        },
-    )
+    ctx.outbox.agent_input(AgentInput {
+        event_id: command.event_id.clone(),
+        agent_id: parent.agent_id.clone(),
+        session_key: parent.session_key.clone(),
+        text: content.to_owned(),
+        origin: origin.clone(),
+        source: InputSource::Completion,
+        from_session_key: Some(session_key.to_owned()),
+    })
 }
 
 /// A lost thread's completion posted in the requester's conversation instead, explicitly as
@@ -710,22 +690,14 @@ fn requester_fallback(
     requester: &ConversationRef,
     code: &PermanentCode,
 ) -> Outgoing {
-    let delivery_id = ids::post_delivery_id(&command.event_id, requester);
-    Outgoing::event(
-        ctx.deliver_subject(requester),
-        delivery_id.clone(),
-        &DeliveryCommand {
-            v: SCHEMA_VERSION,
-            event_id: command.event_id.clone(),
-            delivery_id,
-            action: DeliveryAction::Post {
-                destination: requester.clone(),
-                content: content.to_owned(),
-                mode: DeliveryMode::Fallback,
-                reason: code.to_string(),
-                session_key: Some(session_key.to_owned()),
-                binding_id: None,
-            },
-        },
-    )
+    ctx.outbox.post(PostCommand {
+        event_id: command.event_id.clone(),
+        delivery_id: ids::post_delivery_id(&command.event_id, requester),
+        destination: requester.clone(),
+        content: content.to_owned(),
+        mode: DeliveryMode::Fallback,
+        reason: code.to_string(),
+        session_key: Some(session_key.to_owned()),
+        binding_id: None,
+    })
 }

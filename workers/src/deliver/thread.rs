@@ -7,7 +7,6 @@ use super::claim::{self, PartState};
 use super::{read_back_since, Deliverer, Failure};
 use crate::error::WorkError;
 use crate::ids;
-use crate::runtime::outbox::binding_event;
 use crate::store::Activated;
 use std::time::Duration;
 use threadline_schemas::{BindingChange, ConversationRef, DeliveryCommand};
@@ -95,12 +94,11 @@ impl<A: Adapter> Deliverer<A> {
                 tracing::info!(session_key, binding_id, thread = %thread.conversation_id, "thread created and bound");
                 self.ctx
                     .publisher
-                    .send(binding_event(
-                        &self.ctx,
-                        binding,
-                        BindingChange::Bound,
-                        "thread_created",
-                    ))
+                    .send(
+                        self.ctx
+                            .outbox
+                            .binding(binding, BindingChange::Bound, "thread_created"),
+                    )
                     .await
             }
             (activated, _) => {
@@ -125,27 +123,18 @@ impl<A: Adapter> Deliverer<A> {
         binding_id: &str,
         failure: Failure,
     ) -> Result<(), WorkError> {
-        let Failure {
-            code,
-            message,
-            attempts,
-        } = failure;
-        let mut out = vec![self.failed_event(
-            command,
-            Some(parent),
-            Some(session_key),
-            code.as_str(),
-            &message,
-            attempts,
-        )];
+        let (code, message) = (failure.code.clone(), failure.message.clone());
+        let mut out = vec![self
+            .ctx
+            .outbox
+            .delivery_failed(command, failure.reported(parent, Some(session_key)))];
         if let Some(binding) = self
             .ctx
             .store
             .end_binding(session_key, binding_id, "thread_create_failed")
             .await?
         {
-            out.push(binding_event(
-                &self.ctx,
+            out.push(self.ctx.outbox.binding(
                 binding,
                 BindingChange::Ended,
                 "thread_create_failed",

@@ -106,10 +106,6 @@ pub(crate) struct AgentInput {
 }
 
 /// A post that reached its platform, for `tl.out.delivered`.
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "the deliverer builds these once it is split")
-)]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Delivered {
     /// Where it was posted.
@@ -329,10 +325,6 @@ impl Outbox {
     }
 
     /// `tl.out.failed` for a delivery command a deliverer gave up: one per delivery.
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "the deliverer builds these once it is split")
-    )]
     pub(crate) fn delivery_failed(&self, command: &DeliveryCommand, failure: Failure) -> Outgoing {
         Outgoing::event(
             self.subjects.out_failed(),
@@ -342,10 +334,6 @@ impl Outbox {
     }
 
     /// `tl.out.delivered`: `command`'s post reached its platform.
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "the deliverer builds these once it is split")
-    )]
     pub(crate) fn delivered(&self, command: &DeliveryCommand, delivered: Delivered) -> Outgoing {
         let mut ids = delivered.platform_message_ids;
         let first = ids.first().cloned().unwrap_or_default();
@@ -464,16 +452,6 @@ fn failed_event(event_id: &str, failure: Failure) -> PostFailed {
         attempts: failure.attempts,
         session_key: failure.session_key,
     }
-}
-
-/// [`Outbox::binding`] through `ctx`: the deliverer's call until it uses the outbox directly.
-pub(crate) fn binding_event(
-    ctx: &crate::runtime::WorkerContext,
-    binding: BindingRecord,
-    change: BindingChange,
-    reason: &str,
-) -> Outgoing {
-    ctx.outbox.binding(binding, change, reason)
 }
 
 #[cfg(test)]
