@@ -38,7 +38,9 @@ fn echoed_id(id: &str) -> Option<String> {
 /// How a payload is encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
+    /// A MessagePack map with string keys (the default).
     MessagePack,
+    /// JSON, when the message has `Content-Type: application/json`.
     Json,
 }
 
@@ -83,6 +85,7 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
+    /// The code as written in `tl.out.rejected.code`.
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::Malformed => "malformed",
@@ -108,7 +111,9 @@ impl std::fmt::Display for RejectCode {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct DecodeError {
+    /// Why the event is refused.
     pub code: RejectCode,
+    /// Human-readable detail, e.g. which field is missing.
     pub message: String,
     /// The event id when it could be read, so the rejection can be correlated.
     pub event_id: Option<String>,
@@ -116,7 +121,9 @@ pub struct DecodeError {
 
 /// Events that carry the common `v` and `event_id`.
 pub trait Versioned {
+    /// The event's `v`.
     fn version(&self) -> u32;
+    /// The event's `event_id`.
     fn event_id(&self) -> &str;
 }
 

@@ -65,8 +65,10 @@ impl ConversationRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionMode {
+    /// `run`: the session ends after its completion is delivered.
     #[default]
     Run,
+    /// `session`: the session persists until unbound or expired.
     Session,
 }
 
@@ -87,9 +89,12 @@ pub enum Placement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryPolicy {
+    /// `bound_only`: only the bound conversation.
     #[default]
     BoundOnly,
+    /// `bound_and_requester`: the bound and the requester's conversation (policy, not a duplicate).
     BoundAndRequester,
+    /// `requester_only`: only the requester's conversation.
     RequesterOnly,
 }
 
@@ -109,29 +114,42 @@ pub enum DeliveryMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BindingStatus {
+    /// `pending`: the platform has not yet confirmed the conversation (e.g. a child thread).
     Pending,
+    /// `active`: the platform confirmed the conversation; the binding lasts until it starts ending.
     Active,
+    /// `ending`: the farewell is being posted.
     Ending,
+    /// `ended`: the binding is over; it stays readable for `ended_ttl_ms`.
     Ended,
 }
 
 /// A session bound to a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BindingRecord {
+    /// Id of the binding; `tl.in.control` `unbind`/`touch` can name it.
     pub binding_id: String,
+    /// The session the conversation is bound to.
     pub target_session_key: String,
+    /// The bound conversation.
     pub conversation: ConversationRef,
+    /// Where the binding is in its lifecycle.
     pub status: BindingStatus,
-    /// Unix milliseconds.
+    /// When the binding was created (Unix milliseconds).
     pub bound_at: u64,
     /// Unix milliseconds; refreshed by every successful post and inbound message.
     pub last_activity_at: u64,
+    /// The binding ends after this long without activity, in milliseconds.
     pub idle_timeout_ms: u64,
+    /// The binding ends this long after `bound_at`, in milliseconds; absent means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_ms: Option<u64>,
+    /// Which destinations the bound session's output goes to.
     pub delivery: DeliveryPolicy,
+    /// Why the binding ended or is ending (idle timeout, max age, `unbind`, thread archived, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
+    /// Free-form metadata; Threadline carries it and never interprets it.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
 }

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "WireCommand")]
 pub struct DeliveryCommand {
+    /// Schema version: Threadline reads `1` and rejects others with `unsupported_version`.
     pub v: u32,
     /// The inbound event this work came from (reported on `tl.out.*`).
     pub event_id: String,
     /// Stable id of this `(event_id, destination, action)`; see `workers::ids`.
     pub delivery_id: String,
+    /// What to do; the `action` tag selects the other fields.
     #[serde(flatten)]
     pub action: DeliveryAction,
 }
@@ -24,10 +26,15 @@ pub struct DeliveryCommand {
 pub enum DeliveryAction {
     /// Post `content` in `destination`.
     Post {
+        /// Where to post.
         destination: ConversationRef,
+        /// The text to post; split into parts when longer than the platform allows.
         content: String,
+        /// Why this destination was chosen; reported on `tl.out.delivered`.
         mode: DeliveryMode,
+        /// Why this destination (e.g. `no_placement`); reported on `tl.out.delivered`.
         reason: String,
+        /// The session whose output this is.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session_key: Option<String>,
         /// The binding this post goes through; a successful post refreshes its activity.
@@ -36,9 +43,13 @@ pub enum DeliveryAction {
     },
     /// Create a thread under `parent` and activate `binding_id` with it.
     CreateThread {
+        /// The conversation to create the thread in.
         parent: ConversationRef,
+        /// The thread's name.
         name: String,
+        /// The session the thread is bound to.
         session_key: String,
+        /// The pending binding that becomes active once the thread exists.
         binding_id: String,
     },
 }

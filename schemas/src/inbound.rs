@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 /// Fields every inbound event carries; read first so a rejection can name the event.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Envelope {
+    /// The event's `v`, of whatever type, so a wrong version is reported as `unsupported_version`.
     #[serde(default)]
     pub v: Option<serde_json::Value>,
+    /// The event's `event_id`, of whatever type; echoed on the rejection when it is a string.
     #[serde(default)]
     pub event_id: Option<serde_json::Value>,
 }
@@ -18,40 +20,57 @@ pub struct Envelope {
 /// Who asked for a spawn: the requesting session and the conversation it works in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Requester {
+    /// The requesting session's key.
     pub session_key: String,
+    /// Where the requester works: parent of a `child` thread, the bound place for `current`.
     pub conversation: ConversationRef,
 }
 
 /// `tl.in.spawn`: an agent asks for a child session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpawnRequested {
+    /// Schema version: Threadline reads `1` and rejects others with `unsupported_version`.
     pub v: u32,
+    /// Publisher-chosen UUID, reused on retries, also `Nats-Msg-Id`; every outcome reports it.
     pub event_id: String,
+    /// The agent that runs the child session; a subject token (`tl.agent.<agent_id>`).
     pub agent_id: String,
+    /// Who asked for the spawn; output without a binding goes to its conversation.
     pub requester: Requester,
+    /// What the child session is asked to do, as the requester phrased it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// `run` (default): the session ends after its completion; `session`: it persists.
     #[serde(default)]
     pub mode: SessionMode,
+    /// Where the session is bound (default `none`).
     #[serde(default)]
     pub placement: Placement,
+    /// A name unique among the requester's sessions (else `label_taken`); `tl.in.send` can use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// A named session (`agent:<agent_id>:…`); generated from `event_id` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
+    /// If `session_key` names an existing session, re-attach to it instead of `session_exists`.
     #[serde(default)]
     pub resume_if_exists: bool,
+    /// Which destinations the bound session's output goes to (default `bound_only`).
     #[serde(default)]
     pub delivery: DeliveryPolicy,
+    /// Bound destination unusable: `true` posts nothing (`tl.out.failed`), `false` falls back.
     #[serde(default)]
     pub fail_closed: bool,
+    /// Idle timeout of the binding this spawn creates, in milliseconds (default 24 h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+    /// Maximum age of the binding this spawn creates, in milliseconds (default: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_ms: Option<u64>,
+    /// Name of the thread created for `placement: child`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread_name: Option<String>,
+    /// Free-form publisher metadata; Threadline carries it and never interprets it.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
 }
@@ -88,24 +107,34 @@ impl Validate for SpawnRequested {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// `ok`: the run finished successfully.
     Ok,
+    /// `error`: the run failed.
     Error,
+    /// `timeout`: the run timed out.
     Timeout,
 }
 
 /// `tl.in.completion`: a session's run finished; `content` goes to its destination(s).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompletionReported {
+    /// Schema version: Threadline reads `1` and rejects others with `unsupported_version`.
     pub v: u32,
+    /// Publisher-chosen UUID, reused on retries, also `Nats-Msg-Id`; routing is fixed per id.
     pub event_id: String,
+    /// The session whose run finished.
     pub session_key: String,
+    /// Outcome of the run.
     pub status: RunStatus,
+    /// The text to post; split into several platform messages when too long.
     pub content: String,
+    /// The publisher's id of the run, carried for correlation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     /// Where to post when the session is unknown to Threadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<ConversationRef>,
+    /// Free-form publisher metadata; Threadline carries it and never interprets it.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
 }
@@ -125,14 +154,21 @@ impl Validate for CompletionReported {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SendTarget {
+    /// `{session_key}`: one session by key; tried first.
     SessionKey {
+        /// The target session's key.
         session_key: String,
     },
+    /// `{label, requester_session_key}`: one session by its requester's label; tried second.
     Label {
+        /// The label given at spawn.
         label: String,
+        /// The session that spawned the labelled session; labels are unique per requester.
         requester_session_key: String,
     },
+    /// `{conversation}`: every session bound to this conversation.
     Conversation {
+        /// Every session bound to this conversation receives the message.
         conversation: ConversationRef,
     },
 }
@@ -140,10 +176,15 @@ pub enum SendTarget {
 /// `tl.in.send`: a message into one or more sessions (`sessions_send`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendRequested {
+    /// Schema version: Threadline reads `1` and rejects others with `unsupported_version`.
     pub v: u32,
+    /// Publisher-chosen UUID, reused on retries, also `Nats-Msg-Id`; every outcome reports it.
     pub event_id: String,
+    /// The text delivered to each target session as input.
     pub message: String,
+    /// Who the message is for.
     pub target: SendTarget,
+    /// The sending session, when the message comes from another session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_session_key: Option<String>,
 }
@@ -168,18 +209,26 @@ impl Validate for SendRequested {
 /// The author of an inbound chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Author {
+    /// The author's platform user id; Threadline uses it for echo suppression.
     pub id: String,
+    /// Whether the platform marks the author as a bot.
     pub is_bot: bool,
 }
 
 /// `tl.in.message.<channel>`: a person (or bot) wrote in a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageReceived {
+    /// Schema version: Threadline reads `1` and rejects others with `unsupported_version`.
     pub v: u32,
+    /// Publisher-chosen UUID, reused on retries, also `Nats-Msg-Id`; every outcome reports it.
     pub event_id: String,
+    /// Where the message was written; `channel` matches the subject's last token.
     pub conversation: ConversationRef,
+    /// The message text.
     pub text: String,
+    /// The author of the message.
     pub author: Author,
+    /// The platform's id of the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
 }
@@ -196,25 +245,36 @@ impl Validate for MessageReceived {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ControlOp {
+    /// `unbind`: end a binding (or all of a session's bindings).
     Unbind,
+    /// `touch`: refresh a binding's activity.
     Touch,
+    /// `credentials_rotated`: the channel's deliverers re-read their token from the next post on.
     CredentialsRotated,
 }
 
 /// `tl.in.control`: unbind, touch, credentials rotated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControlRequested {
+    /// Schema version: Threadline reads `1` and rejects others with `unsupported_version`.
     pub v: u32,
+    /// Publisher-chosen UUID, reused on retries, also `Nats-Msg-Id`; every outcome reports it.
     pub event_id: String,
+    /// The command; `unbind`/`touch` need `binding_id` or `session_key`, the rotation `channel`.
     pub op: ControlOp,
+    /// The binding to act on (`unbind`, `touch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding_id: Option<String>,
+    /// Act on every binding of this session (`unbind`, `touch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
+    /// Why; recorded as the binding's `end_reason` and on `tl.out.binding`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The channel whose credentials rotated (`credentials_rotated`; a subject token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// Limits `credentials_rotated` to one account on the channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<String>,
 }

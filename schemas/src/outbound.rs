@@ -12,12 +12,17 @@ fn v1() -> u32 {
 /// `tl.out.spawned`: a spawn was accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSpawned {
+    /// Schema version (always `1`); consumers refuse versions they do not know; absent means 1.
     #[serde(default = "v1")]
     pub v: u32,
+    /// The `event_id` of the `tl.in.spawn` event.
     pub event_id: String,
+    /// The session's key: the named one, or a generated `agent:<agent_id>:subagent:<uuid>`.
     pub session_key: String,
+    /// The session's label, when the spawn gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The session's mode: `run` or `session`.
     pub mode: SessionMode,
     /// True when a named session already existed and `resume_if_exists` re-attached to it.
     pub resumed: bool,
@@ -30,11 +35,16 @@ pub struct SessionSpawned {
 /// when the event could not be decoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRejected {
+    /// Schema version (always `1`); consumers refuse versions they do not know; absent means 1.
     #[serde(default = "v1")]
     pub v: u32,
+    /// The refused event's `event_id`.
     pub event_id: String,
+    /// The stage that refused it: `binder`, `router` or `deliver.<channel>`.
     pub stage: String,
+    /// Why, as a [`RejectCode`](crate::RejectCode) string (`malformed`, `invalid_event`, …).
     pub code: String,
+    /// Human-readable detail, e.g. which field is missing.
     pub message: String,
 }
 
@@ -54,17 +64,23 @@ pub enum Reconciliation {
 /// `tl.out.delivered`: one destination was posted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostDelivered {
+    /// Schema version (always `1`); consumers refuse versions they do not know; absent means 1.
     #[serde(default = "v1")]
     pub v: u32,
+    /// The inbound event whose output was posted.
     pub event_id: String,
+    /// Where it was posted.
     pub destination: ConversationRef,
+    /// Why this destination was chosen: `bound`, `requester` or `fallback`.
     pub mode: DeliveryMode,
+    /// Why this destination, e.g. `no_placement`, `binding_ended`, `thread_deleted`.
     pub reason: String,
     /// The platform's id of the (first) message.
     pub platform_message_id: String,
     /// Every part's id when the content was split; the first equals `platform_message_id`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platform_message_ids: Vec<String>,
+    /// The session whose output this was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
     /// Set when an earlier attempt's outcome was unknown and had to be settled.
@@ -75,14 +91,21 @@ pub struct PostDelivered {
 /// `tl.out.failed`: one destination was given up (or, with `fail_closed`, never tried).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostFailed {
+    /// Schema version (always `1`); consumers refuse versions they do not know; absent means 1.
     #[serde(default = "v1")]
     pub v: u32,
+    /// The inbound event whose output was not posted.
     pub event_id: String,
+    /// The destination given up; absent when there was none (e.g. `no_bound_destination`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<ConversationRef>,
+    /// Why, e.g. `no_bound_destination` or a permanent platform error.
     pub code: String,
+    /// Human-readable detail.
     pub message: String,
+    /// How many platform attempts were made (0 when never tried).
     pub attempts: u32,
+    /// The session whose output this was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
 }
@@ -91,18 +114,25 @@ pub struct PostFailed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BindingChange {
+    /// `bound`: the session is now bound to the conversation.
     Bound,
+    /// `ending`: the binding is ending; its farewell is being posted.
     Ending,
+    /// `ended`: the binding is over.
     Ended,
 }
 
 /// `tl.out.binding`: binding lifecycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BindingChanged {
+    /// Schema version (always `1`); consumers refuse versions they do not know; absent means 1.
     #[serde(default = "v1")]
     pub v: u32,
+    /// The binding after the change.
     pub binding: BindingRecord,
+    /// What happened to the binding.
     pub change: BindingChange,
+    /// Why the binding changed (spawn, idle timeout, max age, `unbind`, thread archived, …).
     pub reason: String,
 }
 
@@ -110,14 +140,20 @@ pub struct BindingChanged {
 /// Carries the message itself, so the gateway needs no state of its own to do that.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageUnbound {
+    /// Schema version (always `1`); consumers refuse versions they do not know; absent means 1.
     #[serde(default = "v1")]
     pub v: u32,
+    /// The `event_id` of the `tl.in.message.<channel>` event.
     pub event_id: String,
+    /// Where the message was written.
     pub conversation: ConversationRef,
+    /// The message text, copied from the `tl.in.message.<channel>` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Who wrote the message, copied from the `tl.in.message.<channel>` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<Author>,
+    /// The platform's id of the message, when the `tl.in.message.<channel>` event had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
 }
@@ -152,7 +188,9 @@ pub struct SendResult {
     /// The session, when the target resolved to one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
+    /// How the target fared.
     pub outcome: SendOutcome,
+    /// Human-readable detail, e.g. why the target was not found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -160,23 +198,31 @@ pub struct SendResult {
 /// `tl.out.sent`: the result of a `tl.in.send`, naming each target and its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendCompleted {
+    /// Schema version (always `1`); consumers refuse versions they do not know; absent means 1.
     #[serde(default = "v1")]
     pub v: u32,
+    /// The `event_id` of the `tl.in.send` event.
     pub event_id: String,
+    /// One per target; a `conversation` gives one per session bound there (or one `not_found`).
     pub results: Vec<SendResult>,
 }
 
 /// `tl.agent.<agent_id>`: input for one session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionInput {
+    /// Schema version (always `1`); consumers refuse versions they do not know; absent means 1.
     #[serde(default = "v1")]
     pub v: u32,
+    /// The inbound event this input came from (a message, send or completion, per `source`).
     pub event_id: String,
+    /// The session the input is for.
     pub session_key: String,
+    /// The input text: the message, the sent text, or the finished child's content.
     pub text: String,
     /// Where the input came from; replies to it belong there. Along a chain of nested
     /// sessions this stays the root conversation (and thread).
     pub origin: ConversationRef,
+    /// Where the input came from: `message`, `send` or `completion`.
     pub source: InputSource,
     /// The sending session (`tl.in.send` with `from_session_key`, or the finished child).
     #[serde(default, skip_serializing_if = "Option::is_none")]

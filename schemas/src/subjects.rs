@@ -16,8 +16,11 @@ impl Default for Subjects {
 /// A processing stage, as named in `tl.out.rejected.stage` and `tl.dlq.<stage>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// `binder`: the worker that reads `tl.in.spawn` and `tl.in.control`.
     Binder,
+    /// `router`: the worker that reads `tl.in.completion`, `tl.in.send` and `tl.in.message.*`.
     Router,
+    /// `deliver.<channel>`: the deliverer of one channel.
     Deliver(String),
 }
 
@@ -39,12 +42,14 @@ impl std::fmt::Display for Stage {
 }
 
 impl Subjects {
+    /// Subjects under `prefix` (`THREADLINE_SUBJECT_PREFIX`; `tl` by default).
     pub fn new(prefix: impl Into<String>) -> Self {
         Subjects {
             prefix: prefix.into(),
         }
     }
 
+    /// The deployment prefix every subject starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -56,29 +61,37 @@ impl Subjects {
     }
 
     // Inbound (published by other services).
+    /// `tl.in.spawn`: [`SpawnRequested`](crate::SpawnRequested), from agent runtimes.
     pub fn in_spawn(&self) -> String {
         self.s("in.spawn")
     }
+    /// `tl.in.completion`: [`CompletionReported`](crate::CompletionReported), from agent runtimes.
     pub fn in_completion(&self) -> String {
         self.s("in.completion")
     }
+    /// `tl.in.send`: [`SendRequested`](crate::SendRequested), from agent runtimes.
     pub fn in_send(&self) -> String {
         self.s("in.send")
     }
+    /// `tl.in.message.<channel>`: [`MessageReceived`](crate::MessageReceived), from chat gateways.
     pub fn in_message(&self, channel: &str) -> String {
         self.s(&format!("in.message.{channel}"))
     }
+    /// `tl.in.message.>`: messages of every channel.
     pub fn in_message_any(&self) -> String {
         self.s("in.message.>")
     }
+    /// `tl.in.control`: [`ControlRequested`](crate::ControlRequested), from operators.
     pub fn in_control(&self) -> String {
         self.s("in.control")
     }
+    /// `tl.in.>`: every inbound subject.
     pub fn in_all(&self) -> String {
         self.s("in.>")
     }
 
     // Internal.
+    /// `tl.deliver.<channel>`: the stem of a channel's delivery partitions.
     pub fn deliver(&self, channel: &str) -> String {
         self.s(&format!("deliver.{channel}"))
     }
@@ -94,46 +107,59 @@ impl Subjects {
         ]
         .concat()
     }
+    /// `tl.deliver.>`: every delivery command.
     pub fn deliver_all(&self) -> String {
         self.s("deliver.>")
     }
 
     // Outbound (observable).
+    /// `tl.out.spawned`: [`SessionSpawned`](crate::SessionSpawned).
     pub fn out_spawned(&self) -> String {
         self.s("out.spawned")
     }
+    /// `tl.out.rejected`: [`EventRejected`](crate::EventRejected).
     pub fn out_rejected(&self) -> String {
         self.s("out.rejected")
     }
+    /// `tl.out.delivered`: [`PostDelivered`](crate::PostDelivered).
     pub fn out_delivered(&self) -> String {
         self.s("out.delivered")
     }
+    /// `tl.out.failed`: [`PostFailed`](crate::PostFailed).
     pub fn out_failed(&self) -> String {
         self.s("out.failed")
     }
+    /// `tl.out.binding`: [`BindingChanged`](crate::BindingChanged).
     pub fn out_binding(&self) -> String {
         self.s("out.binding")
     }
+    /// `tl.out.unbound`: [`MessageUnbound`](crate::MessageUnbound).
     pub fn out_unbound(&self) -> String {
         self.s("out.unbound")
     }
+    /// `tl.out.sent`: [`SendCompleted`](crate::SendCompleted).
     pub fn out_sent(&self) -> String {
         self.s("out.sent")
     }
+    /// `tl.out.>`: every outbound event.
     pub fn out_all(&self) -> String {
         self.s("out.>")
     }
+    /// `tl.agent.<agent_id>`: [`SessionInput`](crate::SessionInput) for a session of that agent.
     pub fn agent(&self, agent_id: &str) -> String {
         self.s(&format!("agent.{agent_id}"))
     }
+    /// `tl.agent.>`: session input for every agent.
     pub fn agent_all(&self) -> String {
         self.s("agent.>")
     }
 
     // Dead letters.
+    /// `tl.dlq.<stage>`: the original bytes of an event `stage` refused, the reason in headers.
     pub fn dlq(&self, stage: &Stage) -> String {
         self.s(&format!("dlq.{}", stage.name()))
     }
+    /// `tl.dlq.>`: every dead letter.
     pub fn dlq_all(&self) -> String {
         self.s("dlq.>")
     }
