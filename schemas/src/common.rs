@@ -79,7 +79,8 @@ pub enum Placement {
     /// No binding: output goes to the requester's conversation.
     #[default]
     None,
-    /// A new thread under the requester's conversation, bound to the session.
+    /// A new thread under the requester's conversation (under its parent when the requester
+    /// is in a thread), bound to the session.
     Child,
     /// The requester's conversation itself.
     Current,
@@ -137,7 +138,8 @@ pub struct BindingRecord {
     pub status: BindingStatus,
     /// When the binding was created (Unix milliseconds).
     pub bound_at: u64,
-    /// Unix milliseconds; refreshed by every successful post and inbound message.
+    /// Unix milliseconds; refreshed by successful posts (at most once per `touch_interval_ms`
+    /// per deliverer instance) and inbound messages.
     pub last_activity_at: u64,
     /// The binding ends after this long without activity, in milliseconds.
     pub idle_timeout_ms: u64,

@@ -1,4 +1,4 @@
-//! The internal command on `tl.deliver.<channel>`: what a deliverer must do on a platform.
+//! The internal command on `tl.deliver.<channel>.<lane>`: what a deliverer must do on a platform.
 //! Only Threadline publishes it, but it is versioned and documented like the public events
 //! because deliverers and routers of different versions run side by side during a rollout.
 
