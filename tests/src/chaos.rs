@@ -29,6 +29,7 @@ use threadline_schemas::{
 /// The size and violence of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChaosConfig {
+    /// Seeds the workload, the fault schedule and the fakes' faults: the same seed, the same run.
     pub seed: u64,
     /// Spawned sessions.
     pub sessions: usize,
@@ -42,9 +43,13 @@ pub struct ChaosConfig {
     pub unbind_race_share: f64,
     /// OS processes per worker.
     pub instances: usize,
+    /// Worker processes SIGKILLed (and started again) during publishing.
     pub kills: usize,
+    /// nats-server restarts during publishing.
     pub nats_restarts: usize,
+    /// redis-server restarts during publishing.
     pub redis_restarts: usize,
+    /// Whether the platform fakes answer with a random mix of 500s, 429s, slow and hung responses.
     pub platform_faults: bool,
     /// Publishing is spread over this many seconds; faults happen during it.
     pub publish_seconds: u64,
@@ -90,12 +95,19 @@ impl ChaosConfig {
 /// What a run found. `lost`, `duplicates_keyed` and `main_thread_duplicates` must be 0.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ChaosReport {
+    /// The seed the run used (rerun with it to reproduce).
     pub seed: u64,
+    /// CPU cores available to the run.
     pub cores: usize,
+    /// Messages published: spawns, completions, unbinds and their duplicates.
     pub events_published: usize,
+    /// Spawn requests published.
     pub spawns: usize,
+    /// Distinct completions published.
     pub completions: usize,
+    /// Posts the stored routing decisions call for.
     pub posts_expected: usize,
+    /// Of those, posts the fakes actually stored.
     pub posts_received: usize,
     /// Posts received, by channel.
     pub received_by_channel: BTreeMap<String, usize>,
@@ -121,20 +133,31 @@ pub struct ChaosReport {
     pub thread_duplicates: usize,
     /// Spawns with neither `tl.out.spawned` nor `tl.out.rejected`.
     pub spawns_unanswered: usize,
+    /// `tl.out.delivered` in fallback mode, counted by reason.
     pub fallbacks: BTreeMap<String, usize>,
     /// Re-sends the platforms absorbed by idempotency key (evidence the fault paths ran).
     pub resends_absorbed: usize,
+    /// Worker processes actually SIGKILLed.
     pub kills: usize,
+    /// nats-server restarts actually done.
     pub nats_restarts: usize,
+    /// redis-server restarts actually done.
     pub redis_restarts: usize,
+    /// Faults the Discord fake injected.
     pub discord_faults: FaultCounts,
+    /// Faults the webhook fake injected.
     pub webhook_faults: FaultCounts,
+    /// Faults the Slack fake injected.
     pub slack_faults: FaultCounts,
+    /// Faults the Telegram fake injected.
     pub telegram_faults: FaultCounts,
+    /// Faults the Matrix fake injected.
     pub matrix_faults: FaultCounts,
+    /// Seconds spent publishing (the fault window).
     pub publish_seconds: f64,
     /// From the last fault (or the last publish, if later) to quiescence.
     pub drain_seconds: f64,
+    /// Whether everything went quiet within the drain timeout.
     pub settled: bool,
 }
 
@@ -212,7 +235,7 @@ impl ChaosReport {
 }
 
 /// Rows of a report as a two-column Markdown-style table.
-pub fn render_table(rows: &[(&str, String)]) -> String {
+pub(crate) fn render_table(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("| {k:<width$} | {v} |\n"))
@@ -221,11 +244,11 @@ pub fn render_table(rows: &[(&str, String)]) -> String {
 
 /// One event to publish at a moment of the run.
 #[derive(Debug, Clone)]
-pub struct Step {
-    pub at: Duration,
-    pub subject: String,
-    pub msg_id: String,
-    pub payload: Vec<u8>,
+pub(crate) struct Step {
+    pub(crate) at: Duration,
+    pub(crate) subject: String,
+    pub(crate) msg_id: String,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// What the workload expects, per completion.
@@ -251,12 +274,12 @@ const DISCORD_CHANNELS: [&str; 4] = [
 ];
 
 /// The marker that lets the checker find an event's posts on the platform.
-pub fn marker(event_id: &str) -> String {
+pub(crate) fn marker(event_id: &str) -> String {
     format!("⟦{event_id}⟧")
 }
 
 /// The event id in a post's [`marker`].
-pub fn event_of(text: &str) -> Option<&str> {
+pub(crate) fn event_of(text: &str) -> Option<&str> {
     let start = text.find('⟦')? + '⟦'.len_utf8();
     let end = start + text[start..].find('⟧')?;
     Some(&text[start..end])
@@ -443,29 +466,29 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
 }
 
 /// A worker OS process that can be killed and started again.
-pub struct WorkerProcess {
-    pub args: Vec<String>,
+pub(crate) struct WorkerProcess {
+    pub(crate) args: Vec<String>,
     child: tokio::process::Child,
     log: PathBuf,
 }
 
 impl WorkerProcess {
     /// Starts `threadline <args>` for `p`, its stderr appended to `log`.
-    pub fn start(p: &Pipeline, args: &[&str], log: PathBuf) -> WorkerProcess {
+    pub(crate) fn start(p: &Pipeline, args: &[&str], log: PathBuf) -> WorkerProcess {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let child = start_worker(p, &args, &log);
         WorkerProcess { args, child, log }
     }
 
     /// SIGKILL (this PID only), reap, wait `pause`, start it again.
-    pub async fn kill_and_restart(&mut self, p: &Pipeline, pause: Duration) {
+    pub(crate) async fn kill_and_restart(&mut self, p: &Pipeline, pause: Duration) {
         self.stop().await;
         tokio::time::sleep(pause).await;
         self.child = start_worker(p, &self.args, &self.log);
     }
 
     /// SIGKILL (this PID only) and reap.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
@@ -473,7 +496,11 @@ impl WorkerProcess {
 
 /// The worker processes of a run: `instances` OS processes per role, each logging to its
 /// own file in `logs`.
-pub fn start_fleet(p: &Pipeline, roles: &[(&[&str], usize)], logs: &Path) -> Vec<WorkerProcess> {
+pub(crate) fn start_fleet(
+    p: &Pipeline,
+    roles: &[(&[&str], usize)],
+    logs: &Path,
+) -> Vec<WorkerProcess> {
     let mut fleet = Vec::new();
     for (role, instances) in roles {
         for instance in 0..*instances {
@@ -503,7 +530,7 @@ fn start_worker(p: &Pipeline, args: &[String], log: &PathBuf) -> tokio::process:
 
 /// What the fault schedule does at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// SIGKILL one worker process and start it again.
     Kill,
     NatsRestart,
@@ -512,7 +539,7 @@ pub enum Fault {
 
 /// The seeded fault schedule over `window`: `kills` spread at random, the restarts at
 /// fixed points (broker at 45 %, store at 75 % of each share), in time order.
-pub fn fault_schedule(
+pub(crate) fn fault_schedule(
     rng: &mut StdRng,
     window: Duration,
     kills: usize,
@@ -543,7 +570,7 @@ pub fn fault_schedule(
 }
 
 /// Publishes `steps` at their moments from `started` (each until stored); → how long it took.
-pub fn spawn_publisher(
+pub(crate) fn spawn_publisher(
     js: jetstream::Context,
     steps: Vec<Step>,
     started: Instant,
@@ -559,7 +586,7 @@ pub fn spawn_publisher(
 
 /// Publishes until the stream acknowledges, riding out a broker restart, as a publisher
 /// that retries with the same `Nats-Msg-Id` would.
-pub async fn publish_until_stored(js: &jetstream::Context, step: &Step) {
+pub(crate) async fn publish_until_stored(js: &jetstream::Context, step: &Step) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let message = jetstream::message::PublishMessage::build()
@@ -626,23 +653,23 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Observed>
 
 /// Outcomes read back from `tl.out.*`.
 #[derive(Default)]
-pub struct Outcomes {
+pub(crate) struct Outcomes {
     /// (event, [`destination_key`]) → its delivery report.
-    pub delivered: HashMap<(String, String), PostDelivered>,
-    pub failed_events: BTreeSet<String>,
-    pub failed_posts: BTreeSet<(String, String)>,
-    pub answered_spawns: BTreeSet<String>,
-    pub fallbacks: BTreeMap<String, usize>,
-    pub bindings_settled: usize,
+    pub(crate) delivered: HashMap<(String, String), PostDelivered>,
+    pub(crate) failed_events: BTreeSet<String>,
+    pub(crate) failed_posts: BTreeSet<(String, String)>,
+    pub(crate) answered_spawns: BTreeSet<String>,
+    pub(crate) fallbacks: BTreeMap<String, usize>,
+    pub(crate) bindings_settled: usize,
 }
 
 /// `channel|conversation_id`: how the checkers name a destination.
-pub fn destination_key(c: &ConversationRef) -> String {
+pub(crate) fn destination_key(c: &ConversationRef) -> String {
     format!("{}|{}", c.channel, c.conversation_id)
 }
 
 /// What `tl.out.*` (read with [`read_stream`]) said.
-pub fn outcomes(p: &Pipeline, out: &[Observed]) -> Outcomes {
+pub(crate) fn outcomes(p: &Pipeline, out: &[Observed]) -> Outcomes {
     let s = &p.subjects;
     let mut o = Outcomes::default();
     for message in out {
@@ -683,7 +710,10 @@ pub fn outcomes(p: &Pipeline, out: &[Observed]) -> Outcomes {
 }
 
 /// Stored routing decisions of `event_ids`, pipelined.
-pub async fn decisions(p: &Pipeline, event_ids: &[String]) -> HashMap<String, RouteDecision> {
+pub(crate) async fn decisions(
+    p: &Pipeline,
+    event_ids: &[String],
+) -> HashMap<String, RouteDecision> {
     let Ok(client) = redis::Client::open(p.redis.url()) else {
         return HashMap::new();
     };

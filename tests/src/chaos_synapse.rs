@@ -37,11 +37,13 @@ use threadline_schemas::{
 /// The size and violence of one pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct SynapseChaosConfig {
+    /// Seeds the workload, the fault schedule and the victims: the same seed, the same pass.
     pub seed: u64,
     /// Rooms whose sessions each get a thread Threadline creates (`placement: child`).
     pub thread_rooms: usize,
     /// Rooms whose sessions are bound to the room itself (`placement: current`).
     pub current_rooms: usize,
+    /// Sessions spawned with `placement: child` in the thread rooms, each getting its own thread.
     pub child_sessions: usize,
     /// Bound to a room (`placement: current` from the room).
     pub current_sessions: usize,
@@ -49,22 +51,31 @@ pub struct SynapseChaosConfig {
     pub person_thread_sessions: usize,
     /// Completions per session: `min_completions..=max_completions`.
     pub min_completions: usize,
+    /// Upper bound (inclusive) of completions per session.
     pub max_completions: usize,
     /// Share of completions a retrying publisher sends twice (same event id, new msg id).
     pub duplicate_share: f64,
+    /// Router processes (`threadline run router`).
     pub routers: usize,
+    /// Matrix deliverer processes (`threadline run deliver matrix`).
     pub deliverers: usize,
+    /// Deliverer processes SIGKILLed (and started again) during publishing.
     pub deliverer_kills: usize,
+    /// Router processes SIGKILLed (and started again) during publishing.
     pub router_kills: usize,
+    /// nats-server restarts during publishing.
     pub nats_restarts: usize,
+    /// redis-server restarts during publishing.
     pub redis_restarts: usize,
     /// Synapse SIGKILLed and started again (same port, same database), at 60 % of the window.
     pub homeserver_restarts: usize,
     /// Synapse's `rc_message` for the bot.
     pub messages_per_second: f64,
+    /// Synapse's `rc_message` burst: events the bot may send at once before the rate applies.
     pub message_burst: u32,
     /// Publishing is spread over this many seconds; faults happen during it.
     pub publish_seconds: u64,
+    /// After the last publish and fault, how long (seconds) the pass waits for quiescence.
     pub drain_timeout_seconds: u64,
 }
 
@@ -99,11 +110,17 @@ impl SynapseChaosConfig {
 /// What a pass found, from what Synapse stored. Every count in capitals must be 0.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SynapseChaosReport {
+    /// The seed the pass ran with (rerun with it to reproduce).
     pub seed: u64,
+    /// CPU cores available to the pass.
     pub cores: usize,
+    /// Messages published: spawn requests, completions and their duplicates.
     pub events_published: usize,
+    /// Sessions spawned.
     pub spawns: usize,
+    /// Distinct completions published (each must be found exactly once).
     pub completions: usize,
+    /// Completions published a second time by the simulated retrying publisher.
     pub duplicate_publishes: usize,
     /// Sessions in a thread Threadline made / bound to a room / bound to a person's thread.
     pub sessions_by_binding: (usize, usize, usize),
@@ -111,6 +128,7 @@ pub struct SynapseChaosReport {
     pub posts_found: usize,
     /// Events of the bot in Synapse carrying a completion's marker (copies included).
     pub bot_events: usize,
+    /// Completions Synapse does not hold where their session is bound.
     pub lost: usize,
     /// Completions stored more than once.
     pub duplicated: usize,
@@ -122,7 +140,9 @@ pub struct SynapseChaosReport {
     pub out_of_order: usize,
     /// Per conversation out of order: Synapse's order and the router's, as event ids.
     pub out_of_order_detail: Vec<String>,
+    /// Threads Threadline should have created (one per child session).
     pub threads_expected: usize,
+    /// Thread roots the bot created in Synapse.
     pub threads_created: usize,
     /// Thread names with more than one root event.
     pub thread_duplicates: usize,
@@ -130,16 +150,25 @@ pub struct SynapseChaosReport {
     pub threads_missing: usize,
     /// Bot messages carrying no completion marker and no thread name (a farewell, a stray).
     pub stray_bot_events: usize,
+    /// `tl.out.failed` events seen.
     pub failed_reported: usize,
+    /// Messages on the dead-letter stream at the end.
     pub dead_lettered: usize,
+    /// `tl.out.delivered` in fallback mode, counted by reason.
     pub fallbacks: BTreeMap<String, usize>,
     /// `tl.out.delivered` naming another event than the one Synapse holds.
     pub reports_mismatched: usize,
+    /// Spawn requests that never got a `tl.out.spawned`.
     pub spawns_unanswered: usize,
+    /// Deliverer processes actually SIGKILLed.
     pub deliverer_kills: usize,
+    /// Router processes actually SIGKILLed.
     pub router_kills: usize,
+    /// nats-server restarts actually done.
     pub nats_restarts: usize,
+    /// redis-server restarts actually done.
     pub redis_restarts: usize,
+    /// Synapse kills and restarts actually done.
     pub homeserver_restarts: usize,
     /// From Synapse's SIGKILL until it answered again, summed over its restarts.
     pub homeserver_down_seconds: f64,
@@ -151,10 +180,15 @@ pub struct SynapseChaosReport {
     pub homeserver_unreachable_seen: usize,
     /// Posts whose doubt (a kill or a lost answer) was settled by reading the room back.
     pub reconciled_read_back: usize,
+    /// Seconds spent starting Synapse, the servers and the worker processes.
     pub setup_seconds: f64,
+    /// Seconds spent publishing (the fault window).
     pub publish_seconds: f64,
+    /// Seconds from the last fault and publish until quiescence (or the drain timeout).
     pub drain_seconds: f64,
+    /// Seconds the whole pass took.
     pub total_seconds: f64,
+    /// Whether everything went quiet within the drain timeout.
     pub settled: bool,
 }
 

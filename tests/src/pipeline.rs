@@ -32,8 +32,11 @@ pub const ACCOUNT: &str = "100000000000000099";
 /// One message Threadline published where the observer listens.
 #[derive(Debug, Clone)]
 pub struct Observed {
+    /// The subject it was published on.
     pub subject: String,
+    /// Its NATS headers (first value of each).
     pub headers: BTreeMap<String, String>,
+    /// The undecoded payload (MessagePack for events).
     pub payload: bytes::Bytes,
 }
 
@@ -44,6 +47,7 @@ pub struct Observer {
 }
 
 impl Observer {
+    /// Every message seen so far, in arrival order.
     pub fn all(&self) -> Vec<Observed> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -123,30 +127,45 @@ impl Default for Options {
 
 /// A running deployment.
 pub struct Pipeline {
+    /// The deployment's nats-server (stop/restart it for fault tests).
     pub nats: NatsServer,
+    /// The deployment's redis-server.
     pub redis: RedisServer,
+    /// The fake Discord API the workers post to.
     pub discord: FakeDiscord,
+    /// The fake Slack Web API.
     pub slack: FakeSlack,
+    /// The fake Telegram Bot API.
     pub telegram: FakeTelegram,
+    /// The fake Matrix client-server API.
     pub matrix: FakeMatrix,
+    /// The receiver of the configured webhook channels.
     pub webhook: FakeWebhook,
+    /// The configuration the workers run with (change it, then `rewrite_config_file`).
     pub config: Config,
+    /// Subject names under the configured prefix.
     pub subjects: Subjects,
+    /// The harness's own NATS connection.
     pub client: async_nats::Client,
+    /// JetStream on [`client`](Self::client), for publishing and inspecting streams.
     pub js: jetstream::Context,
+    /// Records everything Threadline publishes on its output subjects.
     pub observer: Observer,
     in_process: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// Where the in-process workers serve `/healthz`, `/readyz` and `/metrics`.
     pub health_addr: Option<std::net::SocketAddr>,
     _config_dir: tempfile::TempDir,
+    /// The TOML file worker processes read (`THREADLINE_CONFIG`).
     pub config_file: PathBuf,
 }
 
 impl Pipeline {
+    /// Starts a deployment with the default [`Options`] (workers in this process).
     pub async fn start() -> Pipeline {
         Pipeline::start_with(Options::default()).await
     }
 
+    /// Starts servers, fakes and observer, then the workers as `options` says.
     pub async fn start_with(options: Options) -> Pipeline {
         Pipeline::start_secured(options, Security::default()).await
     }
@@ -407,15 +426,19 @@ impl Pipeline {
             .expect("publish ack");
     }
 
+    /// Every `tl.out.delivered` seen so far.
     pub fn delivered(&self) -> Vec<PostDelivered> {
         self.observer.events(&self.subjects.out_delivered())
     }
+    /// Every `tl.out.failed` seen so far.
     pub fn failed(&self) -> Vec<PostFailed> {
         self.observer.events(&self.subjects.out_failed())
     }
+    /// Every `tl.out.rejected` seen so far.
     pub fn rejected(&self) -> Vec<EventRejected> {
         self.observer.events(&self.subjects.out_rejected())
     }
+    /// Every `tl.out.spawned` seen so far.
     pub fn spawned(&self) -> Vec<SessionSpawned> {
         self.observer.events(&self.subjects.out_spawned())
     }

@@ -52,6 +52,7 @@ runpy.run_module('synapse.app.homeserver', run_name='__main__', alter_sys=True)
 pub struct SynapseOptions {
     /// `rc_message`: events a user may send per second across all rooms, after a burst.
     pub messages_per_second: f64,
+    /// `rc_message` burst: events a user may send at once before the rate applies.
     pub message_burst: u32,
 }
 
@@ -109,10 +110,15 @@ pub fn synapse_python() -> Option<PathBuf> {
 /// A registered Matrix account.
 #[derive(Debug, Clone)]
 pub struct MatrixUser {
+    /// The full id, `@localpart:threadline.test`.
     pub user_id: String,
+    /// The part before the `:`.
     pub localpart: String,
+    /// The password it was registered with (for [`SynapseServer::login`]).
     pub password: String,
+    /// The access token of this login.
     pub access_token: String,
+    /// The device of this login.
     pub device_id: String,
 }
 
@@ -137,6 +143,8 @@ impl SynapseServer {
         SynapseServer::start_with(SynapseOptions::default()).await
     }
 
+    /// A homeserver configured by `options` on a free port, waiting until it answers;
+    /// `None` when Synapse is not installed (outside CI).
     pub async fn start_with(options: SynapseOptions) -> Option<SynapseServer> {
         let python = synapse_python()?;
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -436,6 +444,7 @@ impl SynapseServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Redacts `event_id` in `room` as `user`, asserting Synapse accepted it.
     pub async fn redact(&self, user: &MatrixUser, room: &str, event_id: &str) {
         let path = format!(
             "rooms/{}/redact/{}/{}",
@@ -454,6 +463,7 @@ impl SynapseServer {
         assert_eq!(status, 200, "redact: {body}");
     }
 
+    /// Kicks `target` out of `room` as `user`, asserting Synapse accepted it.
     pub async fn kick(&self, user: &MatrixUser, room: &str, target: &MatrixUser) {
         let path = format!("rooms/{}/kick", enc(room));
         let (status, body) = self
@@ -662,6 +672,7 @@ impl HoldingProxy {
         HoldingProxy { server, state }
     }
 
+    /// The proxy's URL (`http://127.0.0.1:PORT`), to configure as the homeserver.
     pub fn url(&self) -> String {
         self.server.url("")
     }

@@ -52,21 +52,30 @@ const MESSAGE_TYPE_REPLY: u8 = 19;
 /// A message as the fake stored it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiscordMessage {
+    /// The snowflake id the fake assigned.
     pub id: String,
+    /// The channel or thread it was posted in.
     pub channel_id: String,
+    /// The message text as sent.
     pub content: String,
     /// The nonce as sent, stringified if it was an integer.
     pub nonce: Option<String>,
+    /// The author: the bot user, or the webhook id for a webhook execute.
     pub author_id: String,
 }
 
 /// A thread created through the fake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiscordThread {
+    /// The thread's channel id.
     pub id: String,
+    /// The text channel it was created in.
     pub parent_id: String,
+    /// The thread name as sent.
     pub name: String,
+    /// Whether the thread is archived.
     pub archived: bool,
+    /// Whether a moderator locked it: the bot can no longer post in it.
     pub locked: bool,
 }
 

@@ -60,9 +60,13 @@ const EVENT_ID_ALPHABET: &[u8] =
 /// An event as the fake stored it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MatrixEvent {
+    /// The room it was sent to.
     pub room_id: String,
+    /// The `$…` id the fake assigned.
     pub event_id: String,
+    /// The client's transaction id from the `PUT …/send/{type}/{txnId}` path.
     pub txn_id: String,
+    /// The event type, e.g. `m.room.message`.
     pub event_type: String,
     /// The content exactly as sent, even after `redact` (tests inspect what
     /// was delivered; only `/messages` shows the redacted form).

@@ -11,7 +11,7 @@
 
 pub mod discord;
 pub mod matrix;
-pub mod openapi;
+pub(crate) mod openapi;
 pub mod slack;
 pub mod telegram;
 pub mod webhook;
@@ -52,39 +52,65 @@ use tokio::{
 #[derive(Clone, Debug)]
 pub enum Fault {
     /// Answer 429 with the platform's rate-limit shape and Retry-After of this many ms.
-    RateLimited { retry_after_ms: u64 },
+    RateLimited {
+        /// The Retry-After, in milliseconds.
+        retry_after_ms: u64,
+    },
     /// Answer 500 (platform error shape) without storing anything.
     ServerError,
     /// Sleep this long, then handle the request normally.
-    Slow { delay_ms: u64 },
+    Slow {
+        /// The delay before handling, in milliseconds.
+        delay_ms: u64,
+    },
     /// Store/apply the request exactly as a success would, then never answer
     /// (hold the connection open for `hold_ms`, then drop it without a response).
-    AcceptThenHang { hold_ms: u64 },
+    AcceptThenHang {
+        /// How long the connection is held open, in milliseconds.
+        hold_ms: u64,
+    },
     /// Answer `status` (a 3xx) with `Location: location`, storing nothing: an endpoint
     /// that moved, or a plain-HTTP URL redirected to HTTPS.
-    Redirect { status: u16, location: String },
+    Redirect {
+        /// The 3xx status to answer.
+        status: u16,
+        /// The `Location` header to send.
+        location: String,
+    },
 }
 
 /// Random faults for chaos runs: each message-creating request, when the scripted queue
 /// is empty, draws one of these with the given probabilities (seeded, so a run repeats).
 #[derive(Clone, Debug)]
 pub struct FaultMix {
+    /// Seeds the draws: the same seed, the same faults in the same order.
     pub seed: u64,
+    /// Probability of a 500 ([`Fault::ServerError`]).
     pub server_error: f64,
+    /// Probability of a 429 ([`Fault::RateLimited`]).
     pub rate_limited: f64,
+    /// The Retry-After of those 429s, in milliseconds.
     pub retry_after_ms: u64,
+    /// Probability of a slow answer ([`Fault::Slow`]).
     pub slow: f64,
+    /// How long a slow answer is delayed, in milliseconds.
     pub slow_ms: u64,
+    /// Probability of storing the request but never answering ([`Fault::AcceptThenHang`]).
     pub accept_then_hang: f64,
+    /// How long such a connection is held open before it is dropped, in milliseconds.
     pub hang_ms: u64,
 }
 
 /// How many faults of each kind a fake injected.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FaultCounts {
+    /// 500s answered.
     pub server_error: u64,
+    /// 429s answered.
     pub rate_limited: u64,
+    /// Answers delayed.
     pub slow: u64,
+    /// Requests stored but never answered.
     pub accept_then_hang: u64,
 }
 

@@ -12,17 +12,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// One request, as a fake received it.
-pub struct Request<'a> {
-    pub method: &'a str,
+pub(crate) struct Request<'a> {
+    /// The HTTP method (`GET`, `POST`, …).
+    pub(crate) method: &'a str,
     /// The path below the API's base (e.g. `/channels/1/messages`), percent-decoded.
-    pub path: &'a str,
-    pub query: &'a [(String, String)],
+    pub(crate) path: &'a str,
+    /// The query parameters as received (not percent-decoded), in order.
+    pub(crate) query: &'a [(String, String)],
     /// Present when the request carried a body.
-    pub json_body: Option<&'a [u8]>,
+    pub(crate) json_body: Option<&'a [u8]>,
 }
 
 /// A compiled-on-demand view of one OpenAPI document.
-pub struct OpenApi {
+pub(crate) struct OpenApi {
     /// The document, with every object schema in `components` closed.
     components: Value,
     operations: Vec<Operation>,
@@ -40,7 +42,7 @@ struct Operation {
 
 impl OpenApi {
     /// Loads `document` (an OpenAPI 3.1 JSON document).
-    pub fn new(document: &Value) -> OpenApi {
+    pub(crate) fn new(document: &Value) -> OpenApi {
         let mut components = document["components"].clone();
         close_objects(&mut components);
         let mut operations = Vec::new();
@@ -89,7 +91,7 @@ impl OpenApi {
     }
 
     /// Why `request` is not allowed by the document (empty when it is).
-    pub fn violations(&self, request: &Request<'_>) -> Vec<String> {
+    pub(crate) fn violations(&self, request: &Request<'_>) -> Vec<String> {
         let segments: Vec<&str> = request.path.split('/').collect();
         let fitting: Vec<&Operation> = self
             .operations

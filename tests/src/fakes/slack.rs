@@ -66,13 +66,17 @@ const CURSOR_PREFIX: &str = "next_ts:";
 /// A message as the fake stored it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlackMessage {
+    /// The channel id it was posted in.
     pub channel: String,
+    /// The message's `ts`, its id within the channel.
     pub ts: String,
     /// The root's `ts` for a thread reply; `None` for a top-level message.
     pub thread_ts: Option<String>,
+    /// The message text as sent.
     pub text: String,
     /// `{"event_type", "event_payload"}` as sent, if the post carried metadata.
     pub metadata: Option<Value>,
+    /// The author's user id (the fake's bot user for posts through the API).
     pub user: String,
 }
 

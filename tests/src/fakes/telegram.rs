@@ -57,10 +57,13 @@ const DEFAULT_ICON_COLOR: i64 = 7_322_096;
 /// A message sent through the fake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TelegramMessage {
+    /// The chat it was sent to.
     pub chat_id: i64,
+    /// The id the fake assigned, unique within the chat.
     pub message_id: i64,
     /// The forum topic it was posted into; `None` for the chat itself.
     pub message_thread_id: Option<i64>,
+    /// The message text as sent.
     pub text: String,
 }
 
@@ -90,9 +93,13 @@ impl TelegramMessage {
 /// A forum topic created through the fake (deleted ones are not listed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TelegramTopic {
+    /// The forum chat the topic belongs to.
     pub chat_id: i64,
+    /// The topic's id, used as `message_thread_id` when posting into it.
     pub message_thread_id: i64,
+    /// The topic name as sent.
     pub name: String,
+    /// Whether the topic is closed (posting into it fails).
     pub closed: bool,
 }
 

@@ -28,7 +28,9 @@ use super::{
 pub struct WebhookDelivery {
     /// The `{name}` of `/hook/{name}`.
     pub name: String,
+    /// The `Idempotency-Key` header, if sent.
     pub idempotency_key: Option<String>,
+    /// The JSON body as sent.
     pub body: Value,
     /// The bearer token, or the raw `Authorization` value if it was not `Bearer`.
     pub auth: Option<String>,
