@@ -43,6 +43,9 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+mod listen;
+pub use listen::{sign, Push, Pushed, Signing, APP_TOKEN, SIGNING_SECRET};
+
 use super::{
     auth_token, faulted, handle_methods, lock, retry_after_header_secs, serve, wait_for_len,
     Common, ConnCtl, Platform, Server, Tokens,
@@ -108,6 +111,8 @@ impl SlackMessage {
 pub struct FakeSlack {
     server: Server,
     shared: Shared,
+    /// Socket Mode: tickets, sockets, envelopes (`slack/listen.rs`).
+    hub: std::sync::Arc<listen::Hub>,
 }
 
 type Shared = super::Shared<SlackState>;
@@ -120,6 +125,7 @@ impl FakeSlack {
         let routes = Router::new()
             .route("/api/chat.postMessage", post(post_message))
             .route("/api/chat.delete", post(chat_delete))
+            .route("/api/apps.connections.open", post(connections_open))
             // Slack SDKs commonly POST reads as forms, so both verbs work.
             .route(
                 "/api/conversations.history",
@@ -131,8 +137,13 @@ impl FakeSlack {
             )
             .fallback(unknown_method)
             .method_not_allowed_fallback(method_not_allowed);
-        let (server, shared) = serve(SlackState::new(), routes).await;
-        FakeSlack { server, shared }
+        let hub = listen::Hub::start().await;
+        let (server, shared) = serve(SlackState::new(std::sync::Arc::clone(&hub)), routes).await;
+        FakeSlack {
+            server,
+            shared,
+            hub,
+        }
     }
 
     /// `http://127.0.0.1:PORT/api`, the value for `THREADLINE_SLACK_API_BASE`.
@@ -218,7 +229,8 @@ handle_methods!(FakeSlack, faults: "`chat.postMessage`", tokens);
 impl Drop for FakeSlack {
     /// A request the published reference does not allow fails the test that sent it.
     fn drop(&mut self) {
-        let violations = std::mem::take(&mut lock(&self.shared).violations);
+        let mut violations = std::mem::take(&mut lock(&self.shared).violations);
+        violations.extend(self.take_socket_violations());
         if !violations.is_empty() && !std::thread::panicking() {
             panic!("requests to the Slack fake broke Slack's method reference: {violations:#?}");
         }
@@ -251,6 +263,12 @@ mod spec {
         load(
             "chat.postMessage",
             include_str!("../../specs/slack-chat.postMessage.json"),
+        )
+    });
+    pub(super) static CONNECTIONS_OPEN: LazyLock<Method> = LazyLock::new(|| {
+        load(
+            "apps.connections.open",
+            include_str!("../../specs/slack-apps.connections.open.json"),
         )
     });
     pub(super) static DELETE: LazyLock<Method> = LazyLock::new(|| {
@@ -394,6 +412,13 @@ struct SlackState {
     violations: Vec<String>,
     /// Scripted `ok: false` answers for the next posts (`push_post_error`).
     post_errors: std::collections::VecDeque<String>,
+    /// Socket Mode's side, where `apps.connections.open` gets its URLs.
+    hub: std::sync::Arc<listen::Hub>,
+    /// The app-level tokens (`xapp-…`) `apps.connections.open` accepts.
+    app_tokens: Tokens,
+    /// Every `event_callback` payload made, oldest first, and how many.
+    events: Vec<Value>,
+    events_made: u64,
 }
 
 /// The `oldest`/`latest`/`inclusive` time window shared by both reads.
@@ -429,8 +454,12 @@ impl Window {
 }
 
 impl SlackState {
-    fn new() -> SlackState {
+    fn new(hub: std::sync::Arc<listen::Hub>) -> SlackState {
         SlackState {
+            hub,
+            app_tokens: Tokens::new(APP_TOKEN),
+            events: Vec::new(),
+            events_made: 0,
             common: Common::default(),
             tokens: Tokens::new(DEFAULT_TOKEN),
             messages: Vec::new(),
@@ -989,6 +1018,30 @@ async fn conversations_replies(
         (&uri, &headers, &body),
         |st, p| st.replies(p),
     )
+}
+
+/// `apps.connections.open`: an app-level token (a bot token is the wrong type), no
+/// arguments, and a single-use websocket URL.
+async fn connections_open(
+    State(shared): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let method = &*spec::CONNECTIONS_OPEN;
+    let mut st = lock(&shared);
+    let auth = match auth_token(&headers, "Bearer ") {
+        Some(t) if st.app_tokens.check(t) => Ok(()),
+        Some(t) if st.tokens.check(t) => Err("not_allowed_token_type"),
+        Some(_) => Err("invalid_auth"),
+        None => Err("not_authed"),
+    };
+    if let Err(error) = auth {
+        return answer(&mut st, method, Err(error));
+    }
+    run_method(&mut st, method, (&uri, &headers, &body), |st, _| {
+        Ok(json!({ "ok": true, "url": st.hub.open_url() }))
+    })
 }
 
 /// Slack's answer for a method name it does not know.
