@@ -238,6 +238,8 @@ impl Hub {
 }
 
 /// One Socket Mode connection: checks its ticket, says `hello`, sends envelopes, takes acks.
+// The handshake callback's error type is tungstenite's (an HTTP response), not ours.
+#[allow(clippy::result_large_err)]
 async fn serve_socket(hub: Arc<Hub>, stream: tokio::net::TcpStream) {
     let check = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let ticket = request

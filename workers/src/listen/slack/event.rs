@@ -36,7 +36,7 @@ pub(crate) enum Payload {
 }
 
 /// What an inner event means.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Inbound {
     /// Someone wrote a message.
     Said(Said),
@@ -359,14 +359,16 @@ mod tests {
     fn said(event: Value) -> Said {
         match inbound(&event) {
             Inbound::Said(said) => said,
-            other => panic!("not a message: {other:?}"),
+            other @ (Inbound::Changed(_) | Inbound::Ignored(_)) => {
+                panic!("not a message: {other:?}")
+            }
         }
     }
 
     fn changed(event: Value) -> Changed {
         match inbound(&event) {
             Inbound::Changed(changed) => changed,
-            other => panic!("not a change: {other:?}"),
+            other @ (Inbound::Said(_) | Inbound::Ignored(_)) => panic!("not a change: {other:?}"),
         }
     }
 
