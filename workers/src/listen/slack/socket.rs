@@ -3,8 +3,9 @@
 //! and takes each `events_api` envelope before acknowledging it with `{"envelope_id"}` —
 //! Slack sends an unacknowledged envelope again, so a listener that dies mid-event loses
 //! nothing. On `disconnect` (`warning`: the socket closes soon; `refresh_requested`: Slack
-//! wants a new one; `link_disabled`: Socket Mode was turned off) the slot finishes what it
-//! took, closes, and opens a new URL; a dropped or silent socket is reopened after a backoff.
+//! wants a new one; `link_disabled`: Socket Mode was turned off) the slot opens a new URL at
+//! once, and the old socket is still served until Slack closes it, so that no event falls
+//! into the gap between the two; a dropped or silent socket is reopened after a backoff.
 //!
 //! Slack allows an app several connections at once ("up to 10") and spreads events over
 //! them; it may send one event on more than one of them (api.slack.com/apis/socket-mode,
@@ -34,6 +35,9 @@ const MAX_IN_FLIGHT: usize = 64;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket that sent nothing (not even a pong) for this long is taken for dead.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// How long a socket Slack asked to replace is still served: Slack closes it itself soon
+/// after its `disconnect` (a `warning` "about 10 seconds" before).
+const RETIRE_LIMIT: Duration = Duration::from_secs(15);
 /// How often a quiet socket is pinged.
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// First and longest wait before reopening after a failure.
@@ -76,18 +80,23 @@ struct Frame {
 pub(super) async fn run(intake: Intake, slot: u32) {
     let shutdown = intake.ctx().shutdown.clone();
     let http = http_client(intake.ctx().config.http_timeout());
+    // Sockets Slack asked to replace, still served until Slack closes them.
+    let mut retiring: JoinSet<()> = JoinSet::new();
     let mut failures = 0u32;
     loop {
         if shutdown.is_cancelled() {
-            return;
+            break;
         }
         match connection(&intake, &http, slot).await {
-            Ended::Shutdown => return,
-            Ended::Refresh(reason) => {
+            (Ended::Shutdown, _) => break,
+            (Ended::Refresh(reason), live) => {
                 failures = 0;
                 tracing::info!(slot, reason, "slack asked for a new socket; reconnecting");
+                if let Some(live) = live {
+                    retiring.spawn(retire(intake.clone(), live, slot));
+                }
             }
-            Ended::Failed(why) => {
+            (Ended::Failed(why), _) => {
                 failures = failures.saturating_add(1);
                 let wait = retry::delay_after(failures, RECONNECT_BASE, RECONNECT_MAX);
                 tracing::warn!(
@@ -98,11 +107,13 @@ pub(super) async fn run(intake: Intake, slot: u32) {
                 );
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => break,
                 }
             }
         }
+        while retiring.try_join_next().is_some() {}
     }
+    while retiring.join_next().await.is_some() {}
 }
 
 fn http_client(timeout: Duration) -> reqwest::Client {
@@ -146,39 +157,99 @@ async fn open_url(intake: &Intake, http: &reqwest::Client) -> Result<String, Str
     }
 }
 
-/// One connection, from `apps.connections.open` to its end.
-async fn connection(intake: &Intake, http: &reqwest::Client, slot: u32) -> Ended {
+/// A socket and the envelopes being taken on it.
+struct Live {
+    ws: Socket,
+    in_flight: JoinSet<Option<String>>,
+}
+
+/// One connection, from `apps.connections.open` to its end. On `disconnect` the socket comes
+/// back still open: Slack keeps sending on it for a while, and it is served (by [`retire`])
+/// while its replacement opens, so no event falls into the gap.
+async fn connection(intake: &Intake, http: &reqwest::Client, slot: u32) -> (Ended, Option<Live>) {
     let shutdown = intake.ctx().shutdown.clone();
     let opened = tokio::select! {
         opened = open(intake, http) => opened,
-        () = shutdown.cancelled() => return Ended::Shutdown,
+        () = shutdown.cancelled() => return (Ended::Shutdown, None),
     };
-    let mut ws = match opened {
+    let ws = match opened {
         Ok(ws) => ws,
-        Err(why) => return Ended::Failed(why),
+        Err(why) => return (Ended::Failed(why), None),
     };
     tracing::debug!(slot, "slack socket open");
-    let mut in_flight: JoinSet<Option<String>> = JoinSet::new();
+    let mut live = Live {
+        ws,
+        in_flight: JoinSet::new(),
+    };
+    match drive(intake, &mut live, slot, None).await {
+        Ended::Refresh(reason) => (Ended::Refresh(reason), Some(live)),
+        ended @ (Ended::Shutdown | Ended::Failed(_)) => {
+            close(live).await;
+            (ended, None)
+        }
+    }
+}
+
+/// Serves a socket Slack asked to replace until Slack closes it (or [`RETIRE_LIMIT`]).
+async fn retire(intake: Intake, mut live: Live, slot: u32) {
+    let until = Instant::now() + RETIRE_LIMIT;
+    let ended = drive(&intake, &mut live, slot, Some(until)).await;
+    tracing::debug!(slot, ?ended, "replaced slack socket closed");
+    close(live).await;
+}
+
+/// What was taken is acknowledged before the socket closes (on shutdown too: the takings
+/// finish, as the run loops drain); an envelope whose taking did not finish is Slack's to
+/// send again.
+async fn close(mut live: Live) {
+    while let Some(done) = live.in_flight.join_next().await {
+        if let Ok(Some(envelope_id)) = done {
+            if ack(&mut live.ws, &envelope_id).await.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = live.ws.close(None).await;
+}
+
+/// Reads envelopes, takes them, acknowledges what was taken, until the socket ends, Slack
+/// asks for a new one (not once `retiring_until` is set: then it runs until that instant).
+async fn drive(
+    intake: &Intake,
+    live: &mut Live,
+    slot: u32,
+    retiring_until: Option<Instant>,
+) -> Ended {
+    let shutdown = intake.ctx().shutdown.clone();
+    let Live { ws, in_flight } = live;
     let mut heard_at = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ended = loop {
+    let retired = async {
+        match retiring_until {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(retired);
+    loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => break Ended::Shutdown,
+            () = shutdown.cancelled() => return Ended::Shutdown,
             Some(done) = in_flight.join_next() => {
                 if let Ok(Some(envelope_id)) = done {
-                    if let Err(e) = ack(&mut ws, &envelope_id).await {
-                        break Ended::Failed(format!("acknowledging: {e}"));
+                    if let Err(e) = ack(ws, &envelope_id).await {
+                        return Ended::Failed(format!("acknowledging: {e}"));
                     }
                 }
             }
+            () = &mut retired => return Ended::Failed("replaced".into()),
             _ = ping.tick() => {
                 if heard_at.elapsed() > SILENCE_LIMIT {
-                    break Ended::Failed("the socket went silent".into());
+                    return Ended::Failed("the socket went silent".into());
                 }
                 if ws.send(Message::Ping(Default::default())).await.is_err() {
-                    break Ended::Failed("the socket dropped".into());
+                    return Ended::Failed("the socket dropped".into());
                 }
             }
             frame = ws.next(), if in_flight.len() < MAX_IN_FLIGHT => {
@@ -186,11 +257,11 @@ async fn connection(intake: &Intake, http: &reqwest::Client, slot: u32) -> Ended
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(close))) => {
-                        break Ended::Failed(format!("slack closed the socket: {close:?}"));
+                        return Ended::Failed(format!("slack closed the socket: {close:?}"));
                     }
                     Some(Ok(_ping_pong_or_binary)) => continue,
-                    Some(Err(e)) => break Ended::Failed(format!("the socket failed: {e}")),
-                    None => break Ended::Failed("the socket dropped".into()),
+                    Some(Err(e)) => return Ended::Failed(format!("the socket failed: {e}")),
+                    None => return Ended::Failed("the socket dropped".into()),
                 };
                 let frame: Frame = match serde_json::from_str(text.as_str()) {
                     Ok(frame) => frame,
@@ -200,8 +271,8 @@ async fn connection(intake: &Intake, http: &reqwest::Client, slot: u32) -> Ended
                     }
                 };
                 match (frame.kind.as_str(), frame.envelope_id) {
-                    ("disconnect", _) => {
-                        break Ended::Refresh(frame.reason.unwrap_or_default());
+                    ("disconnect", _) if retiring_until.is_none() => {
+                        return Ended::Refresh(frame.reason.unwrap_or_default());
                     }
                     ("events_api", Some(envelope_id)) => {
                         let intake = intake.clone();
@@ -214,27 +285,15 @@ async fn connection(intake: &Intake, http: &reqwest::Client, slot: u32) -> Ended
                     // Slash commands and interactivity are not read; acknowledged so that
                     // Slack does not send them again.
                     (_other, Some(envelope_id)) => {
-                        if let Err(e) = ack(&mut ws, &envelope_id).await {
-                            break Ended::Failed(format!("acknowledging: {e}"));
+                        if let Err(e) = ack(ws, &envelope_id).await {
+                            return Ended::Failed(format!("acknowledging: {e}"));
                         }
                     }
-                    (_hello_or_other, None) => {}
+                    (_hello_disconnect_or_other, None) => {}
                 }
             }
         }
-    };
-    // What was taken is acknowledged before the socket closes (on shutdown too: the takings
-    // finish, as the run loops drain); an envelope whose taking did not finish is Slack's to
-    // send again.
-    while let Some(done) = in_flight.join_next().await {
-        if let Ok(Some(envelope_id)) = done {
-            if ack(&mut ws, &envelope_id).await.is_err() {
-                break;
-            }
-        }
     }
-    let _ = ws.close(None).await;
-    ended
 }
 
 /// Opens the websocket and waits for its `hello`.
