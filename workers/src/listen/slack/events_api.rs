@@ -10,7 +10,7 @@
 use super::event::{self, Payload};
 use super::verify;
 use super::{secret, take};
-use crate::listen::intake::{ConfigStub as _, Intake};
+use crate::listen::Intake;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -19,11 +19,11 @@ mod events_api;
 mod socket;
 mod verify;
 
-use super::intake::{Attachment, Author, ConfigStub as _, ConversationChange, ListenMode};
-use super::intake::{Heard, Intake, Taken};
-use super::{ListenError, Routes};
+use super::{Heard, Intake, ListenError, Routes, Taken};
+use crate::config::ListenMode;
 use crate::WorkError;
 use event::{Change, Changed, Inbound, Said};
+use threadline_schemas::{Attachment, Author, ConversationChange};
 use tokio::task::JoinSet;
 
 /// Starts the Slack listener in `intake`'s configured mode: the Events API route, or the
@@ -142,11 +142,14 @@ fn heard(intake: &Intake, said: Said) -> Heard {
         attachments: said
             .files
             .into_iter()
-            .map(|f| Attachment {
-                name: f.name,
-                content_type: f.mimetype,
-                size: f.size,
-                url: f.url_private,
+            // A file without a URL (a tombstoned or hidden one) cannot be pointed at.
+            .filter_map(|f| {
+                Some(Attachment {
+                    url: f.url_private?,
+                    name: f.name,
+                    content_type: f.mimetype,
+                    size: f.size,
+                })
             })
             .collect(),
     }

@@ -13,7 +13,7 @@
 
 use super::event::{self, Payload};
 use super::{secret, take};
-use crate::listen::intake::{ConfigStub as _, Intake};
+use crate::listen::Intake;
 use crate::runtime::retry;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
