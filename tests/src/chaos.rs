@@ -892,17 +892,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             config.listener_replicas, config.input_sessions
         ),
     );
-    let mut inputs = Inputs::prepare(
-        &p,
-        &mut rng,
-        config.listener_replicas,
-        config.input_sessions,
-        config.input_messages,
-        config.duplicate_share,
-        window,
-        logs.path(),
-    )
-    .await;
+    let mut inputs = Inputs::prepare(&p, &mut rng, &config, logs.path()).await;
     phase.done();
 
     // The fault schedule, seeded: kills spread over the window, restarts at fixed points.

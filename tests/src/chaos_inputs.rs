@@ -5,7 +5,7 @@
 //! pushed again after that, as a platform re-sends an answer it did not see. Afterwards each
 //! message must be exactly one `tl.agent.*` input of its session: none lost, none twice.
 
-use crate::chaos::WorkerProcess;
+use crate::chaos::{ChaosConfig, WorkerProcess};
 use crate::pipeline::{Observed, Pipeline};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -70,18 +70,21 @@ fn free_port() -> u16 {
 }
 
 impl Inputs {
-    /// Starts `replicas` listener processes and binds `sessions` sessions, each to its own
-    /// conversation; plans `messages` messages over `window`.
+    /// Starts the run's listener processes and binds its input sessions, each to its own
+    /// conversation; plans its people's messages over the publishing window.
     pub(crate) async fn prepare(
         p: &Pipeline,
         rng: &mut StdRng,
-        replicas: usize,
-        sessions: usize,
-        messages: usize,
-        resend_share: f64,
-        window: Duration,
+        config: &ChaosConfig,
         logs: &Path,
     ) -> Inputs {
+        let (replicas, sessions, messages) = (
+            config.listener_replicas,
+            config.input_sessions,
+            config.input_messages,
+        );
+        let resend_share = config.duplicate_share;
+        let window = Duration::from_secs(config.publish_seconds);
         // reqwest's `rustls-no-provider` needs one even for plain HTTP.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut bound = Vec::new();
