@@ -212,8 +212,21 @@ async fn take_batch(intake: &Intake, batch: &[Value], lost: &CancellationToken) 
     Batch::Taken(last.map(|id| id + 1))
 }
 
-/// Hands one update to the intake; Ok once it is durable (or carries nothing).
+/// Hands one update to the intake; Ok once it is durable, carries nothing, or can never be
+/// taken. A refusal no retry can change (an event the contract rejects) is dropped with an
+/// error in the log: holding on to it would stop every later update of the bot.
 async fn take(intake: &Intake, update: &Update) -> Result<(), WorkError> {
+    match take_once(intake, update).await {
+        Err(e) if !e.is_retryable() => {
+            tracing::error!(update_id = update.update_id, error = %e,
+                "telegram update refused by the intake; dropped");
+            Ok(())
+        }
+        other @ (Ok(()) | Err(_)) => other,
+    }
+}
+
+async fn take_once(intake: &Intake, update: &Update) -> Result<(), WorkError> {
     match update.meaning() {
         Meaning::Said(said) => intake.message(heard(intake, said)).await.map(drop),
         Meaning::Topic { place, change, key } => {
