@@ -21,9 +21,8 @@
 mod api;
 mod update;
 
-use super::intake::{Attachment, Author, ConversationChange};
-use super::intake::{Heard, Intake, ListenMode};
-use super::{ListenError, Routes};
+use super::{Heard, Intake, ListenError, Routes};
+use crate::config::ListenMode;
 use crate::runtime::leases::{self, Held};
 use crate::runtime::retry;
 use crate::WorkError;
@@ -35,6 +34,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+use threadline_schemas::{Attachment, Author, ConversationChange};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use update::{Meaning, Said, TopicChange, Update};
@@ -80,7 +80,7 @@ async fn start_poll(intake: Intake, api: Api, tasks: &mut JoinSet<()>) -> Result
         .poll_timeout_ms
         .map(|ms| Duration::from_millis(ms).max(Duration::from_secs(1)))
         .unwrap_or(DEFAULT_POLL_WAIT);
-    let group = format!("listen:telegram:{}", intake.platform().account_id);
+    let group = format!("listen:telegram:{}", intake.account_id());
     let ctx = intake.ctx().clone();
     tasks.spawn(async move {
         leases::hold(ctx, group, 1, move |held| {
@@ -262,7 +262,7 @@ fn heard(intake: &Intake, said: Said) -> Heard {
                 name: f.name,
                 content_type: f.content_type,
                 size: f.size,
-                url: Some(f.url),
+                url: f.url,
             })
             .collect(),
     }
