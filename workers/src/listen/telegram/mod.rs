@@ -44,7 +44,7 @@ pub(crate) const WEBHOOK_PATH: &str = "/telegram/webhook";
 /// The header Telegram puts the webhook's `secret_token` in.
 const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 /// The long poll's wait when `poll_timeout_ms` is unset.
-const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(25);
+const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(30);
 
 /// Starts the listener in the configured mode: the lease-holding poller on `tasks`, or the
 /// webhook route (after `setWebhook`).
