@@ -462,6 +462,16 @@ pub(crate) fn server_errors_only() -> FaultMix {
     }
 }
 
+/// A plain client for the fakes' own calls (webhook pushes), bounded by `timeout`.
+pub(crate) fn plain_client(timeout: Duration) -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider`: install one before building a client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 #[cfg(test)]
 pub(crate) fn test_client() -> reqwest::Client {
     // reqwest is built with `rustls-no-provider`; building a client without
