@@ -334,7 +334,9 @@ fn sync_filter(resuming: bool) -> Value {
         "account_data": none,
         "room": {
             "timeline": timeline,
-            "state": {"types": ["m.room.member"], "lazy_load_members": true},
+            // Redundant members too: a sender's member event in every batch it writes in,
+            // not only the first, so its display name is always at hand.
+            "state": {"types": ["m.room.member"], "lazy_load_members": true, "include_redundant_members": true},
             "ephemeral": none,
             "account_data": none,
         },
