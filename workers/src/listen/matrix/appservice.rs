@@ -57,11 +57,33 @@ fn error(status: StatusCode, errcode: &str, text: &str) -> Response {
     (status, Json(json!({"errcode": errcode, "error": text}))).into_response()
 }
 
-/// Why a request's credentials are not the homeserver's.
+/// Why a request was not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refused {
+    /// No `hs_token` given.
     Missing,
+    /// Not the homeserver's `hs_token`.
     Wrong,
+    /// Ours cannot be read (a missing or unreadable file): the homeserver should retry.
+    Unconfigured,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Missing => error(
+                StatusCode::UNAUTHORIZED,
+                "M_UNAUTHORIZED",
+                "no hs_token given",
+            ),
+            Refused::Wrong => error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "wrong hs_token"),
+            Refused::Unconfigured => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "M_UNKNOWN",
+                "the appservice cannot read its token",
+            ),
+        }
+    }
 }
 
 /// Checks the request's `hs_token` against ours (re-read, so a rotated file applies).
@@ -69,7 +91,7 @@ fn authorize(
     intake: &Intake,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<(), Response> {
+) -> Result<(), Refused> {
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -79,19 +101,9 @@ fn authorize(
         Some(Ok(secret)) => secret,
         Some(Err(e)) => {
             tracing::error!(error = %e, "cannot read the Matrix hs_token");
-            return Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "M_UNKNOWN",
-                "the appservice cannot read its token",
-            ));
+            return Err(Refused::Unconfigured);
         }
-        None => {
-            return Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "M_UNKNOWN",
-                "the appservice has no token",
-            ))
-        }
+        None => return Err(Refused::Unconfigured),
     };
     let refused = match presented {
         None => Refused::Missing,
@@ -106,14 +118,7 @@ fn authorize(
         ?refused,
         "matrix appservice request refused: not the homeserver's token"
     );
-    Err(match refused {
-        Refused::Missing => error(
-            StatusCode::UNAUTHORIZED,
-            "M_UNAUTHORIZED",
-            "no hs_token given",
-        ),
-        Refused::Wrong => error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "wrong hs_token"),
-    })
+    Err(refused)
 }
 
 async fn transaction(
@@ -124,7 +129,7 @@ async fn transaction(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(refused) = authorize(&intake, &headers, &query) {
-        return refused;
+        return refused.into_response();
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(
@@ -173,7 +178,7 @@ async fn query_user(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = authorize(&intake, &headers, &query) {
-        return refused;
+        return refused.into_response();
     }
     error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "no such user here")
 }
@@ -186,7 +191,7 @@ async fn query_room(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = authorize(&intake, &headers, &query) {
-        return refused;
+        return refused.into_response();
     }
     error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "no such room here")
 }
@@ -198,7 +203,7 @@ async fn ping(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = authorize(&intake, &headers, &query) {
-        return refused;
+        return refused.into_response();
     }
     (StatusCode::OK, Json(json!({}))).into_response()
 }
