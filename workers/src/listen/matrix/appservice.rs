@@ -92,11 +92,11 @@ fn authorize(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<(), Refused> {
-    let presented = headers
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| query.get("access_token").map(String::as_str));
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let legacy = query.get("access_token").map(String::as_str);
     let ours = match intake.ctx().config.listen_secret(intake.channel()) {
         Some(Ok(secret)) => secret,
         Some(Err(e)) => {
@@ -105,12 +105,16 @@ fn authorize(
         }
         None => return Err(Refused::Unconfigured),
     };
-    let refused = match presented {
-        None => Refused::Missing,
-        Some(token) if bool::from(token.as_bytes().ct_eq(ours.expose().as_bytes())) => {
-            return Ok(())
-        }
-        Some(_) => Refused::Wrong,
+    let matches = |token: &str| bool::from(token.as_bytes().ct_eq(ours.expose().as_bytes()));
+    // "Application services should ensure both match if both are provided" (spec
+    // application-service-api.md, "Authorisation"). The spec names only `M_FORBIDDEN` (a
+    // token that does not match); none at all is the client-server API's 401
+    // `M_UNAUTHORIZED`, "not correctly authorised".
+    let refused = match (header, legacy) {
+        (None, None) => Refused::Missing,
+        (Some(token), None) | (None, Some(token)) if matches(token) => return Ok(()),
+        (Some(a), Some(b)) if matches(a) && matches(b) => return Ok(()),
+        (Some(_), _) | (None, Some(_)) => Refused::Wrong,
     };
     metrics::counter!(m::LISTEN_REFUSED, "channel" => intake.channel().to_owned(), "reason" => "signature")
         .increment(1);
