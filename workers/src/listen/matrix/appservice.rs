@@ -105,16 +105,8 @@ fn authorize(
         }
         None => return Err(Refused::Unconfigured),
     };
-    let matches = |token: &str| bool::from(token.as_bytes().ct_eq(ours.expose().as_bytes()));
-    // "Application services should ensure both match if both are provided" (spec
-    // application-service-api.md, "Authorisation"). The spec names only `M_FORBIDDEN` (a
-    // token that does not match); none at all is the client-server API's 401
-    // `M_UNAUTHORIZED`, "not correctly authorised".
-    let refused = match (header, legacy) {
-        (None, None) => Refused::Missing,
-        (Some(token), None) | (None, Some(token)) if matches(token) => return Ok(()),
-        (Some(a), Some(b)) if matches(a) && matches(b) => return Ok(()),
-        (Some(_), _) | (None, Some(_)) => Refused::Wrong,
+    let Err(refused) = check(header, legacy, ours.expose()) else {
+        return Ok(());
     };
     metrics::counter!(m::LISTEN_REFUSED, "channel" => intake.channel().to_owned(), "reason" => "signature")
         .increment(1);
@@ -123,6 +115,20 @@ fn authorize(
         "matrix appservice request refused: not the homeserver's token"
     );
     Err(refused)
+}
+
+/// Whether the presented token(s) are `ours`. "Application services should ensure both
+/// match if both are provided" (spec application-service-api.md, "Authorisation"). The spec
+/// names only `M_FORBIDDEN` (a token that does not match); none at all is the client-server
+/// API's 401 `M_UNAUTHORIZED`, "the request was not correctly authorised".
+fn check(header: Option<&str>, legacy: Option<&str>, ours: &str) -> Result<(), Refused> {
+    let matches = |token: &str| bool::from(token.as_bytes().ct_eq(ours.as_bytes()));
+    match (header, legacy) {
+        (None, None) => Err(Refused::Missing),
+        (Some(token), None) | (None, Some(token)) if matches(token) => Ok(()),
+        (Some(a), Some(b)) if matches(a) && matches(b) => Ok(()),
+        (Some(_), _) | (None, Some(_)) => Err(Refused::Wrong),
+    }
 }
 
 async fn transaction(
@@ -210,4 +216,38 @@ async fn ping(
         return refused.into_response();
     }
     (StatusCode::OK, Json(json!({}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_homeservers_token_lets_a_request_in() {
+        assert_eq!(check(Some("hs"), None, "hs"), Ok(()));
+        assert_eq!(check(None, Some("hs"), "hs"), Ok(()));
+        assert_eq!(check(Some("hs"), Some("hs"), "hs"), Ok(()));
+        assert_eq!(check(None, None, "hs"), Err(Refused::Missing));
+        assert_eq!(check(Some("nope"), None, "hs"), Err(Refused::Wrong));
+        assert_eq!(check(None, Some("hs-longer"), "hs"), Err(Refused::Wrong));
+        // Both given: both must match.
+        assert_eq!(check(Some("hs"), Some("nope"), "hs"), Err(Refused::Wrong));
+        assert_eq!(check(Some("nope"), Some("hs"), "hs"), Err(Refused::Wrong));
+    }
+
+    #[test]
+    fn refusals_answer_as_the_appservice_spec_says() {
+        assert_eq!(
+            Refused::Missing.into_response().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            Refused::Wrong.into_response().status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            Refused::Unconfigured.into_response().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }
