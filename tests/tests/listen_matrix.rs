@@ -385,3 +385,30 @@ async fn sync_a_redacted_thread_root_ends_the_binding() {
     assert!(ended.binding.conversation.same_place(&thread));
     assert_eq!(ended.reason, "thread_root_deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_the_bot_joins_a_room_it_is_invited_to_and_hears_it() {
+    let Some(hs) = SynapseServer::start().await else {
+        return;
+    };
+    let w = users(hs).await;
+    let p = pipeline(&w, ListenMode::Sync, None, true).await;
+    // Invited only: nobody joins for the bot.
+    let (status, created) =
+        w.hs.call(
+            &w.person,
+            reqwest::Method::POST,
+            "createRoom",
+            Some(json!({"preset": "private_chat", "invite": [w.bot.user_id]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().expect("room_id").to_owned();
+    wait_listening(&p, &w, &room).await;
+    let path = format!("rooms/{}/joined_members", enc(&room));
+    let (status, members) =
+        w.hs.call(&w.person, reqwest::Method::GET, &path, None)
+            .await;
+    assert_eq!(status, 200, "{members}");
+    assert!(members["joined"].get(&w.bot.user_id).is_some(), "{members}");
+}

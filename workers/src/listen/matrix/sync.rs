@@ -139,6 +139,8 @@ impl Poller {
         let Some(since) = held.cursor().await? else {
             // The first start: from now, not the account's history.
             let batch = self.sync(None, 0).await?;
+            // Pending invites are for now, not history.
+            self.join_invites(&batch).await;
             let next = next_batch(&batch)?;
             held.save_cursor(next).await?;
             tracing::info!(
