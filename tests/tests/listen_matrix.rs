@@ -412,3 +412,44 @@ async fn sync_the_bot_joins_a_room_it_is_invited_to_and_hears_it() {
     assert_eq!(status, 200, "{members}");
     assert!(members["joined"].get(&w.bot.user_id).is_some(), "{members}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_more_messages_than_one_batch_holds_while_the_listener_is_down_are_all_heard_once() {
+    let Some(hs) = SynapseServer::start().await else {
+        return;
+    };
+    let w = users(hs).await;
+    let room = w.hs.room(&w.person, &[&w.bot]).await;
+    let mut p = pipeline(&w, ListenMode::Sync, None, false).await;
+    p.config.matrix.listen = ListenMode::Off;
+    p.start_in_process().await;
+    let spawn_listener = |p: &Pipeline| {
+        p.command(&["run", "listen", "matrix"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start threadline run listen matrix")
+    };
+    let mut listener = spawn_listener(&p);
+    wait_listening(&p, &w, &room).await;
+    let (session, thread) = p.session_in_thread(&room_ref(&room)).await;
+    listener.start_kill().expect("kill the listener");
+    listener.wait().await.expect("reap the listener");
+
+    // More than a sync batch's timeline limit (100): the next sync comes back `limited`,
+    // and the rest is read back through /messages.
+    let mut ids = Vec::new();
+    for n in 0..130 {
+        let body = format!("while down {n}");
+        ids.push(
+            w.hs.send(&w.person, &room, in_thread(&thread.conversation_id, &body))
+                .await,
+        );
+    }
+    let mut listener = spawn_listener(&p);
+    wait_for_ids(&p, &session, &ids).await;
+    p.settle(Duration::from_secs(2)).await;
+    assert_each_once(&message_inputs(&p, &session), &ids);
+    listener.start_kill().ok();
+    listener.wait().await.ok();
+}
