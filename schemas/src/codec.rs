@@ -141,6 +141,7 @@ versioned!(
     crate::SendRequested,
     crate::MessageReceived,
     crate::ControlRequested,
+    crate::ConversationChanged,
     crate::DeliveryCommand,
 );
 

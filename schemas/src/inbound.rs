@@ -213,6 +213,26 @@ pub struct Author {
     pub id: String,
     /// Whether the platform marks the author as a bot.
     pub is_bot: bool,
+    /// The author's display name, when the platform says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A file attached to an inbound chat message: what the platform says about it. Threadline
+/// never downloads it; `url` is where the platform serves it (it may need the bot's token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its MIME type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Its size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Where the platform serves it (`https://…`, Matrix `mxc://…`, Telegram `tg-file:<file_id>`).
+    pub url: String,
 }
 
 /// `tl.in.message.<channel>`: a person (or bot) wrote in a conversation.
@@ -231,6 +251,12 @@ pub struct MessageReceived {
     /// The platform's id of the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
+    /// The platform's id of the message this one answers, when it is a reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Files attached to the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 impl Validate for MessageReceived {
@@ -238,6 +264,59 @@ impl Validate for MessageReceived {
         check_id("event_id", &self.event_id)?;
         self.conversation.validate()?;
         check_id("author.id", &self.author.id)
+    }
+}
+
+/// What happened to a conversation on its platform (`tl.in.conversation.<channel>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationChange {
+    /// `locked`: nobody but moderators may write there any more (a locked Discord thread, a
+    /// closed Telegram forum topic).
+    Locked,
+    /// `archived`: the conversation is archived and cannot be written to (a Slack channel).
+    /// Discord's automatic thread archiving is not this: a post revives such a thread.
+    Archived,
+    /// `deleted`: the conversation is gone.
+    Deleted,
+    /// `root_deleted`: the message a thread hangs from was deleted or redacted.
+    RootDeleted,
+    /// `reopened`: a locked conversation may be written to again. Ended bindings stay ended.
+    Reopened,
+}
+
+impl ConversationChange {
+    /// The name on the wire, also the reason a binding ended by it carries.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConversationChange::Locked => "locked",
+            ConversationChange::Archived => "archived",
+            ConversationChange::Deleted => "deleted",
+            ConversationChange::RootDeleted => "root_deleted",
+            ConversationChange::Reopened => "reopened",
+        }
+    }
+}
+
+/// `tl.in.conversation.<channel>`: a conversation changed on its platform (published by the
+/// listeners, or by a gateway that keeps its own ingestion). The binder ends every binding on
+/// it, except for `reopened`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationChanged {
+    /// Schema version: Threadline reads `1` and rejects others with `unsupported_version`.
+    pub v: u32,
+    /// Publisher-chosen id, reused on retries, also `Nats-Msg-Id`.
+    pub event_id: String,
+    /// The conversation that changed; `channel` matches the subject's last token.
+    pub conversation: ConversationRef,
+    /// What happened to it.
+    pub change: ConversationChange,
+}
+
+impl Validate for ConversationChanged {
+    fn validate(&self) -> Result<(), String> {
+        check_id("event_id", &self.event_id)?;
+        self.conversation.validate()
     }
 }
 

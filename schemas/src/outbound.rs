@@ -227,4 +227,16 @@ pub struct SessionInput {
     /// The sending session (`tl.in.send` with `from_session_key`, or the finished child).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_session_key: Option<String>,
+    /// `message` only: who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<crate::Author>,
+    /// `message` only: the platform's id of the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// `message` only: the platform's id of the message it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// `message` only: the files attached to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::Attachment>,
 }

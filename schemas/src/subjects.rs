@@ -81,6 +81,20 @@ impl Subjects {
     pub fn in_message_any(&self) -> String {
         self.s("in.message.>")
     }
+    /// `tl.in.conversation.<channel>`: [`ConversationChanged`](crate::ConversationChanged),
+    /// from the listeners.
+    pub fn in_conversation(&self, channel: &str) -> String {
+        self.s(&format!("in.conversation.{channel}"))
+    }
+    /// `tl.in.conversation.>`: conversation changes of every channel.
+    pub fn in_conversation_any(&self) -> String {
+        self.s("in.conversation.>")
+    }
+    /// `tl.lookup.conversation`: the synchronous "who is bound here?" request (core NATS
+    /// request/reply, not JetStream).
+    pub fn lookup_conversation(&self) -> String {
+        self.s("lookup.conversation")
+    }
     /// `tl.in.control`: [`ControlRequested`](crate::ControlRequested), from operators.
     pub fn in_control(&self) -> String {
         self.s("in.control")

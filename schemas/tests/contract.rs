@@ -12,10 +12,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use threadline_schemas::codec::Versioned;
 use threadline_schemas::{
-    decode, encode, BindingChanged, CompletionReported, ControlRequested, DecodeError,
-    DeliveryCommand, Encoding, EventRejected, MessageReceived, MessageUnbound, PostDelivered,
-    PostFailed, RejectCode, SendCompleted, SendRequested, SessionInput, SessionSpawned,
-    SpawnRequested, Validate, DEFAULT_MAX_EVENT_BYTES,
+    decode, encode, BindingChanged, CompletionReported, ControlRequested, ConversationChanged,
+    DecodeError, DeliveryCommand, Encoding, EventRejected, MessageReceived, MessageUnbound,
+    PostDelivered, PostFailed, RejectCode, SendCompleted, SendRequested, SessionInput,
+    SessionSpawned, SpawnRequested, Validate, DEFAULT_MAX_EVENT_BYTES,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ macro_rules! contract {
     )*};
 }
 contract!(read_checked: SpawnRequested, CompletionReported, SendRequested, MessageReceived,
-    ControlRequested, DeliveryCommand);
+    ControlRequested, ConversationChanged, DeliveryCommand);
 contract!(read_plain: SessionSpawned, EventRejected, PostDelivered, PostFailed, BindingChanged,
     MessageUnbound, SendCompleted, SessionInput);
 
@@ -97,6 +97,7 @@ fn events() -> Vec<Event> {
         event!("send", SendRequested, true),
         event!("message", MessageReceived, true),
         event!("control", ControlRequested, true),
+        event!("conversation", ConversationChanged, true),
         event!("deliver", DeliveryCommand, true),
         event!("spawned", SessionSpawned, false),
         event!("rejected", EventRejected, false),

@@ -82,8 +82,11 @@ pub fn message(
         author: Author {
             id: author.into(),
             is_bot,
+            name: None,
         },
         message_id: Some(new_id()),
+        reply_to: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -154,6 +154,8 @@ pub struct Pipeline {
     in_process: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     /// Where the in-process workers serve `/healthz`, `/readyz` and `/metrics`.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// Where the in-process listeners' HTTP server listens, when one runs.
+    pub listen_addr: Option<std::net::SocketAddr>,
     _config_dir: tempfile::TempDir,
     /// The TOML file worker processes read (`THREADLINE_CONFIG`).
     pub config_file: PathBuf,
@@ -196,6 +198,8 @@ impl Pipeline {
             drain_timeout_ms: 5_000,
             // A killed deliverer's lanes move to another instance within seconds.
             lane_lease_ms: 2_000,
+            listen_lease_ms: 2_000,
+            listen_addr: "127.0.0.1:0".into(),
             ..Config::default()
         };
         config.discord.api_base = discord.base_url();
@@ -219,6 +223,8 @@ impl Pipeline {
                 idle_timeout_ms: None,
                 max_age_ms: None,
                 own_author_ids: Vec::new(),
+                inbound_secret: None,
+                inbound_secret_file: None,
             },
         );
         config.webhooks.insert(
@@ -232,6 +238,8 @@ impl Pipeline {
                 idle_timeout_ms: None,
                 max_age_ms: None,
                 own_author_ids: Vec::new(),
+                inbound_secret: None,
+                inbound_secret_file: None,
             },
         );
         (options.tune)(&mut config);
@@ -273,6 +281,7 @@ impl Pipeline {
             observer,
             in_process: None,
             health_addr: None,
+            listen_addr: None,
             _config_dir: config_dir,
             config_file,
         };
@@ -295,6 +304,7 @@ impl Pipeline {
             .await
             .expect("start threadline in-process");
         self.health_addr = running.health_addr;
+        self.listen_addr = running.listen_addr;
         let handle = tokio::spawn(running.wait());
         self.in_process = Some((shutdown, handle));
     }

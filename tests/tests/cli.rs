@@ -461,10 +461,10 @@ async fn doctor_passes_a_healthy_deployment_and_names_a_deleted_consumer_and_aof
     assert_eq!(healthy["redis"]["aof_enabled"], true);
     assert_eq!(healthy["redis"]["appendfsync"], "always");
     assert_eq!(healthy["streams"].as_array().map(Vec::len), Some(4));
-    // 5 binder/router consumers + 4 lanes for each of 6 channels, all present.
+    // 6 binder/router consumers + 4 lanes for each of 6 channels, all present.
     let consumers = healthy["consumers"].as_array().expect("consumers");
     let expected: Vec<_> = consumers.iter().filter(|c| c["expected"] == true).collect();
-    assert_eq!(expected.len(), 5 + 4 * 6, "{consumers:#?}");
+    assert_eq!(expected.len(), 6 + 4 * 6, "{consumers:#?}");
     assert!(expected
         .iter()
         .all(|c| c["present"] == true && c["mismatches"] == Value::Array(vec![])));

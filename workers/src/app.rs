@@ -1,7 +1,7 @@
 //! Wiring: which run loops a process runs (`run all`, or one worker), on which durable
 //! consumers, until shutdown.
 
-use crate::binder::{Control, Spawner};
+use crate::binder::{Control, Conversations, Spawner};
 use crate::config::Config;
 use crate::deliver::credentials::Credentials;
 use crate::deliver::registry;
@@ -29,6 +29,8 @@ pub enum Role {
     Router,
     /// The deliverer of one channel.
     Deliver(String),
+    /// The listeners of these channels (`run all`: every channel whose `listen` is set).
+    Listen(Vec<String>),
 }
 
 /// Why a process could not run.
@@ -62,6 +64,14 @@ pub enum StartError {
         /// Why it could not.
         source: Box<StartError>,
     },
+    #[error("the {channel} listener: {source}")]
+    /// A listener could not start.
+    Listen {
+        /// The channel it listens to.
+        channel: String,
+        /// Why it could not.
+        source: crate::listen::ListenError,
+    },
     #[error("cannot serve health endpoints on {addr}: {source}")]
     /// The health server could not listen.
     Health {
@@ -76,6 +86,8 @@ pub enum StartError {
 pub struct Running {
     /// Where the health endpoints listen, when they do.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// Where the listeners' HTTP server listens, when one runs.
+    pub listen_addr: Option<std::net::SocketAddr>,
     /// The workers' shared context (connections, store, publisher).
     pub ctx: WorkerContext,
     tasks: JoinSet<()>,
@@ -124,9 +136,11 @@ pub async fn start_threaded(
 ) -> Result<Threaded, StartError> {
     let config = Arc::new(config);
     let telemetry = Telemetry::new(&config).map_err(TopologyError::from)?;
+    let listened = config.listened_channels();
     let roles: Vec<Role> = [Role::Binder, Role::Router]
         .into_iter()
         .chain(config.channels().into_iter().map(Role::Deliver))
+        .chain((!listened.is_empty()).then_some(Role::Listen(listened)))
         .collect();
     let healths: Vec<Health> = roles.iter().map(|_| Health::default()).collect();
     let (health_addr, health_stop) = serve_health(&config, healths.clone()).await?;
@@ -139,6 +153,7 @@ pub async fn start_threaded(
             Role::Deliver(channel) => format!("tl-{channel}"),
             Role::Binder => "tl-binder".to_owned(),
             Role::Router => "tl-router".to_owned(),
+            Role::Listen(_) => "tl-listen".to_owned(),
             Role::All => "tl-all".to_owned(),
         };
         let runtime = runtime_builder(threads)
@@ -158,7 +173,7 @@ pub async fn start_threaded(
                     match running {
                         Ok(running) => {
                             let threads = tokio::runtime::Handle::current().metrics().num_workers();
-                            let _ = tell.send(Ok(threads));
+                            let _ = tell.send(Ok((threads, running.listen_addr)));
                             running.wait().await;
                         }
                         Err(error) => {
@@ -172,9 +187,13 @@ pub async fn start_threaded(
         started.push(told);
     }
     let mut worker_threads = 0;
+    let mut listen_addr = None;
     for told in started {
         match told.await {
-            Ok(Ok(threads)) => worker_threads = threads,
+            Ok(Ok((threads, listening))) => {
+                worker_threads = threads;
+                listen_addr = listen_addr.or(listening);
+            }
             // The workers already started drain, and the process exits with the error.
             Ok(Err((role, error))) => {
                 shutdown.cancel();
@@ -193,6 +212,7 @@ pub async fn start_threaded(
     }
     Ok(Threaded {
         health_addr,
+        listen_addr,
         worker_threads,
         workers,
         telemetry,
@@ -230,6 +250,8 @@ impl Drop for Unready {
 pub struct Threaded {
     /// Where the health endpoints listen, when they do.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// Where the listeners' HTTP server listens, when one runs.
+    pub listen_addr: Option<std::net::SocketAddr>,
     /// Tokio worker threads of each worker's runtime.
     pub worker_threads: usize,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -298,7 +320,12 @@ async fn start_workers(
         Role::All => config.channels(),
         Role::Deliver(channel) if config.channels().contains(channel) => vec![channel.clone()],
         Role::Deliver(channel) => return Err(StartError::UnknownChannel(channel.clone())),
-        Role::Binder | Role::Router => Vec::new(),
+        Role::Binder | Role::Router | Role::Listen(_) => Vec::new(),
+    };
+    let listened = match &role {
+        Role::All => config.listened_channels(),
+        Role::Listen(channels) => channels.clone(),
+        Role::Binder | Role::Router | Role::Deliver(_) => Vec::new(),
     };
     let ctx =
         WorkerContext::connect_with(config.clone(), shutdown.clone(), health, telemetry).await?;
@@ -317,6 +344,10 @@ async fn start_workers(
             .ensure(&js, subjects, &config)
             .await?;
         spawn_loop(&mut tasks, Control::new(ctx.clone()), control, &ctx);
+        let changes = ConsumerSpec::binder_conversation(subjects, &config)
+            .ensure(&js, subjects, &config)
+            .await?;
+        spawn_loop(&mut tasks, Conversations::new(ctx.clone()), changes, &ctx);
     }
     if matches!(role, Role::All | Role::Binder) {
         tasks.spawn(crate::lifecycle::sweeper::run(ctx.clone()));
@@ -334,6 +365,9 @@ async fn start_workers(
             .ensure(&js, subjects, &config)
             .await?;
         spawn_loop(&mut tasks, Sender::new(ctx.clone()), sends, &ctx);
+        crate::router::lookup::serve(&mut tasks, &ctx)
+            .await
+            .map_err(|e| StartError::Subscribe(e.to_string()))?;
     }
     for channel in channels {
         let credentials = Credentials::load(&channel, config.clone()).map_err(|source| {
@@ -345,6 +379,26 @@ async fn start_workers(
         watch_credentials(&mut tasks, &ctx, &channel, credentials.clone()).await?;
         start_deliverer(&mut tasks, &js, &ctx, &channel, credentials).await?;
     }
+    let mut routes = crate::listen::Routes::default();
+    for channel in &listened {
+        crate::listen::start(&ctx, channel, &mut tasks, &mut routes)
+            .await
+            .map_err(|source| StartError::Listen {
+                channel: channel.clone(),
+                source,
+            })?;
+    }
+    let listen_addr = routes
+        .serve(
+            &config.listen_addr,
+            config.max_event_bytes,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|source| StartError::Listen {
+            channel: listened.join(", "),
+            source,
+        })?;
     ctx.health.watch(ctx.nats.clone(), ctx.store.clone());
     ctx.health.set_ready(true);
     let ready = ctx.health.clone();
@@ -356,6 +410,7 @@ async fn start_workers(
     });
     Ok(Running {
         health_addr: None,
+        listen_addr,
         ctx,
         tasks,
         _health_stop: None,

@@ -22,6 +22,39 @@ pub fn session_key(agent_id: &str, spawn_event_id: &str) -> String {
     )
 }
 
+/// The `event_id` of a chat message a listener heard: a pure function of the platform's
+/// message id (and where it was written: some platforms number messages per chat), so a
+/// replay after a resume, a platform's retry and two replicas hearing the same message all
+/// publish one event.
+pub(crate) fn heard_event_id(
+    channel: &str,
+    account_id: &str,
+    conversation_id: &str,
+    message_id: &str,
+) -> String {
+    v5(&["heard", channel, account_id, conversation_id, message_id]).to_string()
+}
+
+/// The `event_id` of a conversation change a listener heard, from the platform's own key of
+/// the event (its id, or what identifies it).
+pub(crate) fn change_event_id(
+    channel: &str,
+    account_id: &str,
+    conversation_id: &str,
+    change: &str,
+    platform_key: &str,
+) -> String {
+    v5(&[
+        "change",
+        channel,
+        account_id,
+        conversation_id,
+        change,
+        platform_key,
+    ])
+    .to_string()
+}
+
 /// The binding a spawn creates.
 pub(crate) fn binding_id(spawn_event_id: &str) -> String {
     format!("b-{}", v5(&["binding", spawn_event_id]).simple())

@@ -24,6 +24,7 @@ pub mod error;
 pub mod ids;
 pub mod io;
 pub mod lifecycle;
+pub mod listen;
 pub mod model;
 pub mod router;
 pub mod runtime;

@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("router", 6),
     ("deliver", 6),
     ("lifecycle", 6),
+    ("listen", 6),
     ("app", 7),
     ("cli", 7),
 ];
@@ -146,12 +147,12 @@ fn the_guard_sees_upward_sibling_and_unplaced_imports() {
     let mut edges = BTreeMap::new();
     edges.insert("store".to_owned(), ["runtime".to_owned()].into());
     edges.insert("router".to_owned(), ["deliver".to_owned()].into());
-    edges.insert("listen".to_owned(), BTreeSet::new());
+    edges.insert("gadgets".to_owned(), BTreeSet::new());
     edges.insert("model".to_owned(), ["config".to_owned()].into());
     assert_eq!(
         violations(&edges),
         [
-            "listen has no layer: add it to LAYERS",
+            "gadgets has no layer: add it to LAYERS",
             "router -> deliver (same layer)",
             "store -> runtime (upward)",
         ]

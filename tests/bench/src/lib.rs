@@ -873,6 +873,8 @@ fn bench_webhook(url: String) -> WebhookConfig {
         idle_timeout_ms: None,
         max_age_ms: None,
         own_author_ids: Vec::new(),
+        inbound_secret: None,
+        inbound_secret_file: None,
     }
 }
 

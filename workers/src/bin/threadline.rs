@@ -48,6 +48,13 @@ enum Worker {
     Router,
     /// The deliverer of one channel (`discord`, `webhook:<name>`).
     Deliver { channel: String },
+    /// The listeners of one or more channels (`discord`, `webhook:<name>`), each in the
+    /// mode its `listen` setting names.
+    Listen {
+        /// The channels to listen to.
+        #[arg(required = true)]
+        channels: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +107,9 @@ async fn run(cli: Cli, config: Config, threads: usize) -> anyhow::Result<()> {
         Command::Run {
             worker: Worker::Deliver { channel },
         } => Role::Deliver(channel),
+        Command::Run {
+            worker: Worker::Listen { channels },
+        } => Role::Listen(channels),
         Command::Operator(command) => {
             let code = threadline::cli::run(command, config).await?;
             std::process::exit(code);
@@ -112,14 +122,14 @@ async fn run(cli: Cli, config: Config, threads: usize) -> anyhow::Result<()> {
         let running = app::start_threaded(config, threads, shutdown.clone())
             .await
             .context("starting run all")?;
-        tracing::info!(?role, health = ?running.health_addr, workers = running.workers(), worker_threads = running.worker_threads, "threadline running");
+        tracing::info!(?role, health = ?running.health_addr, listen = ?running.listen_addr, workers = running.workers(), worker_threads = running.worker_threads, "threadline running");
         running.wait().boxed_local()
     } else {
         let running = app::start(config, role.clone(), shutdown.clone())
             .await
             .with_context(|| format!("starting {role:?}"))?;
         let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
-        tracing::info!(?role, health = ?running.health_addr, worker_threads, "threadline running");
+        tracing::info!(?role, health = ?running.health_addr, listen = ?running.listen_addr, worker_threads, "threadline running");
         running.wait().boxed_local()
     };
     let _ = signal.await;

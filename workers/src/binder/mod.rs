@@ -1,9 +1,12 @@
 //! The binder: accepts spawns (`tl.in.spawn`) — creating sessions, labels and bindings,
-//! and asking the channel's deliverer for a child thread — and operator commands
-//! (`tl.in.control`). Every step is idempotent per spawn event, so a redelivery finishes
+//! and asking the channel's deliverer for a child thread —, operator commands
+//! (`tl.in.control`) and conversation changes the listeners heard (`tl.in.conversation.*`). Every step is idempotent per spawn event, so a redelivery finishes
 //! what a crashed attempt started and re-publishes the same outcome under the same ids.
 
+mod conversations;
 pub mod plan;
+
+pub(crate) use conversations::Conversations;
 
 use crate::error::WorkError;
 use crate::model::bindings::Farewell;

@@ -190,6 +190,8 @@ mod tests {
             idle_timeout_ms: None,
             max_age_ms: None,
             own_author_ids: Vec::new(),
+            inbound_secret: None,
+            inbound_secret_file: None,
         })
     }
 

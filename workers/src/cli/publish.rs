@@ -453,8 +453,11 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
                     author: Author {
                         id: required(a.author.clone(), "author")?,
                         is_bot: a.bot,
+                        name: None,
                     },
                     message_id: a.message_id.clone(),
+                    reply_to: None,
+                    attachments: Vec::new(),
                 })
             })?;
             let event: MessageReceived = typed(value)?;

@@ -3,7 +3,7 @@
 //! from here — never from events — so an event cannot point Threadline at another host or
 //! identity.
 
-use super::{Config, Secret, UnknownOutcome};
+use super::{Config, ListenMode, Secret, UnknownOutcome};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -98,6 +98,38 @@ pub struct PlatformConfig {
     /// milliseconds (Discord checks it "in the past few minutes"); an attempt in doubt for
     /// longer is read back. Default 60 000 (one minute).
     pub nonce_window_ms: Option<u64>,
+
+    // --- Listening (docs/listeners.md) ---
+    /// The `account_id` the listener stamps on what it hears: the one your spawns and
+    /// completions use for this platform. Default `default`.
+    pub account_id: String,
+    /// How Threadline hears this platform; default `off` ([`ListenMode`]).
+    pub listen: ListenMode,
+    /// What the platform signs its calls with: Slack's signing secret, Telegram's webhook
+    /// `secret_token`, a Matrix appservice's `hs_token`. Default unset.
+    pub listen_secret: Secret,
+    /// A file holding `listen_secret`; wins over it, re-read on every use.
+    pub listen_secret_file: Option<PathBuf>,
+    /// Slack only: the app-level token (`xapp-…`) Socket Mode connects with. Default unset.
+    pub app_token: Secret,
+    /// A file holding `app_token`; wins over it, re-read on every use.
+    pub app_token_file: Option<PathBuf>,
+    /// Telegram webhook mode: the public URL of `POST /telegram/webhook` on `listen_addr`,
+    /// given to `setWebhook`. Default unset.
+    pub public_url: Option<String>,
+    /// Discord only: the Gateway URL, instead of the one `GET /gateway/bot` names.
+    pub gateway_url: Option<String>,
+    /// Discord only: the Gateway intents; default GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES
+    /// and MESSAGE_CONTENT.
+    pub intents: Option<u64>,
+    /// Discord only: the shard count, instead of the one `GET /gateway/bot` recommends.
+    pub shards: Option<u32>,
+    /// Slack Socket Mode: connections held open at once (Slack spreads events over them).
+    /// Default 2.
+    pub connections: Option<u32>,
+    /// Telegram `getUpdates` / Matrix `/sync`: how long one long poll waits, in
+    /// milliseconds. Default 30 000.
+    pub poll_timeout_ms: Option<u64>,
 }
 
 /// A Discord channel webhook Threadline posts through, so output carries an agent's name
@@ -131,6 +163,18 @@ impl PlatformConfig {
             unknown_outcome: UnknownOutcome::default(),
             personas: BTreeMap::new(),
             nonce_window_ms: None,
+            account_id: "default".into(),
+            listen: ListenMode::Off,
+            listen_secret: Secret::default(),
+            listen_secret_file: None,
+            app_token: Secret::default(),
+            app_token_file: None,
+            public_url: None,
+            gateway_url: None,
+            intents: None,
+            shards: None,
+            connections: None,
+            poll_timeout_ms: None,
         }
     }
 
@@ -146,14 +190,19 @@ impl Default for PlatformConfig {
 }
 
 impl Config {
-    /// The settings of a native platform channel (`discord`, `slack`, …).
-    pub(crate) fn platform(&self, channel: &str) -> Option<&PlatformConfig> {
-        Platform::parse(channel).map(|platform| match platform {
+    /// The settings of a native platform.
+    pub(crate) fn platform_of(&self, platform: Platform) -> &PlatformConfig {
+        match platform {
             Platform::Discord => &self.discord,
             Platform::Slack => &self.slack,
             Platform::Telegram => &self.telegram,
             Platform::Matrix => &self.matrix,
-        })
+        }
+    }
+
+    /// The settings of a native platform channel (`discord`, `slack`, …).
+    pub(crate) fn platform(&self, channel: &str) -> Option<&PlatformConfig> {
+        Platform::parse(channel).map(|platform| self.platform_of(platform))
     }
 
     /// The token of `channel` as configured now: its token file when it has one, else the

@@ -16,6 +16,7 @@ mod channels;
 mod connections;
 mod delivery;
 mod lifecycle;
+mod listen;
 mod redact;
 mod sources;
 mod telemetry;
@@ -24,6 +25,7 @@ mod webhooks;
 pub(crate) use channels::PLATFORMS;
 pub use channels::{Persona, Platform, PlatformConfig};
 pub use delivery::{UnknownOutcome, DEFAULT_DELIVERY_PARTITIONS};
+pub use listen::ListenMode;
 pub use redact::Secret;
 pub(crate) use redact::{redact_url, redact_urls};
 pub use sources::{env_vars, CONFIG_FILE_ENV};
@@ -198,6 +200,16 @@ pub struct Config {
     /// `THREADLINE_WEBHOOKS='{ops={url="…",threads=true}}'`. Default none.
     pub webhooks: BTreeMap<String, WebhookConfig>,
 
+    // --- Listening ---
+    /// Where the HTTP listener modes are served (Slack events, the Telegram webhook, the
+    /// Matrix appservice, inbound webhooks), one server per process. Default
+    /// `127.0.0.1:8088`.
+    pub listen_addr: String,
+    /// How long a listener replica holds a poll, a sync or a Gateway shard without renewing
+    /// it (renewed every third of it): a dead replica's share moves after this long.
+    /// Default 10 000.
+    pub listen_lease_ms: u64,
+
     // --- Telemetry and health ---
     /// Where `/healthz`, `/readyz` and `/metrics` are served; empty turns the server off.
     /// Default `127.0.0.1:9090`.
@@ -277,6 +289,9 @@ impl Default for Config {
             telegram: PlatformConfig::with_base("https://api.telegram.org"),
             matrix: PlatformConfig::with_base("https://matrix.org"),
             webhooks: BTreeMap::new(),
+
+            listen_addr: "127.0.0.1:8088".into(),
+            listen_lease_ms: 10_000,
 
             health_addr: "127.0.0.1:9090".into(),
             log_format: LogFormat::Text,

@@ -35,6 +35,13 @@ pub struct WebhookConfig {
     /// Author ids that are Threadline itself on this channel: their messages are never input.
     #[serde(default)]
     pub own_author_ids: Vec<String>,
+    /// Setting it turns on `POST /webhooks/<name>` on `listen_addr`: the bridge's messages in,
+    /// each signed with HMAC-SHA256 of this secret (docs/listeners.md). Default unset.
+    #[serde(default)]
+    pub inbound_secret: Option<Secret>,
+    /// A file holding `inbound_secret`; wins over it, re-read on every request.
+    #[serde(default)]
+    pub inbound_secret_file: Option<PathBuf>,
 }
 
 fn default_webhook_chars() -> usize {

@@ -677,6 +677,7 @@ fn parent_input(
         origin: origin.clone(),
         source: InputSource::Completion,
         from_session_key: Some(session_key.to_owned()),
+        message: crate::runtime::outbox::MessageFacts::default(),
     })
 }
 

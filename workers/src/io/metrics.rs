@@ -14,6 +14,12 @@ pub(crate) const HANDLE_SECONDS: &str = "threadline_handle_seconds";
 pub(crate) const ECHOES: &str = "threadline_echoes_suppressed_total";
 /// Session inputs published, by `source` (message, send, completion).
 pub(crate) const INPUTS: &str = "threadline_session_inputs_total";
+/// What listeners heard, by `channel`, `kind` (message, change) and `outcome` (new: stored
+/// in the inbound stream now; duplicate: a platform's replay of something already stored).
+pub(crate) const HEARD: &str = "threadline_listener_heard_total";
+/// Listener requests refused (bad signature, stale timestamp, wrong token), by `channel`
+/// and `reason`.
+pub(crate) const LISTEN_REFUSED: &str = "threadline_listener_refused_total";
 /// Posts whose earlier attempt's outcome could not be settled (no key, no read-back), by `channel`.
 pub(crate) const UNKNOWN_OUTCOMES: &str = "threadline_unknown_outcomes_total";
 /// Seconds from the inbound event's publish (the first hop, carried in the

@@ -514,6 +514,13 @@ impl ConsumerSpec {
     pub(crate) fn binder_control(subjects: &Subjects, config: &Config) -> Self {
         Self::inbound("binder-control", subjects.in_control(), config)
     }
+    pub(crate) fn binder_conversation(subjects: &Subjects, config: &Config) -> Self {
+        Self::inbound(
+            "binder-conversation",
+            subjects.in_conversation_any(),
+            config,
+        )
+    }
     pub(crate) fn router_completion(subjects: &Subjects, config: &Config) -> Self {
         Self::inbound("router-completion", subjects.in_completion(), config)
     }
@@ -575,6 +582,7 @@ pub fn expected_consumers(subjects: &Subjects, config: &Config) -> Vec<ConsumerS
     let mut specs = vec![
         ConsumerSpec::binder_spawn(subjects, config),
         ConsumerSpec::binder_control(subjects, config),
+        ConsumerSpec::binder_conversation(subjects, config),
         ConsumerSpec::router_completion(subjects, config),
         ConsumerSpec::router_message(subjects, config),
         ConsumerSpec::router_send(subjects, config),

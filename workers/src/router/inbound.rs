@@ -5,7 +5,7 @@
 
 use crate::error::WorkError;
 use crate::io::metrics as m;
-use crate::runtime::outbox::AgentInput;
+use crate::runtime::outbox::{AgentInput, MessageFacts};
 use crate::runtime::runloop::{Attempt, Handler};
 use crate::runtime::WorkerContext;
 use threadline_schemas::{InputSource, MessageReceived, Stage};
@@ -82,6 +82,12 @@ impl Handler for Inbound {
                     origin: message.conversation.clone(),
                     source: InputSource::Message,
                     from_session_key: None,
+                    message: MessageFacts {
+                        author: Some(message.author.clone()),
+                        message_id: message.message_id.clone(),
+                        reply_to: message.reply_to.clone(),
+                        attachments: message.attachments.clone(),
+                    },
                 })
             })
             .collect();

@@ -5,6 +5,7 @@
 
 pub mod decide;
 pub(crate) mod inbound;
+pub(crate) mod lookup;
 pub(crate) mod send;
 
 use crate::error::WorkError;
@@ -71,6 +72,7 @@ impl Router {
                 origin: origin.clone(),
                 source: InputSource::Completion,
                 from_session_key: Some(completion.session_key.clone()),
+                message: crate::runtime::outbox::MessageFacts::default(),
             })],
             RouteDecision::Post { posts } => posts
                 .iter()

@@ -75,6 +75,7 @@ fn input(
         origin,
         source: InputSource::Send,
         from_session_key: send.from_session_key.clone(),
+        message: crate::runtime::outbox::MessageFacts::default(),
     })
 }
 

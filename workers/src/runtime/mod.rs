@@ -5,6 +5,7 @@
 pub(crate) mod ending;
 pub(crate) mod health;
 pub(crate) mod lanes;
+pub mod leases;
 pub(crate) mod outbox;
 pub(crate) mod pulls;
 pub(crate) mod retry;

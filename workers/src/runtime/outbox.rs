@@ -11,10 +11,10 @@ use crate::io::nats::Outgoing;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use threadline_schemas::{
-    bounded, BindingChange, BindingChanged, BindingRecord, CompletionReported, ConversationRef,
-    DeliveryAction, DeliveryCommand, DeliveryMode, EventRejected, InputSource, MessageReceived,
-    MessageUnbound, PostDelivered, PostFailed, Reconciliation, SendCompleted, SendResult,
-    SessionInput, SessionSpawned, SpawnRequested, Stage, Subjects, MAX_REASON_CHARS,
+    bounded, BindingChange, BindingChanged, BindingRecord, CompletionReported, ConversationChanged,
+    ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, EventRejected, InputSource,
+    MessageReceived, MessageUnbound, PostDelivered, PostFailed, Reconciliation, SendCompleted,
+    SendResult, SessionInput, SessionSpawned, SpawnRequested, Stage, Subjects, MAX_REASON_CHARS,
     SCHEMA_VERSION,
 };
 
@@ -103,6 +103,21 @@ pub(crate) struct AgentInput {
     pub(crate) source: InputSource,
     /// The sending session, if a session sent it.
     pub(crate) from_session_key: Option<String>,
+    /// What a chat message's input says about the message (empty for other sources).
+    pub(crate) message: MessageFacts,
+}
+
+/// The chat message behind an input: who wrote it, its platform id, what it answers, its files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct MessageFacts {
+    /// Who wrote it.
+    pub(crate) author: Option<threadline_schemas::Author>,
+    /// The platform's id of the message.
+    pub(crate) message_id: Option<String>,
+    /// The platform's id of the message it answers.
+    pub(crate) reply_to: Option<String>,
+    /// Its files.
+    pub(crate) attachments: Vec<threadline_schemas::Attachment>,
 }
 
 /// A post that reached its platform, for `tl.out.delivered`.
@@ -276,7 +291,29 @@ impl Outbox {
                 origin: input.origin,
                 source: input.source,
                 from_session_key: input.from_session_key,
+                author: input.message.author,
+                message_id: input.message.message_id,
+                reply_to: input.message.reply_to,
+                attachments: input.message.attachments,
             },
+        )
+    }
+
+    /// `tl.in.message.<channel>`: a chat message a listener heard, under its derived event id.
+    pub(crate) fn heard(&self, message: &MessageReceived) -> Outgoing {
+        Outgoing::event(
+            self.subjects.in_message(&message.conversation.channel),
+            message.event_id.clone(),
+            message,
+        )
+    }
+
+    /// `tl.in.conversation.<channel>`: a conversation change a listener heard.
+    pub(crate) fn conversation_changed(&self, changed: &ConversationChanged) -> Outgoing {
+        Outgoing::event(
+            self.subjects.in_conversation(&changed.conversation.channel),
+            changed.event_id.clone(),
+            changed,
         )
     }
 
@@ -608,6 +645,7 @@ mod tests {
             origin: expected.origin.clone(),
             source: expected.source,
             from_session_key: expected.from_session_key.clone(),
+            message: crate::runtime::outbox::MessageFacts::default(),
         });
         assert_eq!(out.subject, "tl.agent.larry");
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Per-event records, each keyed by the event id (`{e:<event id>}`) and kept for
 //! `dedup_ttl_ms`: the routing decision of a completion (so a redelivery is routed the same
-//! way), the targets a `tl.in.send` already reached, and the retry budget of an event at a
-//! stage.
+//! way), the targets a `tl.in.send` already reached, the retry budget of an event at a
+//! stage, and the messages a listener already stored.
 
 use super::Store;
 use crate::error::WorkError;
@@ -54,6 +54,23 @@ impl Store {
             .pexpire(&key, self.dedup_ttl_ms as i64)
             .ignore()
             .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a listener already stored the message with this derived event id.
+    pub(crate) async fn was_heard(&self, event_id: &str) -> Result<bool, WorkError> {
+        Ok(self.conn.clone().exists(self.keys.heard(event_id)).await?)
+    }
+
+    /// Records that a listener's message is stored in the inbound stream, for
+    /// `dedup_ttl_ms`: longer than any platform replays.
+    pub(crate) async fn mark_heard(&self, event_id: &str) -> Result<(), WorkError> {
+        let options = SetOptions::default().with_expiration(SetExpiry::PX(self.dedup_ttl_ms));
+        let _: () = self
+            .conn
+            .clone()
+            .set_options(self.keys.heard(event_id), 1, options)
             .await?;
         Ok(())
     }

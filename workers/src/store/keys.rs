@@ -131,6 +131,19 @@ impl Keys {
         format!("{}:{{e:{event_id}}}:sent", self.ns)
     }
 
+    /// STRING: set once a listener's message (by its derived event id) is stored in the
+    /// inbound stream; a platform's replay of it is skipped.
+    pub(crate) fn heard(&self, event_id: &str) -> String {
+        format!("{}:{{e:{event_id}}}:heard", self.ns)
+    }
+
+    /// STRING: where the holder of unit `unit` of lease group `group` is (a Telegram offset,
+    /// a Matrix `since` token, a Discord shard's resume state). Same slot as
+    /// [`Keys::lane_owners`], so a write is fenced by the lease in one script.
+    pub(crate) fn lease_cursor(&self, group: &str, unit: u32) -> String {
+        format!("{}:{{lanes:{group}}}:cursor:{unit}", self.ns)
+    }
+
     /// HASH `o:<lane>` → `<instance>|<lease expiry ms>`: who pulls each delivery lane of a
     /// group (a channel).
     pub(crate) fn lane_owners(&self, group: &str) -> String {

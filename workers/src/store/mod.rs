@@ -29,6 +29,7 @@
 
 mod authors;
 mod bindings;
+mod cursors;
 mod dedup;
 mod directory;
 /// Redis key names (one place; stored data is found through them).
