@@ -8,7 +8,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use threadline_schemas::{BindingChange, ConversationRef, InputSource, SessionInput};
 use threadline_tests::fakes::discord_gateway::{FakeGateway, Person};
-use threadline_tests::pipeline::Pipeline;
+use threadline_tests::pipeline::{Pipeline, ACCOUNT};
 use tokio::process::Child;
 
 /// On shard 1 of 2 (`(guild_id >> 22) % 2`); `FakeGateway::GUILD` is on shard 0.
@@ -43,6 +43,9 @@ impl Setup {
         self.pipeline
             .command(&["run", "listen", "discord"])
             .env("THREADLINE_DISCORD_LISTEN", "gateway")
+            // Quoted: figment reads an all-digit env value as a number, which a string
+            // setting refuses.
+            .env("THREADLINE_DISCORD_ACCOUNT_ID", format!("\"{ACCOUNT}\""))
             .spawn()
             .expect("threadline starts")
     }
@@ -150,16 +153,24 @@ async fn reconnect_resumes_and_an_invalid_session_identifies_anew() {
     let _listener = s.listener();
     until("the shard's session", || s.gateway.live() == 1).await;
 
-    let mut ids = vec![s.gateway.person_writes(&thread.conversation_id, &ada(), "one")];
+    let mut ids = vec![s
+        .gateway
+        .person_writes(&thread.conversation_id, &ada(), "one")];
     s.gateway.reconnect();
-    ids.push(s.gateway.person_writes(&thread.conversation_id, &ada(), "two"));
+    ids.push(
+        s.gateway
+            .person_writes(&thread.conversation_id, &ada(), "two"),
+    );
     until("a RESUME after op 7", || s.gateway.resumes() == 1).await;
     s.wait_messages(&session, 2).await;
 
     s.gateway.invalidate();
     until("a new IDENTIFY after op 9", || s.gateway.identifies() == 2).await;
     until("the new session", || s.gateway.live() == 1).await;
-    ids.push(s.gateway.person_writes(&thread.conversation_id, &ada(), "three"));
+    ids.push(
+        s.gateway
+            .person_writes(&thread.conversation_id, &ada(), "three"),
+    );
     s.wait_messages(&session, 3).await;
     s.pipeline.settle(Duration::from_millis(500)).await;
     exactly_once(&s.messages(&session), &ids);
@@ -177,7 +188,9 @@ async fn a_zombied_connection_is_detected_and_resumed() {
         s.gateway.resumes() >= 1
     })
     .await;
-    let id = s.gateway.person_writes(&thread.conversation_id, &ada(), "still there?");
+    let id = s
+        .gateway
+        .person_writes(&thread.conversation_id, &ada(), "still there?");
     s.wait_messages(&session, 1).await;
     s.pipeline.settle(Duration::from_millis(300)).await;
     exactly_once(&s.messages(&session), &[id]);
@@ -206,15 +219,24 @@ async fn two_replicas_split_the_shards_and_a_killed_ones_shard_resumes_elsewhere
     let mut ids_0 = Vec::new();
     let mut ids_1 = Vec::new();
     for n in 0..5 {
-        ids_0.push(s.gateway.person_writes(&thread_0.conversation_id, &ada(), &format!("a{n}")));
-        ids_1.push(s.gateway.person_writes(&thread_1.conversation_id, &ada(), &format!("b{n}")));
+        ids_0.push(
+            s.gateway
+                .person_writes(&thread_0.conversation_id, &ada(), &format!("a{n}")),
+        );
+        ids_1.push(
+            s.gateway
+                .person_writes(&thread_1.conversation_id, &ada(), &format!("b{n}")),
+        );
     }
     s.wait_messages(&session_0, 5).await;
     s.wait_messages(&session_1, 5).await;
     s.pipeline.settle(Duration::from_millis(500)).await;
     exactly_once(&s.messages(&session_0), &ids_0);
     exactly_once(&s.messages(&session_1), &ids_1);
-    assert!(s.gateway.resumes() > resumed, "the dead replica's shard was resumed");
+    assert!(
+        s.gateway.resumes() > resumed,
+        "the dead replica's shard was resumed"
+    );
     assert_eq!(s.gateway.identifies(), 2, "no shard identified anew");
     let _ = second.kill().await;
 }
@@ -257,7 +279,10 @@ async fn a_deleted_thread_a_locked_thread_and_a_deleted_starter_end_their_bindin
         json!({"id": t_rooted.conversation_id, "channel_id": t_rooted.conversation_id,
                "guild_id": FakeGateway::GUILD}),
     );
-    let ended = s.pipeline.wait_binding(&deleted, BindingChange::Ended).await;
+    let ended = s
+        .pipeline
+        .wait_binding(&deleted, BindingChange::Ended)
+        .await;
     assert_eq!(ended.reason, "thread_deleted");
     let ended = s.pipeline.wait_binding(&locked, BindingChange::Ended).await;
     assert!(ended.binding.conversation.same_place(&t_locked));

@@ -215,7 +215,9 @@ impl FakeGateway {
     /// Sends op 7 RECONNECT on every connection.
     pub fn reconnect(&self) {
         for c in lock(&self.state).conns.values() {
-            let _ = c.orders.send(Order::Send(json!({"op": 7, "d": null}).to_string()));
+            let _ = c
+                .orders
+                .send(Order::Send(json!({"op": 7, "d": null}).to_string()));
         }
     }
 
@@ -279,7 +281,11 @@ impl FakeGateway {
 
 impl State {
     fn guild(&self, channel: &str) -> String {
-        let parent = self.threads.get(channel).map(String::as_str).unwrap_or(channel);
+        let parent = self
+            .threads
+            .get(channel)
+            .map(String::as_str)
+            .unwrap_or(channel);
         self.guild_of
             .get(channel)
             .or_else(|| self.guild_of.get(parent))
@@ -457,9 +463,13 @@ fn handle(state: &Arc<Mutex<State>>, id: u64, tx: &mpsc::UnboundedSender<Order>,
                 let _ = tx.send(Order::Close(4014));
                 return;
             }
-            let shard = d["shard"].as_array().map(|a| (a[0].as_u64(), a[1].as_u64()));
+            let shard = d["shard"]
+                .as_array()
+                .map(|a| (a[0].as_u64(), a[1].as_u64()));
             let shard = match shard {
-                Some((Some(n), Some(total))) if total == u64::from(st.shards) && n < total => n as u32,
+                Some((Some(n), Some(total))) if total == u64::from(st.shards) && n < total => {
+                    n as u32
+                }
                 Some(_) => {
                     let _ = tx.send(Order::Close(4010));
                     return;
@@ -472,10 +482,20 @@ fn handle(state: &Arc<Mutex<State>>, id: u64, tx: &mpsc::UnboundedSender<Order>,
             };
             st.identifies += 1;
             st.log.push(format!("identify:{shard}"));
-            let session_id = format!("session-{}-{}", st.identifies, uuid::Uuid::new_v4().simple());
+            let session_id = format!(
+                "session-{}-{}",
+                st.identifies,
+                uuid::Uuid::new_v4().simple()
+            );
             st.sessions.insert(
                 session_id.clone(),
-                SessionLog { shard, seq: 0, valid: true, log: Vec::new(), conn: Some(id) },
+                SessionLog {
+                    shard,
+                    seq: 0,
+                    valid: true,
+                    log: Vec::new(),
+                    conn: Some(id),
+                },
             );
             if let Some(c) = st.conns.get_mut(&id) {
                 c.session = Some(session_id.clone());
@@ -500,14 +520,21 @@ fn handle(state: &Arc<Mutex<State>>, id: u64, tx: &mpsc::UnboundedSender<Order>,
             }
             let sid = d["session_id"].as_str().unwrap_or_default().to_owned();
             let seq = d["seq"].as_u64().unwrap_or(0);
-            let valid = st.sessions.get(&sid).is_some_and(|s| s.valid && seq <= s.seq);
+            let valid = st
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.valid && seq <= s.seq);
             if !valid {
                 // gateway-events.mdx, Invalid Session: `d: false` — identify anew.
                 let _ = tx.send(Order::Send(json!({"op": 9, "d": false}).to_string()));
                 return;
             }
             // A session resumed elsewhere leaves its old connection (gateway.mdx, Resuming).
-            let old = st.sessions.get(&sid).and_then(|s| s.conn).filter(|c| *c != id);
+            let old = st
+                .sessions
+                .get(&sid)
+                .and_then(|s| s.conn)
+                .filter(|c| *c != id);
             if let Some(old) = old.and_then(|c| st.conns.get(&c)) {
                 let _ = old.orders.send(Order::Close(4009));
             }
@@ -520,7 +547,11 @@ fn handle(state: &Arc<Mutex<State>>, id: u64, tx: &mpsc::UnboundedSender<Order>,
             let missed: Vec<String> = {
                 let s = st.sessions.get_mut(&sid).expect("checked");
                 s.conn = Some(id);
-                s.log.iter().filter(|(n, _)| *n > seq).map(|(_, t)| t.clone()).collect()
+                s.log
+                    .iter()
+                    .filter(|(n, _)| *n > seq)
+                    .map(|(_, t)| t.clone())
+                    .collect()
             };
             for text in missed {
                 let _ = tx.send(Order::Send(text));

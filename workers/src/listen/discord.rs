@@ -309,7 +309,10 @@ async fn drive(
         }
         let took = match events::interpret(t, &payload.d, threads) {
             Ok(None) => false,
-            Ok(Some(out)) => match take(intake, out).await {
+            Ok(Some(out)) => match {
+                tracing::debug!(seq, event = t, "taking a dispatch");
+                take(intake, out).await
+            } {
                 Ok(()) => true,
                 Err(e) => {
                     // The dispatch is not taken: resume from the last one that was, so

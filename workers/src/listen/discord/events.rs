@@ -242,7 +242,10 @@ pub(super) fn interpret(
         "THREAD_DELETE" | "CHANNEL_DELETE" => {
             let channel = Channel::deserialize(d)?;
             let parent = if channel.is_thread() || t == "THREAD_DELETE" {
-                channel.parent_id.clone().or_else(|| threads.parent(&channel.id))
+                channel
+                    .parent_id
+                    .clone()
+                    .or_else(|| threads.parent(&channel.id))
             } else {
                 None
             };
@@ -375,12 +378,17 @@ mod tests {
         let mut threads = Threads::default();
         let archived = json!({"id": "500", "type": 11, "parent_id": "400",
                               "thread_metadata": {"archived": true, "locked": false}});
-        assert_eq!(interpret("THREAD_UPDATE", &archived, &mut threads).unwrap(), None);
+        assert_eq!(
+            interpret("THREAD_UPDATE", &archived, &mut threads).unwrap(),
+            None
+        );
         let locked = json!({"id": "500", "type": 11, "parent_id": "400",
                             "thread_metadata": {"archived": true, "locked": true}});
         let out = interpret("THREAD_UPDATE", &locked, &mut threads).unwrap();
-        assert!(matches!(out, Some(Out::Change { change: ConversationChange::Locked, ref conversation_id, ref parent, .. })
-            if conversation_id == "500" && parent.as_deref() == Some("400")));
+        assert!(
+            matches!(out, Some(Out::Change { change: ConversationChange::Locked, ref conversation_id, ref parent, .. })
+            if conversation_id == "500" && parent.as_deref() == Some("400"))
+        );
     }
 
     #[test]
@@ -398,24 +406,37 @@ mod tests {
             &mut threads,
         )
         .unwrap();
-        assert!(matches!(out, Some(Out::Change { change: ConversationChange::RootDeleted, ref parent, .. })
-            if parent.as_deref() == Some("400")));
+        assert!(
+            matches!(out, Some(Out::Change { change: ConversationChange::RootDeleted, ref parent, .. })
+            if parent.as_deref() == Some("400"))
+        );
         let other = json!({"id": "501", "channel_id": "500"});
-        assert_eq!(interpret("MESSAGE_DELETE", &other, &mut threads).unwrap(), None);
+        assert_eq!(
+            interpret("MESSAGE_DELETE", &other, &mut threads).unwrap(),
+            None
+        );
         let out = interpret(
             "THREAD_DELETE",
             &json!({"id": "500", "type": 11, "parent_id": "400", "guild_id": "1"}),
             &mut threads,
         )
         .unwrap();
-        assert!(matches!(out, Some(Out::Change { change: ConversationChange::Deleted, .. })));
+        assert!(matches!(
+            out,
+            Some(Out::Change {
+                change: ConversationChange::Deleted,
+                ..
+            })
+        ));
         let out = interpret(
             "CHANNEL_DELETE",
             &json!({"id": "400", "type": 0}),
             &mut threads,
         )
         .unwrap();
-        assert!(matches!(out, Some(Out::Change { change: ConversationChange::Deleted, ref conversation_id, parent: None, .. })
-            if conversation_id == "400"));
+        assert!(
+            matches!(out, Some(Out::Change { change: ConversationChange::Deleted, ref conversation_id, parent: None, .. })
+            if conversation_id == "400")
+        );
     }
 }
