@@ -352,6 +352,7 @@ impl State {
 }
 
 /// One websocket connection: HELLO, then IDENTIFY or RESUME, heartbeats, and the orders.
+#[allow(clippy::result_large_err)] // tungstenite's callback signature, not ours
 async fn serve(state: Arc<Mutex<State>>, tcp: tokio::net::TcpStream) {
     let mut query = String::new();
     let ws = tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, resp: Response| {

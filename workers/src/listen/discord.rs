@@ -309,10 +309,7 @@ async fn drive(
         }
         let took = match events::interpret(t, &payload.d, threads) {
             Ok(None) => false,
-            Ok(Some(out)) => match {
-                tracing::debug!(seq, event = t, "taking a dispatch");
-                take(intake, out).await
-            } {
+            Ok(Some(out)) => match take(intake, t, seq, out).await {
                 Ok(()) => true,
                 Err(e) => {
                     // The dispatch is not taken: resume from the last one that was, so
@@ -344,7 +341,8 @@ async fn save(held: &Held, state: &ResumeState) -> Result<(), WorkError> {
     held.save_cursor(&json).await
 }
 
-async fn take(intake: &Intake, out: events::Out) -> Result<(), WorkError> {
+async fn take(intake: &Intake, t: &str, seq: u64, out: events::Out) -> Result<(), WorkError> {
+    tracing::debug!(seq, event = t, "taking a dispatch");
     match out {
         events::Out::Message(m) => {
             let conversation = intake.conversation(&m.conversation_id, m.parent.as_deref());
