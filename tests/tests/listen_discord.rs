@@ -289,3 +289,67 @@ async fn a_deleted_thread_a_locked_thread_and_a_deleted_starter_end_their_bindin
     let ended = s.pipeline.wait_binding(&rooted, BindingChange::Ended).await;
     assert!(ended.binding.conversation.same_place(&t_rooted));
 }
+
+#[tokio::test]
+async fn messages_that_could_not_be_taken_while_nats_was_down_are_resumed_and_arrive_once() {
+    let mut s = setup(1, 1_000).await;
+    let (session, thread) = s.thread("410000000000000008").await;
+    let _listener = s.listener();
+    until("the shard's session", || s.gateway.live() == 1).await;
+    let mut ids = vec![s
+        .gateway
+        .person_writes(&thread.conversation_id, &ada(), "before")];
+    s.wait_messages(&session, 1).await;
+
+    s.pipeline.nats.kill().await;
+    for n in 0..5 {
+        ids.push(
+            s.gateway
+                .person_writes(&thread.conversation_id, &ada(), &format!("during {n}")),
+        );
+    }
+    // The listener cannot take them: it drops the connection and resumes from the last
+    // taken dispatch, again and again, until NATS is back.
+    until("a RESUME of the untaken dispatches", || {
+        s.gateway.resumes() >= 1
+    })
+    .await;
+    s.pipeline.nats.start_again().await;
+    s.wait_messages(&session, ids.len()).await;
+    s.pipeline.settle(Duration::from_millis(500)).await;
+    exactly_once(&s.messages(&session), &ids);
+    assert_eq!(s.gateway.identifies(), 1);
+}
+
+/// The fake itself, driven by the Gateway client the listener uses: Discord's close codes
+/// for a wrong token (4004) and a privileged intent the app was not granted (4014) end the
+/// shard for good (opcodes-and-status-codes.mdx, Gateway Close Event Codes: not reconnectable).
+#[tokio::test]
+async fn the_fake_gateway_refuses_a_wrong_token_and_an_ungranted_privileged_intent() {
+    use futures::StreamExt;
+    use twilight_gateway::{ConfigBuilder, Intents, Shard, ShardId};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let gateway = FakeGateway::start(1, 1_000).await;
+    let run = |token: &str, intents: Intents| {
+        let config = ConfigBuilder::new(token.to_owned(), intents)
+            .proxy_url(gateway.url())
+            .build();
+        let mut shard = Shard::with_config(ShardId::ONE, config);
+        async move {
+            let deadline = Duration::from_secs(10);
+            tokio::time::timeout(deadline, async { while shard.next().await.is_some() {} })
+                .await
+                .expect("the shard ends");
+        }
+    };
+    run("wrong", Intents::GUILDS).await;
+    assert_eq!(gateway.closes(), vec![4004]);
+    gateway.set_message_content_intent(false);
+    run(
+        threadline_tests::fakes::discord_gateway::TOKEN,
+        Intents::GUILDS | Intents::MESSAGE_CONTENT,
+    )
+    .await;
+    assert_eq!(gateway.closes(), vec![4004, 4014]);
+    assert_eq!(gateway.identifies(), 0);
+}
