@@ -10,6 +10,7 @@
 //! Other routes (reads) are never faulted, so tests can always read back state.
 
 pub mod discord;
+pub mod discord_gateway;
 pub mod matrix;
 pub(crate) mod openapi;
 pub mod slack;
