@@ -836,6 +836,10 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             if let Some(hook) = c.webhooks.get_mut("plain") {
                 hook.inbound_secret = Some(threadline::config::Secret::new(BRIDGE_SECRET));
             }
+            // Only the `run listen telegram` processes read it.
+            c.telegram.listen = threadline::config::ListenMode::Poll;
+            c.telegram.account_id = crate::pipeline::ACCOUNT.into();
+            c.telegram.poll_timeout_ms = Some(1_000);
         },
     })
     .await;
@@ -888,8 +892,8 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let phase = Phase::start(
         "chaos",
         format!(
-            "starting {} listener processes and binding {} sessions people will write to",
-            config.listener_replicas, config.input_sessions
+            "starting {} listener processes (webhook, Telegram) and binding {} sessions people will write to",
+            2 * config.listener_replicas, config.input_sessions
         ),
     );
     let mut inputs = Inputs::prepare(&p, &mut rng, &config, logs.path()).await;

@@ -1,11 +1,16 @@
 //! The input half of the chaos run: people writing in bound conversations while the
-//! listeners that hear them are `kill -9`ed and NATS and Redis restart. Each message is
-//! pushed, the way a platform pushes (a bridge's signed webhook call), to one of the
-//! listener replicas and pushed again — to another replica — until one answers 200; some are
-//! pushed again after that, as a platform re-sends an answer it did not see. Afterwards each
-//! message must be exactly one `tl.agent.*` input of its session: none lost, none twice.
+//! listeners that hear them are `kill -9`ed and NATS and Redis restart. Two listeners, two
+//! replicas each:
+//! - a bridge's inbound webhook (`run listen webhook:plain`): each message is pushed, the way
+//!   a platform pushes, to one replica and pushed again — to the other — until one answers
+//!   200; some are pushed again after that, as a platform re-sends an answer it did not see;
+//! - Telegram (`run listen telegram`, polling): people write in forum topics of the fake; one
+//!   replica at a time polls, and a killed poller's lease and offset move to the other.
+//! Afterwards each message must be exactly one `tl.agent.*` input of its session: none lost,
+//! none twice.
 
 use crate::chaos::{ChaosConfig, WorkerProcess};
+use crate::fakes::telegram::{TelegramPeople, TelegramUser};
 use crate::pipeline::{Observed, Pipeline};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -33,14 +38,22 @@ struct Said {
     resend: bool,
 }
 
+impl Said {
+    /// What the person writes: unique, so its input is found by its text.
+    fn text(&self) -> String {
+        format!("a person says {}", self.message_id)
+    }
+}
+
 /// The listener replicas, the sessions people write to, and what was said.
 pub(crate) struct Inputs {
-    /// `run listen webhook:plain` processes, each on its own port.
+    /// `run listen webhook:plain` processes, each on its own port, and `run listen
+    /// telegram` processes.
     pub(crate) listeners: Vec<WorkerProcess>,
     ports: Vec<u16>,
     said: Vec<Said>,
-    /// message id → the event id a listener answered with.
-    taken: Arc<Mutex<HashMap<String, String>>>,
+    /// Where people write on Telegram.
+    telegram: TelegramPeople,
     /// Messages no replica took within the bridge's patience.
     given_up: Arc<Mutex<Vec<String>>>,
 }
@@ -89,14 +102,22 @@ impl Inputs {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut bound = Vec::new();
         for n in 0..sessions {
-            let conversation = Pipeline::webhook_conversation(CHANNEL, &format!("people-{n}"));
-            let spawn =
-                crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
-            let spawned = p.spawn_session(&spawn).await;
-            bound.push((spawned.session_key, conversation));
+            if n % 2 == 0 {
+                let conversation = Pipeline::webhook_conversation(CHANNEL, &format!("people-{n}"));
+                let spawn =
+                    crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
+                let spawned = p.spawn_session(&spawn).await;
+                bound.push((spawned.session_key, conversation));
+            } else {
+                // A forum topic Threadline creates for the session.
+                bound.push(
+                    p.session_in_thread(&Pipeline::conversation("telegram"))
+                        .await,
+                );
+            }
         }
         let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-        let listeners = ports
+        let mut listeners: Vec<WorkerProcess> = ports
             .iter()
             .enumerate()
             .map(|(n, port)| {
@@ -108,6 +129,13 @@ impl Inputs {
                 )
             })
             .collect();
+        for n in 0..replicas {
+            listeners.push(WorkerProcess::start(
+                p,
+                &["run", "listen", "telegram"],
+                logs.join(format!("listen-telegram-{n}.log")),
+            ));
+        }
         let window_ms = window.as_millis() as u64;
         let mut said: Vec<Said> = (0..messages)
             .map(|n| {
@@ -126,7 +154,7 @@ impl Inputs {
             listeners,
             ports,
             said,
-            taken: Arc::default(),
+            telegram: p.telegram.people(),
             given_up: Arc::default(),
         };
         inputs.wait_listening().await;
@@ -162,7 +190,7 @@ impl Inputs {
     pub(crate) fn spawn_people(&self, started: Instant) -> tokio::task::JoinHandle<()> {
         let said = self.said.clone();
         let ports = self.ports.clone();
-        let taken = self.taken.clone();
+        let telegram = self.telegram.clone();
         let given_up = self.given_up.clone();
         tokio::spawn(async move {
             let client = reqwest::Client::builder()
@@ -172,22 +200,25 @@ impl Inputs {
             let mut tasks = tokio::task::JoinSet::new();
             for (n, message) in said.into_iter().enumerate() {
                 tokio::time::sleep_until((started + message.at).into()).await;
-                let (client, ports, taken, given_up) = (
-                    client.clone(),
-                    ports.clone(),
-                    taken.clone(),
-                    given_up.clone(),
-                );
+                if message.conversation.channel == "telegram" {
+                    let number = |id: Option<&String>| -> i64 {
+                        id.and_then(|id| id.parse().ok())
+                            .expect("numeric telegram id")
+                    };
+                    telegram.person_writes(
+                        number(message.conversation.parent_conversation_id.as_ref()),
+                        Some(number(Some(&message.conversation.conversation_id))),
+                        &TelegramUser::person(4_243, "Grace"),
+                        &message.text(),
+                    );
+                    continue;
+                }
+                let (client, ports, given_up) = (client.clone(), ports.clone(), given_up.clone());
                 tasks.spawn(async move {
                     let pushes = if message.resend { 2 } else { 1 };
                     for push in 0..pushes {
                         match push_until_taken(&client, &ports, n + push, &message).await {
-                            Some(event_id) => {
-                                taken
-                                    .lock()
-                                    .expect("taken")
-                                    .insert(message.message_id.clone(), event_id);
-                            }
+                            Some(_) => {}
                             None => {
                                 given_up
                                     .lock()
@@ -212,30 +243,31 @@ impl Inputs {
     /// Counts inputs per message in `out`.
     pub(crate) fn count(&self, p: &Pipeline, out: &[Observed]) -> InputCounts {
         let prefix = format!("{}.agent.", p.subjects.prefix());
-        let mut per_event: HashMap<(String, String), usize> = HashMap::new();
+        // (session, text) → inputs: each said text is unique.
+        let mut per_message: HashMap<(String, String), usize> = HashMap::new();
         for message in out.iter().filter(|m| m.subject.starts_with(&prefix)) {
             if let Ok(input) = rmp_serde::from_slice::<SessionInput>(&message.payload) {
                 if input.source == InputSource::Message {
-                    *per_event
-                        .entry((input.event_id, input.session_key))
+                    *per_message
+                        .entry((input.session_key, input.text))
                         .or_default() += 1;
                 }
             }
         }
-        let taken = self.taken.lock().expect("taken").clone();
         let given_up = self.given_up.lock().expect("given up").len();
         let mut counts = InputCounts {
             sent: self.said.len(),
-            resent: self.said.iter().filter(|s| s.resend).count(),
+            resent: self
+                .said
+                .iter()
+                .filter(|s| s.resend && s.conversation.channel != "telegram")
+                .count(),
             ..InputCounts::default()
         };
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for message in &self.said {
-            let copies = taken
-                .get(&message.message_id)
-                .and_then(|event_id| {
-                    per_event.get(&(event_id.clone(), message.session_key.clone()))
-                })
+            let copies = per_message
+                .get(&(message.session_key.clone(), message.text()))
                 .copied()
                 .unwrap_or(0);
             seen.insert(&message.message_id, copies);
@@ -260,7 +292,7 @@ async fn push_until_taken(
         "account_id": message.conversation.account_id,
         "conversation_id": message.conversation.conversation_id,
         "message_id": message.message_id,
-        "text": format!("a person says {}", message.message_id),
+        "text": message.text(),
         "author": {"id": "person-1", "is_bot": false},
     }))
     .expect("json");

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 mod listen;
-pub use listen::{TelegramUser, WebhookPush, SECRET_HEADER};
+pub use listen::{TelegramPeople, TelegramUser, WebhookPush, SECRET_HEADER};
 
 use super::{
     faulted, handle_methods, lock, reply, reply_either, retry_after_header_secs, serve,

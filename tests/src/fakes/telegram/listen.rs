@@ -575,7 +575,33 @@ async fn push(
     request.send().await.ok().map(|r| r.status().as_u16())
 }
 
+/// People writing to the fake from a task of their own (the chaos run's people).
+#[derive(Clone)]
+pub struct TelegramPeople {
+    shared: super::Shared,
+}
+
+impl TelegramPeople {
+    /// `from` writes `text` in `chat` (in forum topic `topic`); → the new message's id.
+    pub fn person_writes(
+        &self,
+        chat: i64,
+        topic: Option<i64>,
+        from: &TelegramUser,
+        text: &str,
+    ) -> i64 {
+        lock(&self.shared).person_message(chat, topic, from, None, json!({ "text": text }))
+    }
+}
+
 impl super::FakeTelegram {
+    /// A handle for writing as people from another task.
+    pub fn people(&self) -> TelegramPeople {
+        TelegramPeople {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// `from` writes `text` in `chat` (in forum topic `topic`); → the new message's id.
     /// A message in a topic answers the topic's creation message, as on Telegram.
     pub fn person_writes(
