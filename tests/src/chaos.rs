@@ -5,6 +5,7 @@
 //! completion's stored routing decision is checked against what the fakes actually stored
 //! and what `tl.out.*` said: nothing lost, nothing posted twice, never thread + parent.
 
+use crate::chaos_inputs::{InputCounts, Inputs, BRIDGE_SECRET};
 use crate::events::{completion, new_id, spawn, unbind_session};
 use crate::fakes::{FaultCounts, FaultMix};
 use crate::pipeline::{Observed, Options, Pipeline};
@@ -55,6 +56,14 @@ pub struct ChaosConfig {
     pub publish_seconds: u64,
     /// How long to wait for quiescence after the last fault.
     pub drain_timeout_seconds: u64,
+    /// Listener processes (`run listen webhook:plain`) people's messages are pushed to.
+    pub listener_replicas: usize,
+    /// Sessions bound to a conversation of their own that people write to.
+    pub input_sessions: usize,
+    /// Messages people write during publishing.
+    pub input_messages: usize,
+    /// Listener processes SIGKILLed (and started again) during publishing, besides `kills`.
+    pub listener_kills: usize,
 }
 
 impl ChaosConfig {
@@ -74,6 +83,10 @@ impl ChaosConfig {
             platform_faults: true,
             publish_seconds: 45,
             drain_timeout_seconds: 150,
+            listener_replicas: 2,
+            input_sessions: 8,
+            input_messages: 400,
+            listener_kills: 4,
         }
     }
 
@@ -87,6 +100,8 @@ impl ChaosConfig {
             redis_restarts: 3,
             publish_seconds: 420,
             drain_timeout_seconds: 300,
+            input_messages: 4_000,
+            listener_kills: 30,
             ..ChaosConfig::ci(seed)
         }
     }
@@ -159,6 +174,8 @@ pub struct ChaosReport {
     pub drain_seconds: f64,
     /// Whether everything went quiet within the drain timeout.
     pub settled: bool,
+    /// People's messages through the listeners: sent, received, lost, duplicated.
+    pub inputs: InputCounts,
 }
 
 impl ChaosReport {
@@ -173,6 +190,8 @@ impl ChaosReport {
             && self.decided_unknown == 0
             && self.thread_duplicates == 0
             && self.spawns_unanswered == 0
+            && self.inputs.lost == 0
+            && self.inputs.duplicates == 0
     }
 
     /// A human-readable table.
@@ -227,6 +246,17 @@ impl ChaosReport {
             (
                 "drain after last fault+publish",
                 format!("{:.1} s", self.drain_seconds),
+            ),
+            (
+                "people's messages sent / re-sent",
+                format!("{} / {}", self.inputs.sent, self.inputs.resent),
+            ),
+            ("  became input", self.inputs.received.to_string()),
+            ("INPUTS LOST", self.inputs.lost.to_string()),
+            ("INPUT DUPLICATES", self.inputs.duplicates.to_string()),
+            (
+                "listener kills (-9)",
+                self.inputs.listener_kills.to_string(),
             ),
             ("settled", self.settled.to_string()),
         ];
@@ -468,6 +498,7 @@ fn workload(p: &Pipeline, config: &ChaosConfig, rng: &mut StdRng) -> Workload {
 /// A worker OS process that can be killed and started again.
 pub(crate) struct WorkerProcess {
     pub(crate) args: Vec<String>,
+    env: Vec<(&'static str, String)>,
     child: tokio::process::Child,
     log: PathBuf,
 }
@@ -475,16 +506,32 @@ pub(crate) struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `threadline <args>` for `p`, its stderr appended to `log`.
     pub(crate) fn start(p: &Pipeline, args: &[&str], log: PathBuf) -> WorkerProcess {
+        WorkerProcess::start_with_env(p, args, log, &[])
+    }
+
+    /// [`start`](Self::start) with settings of its own (`THREADLINE_*` variables).
+    pub(crate) fn start_with_env(
+        p: &Pipeline,
+        args: &[&str],
+        log: PathBuf,
+        env: &[(&'static str, String)],
+    ) -> WorkerProcess {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let child = start_worker(p, &args, &log);
-        WorkerProcess { args, child, log }
+        let env = env.to_vec();
+        let child = start_worker(p, &args, &env, &log);
+        WorkerProcess {
+            args,
+            env,
+            child,
+            log,
+        }
     }
 
     /// SIGKILL (this PID only), reap, wait `pause`, start it again.
     pub(crate) async fn kill_and_restart(&mut self, p: &Pipeline, pause: Duration) {
         self.stop().await;
         tokio::time::sleep(pause).await;
-        self.child = start_worker(p, &self.args, &self.log);
+        self.child = start_worker(p, &self.args, &self.env, &self.log);
     }
 
     /// SIGKILL (this PID only) and reap.
@@ -514,7 +561,12 @@ pub(crate) fn start_fleet(
     fleet
 }
 
-fn start_worker(p: &Pipeline, args: &[String], log: &PathBuf) -> tokio::process::Child {
+fn start_worker(
+    p: &Pipeline,
+    args: &[String],
+    env: &[(&'static str, String)],
+    log: &PathBuf,
+) -> tokio::process::Child {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -522,6 +574,7 @@ fn start_worker(p: &Pipeline, args: &[String], log: &PathBuf) -> tokio::process:
         .expect("worker log");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     p.command(&args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stderr(file)
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -533,6 +586,8 @@ fn start_worker(p: &Pipeline, args: &[String], log: &PathBuf) -> tokio::process:
 pub(crate) enum Fault {
     /// SIGKILL one worker process and start it again.
     Kill,
+    /// SIGKILL one listener process and start it again.
+    KillListener,
     NatsRestart,
     RedisRestart,
 }
@@ -778,6 +833,13 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             c.retry_max_ms = 2_000;
             c.concurrency = 32;
             c.drain_timeout_ms = 3_000;
+            if let Some(hook) = c.webhooks.get_mut("plain") {
+                hook.inbound_secret = Some(threadline::config::Secret::new(BRIDGE_SECRET));
+            }
+            // Only the `run listen telegram` processes read it.
+            c.telegram.listen = threadline::config::ListenMode::Poll;
+            c.telegram.account_id = crate::pipeline::ACCOUNT.into();
+            c.telegram.poll_timeout_ms = Some(1_000);
         },
     })
     .await;
@@ -826,29 +888,49 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let mut fleet = start_fleet(&p, &roles, logs.path());
     phase.done();
 
-    // The fault schedule, seeded: kills spread over the window, restarts at fixed points.
     let window = Duration::from_secs(config.publish_seconds);
-    let faults = fault_schedule(
+    let phase = Phase::start(
+        "chaos",
+        format!(
+            "starting {} listener processes (webhook, Telegram) and binding {} sessions people will write to",
+            2 * config.listener_replicas, config.input_sessions
+        ),
+    );
+    let mut inputs = Inputs::prepare(&p, &mut rng, &config, logs.path()).await;
+    phase.done();
+
+    // The fault schedule, seeded: kills spread over the window, restarts at fixed points.
+    let mut faults = fault_schedule(
         &mut rng,
         window,
         config.kills,
         config.nats_restarts,
         config.redis_restarts,
     );
+    faults.extend((0..config.listener_kills).map(|_| {
+        (
+            window.mul_f64(rng.random_range(0.05..1.0)),
+            Fault::KillListener,
+        )
+    }));
+    faults.sort_by_key(|f| f.0);
 
     let phase = Phase::start(
         "chaos",
         format!(
-            "publishing {} events over {} s while {} worker kills, {} nats-server and {} redis-server restarts happen",
+            "publishing {} events and {} people's messages over {} s while {} worker kills, {} listener kills, {} nats-server and {} redis-server restarts happen",
             work.steps.len(),
+            inputs.planned(),
             config.publish_seconds,
             config.kills,
+            config.listener_kills,
             config.nats_restarts,
             config.redis_restarts
         ),
     );
     let started = Instant::now();
     let publisher = spawn_publisher(p.js.clone(), work.steps.clone(), started);
+    let people = inputs.spawn_people(started);
 
     let mut report = ChaosReport {
         seed: config.seed,
@@ -869,6 +951,12 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
                 fleet[victim].kill_and_restart(&p, pause).await;
                 report.kills += 1;
             }
+            Fault::KillListener => {
+                let victim = rng.random_range(0..inputs.listeners.len());
+                let pause = Duration::from_millis(rng.random_range(200..1_000));
+                inputs.listeners[victim].kill_and_restart(&p, pause).await;
+                report.inputs.listener_kills += 1;
+            }
             Fault::NatsRestart => {
                 p.nats.restart().await;
                 report.nats_restarts += 1;
@@ -880,6 +968,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         }
     }
     let publish_took = publisher.await.expect("publisher");
+    people.await.expect("people");
     report.publish_seconds = publish_took.as_secs_f64();
     phase.done();
     let phase = Phase::start(
@@ -904,7 +993,7 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
         let out = read_stream(&p.js, &out_stream).await;
         let o = outcomes(&p, &out);
         let decided = decisions(&p, &event_ids).await;
-        if settled(&work, &decided, &o) {
+        if settled(&work, &decided, &o) && inputs.settled(&p, &out) {
             report.settled = true;
             break (decided, o);
         }
@@ -922,13 +1011,16 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     // Let stragglers (a late duplicate would show up now) arrive before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     check(&p, &work, &decided, &o, &mut report);
+    let listener_kills = report.inputs.listener_kills;
+    report.inputs = inputs.count(&p, &read_stream(&p.js, &out_stream).await);
+    report.inputs.listener_kills = listener_kills;
     report.discord_faults = p.discord.fault_counts();
     report.webhook_faults = p.webhook.fault_counts();
     report.slack_faults = p.slack.fault_counts();
     report.telegram_faults = p.telegram.fault_counts();
     report.matrix_faults = p.matrix.fault_counts();
 
-    for worker in &mut fleet {
+    for worker in fleet.iter_mut().chain(inputs.listeners.iter_mut()) {
         worker.stop().await;
     }
     phase.done();

@@ -585,6 +585,9 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
                     Victim::Deliverer => report.deliverer_kills += 1,
                 }
             }
+            // `fault_schedule` makes none: listener kills are scheduled by the run that
+            // starts listeners.
+            Chaos::Base(Fault::KillListener) => {}
             Chaos::Base(Fault::NatsRestart) => {
                 p.nats.restart().await;
                 report.nats_restarts += 1;

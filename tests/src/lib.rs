@@ -3,6 +3,7 @@
 //! and `redis-server` processes come from the `threadline-test-servers` crate, re-exported
 //! as [`servers`]; the benchmark is the `threadline-bench` crate.
 pub mod chaos;
+pub mod chaos_inputs;
 pub mod chaos_synapse;
 pub mod contract;
 pub mod events;

@@ -146,6 +146,23 @@ impl SynapseServer {
     /// A homeserver configured by `options` on a free port, waiting until it answers;
     /// `None` when Synapse is not installed (outside CI).
     pub async fn start_with(options: SynapseOptions) -> Option<SynapseServer> {
+        SynapseServer::start_full(options, None).await
+    }
+
+    /// A homeserver that also runs the Application Service of `registration` (the YAML of a
+    /// registration file, Synapse's `app_service_config_files`); `None` when Synapse is not
+    /// installed (outside CI).
+    pub async fn start_with_app_service(
+        options: SynapseOptions,
+        registration: &str,
+    ) -> Option<SynapseServer> {
+        SynapseServer::start_full(options, Some(registration)).await
+    }
+
+    async fn start_full(
+        options: SynapseOptions,
+        registration: Option<&str>,
+    ) -> Option<SynapseServer> {
         let python = synapse_python()?;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir for Synapse");
@@ -165,10 +182,15 @@ impl SynapseServer {
         };
         std::fs::write(server.dir.path().join("signing.key"), signing_key())
             .expect("write the signing key");
+        let app_service = registration.map(|yaml| {
+            let path = server.dir.path().join("appservice.yaml");
+            std::fs::write(&path, yaml).expect("write the appservice registration");
+            path
+        });
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             server.port = free_port();
-            server.write_config(options);
+            server.write_config(options, app_service.as_deref());
             match server.spawn_and_wait().await {
                 Ok(()) => return Some(server),
                 Err(why) => last = why,
@@ -220,7 +242,7 @@ impl SynapseServer {
         self.start_again().await;
     }
 
-    fn write_config(&self, options: SynapseOptions) {
+    fn write_config(&self, options: SynapseOptions, app_service: Option<&Path>) {
         let dir = self.dir.path();
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
         let relaxed = json!({"per_second": 1000, "burst_count": 1000});
@@ -260,6 +282,10 @@ impl SynapseServer {
             "rc_invites": {"per_room": relaxed, "per_user": relaxed, "per_issuer": relaxed},
             "rc_admin_redaction": relaxed,
         });
+        let mut config = config;
+        if let Some(registration) = app_service {
+            config["app_service_config_files"] = json!([registration.to_string_lossy()]);
+        }
         std::fs::write(&self.config_path, config.to_string()).expect("write homeserver.yaml");
     }
 

@@ -1,7 +1,8 @@
 //! The CI-sized chaos run: ≥ 2,000 events through two OS processes per worker while
 //! workers are killed with SIGKILL, nats-server and redis-server restart and the platforms
 //! misbehave. Fails on any lost post, any duplicate on a keyed path, any thread + parent
-//! duplicate, any misroute. The seed is fixed so a failure reproduces
+//! duplicate, any misroute, and on any person's message (pushed to listener processes that
+//! are killed too) that became no input or two. The seed is fixed so a failure reproduces
 //! (`THREADLINE_CHAOS_SEED` picks another); the report is printed and written as JSON.
 
 use threadline_tests::chaos::{run, ChaosConfig};
@@ -76,4 +77,13 @@ async fn chaos_run_loses_nothing_and_duplicates_nothing() {
         report.posts_received + report.failed_reported,
         report.posts_expected
     );
+    assert!(report.inputs.listener_kills >= 4, "listeners were killed");
+    assert_eq!(report.inputs.lost, 0, "lost inputs:\n{}", report.table());
+    assert_eq!(
+        report.inputs.duplicates,
+        0,
+        "duplicate inputs:\n{}",
+        report.table()
+    );
+    assert_eq!(report.inputs.received, report.inputs.sent);
 }

@@ -378,6 +378,7 @@ impl FakeDiscord {
                 post(create_forum_thread),
             )
             .route("/api/v10/users/@me", get(get_me))
+            .route("/api/v10/gateway/bot", get(get_gateway_bot))
             .route(
                 "/api/v10/guilds/{guild_id}/threads/active",
                 get(active_threads),
@@ -403,6 +404,11 @@ impl FakeDiscord {
         st.webhooks
             .insert(id.clone(), (token.clone(), channel_id.to_owned()));
         (id, token)
+    }
+
+    /// What `GET /gateway/bot` answers from now on: `url` (a fake Gateway's) and `shards`.
+    pub fn set_gateway(&self, url: &str, shards: u32) {
+        lock(&self.shared).gateway = (url.to_owned(), shards);
     }
 
     /// `http://127.0.0.1:PORT/api/v10`, the value for `THREADLINE_DISCORD_API_BASE`.
@@ -593,6 +599,8 @@ struct DiscordState {
     guild_id: String,
     /// Webhook id → (token, channel id): the personas `add_webhook` created.
     webhooks: HashMap<String, (String, String)>,
+    /// What `GET /gateway/bot` answers: the Gateway URL and the recommended shard count.
+    gateway: (String, u32),
 }
 
 impl DiscordState {
@@ -620,6 +628,7 @@ impl DiscordState {
             bot_user_id: String::new(),
             guild_id: String::new(),
             webhooks: HashMap::new(),
+            gateway: ("wss://gateway.discord.gg".into(), 1),
         };
         st.bot_user_id = st.next_snowflake();
         st.guild_id = st.next_snowflake();
@@ -1360,6 +1369,19 @@ async fn create_forum_thread(
         reply_either(st.create_forum_thread(&channel_id, &body))
     })
     .await
+}
+
+/// gateway.mdx, Get Gateway Bot: the URL, the recommended shards and the identify limits.
+async fn get_gateway_bot(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return reply(r);
+    }
+    let (url, shards) = lock(&shared).gateway.clone();
+    reply((
+        StatusCode::OK,
+        json!({"url": url, "shards": shards, "session_start_limit":
+            {"total": 1000, "remaining": 1000, "reset_after": 86_400_000, "max_concurrency": 1}}),
+    ))
 }
 
 async fn get_me(State(shared): State<Shared>, headers: HeaderMap) -> Response {

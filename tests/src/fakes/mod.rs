@@ -10,6 +10,7 @@
 //! Other routes (reads) are never faulted, so tests can always read back state.
 
 pub mod discord;
+pub mod discord_gateway;
 pub mod matrix;
 pub(crate) mod openapi;
 pub mod slack;
@@ -460,6 +461,16 @@ pub(crate) fn server_errors_only() -> FaultMix {
         accept_then_hang: 0.0,
         hang_ms: 0,
     }
+}
+
+/// A plain client for the fakes' own calls (webhook pushes), bounded by `timeout`.
+pub(crate) fn plain_client(timeout: Duration) -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider`: install one before building a client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+mod listen;
+pub use listen::{TelegramPeople, TelegramUser, WebhookPush, SECRET_HEADER};
+
 use super::{
     faulted, handle_methods, lock, reply, reply_either, retry_after_header_secs, serve,
     wait_for_len, Common, ConnCtl, Platform, Reply, Server, Tokens,
@@ -121,6 +124,7 @@ impl FakeTelegram {
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed);
         let (server, shared) = serve(TelegramState::new(), routes).await;
+        listen::spawn_pusher(std::sync::Arc::downgrade(&shared));
         FakeTelegram { server, shared }
     }
 
@@ -267,6 +271,11 @@ mod spec {
             .map(|(_, m)| m)
     }
 
+    /// What is wrong with `fields` for an object of type `ty` (`Update`, …).
+    pub(super) fn check_type(ty: &str, fields: &Map<String, Value>) -> Vec<String> {
+        fit(ty, &Value::Object(fields.clone()), "")
+    }
+
     /// What is wrong with `params` for `method`, each as a sentence.
     pub(super) fn check(method: &Value, params: &Map<String, Value>) -> Vec<String> {
         check_fields(
@@ -383,6 +392,8 @@ struct TelegramState {
     violations: Vec<String>,
     /// Scripted error answers for the next message-creating calls (`push_error`).
     errors: std::collections::VecDeque<Reply>,
+    /// What people wrote, waiting for the bot (`getUpdates` or the webhook).
+    updates: listen::Updates,
 }
 
 impl TelegramState {
@@ -402,6 +413,7 @@ impl TelegramState {
             bot_id: BOT_ID,
             violations: Vec::new(),
             errors: std::collections::VecDeque::new(),
+            updates: listen::Updates::new(),
         }
     }
 
@@ -667,6 +679,11 @@ async fn call(
             })
             .await
         }
+        // The update side is never faulted: a fault queued for a post stays for the post.
+        "getupdates" => listen::get_updates(&shared, &body).await,
+        "setwebhook" => reply_either(lock(&shared).set_webhook(&body)),
+        "deletewebhook" => reply_either(lock(&shared).delete_webhook(&body)),
+        "getwebhookinfo" => reply(lock(&shared).webhook_info()),
         // Deletes are never faulted (only message-creating calls are).
         "deletemessage" => reply_either(lock(&shared).delete_message(&body)),
         "createforumtopic" => {
