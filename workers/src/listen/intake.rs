@@ -31,6 +31,34 @@ pub(crate) struct Heard {
     pub(crate) attachments: Vec<Attachment>,
 }
 
+impl Heard {
+    /// Its event id: a pure function of where it was written and the platform's id of it.
+    pub(crate) fn event_id(&self) -> String {
+        let c = &self.conversation;
+        ids::heard_event_id(
+            &c.channel,
+            &c.account_id,
+            &c.conversation_id,
+            &self.message_id,
+        )
+    }
+}
+
+/// The event id of a conversation change, from the platform's key of the event.
+pub(crate) fn change_event_id(
+    conversation: &ConversationRef,
+    change: ConversationChange,
+    platform_key: &str,
+) -> String {
+    ids::change_event_id(
+        &conversation.channel,
+        &conversation.account_id,
+        &conversation.conversation_id,
+        change.name(),
+        platform_key,
+    )
+}
+
 /// Whether a heard message or change was new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Taken {
@@ -108,13 +136,7 @@ impl Intake {
 
     /// Takes one message: `Ok` means it is in the inbound stream (now or before).
     pub(crate) async fn message(&self, heard: Heard) -> Result<Taken, WorkError> {
-        let conversation = &heard.conversation;
-        let event_id = ids::heard_event_id(
-            &conversation.channel,
-            &conversation.account_id,
-            &conversation.conversation_id,
-            &heard.message_id,
-        );
+        let event_id = heard.event_id();
         let message = MessageReceived {
             v: SCHEMA_VERSION,
             event_id,
@@ -144,13 +166,7 @@ impl Intake {
     ) -> Result<Taken, WorkError> {
         let changed = ConversationChanged {
             v: SCHEMA_VERSION,
-            event_id: ids::change_event_id(
-                &conversation.channel,
-                &conversation.account_id,
-                &conversation.conversation_id,
-                change.name(),
-                platform_key,
-            ),
+            event_id: change_event_id(&conversation, change, platform_key),
             conversation,
             change,
         };

@@ -172,20 +172,14 @@ async fn take(
             reply_to,
             attachments,
         } => {
-            let mut conversation =
-                intake.conversation(&conversation_id, parent_conversation_id.as_deref());
-            if let Some(account) = account_id {
-                conversation.account_id = account;
-            }
-            conversation.validate().map_err(Refusal::Invalid)?;
+            let conversation = pushed_conversation(
+                intake,
+                account_id,
+                &conversation_id,
+                parent_conversation_id.as_deref(),
+            )?;
             check_id("message_id", &message_id).map_err(Refusal::Invalid)?;
             check_id("author.id", &author.id).map_err(Refusal::Invalid)?;
-            let event_id = crate::ids::heard_event_id(
-                &conversation.channel,
-                &conversation.account_id,
-                &conversation.conversation_id,
-                &message_id,
-            );
             let heard = super::Heard {
                 conversation,
                 message_id,
@@ -194,6 +188,7 @@ async fn take(
                 reply_to,
                 attachments,
             };
+            let event_id = heard.event_id();
             let taken = intake.message(heard).await.map_err(Refusal::Unavailable)?;
             Ok((event_id, taken))
         }
@@ -204,20 +199,14 @@ async fn take(
             change,
             key,
         } => {
-            let mut conversation =
-                intake.conversation(&conversation_id, parent_conversation_id.as_deref());
-            if let Some(account) = account_id {
-                conversation.account_id = account;
-            }
-            conversation.validate().map_err(Refusal::Invalid)?;
+            let conversation = pushed_conversation(
+                intake,
+                account_id,
+                &conversation_id,
+                parent_conversation_id.as_deref(),
+            )?;
             check_id("key", &key).map_err(Refusal::Invalid)?;
-            let event_id = crate::ids::change_event_id(
-                &conversation.channel,
-                &conversation.account_id,
-                &conversation.conversation_id,
-                change.name(),
-                &key,
-            );
+            let event_id = super::intake::change_event_id(&conversation, change, &key);
             let taken = intake
                 .change(conversation, change, &key)
                 .await
@@ -225,6 +214,21 @@ async fn take(
             Ok((event_id, taken))
         }
     }
+}
+
+/// The conversation a bridge names, under its account when it names one.
+fn pushed_conversation(
+    intake: &Intake,
+    account_id: Option<String>,
+    id: &str,
+    parent: Option<&str>,
+) -> Result<threadline_schemas::ConversationRef, Refusal> {
+    let mut conversation = intake.conversation(id, parent);
+    if let Some(account) = account_id {
+        conversation.account_id = account;
+    }
+    conversation.validate().map_err(Refusal::Invalid)?;
+    Ok(conversation)
 }
 
 /// Checks the request's signature and age against `secret`, `now` in Unix seconds.

@@ -611,7 +611,7 @@ impl super::FakeTelegram {
         from: &TelegramUser,
         text: &str,
     ) -> i64 {
-        lock(&self.shared).person_message(chat, topic, from, None, json!({ "text": text }))
+        self.people().person_writes(chat, topic, from, text)
     }
 
     /// `from` answers message `reply_to` with `text`; → the new message's id.
