@@ -1,17 +1,21 @@
-//! The README's demo: runs `threadline run all` against local NATS and Redis with a
-//! loopback fake of Discord, then publishes a spawn and a completion the way an agent
-//! runtime would, and shows where everything went.
+//! The README's demo: runs `threadline run all` against local NATS and Redis with loopback
+//! fakes of Discord's REST API and Gateway, publishes a spawn and a completion the way an
+//! agent runtime would, lets a person answer in the thread (heard by the Gateway listener and
+//! handed to the session as input), publishes the session's reply, and shows where everything
+//! went.
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use std::time::Duration;
+use threadline::config::ListenMode;
 use threadline::config::{Config, Secret};
 use threadline_schemas::{
-    BindingChanged, Placement, PostDelivered, SessionMode, SessionSpawned, Subjects,
+    BindingChanged, Placement, PostDelivered, SessionInput, SessionMode, SessionSpawned, Subjects,
 };
 use threadline_tests::events::{completion, new_id, spawn};
+use threadline_tests::fakes::discord_gateway::{FakeGateway, Person, TOKEN};
 use threadline_tests::fakes::FakeDiscord;
-use threadline_tests::pipeline::{threadline_bin, Pipeline};
+use threadline_tests::pipeline::{threadline_bin, Pipeline, ACCOUNT};
 
 const CHANNEL: &str = "100000000000000001";
 
@@ -32,8 +36,11 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let discord = FakeDiscord::start().await;
-    discord.set_tokens(&["demo-token"]);
+    discord.set_tokens(&[TOKEN]);
     println!("▶ fake Discord API on {}", discord.base_url());
+    let gateway = FakeGateway::start(1, 1_000).await;
+    discord.set_gateway(&gateway.url(), 1);
+    println!("▶ fake Discord Gateway on {}", gateway.url());
 
     let mut config = Config {
         nats_url: nats_url.clone(),
@@ -43,13 +50,27 @@ async fn main() -> anyhow::Result<()> {
         ..Config::default()
     };
     config.discord.api_base = discord.base_url();
-    config.discord.token = Secret::new("demo-token");
-    let dir = tempfile::tempdir()?;
-    let config_file = dir.path().join("threadline.toml");
+    config.discord.token = Secret::new(TOKEN);
+    // `run all` then also runs the Gateway listener, which hears people in bound threads.
+    config.discord.listen = ListenMode::Gateway;
+    config.discord.gateway_url = Some(gateway.url());
+    config.discord.shards = Some(1);
+    config.discord.account_id = ACCOUNT.into();
+    config.listen_addr = "127.0.0.1:0".into();
+    // Kept after the demo exits, so that a failed run can be read.
+    let dir = tempfile::Builder::new()
+        .prefix("threadline-demo-")
+        .tempdir()?
+        .keep();
+    let config_file = dir.join("threadline.toml");
     std::fs::write(&config_file, toml::to_string(&config)?)?;
-    let log_file = std::fs::File::create(dir.path().join("threadline.log"))?;
+    let log_path = dir.join("threadline.log");
+    let log_file = std::fs::File::create(&log_path)?;
 
-    println!("▶ starting `threadline run all` (subject prefix `demo`)");
+    println!(
+        "▶ starting `threadline run all` (subject prefix `demo`; its log: {})",
+        log_path.display()
+    );
     let mut threadline = tokio::process::Command::new(threadline_bin())
         .args(["run", "all"])
         .env("THREADLINE_CONFIG", &config_file)
@@ -86,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let mut thread = None;
     let mut completion_id = None;
     let mut delivered = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while delivered.is_none() {
         let message = tokio::time::timeout_at(deadline, out.next())
             .await
@@ -136,9 +157,70 @@ async fn main() -> anyhow::Result<()> {
             println!("◀ {subject}");
         }
     }
+    let thread = thread.context("no thread")?;
+    let session_key = session_key.context("no session")?;
+
+    // A person answers in the thread: the fake Gateway sends MESSAGE_CREATE to the listener.
+    gateway.add_thread(&thread, CHANNEL);
+    let mut inputs = client.subscribe(subjects.agent(&request.agent_id)).await?;
+    println!("▶ waiting for the Gateway listener to identify");
+    while gateway.live() == 0 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the Gateway listener never connected (see Threadline's log)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let maya = Person {
+        global_name: Some("Maya".into()),
+        ..Person::new("200000000000000001", "maya")
+    };
+    let question = "Can we make savings 25%?";
+    println!("▶ Maya writes in thread {thread}: {question}");
+    gateway.person_writes(&thread, &maya, question);
+    let input = loop {
+        let message = tokio::time::timeout_at(deadline, inputs.next())
+            .await
+            .context("timed out waiting for the session's input (see Threadline's log)")?
+            .context("NATS subscription closed")?;
+        let input: SessionInput = rmp_serde::from_slice(&message.payload)?;
+        if input.session_key == session_key {
+            break input;
+        }
+    };
+    let author = input.author.as_ref().and_then(|a| a.name.clone());
+    println!(
+        "◀ {}: input ({:?}) for session {} from {}: {}",
+        subjects.agent(&request.agent_id),
+        input.source,
+        input.session_key,
+        author.as_deref().unwrap_or("?"),
+        input.text
+    );
+
+    let reply = completion(&session_key, "Done: savings 25%, the rest flexible 35%.");
+    println!(
+        "▶ agent runtime publishes {}: the session answers",
+        subjects.in_completion()
+    );
+    publish(&js, subjects.in_completion(), &new_id(), &reply).await?;
+    loop {
+        let message = tokio::time::timeout_at(deadline, out.next())
+            .await
+            .context("timed out waiting for the reply's delivery (see Threadline's log)")?
+            .context("NATS subscription closed")?;
+        if message.subject.as_str() == subjects.out_delivered() {
+            let posted: PostDelivered = rmp_serde::from_slice(&message.payload)?;
+            if posted.event_id == reply.event_id {
+                println!(
+                    "◀ {}: posted to {} (reason {})",
+                    message.subject, posted.destination.conversation_id, posted.reason
+                );
+                break;
+            }
+        }
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let thread = thread.context("no thread")?;
     println!("\nWhat the (fake) Discord received:");
     for m in discord.messages() {
         let place = if m.channel_id == CHANNEL {
@@ -162,10 +244,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(20), threadline.wait()).await;
 
-    if in_thread.len() != 1 || completion_in_parent {
-        bail!("unexpected result: {} posts in the thread, completion in parent: {completion_in_parent}", in_thread.len());
+    let heard_right = input.text == question && author.as_deref() == Some("Maya");
+    if in_thread.len() != 2 || completion_in_parent || !heard_right {
+        bail!(
+            "unexpected result: {} posts in the thread (2 expected), completion in parent: \
+             {completion_in_parent}, Maya's message reached the session: {heard_right}",
+            in_thread.len()
+        );
     }
-    println!("✔ the completion reached its thread exactly once, though published twice; the parent channel holds only the thread's starter message");
+    println!("✔ the completion reached its thread exactly once, though published twice; Maya's answer in the thread reached the session as input, and its reply went back to the thread; the parent channel holds only the thread's starter message");
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
