@@ -56,7 +56,8 @@ pub struct ChaosConfig {
     pub publish_seconds: u64,
     /// How long to wait for quiescence after the last fault.
     pub drain_timeout_seconds: u64,
-    /// Listener processes (`run listen webhook:plain`) people's messages are pushed to.
+    /// Listener processes per listened channel (`run listen webhook:plain`, `telegram`,
+    /// `discord`, `slack`) that hear people's messages.
     pub listener_replicas: usize,
     /// Sessions bound to a conversation of their own that people write to.
     pub input_sessions: usize,
@@ -84,9 +85,9 @@ impl ChaosConfig {
             publish_seconds: 45,
             drain_timeout_seconds: 150,
             listener_replicas: 2,
-            input_sessions: 8,
+            input_sessions: 12,
             input_messages: 400,
-            listener_kills: 4,
+            listener_kills: 8,
         }
     }
 
@@ -836,10 +837,18 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
             if let Some(hook) = c.webhooks.get_mut("plain") {
                 hook.inbound_secret = Some(threadline::config::Secret::new(BRIDGE_SECRET));
             }
-            // Only the `run listen telegram` processes read it.
-            c.telegram.listen = threadline::config::ListenMode::Poll;
-            c.telegram.account_id = crate::pipeline::ACCOUNT.into();
+            // Only the `run listen` processes of `chaos_inputs` read these.
+            use threadline::config::{ListenMode, Secret};
+            let account = crate::pipeline::ACCOUNT;
+            c.telegram.listen = ListenMode::Poll;
+            c.telegram.account_id = account.into();
             c.telegram.poll_timeout_ms = Some(1_000);
+            c.discord.listen = ListenMode::Gateway;
+            c.discord.account_id = account.into();
+            c.slack.listen = ListenMode::Socket;
+            c.slack.account_id = account.into();
+            c.slack.app_token = Secret::new(crate::fakes::slack::APP_TOKEN);
+            c.slack.connections = Some(2);
         },
     })
     .await;
@@ -892,8 +901,8 @@ pub async fn run(config: ChaosConfig) -> ChaosReport {
     let phase = Phase::start(
         "chaos",
         format!(
-            "starting {} listener processes (webhook, Telegram) and binding {} sessions people will write to",
-            2 * config.listener_replicas, config.input_sessions
+            "starting {} listener processes (webhook, Telegram, Discord, Slack) and binding {} sessions people will write to",
+            4 * config.listener_replicas, config.input_sessions
         ),
     );
     let mut inputs = Inputs::prepare(&p, &mut rng, &config, logs.path()).await;

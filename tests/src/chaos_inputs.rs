@@ -1,15 +1,24 @@
 //! The input half of the chaos run: people writing in bound conversations while the
-//! listeners that hear them are `kill -9`ed and NATS and Redis restart. Two listeners, two
+//! listeners that hear them are `kill -9`ed and NATS and Redis restart. Four listeners, two
 //! replicas each:
 //! - a bridge's inbound webhook (`run listen webhook:plain`): each message is pushed, the way
 //!   a platform pushes, to one replica and pushed again — to the other — until one answers
 //!   200; some are pushed again after that, as a platform re-sends an answer it did not see;
 //! - Telegram (`run listen telegram`, polling): people write in forum topics of the fake; one
-//!   replica at a time polls, and a killed poller's lease and offset move to the other.
+//!   replica at a time polls, and a killed poller's lease and offset move to the other;
+//! - Discord (`run listen discord`, the Gateway): people write in threads of two guilds on
+//!   the two shards of the fake Gateway; the replicas split the shards by lease, and a killed
+//!   replica's shard is resumed by the other from the session and sequence kept in Redis;
+//! - Slack (`run listen slack`, Socket Mode, two connections per replica): people write in
+//!   threads; an envelope a killed replica never acknowledged is sent again on a connection
+//!   opened after it.
+//!
 //! Afterwards each message must be exactly one `tl.agent.*` input of its session: none lost,
 //! none twice.
 
 use crate::chaos::{ChaosConfig, WorkerProcess};
+use crate::fakes::discord_gateway::{FakeGateway, Person};
+use crate::fakes::slack::SlackPeople;
 use crate::fakes::telegram::{TelegramPeople, TelegramUser};
 use crate::pipeline::{Observed, Pipeline};
 use rand::rngs::StdRng;
@@ -26,6 +35,14 @@ use threadline_schemas::{ConversationRef, InputSource, Placement, SessionInput, 
 pub(crate) const BRIDGE_SECRET: &str = "chaos-bridge-secret";
 /// The webhook channel the bridge pushes into.
 const CHANNEL: &str = "plain";
+/// The Discord channels people's threads are in: one on each shard of the fake Gateway
+/// (`(guild_id >> 22) % 2`; `FakeGateway::GUILD` is on shard 0).
+const DISCORD_CHANNELS: [(&str, &str); 2] = [
+    ("300000000000000001", FakeGateway::GUILD),
+    ("300000000000000002", "4194304"),
+];
+/// The Slack user people write as.
+const SLACK_PERSON: &str = "U0GRACE001";
 
 /// One message a person writes.
 #[derive(Debug, Clone)]
@@ -34,7 +51,8 @@ struct Said {
     session_key: String,
     conversation: ConversationRef,
     message_id: String,
-    /// Pushed again after the first 200, as a platform that lost the answer would.
+    /// Webhook only: pushed again after the first 200, as a platform that lost the answer
+    /// would.
     resend: bool,
 }
 
@@ -48,12 +66,16 @@ impl Said {
 /// The listener replicas, the sessions people write to, and what was said.
 pub(crate) struct Inputs {
     /// `run listen webhook:plain` processes, each on its own port, and `run listen
-    /// telegram` processes.
+    /// telegram|discord|slack` processes.
     pub(crate) listeners: Vec<WorkerProcess>,
     ports: Vec<u16>,
     said: Vec<Said>,
     /// Where people write on Telegram.
     telegram: TelegramPeople,
+    /// Where people write on Discord (the Gateway the listeners connect to).
+    gateway: Arc<FakeGateway>,
+    /// Where people write on Slack.
+    slack: SlackPeople,
     /// Messages no replica took within the bridge's patience.
     given_up: Arc<Mutex<Vec<String>>>,
 }
@@ -100,20 +122,43 @@ impl Inputs {
         let window = Duration::from_secs(config.publish_seconds);
         // reqwest's `rustls-no-provider` needs one even for plain HTTP.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let gateway = Arc::new(FakeGateway::start(2, 2_000).await);
+        p.discord.set_gateway(&gateway.url(), 2);
+        for (channel, guild) in DISCORD_CHANNELS {
+            gateway.place(channel, guild);
+        }
         let mut bound = Vec::new();
         for n in 0..sessions {
-            if n % 2 == 0 {
-                let conversation = Pipeline::webhook_conversation(CHANNEL, &format!("people-{n}"));
-                let spawn =
-                    crate::events::spawn(&conversation, Placement::Current, SessionMode::Session);
-                let spawned = p.spawn_session(&spawn).await;
-                bound.push((spawned.session_key, conversation));
-            } else {
-                // A forum topic Threadline creates for the session.
-                bound.push(
-                    p.session_in_thread(&Pipeline::conversation("telegram"))
-                        .await,
-                );
+            match n % 4 {
+                0 => {
+                    let conversation =
+                        Pipeline::webhook_conversation(CHANNEL, &format!("people-{n}"));
+                    let spawn = crate::events::spawn(
+                        &conversation,
+                        Placement::Current,
+                        SessionMode::Session,
+                    );
+                    let spawned = p.spawn_session(&spawn).await;
+                    bound.push((spawned.session_key, conversation));
+                }
+                // A forum topic, a Discord thread or a Slack thread Threadline creates for
+                // the session, each named apart: the delivery half counts two roots of one
+                // name as a thread created twice.
+                kind => {
+                    let parent = match kind {
+                        1 => Pipeline::conversation("telegram"),
+                        2 => Pipeline::discord_channel(DISCORD_CHANNELS[(n / 4) % 2].0),
+                        _ => Pipeline::conversation("slack"),
+                    };
+                    let mut spawn =
+                        crate::events::spawn(&parent, Placement::Child, SessionMode::Session);
+                    spawn.thread_name = Some(format!("people-{n}"));
+                    let (key, thread) = p.spawn_in_thread(&spawn).await;
+                    if kind == 2 {
+                        gateway.add_thread(&thread.conversation_id, &parent.conversation_id);
+                    }
+                    bound.push((key, thread));
+                }
             }
         }
         let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
@@ -129,12 +174,16 @@ impl Inputs {
                 )
             })
             .collect();
+        // Their settings are in the run's configuration (`chaos::run`); the Discord listeners
+        // learn the fake Gateway's URL and shard count from `GET /gateway/bot`.
         for n in 0..replicas {
-            listeners.push(WorkerProcess::start(
-                p,
-                &["run", "listen", "telegram"],
-                logs.join(format!("listen-telegram-{n}.log")),
-            ));
+            for channel in ["telegram", "discord", "slack"] {
+                listeners.push(WorkerProcess::start(
+                    p,
+                    &["run", "listen", channel],
+                    logs.join(format!("listen-{channel}-{n}.log")),
+                ));
+            }
         }
         let window_ms = window.as_millis() as u64;
         let mut said: Vec<Said> = (0..messages)
@@ -155,14 +204,28 @@ impl Inputs {
             ports,
             said,
             telegram: p.telegram.people(),
+            gateway,
+            slack: p.slack.people(),
             given_up: Arc::default(),
         };
-        inputs.wait_listening().await;
+        inputs.wait_listening(p).await;
         inputs
     }
 
-    /// Until every replica answers (its HTTP server is up).
-    async fn wait_listening(&self) {
+    /// Until every webhook replica answers (its HTTP server is up), both Gateway shards have a
+    /// session (a message on a shard nobody ever identified on would reach no one, as on
+    /// Discord), and the Slack replicas hold their sockets.
+    async fn wait_listening(&self, p: &Pipeline) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.gateway.live() < 2 || p.slack.socket_connections() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "the Discord and Slack listeners never connected: {} Gateway sessions, {} Slack sockets",
+                self.gateway.live(),
+                p.slack.socket_connections()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let client = reqwest::Client::new();
         for port in &self.ports {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -191,6 +254,8 @@ impl Inputs {
         let said = self.said.clone();
         let ports = self.ports.clone();
         let telegram = self.telegram.clone();
+        let gateway = self.gateway.clone();
+        let slack = self.slack.clone();
         let given_up = self.given_up.clone();
         tokio::spawn(async move {
             let client = reqwest::Client::builder()
@@ -200,6 +265,18 @@ impl Inputs {
             let mut tasks = tokio::task::JoinSet::new();
             for (n, message) in said.into_iter().enumerate() {
                 tokio::time::sleep_until((started + message.at).into()).await;
+                let thread = &message.conversation.conversation_id;
+                if message.conversation.channel == "discord" {
+                    let grace = Person::new("200000000000000042", "grace");
+                    gateway.person_writes(thread, &grace, &message.text());
+                    continue;
+                }
+                if message.conversation.channel == "slack" {
+                    let channel = message.conversation.parent_conversation_id.as_deref();
+                    let channel = channel.expect("a Slack thread has its channel");
+                    slack.person_writes(channel, Some(thread), SLACK_PERSON, &message.text());
+                    continue;
+                }
                 if message.conversation.channel == "telegram" {
                     let number = |id: Option<&String>| -> i64 {
                         id.and_then(|id| id.parse().ok())
@@ -260,7 +337,7 @@ impl Inputs {
             resent: self
                 .said
                 .iter()
-                .filter(|s| s.resend && s.conversation.channel != "telegram")
+                .filter(|s| s.resend && s.conversation.channel.starts_with("webhook:"))
                 .count(),
             ..InputCounts::default()
         };

@@ -6,7 +6,9 @@
 //! restarted, nats-server and redis-server restart, and Synapse itself is SIGKILLed and
 //! started again. What counts is what Synapse stored, read back as a room member sees it
 //! (`/messages`, `m.thread` relations): every completion once, in its session's thread or
-//! room, in the order the router emitted it, nothing failed or dead-lettered.
+//! room, in the order the router emitted it, nothing failed or dead-lettered. Meanwhile a
+//! person writes in rooms of their own bound to sessions, heard by two `run listen matrix`
+//! processes that are killed too ([`crate::chaos_synapse_inputs`]): every message one input.
 //!
 //! The pieces shared with the fakes' chaos run (worker processes, fault schedule,
 //! publisher, outcome reading, report table) come from [`crate::chaos`].
@@ -15,6 +17,8 @@ use crate::chaos::{
     destination_key, event_of, fault_schedule, marker, outcomes, read_stream, render_table,
     spawn_publisher, start_fleet, Fault, Step,
 };
+use crate::chaos_inputs::InputCounts;
+use crate::chaos_synapse_inputs::MatrixInputs;
 use crate::events::{completion, new_id, spawn};
 use crate::pipeline::{Options, Pipeline, Security, ACCOUNT};
 use crate::progress::Phase;
@@ -27,7 +31,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use threadline::config::{Config, Secret};
+use threadline::config::{Config, ListenMode, Secret};
 use threadline::io::nats::StreamKind;
 use threadline_schemas::{
     encode, BindingChange, BindingChanged, ConversationRef, DeliveryAction, DeliveryCommand,
@@ -77,6 +81,14 @@ pub struct SynapseChaosConfig {
     pub publish_seconds: u64,
     /// After the last publish and fault, how long (seconds) the pass waits for quiescence.
     pub drain_timeout_seconds: u64,
+    /// `threadline run listen matrix` processes (one holds the bot's `/sync` lease).
+    pub listeners: usize,
+    /// Rooms of their own, each bound to a session, that the person writes in.
+    pub input_rooms: usize,
+    /// Messages the person writes during publishing.
+    pub input_messages: usize,
+    /// Listener processes SIGKILLed (and started again) during publishing.
+    pub listener_kills: usize,
 }
 
 impl SynapseChaosConfig {
@@ -103,6 +115,10 @@ impl SynapseChaosConfig {
             message_burst: 10,
             publish_seconds: 40,
             drain_timeout_seconds: 100,
+            listeners: 2,
+            input_rooms: 2,
+            input_messages: 120,
+            listener_kills: 3,
         }
     }
 }
@@ -190,6 +206,8 @@ pub struct SynapseChaosReport {
     pub total_seconds: f64,
     /// Whether everything went quiet within the drain timeout.
     pub settled: bool,
+    /// The person's messages through the Matrix listeners: sent, received, lost, duplicated.
+    pub inputs: InputCounts,
 }
 
 impl SynapseChaosReport {
@@ -209,6 +227,8 @@ impl SynapseChaosReport {
             && self.reports_mismatched == 0
             && self.spawns_unanswered == 0
             && self.posts_found == self.completions
+            && self.inputs.lost == 0
+            && self.inputs.duplicates == 0
     }
 
     /// A human-readable table.
@@ -284,6 +304,14 @@ impl SynapseChaosReport {
             (
                 "drain after last fault+publish",
                 format!("{:.1} s", self.drain_seconds),
+            ),
+            ("person's messages", self.inputs.sent.to_string()),
+            ("  became input", self.inputs.received.to_string()),
+            ("INPUTS LOST", self.inputs.lost.to_string()),
+            ("INPUT DUPLICATES", self.inputs.duplicates.to_string()),
+            (
+                "listener kills (-9)",
+                self.inputs.listener_kills.to_string(),
             ),
             ("whole pass", format!("{:.1} s", self.total_seconds)),
             ("settled", self.settled.to_string()),
@@ -458,6 +486,10 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         person_threads.push((room.clone(), root));
         current_rooms.push(room);
     }
+    let mut input_rooms = Vec::new();
+    for _ in 0..config.input_rooms {
+        input_rooms.push(hs.room(&person, &[&bot]).await);
+    }
     phase.done();
     // Every request of the deliverers passes here: it counts the 429s, and answers 502
     // while Synapse is down, as a reverse proxy in front of a homeserver does.
@@ -466,6 +498,10 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     let configure = move |c: &mut Config, _: &_, _: &_| {
         c.matrix.api_base = homeserver.clone();
         c.matrix.token = Secret::new(token.clone());
+        // Only the `run listen matrix` processes read these.
+        c.matrix.account_id = ACCOUNT.into();
+        c.matrix.listen = ListenMode::Sync;
+        c.matrix.poll_timeout_ms = Some(2_000);
     };
     let phase = Phase::start(
         "chaos-synapse",
@@ -514,8 +550,26 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     let routers: Vec<usize> = (1..1 + config.routers).collect();
     let deliverers: Vec<usize> = (1 + config.routers..fleet.len()).collect();
     phase.done();
-
+    let phase = Phase::start(
+        "chaos-synapse",
+        format!(
+            "binding {} rooms people write in, starting {} Matrix listener processes and waiting until they hear the rooms",
+            config.input_rooms, config.listeners
+        ),
+    );
     let window = Duration::from_secs(config.publish_seconds);
+    let mut inputs = MatrixInputs::prepare(
+        &p,
+        &hs.url(),
+        &person,
+        &input_rooms,
+        (config.listeners, config.input_messages, window),
+        &mut rng,
+        logs.path(),
+    )
+    .await;
+    phase.done();
+
     let mut schedule: Vec<(Duration, Chaos)> = fault_schedule(
         &mut rng,
         window,
@@ -529,6 +583,10 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     for n in 0..config.homeserver_restarts {
         let share = (n as f64 + 0.6) / config.homeserver_restarts as f64;
         schedule.push((window.mul_f64(share).min(window), Chaos::HomeserverRestart));
+    }
+    for _ in 0..config.listener_kills {
+        let at = window.mul_f64(rng.random_range(0.05..1.0));
+        schedule.push((at, Chaos::Base(Fault::KillListener)));
     }
     schedule.sort_by_key(|f| f.0);
     let mut victims: Vec<Victim> = std::iter::repeat_n(Victim::Router, config.router_kills)
@@ -560,13 +618,15 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     let phase = Phase::start(
         "chaos-synapse",
         format!(
-            "publishing {} events over {} s while routers and deliverers are killed and the servers restart",
+            "publishing {} events and {} of a person's messages over {} s while routers, deliverers and listeners are killed and the servers restart",
             work.steps.len(),
+            inputs.planned(),
             config.publish_seconds
         ),
     );
     let started = Instant::now();
     let publisher = spawn_publisher(p.js.clone(), work.steps.clone(), started);
+    let writer = inputs.spawn_person(started);
     let mut victims = victims.into_iter();
     for (at, what) in schedule {
         tokio::time::sleep_until((started + at).into()).await;
@@ -585,9 +645,12 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
                     Victim::Deliverer => report.deliverer_kills += 1,
                 }
             }
-            // `fault_schedule` makes none: listener kills are scheduled by the run that
-            // starts listeners.
-            Chaos::Base(Fault::KillListener) => {}
+            Chaos::Base(Fault::KillListener) => {
+                let victim = rng.random_range(0..inputs.listeners.len());
+                let pause = Duration::from_millis(rng.random_range(200..1_000));
+                inputs.listeners[victim].kill_and_restart(&p, pause).await;
+                report.inputs.listener_kills += 1;
+            }
             Chaos::Base(Fault::NatsRestart) => {
                 p.nats.restart().await;
                 report.nats_restarts += 1;
@@ -605,6 +668,7 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
         }
     }
     report.publish_seconds = publisher.await.expect("publisher").as_secs_f64();
+    writer.await.expect("the person's client");
     phase.done();
     let phase = Phase::start(
         "chaos-synapse",
@@ -619,7 +683,9 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     let deadline = quiet_from + Duration::from_secs(config.drain_timeout_seconds);
     let out_stream = StreamKind::Outbound.name(&p.subjects);
     let o = loop {
-        let o = outcomes(&p, &read_stream(&p.js, &out_stream).await);
+        let out = read_stream(&p.js, &out_stream).await;
+        let heard = inputs.settled(&p, &out);
+        let o = outcomes(&p, &out);
         let answered: HashSet<&str> = o
             .delivered
             .keys()
@@ -634,7 +700,7 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
                 .completions
                 .iter()
                 .all(|(event, _)| answered.contains(event.as_str()));
-        if done {
+        if done && heard {
             report.settled = true;
             break o;
         }
@@ -651,11 +717,14 @@ pub async fn run(config: SynapseChaosConfig) -> Option<SynapseChaosReport> {
     );
     // Let stragglers (a late duplicate would show up now) arrive before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for worker in &mut fleet {
+    for worker in fleet.iter_mut().chain(inputs.listeners.iter_mut()) {
         worker.stop().await;
     }
 
     let out = read_stream(&p.js, &out_stream).await;
+    let listener_kills = report.inputs.listener_kills;
+    report.inputs = inputs.count(&p, &out);
+    report.inputs.listener_kills = listener_kills;
     let mut threads: HashMap<String, ConversationRef> = HashMap::new();
     for message in out.iter().filter(|m| m.subject == p.subjects.out_binding()) {
         if let Ok(b) = rmp_serde::from_slice::<BindingChanged>(&message.payload) {

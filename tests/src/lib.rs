@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod chaos_inputs;
 pub mod chaos_synapse;
+pub mod chaos_synapse_inputs;
 pub mod contract;
 pub mod events;
 pub mod fakes;

@@ -77,7 +77,7 @@ async fn chaos_run_loses_nothing_and_duplicates_nothing() {
         report.posts_received + report.failed_reported,
         report.posts_expected
     );
-    assert!(report.inputs.listener_kills >= 4, "listeners were killed");
+    assert!(report.inputs.listener_kills >= 8, "listeners were killed");
     assert_eq!(report.inputs.lost, 0, "lost inputs:\n{}", report.table());
     assert_eq!(
         report.inputs.duplicates,

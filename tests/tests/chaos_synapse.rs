@@ -4,8 +4,10 @@
 //! and redis-server restart once each, Synapse is SIGKILLed and started again once, and its
 //! `rc_message` limit answers 429s. Checked by reading the rooms back from Synapse: every
 //! completion once, in its session's thread or room, in the router's order, none failed or
-//! dead-lettered. The seed is fixed so a failure reproduces (`THREADLINE_CHAOS_SEED` picks
-//! another). Without Synapse installed it skips loudly (in CI it fails).
+//! dead-lettered. A person's messages, heard by two `run listen matrix` processes that are
+//! SIGKILLed too, are each exactly one session input. The seed is fixed so a failure
+//! reproduces (`THREADLINE_CHAOS_SEED` picks another). Without Synapse installed it skips
+//! loudly (in CI it fails).
 
 use std::time::Duration;
 use threadline_tests::chaos_synapse::{run, SynapseChaosConfig};
@@ -17,7 +19,7 @@ async fn chaos_against_synapse_posts_every_completion_once_in_its_thread_in_orde
         .and_then(|s| s.parse().ok())
         .unwrap_or(20261207);
     let config = SynapseChaosConfig::ci(seed);
-    // A backstop: the pass bounds each of its waits, and takes about a minute.
+    // A backstop: the pass bounds each of its waits, and takes a minute or two.
     let pass = tokio::time::timeout(Duration::from_secs(240), run(config.clone()));
     let Some(report) = pass
         .await
@@ -69,4 +71,11 @@ async fn chaos_against_synapse_posts_every_completion_once_in_its_thread_in_orde
     assert_eq!(report.spawns_unanswered, 0, "spawns:\n{table}");
     assert_eq!(report.posts_found, report.completions, "{table}");
     assert_eq!(report.threads_created, report.threads_expected, "{table}");
+    assert_eq!(
+        report.inputs.listener_kills, config.listener_kills,
+        "listeners were killed"
+    );
+    assert_eq!(report.inputs.lost, 0, "lost inputs:\n{table}");
+    assert_eq!(report.inputs.duplicates, 0, "duplicate inputs:\n{table}");
+    assert_eq!(report.inputs.received, report.inputs.sent, "{table}");
 }

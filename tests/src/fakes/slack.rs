@@ -44,7 +44,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 mod listen;
-pub use listen::{sign, Push, Pushed, Signing, APP_TOKEN, SIGNING_SECRET};
+pub use listen::{sign, Push, Pushed, Signing, SlackPeople, APP_TOKEN, SIGNING_SECRET};
 
 use super::{
     auth_token, faulted, handle_methods, lock, retry_after_header_secs, serve, wait_for_len,

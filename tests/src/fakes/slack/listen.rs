@@ -367,17 +367,14 @@ fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl FakeSlack {
-    /// The app-level token `apps.connections.open` accepts.
-    pub fn app_token(&self) -> String {
-        APP_TOKEN.to_owned()
-    }
+/// People writing to the fake from a task of their own (the chaos run's people).
+#[derive(Clone)]
+pub struct SlackPeople {
+    shared: super::Shared,
+    hub: Arc<Hub>,
+}
 
-    /// The signing secret Events API pushes are signed with.
-    pub fn signing_secret(&self) -> String {
-        SIGNING_SECRET.to_owned()
-    }
-
+impl SlackPeople {
     /// A person (`user`) writes `text` in `channel`, in the thread of `thread_ts` when given:
     /// stored like any message, and sent as a `message` event (Socket Mode: queued for the
     /// app's connections). → the new message's `ts`.
@@ -426,6 +423,64 @@ impl FakeSlack {
         ts
     }
 
+    /// Wraps `event` in an `event_callback` as Slack does, records it, and queues it for
+    /// Socket Mode. → the outer payload (what an Events API push sends).
+    pub fn emit(&self, event: Value) -> Value {
+        let n = {
+            let mut st = lock(&self.shared);
+            st.events_made += 1;
+            st.events_made
+        };
+        let outer = json!({
+            "token": "fake-verification-token",
+            "team_id": TEAM_ID,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": format!("Ev{n:08}"),
+            "event_time": now_secs(),
+            "authorizations": [{"enterprise_id": null, "team_id": TEAM_ID,
+                "user_id": BOT_USER_ID, "is_bot": true, "is_enterprise_install": false}],
+            "is_ext_shared_channel": false,
+        });
+        lock(&self.shared).events.push(outer.clone());
+        self.hub.enqueue(outer.clone());
+        outer
+    }
+}
+
+impl FakeSlack {
+    /// The app-level token `apps.connections.open` accepts.
+    pub fn app_token(&self) -> String {
+        APP_TOKEN.to_owned()
+    }
+
+    /// The signing secret Events API pushes are signed with.
+    pub fn signing_secret(&self) -> String {
+        SIGNING_SECRET.to_owned()
+    }
+
+    /// A person (`user`) writes `text` in `channel`, in the thread of `thread_ts` when given:
+    /// stored like any message, and sent as a `message` event (Socket Mode: queued for the
+    /// app's connections). → the new message's `ts`.
+    pub fn person_writes(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        user: &str,
+        text: &str,
+    ) -> String {
+        self.people().person_writes(channel, thread_ts, user, text)
+    }
+
+    /// A handle for writing as people from another task.
+    pub fn people(&self) -> SlackPeople {
+        SlackPeople {
+            shared: self.shared.clone(),
+            hub: self.hub.clone(),
+        }
+    }
+
     /// A person deletes the message `ts` of `channel` (a thread root takes its thread with
     /// it), and Slack sends `message_deleted` with what the message was.
     pub fn person_deletes(&self, channel: &str, ts: &str) {
@@ -458,26 +513,7 @@ impl FakeSlack {
     /// Wraps `event` in an `event_callback` as Slack does, records it, and queues it for
     /// Socket Mode. → the outer payload (what an Events API push sends).
     pub fn emit(&self, event: Value) -> Value {
-        let n = {
-            let mut st = lock(&self.shared);
-            st.events_made += 1;
-            st.events_made
-        };
-        let outer = json!({
-            "token": "fake-verification-token",
-            "team_id": TEAM_ID,
-            "api_app_id": APP_ID,
-            "event": event,
-            "type": "event_callback",
-            "event_id": format!("Ev{n:08}"),
-            "event_time": now_secs(),
-            "authorizations": [{"enterprise_id": null, "team_id": TEAM_ID,
-                "user_id": BOT_USER_ID, "is_bot": true, "is_enterprise_install": false}],
-            "is_ext_shared_channel": false,
-        });
-        lock(&self.shared).events.push(outer.clone());
-        self.hub.enqueue(outer.clone());
-        outer
+        self.people().emit(event)
     }
 
     /// Every `event_callback` payload made so far, oldest first.
