@@ -43,9 +43,8 @@ impl Setup {
         self.pipeline
             .command(&["run", "listen", "discord"])
             .env("THREADLINE_DISCORD_LISTEN", "gateway")
-            // Quoted: figment reads an all-digit env value as a number, which a string
-            // setting refuses.
-            .env("THREADLINE_DISCORD_ACCOUNT_ID", format!("\"{ACCOUNT}\""))
+            // All digits, as Discord ids are: read as a number by the environment source.
+            .env("THREADLINE_DISCORD_ACCOUNT_ID", ACCOUNT)
             .spawn()
             .expect("threadline starts")
     }

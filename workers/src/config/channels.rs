@@ -102,6 +102,9 @@ pub struct PlatformConfig {
     // --- Listening (docs/listeners.md) ---
     /// The `account_id` the listener stamps on what it hears: the one your spawns and
     /// completions use for this platform. Default `default`.
+    // Platform ids are often all digits (a Discord application id, a Telegram bot id), which
+    // the environment source reads as a number: taken as its digits.
+    #[serde(deserialize_with = "serde_aux::field_attributes::deserialize_string_from_number")]
     pub account_id: String,
     /// How Threadline hears this platform; default `off` ([`ListenMode`]).
     pub listen: ListenMode,

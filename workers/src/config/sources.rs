@@ -190,4 +190,20 @@ mod tests {
         assert_eq!(c.lanes(), DEFAULT_DELIVERY_PARTITIONS);
         std::fs::remove_dir_all(dir).expect("clean up");
     }
+
+    #[test]
+    fn an_all_digit_account_id_is_taken_as_its_digits() {
+        let dir = crate::config::scratch_dir("account-digits");
+        let file = dir.join("t.toml");
+        std::fs::write(
+            &file,
+            "[discord]\naccount_id = 100000000000000099\n[slack]\naccount_id = \"T0TEAM\"\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&file)).expect("loads");
+        assert_eq!(c.discord.account_id, "100000000000000099");
+        assert_eq!(c.slack.account_id, "T0TEAM");
+        assert_eq!(c.telegram.account_id, "default");
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
 }
