@@ -9,7 +9,7 @@
 //! 5. `runtime`: the worker context, the one run loop, lanes, the outbox, binding endings.
 //! 6. The workers, which never import each other: `binder` (spawns, bindings, control),
 //!    `router` (where a completion goes), `deliver` (one adapter per chat platform),
-//!    `lifecycle` (the expiry sweeper).
+//!    `lifecycle` (the expiry sweeper), `listen` (what the platforms say, heard).
 //! 7. `app` (runs workers) and `cli` (the operator's commands).
 
 // Tests may unwrap: a panic is the failure report there.
