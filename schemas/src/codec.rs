@@ -268,6 +268,9 @@ mod tests {
             run_id: None,
             requester: None,
             metadata: Default::default(),
+            format: Default::default(),
+            mentions: Vec::new(),
+            reply_to: None,
         }
     }
 

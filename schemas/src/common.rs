@@ -111,6 +111,54 @@ pub enum DeliveryMode {
     Fallback,
 }
 
+/// How a post's `content` is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentFormat {
+    /// CommonMark (with tables and strikethrough), rendered for each platform: the default.
+    #[default]
+    Markdown,
+    /// Raw text, shown exactly as written: every character a platform would read as markup
+    /// is escaped, and nothing in it is a mention.
+    Plain,
+}
+
+impl ContentFormat {
+    /// Whether this is the default, `markdown` (left out when serialized).
+    pub fn is_markdown(&self) -> bool {
+        *self == ContentFormat::Markdown
+    }
+}
+
+/// At most this many user ids in one post's `mentions`.
+pub const MAX_MENTIONS: usize = 100;
+
+/// Checks a `mentions` allow-list: at most [`MAX_MENTIONS`] platform user ids, each a
+/// non-empty id of at most 255 bytes without whitespace, `<` or `>` (the `<@ID>` token
+/// syntax could not name it).
+pub fn check_mentions(mentions: &[String]) -> Result<(), String> {
+    if mentions.len() > MAX_MENTIONS {
+        return Err(format!(
+            "`mentions` names {} users; at most {MAX_MENTIONS} are allowed",
+            mentions.len()
+        ));
+    }
+    for id in mentions {
+        if id.is_empty() || id.len() > 255 {
+            return Err("`mentions` entries must be 1 to 255 bytes".into());
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || *c == '<' || *c == '>')
+        {
+            return Err(format!(
+                "`mentions` entry {id:?} contains {c:?}, which is not allowed"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Binding lifecycle: `pending` until the platform confirmed the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,7 +2,9 @@
 //! Only Threadline publishes it, but it is versioned and documented like the public events
 //! because deliverers and routers of different versions run side by side during a rollout.
 
-use crate::common::{check_id, ConversationRef, DeliveryMode, Validate};
+use crate::common::{
+    check_id, check_mentions, ContentFormat, ConversationRef, DeliveryMode, Validate,
+};
 use serde::{Deserialize, Serialize};
 
 /// One unit of platform work. `delivery_id` is the dedup key at the platform boundary.
@@ -40,6 +42,16 @@ pub enum DeliveryAction {
         /// The binding this post goes through; a successful post refreshes its activity.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         binding_id: Option<String>,
+        /// How `content` is written (the completion's `format`; Threadline's own notices
+        /// are `plain`). Absent: `markdown`.
+        #[serde(default, skip_serializing_if = "ContentFormat::is_markdown")]
+        format: ContentFormat,
+        /// Who `content` may notify (the completion's `mentions`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<String>,
+        /// The platform message the post answers (the completion's `reply_to`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
     },
     /// Create a thread under `parent` and activate `binding_id` with it.
     CreateThread {
@@ -77,6 +89,12 @@ struct WireCommand {
     #[serde(default)]
     binding_id: Option<String>,
     #[serde(default)]
+    format: ContentFormat,
+    #[serde(default)]
+    mentions: Vec<String>,
+    #[serde(default)]
+    reply_to: Option<String>,
+    #[serde(default)]
     parent: Option<ConversationRef>,
     #[serde(default)]
     name: Option<String>,
@@ -106,6 +124,9 @@ impl TryFrom<WireCommand> for DeliveryCommand {
                 reason: required(wire.reason, "reason")?,
                 session_key: wire.session_key,
                 binding_id: wire.binding_id,
+                format: wire.format,
+                mentions: wire.mentions,
+                reply_to: wire.reply_to,
             },
             ActionName::CreateThread => DeliveryAction::CreateThread {
                 parent: required(wire.parent, "parent")?,
@@ -132,8 +153,14 @@ impl Validate for DeliveryCommand {
                 destination,
                 binding_id,
                 session_key,
+                mentions,
+                reply_to,
                 ..
             } => {
+                check_mentions(mentions)?;
+                if let Some(reply_to) = reply_to {
+                    check_id("reply_to", reply_to)?;
+                }
                 if let Some(binding_id) = binding_id {
                     check_id("binding_id", binding_id)?;
                 }

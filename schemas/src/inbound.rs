@@ -1,8 +1,8 @@
 //! Events other services publish on `tl.in.*`.
 
 use crate::common::{
-    check_id, check_token, ConversationRef, DeliveryPolicy, Metadata, Placement, SessionMode,
-    Validate,
+    check_id, check_mentions, check_token, ContentFormat, ConversationRef, DeliveryPolicy,
+    Metadata, Placement, SessionMode, Validate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -137,12 +137,27 @@ pub struct CompletionReported {
     /// Free-form publisher metadata; Threadline carries it and never interprets it.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
+    /// How `content` is written: `markdown` (the default) or `plain`.
+    #[serde(default, skip_serializing_if = "ContentFormat::is_markdown")]
+    pub format: ContentFormat,
+    /// The platform user ids `content` may notify, written `<@ID>` in it; nobody else is
+    /// notified, and no broadcast (`@everyone`, `@here`, `<!channel>`, `@room`) ever is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    /// The platform message this completion answers (a session input's `message_id`):
+    /// posted as a reply to it where the platform has replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 impl Validate for CompletionReported {
     fn validate(&self) -> Result<(), String> {
         check_id("event_id", &self.event_id)?;
         check_id("session_key", &self.session_key)?;
+        check_mentions(&self.mentions)?;
+        if let Some(reply_to) = &self.reply_to {
+            check_id("reply_to", reply_to)?;
+        }
         if let Some(requester) = &self.requester {
             requester.validate()?;
         }

@@ -128,8 +128,13 @@ def completion_event(
     run_id: Optional[str] = None,
     requester: Optional[dict] = None,
     metadata: Optional[dict] = None,
+    format: Optional[str] = None,
+    mentions: Optional[list] = None,
+    reply_to: Optional[str] = None,
 ) -> dict:
-    """`tl.in.completion` (completion.schema.json)."""
+    """`tl.in.completion` (completion.schema.json). `content` is CommonMark unless
+    `format="plain"`; `mentions` lists the platform user ids it may notify (`<@ID>`);
+    `reply_to` is the platform message it answers (a session input's `message_id`)."""
     return _put(
         {
             "v": SCHEMA_VERSION,
@@ -141,6 +146,9 @@ def completion_event(
         run_id=run_id,
         requester=requester,
         metadata=metadata,
+        format=format,
+        mentions=mentions or None,
+        reply_to=reply_to,
     )
 
 
@@ -301,7 +309,14 @@ async def _cmd_spawn(pub: Publisher, args) -> dict:
 
 async def _cmd_completion(pub: Publisher, args) -> dict:
     outcomes = await pub.watch_outcomes() if args.wait else None
-    event = completion_event(args.session_key, args.content, status=args.status)
+    event = completion_event(
+        args.session_key,
+        args.content,
+        status=args.status,
+        format=args.format,
+        mentions=args.mentions,
+        reply_to=args.reply_to,
+    )
     ack = await pub.publish_completion(event, args.traceparent)
     result = {"event": event, "stream_seq": ack.seq, "duplicate": bool(ack.duplicate)}
     if outcomes is not None:
@@ -385,6 +400,11 @@ def _parser() -> argparse.ArgumentParser:
     completion.add_argument("--session-key", required=True)
     completion.add_argument("--content", required=True)
     completion.add_argument("--status", default="ok", choices=["ok", "error", "timeout"])
+    completion.add_argument("--format", choices=["markdown", "plain"])
+    completion.add_argument(
+        "--mention", action="append", dest="mentions", help="a user id it may notify"
+    )
+    completion.add_argument("--reply-to", help="the platform message it answers")
     completion.add_argument("--wait", action="store_true", help="wait for tl.out.delivered")
 
     scenario = commands.add_parser("scenario", help="spawn a child in a thread, then a completion")

@@ -50,6 +50,9 @@ pub fn completion(session_key: &str, content: &str) -> CompletionReported {
         run_id: None,
         requester: None,
         metadata: Default::default(),
+        format: Default::default(),
+        mentions: Vec::new(),
+        reply_to: None,
     }
 }
 

@@ -548,6 +548,59 @@ async fn synapse_agent_text_with_at_room_notifies_nobody() {
     assert!(pings.is_empty(), "Threadline's @room pinged: {pings:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_markdown_arrives_formatted_and_only_the_allowed_user_is_mentioned() {
+    let Some(w) = world().await else { return };
+    let other = w.hs.register("other", false).await;
+    let room = w.hs.room(&w.person, &[&w.bot, &other]).await;
+    let p = pipeline(&w.hs.url(), &w.bot.access_token, Options::default(), None).await;
+    let (key, _) = session(&p, &room_ref(&room), Placement::None).await;
+    let mut c = completion(
+        &key,
+        &format!(
+            "**Heads up** <@{}> and <@{}>: the `build` is red",
+            w.person.user_id, other.user_id
+        ),
+    );
+    c.mentions = vec![w.person.user_id.clone()];
+    p.publish_completion(&c).await;
+    let ours = p.wait_delivered(&c.event_id, 1).await[0]
+        .platform_message_id
+        .clone();
+    let stored = w.hs.timeline(&w.person, &room).await;
+    let event = stored
+        .iter()
+        .find(|e| e["event_id"] == ours.as_str())
+        .expect("the post is in the room");
+    let content = &event["content"];
+    assert_eq!(content["format"], "org.matrix.custom.html");
+    let html = content["formatted_body"].as_str().unwrap_or_default();
+    assert!(html.contains("<strong>Heads up</strong>"), "{html}");
+    assert!(html.contains("<code>build</code>"), "{html}");
+    assert_eq!(
+        content["m.mentions"],
+        json!({"user_ids": [w.person.user_id.clone()]})
+    );
+    let highlighted = |user: MatrixUser| {
+        let hs = &w.hs;
+        let ours = ours.clone();
+        async move {
+            hs.notifications(&user, true)
+                .await
+                .iter()
+                .any(|n| n["event"]["event_id"] == ours.as_str())
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || highlighted(w.person.clone())).await,
+        "the allowed user is mentioned"
+    );
+    assert!(
+        !highlighted(other.clone()).await,
+        "a user the event did not allow was mentioned"
+    );
+}
+
 /// Synapse's per-user limit small enough that bursts meet it within seconds.
 const TIGHT: SynapseOptions = SynapseOptions {
     messages_per_second: 4.0,
@@ -724,6 +777,9 @@ fn post<'a>(conversation: &'a ConversationRef, text: &'a str, key: &'a str) -> P
     PostRequest {
         conversation,
         text,
+        html: None,
+        mentions: &[],
+        reply_to: None,
         idempotency_key: key,
         event_id: key,
         delivery_id: key,

@@ -26,6 +26,7 @@ pub mod io;
 pub mod lifecycle;
 pub mod listen;
 pub mod model;
+pub mod render;
 pub mod router;
 pub mod runtime;
 pub mod store;

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ids", 0),
     ("config", 1),
     ("model", 2),
+    ("render", 2),
     ("io", 3),
     ("store", 4),
     ("runtime", 5),

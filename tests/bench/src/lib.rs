@@ -1169,7 +1169,7 @@ async fn measure_part(
     }
     // Floor first in even rounds, Threadline first in odd ones.
     let turns = |run: usize| {
-        if run % 2 == 0 {
+        if run.is_multiple_of(2) {
             [true, false]
         } else {
             [false, true]
@@ -2098,6 +2098,9 @@ mod tests {
             .post(PostRequest {
                 conversation: &conversation,
                 text: "full0 7",
+                html: None,
+                mentions: &[],
+                reply_to: None,
                 idempotency_key: &key,
                 event_id: &event_id.to_string(),
                 delivery_id: &delivery_id.to_string(),

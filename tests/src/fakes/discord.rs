@@ -62,6 +62,10 @@ pub struct DiscordMessage {
     pub nonce: Option<String>,
     /// The author: the bot user, or the webhook id for a webhook execute.
     pub author_id: String,
+    /// Who Discord notified ([`notified`]): `@everyone`, `user:<id>`, `role:<id>`.
+    pub notified: Vec<String>,
+    /// The message it replies to (`message_reference` resolved), if any.
+    pub reply_to: Option<String>,
 }
 
 /// A thread created through the fake.
@@ -311,10 +315,71 @@ impl Buckets {
     }
 }
 
-/// A message-creating request whose text could notify someone: every bot message, webhook
-/// execute and forum post must carry `allowed_mentions` with an empty `parse` and no
-/// `users`/`roles` (message.mdx, "Allowed Mentions Object": without it, `@everyone`,
-/// roles and users in the content are notified as the content says).
+/// Who a message with `content` and `allowed_mentions` notifies, as message.mdx ("Allowed
+/// Mentions Object") describes it: without the object, everything the content mentions;
+/// with it, the types in `parse` wholesale plus the `users` and `roles` listed, each only
+/// where the content mentions it (`<@id>`, `<@!id>`, `<@&id>`, `@everyone`, `@here`).
+pub fn notified(content: &str, allowed_mentions: Option<&Value>) -> Vec<String> {
+    let mut users = Vec::new();
+    let mut roles = Vec::new();
+    let mut rest = content;
+    while let Some(start) = rest.find("<@") {
+        let after = &rest[start + 2..];
+        let (role, after) = match after.strip_prefix('&') {
+            Some(a) => (true, a),
+            None => (false, after.strip_prefix('!').unwrap_or(after)),
+        };
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        if !digits.is_empty() && after[digits.len()..].starts_with('>') {
+            if role {
+                roles.push(digits);
+            } else {
+                users.push(digits);
+            }
+        }
+        rest = after;
+    }
+    // A backslash before the `@` makes it text (Discord's Markdown escape).
+    let everyone = ["@everyone", "@here"].iter().any(|word| {
+        content
+            .match_indices(word)
+            .any(|(i, _)| !content[..i].ends_with('\\'))
+    });
+    let parse: Vec<&str> = match allowed_mentions {
+        None => vec!["everyone", "roles", "users"],
+        Some(a) => a["parse"]
+            .as_array()
+            .map(|p| p.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default(),
+    };
+    let listed = |key: &str, id: &str| {
+        allowed_mentions
+            .and_then(|a| a[key].as_array())
+            .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(id)))
+    };
+    let mut out = Vec::new();
+    if everyone && parse.contains(&"everyone") {
+        out.push("@everyone".to_owned());
+    }
+    for id in users {
+        if parse.contains(&"users") || listed("users", &id) {
+            out.push(format!("user:{id}"));
+        }
+    }
+    for id in roles {
+        if parse.contains(&"roles") || listed("roles", &id) {
+            out.push(format!("role:{id}"));
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// A message-creating request whose text could notify someone it did not name: every bot
+/// message, webhook execute and forum post must carry `allowed_mentions` with an empty
+/// `parse` and no `roles` (message.mdx, "Allowed Mentions Object": without it, `@everyone`,
+/// roles and users in the content are notified as the content says); `users` may list the
+/// users the event allows.
 fn mention_risk(path: &str, body: &[u8]) -> Option<String> {
     let segments: Vec<&str> = path.split('/').collect();
     let creates = matches!(
@@ -333,7 +398,6 @@ fn mention_risk(path: &str, body: &[u8]) -> Option<String> {
     };
     let mentions = &message["allowed_mentions"];
     let silent = mentions["parse"].as_array().is_some_and(Vec::is_empty)
-        && mentions["users"].as_array().is_none_or(Vec::is_empty)
         && mentions["roles"].as_array().is_none_or(Vec::is_empty);
     (!silent)
         .then(|| format!("POST {path}: allowed_mentions {mentions} lets the text notify people"))
@@ -414,6 +478,33 @@ impl FakeDiscord {
     /// `http://127.0.0.1:PORT/api/v10`, the value for `THREADLINE_DISCORD_API_BASE`.
     pub fn base_url(&self) -> String {
         self.server.url("/api/v10")
+    }
+
+    /// A person (`author_id`) writes `content` in `channel_id`, as the Gateway would tell
+    /// the listener; stored like any message, so a post can reply to it. → its id.
+    pub fn person_posts(&self, channel_id: &str, author_id: &str, content: &str) -> String {
+        let mut st = lock(&self.shared);
+        let id = st.next_snowflake();
+        let stored = StoredMessage {
+            msg: DiscordMessage {
+                id: id.clone(),
+                channel_id: channel_id.to_owned(),
+                content: content.to_owned(),
+                nonce: None,
+                author_id: author_id.to_owned(),
+                notified: Vec::new(),
+                reply_to: None,
+            },
+            nonce_raw: None,
+            timestamp: rfc3339(SystemTime::now()),
+            reference: None,
+            webhook_id: None,
+            username: "person".to_owned(),
+        };
+        let index = st.messages.len();
+        st.message_index.insert(id.clone(), index);
+        st.messages.push(stored);
+        id
     }
 
     /// All stored messages, in creation order.
@@ -842,6 +933,11 @@ impl DiscordState {
         }
 
         let id = self.next_snowflake();
+        let notified = notified(&content, obj.get("allowed_mentions"));
+        let reply_to = reference
+            .as_ref()
+            .and_then(|r| r["message_id"].as_str())
+            .map(str::to_owned);
         let stored = StoredMessage {
             msg: DiscordMessage {
                 id: id.clone(),
@@ -849,6 +945,8 @@ impl DiscordState {
                 content,
                 nonce: nonce.as_ref().map(|(_, s)| s.clone()),
                 author_id,
+                notified,
+                reply_to,
             },
             nonce_raw: nonce.map(|(raw, _)| raw),
             timestamp: rfc3339(SystemTime::now()),
@@ -1070,9 +1168,11 @@ impl DiscordState {
             msg: DiscordMessage {
                 id: id.clone(),
                 channel_id: id.clone(),
+                notified: notified(&content, message.get("allowed_mentions")),
                 content,
                 nonce: None,
                 author_id: self.bot_user_id.clone(),
+                reply_to: None,
             },
             nonce_raw: None,
             timestamp: rfc3339(SystemTime::now()),

@@ -36,6 +36,7 @@ use axum::{
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+pub mod html;
 mod listen;
 pub use listen::{TelegramPeople, TelegramUser, WebhookPush, SECRET_HEADER};
 
@@ -66,8 +67,13 @@ pub struct TelegramMessage {
     pub message_id: i64,
     /// The forum topic it was posted into; `None` for the chat itself.
     pub message_thread_id: Option<i64>,
-    /// The message text as sent.
+    /// The message text as people see it: as sent, or with `parse_mode: "HTML"` the text
+    /// after entity parsing (tags gone, entities decoded).
     pub text: String,
+    /// What `parse_mode: "HTML"` made of the tags, over `text`.
+    pub entities: Vec<html::Entity>,
+    /// `reply_parameters.message_id`, when it names a message of the chat.
+    pub reply_to: Option<i64>,
 }
 
 impl TelegramMessage {
@@ -75,12 +81,27 @@ impl TelegramMessage {
     /// (MessageEntity type "mention", detected in any text, with or without
     /// `parse_mode`): `@` not after a username character, then 1–32 of
     /// `[A-Za-z0-9_]`.
+    /// Not inside code, links or text mentions: Telegram leaves `code` and `pre` text alone,
+    /// and drops a detected entity that overlaps one the sender gave (tdlib's
+    /// `fix_formatted_text` merges the found entities into the given ones without overlap).
     pub fn mentions(&self) -> Vec<String> {
         let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
         let chars: Vec<char> = self.text.chars().collect();
+        let mut at_utf16 = Vec::with_capacity(chars.len());
+        let mut offset = 0;
+        for c in &chars {
+            at_utf16.push(offset);
+            offset += c.len_utf16();
+        }
+        let in_code = |i: usize| {
+            self.entities.iter().any(|e| {
+                matches!(e.kind, "code" | "pre" | "text_link" | "text_mention")
+                    && (e.offset..e.offset + e.length).contains(&at_utf16[i])
+            })
+        };
         let mut found = Vec::new();
         for (i, &c) in chars.iter().enumerate() {
-            let starts = c == '@' && (i == 0 || !is_name(chars[i - 1]));
+            let starts = c == '@' && (i == 0 || !is_name(chars[i - 1])) && !in_code(i);
             if !starts {
                 continue;
             }
@@ -90,6 +111,11 @@ impl TelegramMessage {
             }
         }
         found
+    }
+
+    /// The users notified by id (`text_mention` entities: `<a href="tg://user?id=…">`).
+    pub fn text_mentions(&self) -> Vec<i64> {
+        self.entities.iter().filter_map(|e| e.user_id).collect()
     }
 }
 
@@ -520,12 +546,19 @@ impl TelegramState {
         });
 
         // Telegram strips surrounding whitespace, so blank text is empty text.
-        let text = match params.get("text") {
+        let sent = match params.get("text") {
             Some(Value::String(s)) => s.clone(),
             Some(n @ Value::Number(_)) => n.to_string(),
             None | Some(Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_)) => {
                 String::new()
             }
+        };
+        // The limit and the emptiness check apply "after entities parsing".
+        let (text, entities) = match params.get("parse_mode").and_then(Value::as_str) {
+            Some(mode) if mode.eq_ignore_ascii_case("html") => html::parse(&sent)
+                .map_err(|e| bad_request(&format!("can't parse entities: {e}")))?,
+            // Other modes (`MarkdownV2`) are not modelled: Threadline sends HTML or nothing.
+            _ => (sent, Vec::new()),
         };
         if text.trim().is_empty() {
             return Err(bad_request("message text is empty"));
@@ -533,15 +566,34 @@ impl TelegramState {
         if text.chars().count() > MAX_TEXT_CHARS {
             return Err(bad_request("message is too long"));
         }
-        // `disable_web_page_preview`, `parse_mode` and other options are
-        // accepted and ignored: they change rendering, not what is stored.
+        // `link_preview_options` and other options are accepted and ignored: they change
+        // how a message looks, not what is stored.
 
+        // ReplyParameters: a message of this chat, else "message to be replied not found"
+        // unless `allow_sending_without_reply`.
+        let reply_to = match params.get("reply_parameters") {
+            Some(Value::Object(reply)) => {
+                let id = reply.get("message_id").and_then(Value::as_i64);
+                // Any id the chat has handed out, the bot's messages and people's alike.
+                let last = self.last_message_id.get(&chat_id).copied().unwrap_or(0);
+                let exists = id.is_some_and(|id| (1..=last).contains(&id));
+                let without = reply.get("allow_sending_without_reply") == Some(&Value::Bool(true));
+                match (exists, without) {
+                    (true, _) => id,
+                    (false, true) => None,
+                    (false, false) => return Err(bad_request("message to be replied not found")),
+                }
+            }
+            _ => None,
+        };
         let message_id = self.next_message_id(chat_id);
         let stored = TelegramMessage {
             chat_id,
             message_id,
             message_thread_id: thread,
             text,
+            entities,
+            reply_to,
         };
         let body = self.message_json(&stored);
         self.messages.push(stored);
@@ -621,6 +673,26 @@ impl TelegramState {
             "date": unix_secs(SystemTime::now()),
             "text": m.text,
         });
+        if !m.entities.is_empty() {
+            v["entities"] = m
+                .entities
+                .iter()
+                .map(|e| {
+                    let mut entity =
+                        json!({"type": e.kind, "offset": e.offset, "length": e.length});
+                    if let Some(url) = &e.url {
+                        entity["url"] = json!(url);
+                    }
+                    if let Some(id) = e.user_id {
+                        entity["user"] = json!({"id": id, "is_bot": false, "first_name": "User"});
+                    }
+                    if let Some(language) = &e.language {
+                        entity["language"] = json!(language);
+                    }
+                    entity
+                })
+                .collect();
+        }
         if let (Some(obj), Some(thread)) = (v.as_object_mut(), m.message_thread_id) {
             // Telegram leaves both fields out for messages outside a topic.
             obj.insert("message_thread_id".into(), json!(thread));
@@ -914,12 +986,16 @@ mod tests {
                     message_id: 1,
                     message_thread_id: None,
                     text: "hello".to_owned(),
+                    entities: Vec::new(),
+                    reply_to: None,
                 },
                 TelegramMessage {
                     chat_id: CHAT,
                     message_id: 2,
                     message_thread_id: None,
                     text: "again".to_owned(),
+                    entities: Vec::new(),
+                    reply_to: None,
                 },
             ]
         );
@@ -1210,6 +1286,8 @@ mod tests {
             message_id: 1,
             message_thread_id: None,
             text: text.into(),
+            entities: Vec::new(),
+            reply_to: None,
         };
         assert_eq!(
             m("hi @alice and @bob_2, mail x@y.z").mentions(),

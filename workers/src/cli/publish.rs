@@ -111,6 +111,15 @@ pub struct CompletionArgs {
     /// The run's id, carried through.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// How the content is written: `markdown` (rendered per platform) or `plain`.
+    #[arg(long, value_parser = ["markdown", "plain"], default_value = "markdown")]
+    pub format: String,
+    /// A platform user id the content may notify (written `<@ID>` in it); repeatable.
+    #[arg(long = "mention")]
+    pub mentions: Vec<String>,
+    /// The platform message the completion answers (a session input's `message_id`).
+    #[arg(long)]
+    pub reply_to: Option<String>,
     /// Where to post when the session is unknown to Threadline (optional).
     #[command(flatten)]
     pub requester: ConversationArgs,
@@ -403,6 +412,9 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
                     run_id: a.run_id.clone(),
                     requester: a.requester.conversation()?,
                     metadata: Default::default(),
+                    format: wire("format", &a.format)?,
+                    mentions: a.mentions.clone(),
+                    reply_to: a.reply_to.clone(),
                 })
             })?;
             let event: CompletionReported = typed(value)?;

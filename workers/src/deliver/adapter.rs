@@ -4,6 +4,7 @@
 
 pub use crate::model::channels::Capabilities;
 use crate::model::platform_codes::PermanentCode;
+pub use crate::render::Markup;
 use std::future::Future;
 use std::time::Duration;
 use threadline_schemas::ConversationRef;
@@ -13,8 +14,15 @@ use threadline_schemas::ConversationRef;
 pub struct PostRequest<'a> {
     /// Where the part goes.
     pub conversation: &'a ConversationRef,
-    /// The part's text.
+    /// The part's text, rendered for the platform ([`crate::render`]).
     pub text: &'a str,
+    /// Matrix: the part's `formatted_body`.
+    pub html: Option<&'a str>,
+    /// The users the part may notify (allowed by the event and mentioned in the part).
+    pub mentions: &'a [String],
+    /// The platform message the post answers. Where a reply is one message, only the first
+    /// part is marked as one; Slack's reply is its thread, which holds every part.
+    pub reply_to: Option<&'a str>,
     /// Stable per (delivery, part): the platform idempotency key where there is one.
     pub idempotency_key: &'a str,
     /// The completion (or send) the post belongs to.
@@ -100,6 +108,11 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// What the channel can do (drives the binder's and the router's decisions).
     fn capabilities(&self) -> Capabilities;
+
+    /// How content is rendered for this channel.
+    fn markup(&self) -> Markup {
+        Markup::AsWritten
+    }
 
     /// Whether re-sending this post with its key cannot duplicate it. Per post, because one
     /// platform may post through identities with and without keys (Discord bot vs persona).

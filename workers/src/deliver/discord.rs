@@ -25,7 +25,9 @@
 //! this bot in this process; a bucket that reports `X-RateLimit-Remaining: 0` is waited out
 //! (`X-RateLimit-Reset-After`) before its next request.
 
-use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
+use super::adapter::{
+    Adapter, Capabilities, Markup, PlatformError, PostRequest, Receipt, ThreadRequest,
+};
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::config::Persona;
@@ -235,6 +237,15 @@ fn permanent_code(status: u16, code: Option<i64>) -> PermanentCode {
     }
 }
 
+/// Who a post may ping: exactly the users the event allows and the part mentions; never
+/// `@everyone`, `@here` or a role, whatever the text says (message.mdx, "Allowed Mentions
+/// Object": an empty `parse` and an explicit `users` list). An id that is no snowflake names
+/// no Discord user, and Discord would refuse the whole message for it.
+fn allowed_mentions(users: &[String]) -> serde_json::Value {
+    let users: Vec<&String> = users.iter().filter(|u| snowflake(u).is_ok()).collect();
+    json!({"parse": [], "users": users})
+}
+
 /// The smallest snowflake made at Unix ms `ms`: `after=` it lists what came since.
 fn snowflake_at(ms: u64) -> u64 {
     ms.saturating_sub(DISCORD_EPOCH_MS) << 22
@@ -333,8 +344,12 @@ impl Discord {
         if c.parent_conversation_id.is_some() {
             url.push_str(&format!("&thread_id={}", snowflake(&c.conversation_id)?));
         }
-        // Agents' output must never ping anyone (message.mdx, "Allowed Mentions Object").
-        let mut body = json!({"content": request.text, "allowed_mentions": {"parse": []}});
+        // Only the users the event allows may be pinged; never @everyone, @here or roles
+        // (message.mdx, "Allowed Mentions Object").
+        let mut body = json!({
+            "content": request.text,
+            "allowed_mentions": allowed_mentions(request.mentions),
+        });
         if let Some(name) = &persona.username {
             body["username"] = json!(name);
         }
@@ -426,9 +441,23 @@ impl Discord {
         &self,
         channel_id: &str,
         content: &str,
+        mentions: &[String],
+        reply_to: Option<&str>,
         nonce: &str,
     ) -> Result<Receipt, PlatformError> {
         let channel_id = snowflake(channel_id)?;
+        let mut body = json!({
+            "content": content,
+            "nonce": nonce,
+            "enforce_nonce": true,
+            "allowed_mentions": allowed_mentions(mentions),
+        });
+        if let Some(id) = reply_to.filter(|id| snowflake(id).is_ok()) {
+            // A reply to a message deleted meanwhile is still posted, as a plain message
+            // (message.mdx, "Message Reference Object": `fail_if_not_exists`); replying pings
+            // nobody, since `allowed_mentions.replied_user` is left false.
+            body["message_reference"] = json!({"message_id": id, "fail_if_not_exists": false});
+        }
         let (_, value) = self
             .call(
                 Route {
@@ -436,13 +465,7 @@ impl Discord {
                     major: channel_id.to_owned(),
                 },
                 &format!("/channels/{channel_id}/messages"),
-                json!({
-                    "content": content,
-                    "nonce": nonce,
-                    "enforce_nonce": true,
-                    // Agents' output must never ping @everyone, roles or users.
-                    "allowed_mentions": {"parse": []},
-                }),
+                body,
             )
             .await?;
         serde_json::from_value::<Created>(value)
@@ -619,6 +642,10 @@ impl Adapter for Discord {
         channels::DISCORD
     }
 
+    fn markup(&self) -> Markup {
+        Markup::Discord
+    }
+
     fn keyed(&self, request: &PostRequest<'_>) -> bool {
         // Bot messages carry a nonce; webhook executes cannot.
         self.persona(request).is_none()
@@ -685,6 +712,10 @@ impl Adapter for Discord {
         self.create_message(
             &request.conversation.conversation_id,
             request.text,
+            request.mentions,
+            // The first part answers the message; the rest follow it. A persona's webhook
+            // execute cannot reply (it takes no `message_reference`).
+            request.reply_to.filter(|_| request.part == 0),
             request.idempotency_key,
         )
         .await
@@ -727,7 +758,13 @@ impl Adapter for Discord {
             return Ok(Self::thread_ref(request.parent, parent_id, thread.id));
         }
         let starter = self
-            .create_message(parent_id, &starter_text(name), request.idempotency_key)
+            .create_message(
+                parent_id,
+                &starter_text(name),
+                &[],
+                None,
+                request.idempotency_key,
+            )
             .await?
             .message_id;
         let thread_id = self.thread_from(parent_id, &starter, name).await?;

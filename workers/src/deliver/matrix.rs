@@ -13,7 +13,9 @@
 //! `rc_message` limit counts a user's events across all rooms, so posts are paced per
 //! account ([`Pacer`]).
 
-use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
+use super::adapter::{
+    Adapter, Capabilities, Markup, PlatformError, PostRequest, Receipt, ThreadRequest,
+};
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::model::channels;
@@ -389,9 +391,21 @@ impl Adapter for Matrix {
         channels::MATRIX
     }
 
+    fn markup(&self) -> Markup {
+        Markup::Matrix
+    }
+
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
         let c = request.conversation;
+        // The first part answers the message (rich replies module); the rest follow it.
+        let answered = request
+            .reply_to
+            .filter(|id| request.part == 0 && id.starts_with('$'));
         let mut content = json!({"msgtype": "m.text", "body": request.text});
+        if let Some(html) = request.html {
+            content["format"] = json!("org.matrix.custom.html");
+            content["formatted_body"] = json!(html);
+        }
         let room = match &c.parent_conversation_id {
             Some(room) => {
                 // Once per post, before its first part: a redacted root ends the binding and
@@ -402,20 +416,39 @@ impl Adapter for Matrix {
                         message: format!("thread root {} was redacted", c.conversation_id),
                     });
                 }
-                content["m.relates_to"] = json!({
-                    "rel_type": "m.thread",
-                    "event_id": c.conversation_id,
-                    // Clients without thread support show the post as a reply to the root.
-                    "is_falling_back": true,
-                    "m.in_reply_to": {"event_id": c.conversation_id},
-                });
+                content["m.relates_to"] = match answered {
+                    // A reply within the thread (threading module, "Replies within threads").
+                    Some(event_id) => json!({
+                        "rel_type": "m.thread",
+                        "event_id": c.conversation_id,
+                        "is_falling_back": false,
+                        "m.in_reply_to": {"event_id": event_id},
+                    }),
+                    None => json!({
+                        "rel_type": "m.thread",
+                        "event_id": c.conversation_id,
+                        // Clients without thread support show the post as a reply to the root.
+                        "is_falling_back": true,
+                        "m.in_reply_to": {"event_id": c.conversation_id},
+                    }),
+                };
                 room
             }
-            None => &c.conversation_id,
+            None => {
+                if let Some(event_id) = answered {
+                    content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": event_id}});
+                }
+                &c.conversation_id
+            }
         };
+        let mut content = with_envelope(content, request.idempotency_key);
+        if !request.mentions.is_empty() {
+            // Only the users the event allows, never `room` (mentions module).
+            content["m.mentions"] = json!({"user_ids": request.mentions});
+        }
         self.send(
             room,
-            with_envelope(content, request.idempotency_key),
+            content,
             request.idempotency_key,
             c.parent_conversation_id.is_some(),
         )

@@ -20,7 +20,6 @@ pub mod matrix;
 mod posting;
 pub(crate) mod registry;
 pub(crate) mod slack;
-pub(crate) mod split;
 pub(crate) mod telegram;
 mod thread;
 pub(crate) mod touch;
@@ -147,6 +146,7 @@ impl<A: Adapter> Handler for Deliverer<A> {
                 reason,
                 session_key,
                 binding_id,
+                ..
             } => {
                 self.handle_post(
                     command,

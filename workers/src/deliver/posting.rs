@@ -5,7 +5,7 @@
 
 use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest};
 use super::claim::{self, PartClaim, PartState};
-use super::{read_back_since, split, Deliverer, Failure};
+use super::{read_back_since, Deliverer, Failure};
 use crate::config::UnknownOutcome;
 use crate::error::WorkError;
 use crate::ids;
@@ -15,13 +15,14 @@ use crate::model::bindings::{Farewell, FAREWELL_REASON};
 use crate::model::fallback::{self, Unbound};
 use crate::model::platform_codes::PermanentCode;
 use crate::model::session::SessionRecord;
+use crate::render::{self, Mentions};
 use crate::runtime::ending::end_binding;
 use crate::runtime::outbox::{AgentInput, Delivered, PostCommand};
 use crate::runtime::WorkerContext;
 use std::time::{Duration, Instant};
 use threadline_schemas::{
-    ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, DeliveryPolicy, InputSource,
-    Reconciliation,
+    ContentFormat, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, DeliveryPolicy,
+    InputSource, Reconciliation,
 };
 
 /// How a part in doubt is settled.
@@ -65,15 +66,33 @@ impl<A: Adapter> Deliverer<A> {
     ) -> Result<Posted<'a>, WorkError> {
         let store = &self.ctx.store;
         let caps = self.adapter.capabilities();
-        let parts = split::split(content, caps.max_message_chars);
+        let (format, mentions, reply_to) = match &command.action {
+            DeliveryAction::Post {
+                format,
+                mentions,
+                reply_to,
+                ..
+            } => (*format, mentions.as_slice(), reply_to.as_deref()),
+            DeliveryAction::CreateThread { .. } => (ContentFormat::Plain, &[][..], None),
+        };
+        let parts = render::parts(
+            content,
+            format,
+            self.adapter.markup(),
+            caps.max_message_chars,
+            &Mentions::new(mentions),
+        );
         let mut message_ids = Vec::with_capacity(parts.len());
         let mut reconciled = None;
         let mut unsettled = None;
-        for (index, text) in parts.iter().enumerate() {
+        for (index, part) in parts.iter().enumerate() {
             let key = ids::part_key(&command.delivery_id, index);
             let request = PostRequest {
                 conversation: destination,
-                text,
+                text: &part.rendered.text,
+                html: part.rendered.html.as_deref(),
+                mentions: &part.mentioned,
+                reply_to,
                 idempotency_key: &key,
                 event_id: &command.event_id,
                 delivery_id: &command.delivery_id,
@@ -691,6 +710,12 @@ fn requester_fallback(
     requester: &ConversationRef,
     code: &PermanentCode,
 ) -> Outgoing {
+    let (format, mentions) = match &command.action {
+        DeliveryAction::Post {
+            format, mentions, ..
+        } => (*format, mentions.clone()),
+        DeliveryAction::CreateThread { .. } => (ContentFormat::default(), Vec::new()),
+    };
     ctx.outbox.post(PostCommand {
         event_id: command.event_id.clone(),
         delivery_id: ids::post_delivery_id(&command.event_id, requester),
@@ -700,5 +725,10 @@ fn requester_fallback(
         reason: code.to_string(),
         session_key: Some(session_key.to_owned()),
         binding_id: None,
+        format,
+        mentions,
+        // The message answered is in the bound thread: a reply to it from elsewhere would
+        // point nowhere (or be refused), so the fallback is a plain post.
+        reply_to: None,
     })
 }

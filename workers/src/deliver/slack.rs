@@ -11,16 +11,19 @@
 //! `tests/specs/slack-chat.postMessage.json`). Every post into a thread checks the answer's
 //! `thread_ts` and reports such a post as [`PlatformError::PostedInParent`], never as posted.
 //!
-//! Text is escaped as Slack's formatting reference asks ("Escaping text": `&`, `<` and `>`
-//! become `&amp;`, `&lt;`, `&gt;`, nothing else), so agent output cannot form `<!channel>`,
-//! `<!here>`, `<@U…>` or `<!subteam^…>` and notify anyone. Without `link_names` (never sent),
-//! a bare `@here` is plain text.
+//! Text arrives rendered as mrkdwn (`crate::render::slack`), escaped as Slack's formatting
+//! reference asks, so agent output cannot form `<!channel>`, `<!here>` or `<!subteam^…>`, and
+//! `<@U…>` only for the users the event allows. Without `link_names` (never sent), a bare
+//! `@here` is plain text.
 
-use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
+use super::adapter::{
+    Adapter, Capabilities, Markup, PlatformError, PostRequest, Receipt, ThreadRequest,
+};
 use super::credentials::Credentials;
 use super::http::{classify, client, retry_after_header, send, Answered};
 use crate::model::channels;
 use crate::model::platform_codes::PermanentCode;
+use crate::render;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -70,6 +73,30 @@ fn place(conversation: &ConversationRef) -> (&str, Option<&str>) {
     match &conversation.parent_conversation_id {
         Some(channel) => (channel, Some(&conversation.conversation_id)),
         None => (&conversation.conversation_id, None),
+    }
+}
+
+/// Where in its channel a post goes.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    /// The channel's top level.
+    Channel,
+    /// The bound thread.
+    Thread(&'a str),
+    /// The thread of the message a post in a channel answers (every part of it): Slack's
+    /// reply is a thread reply.
+    ReplyTo(&'a str),
+}
+
+/// Where `request` goes: its thread, or for a post in a channel answering a message, that
+/// message's thread.
+fn target<'a>(request: &PostRequest<'a>) -> (&'a str, Target<'a>) {
+    match place(request.conversation) {
+        (channel, Some(ts)) => (channel, Target::Thread(ts)),
+        (channel, None) => match request.reply_to.filter(|ts| is_ts(ts)) {
+            Some(ts) => (channel, Target::ReplyTo(ts)),
+            None => (channel, Target::Channel),
+        },
     }
 }
 
@@ -152,20 +179,6 @@ fn meaning(error: &str, in_thread: bool, posting: bool) -> Meaning {
     }
 }
 
-/// Slack's control characters as entities: `&` first, so no entity is escaped twice.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 impl Slack {
     /// An adapter calling the Web API at `api_base` with `credentials`.
     pub(crate) fn new(api_base: &str, credentials: Arc<Credentials>, timeout: Duration) -> Self {
@@ -229,14 +242,19 @@ impl Slack {
     async fn post_message(
         &self,
         channel: &str,
-        thread_ts: Option<&str>,
+        at: Target<'_>,
         text: &str,
         key: &str,
     ) -> Result<Receipt, PlatformError> {
-        let thread_ts = checked(thread_ts)?;
+        let (thread_ts, replying) = match at {
+            Target::Channel => (None, false),
+            Target::Thread(ts) => (checked(Some(ts))?, false),
+            Target::ReplyTo(ts) => (Some(ts), true),
+        };
         let mut body = json!({
             "channel": channel,
-            "text": escape(text),
+            // Rendered already (`crate::render::slack`): escaped, mentions only as allowed.
+            "text": text,
             "unfurl_links": false,
             "metadata": {"event_type": EVENT_TYPE, "event_payload": {"key": key}},
         });
@@ -247,7 +265,9 @@ impl Slack {
             .http
             .post(format!("{}/chat.postMessage", self.api_base))
             .json(&body);
-        let answer = self.call(request, thread_ts.is_some(), true).await?;
+        let answer = self
+            .call(request, thread_ts.is_some() && !replying, true)
+            .await?;
         let ts = answer
             .ts
             .clone()
@@ -269,6 +289,8 @@ impl Slack {
             author_id: message.user,
         };
         match thread_ts {
+            // A reply whose message is gone lands in the channel: where the session is bound.
+            Some(_) if replying => Ok(receipt),
             Some(root) if message.thread_ts.as_deref() != Some(root) => {
                 Err(PlatformError::PostedInParent {
                     code: PermanentCode::ThreadDeleted,
@@ -340,9 +362,13 @@ impl Adapter for Slack {
         channels::SLACK
     }
 
+    fn markup(&self) -> Markup {
+        Markup::Slack
+    }
+
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
-        let (channel, thread_ts) = place(request.conversation);
-        self.post_message(channel, thread_ts, request.text, request.idempotency_key)
+        let (channel, at) = target(&request);
+        self.post_message(channel, at, request.text, request.idempotency_key)
             .await
     }
 
@@ -357,8 +383,8 @@ impl Adapter for Slack {
         let root = self
             .post_message(
                 channel,
-                None,
-                &starter_text(request.name),
+                Target::Channel,
+                &render::slack::plain(&starter_text(request.name)).text,
                 request.idempotency_key,
             )
             .await?;
@@ -375,6 +401,13 @@ impl Adapter for Slack {
     ) -> Result<Option<Receipt>, PlatformError> {
         let key = request.idempotency_key;
         let (channel, thread_ts) = place(request.conversation);
+        if let (_, Target::ReplyTo(root)) = target(&request) {
+            // In the thread of the message answered, or in the channel if it was gone.
+            if let Some(found) = self.find(channel, Some(root), key, since_ms).await? {
+                return Ok(Some(found));
+            }
+            return self.find(channel, None, key, since_ms).await;
+        }
         let found = self.find(channel, thread_ts, key, since_ms).await?;
         if found.is_some() || thread_ts.is_none() {
             return Ok(found);
@@ -503,14 +536,6 @@ mod tests {
         for bad in ["", "abc", "1.2.3", "-1.5", "1.", "1e9"] {
             assert!(!is_ts(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn slack_text_escapes_only_its_control_characters() {
-        assert_eq!(
-            escape("<!channel> & <@U123> said a > b &amp; *bold*"),
-            "&lt;!channel&gt; &amp; &lt;@U123&gt; said a &gt; b &amp;amp; *bold*"
-        );
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //!
 //! Requests follow the Bot API as `tests/specs/telegram-api.json` describes it (link previews
 //! are turned off with `link_preview_options`; `disable_web_page_preview` is no longer a
-//! `sendMessage` parameter). Text is sent without `parse_mode` or `entities`, so it is never
-//! formatted and never holds a `text_mention`; but Telegram detects `@username` mentions
-//! (MessageEntity "mention") in any text and notifies the user, so a word joiner (U+2060,
-//! invisible) is put after every `@` that would start one: agent text notifies nobody.
+//! `sendMessage` parameter). Text arrives rendered as Telegram HTML (`crate::render::telegram`)
+//! and is sent with `parse_mode: HTML`: escaped, holding a `text_mention` only for a user the
+//! event allows; Telegram detects `@username` mentions (MessageEntity "mention") in any text
+//! and notifies the user, so the renderer puts a word joiner (U+2060, invisible) after every
+//! `@` that would start one.
 //!
 //! A post into a topic is checked against the answer's `message_thread_id`: the Bot API has
 //! put messages for a deleted topic into the main chat without an error (private-chat topics,
@@ -17,11 +18,14 @@
 //! reported as [`PlatformError::PostedInParent`] — never as posted in the topic — and can be
 //! taken back with `deleteMessage`.
 
-use super::adapter::{Adapter, Capabilities, PlatformError, PostRequest, Receipt, ThreadRequest};
+use super::adapter::{
+    Adapter, Capabilities, Markup, PlatformError, PostRequest, Receipt, ThreadRequest,
+};
 use super::credentials::Credentials;
 use super::http::{classify, client, send, Answered};
 use crate::model::channels;
 use crate::model::platform_codes::PermanentCode;
+use crate::render;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -93,26 +97,6 @@ fn permanent_code(status: u16, description: &str, migrated: bool) -> PermanentCo
     }
 }
 
-/// Puts a word joiner after each `@` that would start a mention Telegram detects and
-/// notifies (`@` not after a username character, followed by one); the text reads the same.
-pub(crate) fn without_mentions(text: &str) -> String {
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(text.len());
-    let mut previous: Option<char> = None;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        let starts = c == '@'
-            && !previous.is_some_and(is_name)
-            && chars.peek().copied().is_some_and(is_name);
-        if starts {
-            out.push('\u{2060}');
-        }
-        previous = Some(c);
-    }
-    out
-}
-
 /// A chat id as Telegram wants it: a number when it is one, else the `@username` string.
 fn chat(id: &str) -> Value {
     id.parse::<i64>()
@@ -179,13 +163,30 @@ impl Adapter for Telegram {
         channels::TELEGRAM
     }
 
+    fn markup(&self) -> Markup {
+        Markup::Telegram
+    }
+
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
         let c = request.conversation;
         let mut topic = None;
         let mut body = json!({
-            "text": without_mentions(request.text),
+            // Rendered already (`crate::render::telegram`): HTML, escaped, with no mention
+            // Telegram would detect unless the event allows it.
+            "text": request.text,
+            "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": true},
         });
+        if let Some(id) = request
+            .reply_to
+            .filter(|_| request.part == 0)
+            .and_then(|id| id.parse::<i64>().ok())
+        {
+            // A reply to a message deleted meanwhile is still sent, as a plain message
+            // (ReplyParameters.allow_sending_without_reply).
+            body["reply_parameters"] =
+                json!({"message_id": id, "allow_sending_without_reply": true});
+        }
         match &c.parent_conversation_id {
             Some(chat_id) => {
                 body["chat_id"] = chat(chat_id);
@@ -272,7 +273,10 @@ impl Adapter for Telegram {
             .parent_conversation_id
             .as_deref()
             .unwrap_or(&parent.conversation_id);
-        let name: String = without_mentions(request.name).chars().take(128).collect();
+        let name: String = render::telegram::without_mentions(request.name)
+            .chars()
+            .take(128)
+            .collect();
         let result = self
             .call(
                 "createForumTopic",
@@ -342,13 +346,5 @@ mod tests {
         );
         assert_eq!(chat("-100123"), json!(-100123));
         assert_eq!(chat("@news"), json!("@news"));
-    }
-
-    #[test]
-    fn only_an_at_that_starts_a_mention_gets_a_word_joiner() {
-        assert_eq!(
-            without_mentions("ask @alice, mail bob@example.com, @ alone, @_x"),
-            "ask @\u{2060}alice, mail bob@example.com, @ alone, @\u{2060}_x"
-        );
     }
 }

@@ -366,6 +366,9 @@ mod tests {
             run_id: None,
             requester: Some(conv("main", None)),
             metadata: Default::default(),
+            format: Default::default(),
+            mentions: Vec::new(),
+            reply_to: None,
         }
     }
 

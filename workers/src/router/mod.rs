@@ -89,6 +89,9 @@ impl Router {
                         reason: planned.reason.clone(),
                         session_key: Some(completion.session_key.clone()),
                         binding_id: planned.binding_id.clone(),
+                        format: completion.format,
+                        mentions: completion.mentions.clone(),
+                        reply_to: completion.reply_to.clone(),
                     })
                 })
                 .collect(),

@@ -6,7 +6,9 @@ use crate::ids;
 use crate::model::bindings::{farewell_text, Farewell, FAREWELL_REASON};
 use crate::runtime::outbox::PostCommand;
 use crate::runtime::WorkerContext;
-use threadline_schemas::{BindingChange, BindingRecord, ConversationRef, DeliveryMode};
+use threadline_schemas::{
+    BindingChange, BindingRecord, ContentFormat, ConversationRef, DeliveryMode,
+};
 
 /// The farewell of `binding`: one post per binding (its delivery id is fixed by the binding).
 fn farewell_post(
@@ -25,6 +27,10 @@ fn farewell_post(
         session_key: Some(binding.target_session_key.clone()),
         // Not an activity: a farewell must not keep the binding alive.
         binding_id: None,
+        // Threadline's own words, notifying nobody.
+        format: ContentFormat::Plain,
+        mentions: Vec::new(),
+        reply_to: None,
     }
 }
 

@@ -11,11 +11,11 @@ use crate::io::nats::Outgoing;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use threadline_schemas::{
-    bounded, BindingChange, BindingChanged, BindingRecord, CompletionReported, ConversationChanged,
-    ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode, EventRejected, InputSource,
-    MessageReceived, MessageUnbound, PostDelivered, PostFailed, Reconciliation, SendCompleted,
-    SendResult, SessionInput, SessionSpawned, SpawnRequested, Stage, Subjects, MAX_REASON_CHARS,
-    SCHEMA_VERSION,
+    bounded, BindingChange, BindingChanged, BindingRecord, CompletionReported, ContentFormat,
+    ConversationChanged, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode,
+    EventRejected, InputSource, MessageReceived, MessageUnbound, PostDelivered, PostFailed,
+    Reconciliation, SendCompleted, SendResult, SessionInput, SessionSpawned, SpawnRequested, Stage,
+    Subjects, MAX_REASON_CHARS, SCHEMA_VERSION,
 };
 
 /// Header names on dead letters (and on their replays).
@@ -66,6 +66,12 @@ pub(crate) struct PostCommand {
     /// The binding a successful post counts as activity for; `None` keeps it from
     /// refreshing one (a farewell must not keep its binding alive).
     pub(crate) binding_id: Option<String>,
+    /// How `content` is written: a completion's own format; Threadline's notices are plain.
+    pub(crate) format: ContentFormat,
+    /// Who `content` may notify.
+    pub(crate) mentions: Vec<String>,
+    /// The platform message the post answers.
+    pub(crate) reply_to: Option<String>,
 }
 
 /// A request to the channel's deliverer to create a child thread for a new binding.
@@ -229,6 +235,9 @@ impl Outbox {
                     reason: post.reason,
                     session_key: post.session_key,
                     binding_id: post.binding_id,
+                    format: post.format,
+                    mentions: post.mentions,
+                    reply_to: post.reply_to,
                 },
             },
         )
@@ -563,6 +572,9 @@ mod tests {
             reason,
             session_key,
             binding_id,
+            format,
+            mentions,
+            reply_to,
         } = expected.action.clone()
         else {
             panic!("the fixture is a post");
@@ -578,6 +590,9 @@ mod tests {
             reason,
             session_key,
             binding_id,
+            format,
+            mentions,
+            reply_to,
         });
         assert_eq!(out.subject, format!("tl.deliver.discord.{lane}"));
         assert_eq!(out.subject, outbox.deliver_subject(&destination));
