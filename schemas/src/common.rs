@@ -130,6 +130,40 @@ impl ContentFormat {
     }
 }
 
+/// The name and picture a session's posts show instead of the bot's, where the platform
+/// lets a post choose them (Discord through the channel's webhook, Slack with
+/// `chat:write.customize`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionPersona {
+    /// The name shown: 1 to 80 characters (Discord's limit for a webhook's `username`).
+    pub name: String,
+    /// An `https://` (or `http://`) URL of the picture shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+impl Validate for SessionPersona {
+    fn validate(&self) -> Result<(), String> {
+        let chars = self.name.chars().count();
+        if self.name.trim().is_empty() || chars > 80 {
+            return Err("`persona.name` must be 1 to 80 characters".into());
+        }
+        if self.name.chars().any(char::is_control) {
+            return Err("`persona.name` contains a control character".into());
+        }
+        if let Some(url) = &self.avatar_url {
+            let web = url.starts_with("https://") || url.starts_with("http://");
+            if !web || url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(
+                    "`persona.avatar_url` must be an http(s) URL of at most 2048 bytes".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// At most this many user ids in one post's `mentions`.
 pub const MAX_MENTIONS: usize = 100;
 

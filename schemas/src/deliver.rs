@@ -3,7 +3,8 @@
 //! because deliverers and routers of different versions run side by side during a rollout.
 
 use crate::common::{
-    check_id, check_mentions, ContentFormat, ConversationRef, DeliveryMode, Validate,
+    check_id, check_mentions, ContentFormat, ConversationRef, DeliveryMode, SessionPersona,
+    Validate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,9 @@ pub enum DeliveryAction {
         /// The platform message the post answers (the completion's `reply_to`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<String>,
+        /// The name and picture the post shows (its session's `persona`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        persona: Option<SessionPersona>,
     },
     /// Create a thread under `parent` and activate `binding_id` with it.
     CreateThread {
@@ -95,6 +99,8 @@ struct WireCommand {
     #[serde(default)]
     reply_to: Option<String>,
     #[serde(default)]
+    persona: Option<SessionPersona>,
+    #[serde(default)]
     parent: Option<ConversationRef>,
     #[serde(default)]
     name: Option<String>,
@@ -127,6 +133,7 @@ impl TryFrom<WireCommand> for DeliveryCommand {
                 format: wire.format,
                 mentions: wire.mentions,
                 reply_to: wire.reply_to,
+                persona: wire.persona,
             },
             ActionName::CreateThread => DeliveryAction::CreateThread {
                 parent: required(wire.parent, "parent")?,
@@ -155,9 +162,13 @@ impl Validate for DeliveryCommand {
                 session_key,
                 mentions,
                 reply_to,
+                persona,
                 ..
             } => {
                 check_mentions(mentions)?;
+                if let Some(persona) = persona {
+                    persona.validate()?;
+                }
                 if let Some(reply_to) = reply_to {
                     check_id("reply_to", reply_to)?;
                 }

@@ -2,7 +2,7 @@
 
 use crate::common::{
     check_id, check_mentions, check_token, ContentFormat, ConversationRef, DeliveryPolicy,
-    Metadata, Placement, SessionMode, Validate,
+    Metadata, Placement, SessionMode, SessionPersona, Validate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,9 @@ pub struct SpawnRequested {
     /// Free-form publisher metadata; Threadline carries it and never interprets it.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
+    /// The name and picture the session's posts show, where the platform allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<SessionPersona>,
 }
 
 impl Validate for SpawnRequested {
@@ -83,6 +86,9 @@ impl Validate for SpawnRequested {
         self.requester.conversation.validate()?;
         if let Some(label) = &self.label {
             check_id("label", label)?;
+        }
+        if let Some(persona) = &self.persona {
+            persona.validate()?;
         }
         if self.idle_timeout_ms == Some(0) || self.max_age_ms == Some(0) {
             return Err("`idle_timeout_ms` and `max_age_ms` must be positive when set".into());

@@ -92,8 +92,10 @@ def spawn_event(
     max_age_ms: Optional[int] = None,
     thread_name: Optional[str] = None,
     metadata: Optional[dict] = None,
+    persona: Optional[dict] = None,
 ) -> dict:
-    """`tl.in.spawn` (spawn.schema.json)."""
+    """`tl.in.spawn` (spawn.schema.json). `persona` ({"name", "avatar_url"}) is the name and
+    picture the session's posts show, where the platform allows it."""
     return _put(
         {
             "v": SCHEMA_VERSION,
@@ -115,6 +117,7 @@ def spawn_event(
         idle_timeout_ms=idle_timeout_ms,
         max_age_ms=max_age_ms,
         thread_name=thread_name,
+        persona=persona,
         metadata=metadata,
     )
 

@@ -36,6 +36,7 @@ pub fn spawn(
         max_age_ms: None,
         thread_name: Some("budget planning".into()),
         metadata: Default::default(),
+        persona: None,
     }
 }
 

@@ -605,6 +605,7 @@ async fn sessions_in_one_bucket_are_read_swept_and_ended_apart_on_a_cluster() {
             fail_closed: false,
             created_at: now,
             spawn_event_id: format!("spawn-{i}"),
+            persona: None,
             status: SessionStatus::Active,
         };
         store.create_session(&session).await.expect("create");

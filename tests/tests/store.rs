@@ -90,6 +90,7 @@ async fn a_known_session_is_read_in_one_command_and_every_change_is_seen() {
         fail_closed: false,
         created_at: now_ms(),
         spawn_event_id: "spawn-known".into(),
+        persona: None,
         status: SessionStatus::Active,
     };
     store.create_session(&session).await.expect("create");

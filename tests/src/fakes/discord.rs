@@ -66,6 +66,8 @@ pub struct DiscordMessage {
     pub notified: Vec<String>,
     /// The message it replies to (`message_reference` resolved), if any.
     pub reply_to: Option<String>,
+    /// A webhook execute's `username` and `avatar_url` overrides, as sent.
+    pub shown_as: Option<(Option<String>, Option<String>)>,
 }
 
 /// A thread created through the fake.
@@ -494,6 +496,7 @@ impl FakeDiscord {
                 author_id: author_id.to_owned(),
                 notified: Vec::new(),
                 reply_to: None,
+                shown_as: None,
             },
             nonce_raw: None,
             timestamp: rfc3339(SystemTime::now()),
@@ -947,6 +950,11 @@ impl DiscordState {
                 author_id,
                 notified,
                 reply_to,
+                shown_as: webhook_id.map(|_| {
+                    let string =
+                        |key: &str| obj.get(key).and_then(Value::as_str).map(str::to_owned);
+                    (string("username"), string("avatar_url"))
+                }),
             },
             nonce_raw: nonce.map(|(raw, _)| raw),
             timestamp: rfc3339(SystemTime::now()),
@@ -1173,6 +1181,7 @@ impl DiscordState {
                 nonce: None,
                 author_id: self.bot_user_id.clone(),
                 reply_to: None,
+                shown_as: None,
             },
             nonce_raw: None,
             timestamp: rfc3339(SystemTime::now()),

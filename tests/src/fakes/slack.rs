@@ -81,6 +81,11 @@ pub struct SlackMessage {
     pub metadata: Option<Value>,
     /// The author's user id (the fake's bot user for posts through the API).
     pub user: String,
+    /// The name the post shows instead of the bot's (`username`, with
+    /// `chat:write.customize`).
+    pub username: Option<String>,
+    /// The picture it shows (`icon_url`).
+    pub icon_url: Option<String>,
 }
 
 impl SlackMessage {
@@ -588,6 +593,8 @@ impl SlackState {
             Some(_) => return Err("invalid_arguments"),
         };
         let metadata = parse_metadata(p.get("metadata"))?;
+        let string = |key: &str| p.get(key).and_then(Value::as_str).map(str::to_owned);
+        let (username, icon_url) = (string("username"), string("icon_url"));
         // `unfurl_links`, `mrkdwn` and the like change rendering only: accepted, ignored.
 
         let ts_us = self.next_ts_us();
@@ -608,6 +615,8 @@ impl SlackState {
                 text,
                 metadata,
                 user: BOT_USER_ID.to_owned(),
+                username,
+                icon_url,
             },
             ts_us,
             replies: Vec::new(),
@@ -1244,6 +1253,8 @@ mod tests {
                     json!({ "event_type": "threadline_event", "event_payload": { "id": "evt-2" } })
                 ),
                 user: BOT_USER_ID.to_owned(),
+                username: None,
+                icon_url: None,
             }]
         );
         assert_eq!(fake.messages().len(), 2);
@@ -1533,6 +1544,8 @@ mod tests {
             text: text.into(),
             metadata: None,
             user: BOT_USER_ID.into(),
+            username: None,
+            icon_url: None,
         };
         assert_eq!(
             m("<!channel> hi <@U123|bob> <!subteam^S1> <#C1> <https://x|y>").mentions(),

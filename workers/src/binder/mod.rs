@@ -86,6 +86,38 @@ impl Handler for Spawner {
                 .unwrap_or(config.default_idle_timeout_ms),
             max_age_ms: policy.max_age_ms,
         };
+        if spawn.persona.is_some() && spawn.requester.conversation.channel == "discord" {
+            // Discord shows a chosen name and picture only on a webhook's posts, and a
+            // webhook belongs to one channel: without one configured there, the session's
+            // posts could only be the bot's.
+            let c = &spawn.requester.conversation;
+            let channel = c
+                .parent_conversation_id
+                .as_ref()
+                .unwrap_or(&c.conversation_id);
+            // discord-webhook.mdx: a webhook's name "does not contain the substrings `clyde`
+            // or `discord` (case-insensitive)"; Discord would refuse every post under it.
+            let name = spawn
+                .persona
+                .as_ref()
+                .map(|p| p.name.to_lowercase())
+                .unwrap_or_default();
+            if name.contains("clyde") || name.contains("discord") {
+                return Err(WorkError::rejected(
+                    RejectCode::InvalidEvent,
+                    "`persona.name` on Discord must not contain `clyde` or `discord`",
+                ));
+            }
+            if !config.discord.personas.contains_key(channel) {
+                return Err(WorkError::rejected(
+                    RejectCode::CapabilityUnsupported,
+                    format!(
+                        "a persona on Discord needs a webhook in channel {channel}: configure \
+                         [discord.personas.\"{channel}\"] (docs/rendering.md, \"Personas\")"
+                    ),
+                ));
+            }
+        }
         let plan = plan::plan_spawn(spawn, caps, now_ms(), defaults)?;
         let session_key = plan.session.session_key.clone();
 

@@ -53,6 +53,16 @@ pub fn plan_spawn(
             ),
         ));
     }
+    if spawn.persona.is_some() && !caps.session_personas {
+        // Never silently posted as the bot instead (docs/rendering.md, "Personas").
+        return Err(WorkError::rejected(
+            RejectCode::CapabilityUnsupported,
+            format!(
+                "channel {} cannot show a session's own name and picture; leave `persona` out",
+                requester.channel
+            ),
+        ));
+    }
     if matches!(spawn.placement, Placement::Current | Placement::Child) {
         // A binding to a string no platform could have named would never see a post land
         // or a person write.
@@ -74,6 +84,7 @@ pub fn plan_spawn(
         fail_closed: spawn.fail_closed,
         created_at: now_ms,
         spawn_event_id: spawn.event_id.clone(),
+        persona: spawn.persona.clone(),
         status: SessionStatus::Active,
     };
     let binding = |conversation: ConversationRef, status: BindingStatus| BindingRecord {
@@ -172,6 +183,7 @@ mod tests {
             max_age_ms: None,
             thread_name: None,
             metadata: Default::default(),
+            persona: None,
         }
     }
 

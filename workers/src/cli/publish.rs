@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use threadline_schemas::codec::Versioned;
 use threadline_schemas::{
     Author, CompletionReported, ControlRequested, MessageReceived, Requester, SendRequested,
-    SendTarget, SpawnRequested, Subjects, Validate, SCHEMA_VERSION,
+    SendTarget, SessionPersona, SpawnRequested, Subjects, Validate, SCHEMA_VERSION,
 };
 
 /// `threadline publish …`: one input event.
@@ -91,6 +91,12 @@ pub struct SpawnArgs {
     /// The child thread's name.
     #[arg(long)]
     pub thread_name: Option<String>,
+    /// The name the session's posts show instead of the bot's (Discord, Slack, webhooks).
+    #[arg(long)]
+    pub persona_name: Option<String>,
+    /// The picture they show (with `--persona-name`).
+    #[arg(long, requires = "persona_name")]
+    pub persona_avatar: Option<String>,
     /// Flags every publish command has.
     #[command(flatten)]
     pub common: Common,
@@ -396,6 +402,10 @@ pub async fn run(command: Command, config: &Config) -> anyhow::Result<i32> {
                     max_age_ms: a.max_age_ms,
                     thread_name: a.thread_name.clone(),
                     metadata: Default::default(),
+                    persona: a.persona_name.clone().map(|name| SessionPersona {
+                        name,
+                        avatar_url: a.persona_avatar.clone(),
+                    }),
                 })
             })?;
             let event: SpawnRequested = typed(value)?;

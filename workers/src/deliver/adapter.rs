@@ -7,7 +7,7 @@ use crate::model::platform_codes::PermanentCode;
 pub use crate::render::Markup;
 use std::future::Future;
 use std::time::Duration;
-use threadline_schemas::ConversationRef;
+use threadline_schemas::{ContentFormat, ConversationRef, SessionPersona};
 
 /// One part of one post.
 #[derive(Debug, Clone, Copy)]
@@ -18,11 +18,15 @@ pub struct PostRequest<'a> {
     pub text: &'a str,
     /// Matrix: the part's `formatted_body`.
     pub html: Option<&'a str>,
+    /// How the content was written (a webhook receiver renders it itself).
+    pub format: ContentFormat,
     /// The users the part may notify (allowed by the event and mentioned in the part).
     pub mentions: &'a [String],
     /// The platform message the post answers. Where a reply is one message, only the first
     /// part is marked as one; Slack's reply is its thread, which holds every part.
     pub reply_to: Option<&'a str>,
+    /// The name and picture the post shows instead of the bot's, where the platform can.
+    pub persona: Option<&'a SessionPersona>,
     /// Stable per (delivery, part): the platform idempotency key where there is one.
     pub idempotency_key: &'a str,
     /// The completion (or send) the post belongs to.

@@ -350,10 +350,15 @@ impl Discord {
             "content": request.text,
             "allowed_mentions": allowed_mentions(request.mentions),
         });
-        if let Some(name) = &persona.username {
+        // The session's own persona wins over the channel's (docs/rendering.md, "Personas").
+        let session = request.persona;
+        if let Some(name) = session.map(|p| &p.name).or(persona.username.as_ref()) {
             body["username"] = json!(name);
         }
-        if let Some(avatar) = &persona.avatar_url {
+        let avatar = session
+            .and_then(|p| p.avatar_url.as_ref())
+            .or(persona.avatar_url.as_ref());
+        if let Some(avatar) = avatar {
             body["avatar_url"] = json!(avatar);
         }
         let route = Route {

@@ -66,14 +66,20 @@ impl<A: Adapter> Deliverer<A> {
     ) -> Result<Posted<'a>, WorkError> {
         let store = &self.ctx.store;
         let caps = self.adapter.capabilities();
-        let (format, mentions, reply_to) = match &command.action {
+        let (format, mentions, reply_to, persona) = match &command.action {
             DeliveryAction::Post {
                 format,
                 mentions,
                 reply_to,
+                persona,
                 ..
-            } => (*format, mentions.as_slice(), reply_to.as_deref()),
-            DeliveryAction::CreateThread { .. } => (ContentFormat::Plain, &[][..], None),
+            } => (
+                *format,
+                mentions.as_slice(),
+                reply_to.as_deref(),
+                persona.as_ref(),
+            ),
+            DeliveryAction::CreateThread { .. } => (ContentFormat::Plain, &[][..], None, None),
         };
         let parts = render::parts(
             content,
@@ -91,8 +97,10 @@ impl<A: Adapter> Deliverer<A> {
                 conversation: destination,
                 text: &part.rendered.text,
                 html: part.rendered.html.as_deref(),
+                format,
                 mentions: &part.mentioned,
                 reply_to,
+                persona,
                 idempotency_key: &key,
                 event_id: &command.event_id,
                 delivery_id: &command.delivery_id,
@@ -710,11 +718,14 @@ fn requester_fallback(
     requester: &ConversationRef,
     code: &PermanentCode,
 ) -> Outgoing {
-    let (format, mentions) = match &command.action {
+    let (format, mentions, persona) = match &command.action {
         DeliveryAction::Post {
-            format, mentions, ..
-        } => (*format, mentions.clone()),
-        DeliveryAction::CreateThread { .. } => (ContentFormat::default(), Vec::new()),
+            format,
+            mentions,
+            persona,
+            ..
+        } => (*format, mentions.clone(), persona.clone()),
+        DeliveryAction::CreateThread { .. } => (ContentFormat::default(), Vec::new(), None),
     };
     ctx.outbox.post(PostCommand {
         event_id: command.event_id.clone(),
@@ -730,5 +741,6 @@ fn requester_fallback(
         // The message answered is in the bound thread: a reply to it from elsewhere would
         // point nowhere (or be refused), so the fallback is a plain post.
         reply_to: None,
+        persona,
     })
 }

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use threadline_schemas::ConversationRef;
+use threadline_schemas::{ConversationRef, SessionPersona};
 
 /// The metadata event type Threadline marks its posts with.
 const EVENT_TYPE: &str = "threadline_post";
@@ -244,6 +244,7 @@ impl Slack {
         channel: &str,
         at: Target<'_>,
         text: &str,
+        persona: Option<&SessionPersona>,
         key: &str,
     ) -> Result<Receipt, PlatformError> {
         let (thread_ts, replying) = match at {
@@ -260,6 +261,13 @@ impl Slack {
         });
         if let Some(ts) = thread_ts {
             body["thread_ts"] = json!(ts);
+        }
+        if let Some(persona) = persona {
+            // Needs the `chat:write.customize` scope (chat.postMessage, "username", "icon_url").
+            body["username"] = json!(persona.name);
+            if let Some(url) = &persona.avatar_url {
+                body["icon_url"] = json!(url);
+            }
         }
         let request = self
             .http
@@ -368,8 +376,14 @@ impl Adapter for Slack {
 
     async fn post(&self, request: PostRequest<'_>) -> Result<Receipt, PlatformError> {
         let (channel, at) = target(&request);
-        self.post_message(channel, at, request.text, request.idempotency_key)
-            .await
+        self.post_message(
+            channel,
+            at,
+            request.text,
+            request.persona,
+            request.idempotency_key,
+        )
+        .await
     }
 
     /// A Slack thread is a root message with replies, and a reply cannot be a root: a child
@@ -385,6 +399,7 @@ impl Adapter for Slack {
                 channel,
                 Target::Channel,
                 &render::slack::plain(&starter_text(request.name)).text,
+                None,
                 request.idempotency_key,
             )
             .await?;

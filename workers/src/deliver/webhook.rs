@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use threadline_schemas::ConversationRef;
+use threadline_schemas::{ContentFormat, ConversationRef, SessionPersona};
 
 /// One configured webhook.
 pub struct Webhook {
@@ -42,6 +42,18 @@ struct PostBody<'a> {
     conversation: &'a ConversationRef,
     text: &'a str,
     session_key: Option<&'a str>,
+    /// How `text` is written: absent is CommonMark, the receiver renders it.
+    #[serde(skip_serializing_if = "ContentFormat::is_markdown")]
+    format: ContentFormat,
+    /// Who `<@ID>` tokens in `text` may notify.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    mentions: &'a [String],
+    /// The message the post answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<&'a str>,
+    /// The name and picture the post should show.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    persona: Option<&'a SessionPersona>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +154,10 @@ impl Adapter for Webhook {
                     conversation: request.conversation,
                     text: request.text,
                     session_key: request.session_key,
+                    format: request.format,
+                    mentions: request.mentions,
+                    reply_to: request.reply_to,
+                    persona: request.persona,
                 },
             )
             .await?;
@@ -220,6 +236,10 @@ mod tests {
                 conversation: &conversation,
                 text: "hello \"there\"\n",
                 session_key,
+                format: ContentFormat::Markdown,
+                mentions: &[],
+                reply_to: None,
+                persona: None,
             };
             assert_eq!(
                 serde_json::to_value(&body).unwrap(),

@@ -30,6 +30,8 @@ pub struct Capabilities {
     pub read_back: bool,
     /// The most characters one message may hold.
     pub max_message_chars: usize,
+    /// A post can show a session's own name and picture (`persona` on a spawn).
+    pub session_personas: bool,
 }
 
 /// Discord's limit for one message's content.
@@ -42,6 +44,8 @@ pub const DISCORD: Capabilities = Capabilities {
     idempotency_key: true,
     read_back: true,
     max_message_chars: DISCORD_MAX_MESSAGE_CHARS,
+    // Through the channel's configured webhook (`[discord.personas]`): `username`, `avatar_url`.
+    session_personas: true,
 };
 
 /// Slack accepts 40,000 characters but recommends at most 4,000 per message.
@@ -54,6 +58,8 @@ pub const SLACK: Capabilities = Capabilities {
     idempotency_key: false,
     read_back: true,
     max_message_chars: SLACK_MAX_MESSAGE_CHARS,
+    // `username` and `icon_url` on `chat.postMessage` (scope `chat:write.customize`).
+    session_personas: true,
 };
 
 /// The Bot API's limit for one message's text (`sendMessage` `text`: 1-4096 characters).
@@ -66,6 +72,8 @@ pub const TELEGRAM: Capabilities = Capabilities {
     idempotency_key: false,
     read_back: false,
     max_message_chars: TELEGRAM_MAX_MESSAGE_CHARS,
+    // A bot posts as itself: the Bot API has no per-message name or picture.
+    session_personas: false,
 };
 
 /// Events are limited to 64 KiB of JSON; this leaves room for escaping and the envelope.
@@ -80,6 +88,8 @@ pub const MATRIX: Capabilities = Capabilities {
     idempotency_key: false,
     read_back: true,
     max_message_chars: MATRIX_MAX_MESSAGE_CHARS,
+    // A display name is per room, shared by every session posting there.
+    session_personas: false,
 };
 
 /// Capabilities of a configured webhook.
@@ -90,6 +100,8 @@ pub fn webhook(config: &WebhookConfig) -> Capabilities {
         idempotency_key: true,
         read_back: false,
         max_message_chars: config.max_message_chars.max(1),
+        // Sent in the body; the receiver shows it as it can.
+        session_personas: true,
     }
 }
 

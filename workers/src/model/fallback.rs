@@ -80,6 +80,7 @@ mod tests {
                 fail_closed,
                 created_at: 0,
                 spawn_event_id: "s".into(),
+                persona: None,
                 status: SessionStatus::Active,
             },
             bindings: Vec::new(),

@@ -1,7 +1,9 @@
 //! A session as every layer speaks of it: what was spawned, its status, and its bindings.
 
 use serde::{Deserialize, Serialize};
-use threadline_schemas::{BindingRecord, DeliveryPolicy, Placement, Requester, SessionMode};
+use threadline_schemas::{
+    BindingRecord, DeliveryPolicy, Placement, Requester, SessionMode, SessionPersona,
+};
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +61,9 @@ pub struct SessionRecord {
     pub created_at: u64,
     /// The spawn event's id.
     pub spawn_event_id: String,
+    /// The name and picture its posts show, where the platform allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<SessionPersona>,
     /// Not part of the stored blob: kept in its own field so it can change atomically.
     #[serde(skip, default = "active")]
     pub status: SessionStatus,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use threadline_schemas::{
     BindingRecord, BindingStatus, CompletionReported, ConversationRef, DeliveryMode,
-    DeliveryPolicy, Placement,
+    DeliveryPolicy, Placement, SessionPersona,
 };
 
 /// One post the router decided on.
@@ -25,6 +25,9 @@ pub struct PlannedPost {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// The binding it goes through, for a bound post.
     pub binding_id: Option<String>,
+    /// The name and picture the post shows: its session's persona.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<SessionPersona>,
 }
 
 /// The decision stored per event. Stored, so its shape is versioned by field names.
@@ -110,6 +113,26 @@ pub struct RouteContext<'a> {
 /// Decides where `completion` goes. `parent` is the requesting session when it is itself a
 /// Threadline session (only looked up when the session has no active binding).
 pub fn decide(
+    completion: &CompletionReported,
+    state: Option<&SessionState>,
+    parent: Option<&SessionState>,
+    ctx: RouteContext<'_>,
+) -> Route {
+    let persona = state.and_then(|s| s.session.persona.as_ref());
+    match (choose(completion, state, parent, ctx), persona) {
+        // The session speaks as itself wherever its posts go.
+        (Route::Decided(RouteDecision::Post { mut posts }), Some(persona)) => {
+            for post in &mut posts {
+                post.persona = Some(persona.clone());
+            }
+            Route::Decided(RouteDecision::Post { posts })
+        }
+        (route, _) => route,
+    }
+}
+
+/// Where a completion goes, by the rules of docs/design.md §3.
+fn choose(
     completion: &CompletionReported,
     state: Option<&SessionState>,
     parent: Option<&SessionState>,
@@ -318,6 +341,7 @@ fn planned(
         mode,
         reason: why.to_owned(),
         binding_id: binding_id.cloned(),
+        persona: None,
     }
 }
 
@@ -388,6 +412,7 @@ mod tests {
                 fail_closed: false,
                 created_at: 0,
                 spawn_event_id: "s".into(),
+                persona: None,
                 status: SessionStatus::Active,
             },
             bindings,

@@ -92,6 +92,7 @@ impl Router {
                         format: completion.format,
                         mentions: completion.mentions.clone(),
                         reply_to: completion.reply_to.clone(),
+                        persona: planned.persona.clone(),
                     })
                 })
                 .collect(),

@@ -31,6 +31,8 @@ fn farewell_post(
         format: ContentFormat::Plain,
         mentions: Vec::new(),
         reply_to: None,
+        // Farewells are the bot's own.
+        persona: None,
     }
 }
 

@@ -14,8 +14,8 @@ use threadline_schemas::{
     bounded, BindingChange, BindingChanged, BindingRecord, CompletionReported, ContentFormat,
     ConversationChanged, ConversationRef, DeliveryAction, DeliveryCommand, DeliveryMode,
     EventRejected, InputSource, MessageReceived, MessageUnbound, PostDelivered, PostFailed,
-    Reconciliation, SendCompleted, SendResult, SessionInput, SessionSpawned, SpawnRequested, Stage,
-    Subjects, MAX_REASON_CHARS, SCHEMA_VERSION,
+    Reconciliation, SendCompleted, SendResult, SessionInput, SessionPersona, SessionSpawned,
+    SpawnRequested, Stage, Subjects, MAX_REASON_CHARS, SCHEMA_VERSION,
 };
 
 /// Header names on dead letters (and on their replays).
@@ -72,6 +72,8 @@ pub(crate) struct PostCommand {
     pub(crate) mentions: Vec<String>,
     /// The platform message the post answers.
     pub(crate) reply_to: Option<String>,
+    /// The name and picture the post shows (its session's persona).
+    pub(crate) persona: Option<SessionPersona>,
 }
 
 /// A request to the channel's deliverer to create a child thread for a new binding.
@@ -238,6 +240,7 @@ impl Outbox {
                     format: post.format,
                     mentions: post.mentions,
                     reply_to: post.reply_to,
+                    persona: post.persona,
                 },
             },
         )
@@ -575,6 +578,7 @@ mod tests {
             format,
             mentions,
             reply_to,
+            persona,
         } = expected.action.clone()
         else {
             panic!("the fixture is a post");
@@ -593,6 +597,7 @@ mod tests {
             format,
             mentions,
             reply_to,
+            persona,
         });
         assert_eq!(out.subject, format!("tl.deliver.discord.{lane}"));
         assert_eq!(out.subject, outbox.deliver_subject(&destination));

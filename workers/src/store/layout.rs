@@ -9,7 +9,7 @@ use crate::model::session::{SessionRecord, SessionState, SessionStatus};
 use serde::{Deserialize, Serialize};
 use threadline_schemas::{
     BindingRecord, BindingStatus, ConversationRef, DeliveryPolicy, Metadata, Placement, Requester,
-    SessionMode,
+    SessionMode, SessionPersona,
 };
 
 /// Redis settings the compact layout relies on to stay small (Redis's defaults are lower):
@@ -54,7 +54,9 @@ impl ConversationV1 {
 }
 
 /// agent, mode, placement, label, requester key, requester conversation, delivery,
-/// fail_closed, created_at.
+/// fail_closed, created_at, and — only when the spawn named one, so that every record
+/// written before stays readable and every record without one stays as it was — the
+/// persona's name and avatar URL.
 #[derive(Serialize, Deserialize)]
 struct SessionV1(
     String,
@@ -66,6 +68,7 @@ struct SessionV1(
     u8,
     bool,
     u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")] Option<(String, Option<String>)>,
 );
 
 /// conversation (`None`: the requester's), bound_at − the session's created_at (usually
@@ -191,6 +194,9 @@ pub(crate) fn session_value(
         delivery_code(s.delivery),
         s.fail_closed,
         s.created_at,
+        s.persona
+            .as_ref()
+            .map(|p| (p.name.clone(), p.avatar_url.clone())),
     );
     let updated_at = updated_at.map(|u| u.to_string()).unwrap_or_default();
     let mut out = format!(
@@ -248,6 +254,9 @@ fn parse_session_value(
         fail_closed: r.7,
         created_at: r.8,
         spawn_event_id: String::from_utf8_lossy(event).into_owned(),
+        persona: r
+            .9
+            .map(|(name, avatar_url)| SessionPersona { name, avatar_url }),
         status: session_status_of(status)?,
     };
     let bids = bids
@@ -473,6 +482,7 @@ mod tests {
             fail_closed: true,
             created_at: 1_763_700_000_000,
             spawn_event_id: "ev|with:odd|chars".into(),
+            persona: None,
             status: SessionStatus::Completed,
         }
     }
@@ -516,6 +526,30 @@ mod tests {
             assert_eq!(state.session, s);
             assert_eq!(state.bindings, vec![b]);
         }
+    }
+
+    #[test]
+    fn a_persona_is_kept_and_a_record_without_one_is_written_as_before() {
+        let plain = session();
+        let before = session_value(&plain, None, &[]).unwrap();
+        let mut named = plain.clone();
+        named.persona = Some(SessionPersona {
+            name: "Budget Bot".into(),
+            avatar_url: Some("https://example.com/b.png".into()),
+        });
+        let value = session_value(&named, None, &[]).unwrap();
+        assert!(value.len() > before.len());
+        let read = |v: Vec<u8>| {
+            parse_loaded(&plain.session_key, vec![Some(v)])
+                .unwrap()
+                .unwrap()
+                .0
+                .session
+        };
+        assert_eq!(read(value), named);
+        // Without one the record has the nine fields of the layout before personas, and
+        // reads back without one.
+        assert_eq!(read(before), plain);
     }
 
     #[test]

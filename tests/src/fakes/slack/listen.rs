@@ -405,6 +405,8 @@ impl SlackPeople {
                     text: text.to_owned(),
                     metadata: None,
                     user: user.to_owned(),
+                    username: None,
+                    icon_url: None,
                 },
                 ts_us,
                 replies: Vec::new(),
