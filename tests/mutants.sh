@@ -21,6 +21,8 @@ if [ ${#modules[@]} -eq 0 ]; then
     workers/src/model/fallback.rs
     workers/src/model/platform_codes.rs
     workers/src/error.rs
+    workers/src/render/mod.rs
+    workers/src/render/split.rs
   )
 fi
 for module in "${modules[@]}"; do

@@ -53,11 +53,6 @@ impl<'a> Mentions<'a> {
     pub fn allows(&self, id: &str) -> bool {
         self.allowed.iter().any(|a| a == id)
     }
-
-    /// The allowed ids.
-    pub fn ids(&self) -> &'a [String] {
-        self.allowed
-    }
 }
 
 /// A piece of text: literal, or a mention token `<@ID>` (the contract's one mention syntax,
@@ -285,6 +280,16 @@ mod tests {
                 Segment::Text("!"),
             ]
         );
+    }
+
+    #[test]
+    fn a_text_that_starts_or_is_a_mention_has_no_empty_piece() {
+        assert_eq!(segments("<@U1>"), vec![Segment::Mention("U1")]);
+        assert_eq!(
+            segments("<@U1> hi"),
+            vec![Segment::Mention("U1"), Segment::Text(" hi")]
+        );
+        assert!(segments("").is_empty());
     }
 
     #[test]
