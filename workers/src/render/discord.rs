@@ -9,7 +9,7 @@
 //! re-emits each construct in Discord's syntax and backslash-escapes every character of the
 //! text that Discord would otherwise read as markup.
 
-use super::{events, is_inline_end, pad, segments, Mentions, Rendered, Segment};
+use super::{events, is_inline_end, segments, table_text, Mentions, Rendered, Segment};
 use pulldown_cmark::{Alignment, CodeBlockKind, Event, HeadingLevel, LinkType, Tag, TagEnd};
 
 /// Renders `markdown` as Discord message content. `length` counts characters, as Discord's
@@ -486,33 +486,12 @@ fn table_lines(aligns: &[Alignment], rows: &[Vec<Vec<Event<'_>>>], cx: &Ctx<'_>)
                 .collect()
         })
         .collect();
-    let columns = cells
-        .iter()
-        .map(Vec::len)
-        .max()
-        .unwrap_or(0)
-        .max(aligns.len());
-    let mut widths = vec![1; columns];
-    for row in &cells {
-        for (j, cell) in row.iter().enumerate() {
-            widths[j] = widths[j].max(display_width(cell));
-        }
-    }
     let mut lines = vec![Line::raw("```".to_string())];
-    for (i, row) in cells.iter().enumerate() {
-        let padded: Vec<String> = (0..columns)
-            .map(|j| {
-                let cell = row.get(j).map(String::as_str).unwrap_or("");
-                let align = aligns.get(j).copied().unwrap_or(Alignment::None);
-                pad(cell, display_width(cell), widths[j], align)
-            })
-            .collect();
-        lines.push(Line::raw(padded.join(" | ").trim_end().to_string()));
-        if i == 0 {
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            lines.push(Line::raw(rule.join("-|-")));
-        }
-    }
+    lines.extend(
+        table_text(aligns, &cells, display_width, "-|-")
+            .into_iter()
+            .map(Line::raw),
+    );
     lines.push(Line::raw("```".to_string()));
     lines
 }

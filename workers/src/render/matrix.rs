@@ -8,7 +8,7 @@
 
 use pulldown_cmark::{Alignment, CodeBlockKind, CowStr, Event, LinkType, Tag, TagEnd};
 
-use super::{events, segments, Mentions, Rendered, Segment};
+use super::{events, segments, table_text, Mentions, Rendered, Segment};
 
 /// Renders `markdown` for Matrix: `text` is `body`, `html` is `formatted_body` (or `None`
 /// when the HTML would only repeat `body`), `length` counts both, as both travel in the one
@@ -794,40 +794,7 @@ fn push_display(out: &mut String, text: &str) {
 /// A table as aligned columns (plain text has no tables): cells padded to the column's
 /// width per the `---:` row, a rule under the header.
 fn table_lines(alignments: &[Alignment], rows: &[Vec<String>]) -> Vec<String> {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|row| row.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(1)
-        })
-        .collect();
-    let mut lines = Vec::new();
-    for (r, row) in rows.iter().enumerate() {
-        let cells: Vec<String> = widths
-            .iter()
-            .enumerate()
-            .map(|(c, &width)| {
-                let cell = row.get(c).map_or("", String::as_str);
-                let gap = width.saturating_sub(cell.chars().count());
-                let (left, right) = match alignments.get(c) {
-                    Some(Alignment::Right) => (gap, 0),
-                    Some(Alignment::Center) => (gap / 2, gap - gap / 2),
-                    Some(Alignment::Left | Alignment::None) | None => (0, gap),
-                };
-                format!("{}{cell}{}", " ".repeat(left), " ".repeat(right))
-            })
-            .collect();
-        lines.push(cells.join(" | ").trim_end().to_owned());
-        if r == 0 {
-            let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
-            lines.push(rule.join("-|-"));
-        }
-    }
-    lines
+    table_text(alignments, rows, |cell| cell.chars().count(), "-|-")
 }
 
 #[cfg(test)]

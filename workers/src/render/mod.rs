@@ -136,22 +136,56 @@ pub(crate) fn is_inline_end(end: &pulldown_cmark::TagEnd) -> bool {
     }
 }
 
-/// A table cell padded with spaces to `width` on the side its column's alignment asks;
-/// `shown` is how wide the cell itself shows (a renderer's invisible characters excluded).
-pub(crate) fn pad(
-    cell: &str,
-    shown: usize,
-    width: usize,
-    align: pulldown_cmark::Alignment,
-) -> String {
+/// A table as monospace text, for the platforms without tables: the header row, a rule of
+/// `-` under it (columns joined by `joint`), then the body; each column padded to its widest
+/// cell as its alignment (the `---:` row) asks. `shown` is how wide a cell shows (a renderer's
+/// invisible characters excluded).
+pub(crate) fn table_text(
+    aligns: &[pulldown_cmark::Alignment],
+    rows: &[Vec<String>],
+    shown: impl Fn(&str) -> usize,
+    joint: &str,
+) -> Vec<String> {
     use pulldown_cmark::Alignment;
-    let room = width.saturating_sub(shown);
-    let (left, right) = match align {
-        Alignment::Right => (room, 0),
-        Alignment::Center => (room / 2, room - room / 2),
-        Alignment::Left | Alignment::None => (0, room),
-    };
-    format!("{}{cell}{}", " ".repeat(left), " ".repeat(right))
+    let columns = rows
+        .iter()
+        .map(Vec::len)
+        .chain([aligns.len()])
+        .max()
+        .unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|row| row.get(c))
+                .map(|cell| shown(cell))
+                .max()
+                .unwrap_or(0)
+                .max(1)
+        })
+        .collect();
+    let mut lines = Vec::with_capacity(rows.len() + 1);
+    for (r, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = widths
+            .iter()
+            .enumerate()
+            .map(|(c, &width)| {
+                let cell = row.get(c).map_or("", String::as_str);
+                let room = width.saturating_sub(shown(cell));
+                let (left, right) = match aligns.get(c).copied().unwrap_or(Alignment::None) {
+                    Alignment::Right => (room, 0),
+                    Alignment::Center => (room / 2, room - room / 2),
+                    Alignment::Left | Alignment::None => (0, room),
+                };
+                format!("{}{cell}{}", " ".repeat(left), " ".repeat(right))
+            })
+            .collect();
+        lines.push(cells.join(" | ").trim_end().to_owned());
+        if r == 0 {
+            let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+            lines.push(rule.join(joint));
+        }
+    }
+    lines
 }
 
 /// The allowed ids `markdown` mentions as `<@ID>` outside code, first seen first, each once:

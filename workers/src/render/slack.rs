@@ -22,7 +22,7 @@
 //! [`finish`]); everything else the platform lacks is rebuilt from what it has: headings as bold
 //! lines, lists as `•`/`◦`/`1.` text, tables as aligned columns in a ```` ``` ```` block.
 
-use super::{events, is_inline_end, pad, segments, Mentions, Rendered, Segment};
+use super::{events, is_inline_end, segments, table_text, Mentions, Rendered, Segment};
 use pulldown_cmark::{Alignment, Event, LinkType, Tag};
 
 /// Invisible, and (per jsx-slack) not a word boundary to Slack: a style marker between two
@@ -443,31 +443,7 @@ fn table(aligns: &[Alignment], rows: &[Node<'_>]) -> Vec<Line> {
     if columns == 0 {
         return Vec::new();
     }
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|row| row.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-                .max(1)
-        })
-        .collect();
-    let mut text_lines = Vec::new();
-    for (r, row) in rows.iter().enumerate() {
-        let cells: Vec<String> = (0..columns)
-            .map(|c| {
-                let cell = row.get(c).map(String::as_str).unwrap_or("");
-                let align = aligns.get(c).copied().unwrap_or(Alignment::None);
-                pad(cell, cell.chars().count(), widths[c], align)
-            })
-            .collect();
-        text_lines.push(cells.join(" | ").trim_end().to_owned());
-        if r == 0 {
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            text_lines.push(rule.join("-|-"));
-        }
-    }
+    let text_lines = table_text(aligns, &rows, |cell| cell.chars().count(), "-|-");
     let mut lines = vec![Line::raw("```", true)];
     for line in text_lines {
         lines.push(Line::raw(&escape(&break_fences(&line)), true));

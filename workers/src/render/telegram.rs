@@ -8,7 +8,7 @@
 //! neutralised: `<`, `>` and `&` are escaped, and an `@` that Telegram would turn into a
 //! notifying `mention` entity gets an invisible word joiner after it.
 
-use super::{events, pad, segments, Mentions, Rendered, Segment};
+use super::{events, segments, table_text, Mentions, Rendered, Segment};
 use pulldown_cmark::{Alignment, CodeBlockKind, Event, LinkType, Tag, TagEnd};
 
 /// Put after an `@` so Telegram's mention detection (an `@` followed by username characters)
@@ -289,40 +289,7 @@ impl Table {
     /// The table as monospace lines: a header, a rule, the body; columns padded to their
     /// widest cell and aligned as the `---:` row asks.
     fn lines(&self) -> String {
-        let columns = self
-            .rows
-            .iter()
-            .map(Vec::len)
-            .chain([self.aligns.len()])
-            .max()
-            .unwrap_or(0);
-        let widths: Vec<usize> = (0..columns)
-            .map(|c| {
-                self.rows
-                    .iter()
-                    .map(|row| row.get(c).map_or(0, |cell| cell.chars().count()))
-                    .max()
-                    .unwrap_or(0)
-                    .max(1)
-            })
-            .collect();
-        let mut lines: Vec<String> = Vec::with_capacity(self.rows.len() + 1);
-        for (index, row) in self.rows.iter().enumerate() {
-            let cells: Vec<String> = widths
-                .iter()
-                .enumerate()
-                .map(|(c, width)| {
-                    let cell = row.get(c).map_or("", String::as_str);
-                    let align = self.aligns.get(c).copied().unwrap_or(Alignment::None);
-                    pad(cell, cell.chars().count(), *width, align)
-                })
-                .collect();
-            lines.push(cells.join(" | ").trim_end().to_string());
-            if index == 0 {
-                let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-                lines.push(rule.join("-+-"));
-            }
-        }
+        let lines = table_text(&self.aligns, &self.rows, |cell| cell.chars().count(), "-+-");
         lines.join("\n")
     }
 }
