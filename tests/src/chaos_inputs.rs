@@ -24,7 +24,7 @@ use crate::pipeline::{Observed, Pipeline};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -319,40 +319,53 @@ impl Inputs {
 
     /// Counts inputs per message in `out`.
     pub(crate) fn count(&self, p: &Pipeline, out: &[Observed]) -> InputCounts {
-        let prefix = format!("{}.agent.", p.subjects.prefix());
-        // (session, text) → inputs: each said text is unique.
-        let mut per_message: HashMap<(String, String), usize> = HashMap::new();
-        for message in out.iter().filter(|m| m.subject.starts_with(&prefix)) {
-            if let Ok(input) = rmp_serde::from_slice::<SessionInput>(&message.payload) {
-                if input.source == InputSource::Message {
-                    *per_message
-                        .entry((input.session_key, input.text))
-                        .or_default() += 1;
-                }
-            }
-        }
+        let said: Vec<(String, String)> = self
+            .said
+            .iter()
+            .map(|s| (s.session_key.clone(), s.text()))
+            .collect();
         let given_up = self.given_up.lock().expect("given up").len();
-        let mut counts = InputCounts {
-            sent: self.said.len(),
+        InputCounts {
             resent: self
                 .said
                 .iter()
                 .filter(|s| s.resend && s.conversation.channel.starts_with("webhook:"))
                 .count(),
-            ..InputCounts::default()
-        };
-        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-        for message in &self.said {
-            let copies = per_message
-                .get(&(message.session_key.clone(), message.text()))
-                .copied()
-                .unwrap_or(0);
-            seen.insert(&message.message_id, copies);
+            ..count_inputs(p, out, &said, given_up)
         }
-        counts.received = seen.values().filter(|c| **c > 0).count();
-        counts.lost = seen.values().filter(|c| **c == 0).count().max(given_up);
-        counts.duplicates = seen.values().map(|c| c.saturating_sub(1)).sum();
-        counts
+    }
+}
+
+/// How the `(session, text)` messages people said became `tl.agent.*` inputs in `out` (each
+/// said text is unique): sent, received, lost (at least the `given_up` no listener took),
+/// duplicates.
+pub(crate) fn count_inputs(
+    p: &Pipeline,
+    out: &[Observed],
+    said: &[(String, String)],
+    given_up: usize,
+) -> InputCounts {
+    let prefix = format!("{}.agent.", p.subjects.prefix());
+    let mut per_message: HashMap<(String, String), usize> = HashMap::new();
+    for message in out.iter().filter(|m| m.subject.starts_with(&prefix)) {
+        if let Ok(input) = rmp_serde::from_slice::<SessionInput>(&message.payload) {
+            if input.source == InputSource::Message {
+                *per_message
+                    .entry((input.session_key, input.text))
+                    .or_default() += 1;
+            }
+        }
+    }
+    let copies: Vec<usize> = said
+        .iter()
+        .map(|key| per_message.get(key).copied().unwrap_or(0))
+        .collect();
+    InputCounts {
+        sent: said.len(),
+        received: copies.iter().filter(|c| **c > 0).count(),
+        lost: copies.iter().filter(|c| **c == 0).count().max(given_up),
+        duplicates: copies.iter().map(|c| c.saturating_sub(1)).sum(),
+        ..InputCounts::default()
     }
 }
 

@@ -340,7 +340,8 @@ struct Workload {
     duplicates: usize,
 }
 
-fn room_ref(room: &str) -> ConversationRef {
+/// A Matrix room as a conversation of the bot account.
+pub(crate) fn room_ref(room: &str) -> ConversationRef {
     ConversationRef {
         channel: "matrix".into(),
         account_id: ACCOUNT.into(),

@@ -6,17 +6,17 @@
 //! message must be exactly one `tl.agent.*` input of its room's session: none lost, none twice.
 
 use crate::chaos::WorkerProcess;
-use crate::chaos_inputs::InputCounts;
-use crate::pipeline::{Observed, Pipeline, ACCOUNT};
+use crate::chaos_inputs::{count_inputs, InputCounts};
+use crate::chaos_synapse::room_ref;
+use crate::pipeline::{Observed, Pipeline};
 use crate::synapse::{enc, MatrixUser};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::json;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use threadline_schemas::{ConversationRef, InputSource, Placement, SessionInput, SessionMode};
+use threadline_schemas::{Placement, SessionMode};
 
 /// One message the person writes.
 #[derive(Debug, Clone)]
@@ -48,16 +48,6 @@ struct Writer {
     person: MatrixUser,
     /// Messages the client gave up on (Synapse never answered within its patience).
     given_up: Mutex<Vec<String>>,
-}
-
-/// A `placement: current` spawn from `room`: the session is bound to the room itself.
-fn room_ref(room: &str) -> ConversationRef {
-    ConversationRef {
-        channel: "matrix".into(),
-        account_id: ACCOUNT.into(),
-        conversation_id: room.into(),
-        parent_conversation_id: None,
-    }
 }
 
 impl MatrixInputs {
@@ -150,35 +140,14 @@ impl MatrixInputs {
 
     /// Counts inputs per message in `out` (the outbound stream).
     pub(crate) fn count(&self, p: &Pipeline, out: &[Observed]) -> InputCounts {
-        let prefix = format!("{}.agent.", p.subjects.prefix());
-        let mut per_message: HashMap<(String, String), usize> = HashMap::new();
-        for message in out.iter().filter(|m| m.subject.starts_with(&prefix)) {
-            if let Ok(input) = rmp_serde::from_slice::<SessionInput>(&message.payload) {
-                if input.source == InputSource::Message {
-                    *per_message
-                        .entry((input.session_key, input.text))
-                        .or_default() += 1;
-                }
-            }
-        }
-        let said = &self.writer.said;
-        let copies: Vec<usize> = said
+        let said: Vec<(String, String)> = self
+            .writer
+            .said
             .iter()
-            .map(|s| {
-                per_message
-                    .get(&(s.session_key.clone(), s.text()))
-                    .copied()
-                    .unwrap_or(0)
-            })
+            .map(|s| (s.session_key.clone(), s.text()))
             .collect();
         let given_up = self.writer.given_up.lock().expect("given up").len();
-        InputCounts {
-            sent: said.len(),
-            received: copies.iter().filter(|c| **c > 0).count(),
-            lost: copies.iter().filter(|c| **c == 0).count().max(given_up),
-            duplicates: copies.iter().map(|c| c.saturating_sub(1)).sum(),
-            ..InputCounts::default()
-        }
+        count_inputs(p, out, &said, given_up)
     }
 }
 
