@@ -71,7 +71,17 @@ async fn a_sessions_persona_names_its_posts_where_the_platform_can_and_is_refuse
         assert!(std::time::Instant::now() < deadline, "no farewell");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(farewell.shown_as, None);
+    assert!(farewell.content.contains("ended"), "{}", farewell.content);
+    let under_persona = p
+        .discord
+        .messages_in(&thread.conversation_id)
+        .into_iter()
+        .filter(|m| m.author_id == webhook_id)
+        .count();
+    assert_eq!(
+        under_persona, 1,
+        "only the completion went out under the persona"
+    );
 
     // Slack: `username` and `icon_url` on every post.
     let mut s = spawn(

@@ -569,8 +569,11 @@ impl TelegramState {
         // `link_preview_options` and other options are accepted and ignored: they change
         // how a message looks, not what is stored.
 
-        // ReplyParameters: a message of this chat, else "message to be replied not found"
-        // unless `allow_sending_without_reply`.
+        // ReplyParameters: a message of this chat, else refused unless
+        // `allow_sending_without_reply` (whose description in tests/specs/telegram-api.json
+        // says the message "should be sent even if the specified message to be replied to is
+        // not found"). The wording is the live API's, as reported in Leask/halbot#20
+        // (`400 Bad Request: replied message not found`).
         let reply_to = match params.get("reply_parameters") {
             Some(Value::Object(reply)) => {
                 let id = reply.get("message_id").and_then(Value::as_i64);
@@ -581,7 +584,7 @@ impl TelegramState {
                 match (exists, without) {
                     (true, _) => id,
                     (false, true) => None,
-                    (false, false) => return Err(bad_request("message to be replied not found")),
+                    (false, false) => return Err(bad_request("replied message not found")),
                 }
             }
             _ => None,
@@ -1064,6 +1067,51 @@ mod tests {
                 name: "session 1".to_owned(),
                 closed: false,
             }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_names_a_message_of_the_chat_or_is_sent_without_one_when_allowed() {
+        let fake = FakeTelegram::start().await;
+        let c = client();
+        let (_, first) = send(&c, &fake, json!({ "chat_id": CHAT, "text": "q" })).await;
+        let id = first["result"]["message_id"].clone();
+        let (status, _) = send(
+            &c,
+            &fake,
+            json!({ "chat_id": CHAT, "text": "a", "reply_parameters": { "message_id": id } }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            send(
+                &c,
+                &fake,
+                json!({ "chat_id": CHAT, "text": "b", "reply_parameters": { "message_id": 999 } })
+            )
+            .await,
+            err(400, "Bad Request: replied message not found")
+        );
+        let without = json!({ "message_id": 999, "allow_sending_without_reply": true });
+        let (status, _) = send(
+            &c,
+            &fake,
+            json!({ "chat_id": CHAT, "text": "c", "reply_parameters": without }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let replies: Vec<(String, Option<i64>)> = fake
+            .messages_in(CHAT, None)
+            .into_iter()
+            .map(|m| (m.text, m.reply_to))
+            .collect();
+        assert_eq!(
+            replies,
+            vec![
+                ("q".to_owned(), None),
+                ("a".to_owned(), id.as_i64()),
+                ("c".to_owned(), None),
+            ]
         );
     }
 
